@@ -1,0 +1,280 @@
+#define _GNU_SOURCE
+#include "fl_file_reader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fl_buffer.h"
+#include "fl_parallel.h"
+
+/* A part: one piece of one range, read by one thread in one go. */
+typedef struct {
+    int32_t src;
+    int64_t offset;
+    int64_t length;
+    int64_t dst;
+} part_t;
+
+typedef struct {
+    const char *const *paths;
+    const int *fds;
+    const int64_t *sizes;
+    const part_t *parts;
+    int64_t nparts;
+    char *dst;
+    int direct;
+    int64_t bounce_size;
+    const fl_file_opts *opts;
+    atomic_llong next;
+    atomic_int failed;
+    fl_error *err;
+    pthread_mutex_t err_lock;
+} job_t;
+
+static int status_for_errno(int e) {
+    switch (e) {
+        case ENOENT:
+        case ENOTDIR: return FL_E_NOT_FOUND;
+        case EACCES:
+        case EPERM: return FL_E_PERMISSION;
+        case ENOMEM: return FL_E_NOMEM;
+        default: return FL_E_IO;
+    }
+}
+
+static void job_fail(job_t *j, int code, int sys_errno, const part_t *p, const char *what) {
+    pthread_mutex_lock(&j->err_lock);
+    if (!atomic_load(&j->failed)) {
+        fl_error_set(j->err, code, sys_errno, p->src, p->offset, p->length, "%s", what);
+        j->err->obj_size = j->sizes[p->src];
+        atomic_store(&j->failed, 1);
+    }
+    pthread_mutex_unlock(&j->err_lock);
+}
+
+/* pread until `len` bytes arrived; EINTR and short reads continue. Returns bytes
+ * read (< len only at end of file) or -errno. */
+static int64_t pread_full(int fd, char *buf, int64_t len, int64_t off) {
+    int64_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, buf + got, (size_t)(len - got), off + got);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (n == 0) break;
+        got += n;
+    }
+    return got;
+}
+
+static int read_part_buffered(job_t *j, const part_t *p) {
+    int64_t n = pread_full(j->fds[p->src], j->dst + p->dst, p->length, p->offset);
+    if (n < 0) {
+        job_fail(j, status_for_errno((int)-n), (int)-n, p, "read failed");
+        return -1;
+    }
+    if (n < p->length) {
+        job_fail(j, FL_E_SHORT, 0, p, "file ended before the range did (truncated while reading?)");
+        return -1;
+    }
+    return 0;
+}
+
+/* O_DIRECT needs block-aligned offset, length and memory: read the aligned
+ * superset (into the destination itself when it is aligned, else through a
+ * bounce buffer) and keep the exact bytes asked for. */
+static int read_part_direct(job_t *j, const part_t *p, char *bounce) {
+    int64_t start = p->offset & ~(int64_t)(FL_ALIGN - 1);
+    int64_t end = (p->offset + p->length + FL_ALIGN - 1) & ~(int64_t)(FL_ALIGN - 1);
+    char *target = j->dst + p->dst;
+    int in_place = start == p->offset && end == p->offset + p->length &&
+                   ((uintptr_t)target % FL_ALIGN) == 0;
+    char *buf = in_place ? target : bounce;
+    int64_t n = pread_full(j->fds[p->src], buf, end - start, start);
+    if (n < 0) {
+        job_fail(j, n == -EINVAL ? FL_E_UNSUPPORTED : status_for_errno((int)-n), (int)-n, p,
+                 n == -EINVAL ? "O_DIRECT read refused by the filesystem" : "read failed");
+        return -1;
+    }
+    if (n < p->offset + p->length - start) {
+        job_fail(j, FL_E_SHORT, 0, p, "file ended before the range did (truncated while reading?)");
+        return -1;
+    }
+    if (!in_place) memcpy(target, bounce + (p->offset - start), (size_t)p->length);
+    return 0;
+}
+
+static void worker(void *ctx, int tid) {
+    (void)tid;
+    job_t *j = (job_t *)ctx;
+    char *bounce = NULL;
+    size_t bounce_mapped = 0;
+    for (;;) {
+        if (atomic_load(&j->failed)) break;
+        if (j->opts->cancel && *j->opts->cancel) {
+            pthread_mutex_lock(&j->err_lock);
+            if (!atomic_load(&j->failed)) {
+                fl_error_set(j->err, FL_E_CANCELLED, 0, -1, 0, 0, "read cancelled");
+                atomic_store(&j->failed, 1);
+            }
+            pthread_mutex_unlock(&j->err_lock);
+            break;
+        }
+        int64_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->nparts) break;
+        const part_t *p = &j->parts[i];
+        if (j->direct) {
+            if (!bounce) {
+                int e = 0;
+                bounce = fl_buffer_alloc((size_t)j->bounce_size, 0, 0, &bounce_mapped, &e);
+                if (!bounce) {
+                    job_fail(j, FL_E_NOMEM, e, p, "no memory for the O_DIRECT bounce buffer");
+                    break;
+                }
+            }
+            if (read_part_direct(j, p, bounce) != 0) break;
+        } else if (read_part_buffered(j, p) != 0) {
+            break;
+        }
+        if (j->opts->cache_mode == FL_CACHE_DONT_NEED)
+            posix_fadvise(j->fds[p->src], p->offset, p->length, POSIX_FADV_DONTNEED);
+    }
+    fl_buffer_free(bounce, bounce_mapped);
+}
+
+int64_t fl_file_size(const char *path, fl_error *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        fl_error_set(err, status_for_errno(e), e, 0, 0, 0, "cannot stat");
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fl_error_set(err, FL_E_INVALID, EISDIR, 0, 0, 0, "is a directory");
+        return -1;
+    }
+    return (int64_t)st.st_size;
+}
+
+static int advice_for(int mode, int64_t nranges, int64_t total, int64_t size) {
+    switch (mode) {
+        case FL_CACHE_SEQUENTIAL: return POSIX_FADV_SEQUENTIAL;
+        case FL_CACHE_RANDOM: return POSIX_FADV_RANDOM;
+        case FL_CACHE_NORMAL: return POSIX_FADV_NORMAL;
+        case FL_CACHE_DONT_NEED: return POSIX_FADV_NORMAL; /* dropped after each part */
+        default:
+            /* auto: a few large ranges read ahead; many small scattered ones do not. */
+            return (total >= size / 2 || total / (nranges ? nranges : 1) >= (1 << 20))
+                       ? POSIX_FADV_SEQUENTIAL
+                       : POSIX_FADV_RANDOM;
+    }
+}
+
+int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, int64_t nranges,
+                 char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err) {
+    fl_error_clear(err);
+    if (opts->part_size < FL_ALIGN || opts->max_inflight < 1 || npaths < 1)
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0,
+                            "part_size must be >= 4096 and max_inflight >= 1");
+    int rc = FL_OK;
+    int *fds = malloc(sizeof(int) * (size_t)npaths);
+    int64_t *sizes = malloc(sizeof(int64_t) * (size_t)npaths);
+    int64_t *totals = calloc((size_t)npaths, sizeof(int64_t));
+    int64_t *counts = calloc((size_t)npaths, sizeof(int64_t));
+    part_t *parts = NULL;
+    if (!fds || !sizes || !totals || !counts) {
+        rc = fl_error_set(err, FL_E_NOMEM, ENOMEM, -1, 0, 0, "out of memory");
+        goto out_free;
+    }
+    for (int s = 0; s < npaths; s++) fds[s] = -1;
+
+    /* Check every range and count parts before any I/O. */
+    int64_t nparts = 0;
+    for (int64_t i = 0; i < nranges; i++) {
+        const fl_range *r = &ranges[i];
+        if (r->src < 0 || r->src >= npaths || r->offset < 0 || r->length <= 0 || r->dst < 0 ||
+            r->dst + r->length > dst_len) {
+            rc = fl_error_set(err, FL_E_INVALID, 0, r->src, r->offset, r->length,
+                              "range %lld is invalid or does not fit the buffer", (long long)i);
+            goto out_free;
+        }
+        nparts += (r->length + opts->part_size - 1) / opts->part_size;
+        totals[r->src] += r->length;
+        counts[r->src]++;
+    }
+
+    int flags = O_RDONLY | O_CLOEXEC | (opts->direct ? O_DIRECT : 0);
+    for (int s = 0; s < npaths; s++) {
+        if (!counts[s]) continue;
+        fds[s] = open(paths[s], flags);
+        if (fds[s] < 0) {
+            int e = errno;
+            rc = fl_error_set(err, e == EINVAL && opts->direct ? FL_E_UNSUPPORTED : status_for_errno(e),
+                              e, s, 0, 0, "cannot open");
+            goto out_close;
+        }
+        struct stat st;
+        int bad = fstat(fds[s], &st) != 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : 0);
+        if (bad) {
+            int e = bad;
+            rc = fl_error_set(err, FL_E_INVALID, e, s, 0, 0, "cannot read");
+            goto out_close;
+        }
+        sizes[s] = (int64_t)st.st_size;
+        posix_fadvise(fds[s], 0, 0, advice_for(opts->cache_mode, counts[s], totals[s], sizes[s]));
+    }
+    for (int64_t i = 0; i < nranges; i++) {
+        const fl_range *r = &ranges[i];
+        if (r->offset + r->length > sizes[r->src]) {
+            rc = fl_error_set(err, FL_E_RANGE, 0, r->src, r->offset, r->length,
+                              "range ends past the end of the object");
+            err->obj_size = sizes[r->src];
+            goto out_close;
+        }
+    }
+
+    parts = malloc(sizeof(part_t) * (size_t)(nparts ? nparts : 1));
+    if (!parts) {
+        rc = fl_error_set(err, FL_E_NOMEM, ENOMEM, -1, 0, 0, "out of memory for %lld parts",
+                          (long long)nparts);
+        goto out_close;
+    }
+    int64_t k = 0;
+    for (int64_t i = 0; i < nranges; i++) {
+        const fl_range *r = &ranges[i];
+        for (int64_t off = 0; off < r->length; off += opts->part_size) {
+            int64_t len = r->length - off < opts->part_size ? r->length - off : opts->part_size;
+            parts[k++] = (part_t){r->src, r->offset + off, len, r->dst + off};
+        }
+    }
+
+    job_t job = {
+        .paths = paths, .fds = fds, .sizes = sizes, .parts = parts, .nparts = nparts,
+        .dst = dst, .direct = opts->direct, .bounce_size = opts->part_size + 2 * FL_ALIGN,
+        .opts = opts, .err = err,
+    };
+    atomic_init(&job.next, 0);
+    atomic_init(&job.failed, 0);
+    pthread_mutex_init(&job.err_lock, NULL);
+    int nthreads = opts->max_inflight < nparts ? opts->max_inflight : (int)nparts;
+    if (nthreads > 0) fl_parallel_run(nthreads, worker, &job);
+    pthread_mutex_destroy(&job.err_lock);
+    rc = err->code;
+
+out_close:
+    for (int s = 0; s < npaths; s++)
+        if (fds[s] >= 0) close(fds[s]);
+out_free:
+    free(parts);
+    free(fds);
+    free(sizes);
+    free(totals);
+    free(counts);
+    return rc;
+}

@@ -1,0 +1,28 @@
+"""fastload: feeds training loops from files, HTTP and S3 at the speed of the storage."""
+
+from fastload._buffer import AlignedBuffer, cuda_available
+from fastload.engine import RangeEngine, read, read_ranges
+from fastload.errors import (
+    AccessDeniedError,
+    FastloadError,
+    ObjectNotFoundError,
+    RangeError,
+    ReadTimeoutError,
+    TransferError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDeniedError",
+    "AlignedBuffer",
+    "FastloadError",
+    "ObjectNotFoundError",
+    "RangeEngine",
+    "RangeError",
+    "ReadTimeoutError",
+    "TransferError",
+    "cuda_available",
+    "read",
+    "read_ranges",
+]

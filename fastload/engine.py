@@ -1,0 +1,226 @@
+"""The range engine: whole objects or many byte ranges into one aligned buffer.
+
+Python decides what to read (validation, packing ranges, choosing the backend
+by URI scheme); the backends' native code does the reading with the GIL
+released.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastload._buffer import AlignedBuffer
+from fastload.file_backend import CACHE_MODES, FileBackend
+from fastload.range_table import split_by_source
+from fastload.uri import ParsedURI, parse_uri
+
+MIN_PART_SIZE = 4096
+DEFAULT_PART_SIZE = 8 << 20
+DEFAULT_MAX_INFLIGHT_PARTS = 4
+
+Range = tuple[int, int]
+
+
+def _backend_scheme(src: ParsedURI) -> str:
+    """file:// and direct:// share one backend."""
+    return "file" if src.scheme == "direct" else src.scheme
+
+
+def _check_positive_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def writable_view(out: Any, needed: int, what: str) -> memoryview:
+    """A flat writable byte view of ``out``; ValueError when it is read-only or too small."""
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise TypeError(f"{what}: out must support the buffer protocol, got {type(out).__name__}") from None
+    if view.readonly:
+        raise ValueError(f"{what}: the destination buffer is read-only")
+    if not view.contiguous:
+        raise ValueError(f"{what}: the destination buffer is not contiguous")
+    if view.nbytes < needed:
+        raise ValueError(f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+class RangeEngine:
+    """Reads objects and byte ranges from any supported URI into aligned buffers.
+
+    ``part_size``: ranges are cut into parts of at most this many bytes;
+    ``max_inflight_parts``: native threads (or transfers) in flight at once;
+    ``page_cache_mode``: posix_fadvise hint for local files (auto, sequential,
+    random, dont_need, normal); ``timeout``: seconds a whole read may take.
+    """
+
+    def __init__(
+        self,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_inflight_parts: int = DEFAULT_MAX_INFLIGHT_PARTS,
+        page_cache_mode: str = "auto",
+        timeout: float | None = None,
+        **network_options: Any,
+    ) -> None:
+        self.part_size = _check_positive_int("part_size", part_size, MIN_PART_SIZE)
+        self.max_inflight_parts = _check_positive_int("max_inflight_parts", max_inflight_parts, 1)
+        if page_cache_mode not in CACHE_MODES:
+            raise ValueError(
+                f"page_cache_mode must be one of {sorted(CACHE_MODES)}, got {page_cache_mode!r}"
+            )
+        self.page_cache_mode = page_cache_mode
+        if timeout is not None and not (timeout > 0):
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.timeout = timeout
+        self.network_options = network_options
+        self._backends: dict[str, Any] = {}
+
+    # -- backends -------------------------------------------------------------
+    def backend(self, scheme: str) -> Any:
+        scheme = "file" if scheme == "direct" else scheme
+        b = self._backends.get(scheme)
+        if b is None:
+            b = self._make_backend(scheme)
+            self._backends[scheme] = b
+        return b
+
+    def _make_backend(self, scheme: str) -> Any:
+        if scheme == "file":
+            return FileBackend()
+        from fastload.network import make_backend  # network code loads only when used
+
+        return make_backend(scheme, **self.network_options)
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            close = getattr(b, "close", None)
+            if close is not None:
+                close()
+        self._backends.clear()
+
+    def __enter__(self) -> RangeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- queries --------------------------------------------------------------
+    def size(self, uri: str | os.PathLike[str]) -> int:
+        """Size of the object in bytes."""
+        src = parse_uri(uri)
+        return int(self.backend(src.scheme).size(src))
+
+    def list(self, prefix: str | os.PathLike[str]) -> list[str]:
+        """Every object under a prefix (a local folder, s3://bucket/prefix/), sorted."""
+        src = parse_uri(prefix)
+        return list(self.backend(src.scheme).list(src))
+
+    # -- reads ----------------------------------------------------------------
+    def read(self, uri: str | os.PathLike[str], out: Any = None, *, pin: bool = False) -> Any:
+        """Read a whole object into ``out`` (or a new AlignedBuffer of its size)."""
+        size = self.size(uri)
+        return self.read_ranges(uri, [(0, size)] if size else [], out, pin=pin, _size=size)
+
+    def read_ranges(
+        self,
+        uri: str | os.PathLike[str],
+        ranges: Iterable[Range] | np.ndarray,
+        out: Any = None,
+        *,
+        pin: bool = False,
+        _size: int | None = None,
+    ) -> Any:
+        """Read byte ranges ``(offset, length)`` of one object, packed one after another.
+
+        Returns ``out`` or, when it is None, a new AlignedBuffer of the total length.
+        """
+        src = parse_uri(uri)
+        arr = np.asarray(list(ranges) if not isinstance(ranges, np.ndarray) else ranges, dtype=np.int64)
+        if arr.size == 0:
+            arr = arr.reshape(0, 2)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"{src.uri}: ranges must be (offset, length) pairs, got shape {arr.shape}")
+        table = np.zeros((len(arr), 4), dtype=np.int64)
+        table[:, 1:3] = arr
+        lengths = arr[:, 1]
+        table[:, 3] = np.cumsum(lengths) - lengths
+        total = int(lengths.sum()) if len(arr) else (_size or 0)
+        if out is None:
+            out = AlignedBuffer(total, pin=pin)
+        self.read_into([src], table, out)
+        return out
+
+    def read_into(
+        self,
+        sources: Sequence[str | os.PathLike[str] | ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        *,
+        cancel: Any = None,
+    ) -> None:
+        """The general form: rows ``(src, offset, length, dst)`` of an int64 table.
+
+        Reads ``length`` bytes at ``offset`` of ``sources[src]`` to ``out[dst:]``.
+        Sources of several schemes may be mixed; each scheme's rows go to its backend.
+        """
+        srcs = [s if isinstance(s, ParsedURI) else parse_uri(s) for s in sources]
+        table = np.ascontiguousarray(table, dtype=np.int64)
+        if table.ndim != 2 or table.shape[1] != 4:
+            raise ValueError(f"the range table must have 4 columns (src, offset, length, dst), got {table.shape}")
+        if len(table) == 0:
+            return
+        self._check_table(srcs, table)
+        needed = int((table[:, 3] + table[:, 2]).max())
+        view = writable_view(out, needed, srcs[int(table[0, 0])].uri if len(srcs) == 1 else f"{len(srcs)} sources")
+        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, _backend_scheme):
+            self.backend(str(scheme)).read_into(
+                sub_srcs, sub_table, view,
+                part_size=self.part_size, max_inflight_parts=self.max_inflight_parts,
+                page_cache_mode=self.page_cache_mode, timeout=self.timeout, cancel=cancel,
+            )
+
+    @staticmethod
+    def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
+        src, off, length, dst = table.T
+        bad = (src < 0) | (src >= len(srcs)) | (off < 0) | (length <= 0) | (dst < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            s, o, n, _ = (int(v) for v in table[i])
+            name = srcs[s].uri if 0 <= s < len(srcs) else f"source #{s} (of {len(srcs)})"
+            what = "negative offset" if o < 0 else "empty or negative length" if n <= 0 else "bad source or destination"
+            raise ValueError(f"{name}: invalid range (offset={o}, length={n}): {what}")
+
+
+_default_engine: RangeEngine | None = None
+
+
+def default_engine() -> RangeEngine:
+    global _default_engine
+    if _default_engine is None:
+        _default_engine = RangeEngine()
+    return _default_engine
+
+
+def read(uri: str | os.PathLike[str], out: Any = None, **options: Any) -> Any:
+    """Read a whole object. Keyword options build a RangeEngine for this call."""
+    if not options:
+        return default_engine().read(uri, out)
+    pin = options.pop("pin", False)
+    with RangeEngine(**options) as eng:
+        return eng.read(uri, out, pin=pin)
+
+
+def read_ranges(uri: str | os.PathLike[str], ranges: Iterable[Range], out: Any = None, **options: Any) -> Any:
+    """Read byte ranges of one object, packed one after another."""
+    if not options:
+        return default_engine().read_ranges(uri, ranges, out)
+    pin = options.pop("pin", False)
+    with RangeEngine(**options) as eng:
+        return eng.read_ranges(uri, ranges, out, pin=pin)

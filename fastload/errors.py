@@ -1,0 +1,137 @@
+"""The one table that turns native error codes into Python exceptions.
+
+Every Cython bridge hands its ``fl_error`` to :func:`raise_native_error`; the
+message always names the URI and byte range, never a credential.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import NoReturn
+
+
+class FastloadError(Exception):
+    """Base of every error fastload raises about data it could not deliver."""
+
+    uri: str | None = None
+    offset: int | None = None
+    length: int | None = None
+    object_size: int | None = None
+    http_status: int | None = None
+    attempts: int | None = None
+
+
+class ObjectNotFoundError(FastloadError, FileNotFoundError):
+    """The file, object or bucket does not exist."""
+
+
+class AccessDeniedError(FastloadError, PermissionError):
+    """The OS or server refused access (EACCES, HTTP 401/403, bad signature)."""
+
+
+class RangeError(FastloadError, ValueError):
+    """A byte range lies outside the object."""
+
+
+class InvalidRequestError(FastloadError, ValueError):
+    """An argument the native layer could not act on."""
+
+
+class ReadTimeoutError(FastloadError, TimeoutError):
+    """A read did not finish in time."""
+
+
+class TransferError(FastloadError, ConnectionError):
+    """The connection failed (refused, reset, TLS) and retries ran out."""
+
+
+class ShortReadError(FastloadError, OSError):
+    """The object ended, or a body stopped, before the range did."""
+
+
+class HTTPStatusError(FastloadError, OSError):
+    """The server answered with an HTTP status fastload does not map elsewhere."""
+
+
+class CancelledReadError(FastloadError, OSError):
+    """The read was cancelled (loader shut down)."""
+
+
+class UnsupportedError(FastloadError, OSError):
+    """The storage cannot do what was asked (O_DIRECT on tmpfs, for example)."""
+
+
+class CertificateError(TransferError):
+    """TLS certificate verification failed."""
+
+
+class NativeIOError(FastloadError, OSError):
+    """Any other OS error while reading."""
+
+
+_FL_E_NOMEM = 5
+_FL_E_RANGE = 3
+
+# fl_status (csrc/fl_error.h) -> exception class; FL_E_NOMEM raises MemoryError.
+NATIVE_ERRORS: dict[int, type[FastloadError]] = {
+    1: ObjectNotFoundError,
+    2: AccessDeniedError,
+    3: RangeError,
+    4: InvalidRequestError,
+    6: NativeIOError,
+    7: ReadTimeoutError,
+    8: TransferError,
+    9: HTTPStatusError,
+    10: ShortReadError,
+    11: CancelledReadError,
+    12: UnsupportedError,
+    13: CertificateError,
+}
+
+
+def describe_range(offset: int | None, length: int | None) -> str:
+    if offset is None or length is None or length <= 0:
+        return ""
+    return f" bytes {offset}-{offset + length - 1}"
+
+
+def raise_native_error(
+    code: int,
+    uri: str | None,
+    *,
+    offset: int | None = None,
+    length: int | None = None,
+    sys_errno: int = 0,
+    http_status: int = 0,
+    curl_code: int = 0,
+    object_size: int = -1,
+    attempts: int = 0,
+    message: str = "",
+) -> NoReturn:
+    """Raise the exception for a native ``fl_error``."""
+    if code == _FL_E_NOMEM:
+        raise MemoryError(f"{uri}: {message or 'out of memory'}")
+    cls = NATIVE_ERRORS.get(code, NativeIOError)
+    parts = [message or "read failed"]
+    if sys_errno:
+        parts.append(f"[{_errno.errorcode.get(sys_errno, sys_errno)}] {os.strerror(sys_errno)}")
+    if http_status:
+        parts.append(f"HTTP {http_status}")
+    if curl_code:
+        parts.append(f"curl error {curl_code}")
+    if object_size is not None and object_size >= 0 and code == _FL_E_RANGE:
+        parts.append(f"object size is {object_size} bytes")
+    if attempts > 1:
+        parts.append(f"after {attempts} attempts")
+    text = f"{uri}{describe_range(offset, length)}: " + "; ".join(parts)
+    exc = cls(text)
+    exc.uri = uri
+    exc.offset = offset
+    exc.length = length
+    exc.object_size = object_size if object_size is not None and object_size >= 0 else None
+    exc.http_status = http_status or None
+    exc.attempts = attempts or None
+    if isinstance(exc, OSError) and sys_errno:
+        exc.errno = sys_errno
+    raise exc

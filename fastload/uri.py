@@ -1,0 +1,63 @@
+"""Parsing of the URIs fastload reads: plain paths, file://, direct://, http(s)://, s3://."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+LOCAL_SCHEMES = ("file", "direct")
+NETWORK_SCHEMES = ("http", "https", "s3")
+SCHEMES = LOCAL_SCHEMES + NETWORK_SCHEMES
+
+
+@dataclass(frozen=True)
+class ParsedURI:
+    """A URI split into what the engines need.
+
+    ``path`` is the local path for file/direct, the URL path for http(s) and
+    the key for s3; ``bucket`` is set for s3 only, ``netloc`` for http(s).
+    """
+
+    uri: str
+    scheme: str
+    path: str
+    bucket: str = ""
+    netloc: str = ""
+
+    @property
+    def is_local(self) -> bool:
+        return self.scheme in LOCAL_SCHEMES
+
+
+def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:
+    """Parse ``uri``; raise ``ValueError`` naming it when it is malformed or unsupported."""
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str):
+        raise TypeError(f"a URI must be a str or path, not {type(uri).__name__}: {uri!r}")
+    if not uri:
+        raise ValueError("empty URI")
+    if "://" not in uri:
+        return ParsedURI(uri, "file", os.path.abspath(uri))
+    scheme, rest = uri.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(
+            f"{uri}: unsupported scheme {scheme!r} (supported: {', '.join(SCHEMES)}, or a plain path)"
+        )
+    if scheme in LOCAL_SCHEMES:
+        host, sep, path = rest.partition("/")
+        if host not in ("", "localhost"):
+            raise ValueError(f"{uri}: {scheme}:// URIs name a local path (file:///abs/path), not host {host!r}")
+        if not sep or not path:
+            raise ValueError(f"{uri}: no path after {scheme}://")
+        return ParsedURI(uri, scheme, unquote("/" + path))
+    parts = urlsplit(uri)
+    if scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"{uri}: s3:// URI has no bucket (expected s3://bucket/key)")
+        return ParsedURI(uri, "s3", unquote(parts.path.lstrip("/")), bucket=parts.netloc)
+    if not parts.netloc:
+        raise ValueError(f"{uri}: {scheme}:// URI has no host")
+    return ParsedURI(uri, scheme, parts.path or "/", netloc=parts.netloc)
