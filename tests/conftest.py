@@ -1,0 +1,3 @@
+"""Shared pytest set-up. Fixture modules of each area are listed in pytest_plugins."""
+
+pytest_plugins: list[str] = []
