@@ -30,6 +30,9 @@ typedef float f32_u __attribute__((aligned(1), may_alias));
 /* Floats in a thread's staging block: 16 KiB, so a block stays in L1 between
  * the convert pass and the pack pass, and a transposed tile stays in cache. */
 #define FL_BLOCK_ELEMS 4096
+/* Pixels in one period of the channels-last scale/shift pattern: 8 floats
+ * per AVX2 vector, so C * 8 floats is whole vectors and whole pixels. */
+#define FL_PATTERN_PX 8
 /* Fewest pixels in a block: a channel-first run of 16 floats fills a cache line. */
 #define FL_MIN_BLOCK_PX 16
 
@@ -46,7 +49,7 @@ typedef struct {
     int64_t ups;          /* units per sample (spu == 0) */
     int64_t units;
     int64_t block_px;     /* pixels per staging block */
-    const float *apat;    /* scale / shift repeated over a channels-last block */
+    const float *apat;    /* scale / shift repeated over FL_PATTERN_PX pixels */
     const float *bpat;
     int isa;
     atomic_llong next;
@@ -134,10 +137,27 @@ FL_AI void pack(const float *t, char *d, int64_t n, int ddt, int isa) {
  * Results go to o in the output layout: channels-first runs o[c * os + k],
  * or channels-last o[k * C + c]. */
 
+/* Channels-last in and out: the scale/shift pattern repeats every C * 8 floats
+ * (a whole number of pixels and of 8-float vectors), so one short pattern,
+ * held in registers when C is a compile-time 1, 3 or 4, serves every chunk. */
 FL_AI void conv_keep_cl(const char *s, float *restrict o, int64_t C, int64_t p0, int64_t nb,
-                        int sdt, const float *apat, const float *bpat) {
+                        int sdt, const float *apat, const float *bpat, int CC) {
     int64_t n = nb * C, base = p0 * C;
-    for (int64_t k = 0; k < n; k++) o[k] = load_f(s, base + k, sdt) * apat[k] + bpat[k];
+    if (CC == 1) {
+        float a = apat[0], b = bpat[0];
+        for (int64_t k = 0; k < n; k++) o[k] = load_f(s, base + k, sdt) * a + b;
+        return;
+    }
+    int64_t L = (CC ? CC : C) * FL_PATTERN_PX;
+    for (int64_t k = 0; k < n; k += L) {
+        int64_t m = n - k < L ? n - k : L;
+        if (CC && m == L) {
+            for (int64_t i = 0; i < CC * FL_PATTERN_PX; i++)
+                o[k + i] = load_f(s, base + k + i, sdt) * apat[i] + bpat[i];
+        } else {
+            for (int64_t i = 0; i < m; i++) o[k + i] = load_f(s, base + k + i, sdt) * apat[i] + bpat[i];
+        }
+    }
 }
 
 FL_AI void conv_keep_cf(const char *s, float *restrict o, int64_t os, int64_t P, int64_t C,
@@ -187,7 +207,12 @@ FL_AI void conv_block(const job_t *j, const char *s, float *restrict o, int64_t 
     const fl_collate_args *a = j->a;
     int64_t P = j->P, C = j->C;
     switch (j->op) {
-        case OP_KEEP_CL: conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat); break;
+        case OP_KEEP_CL:
+            if (C == 1) conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 1);
+            else if (C == 3) conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 3);
+            else if (C == 4) conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 4);
+            else conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 0);
+            break;
         case OP_KEEP_CF: conv_keep_cf(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift); break;
         case OP_CL_TO_CF:
             if (C == 3) conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 3);
@@ -448,7 +473,7 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
 
     float *pat = NULL;
     if (!raw && j->op == OP_KEEP_CL) {
-        int64_t n = j->block_px * C;
+        int64_t n = FL_PATTERN_PX * C;
         pat = malloc(sizeof(float) * (size_t)(2 * n));
         if (!pat) {
             free(j);
