@@ -168,38 +168,30 @@ FL_AI void conv_keep_cf(const char *s, float *restrict o, int64_t os, int64_t P,
     }
 }
 
-/* CC > 0: channel count known at compile time, pixel-major so the compiler
- * vectorises the interleaved group; CC == 0: any C, channel-major tile. */
-FL_AI void conv_cl_to_cf(const char *s, float *restrict o, int64_t os, int64_t C, int64_t p0,
-                         int64_t nb, int sdt, const float *A, const float *B, int CC) {
+/* Layout change of pixels [p0, p0 + nb): channels-last source to channels-first
+ * runs (to_cf) or the reverse. CC > 0: channel count known at compile time,
+ * pixel-major so the compiler vectorises the interleaved group; CC == 0: any
+ * C, one channel at a time over a block that stays in cache. */
+FL_AI void conv_transpose(const char *s, float *restrict o, int64_t os, int64_t P, int64_t C,
+                          int64_t p0, int64_t nb, int sdt, const float *A, const float *B,
+                          int to_cf, int CC) {
+#define FL_SRC_I(c, k) (to_cf ? (p0 + (k)) * C + (c) : (c) * P + p0 + (k))
+#define FL_DST_I(c, k) (to_cf ? (c) * os + (k) : (k) * C + (c))
     if (CC) {
         float a[4], b[4];
+        C = CC;
         for (int c = 0; c < CC; c++) a[c] = A[c], b[c] = B[c];
         for (int64_t k = 0; k < nb; k++)
             for (int c = 0; c < CC; c++)
-                o[c * os + k] = load_f(s, (p0 + k) * CC + c, sdt) * a[c] + b[c];
+                o[FL_DST_I(c, k)] = load_f(s, FL_SRC_I(c, k), sdt) * a[c] + b[c];
         return;
     }
     for (int64_t c = 0; c < C; c++) {
         float a = A[c], b = B[c];
-        for (int64_t k = 0; k < nb; k++) o[c * os + k] = load_f(s, (p0 + k) * C + c, sdt) * a + b;
+        for (int64_t k = 0; k < nb; k++) o[FL_DST_I(c, k)] = load_f(s, FL_SRC_I(c, k), sdt) * a + b;
     }
-}
-
-FL_AI void conv_cf_to_cl(const char *s, float *restrict o, int64_t P, int64_t C, int64_t p0,
-                         int64_t nb, int sdt, const float *A, const float *B, int CC) {
-    if (CC) {
-        float a[4], b[4];
-        for (int c = 0; c < CC; c++) a[c] = A[c], b[c] = B[c];
-        for (int64_t k = 0; k < nb; k++)
-            for (int c = 0; c < CC; c++)
-                o[k * CC + c] = load_f(s, c * P + p0 + k, sdt) * a[c] + b[c];
-        return;
-    }
-    for (int64_t c = 0; c < C; c++) {
-        float a = A[c], b = B[c];
-        for (int64_t k = 0; k < nb; k++) o[k * C + c] = load_f(s, c * P + p0 + k, sdt) * a + b;
-    }
+#undef FL_SRC_I
+#undef FL_DST_I
 }
 
 FL_AI void conv_block(const job_t *j, const char *s, float *restrict o, int64_t os, int64_t p0,
@@ -214,16 +206,17 @@ FL_AI void conv_block(const job_t *j, const char *s, float *restrict o, int64_t 
             else conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 0);
             break;
         case OP_KEEP_CF: conv_keep_cf(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift); break;
-        case OP_CL_TO_CF:
-            if (C == 3) conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 3);
-            else if (C == 4) conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 4);
-            else conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 0);
-            break;
-        default:
-            if (C == 3) conv_cf_to_cl(s, o, P, C, p0, nb, sdt, a->scale, a->shift, 3);
-            else if (C == 4) conv_cf_to_cl(s, o, P, C, p0, nb, sdt, a->scale, a->shift, 4);
-            else conv_cf_to_cl(s, o, P, C, p0, nb, sdt, a->scale, a->shift, 0);
-            break;
+        /* Direction and C = 3 / 4 as compile-time constants, one copy each. */
+#define FL_CONV_T(TO_CF)                                                                      \
+    do {                                                                                      \
+        if (C == 3) conv_transpose(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift, TO_CF, 3); \
+        else if (C == 4)                                                                      \
+            conv_transpose(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift, TO_CF, 4);        \
+        else conv_transpose(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift, TO_CF, 0);       \
+    } while (0)
+        case OP_CL_TO_CF: FL_CONV_T(1); break;
+        default: FL_CONV_T(0); break;
+#undef FL_CONV_T
     }
 }
 
