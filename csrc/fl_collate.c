@@ -79,8 +79,10 @@ FL_AI uint16_t f32_to_f16_bits(float f) {
     memcpy(&sub_bits, &sub_f, 4);
     uint32_t sub = sub_bits - 0x3f000000u;
     uint32_t norm = (ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13;
-    uint32_t big = ax > 0x7f800000u ? 0x7e00u : 0x7c00u;
-    uint32_t r = ax >= 0x47800000u ? big : ax < 0x38800000u ? sub : norm;
+    uint32_t big = 0x7c00u | ((uint32_t)(ax > 0x7f800000u) << 9);
+    uint32_t is_big = -(uint32_t)(ax >= 0x47800000u), is_sub = -(uint32_t)(ax < 0x38800000u);
+    /* masks, not branches: the loop must stay free of control flow to vectorise */
+    uint32_t r = (big & is_big) | (sub & is_sub & ~is_big) | (norm & ~is_sub & ~is_big);
     return (uint16_t)(sign | r);
 }
 

@@ -210,6 +210,20 @@ def test_f32_to_half_and_bfloat16_round_like_numpy_and_torch():
         np.testing.assert_array_equal(bits[0], bf16_bits(x))
 
 
+def test_float16_conversion_is_bit_exact_over_the_float32_range():
+    # every sign/exponent/top-mantissa pattern, with low bits below, at and above the tie
+    top = np.arange(1 << 20, dtype=np.uint32) << 12
+    x = np.concatenate([top | low for low in (0, 0x7FF, 0x800, 0x801, 0xFFF)]).view(np.float32)
+    x = x[~np.isnan(x)]
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    for isa in ISAS:
+        got = fastload.collate([x], dtype=np.float16, isa=isa)[0].view(np.uint16)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(fastload.collate([x], dtype="bfloat16", isa=isa)[0],
+                                      bf16_bits(x))
+
+
 def test_nan_stays_nan():
     x = np.array([[[np.nan, 1.0, -np.nan]]], dtype=np.float32)
     for dtype in (np.float16, np.float32):
