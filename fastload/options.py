@@ -177,6 +177,9 @@ class LoaderConfig:
         if self.sampler_type != "weighted_random" and self.weights is not None:
             raise _fail("weights", self.weights,
                         f"only act with sampler_type 'weighted_random', not {self.sampler_type!r}")
+        if self.replacement and self.sampler_type == "sequential" and not self.shuffle:
+            raise _fail("replacement", True,
+                        "only acts with shuffle=True or sampler_type 'random' / 'weighted_random'")
         if self.sampler_type == "distributed_random" and self.replacement:
             raise _fail("replacement", True,
                         "sampler_type 'distributed_random' draws without replacement; "
