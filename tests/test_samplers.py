@@ -139,6 +139,32 @@ def test_ranks_are_disjoint_and_cover_the_epoch(n, world, drop_last, seed, epoch
         assert len(every) == -(-m // world) * world  # the pad is the only repetition
 
 
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(0, 70), kind=st.sampled_from(["seq", "shuffle", "random_r", "weighted",
+                                                   "weighted_r", "distributed"]),
+       world=st.integers(1, 4), workers=st.integers(1, 3), batch=st.integers(1, 6),
+       drop_last=st.booleans(), seed=st.integers(0, 99), epoch=st.integers(0, 9), data=st.data())
+def test_every_sampler_len_matches_its_indices(n, kind, world, workers, batch, drop_last, seed,
+                                               epoch, data):
+    if kind.startswith("weighted") and n == 0:
+        n = 1
+    knobs = {
+        "seq": {}, "shuffle": {"shuffle": True}, "distributed": {"sampler_type": "distributed_random"},
+        "random_r": {"sampler_type": "random", "replacement": True},
+        "weighted": {"sampler_type": "weighted_random", "weights": [1.0] + [0.5] * (n - 1)},
+        "weighted_r": {"sampler_type": "weighted_random", "weights": [1.0] + [2.0] * (n - 1),
+                       "replacement": True},
+    }[kind]
+    cfg = LoaderConfig(**knobs, shard_rank=data.draw(st.integers(0, world - 1)), shard_world_size=world,
+                       worker_id=data.draw(st.integers(0, workers - 1)), num_workers_pytorch=workers,
+                       batch_size=batch, drop_last=drop_last, seed=seed)
+    s = make_sampler(cfg, n)
+    got = s.indices(epoch)
+    assert got.dtype == np.int64 and len(got) == len(s)
+    assert np.array_equal(got, make_sampler(cfg, n).indices(epoch))  # a pure function
+    assert ((got >= 0) & (got < n)).all()
+
+
 # ---- workers inside a rank ----------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)
