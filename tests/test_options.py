@@ -1,9 +1,12 @@
 """LoaderConfig / LoaderOptions: defaults, fluent setters, presets, validation, conversion."""
 
+import dataclasses
 import json
 import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastload
 from fastload.options import FIELD_NAMES, LoaderConfig, LoaderOptions, PyLoaderOptions
@@ -247,3 +250,38 @@ def test_same_fluent_code_as_s3dlio():
     shared = set(expected) & set(mine)
     assert len(shared) >= 18
     assert {k: mine[k] for k in shared} == {k: expected[k] for k in shared}
+
+
+VALID = {
+    "batch_size": st.integers(1, 4096), "drop_last": st.booleans(), "shuffle": st.booleans(),
+    "seed": st.integers(0, 2**64), "num_workers": st.integers(0, 16), "prefetch": st.integers(1, 16),
+    "auto_tune": st.booleans(), "loading_mode": st.sampled_from(["sequential", "async_pool"]),
+    "reader_mode": st.sampled_from(["sequential", "range"]), "part_size": st.integers(4096, 1 << 30),
+    "max_inflight_parts": st.integers(1, 64), "pin_memory": st.booleans(),
+    "persistent_workers": st.booleans(),
+    "timeout_seconds": st.none() | st.floats(0.001, 1e6),
+    "multiprocessing_context": st.sampled_from(["spawn", "fork", "forkserver"]),
+    "memory_format": st.sampled_from(["channels_first", "channels_last", "auto"]),
+    "non_blocking": st.booleans(), "generator_seed": st.none() | st.integers(0, 2**32),
+    "enable_transforms": st.booleans(), "collate_buffer_size": st.integers(0, 1 << 20),
+    "page_cache_mode": st.sampled_from(["sequential", "random", "dont_need", "normal", "auto"]),
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(knobs=st.fixed_dictionaries({}, optional=VALID),
+       rank=st.none() | st.integers(0, 7), world=st.none() | st.integers(8, 9),
+       weights=st.none() | st.lists(st.floats(0.0, 10.0), min_size=1, max_size=12))
+def test_any_valid_options_round_trip(knobs, rank, world, weights):
+    o = LoaderOptions(**knobs, shard_rank=rank, shard_world_size=world)
+    if weights is not None and sum(weights) > 0:
+        o = o.weighted_sampling(weights)
+    assert LoaderOptions.from_dict(json.loads(json.dumps(o.to_dict()))) == o
+    if o.weights is None or len(o.weights) <= 8:  # longer weights are abbreviated in repr
+        assert eval(repr(o), {"LoaderOptions": LoaderOptions}) == o
+    assert pickle.loads(pickle.dumps(o)) == o and hash(pickle.loads(pickle.dumps(o))) == hash(o)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LoaderConfig().batch_size = 4  # type: ignore[misc]
