@@ -10,6 +10,7 @@ from fastload.errors import (
     ReadTimeoutError,
     TransferError,
 )
+from fastload.options import LoaderConfig, LoaderOptions, PyLoaderOptions
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,9 @@ __all__ = [
     "cuda_available",
     "read",
     "read_ranges",
+    "LoaderConfig",
+    "LoaderOptions",
+    "PyLoaderOptions",
 ]
 
 # Collate kernel (issue 4): fastload.collate is a callable module, so both
