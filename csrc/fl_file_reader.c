@@ -198,13 +198,14 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
     int64_t nparts = 0;
     for (int64_t i = 0; i < nranges; i++) {
         const fl_range *r = &ranges[i];
+        /* dst_len - dst, not dst + length: the sum of int64 extremes overflows. */
         if (r->src < 0 || r->src >= npaths || r->offset < 0 || r->length <= 0 || r->dst < 0 ||
-            r->dst + r->length > dst_len) {
+            r->length > dst_len - r->dst) {
             rc = fl_error_set(err, FL_E_INVALID, 0, r->src, r->offset, r->length,
                               "range %lld is invalid or does not fit the buffer", (long long)i);
             goto out_free;
         }
-        nparts += (r->length + opts->part_size - 1) / opts->part_size;
+        nparts += r->length / opts->part_size + (r->length % opts->part_size != 0);
         totals[r->src] += r->length;
         counts[r->src]++;
     }
@@ -231,7 +232,7 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
     }
     for (int64_t i = 0; i < nranges; i++) {
         const fl_range *r = &ranges[i];
-        if (r->offset + r->length > sizes[r->src]) {
+        if (r->offset > sizes[r->src] - r->length) {
             rc = fl_error_set(err, FL_E_RANGE, 0, r->src, r->offset, r->length,
                               "range ends past the end of the object");
             err->obj_size = sizes[r->src];

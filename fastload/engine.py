@@ -19,6 +19,7 @@ from fastload.range_table import split_by_source
 from fastload.uri import ParsedURI, parse_uri
 
 MIN_PART_SIZE = 4096
+_INT64_MAX = np.iinfo(np.int64).max
 DEFAULT_PART_SIZE = 8 << 20
 DEFAULT_MAX_INFLIGHT_PARTS = 4
 
@@ -191,12 +192,23 @@ class RangeEngine:
     def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
         src, off, length, dst = table.T
         bad = (src < 0) | (src >= len(srcs)) | (off < 0) | (length <= 0) | (dst < 0)
+        # offset + length and dst + length must not wrap int64 (checked without adding)
+        bad |= (length > _INT64_MAX - np.maximum(off, 0)) | (length > _INT64_MAX - np.maximum(dst, 0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            s, o, n, _ = (int(v) for v in table[i])
-            name = srcs[s].uri if 0 <= s < len(srcs) else f"source #{s} (of {len(srcs)})"
-            what = "negative offset" if o < 0 else "empty or negative length" if n <= 0 else "bad source or destination"
-            raise ValueError(f"{name}: invalid range (offset={o}, length={n}): {what}")
+            s, o, n, d = (int(v) for v in table[i])
+            name = srcs[s].uri if 0 <= s < len(srcs) else "range table"
+            if not 0 <= s < len(srcs):
+                what = f"source index {s} is not one of the {len(srcs)} sources"
+            elif o < 0:
+                what = "negative offset"
+            elif n <= 0:
+                what = "empty or negative length"
+            elif d < 0:
+                what = f"negative destination offset {d}"
+            else:
+                what = "the end of the range does not fit in 64 bits"
+            raise ValueError(f"{name}: invalid range #{i} (offset={o}, length={n}, dst={d}): {what}")
 
 
 _default_engine: RangeEngine | None = None
