@@ -196,7 +196,7 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
     for (int s = 0; s < npaths; s++) fds[s] = -1;
 
     /* Check every range and count parts before any I/O. */
-    int64_t nparts = 0;
+    int64_t nparts = 0, longest = 0;
     for (int64_t i = 0; i < nranges; i++) {
         const fl_range *r = &ranges[i];
         /* dst_len - dst, not dst + length: the sum of int64 extremes overflows. */
@@ -207,6 +207,7 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
             goto out_free;
         }
         nparts += r->length / opts->part_size + (r->length % opts->part_size != 0);
+        if (r->length > longest) longest = r->length;
         totals[r->src] += r->length;
         counts[r->src]++;
     }
@@ -256,9 +257,12 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
         }
     }
 
+    /* The bounce buffer holds the aligned superset of the longest part: sized by
+     * the parts really read, so a huge part_size does not ask for huge memory. */
+    int64_t longest_part = opts->part_size < longest ? opts->part_size : longest;
     job_t job = {
         .paths = paths, .fds = fds, .sizes = sizes, .parts = parts, .nparts = nparts,
-        .dst = dst, .direct = opts->direct, .bounce_size = opts->part_size + 2 * FL_ALIGN,
+        .dst = dst, .direct = opts->direct, .bounce_size = longest_part + 2 * FL_ALIGN,
         .opts = opts, .err = err,
     };
     atomic_init(&job.next, 0);

@@ -54,6 +54,15 @@ def test_native_layer_checks_wrapping_ranges_itself(blob, direct):
         call((0, I64_MAX - 5, 10, 0))
 
 
+def test_direct_huge_part_size_sizes_the_bounce_buffer_by_the_parts(blob):
+    """part_size=1 PiB used to ask for a 1 PiB O_DIRECT bounce buffer: MemoryError."""
+    path, data = blob
+    eng = RangeEngine(part_size=1 << 50)
+    assert bytes(memoryview(eng.read(f"direct://{path}"))) == data
+    got = eng.read_ranges(f"direct://{path}", [(1, 4097), (5000, 77)])
+    assert bytes(memoryview(got)) == data[1:4098] + data[5000:5077]
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
