@@ -24,10 +24,18 @@ cdef class CancelToken:
         return self.flag != 0
 
 
+cdef bytes _encode_path(str path, object uri):
+    """The path as C sees it; a NUL byte would silently cut it short there."""
+    cdef bytes p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError(f"{uri}: the path contains a NUL byte")
+    return p
+
+
 def file_size(str path, str uri):
     """Size of a local file in bytes."""
     cdef fl_error err
-    cdef bytes p = os.fsencode(path)
+    cdef bytes p = _encode_path(path, uri)
     fl_error_clear(&err)
     cdef int64_t n = fl_file_size(p, &err)
     if n < 0:
@@ -46,7 +54,9 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
     cdef int npaths = len(paths)
     if ranges.shape[1] != 4:
         raise ValueError("ranges must have 4 columns: src, offset, length, dst")
-    encoded = [os.fsencode(p) for p in paths]
+    if len(uris) != npaths:
+        raise ValueError(f"{npaths} paths but {len(uris)} URIs")
+    encoded = [_encode_path(p, u) for p, u in zip(paths, uris)]
     cdef const char **cpaths = <const char **>malloc(sizeof(char *) * max(npaths, 1))
     cdef fl_range *cranges = <fl_range *>malloc(sizeof(fl_range) * max(n, 1))
     cdef Py_buffer view
@@ -80,7 +90,7 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
         finally:
             PyBuffer_Release(&view)
         if rc != 0:
-            uri = uris[err.src_index] if 0 <= err.src_index < len(uris) else (uris[0] if uris else None)
+            uri = uris[err.src_index] if 0 <= err.src_index < npaths else (uris[0] if uris else None)
             _raise_fl_error(&err, uri)
     finally:
         free(cpaths)

@@ -54,6 +54,15 @@ def test_native_layer_checks_wrapping_ranges_itself(blob, direct):
         call((0, I64_MAX - 5, 10, 0))
 
 
+def test_nul_byte_in_path_is_rejected_not_truncated(blob):
+    """C would stop at the NUL and open another file."""
+    path, _ = blob
+    with pytest.raises(ValueError, match="NUL byte"):
+        fastload.RangeEngine().size(path + "\0.bak")
+    with pytest.raises(ValueError, match="NUL byte"):
+        fastload.read(path + "\0.bak")
+
+
 def test_direct_huge_part_size_sizes_the_bounce_buffer_by_the_parts(blob):
     """part_size=1 PiB used to ask for a 1 PiB O_DIRECT bounce buffer: MemoryError."""
     path, data = blob
