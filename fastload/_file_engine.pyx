@@ -71,6 +71,9 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
         for i in range(npaths):
             cpaths[i] = <const char *>(<bytes>encoded[i])
         for i in range(n):
+            if not 0 <= ranges[i, 0] < npaths:  # checked here: the cast to int32 would wrap
+                raise ValueError(f"range {i}: source index {ranges[i, 0]} is not one of the "
+                                 f"{npaths} sources")
             cranges[i].src = <int>ranges[i, 0]
             cranges[i].offset = ranges[i, 1]
             cranges[i].length = ranges[i, 2]

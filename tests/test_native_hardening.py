@@ -54,6 +54,14 @@ def test_native_layer_checks_wrapping_ranges_itself(blob, direct):
         call((0, I64_MAX - 5, 10, 0))
 
 
+def test_source_index_is_not_truncated_to_int32(blob):
+    """A source index of 2**32 was cast to int32 0 and read the first file."""
+    path, _ = blob
+    with pytest.raises(ValueError, match="source index 4294967296 is not one of the 1 sources"):
+        _file_engine.read_file_ranges([path], [path], np.array([[1 << 32, 0, 10, 0]]),
+                                      bytearray(10), 4096, 1, False, 0)
+
+
 def test_nul_byte_in_path_is_rejected_not_truncated(blob):
     """C would stop at the NUL and open another file."""
     path, _ = blob
