@@ -49,7 +49,14 @@ def writable_view(out: Any, needed: int, what: str) -> memoryview:
         raise ValueError(f"{what}: the destination buffer is not contiguous")
     if view.nbytes < needed:
         raise ValueError(f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed")
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    if view.format == "B" and view.ndim == 1:
+        return view
+    if view.c_contiguous and len(view.format.lstrip("@")) == 1:
+        return view.cast("B")
+    # memoryview.cast takes only C order and one-letter formats: numpy gives the
+    # bytes of Fortran-ordered, structured or byte-swapped buffers in memory order.
+    flat = np.asarray(view).reshape(-1, order="F" if not view.c_contiguous else "C")
+    return memoryview(flat.view(np.uint8))
 
 
 class RangeEngine:

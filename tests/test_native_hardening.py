@@ -80,6 +80,18 @@ def test_direct_huge_part_size_sizes_the_bounce_buffer_by_the_parts(blob):
     assert bytes(memoryview(got)) == data[1:4098] + data[5000:5077]
 
 
+@pytest.mark.parametrize("out", [
+    np.zeros((10, 12), dtype=np.uint8, order="F"),
+    np.zeros(15, dtype=">u8"),
+    np.zeros(10, dtype="u4,u8"),
+])
+def test_any_contiguous_writable_out_gets_bytes_in_memory_order(blob, out):
+    """Fortran-ordered, byte-swapped and structured arrays used to fail memoryview.cast."""
+    path, data = blob
+    RangeEngine().read_ranges(path, [(3, out.nbytes)], out)
+    assert out.tobytes(order="A") == data[3:3 + out.nbytes]
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
