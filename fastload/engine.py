@@ -186,8 +186,9 @@ class RangeEngine:
         if len(table) == 0:
             return
         self._check_table(srcs, table)
-        needed = int((table[:, 3] + table[:, 2]).max())
-        view = writable_view(out, needed, srcs[int(table[0, 0])].uri if len(srcs) == 1 else f"{len(srcs)} sources")
+        ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
+        last = int(ends.argmax())
+        view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].uri} (range #{last})")
         for scheme, sub_srcs, sub_table in split_by_source(srcs, table, _backend_scheme):
             self.backend(str(scheme)).read_into(
                 sub_srcs, sub_table, view,

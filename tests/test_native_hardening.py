@@ -92,6 +92,15 @@ def test_any_contiguous_writable_out_gets_bytes_in_memory_order(blob, out):
     assert out.tobytes(order="A") == data[3:3 + out.nbytes]
 
 
+def test_buffer_too_small_names_a_uri_with_many_sources(blob, tmp_path):
+    path, _ = blob
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"x" * 50)
+    table = np.array([[0, 0, 10, 0], [1, 0, 50, 10]])
+    with pytest.raises(ValueError, match=rf"{other} \(range #1\): .*holds 30 bytes, 60 are needed"):
+        RangeEngine().read_into([path, str(other)], table, bytearray(30))
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
