@@ -26,9 +26,9 @@ DEFAULT_MAX_INFLIGHT_PARTS = 4
 Range = tuple[int, int]
 
 
-def _backend_scheme(src: ParsedURI) -> str:
+def _backend_scheme(scheme: str) -> str:
     """file:// and direct:// share one backend."""
-    return "file" if src.scheme == "direct" else src.scheme
+    return "file" if scheme == "direct" else scheme
 
 
 def _check_positive_int(name: str, value: Any, minimum: int) -> int:
@@ -92,7 +92,7 @@ class RangeEngine:
 
     # -- backends -------------------------------------------------------------
     def backend(self, scheme: str) -> Any:
-        scheme = "file" if scheme == "direct" else scheme
+        scheme = _backend_scheme(scheme)
         b = self._backends.get(scheme)
         if b is None:
             b = self._make_backend(scheme)
@@ -189,7 +189,7 @@ class RangeEngine:
         ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
         last = int(ends.argmax())
         view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].uri} (range #{last})")
-        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, _backend_scheme):
+        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, lambda s: _backend_scheme(s.scheme)):
             self.backend(str(scheme)).read_into(
                 sub_srcs, sub_table, view,
                 part_size=self.part_size, max_inflight_parts=self.max_inflight_parts,
