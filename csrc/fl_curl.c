@@ -238,6 +238,28 @@ int fl_http_classify_curl(int code, int *transient) {
     }
 }
 
+int fl_http_classify_s3_code(const char *code, int *transient) {
+    static const char *const not_found[] = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", NULL};
+    static const char *const denied[] = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                         "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+                                         "AuthorizationHeaderMalformed", "MissingSecurityHeader",
+                                         "UnsupportedAlgorithm", "AllAccessDisabled", NULL};
+    static const char *const busy[] = {"SlowDown", "RequestTimeout", "InternalError",
+                                       "ServiceUnavailable", "RequestTimeTooSkewed", NULL};
+    *transient = 0;
+    for (int i = 0; not_found[i]; i++)
+        if (strcmp(code, not_found[i]) == 0) return FL_E_NOT_FOUND;
+    for (int i = 0; denied[i]; i++)
+        if (strcmp(code, denied[i]) == 0) return FL_E_PERMISSION;
+    for (int i = 0; busy[i]; i++)
+        if (strcmp(code, busy[i]) == 0) {
+            *transient = 1;
+            return FL_E_HTTP;
+        }
+    if (strcmp(code, "InvalidRange") == 0) return FL_E_RANGE;
+    return -1;
+}
+
 static double rng_uniform(uint64_t *s) {
     /* xorshift64*: jitter only, not cryptography */
     uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
@@ -622,6 +644,12 @@ static int finish_get(read_t *r, slot_t *s, CURLcode res) {
         int code = fl_http_classify_status(status, &transient);
         char s3code[64];
         s3_error_code(s->ebody, s3code, sizeof(s3code));
+        int s3_transient;
+        int by_code = s3code[0] ? fl_http_classify_s3_code(s3code, &s3_transient) : -1;
+        if (by_code >= 0) { /* the S3 error code says more than the status */
+            code = by_code;
+            transient = s3_transient;
+        }
         snprintf(cause, sizeof(cause), "%s%s", s3code[0] ? "server error " : "server error", s3code);
         if (transient) {
             retry_or_fail(r, p, code, status, 0, s->retry_after, cause);

@@ -78,6 +78,8 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
  * *transient when it is worth retrying. */
 int fl_http_classify_status(long status, int *transient);
 int fl_http_classify_curl(int curl_code, int *transient);
+/* The same for an S3 error <Code> (NoSuchKey, SlowDown, ...); -1 when unknown. */
+int fl_http_classify_s3_code(const char *code, int *transient);
 
 /* Seconds to wait before retry number `attempt` (0-based): capped exponential
  * backoff with jitter, never less than `retry_after` (a server's Retry-After). */

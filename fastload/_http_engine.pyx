@@ -18,6 +18,7 @@ from fastload.includes.curl cimport (
     fl_curl_version,
     fl_http_backoff,
     fl_http_classify_curl,
+    fl_http_classify_s3_code,
     fl_http_classify_status,
     fl_http_config,
     fl_http_ctx,
@@ -63,6 +64,14 @@ def classify_curl(int curl_code):
     cdef int transient = 0
     cdef int code = fl_http_classify_curl(curl_code, &transient)
     return code, bool(transient)
+
+
+def classify_s3_code(str s3_code):
+    """(fl_status, transient) for an S3 error code, or None when it says nothing more."""
+    cdef int transient = 0
+    cdef bytes b = s3_code.encode()
+    cdef int code = fl_http_classify_s3_code(b, &transient)
+    return None if code < 0 else (code, bool(transient))
 
 
 def backoff(int attempt, double base, double cap, double retry_after=0.0):

@@ -52,4 +52,5 @@ cdef extern from "fl_curl.h" nogil:
                      const fl_http_opts *opts, fl_error *err)
     int fl_http_classify_status(long status, int *transient)
     int fl_http_classify_curl(int curl_code, int *transient)
+    int fl_http_classify_s3_code(const char *code, int *transient)
     double fl_http_backoff(int attempt, double base, double cap, double retry_after, uint64_t *rng)

@@ -61,7 +61,8 @@ class HttpBackend:
                   cancel: Any = None) -> None:
         uris = [s.uri for s in sources]
         self.transport.read([u.encode() for u in uris], [None] * len(uris), uris, table, out,
-                            part_size, max_inflight_parts, timeout, cancel)
+                            part_size, max_inflight_parts, timeout, cancel,
+                            size_of=lambda i: self.size(sources[i]))
 
     def stats(self) -> dict[str, int]:
         return self.transport.stats()

@@ -28,8 +28,9 @@ class Failure:
     retry_after: float = 0.0
 
 
-def status_failure(status: int, cause: str, retry_after: float = 0.0) -> Failure:
-    code, transient = _http_engine.classify_status(status)
+def status_failure(status: int, cause: str, retry_after: float = 0.0, s3_code: str = "") -> Failure:
+    by_code = _http_engine.classify_s3_code(s3_code) if s3_code else None
+    code, transient = by_code or _http_engine.classify_status(status)
     return Failure(code, transient, cause, http_status=status, retry_after=retry_after)
 
 

@@ -167,7 +167,8 @@ class S3Backend:
             urls.append(url)
             headers.append(blob)
         self.transport.read(urls, headers, [s.uri for s in sources], table, out,
-                            part_size, max_inflight_parts, timeout, cancel)
+                            part_size, max_inflight_parts, timeout, cancel,
+                            size_of=lambda i: self.size(sources[i]))
 
     def stats(self) -> dict[str, int]:
         return self.transport.stats()

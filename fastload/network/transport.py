@@ -13,13 +13,14 @@ import io
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fastload import _http_engine
-from fastload.errors import raise_native_error
+from fastload.errors import RangeError, raise_native_error
 from fastload.network import libcurl
 from fastload.network.options import NetworkOptions
 from fastload.network.retry import Failure, RetryPolicy, curl_failure, status_failure
@@ -79,11 +80,18 @@ class Transport:
         return ctx
 
     def read(self, urls: list[bytes], headers: list[bytes | None], uris: list[str], table: np.ndarray,
-             out: Any, part_size: int, max_inflight: int, timeout: float | None, cancel: Any) -> None:
+             out: Any, part_size: int, max_inflight: int, timeout: float | None, cancel: Any,
+             size_of: Callable[[int], int] | None = None) -> None:
+        """The data plane. ``size_of(i)`` finds source i's size for a 416 that did not say it."""
         ctx = self._acquire()
         try:
             ctx.read(urls, headers, uris, table, out, part_size, max_inflight,
                      float(timeout) if timeout else 0.0, cancel)
+        except RangeError as exc:
+            if exc.object_size is None and size_of is not None and exc.uri in uris:
+                exc.object_size = size = size_of(uris.index(exc.uri))
+                exc.args = (f"{exc.args[0]}; object size is {size} bytes",)
+            raise
         finally:
             with self._lock:
                 if ctx in self._all:
@@ -161,7 +169,7 @@ class Transport:
         code = s3_error_code(resp.body)
         retry_after = hdrs.get("retry-after", "")
         return status_failure(status, f"server error {code}" if code else "server error",
-                              float(retry_after) if retry_after.isdigit() else 0.0)
+                              float(retry_after) if retry_after.isdigit() else 0.0, code)
 
     def close(self) -> None:
         with self._lock:
