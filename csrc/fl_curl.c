@@ -776,7 +776,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             break;
         }
         CURLMsg *m;
-        int left;
+        int left, finished = 0;
         while ((m = C.multi_info_read(ctx->multi, &left))) {
             if (m->msg != CURLMSG_DONE) continue;
             slot_t *s = NULL;
@@ -787,6 +787,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             int complete = finish_get(&r, s, res);
             stop_get(&r, s);
             inflight--;
+            finished++;
             done += complete;
         }
         if (r.failed || done == nparts) break;
@@ -814,6 +815,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
         }
         if (deadline && deadline - t < wait) wait = deadline - t;
         int wait_ms = wait <= 0 ? 0 : (int)(wait * 1000) + 1;
+        if (finished && (next_fresh < nparts || r.nwaiting)) wait_ms = 0; /* refill the freed slots now */
         if (inflight == 0) {
             if (wait_ms > 0) {
                 struct timespec ts = {wait_ms / 1000, (long)(wait_ms % 1000) * 1000000L};
