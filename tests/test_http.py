@@ -267,3 +267,54 @@ def test_cancel_stops_a_read(proxied):
     with RangeEngine(low_speed_time=0) as eng:
         with pytest.raises(errors.CancelledReadError):
             eng.read_into([url], table([(0, 0, 100_000, 0)]), bytearray(100_000), cancel=token)
+
+
+# -- the remaining knobs --------------------------------------------------------------
+
+
+def test_user_agent_and_redirects(http_server):
+    data = payload(5000, 7)
+    http_server.put("m.bin", data)
+    moved = http_server.url("moved/m.bin")
+    with RangeEngine(user_agent="trainer/1.0") as eng:
+        assert eng.size(moved) == 5000
+        assert bytes(eng.read_ranges(moved, [(10, 100)])) == data[10:110]
+    assert http_server.server.agents and set(http_server.server.agents) == {"trainer/1.0"}
+    with RangeEngine(follow_redirects=False) as eng:
+        with pytest.raises(errors.HTTPStatusError) as ei:
+            eng.read_ranges(moved, [(10, 100)])
+        assert ei.value.http_status == 301
+        with pytest.raises(errors.HTTPStatusError):
+            eng.size(moved)
+
+
+def test_connect_and_request_timeouts(silent_server):
+    https = f"https://127.0.0.1:{silent_server}/x"
+    with RangeEngine(connect_timeout=0.3, max_retries=1, low_speed_time=0, **FAST_RETRY) as eng:
+        with pytest.raises(TimeoutError, match="max_retries") as ei:  # the TLS handshake never ends
+            eng.read_into([https], table([(0, 0, 10, 0)]), bytearray(10))
+        assert ei.value.attempts == 2
+    with RangeEngine(request_timeout=0.3, max_retries=0) as eng:
+        with pytest.raises(TimeoutError, match="HEAD failed"):  # connected, never answered
+            eng.size(f"http://127.0.0.1:{silent_server}/x")
+
+
+def test_backoff_is_capped_exponential_with_jitter():
+    for attempt in range(8):
+        d = min(0.05 * 2**attempt, 1.0)
+        got = [_http_engine.backoff(attempt, 0.05, 1.0) for _ in range(50)]
+        assert all(d / 2 <= g <= d for g in got)
+        assert len(set(got)) > 1  # jittered
+    assert _http_engine.backoff(0, 0.05, 1.0, retry_after=7.0) == 7.0
+
+
+def test_http2_multiplexes_parts_on_one_connection(h2_server, tls_ca):
+    data = payload(200_000, 8)
+    h2_server.files["h.bin"] = data
+    url = h2_server.url("h.bin")
+    for http2, version, connects in ((True, "2", 1), (False, "1.1", 4)):
+        h2_server.versions.clear()
+        with RangeEngine(http2=http2, ca_bundle=tls_ca.ca, part_size=16 << 10, max_inflight_parts=4) as eng:
+            assert bytes(eng.read_ranges(url, [(100, 150_000)])) == data[100:150_100]
+            assert http_stats(eng, "https")["connects"] == connects
+        assert set(h2_server.versions) == {version}

@@ -89,7 +89,7 @@ def _fastload_root(fastload) -> str:
     return os.path.dirname(os.path.dirname(fastload.__file__))
 
 
-def run_all(repeat: int = 2) -> dict:
+def run_all(scenarios: tuple[str, ...] = ("big", "small"), repeat: int = 2) -> dict:
     """{scenario: {client: {seconds, cpu_seconds, bytes}}} measured back to back."""
     import fastload
 
@@ -102,8 +102,8 @@ def run_all(repeat: int = 2) -> dict:
     env = {**os.environ, "PYTHONPATH": _fastload_root(fastload)}
     results: dict = {}
     try:
-        for scenario, clients in RUNS.items():
-            for client in clients:
+        for scenario in scenarios:
+            for client in RUNS[scenario]:
                 out = subprocess.run([sys.executable, CLIENTS_SCRIPT, client, scenario, json.dumps(cfg)],
                                      env=env, capture_output=True, text=True, timeout=600)
                 if out.returncode != 0:
@@ -123,7 +123,7 @@ class _S3Bench:
     scenario = ""
 
     def setup_cache(self):
-        return run_all()
+        return run_all((self.scenario,))
 
     def _fig(self, results, client):
         return results[self.scenario][client]
