@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import ipaddress
@@ -529,17 +530,23 @@ def start_proxy(upstream_port: int) -> FaultProxy:
     return FaultProxy(srv.server_address[1], srv)
 
 
+@contextlib.contextmanager
+def proxy_to(upstream_port: int):
+    p = start_proxy(upstream_port)
+    try:
+        yield p
+    finally:
+        p.server.shutdown()
+        p.server.server_close()
+
+
 @pytest.fixture
 def fault_proxy_s3(rclone_s3):
-    p = start_proxy(rclone_s3.port)
-    yield p
-    p.server.shutdown()
-    p.server.server_close()
+    with proxy_to(rclone_s3.port) as p:
+        yield p
 
 
 @pytest.fixture
 def fault_proxy_http(http_server):
-    p = start_proxy(http_server.port)
-    yield p
-    p.server.shutdown()
-    p.server.server_close()
+    with proxy_to(http_server.port) as p:
+        yield p

@@ -18,7 +18,7 @@ from tests.servers import (
     Fault,
     make_tls,
     payload,
-    start_proxy,
+    proxy_to,
     start_rclone,
     stop,
 )
@@ -85,8 +85,7 @@ def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
 
 
 def test_list_prefix_past_one_page(rclone_s3):
-    proxy = start_proxy(rclone_s3.port)
-    try:
+    with proxy_to(rclone_s3.port) as proxy:
         opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint}
         with RangeEngine(list_page_size=7, **opts) as eng:
             listed = eng.list("s3://data/small/")
@@ -100,9 +99,6 @@ def test_list_prefix_past_one_page(rclone_s3):
         with RangeEngine(**opts) as eng:
             assert len(eng.list("s3://data")) == len(S3_OBJECTS)
             assert eng.list("s3://empty/") == []
-    finally:
-        proxy.server.shutdown()
-        proxy.server.server_close()
 
 
 # -- errors -------------------------------------------------------------------------

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from fastload.errors import raise_native_error
 from fastload.network import sigv4
+from fastload.network.backend import NetworkBackend
 from fastload.network.credentials import S3Config, resolve
 from fastload.network.http_backend import size_from_headers
 from fastload.network.options import NetworkOptions
@@ -36,7 +35,7 @@ def _strip_ns(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-class S3Backend:
+class S3Backend(NetworkBackend):
     def __init__(self, opts: NetworkOptions) -> None:
         self.opts = opts
         self.config: S3Config = resolve(
@@ -156,9 +155,7 @@ class S3Backend:
         if not src.path or src.path.endswith("/"):
             raise ValueError(f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)")
 
-    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *, part_size: int,
-                  max_inflight_parts: int, page_cache_mode: str = "auto", timeout: float | None = None,
-                  cancel: Any = None) -> None:
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
         now = time.monotonic()
         urls, headers = [], []
         for s in sources:
@@ -166,12 +163,4 @@ class S3Backend:
             url, blob = self._signed_get(s, now)
             urls.append(url)
             headers.append(blob)
-        self.transport.read(urls, headers, [s.uri for s in sources], table, out,
-                            part_size, max_inflight_parts, timeout, cancel,
-                            size_of=lambda i: self.size(sources[i]))
-
-    def stats(self) -> dict[str, int]:
-        return self.transport.stats()
-
-    def close(self) -> None:
-        self.transport.close()
+        return urls, headers
