@@ -318,3 +318,17 @@ def test_http2_multiplexes_parts_on_one_connection(h2_server, tls_ca):
             assert bytes(eng.read_ranges(url, [(100, 150_000)])) == data[100:150_100]
             assert http_stats(eng, "https")["connects"] == connects
         assert set(h2_server.versions) == {version}
+
+
+def test_forked_child_uses_fresh_connections(http_server):
+    data = payload(100_000, 9)
+    url = http_server.put("fork.bin", data)
+    with RangeEngine(part_size=16 << 10, max_inflight_parts=2) as eng:
+        assert bytes(eng.read(url)) == data  # the parent's pool now holds live connections
+        pid = os.fork()
+        if pid == 0:  # child: must not touch the parent's curl handles
+            ok = bytes(eng.read(url)) == data and http_stats(eng)["requests"] == 7
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert bytes(eng.read(url)) == data  # and the parent's pool still works

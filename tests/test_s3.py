@@ -11,6 +11,7 @@ import pytest
 from fastload import errors
 from fastload.engine import RangeEngine
 from fastload.network import credentials, sigv4
+from fastload.uri import parse_uri as eng_parse
 from tests.servers import (
     ACCESS_KEY,
     S3_OBJECTS,
@@ -78,6 +79,10 @@ def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
         eng.read_into([f"s3://{k}" for k in keys], table(rows), out)
         assert eng.backend("s3").stats()["requests"] == len(keys)  # no HEADs, one GET each
     s3 = rclone_s3.boto3()
+    with RangeEngine(**rclone_s3.options) as eng:
+        info = eng.backend("s3").stat(eng_parse(f"s3://{keys[0]}"))
+    head = s3.head_object(Bucket="data", Key=keys[0].split("/", 1)[1])
+    assert info == {"size": head["ContentLength"], "etag": head.get("ETag")}
     for i, k in enumerate(keys):
         bucket, key = k.split("/", 1)
         want = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

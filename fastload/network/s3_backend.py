@@ -95,17 +95,21 @@ class S3Backend(NetworkBackend):
 
     # -- queries ---------------------------------------------------------------
     def size(self, src: ParsedURI) -> int:
+        """Object size: from an earlier list() of its prefix, else a HEAD."""
         self._check_key(src)
         known = self._sizes.get((src.bucket, src.path))
-        if known is not None:
-            return known
+        return known if known is not None else self.stat(src)["size"]
+
+    def stat(self, src: ParsedURI) -> dict[str, Any]:
+        """HEAD the object: {"size": bytes, "etag": the ETag or None}."""
+        self._check_key(src)
         resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
         n = size_from_headers(resp)
         if n is None:
             raise_native_error(_FL_E_HTTP, src.uri, http_status=resp.status,
                                message="HEAD answered without Content-Length")
         self._sizes[(src.bucket, src.path)] = n
-        return n
+        return {"size": n, "etag": resp.headers.get("etag")}
 
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
