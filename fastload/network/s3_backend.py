@@ -45,7 +45,7 @@ class S3Backend(NetworkBackend):
         )
         self.transport = Transport(opts, follow_redirects=False)  # a redirect would void the signature
         self._sizes: dict[tuple[str, str], int] = {}
-        self._signed: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
         ep = self.config.endpoint_url
         if ep is not None:
             parts = urlsplit(ep)
@@ -142,16 +142,17 @@ class S3Backend(NetworkBackend):
 
     # -- data ------------------------------------------------------------------
     def _signed_get(self, src: ParsedURI, now: float) -> tuple[bytes, bytes | None]:
+        """URL and signed headers of a GET of ``src``, reused for a few minutes."""
         cache_key = (src.bucket, src.path)
-        url, host, path = self._location(src.bucket, src.path)
         hit = self._signed.get(cache_key)
         if hit is not None and hit[0] > now:
-            return url.encode(), hit[1]
+            return hit[1], hit[2]
+        url, host, path = self._location(src.bucket, src.path)
         headers = self._auth_headers("GET", host, path, "", src.uri)
         blob = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode() if headers else None
         if len(self._signed) >= _SIGNATURE_CACHE_MAX:
             self._signed.clear()
-        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, blob)
+        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, url.encode(), blob)
         return url.encode(), blob
 
     @staticmethod
