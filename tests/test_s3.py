@@ -49,7 +49,7 @@ def table(rows):
 
 
 def no_secret(text):
-    assert SECRET_KEY not in text and "Signature=" not in text
+    assert SECRET_KEY not in text and "Signature=" not in text and "TOKEN-xyz" not in text
 
 
 # -- reads --------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_missing_keys_and_buckets(rclone_s3):
 
 
 def test_wrong_credentials_never_leak(rclone_s3):
-    opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x"}
+    opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x", "session_token": "TOKEN-xyz"}
     with RangeEngine(**opts) as eng:
         for call in (lambda: eng.size("s3://data/big.bin"),
                      lambda: eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10)),
