@@ -89,13 +89,17 @@ def _fastload_root(fastload) -> str:
     return os.path.dirname(os.path.dirname(fastload.__file__))
 
 
-def run_all(scenarios: tuple[str, ...] = ("big", "small"), repeat: int = 2) -> dict:
-    """{scenario: {client: {seconds, cpu_seconds, bytes}}} measured back to back."""
+ROUNDS = int(os.environ.get("FASTLOAD_BENCH_S3_ROUNDS", "2"))
+
+
+def run_all(scenarios: tuple[str, ...] = ("big", "small"), rounds: int = ROUNDS) -> dict:
+    """{scenario: {client: {seconds, cpu_seconds, bytes}}}: each client's best of
+    ``rounds``, the clients taking turns so that load from elsewhere hits all alike."""
     import fastload
 
     root = _dataset()
     proc, endpoint = _start_server(root)
-    cfg = {"endpoint": endpoint, "key": KEY, "secret": SECRET, "repeat": repeat,
+    cfg = {"endpoint": endpoint, "key": KEY, "secret": SECRET, "repeat": 1,
            "big_uri": "s3://bench/big.bin", "big_size": BIG_MIB << 20,
            "small_prefix": "s3://bench/small/",
            "small_uris": [f"s3://bench/small/obj-{i:05d}.bin" for i in range(SMALL_COUNT)]}
@@ -103,12 +107,16 @@ def run_all(scenarios: tuple[str, ...] = ("big", "small"), repeat: int = 2) -> d
     results: dict = {}
     try:
         for scenario in scenarios:
-            for client in RUNS[scenario]:
-                out = subprocess.run([sys.executable, CLIENTS_SCRIPT, client, scenario, json.dumps(cfg)],
-                                     env=env, capture_output=True, text=True, timeout=600)
-                if out.returncode != 0:
-                    raise RuntimeError(f"{client}/{scenario} failed: {out.stderr[-2000:]}")
-                results.setdefault(scenario, {})[client] = json.loads(out.stdout.strip().splitlines()[-1])
+            for _ in range(rounds):
+                for client in RUNS[scenario]:
+                    out = subprocess.run([sys.executable, CLIENTS_SCRIPT, client, scenario, json.dumps(cfg)],
+                                         env=env, capture_output=True, text=True, timeout=600)
+                    if out.returncode != 0:
+                        raise RuntimeError(f"{client}/{scenario} failed: {out.stderr[-2000:]}")
+                    got = json.loads(out.stdout.strip().splitlines()[-1])
+                    best = results.setdefault(scenario, {}).get(client)
+                    if best is None or got["seconds"] < best["seconds"]:
+                        results[scenario][client] = got
     finally:
         proc.terminate()
         proc.wait(10)
