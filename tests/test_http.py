@@ -332,3 +332,23 @@ def test_forked_child_uses_fresh_connections(http_server):
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert bytes(eng.read(url)) == data  # and the parent's pool still works
+
+
+def test_concurrent_reads_share_one_engine(http_server):
+    objs = [payload(300_000, 20 + i) for i in range(4)]
+    urls = [http_server.put(f"c{i}.bin", d) for i, d in enumerate(objs)]
+    results: dict[int, bytes] = {}
+    with RangeEngine(part_size=32 << 10, max_inflight_parts=3) as eng:
+        eng.backend("http")  # made before the threads race to make it
+
+        def work(i: int) -> None:
+            for _ in range(3):
+                results[i] = bytes(eng.read_ranges(urls[i], [(0, len(objs[i]))]))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(results[i] == objs[i] for i in range(4))
+        assert http_stats(eng)["requests"] == 4 * 3 * 10  # ceil(300000 / 32768) parts per read
