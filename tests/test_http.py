@@ -352,3 +352,12 @@ def test_concurrent_reads_share_one_engine(http_server):
             t.join(60)
         assert all(results[i] == objs[i] for i in range(4))
         assert http_stats(eng)["requests"] == 4 * 3 * 10  # ceil(300000 / 32768) parts per read
+
+
+def test_paths_are_sent_as_is(proxied):
+    proxy, url, data = proxied
+    odd = url.replace("/f.bin", "/d/../f.bin")
+    with RangeEngine() as eng:
+        assert eng.size(odd) == len(data)
+        assert bytes(eng.read_ranges(odd, [(0, 100)])) == data[:100]
+    assert [p for (_, p, _, _) in proxy.log] == ["/d/../f.bin"] * 2  # not normalised to /f.bin

@@ -155,6 +155,7 @@ class Transport:
         c.setopt(pycurl.WRITEFUNCTION, body.write)
         c.setopt(pycurl.HEADERFUNCTION, on_header)
         c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.PATH_AS_IS, 1)
         c.setopt(pycurl.SSL_VERIFYPEER, 1 if o.verify else 0)
         c.setopt(pycurl.SSL_VERIFYHOST, 2 if o.verify else 0)
         if self.ca_bundle:
