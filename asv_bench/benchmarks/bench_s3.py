@@ -130,9 +130,6 @@ class _S3Bench:
     rounds = 1
     scenario = ""
 
-    def setup_cache(self):
-        return run_all((self.scenario,))
-
     def _fig(self, results, client):
         return results[self.scenario][client]
 
@@ -143,6 +140,9 @@ class S3BigObject(_S3Bench):
     scenario = "big"
     params = [["fastload", "curl", "s3dlio", "boto3"]]
     param_names = ["client"]
+
+    def setup_cache(self):  # one per class: asv shares a cache between classes by function
+        return run_all(("big",))
 
     def track_mb_per_s(self, results, client):
         r = self._fig(results, client)
@@ -169,6 +169,9 @@ class S3SmallObjects(_S3Bench):
     scenario = "small"
     params = [["fastload", "s3dlio", "boto3"]]
     param_names = ["client"]
+
+    def setup_cache(self):
+        return run_all(("small",))
 
     def track_objects_per_s(self, results, client):
         return SMALL_COUNT / self._fig(results, client)["seconds"]
