@@ -1,5 +1,5 @@
-# distutils: sources = csrc/fl_curl.c
-"""Bridge to csrc/fl_curl.c: parallel ranged GETs with libcurl into one buffer.
+# distutils: sources = csrc/fl_http_reader.c csrc/fl_http_retry.c csrc/fl_curl.c
+"""Bridge to csrc/fl_http_reader.c: parallel ranged GETs with libcurl into one buffer.
 
 ``load_libcurl(path)`` binds libcurl once per process; an ``HttpContext``
 owns a curl multi handle (and so its pool of kept-alive connections) and
