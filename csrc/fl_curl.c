@@ -18,15 +18,15 @@ int fl_curl_load(const char *path, char *why, size_t why_len) {
         snprintf(why, why_len, "%s", dlerror());
         return -1;
     }
-#define SYM(field, name)                                                     \
-    do {                                                                     \
-        *(void **)(&fl_curl.field) = dlsym(lib, name);                             \
-        if (!fl_curl.field && strcmp(name, "curl_multi_poll") != 0) {              \
-            snprintf(why, why_len, "%s: symbol %s missing", path, name);     \
-            memset(&fl_curl, 0, sizeof(fl_curl));                                        \
-            dlclose(lib);                                                    \
-            return -1;                                                       \
-        }                                                                    \
+#define SYM(field, name)                                                              \
+    do {                                                                              \
+        *(void **)(&fl_curl.field) = dlsym(lib, name);                                \
+        if (!fl_curl.field && strcmp(name, "curl_multi_poll") != 0) {                 \
+            snprintf(why, why_len, "%s: symbol %s missing", path, name);              \
+            memset(&fl_curl, 0, sizeof(fl_curl));                                     \
+            dlclose(lib);                                                             \
+            return -1;                                                                \
+        }                                                                             \
     } while (0)
     SYM(global_init, "curl_global_init");
     SYM(version, "curl_version");
