@@ -541,7 +541,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             break;
         }
         if (opts->cancel && t >= next_cancel_check) {
-            next_cancel_check = t + 0.005;
+            next_cancel_check = t + 0.02; /* takes the GIL: not too often */
             if (opts->cancel(opts->cancel_arg)) {
                 fail(&r, FL_E_CANCELLED, NULL, 0, 0, "%s", "read cancelled");
                 break;

@@ -40,7 +40,7 @@ fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err);
 void fl_http_ctx_free(fl_http_ctx *ctx);
 void fl_http_ctx_stats(const fl_http_ctx *ctx, fl_http_stats *out);
 
-/* Polled at most every few milliseconds during a read; non-zero stops it. */
+/* Polled about every 20 ms during a read (the bridge takes the GIL for it); non-zero stops it. */
 typedef int (*fl_cancel_fn)(void *arg);
 
 typedef struct {
