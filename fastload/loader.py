@@ -188,7 +188,8 @@ class DataLoader:
         self._progress: _Progress | None = None
         self._resume: _Progress | None = None
         self._current: weakref.ref[_Epoch] | None = None
-        self.stats: dict[str, Any] = {"max_read_ahead": 0, "worker_starts": 0, "epoch_start_s": []}
+        self.stats: dict[str, Any] = {"max_read_ahead": 0, "worker_starts": 0, "epoch_start_s": [],
+                                      "epoch_pids": []}
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
         if self.pin and self.pool.pin_error is None:
             self._check_pinning()
@@ -271,6 +272,7 @@ class DataLoader:
             "workers": None if self.workers is None else {
                 "pids": self.workers.pids, "context": self.workers.context, "seeds": self.workers.seeds},
             "worker_starts": self.stats["worker_starts"],
+            "epoch_pids": list(self.stats["epoch_pids"]),
             "epoch_start_s": list(self.stats["epoch_start_s"]),
             "max_read_ahead": self.stats["max_read_ahead"],
             "buffers": len(self.pool),
@@ -330,6 +332,7 @@ class DataLoader:
         self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, self.dataset.transform,
                                   seed, nbytes)
         self.stats["worker_starts"] += 1
+        self.stats["epoch_pids"].append(self.workers.pids)
 
     def _stop_current(self) -> None:
         ep = self._current() if self._current else None

@@ -157,6 +157,11 @@ class Worker:
         )
         try:
             self.proc.start()
+        except BaseException:
+            self.conn.close()
+            self.input.unlink()
+            self.input.close()
+            raise
         finally:
             child.close()
         self.pid = self.proc.pid
