@@ -30,3 +30,10 @@ __all__ = [
     "LoaderOptions",
     "PyLoaderOptions",
 ]
+
+# Collate kernel (issue 4): fastload.collate is a callable module, so both
+# fastload.collate(samples, ...) and fastload.collate.collate_slab(...) work.
+from fastload import collate  # noqa: E402
+from fastload.collate import collate_ragged  # noqa: E402
+
+__all__ += ["collate", "collate_ragged"]
