@@ -23,6 +23,8 @@ import numpy as np
 from fastload._file_engine import CancelToken
 from fastload.autotune import AutoTuner
 from fastload.buffer_pool import BufferPool
+from fastload.collate import _plan_batch as _plan_collate
+from fastload.collate import collate, collate_ragged, collate_slab
 from fastload.datasets import Dataset
 from fastload.engine import MIN_PART_SIZE, RangeEngine
 from fastload.options import LoaderOptions
@@ -60,27 +62,6 @@ class RaggedBatch(NamedTuple):
         return len(self.offsets) - 1
 
 
-def _collate_slab(src: Any, offsets: np.ndarray, sample_shape: tuple[int, ...], src_dtype: np.dtype,
-                  **kw: Any) -> np.ndarray:
-    """The collate kernel's ``collate_slab`` (numpy stand-in until the kernel lands)."""
-    out = kw["out"]
-    n = len(offsets)
-    nbytes = int(np.prod(sample_shape)) * src_dtype.itemsize
-    raw = np.frombuffer(src, dtype=np.uint8)
-    x = np.stack([raw[o:o + nbytes].view(src_dtype).reshape(sample_shape) for o in offsets]) if n else \
-        np.empty((0, *sample_shape), src_dtype)
-    if kw.get("transpose"):
-        x = np.moveaxis(x, -1, 1) if kw["layout"] == "HWC" else np.moveaxis(x, 1, -1)
-    x = x.astype(out.dtype)
-    if kw.get("scale") is not None:
-        x = x * np.asarray(kw["scale"], dtype=np.float32)
-    if kw.get("mean") is not None:
-        ch = (1, -1, 1, 1) if x.ndim == 4 and kw["channels_first"] else (-1,)
-        x = (x - np.asarray(kw["mean"], np.float32).reshape(ch)) / np.asarray(kw["std"], np.float32).reshape(ch)
-    out[...] = x
-    return out
-
-
 @dataclass
 class _Progress:
     """Which batches of an epoch were handed out (for state_dict)."""
@@ -97,13 +78,12 @@ class _Failure:
 
 @dataclass(frozen=True)
 class _OutputSpec:
-    """What a fixed-shape batch becomes: shape, dtype, layout and whether to collate."""
+    """What a fixed-shape batch becomes (decided by the collate kernel's planner)."""
 
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]   # one output sample
     dtype: np.dtype
-    transpose: bool
-    channels_first: bool
-    convert: bool
+    layout: str              # the stored layout the kernel is told
+    convert: bool            # False: the read slab already is the batch
 
     @property
     def sample_nbytes(self) -> int:
@@ -115,11 +95,13 @@ class DataLoader:
 
     Keyword arguments that are LoaderOptions knobs override ``options``
     (``DataLoader(ds, batch_size=64, shuffle=True)``). The others shape the
-    output: ``dtype`` (e.g. ``np.float32``), ``mean`` / ``std`` (per channel,
-    applied after ``scale``), ``scale`` (a multiplier, e.g. ``1/255``),
-    ``consumer`` ("numpy"), and ``engine`` (a RangeEngine to read with, e.g.
-    one configured for an S3 endpoint; the loader sets its part size,
-    in-flight parts, page-cache mode and timeout from the options).
+    output through the collate kernel: ``dtype`` (e.g. ``np.float32``;
+    float32 by default when normalising), ``mean`` / ``std`` / ``scale``
+    (``(x - mean) / std * scale`` per channel, mean and std in the stored
+    units, e.g. 0..255), ``consumer`` ("numpy"; "auto" memory_format follows
+    it), and ``engine`` (a RangeEngine to read with, e.g. one configured for
+    an S3 endpoint; the loader sets its part size, in-flight parts,
+    page-cache mode and timeout from the options).
 
     Yields ``x``, or ``(x, y)`` when the dataset has labels. ``x`` is a
     zero-copy view of a pooled buffer: keep it as long as you like (the pool
@@ -151,14 +133,19 @@ class DataLoader:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
         self.consumer = consumer
-        self._out_dtype = None if dtype is None else np.dtype(dtype)
-        self._mean, self._std, self._scale = self._check_affine(mean, std, scale)
+        self._out_dtype = dtype
+        self._mean, self._std, self._scale = mean, std, scale
         self.sampler = make_sampler(cfg, len(dataset))
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
             warnings.warn("the dataset has a transform but enable_transforms is off: it will not run",
                           UserWarning, stacklevel=2)
-        self.output = self._output_spec()
+        self.output: _OutputSpec | None = None
+        if dataset.sample_shape is not None:
+            self.output = self._output_spec(tuple(dataset.sample_shape), dataset.dtype)
+        elif not self.transforms_on and not (dtype is None and mean is None and std is None and scale is None):
+            raise ValueError("dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged "
+                             "(use a transform that returns arrays of one shape)")
 
         sequential = cfg.reader_mode == "sequential"
         # Sequential reader mode: one request per range, so the engine must not cut them.
@@ -195,44 +182,18 @@ class DataLoader:
             self._check_pinning()
 
     # -- configuration helpers ----------------------------------------------------
-    @staticmethod
-    def _check_affine(mean: Any, std: Any, scale: Any) -> tuple[Any, Any, Any]:
-        if (mean is None) != (std is None):
-            raise ValueError("mean and std go together: give both or neither")
-        if mean is not None:
-            mean = np.atleast_1d(np.asarray(mean, dtype=np.float32))
-            std = np.atleast_1d(np.asarray(std, dtype=np.float32))
-            if mean.shape != std.shape or mean.ndim != 1:
-                raise ValueError(f"mean and std must be 1-D of one length, got {mean.shape} and {std.shape}")
-            if (std == 0).any():
-                raise ValueError(f"std must not contain 0, got {std.tolist()}")
-        if scale is not None and not np.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale!r}")
-        return mean, std, scale
-
-    def _output_spec(self) -> _OutputSpec | None:
-        ds = self.dataset
-        if ds.sample_shape is None:
-            if self._out_dtype is not None or self._mean is not None or self._scale is not None:
-                if not self.transforms_on:
-                    raise ValueError("dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged")
-            return None
-        shape = tuple(ds.sample_shape)
-        fmt = self.config.memory_format
-        image = ds.layout in ("HWC", "CHW") and len(shape) == 3
-        want_first = {"channels_first": True, "channels_last": False}.get(fmt, ds.layout == "CHW")
-        transpose = image and want_first != (ds.layout == "CHW")
-        if transpose:
-            shape = (shape[2], shape[0], shape[1]) if ds.layout == "HWC" else (shape[1], shape[2], shape[0])
-        out_dtype = self._out_dtype
-        if out_dtype is None:
-            out_dtype = np.dtype(np.float32) if (self._mean is not None or self._scale is not None) else ds.dtype
-        if self._mean is not None:
-            channels = shape[0] if (image and want_first) else shape[-1]
-            if len(self._mean) not in (1, channels):
-                raise ValueError(f"mean/std have {len(self._mean)} values, the samples have {channels} channels")
-        convert = transpose or out_dtype != ds.dtype or self._mean is not None or self._scale is not None
-        return _OutputSpec(shape, out_dtype, transpose, image and want_first, convert)
+    def _output_spec(self, shape: tuple[int, ...], src_dtype: np.dtype) -> _OutputSpec:
+        """Output shape/dtype of a batch of ``shape`` samples; checks mean/std/scale/dtype."""
+        layout = self.dataset.layout or "HWC"
+        batch = _plan_collate(
+            1, shape, src_dtype, layout=layout, memory_format=self.config.memory_format,
+            consumer=self.consumer, dtype=self._out_dtype, mean=self._mean, std=self._std,
+            scale=self._scale, num_threads=0, collate_buffer_size=self.config.collate_buffer_size, isa="auto",
+        )
+        normalised = self._mean is not None or self._std is not None or self._scale is not None
+        transposed = batch.plan is not None and batch.plan.transpose
+        convert = transposed or normalised or batch.out_dtype != src_dtype
+        return _OutputSpec(tuple(batch.out_shape[1:]), batch.out_dtype, layout, convert)
 
     def _check_pinning(self) -> None:
         probe = self.pool.acquire(1)
@@ -278,6 +239,7 @@ class DataLoader:
             "buffers": len(self.pool),
             "buffer_allocations": self.pool.allocations,
             "auto_tune": None if self.tuner is None else self.tuner.report(),
+            "collate": self.stats.get("collate"),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -401,11 +363,8 @@ class DataLoader:
             else:
                 ep.status[k] = "collating"
                 out = self._out_array(len(idx), spec, leases)
-                x = _collate_slab(slab, plan.offsets, tuple(ds.sample_shape or ()), ds.dtype,
-                                  layout=ds.layout, transpose=spec.transpose,
-                                  channels_first=spec.channels_first, memory_format=self.config.memory_format,
-                                  dtype=spec.dtype, mean=self._mean, std=self._std, scale=self._scale, out=out,
-                                  collate_buffer_size=self.config.collate_buffer_size, consumer=self.consumer)
+                x = collate_slab(slab, plan.offsets, tuple(ds.sample_shape or ()), ds.dtype,
+                                 out=out, **self._kernel_args(spec))
         finally:
             if worker is not None:
                 self.workers.checkin(worker)  # type: ignore[union-attr]
@@ -413,6 +372,15 @@ class DataLoader:
                 pool.release(buf)
         y = ds.labels_for(idx)
         return self._to_output(x, y)
+
+    def _kernel_args(self, spec: _OutputSpec) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        self.stats["collate"] = stats  # what the kernel did for the latest batch
+        return {
+            "layout": spec.layout, "memory_format": self.config.memory_format, "dtype": self._out_dtype,
+            "mean": self._mean, "std": self._std, "scale": self._scale, "consumer": self.consumer,
+            "collate_buffer_size": self.config.collate_buffer_size, "stats": stats,
+        }
 
     def _out_array(self, n: int, spec: _OutputSpec, leases: list[tuple[BufferPool, Any]]) -> np.ndarray:
         buf = self.pool.acquire(n * spec.sample_nbytes)
@@ -422,32 +390,15 @@ class DataLoader:
 
     def _collate_samples(self, samples: list[np.ndarray], leases: list[tuple[BufferPool, Any]]) -> Any:
         """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
-        if samples and all(s.shape == samples[0].shape and s.dtype == samples[0].dtype for s in samples):
-            first = samples[0]
-            layout = self.dataset.layout if first.ndim == 3 else ""
-            dtype = self._out_dtype or (np.dtype(np.float32) if self._mean is not None or self._scale is not None
-                                        else first.dtype)
-            transpose = layout != "" and self.config.memory_format != "auto" and \
-                (self.config.memory_format == "channels_first") != (layout == "CHW")
-            shape = first.shape
-            if transpose:
-                shape = (shape[2], shape[0], shape[1]) if layout == "HWC" else (shape[1], shape[2], shape[0])
-            spec = _OutputSpec(tuple(shape), dtype, transpose,
-                               self.config.memory_format == "channels_first" and layout != "", True)
+        first = samples[0] if samples else None
+        if first is not None and all(s.shape == first.shape and s.dtype == first.dtype for s in samples):
+            spec = self._output_spec(first.shape, first.dtype)
             out = self._out_array(len(samples), spec, leases)
-            packed = np.concatenate([s.reshape(-1).view(np.uint8) for s in samples])
-            offs = np.arange(len(samples), dtype=np.int64) * first.nbytes
-            return _collate_slab(packed, offs, first.shape, first.dtype, layout=layout, transpose=transpose,
-                                 channels_first=spec.channels_first, memory_format=self.config.memory_format,
-                                 dtype=dtype, mean=self._mean, std=self._std, scale=self._scale, out=out,
-                                 collate_buffer_size=self.config.collate_buffer_size, consumer=self.consumer)
-        lengths = np.array([s.nbytes for s in samples], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(lengths)))
-        buf = self.pool.acquire(int(offsets[-1]))
-        leases.append((self.pool, buf))
-        data = np.frombuffer(buf, dtype=np.uint8, count=int(offsets[-1]))
-        for s, o in zip(samples, offsets[:-1], strict=False):
-            data[o:o + s.nbytes] = s.reshape(-1).view(np.uint8)
+            return collate(samples, out=out, **self._kernel_args(spec))
+        if self._out_dtype is not None or self._mean is not None or self._scale is not None:
+            shapes = sorted({(s.shape, str(s.dtype)) for s in samples})[:3]
+            raise ValueError(f"dtype/mean/std/scale need samples of one shape; the transform returned {shapes}")
+        data, offsets = collate_ragged(samples, collate_buffer_size=self.config.collate_buffer_size)
         return RaggedBatch(data, offsets)
 
     def _to_output(self, x: Any, y: np.ndarray | None) -> Any:

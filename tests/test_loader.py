@@ -106,26 +106,27 @@ def test_memory_format(recs, fmt, shape, perm):
 
 def test_dtype_mean_std_scale(recs):
     ds, data = recs
-    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    mean, std = [120, 110, 100], [50, 60, 70]
     dl = DataLoader(ds, batch_size=8, memory_format="channels_first", dtype=np.float32,
-                    scale=1 / 255, mean=mean, std=std)
+                    scale=0.5, mean=mean, std=std)
     x, y = next(iter(dl))
-    ref = (data[y].transpose(0, 3, 1, 2) / 255 - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1))
+    ref = (data[y].transpose(0, 3, 1, 2) - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1)) * 0.5
     assert x.dtype == np.float32 and np.allclose(x, ref, atol=1e-5)
+    assert dl.report()["collate"]["transposed"]
     x16, _ = next(iter(DataLoader(ds, batch_size=8, dtype=np.float16)))
     assert x16.dtype == np.float16 and np.array_equal(x16, data[:8].astype(np.float16))
 
 
 @pytest.mark.parametrize("kw, msg", [
-    ({"mean": [1, 2, 3]}, "mean and std go together"),
-    ({"mean": [1, 2], "std": [1, 1]}, "2 values, the samples have 3 channels"),
-    ({"mean": [1], "std": [0]}, "std must not contain 0"),
+    ({"mean": [1, 2], "std": [1, 1]}, "mean has 2 values but the samples have 3 channel"),
+    ({"mean": [1], "std": [0]}, "std.* is 0"),
+    ({"dtype": np.int8}, "int8"),
     ({"batch_size": 0}, "batch_size"),
     ({"consumer": "jax"}, "consumer"),
     ({"part_size": 100}, "part_size"),
 ])
 def test_bad_arguments_name_the_knob(recs, kw, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
         DataLoader(recs[0], **kw)
 
 
@@ -259,15 +260,20 @@ def test_engine_knobs_reach_the_file_backend(recs, monkeypatch):
 
 def test_collate_buffer_size_reaches_the_kernel(recs, monkeypatch):
     seen = []
-    real = loader_mod._collate_slab
+    real = loader_mod.collate_slab
 
     def spy(*a, **kw):
         seen.append(kw["collate_buffer_size"])
         return real(*a, **kw)
 
-    monkeypatch.setattr(loader_mod, "_collate_slab", spy)
-    collect(DataLoader(recs[0], batch_size=50, dtype=np.float32, collate_buffer_size=65536))
-    assert seen == [65536, 65536]
+    monkeypatch.setattr(loader_mod, "collate_slab", spy)
+    units = {}
+    for size in (4096, 65536):
+        dl = DataLoader(recs[0], batch_size=50, dtype=np.float32, collate_buffer_size=size)
+        collect(dl)
+        units[size] = dl.report()["collate"]["work_units"]
+    assert seen == [4096, 4096, 65536, 65536]
+    assert units[4096] > units[65536]  # smaller work units: more of them
 
 
 # -- auto-tune -------------------------------------------------------------------------
