@@ -151,6 +151,7 @@ class RangeEngine:
         table[:, 1:3] = arr
         lengths = arr[:, 1]
         table[:, 3] = np.cumsum(lengths) - lengths
+        self._check_table([src], table)
         total = int(lengths.sum()) if len(arr) else (_size or 0)
         if out is None:
             out = AlignedBuffer(total, pin=pin)

@@ -1,0 +1,71 @@
+"""Helpers shared by the benchmark suites: timing, data files, ratios.
+
+Every suite measures its baselines in the same process and run as fastload,
+so ratios are comparable on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+MB = 1e6
+
+
+def best_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Best wall time of ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int = 5) -> dict[str, float]:
+    """Best time of each function, runs interleaved so drift hits all alike."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def data_dir() -> str:
+    """Where benchmark data lives between runs (FASTLOAD_BENCH_DIR or the temp dir)."""
+    d = os.environ.get("FASTLOAD_BENCH_DIR") or os.path.join(tempfile.gettempdir(), "fastload-bench")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def random_file(name: str, size: int, chunk: int = 64 << 20) -> str:
+    """A file of ``size`` pseudo-random bytes, written once and reused."""
+    path = os.path.join(data_dir(), name)
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return path
+    block = np.random.default_rng(0).integers(0, 256, min(chunk, size), dtype=np.uint8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n].tobytes())
+            left -= n
+    os.replace(tmp, path)
+    return path
+
+
+def warm_page_cache(path: str) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(64 << 20):
+            pass
