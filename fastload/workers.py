@@ -234,7 +234,7 @@ class Worker:
         self.output = Segment(0, name)
         self.output.unlink()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         try:
             self.conn.send(None)
         except (OSError, ValueError):

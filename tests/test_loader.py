@@ -258,6 +258,29 @@ def test_engine_knobs_reach_the_file_backend(recs, monkeypatch):
     assert calls[0][1]["part_size"] >= 25 * 144
 
 
+def _evict(paths):
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    return max(H.resident_fraction(p) for p in paths)
+
+
+def test_page_cache_mode_dont_need_leaves_nothing_cached(tmp_path):
+    H.write_records(str(tmp_path), 400, (64, 64, 3), 2)
+    ds = RecordDataset(str(tmp_path), (64, 64, 3))
+    paths = [s.path for s in ds.sources]
+    resident = {}
+    for mode in ("normal", "dont_need"):
+        if _evict(paths) > 0.1:
+            pytest.skip("this filesystem keeps pages cached despite POSIX_FADV_DONTNEED")
+        for _ in DataLoader(ds, batch_size=50, page_cache_mode=mode):
+            pass
+        resident[mode] = min(H.resident_fraction(p) for p in paths)
+    assert resident["normal"] > 0.9 and resident["dont_need"] < 0.1
+
+
 def test_collate_buffer_size_reaches_the_kernel(recs, monkeypatch):
     seen = []
     real = loader_mod.collate_slab
@@ -389,6 +412,15 @@ def test_dead_worker_names_itself_and_exit_code(recs):
     dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork")
     with pytest.raises(RuntimeError, match=r"fastload worker \d \(pid \d+\) exited with code 3 while transforming"):
         list(dl)
+
+
+def test_timeout_while_a_worker_transforms(recs):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.sleep_on_marker)
+    dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork",
+                    timeout_seconds=1.0, prefetch=1)
+    with pytest.raises(TimeoutError, match=r"batch 1 of epoch 0 .* waiting for worker 0 \(pid \d+\) to run"):
+        list(dl)
+    assert dl.workers is None and not __import__("multiprocessing").active_children()
 
 
 def test_transform_error_names_the_sample(recs):
