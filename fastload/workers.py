@@ -78,8 +78,12 @@ class Segment:
             os.close(fd)
 
     def unlink(self) -> None:
+        self.remove(self.name)
+
+    @staticmethod
+    def remove(name: str) -> None:
         try:
-            os.unlink(self.path)
+            os.unlink(os.path.join(_SHM_DIR, name))
         except FileNotFoundError:
             pass
 
@@ -245,6 +249,11 @@ class Worker:
             self.proc.join(timeout)
         self.conn.close()
         self.proc.close()
+        # A worker killed between creating a segment and reporting it leaves a name behind.
+        prefix = f"fastload-{self.pid}-"
+        for name in os.listdir(_SHM_DIR):
+            if name.startswith(prefix):
+                Segment.remove(name)
         self.input.unlink()
         self.input.close()
         if self.output is not None:

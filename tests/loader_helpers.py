@@ -107,3 +107,11 @@ def resident_fraction(path: str) -> float:
     finally:
         os.close(fd)
     return sum(b & 1 for b in vec.raw) / len(vec.raw)
+
+
+def kill_on_marker(sample: np.ndarray) -> np.ndarray:
+    if int(sample.reshape(-1)[0]) == 7:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return sample

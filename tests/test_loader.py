@@ -421,11 +421,14 @@ def test_persistent_workers_survive_epochs(recs):
         dl.close()
 
 
-def test_dead_worker_names_itself_and_exit_code(recs):
-    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.die_on_marker)
+@pytest.mark.parametrize("transform, how", [(H.die_on_marker, "exited with code 3"),
+                                             (H.kill_on_marker, "was killed by signal 9")])
+def test_dead_worker_names_itself_and_exit_code(recs, transform, how):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=transform)
     dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork")
-    with pytest.raises(RuntimeError, match=r"fastload worker \d \(pid \d+\) exited with code 3 while transforming"):
+    with pytest.raises(RuntimeError, match=rf"fastload worker \d \(pid \d+\) {how} while transforming batch 0"):
         list(dl)
+    assert not __import__("multiprocessing").active_children()
 
 
 def test_timeout_while_a_worker_transforms(recs):
