@@ -50,6 +50,7 @@ def test_records_on_s3_shuffled_normalised(s3, reader_mode):
 def test_npy_rows_and_objects_on_s3(s3):
     engine, data, blobs = s3
     ds = NpyDataset("s3://bucket/arr.npy", engine=engine)
+    assert np.array_equal(ds[3], data[3])  # __getitem__ reads with the dataset's engine
     x = next(iter(DataLoader(ds, batch_size=40, engine=engine)))
     assert np.array_equal(x, data[:40])
     objs = ObjectDataset("s3://bucket/objs/", engine=engine)
