@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from fastload.options import LoaderConfig
@@ -70,15 +71,21 @@ def discovered_rank_and_world_size() -> tuple[int, int] | None:
     return _torch_process_group() or _environment_rank()
 
 
+def _resolve(value: int | None, count: int | None,
+             discover: Callable[[], tuple[int, int] | None], knob: str, count_knob: str) -> tuple[int, int]:
+    # fill only the Nones, so an explicit half of the pair still wins
+    if value is None or count is None:
+        found = discover() or (0, 1)
+        value = found[0] if value is None else value
+        count = found[1] if count is None else count
+    if count < 1 or not 0 <= value < count:
+        raise ValueError(f"{knob}={value} is invalid: must be in [0, {count_knob}={count})")
+    return value, count
+
+
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Fill the ``None``s of (rank, world_size) by discovery and check the pair."""
-    if rank is None or world_size is None:
-        found = discovered_rank_and_world_size() or (0, 1)
-        rank = found[0] if rank is None else rank
-        world_size = found[1] if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"shard_rank={rank} is invalid: must be in [0, shard_world_size={world_size})")
-    return rank, world_size
+    return _resolve(rank, world_size, discovered_rank_and_world_size, "shard_rank", "shard_world_size")
 
 
 def rank_and_world_size(config: LoaderConfig) -> tuple[int, int]:
@@ -101,19 +108,15 @@ def local_rank() -> int:
     return _env_int("LOCAL_RANK") or 0
 
 
+def _torch_worker() -> tuple[int, int] | None:
+    data: Any = sys.modules.get("torch.utils.data")
+    info = data.get_worker_info() if data is not None else None
+    return (int(info.id), int(info.num_workers)) if info is not None else None
+
+
 def resolve_worker(worker_id: int | None, num_workers: int | None) -> tuple[int, int]:
     """Fill the ``None``s of (worker_id, num_workers) from torch's DataLoader worker info."""
-    if worker_id is None or num_workers is None:
-        info = None
-        data = sys.modules.get("torch.utils.data")
-        if data is not None:
-            info = data.get_worker_info()
-        found = (info.id, info.num_workers) if info is not None else (0, 1)
-        worker_id = found[0] if worker_id is None else worker_id
-        num_workers = found[1] if num_workers is None else num_workers
-    if num_workers < 1 or not 0 <= worker_id < num_workers:
-        raise ValueError(f"worker_id={worker_id} is invalid: must be in [0, num_workers_pytorch={num_workers})")
-    return worker_id, num_workers
+    return _resolve(worker_id, num_workers, _torch_worker, "worker_id", "num_workers_pytorch")
 
 
 def worker_and_num_workers(config: LoaderConfig) -> tuple[int, int]:

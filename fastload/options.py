@@ -42,7 +42,7 @@ MIN_PART_SIZE = 4096
 
 def _fail(knob: str, value: Any, why: str) -> ValueError:
     shown = f"<{len(value)} values>" if isinstance(value, tuple | list) and len(value) > 8 else repr(value)
-    return ValueError(f"LoaderOptions: {knob}={shown} is invalid: {why}")
+    return ValueError(f"{knob}={shown} is invalid: {why}")
 
 
 def _check_int(knob: str, value: Any, minimum: int, *, optional: bool = False) -> None:

@@ -172,6 +172,8 @@ class Sampler:
         return self.indices(self._epoch)[self._position:]
 
     def __iter__(self) -> Iterator[int]:
+        """The current epoch from ``position`` on; a finished pass resets the position to 0,
+        an abandoned one leaves it where it stopped (that is the resume point)."""
         order = self.indices(self._epoch)
         for start in range(self._position, len(order), _ITER_CHUNK):
             for offset, index in enumerate(order[start:start + _ITER_CHUNK].tolist()):
@@ -236,8 +238,6 @@ class RandomSampler(Sampler):
         _check_bool("replacement", replacement)
         super().__init__(dataset_len, **common)
         self.replacement = bool(replacement)
-        if self.replacement and dataset_len == 0 and self.rank_len > 0:
-            raise ValueError("replacement=True cannot draw from an empty dataset")
 
     def _identity(self) -> dict[str, Any]:
         return {**super()._identity(), "replacement": self.replacement}
