@@ -314,23 +314,34 @@ class WorkerPool:
             self.close()
             raise
         self._idle = list(self.workers)
+        self._turn = list(range(num_workers))
 
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
-    def checkout(self, stopped: Callable[[], bool]) -> Worker:
+    def start_epoch(self) -> None:
+        """Job ``j`` of an epoch goes to worker ``j % num_workers``, in order, as in torch:
+        which sample meets which random stream does not depend on thread timing."""
         with self._cond:
-            while not self._idle:
+            self._turn = list(range(len(self.workers)))
+
+    def checkout(self, job: int, stopped: Callable[[], bool]) -> Worker:
+        """The worker of job ``job`` (the epoch's ``job``-th batch), once it is that job's turn."""
+        w = self.workers[job % len(self.workers)]
+        with self._cond:
+            while not (w in self._idle and self._turn[w.id] == job):
                 if stopped():
                     raise WorkerError("loader stopped")
                 self._cond.wait(_POLL_S)
-            return self._idle.pop(0)
+            self._idle.remove(w)
+            return w
 
-    def checkin(self, worker: Worker) -> None:
+    def checkin(self, worker: Worker, job: int) -> None:
         with self._cond:
             self._idle.append(worker)
-            self._cond.notify()
+            self._turn[worker.id] = job + len(self.workers)
+            self._cond.notify_all()
 
     def close(self) -> None:
         for w in self.workers:

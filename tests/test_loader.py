@@ -400,12 +400,18 @@ def test_workers_grow_their_segments_for_larger_batches(tmp_path):
     dl.close()
 
 
-def test_worker_seeds_are_reproducible(recs):
-    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.worker_facts)
+@pytest.mark.parametrize("mode", ["sequential", "async_pool"])
+def test_worker_seeds_are_reproducible(recs, mode):
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.worker_facts)
     runs = []
     for _ in range(2):
-        dl = DataLoader(ds, batch_size=50, num_workers=1, enable_transforms=True, seed=11)
-        runs.append(np.concatenate(list(dl))[:, 2])
+        dl = DataLoader(ds, batch_size=10, num_workers=2, prefetch=4, enable_transforms=True, seed=11,
+                        multiprocessing_context="fork", loading_mode=mode)
+        by_batch = {int(y[0]) // 10: x for x, y in dl}
+        pids = dl.report()["epoch_pids"][0]
+        for k, x in by_batch.items():  # batch k ran on worker k % 2, whatever the thread timing
+            assert set(x[:, 0].tolist()) == {pids[k % 2]}
+        runs.append(np.concatenate([by_batch[k][:, 2] for k in sorted(by_batch)]))
     assert np.array_equal(runs[0], runs[1])
 
 
