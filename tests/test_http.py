@@ -297,6 +297,10 @@ def test_connect_and_request_timeouts(silent_server):
     with RangeEngine(request_timeout=0.3, max_retries=0) as eng:
         with pytest.raises(TimeoutError, match="HEAD failed"):  # connected, never answered
             eng.size(f"http://127.0.0.1:{silent_server}/x")
+    # The engine's whole-read timeout (LoaderOptions.timeout_seconds) bounds HEAD too.
+    with RangeEngine(timeout=0.3, max_retries=0) as eng:
+        with pytest.raises(TimeoutError, match="HEAD failed"):
+            eng.size(f"http://127.0.0.1:{silent_server}/x")
 
 
 def test_backoff_is_capped_exponential_with_jitter():
