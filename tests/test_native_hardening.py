@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastload
-from fastload import RangeEngine, _file_engine
+from fastload import AlignedBuffer, RangeEngine, _file_engine
 from fastload.errors import InvalidRequestError, RangeError
 
 I64_MAX = np.iinfo(np.int64).max
@@ -99,6 +99,21 @@ def test_buffer_too_small_names_a_uri_with_many_sources(blob, tmp_path):
     table = np.array([[0, 0, 10, 0], [1, 0, 50, 10]])
     with pytest.raises(ValueError, match=rf"{other} \(range #1\): .*holds 30 bytes, 60 are needed"):
         RangeEngine().read_into([path, str(other)], table, bytearray(30))
+
+
+# -- aligned buffers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nbytes", [-1, 2**63, 2**64 - 1])
+def test_aligned_buffer_size_out_of_range(nbytes):
+    """2**64 - 1 rounded up to a 0-byte block and exported a 2**64 - 1 byte view."""
+    with pytest.raises(OverflowError, match=f"nbytes={nbytes} must be between 0 and"):
+        AlignedBuffer(nbytes)
+
+
+def test_aligned_buffer_near_ssize_max_is_a_memory_error():
+    with pytest.raises(MemoryError, match="cannot allocate an aligned buffer"):
+        AlignedBuffer(2**63 - 1)
 
 
 def _open_fds() -> int:
