@@ -116,6 +116,31 @@ def test_aligned_buffer_near_ssize_max_is_a_memory_error():
         AlignedBuffer(2**63 - 1)
 
 
+# -- collate -----------------------------------------------------------------------------
+
+
+def test_collate_unit_larger_than_any_batch_is_one_unit():
+    """collate_buffer_size near 2**63 overflowed the unit count: nothing was written."""
+    rng = np.random.default_rng(3)
+    samples = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8) for _ in range(4)]
+    for isa in ("auto", "generic"):
+        stats: dict = {}
+        got = fastload.collate(samples, memory_format="channels_first", dtype=np.float32,
+                               collate_buffer_size=I64_MAX, num_threads=3, stats=stats, isa=isa)
+        want = np.stack(samples).transpose(0, 3, 1, 2).astype(np.float32)
+        np.testing.assert_array_equal(got, want)
+        assert stats["work_units"] == 1 and stats["unit_bytes"] == want.nbytes
+
+
+@pytest.mark.parametrize("unit", [1 << 40, I64_MAX])
+def test_ragged_unit_larger_than_the_batch(unit):
+    """The ragged unit count overflowed the same way: an uninitialised array came back."""
+    samples = [bytes([i]) * (17 * i + 1) for i in range(9)]
+    packed, offsets = fastload.collate_ragged(samples, num_threads=2, collate_buffer_size=unit)
+    assert packed.tobytes() == b"".join(samples)
+    assert offsets.tolist() == [0, *np.cumsum([len(s) for s in samples]).tolist()]
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
