@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import fastload
-from fastload import AlignedBuffer, RangeEngine, _file_engine
+from fastload import AlignedBuffer, RangeEngine, _collate, _file_engine
+from fastload.collate import collate_slab
 from fastload.errors import InvalidRequestError, RangeError
 
 I64_MAX = np.iinfo(np.int64).max
@@ -139,6 +140,18 @@ def test_ragged_unit_larger_than_the_batch(unit):
     packed, offsets = fastload.collate_ragged(samples, num_threads=2, collate_buffer_size=unit)
     assert packed.tobytes() == b"".join(samples)
     assert offsets.tolist() == [0, *np.cumsum([len(s) for s in samples]).tolist()]
+
+
+def test_collate_bridge_checks_huge_offsets_itself():
+    """offset + sample size wrapped past the slab check: a read from a wild address."""
+    slab = np.zeros(64, np.uint8)
+    out = np.zeros((1, 16), np.uint8)
+    offsets = np.array([I64_MAX - 3], dtype=np.int64)
+    with pytest.raises(ValueError, match="lies outside src"):
+        _collate.collate_native(None, slab, offsets, out, 1, 16, 1, True, True, _collate.DT_RAW,
+                                _collate.DT_RAW, 1, 1, 1, None, None, 0, 1, "auto")
+    with pytest.raises(ValueError, match="lies outside src"):
+        collate_slab(slab, offsets, (16,), np.uint8)
 
 
 def _open_fds() -> int:
