@@ -146,6 +146,8 @@ def _check_count(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 0:
         raise ValueError(f"{name}={value} must be >= 0 (0 = automatic)")
+    if value > _MAX_COUNT[name]:
+        raise ValueError(f"{name}={value} is too large (at most {_MAX_COUNT[name]})")
     return int(value)
 
 

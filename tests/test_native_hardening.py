@@ -154,6 +154,12 @@ def test_collate_bridge_checks_huge_offsets_itself():
         collate_slab(slab, offsets, (16,), np.uint8)
 
 
+def test_ragged_rejects_object_arrays():
+    """numpy exports object arrays as PyObject pointers: they were packed as 'bytes'."""
+    with pytest.raises(TypeError, match="sample 1 has dtype object: it holds Python objects"):
+        fastload.collate_ragged([b"ab", np.array([object(), "x"], dtype=object)])
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
