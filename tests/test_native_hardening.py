@@ -160,6 +160,15 @@ def test_ragged_rejects_object_arrays():
         fastload.collate_ragged([b"ab", np.array([object(), "x"], dtype=object)])
 
 
+@pytest.mark.parametrize("knob,value", [("num_threads", 2**31), ("collate_buffer_size", 2**63)])
+def test_collate_counts_too_large_name_the_knob(knob, value):
+    """They used to raise a bare OverflowError from the bridge."""
+    with pytest.raises(ValueError, match=f"{knob}={value} is too large"):
+        fastload.collate([np.zeros(3, np.uint8)], **{knob: value})
+    with pytest.raises(ValueError, match=f"{knob}={value} is too large"):
+        fastload.collate_ragged([b"abc"], **{knob: value})
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
