@@ -4,6 +4,7 @@ and leak checks: every call is byte-exact or raises, never crashes, leaks or wra
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -175,3 +176,37 @@ def _open_fds() -> int:
 
 def _native_threads() -> int:
     return len(os.listdir("/proc/self/task"))
+
+
+# -- leaks -------------------------------------------------------------------------------
+
+
+def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
+    """Reads that succeed, and reads that fail after opening files (range past the end,
+    O_DIRECT bounce, cancellation, a directory, a missing file), leave nothing open."""
+    path, data = blob
+    missing = str(tmp_path / "missing.bin")
+    eng = RangeEngine(part_size=4096, max_inflight_parts=4)
+    good = np.array([[0, 0, len(data), 0], [1, 5, 9000, len(data)]])
+    past_end = np.array([[0, 0, 10, 0], [1, len(data) - 1, 2, 10]])
+    out = np.zeros(2 * len(data), np.uint8)
+    cancelled = _file_engine.CancelToken()
+    cancelled.cancel()
+    eng.read_into([path, f"direct://{path}"], good, out)  # warm up imports and caches
+    fds, threads = _open_fds(), _native_threads()
+    for i in range(1500):
+        srcs = [path, f"direct://{path}" if i % 2 else path]
+        eng.read_into(srcs, good, out)
+        with pytest.raises(RangeError):
+            eng.read_into(srcs, past_end, out)
+        with pytest.raises(FileNotFoundError):
+            eng.read_into([path, missing], good, out)
+        if i % 10 == 0:
+            with pytest.raises(ValueError, match="directory"):
+                eng.read_into([path, str(tmp_path)], good, out)
+            with pytest.raises(OSError, match="cancelled"):
+                eng.read_into(srcs, good, out, cancel=cancelled)
+    assert out[: len(data)].tobytes() == data
+    assert _open_fds() == fds
+    assert _native_threads() == threads
+    assert threading.active_count() >= 1  # the engine starts no Python threads either
