@@ -4,6 +4,8 @@ and leak checks: every call is byte-exact or raises, never crashes, leaks or wra
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -170,15 +172,15 @@ def test_collate_counts_too_large_name_the_knob(knob, value):
         fastload.collate_ragged([b"abc"], **{knob: value})
 
 
+# -- leaks -------------------------------------------------------------------------------
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
 def _native_threads() -> int:
     return len(os.listdir("/proc/self/task"))
-
-
-# -- leaks -------------------------------------------------------------------------------
 
 
 def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
@@ -210,3 +212,22 @@ def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
     assert _open_fds() == fds
     assert _native_threads() == threads
     assert threading.active_count() >= 1  # the engine starts no Python threads either
+
+
+# -- packaging ---------------------------------------------------------------------------
+
+
+def test_import_does_not_import_torch():
+    """torch is an optional extra: ``import fastload`` must not pay for it."""
+    script = "import sys, fastload; print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+
+
+def test_py_typed_marker_ships():
+    pkg = os.path.dirname(fastload.__file__)
+    assert os.path.isfile(os.path.join(pkg, "py.typed"))
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert '"py.typed"' in f.read()
