@@ -231,3 +231,24 @@ def test_py_typed_marker_ships():
     assert os.path.isfile(os.path.join(pkg, "py.typed"))
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
         assert '"py.typed"' in f.read()
+
+
+def test_buffer_stub_matches_the_compiled_module():
+    """fastload/_buffer.pyi types AlignedBuffer for py.typed users: every name it
+    declares must exist at run time."""
+    import ast
+
+    from fastload import _buffer
+
+    with open(os.path.join(os.path.dirname(fastload.__file__), "_buffer.pyi")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            cls = getattr(_buffer, node.name)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name != "__buffer__":
+                    assert hasattr(cls, item.name), f"{node.name}.{item.name}"
+        elif isinstance(node, ast.FunctionDef):
+            assert callable(getattr(_buffer, node.name))
+        elif isinstance(node, ast.AnnAssign):
+            assert hasattr(_buffer, node.target.id)
