@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,8 +21,6 @@ class FileBackend:
         return _file_engine.file_size(src.path, src.uri)
 
     def list(self, prefix: ParsedURI) -> list[str]:
-        import os
-
         root = prefix.path
         if not os.path.isdir(root):
             raise FileNotFoundError(f"{prefix.uri}: not a directory")
@@ -46,6 +45,7 @@ class FileBackend:
         timeout: float | None = None,
         cancel: object | None = None,
     ) -> None:
+        # timeout is the network backends' knob: a local pread is not cut short.
         # O_DIRECT is a per-open flag: direct:// and file:// sources go in separate calls.
         for direct, sub, subtable in split_by_source(sources, table, lambda s: s.scheme == "direct"):
             _file_engine.read_file_ranges(
