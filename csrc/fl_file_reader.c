@@ -180,9 +180,13 @@ static int advice_for(int mode, int64_t nranges, int64_t total, int64_t size) {
 int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, int64_t nranges,
                  char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err) {
     fl_error_clear(err);
-    if (opts->part_size < FL_ALIGN || opts->max_inflight < 1 || npaths < 1)
-        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0,
-                            "part_size must be >= 4096 and max_inflight >= 1");
+    if (opts->part_size < FL_ALIGN)
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "part_size=%lld must be >= %d",
+                            (long long)opts->part_size, FL_ALIGN);
+    if (opts->max_inflight < 1)
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "max_inflight_parts=%d must be >= 1",
+                            opts->max_inflight);
+    if (npaths < 1) return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "no source files");
     int rc = FL_OK;
     int *fds = malloc(sizeof(int) * (size_t)npaths);
     int64_t *sizes = malloc(sizeof(int64_t) * (size_t)npaths);

@@ -252,3 +252,18 @@ def test_buffer_stub_matches_the_compiled_module():
             assert callable(getattr(_buffer, node.name))
         elif isinstance(node, ast.AnnAssign):
             assert hasattr(_buffer, node.target.id)
+
+
+@pytest.mark.parametrize("part,inflight,paths,match", [
+    (100, 1, 1, "part_size=100 must be >= 4096"),
+    (4096, 0, 1, "max_inflight_parts=0 must be >= 1"),
+    (4096, 1, 0, "no source files"),
+])
+def test_native_option_errors_name_the_knob(blob, part, inflight, paths, match):
+    """One message used to cover all three ('part_size must be >= 4096 and ...'),
+    even when the only fault was an empty source list."""
+    path, _ = blob
+    with pytest.raises(InvalidRequestError, match=match):
+        _file_engine.read_file_ranges([path] * paths, [path] * paths,
+                                      np.zeros((0, 4), np.int64), bytearray(1), part, inflight,
+                                      False, 0)
