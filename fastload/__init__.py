@@ -30,3 +30,19 @@ __all__ = [
     "LoaderOptions",
     "PyLoaderOptions",
 ]
+
+# Collate kernel (issue 4): fastload.collate is a callable module, so both
+# fastload.collate(samples, ...) and fastload.collate.collate_slab(...) work.
+from fastload import collate  # noqa: E402
+from fastload.collate import collate_ragged  # noqa: E402
+
+__all__ += ["collate", "collate_ragged"]
+
+# Datasets and the DataLoader (issue 5).
+from fastload.buffer_pool import BufferPool  # noqa: E402
+from fastload.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset  # noqa: E402
+from fastload.loader import DataLoader, RaggedBatch  # noqa: E402
+from fastload.workers import WorkerError, get_worker_info  # noqa: E402
+
+__all__ += ["BufferPool", "DataLoader", "Dataset", "NpyDataset", "ObjectDataset", "RaggedBatch",
+            "RecordDataset", "WorkerError", "get_worker_info"]

@@ -1,0 +1,446 @@
+"""The DataLoader: every knob changes what it does, and nothing leaks."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+import warnings
+
+import loader_helpers as H
+import numpy as np
+import pytest
+
+import fastload.loader as loader_mod
+from fastload.autotune import AutoTuner
+from fastload.buffer_pool import BufferPool
+from fastload.datasets import ObjectDataset, RecordDataset
+from fastload.file_backend import FileBackend
+from fastload.loader import DataLoader, RaggedBatch
+from fastload.options import LoaderOptions
+from fastload.samplers import make_sampler
+
+SHAPE = (8, 6, 3)
+N = 100
+
+
+@pytest.fixture
+def recs(tmp_path):
+    data = H.write_records(str(tmp_path / "rec"), N, SHAPE, 4)
+    return RecordDataset(str(tmp_path / "rec"), SHAPE, labels=np.arange(N)), data
+
+
+def collect(loader):
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(np.array(x))
+        ys.append(np.array(y))
+    return xs, ys
+
+
+# -- order, sizes, len ----------------------------------------------------------
+def test_sequential_order_batch_sizes_and_len(recs):
+    ds, data = recs
+    dl = DataLoader(ds, batch_size=16)
+    xs, ys = collect(dl)
+    assert len(dl) == 7 == len(xs)
+    assert [len(x) for x in xs] == [16] * 6 + [4]
+    assert np.array_equal(np.concatenate(ys), np.arange(N))
+    assert np.array_equal(np.concatenate(xs), data)
+
+
+def test_drop_last(recs):
+    dl = DataLoader(recs[0], batch_size=16, drop_last=True)
+    xs, _ = collect(dl)
+    assert len(dl) == 6 and [len(x) for x in xs] == [16] * 6
+
+
+def test_each_epoch_follows_the_sampler(recs):
+    ds, data = recs
+    opts = LoaderOptions(batch_size=10, shuffle=True, seed=5)
+    dl = DataLoader(ds, opts)
+    sampler = make_sampler(opts.config, N)
+    orders = []
+    for epoch in range(2):
+        xs, ys = collect(dl)
+        order = np.concatenate(ys)
+        assert np.array_equal(order, sampler.indices(epoch))
+        assert np.array_equal(np.concatenate(xs), data[order])
+        orders.append(order)
+    assert not np.array_equal(orders[0], orders[1])
+    dl.set_epoch(0)
+    assert np.array_equal(np.concatenate(collect(dl)[1]), orders[0])
+
+
+def test_weighted_and_distributed_samplers_reach_the_loader(recs):
+    ds, _ = recs
+    w = np.zeros(N)
+    w[[3, 9]] = 1
+    dl = DataLoader(ds, batch_size=8, sampler_type="weighted_random", weights=w, replacement=True)
+    assert set(np.concatenate(collect(dl)[1]).tolist()) == {3, 9}
+    ranks = [np.concatenate(collect(DataLoader(ds, batch_size=8, sampler_type="distributed_random",
+                                               shard_rank=r, shard_world_size=2))[1]) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 50 and not set(ranks[0]) & set(ranks[1])
+
+
+# -- output shape: layout, dtype, normalisation ------------------------------------
+def test_auto_layout_is_zero_copy_of_the_read_slab(recs):
+    ds, data = recs
+    dl = DataLoader(ds, batch_size=8, memory_format="auto")
+    x, y = next(iter(dl))
+    assert x.shape == (8, *SHAPE) and x.dtype == np.uint8 and np.array_equal(x, data[:8])
+    assert x.ctypes.data % 4096 == 0  # a view of a pooled aligned buffer, not a copy
+
+
+@pytest.mark.parametrize("fmt, shape, perm", [
+    ("channels_first", (8, 3, 8, 6), (0, 3, 1, 2)),
+    ("channels_last", (8, 8, 6, 3), (0, 1, 2, 3)),
+])
+def test_memory_format(recs, fmt, shape, perm):
+    ds, data = recs
+    x, y = next(iter(DataLoader(ds, batch_size=8, memory_format=fmt)))
+    assert x.shape == shape and x.flags.c_contiguous
+    assert np.array_equal(x, data[y].transpose(perm))
+
+
+def test_dtype_mean_std_scale(recs):
+    ds, data = recs
+    mean, std = [120, 110, 100], [50, 60, 70]
+    dl = DataLoader(ds, batch_size=8, memory_format="channels_first", dtype=np.float32,
+                    scale=0.5, mean=mean, std=std)
+    x, y = next(iter(dl))
+    ref = (data[y].transpose(0, 3, 1, 2) - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1)) * 0.5
+    assert x.dtype == np.float32 and np.allclose(x, ref, atol=1e-5)
+    assert dl.report()["collate"]["transposed"]
+    x16, _ = next(iter(DataLoader(ds, batch_size=8, dtype=np.float16)))
+    assert x16.dtype == np.float16 and np.array_equal(x16, data[:8].astype(np.float16))
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"mean": [1, 2], "std": [1, 1]}, "mean has 2 values but the samples have 3 channel"),
+    ({"mean": [1], "std": [0]}, "std.* is 0"),
+    ({"dtype": np.int8}, "int8"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"consumer": "jax"}, "consumer"),
+    ({"part_size": 100}, "part_size"),
+])
+def test_bad_arguments_name_the_knob(recs, kw, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        DataLoader(recs[0], **kw)
+
+
+def test_ragged_objects_and_labels_callable(tmp_path):
+    blobs = [os.urandom(n) for n in (5, 300, 0, 17, 4000)]
+    for i, b in enumerate(blobs):
+        (tmp_path / f"{i}.bin").write_bytes(b)
+    ds = ObjectDataset(str(tmp_path), labels=lambda i: i * 10)
+    batches = list(DataLoader(ds, batch_size=3))
+    assert len(batches) == 2
+    x, y = batches[0]
+    assert isinstance(x, RaggedBatch) and x.count == 3 and y.tolist() == [0, 10, 20]
+    assert [x.sample(i).tobytes() for i in range(3)] == blobs[:3]
+    x, _ = batches[1]
+    assert [x.sample(i).tobytes() for i in range(2)] == blobs[3:]
+
+
+# -- pinning ---------------------------------------------------------------------
+def test_pin_memory_is_reported(recs):
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        dl = DataLoader(recs[0], batch_size=8, pin_memory=True)
+    rep = dl.report()
+    assert rep["pin_memory"] is True
+    assert rep["pin_mode"] in ("cuda", "mlock") or rep["pin_error"]  # pinned, or says why not
+    assert DataLoader(recs[0], batch_size=8).report()["pin_mode"] == "none"
+    if rep["pin_mode"] != "none":
+        next(iter(dl))
+        assert all(b.pinned for b in dl.pool._buffers)
+
+
+def test_non_blocking_pins_numpy_buffers(recs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dl = DataLoader(recs[0], batch_size=8, non_blocking=True)
+    assert dl.pool.pin is True
+
+
+# -- prefetch, loading_mode, timeout --------------------------------------------------
+def test_prefetch_reads_ahead_up_to_its_depth(recs):
+    for depth in (1, 3):
+        dl = DataLoader(recs[0], batch_size=4, prefetch=depth)
+        it = iter(dl)
+        next(it)
+        ep = dl._current()
+        deadline = time.monotonic() + 10
+        while ep.ahead < depth and time.monotonic() < deadline:  # readers fill while we "train"
+            time.sleep(0.01)
+        assert ep.ahead == depth
+        for _ in it:
+            pass
+        assert dl.report()["max_read_ahead"] == depth
+
+
+def test_async_pool_yields_batches_as_they_complete(recs):
+    ds, _ = recs
+    slow = {ds.sources[0].path}  # shard 0 holds batches 0-2 (25 records, batch 10)
+    got = {}
+    for mode in ("sequential", "async_pool"):
+        eng = H.slow_engine(slow, 1.0)
+        dl = DataLoader(ds, batch_size=10, prefetch=4, loading_mode=mode, engine=eng)
+        got[mode] = [int(y[0]) // 10 for _, y in dl]
+    assert got["sequential"] == list(range(10))
+    assert sorted(got["async_pool"]) == list(range(10))
+    assert got["async_pool"][0] != 0  # a fast batch overtook the slow one
+
+
+def test_timeout_names_the_batch_and_what_it_waited_for(recs):
+    ds, _ = recs
+    eng = H.slow_engine({ds.sources[1].path}, 30.0)
+    dl = DataLoader(ds, batch_size=25, prefetch=1, timeout_seconds=0.3, engine=eng)
+    it = iter(dl)
+    next(it)
+    with pytest.raises(TimeoutError, match=r"batch 1 of epoch 0 not ready after 0\.3 s.*shard-001\.bin"):
+        next(it)
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]
+
+
+# -- resume --------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sequential", "async_pool"])
+def test_state_dict_resumes_at_the_exact_next_sample(recs, mode):
+    ds, _ = recs
+    opts = LoaderOptions(batch_size=8, shuffle=True, seed=3, loading_mode=mode)
+    full = np.concatenate(collect(DataLoader(ds, opts))[1])
+    dl = DataLoader(ds, opts)
+    seen = []
+    for i, (_, y) in enumerate(dl):
+        seen.append(y)
+        if i == 4:
+            state = dl.state_dict()
+            break
+    assert state["samples_done"] == 40 and state["epoch"] == 0
+    fresh = DataLoader(ds, opts)
+    fresh.load_state_dict(state)
+    rest = [y for _, y in fresh]
+    assert len(rest) == len(fresh) - 5
+    assert sorted(np.concatenate(seen + rest).tolist()) == sorted(full.tolist())
+    if mode == "sequential":
+        assert np.array_equal(np.concatenate(seen + rest), full)
+    assert fresh.state_dict()["epoch"] == 1  # the epoch finished
+
+
+def test_load_state_dict_rejects_another_loader(recs):
+    state = DataLoader(recs[0], batch_size=8).state_dict()
+    with pytest.raises(ValueError, match="batch_size=8, this loader 16"):
+        DataLoader(recs[0], batch_size=16).load_state_dict(state)
+
+
+# -- engine knobs ---------------------------------------------------------------------
+def test_engine_knobs_reach_the_file_backend(recs, monkeypatch):
+    calls = []
+    real = FileBackend.read_into
+
+    def spy(self, sources, table, out, **kw):
+        calls.append((table.copy(), kw))
+        return real(self, sources, table, out, **kw)
+
+    monkeypatch.setattr(FileBackend, "read_into", spy)
+    dl = DataLoader(recs[0], batch_size=25, reader_mode="range", part_size=4096, max_inflight_parts=3,
+                    page_cache_mode="dont_need")
+    collect(dl)
+    table, kw = calls[0]
+    assert kw["part_size"] == 4096 and kw["max_inflight_parts"] == 3 and kw["page_cache_mode"] == "dont_need"
+    assert (table[:, 2] <= 4096).all() and len(table) == -(-25 * 144 // 4096)
+
+    calls.clear()
+    collect(DataLoader(recs[0], batch_size=25, reader_mode="sequential", part_size=4096))
+    assert all(len(t) == 1 for t, _ in calls)  # one request per shard run
+    assert calls[0][1]["part_size"] >= 25 * 144
+
+
+def test_collate_buffer_size_reaches_the_kernel(recs, monkeypatch):
+    seen = []
+    real = loader_mod.collate_slab
+
+    def spy(*a, **kw):
+        seen.append(kw["collate_buffer_size"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loader_mod, "collate_slab", spy)
+    units = {}
+    for size in (4096, 65536):
+        dl = DataLoader(recs[0], batch_size=50, dtype=np.float32, collate_buffer_size=size)
+        collect(dl)
+        units[size] = dl.report()["collate"]["work_units"]
+    assert seen == [4096, 4096, 65536, 65536]
+    assert units[4096] > units[65536]  # smaller work units: more of them
+
+
+# -- auto-tune -------------------------------------------------------------------------
+def test_auto_tune_reports_and_applies_its_choice(recs):
+    dl = DataLoader(recs[0], batch_size=2, auto_tune=True, reader_mode="range", part_size=4096)
+    dl.tuner.window_bytes = 0
+    dl.tuner.window_batches = 2
+    for _ in range(3):
+        collect(dl)
+    rep = dl.report()["auto_tune"]
+    assert len(rep["trials"]) >= 3  # it measured and tried other settings
+    assert {(t["part_size"], t["max_inflight_parts"]) for t in rep["trials"]} != {(4096, 4)}
+    eng = dl.engine
+    assert (eng.part_size, eng.max_inflight_parts) in {(t["part_size"], t["max_inflight_parts"])
+                                                       for t in rep["trials"]}
+
+
+def test_auto_tuner_climbs_to_the_best_setting():
+    applied = []
+    tuner = AutoTuner(1 << 20, 4, apply=lambda p, i: applied.append((p, i)))
+
+    def rate(part, inflight):  # best at 16 in flight and 4 MiB parts
+        return 1000 - abs(np.log2(inflight / 16)) * 100 - abs(np.log2(part / (4 << 20))) * 80
+
+    for _ in range(40):
+        tuner.observe(rate(tuner.part_size, tuner.max_inflight_parts))
+    rep = tuner.report()
+    assert (rep["part_size"], rep["max_inflight_parts"]) == (4 << 20, 16) and rep["settled"]
+    assert applied[-1] == (4 << 20, 16)
+
+
+# -- buffers ----------------------------------------------------------------------------
+def test_a_kept_batch_is_never_overwritten(recs):
+    ds, data = recs
+    kept = [x for x, _ in DataLoader(ds, batch_size=8)]  # more batches than the pool keeps
+    assert np.array_equal(np.concatenate(kept), data)
+
+
+def test_busy_hook_delays_reuse():
+    pool = BufferPool(keep=2)
+    a = pool.acquire(100)
+    pool.release(a)
+    busy = [True]
+    pool.set_busy_hook(a, lambda: busy[0])
+    b = pool.acquire(100)
+    assert b is not a
+    pool.release(b)
+    busy[0] = False
+    assert pool.acquire(100) in (a, b)
+
+
+# -- transforms and workers ---------------------------------------------------------------
+def test_transform_runs_only_when_enabled(recs, tmp_path):
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
+    with pytest.warns(UserWarning, match="enable_transforms is off"):
+        x, y = next(iter(DataLoader(ds, batch_size=4)))
+    assert np.array_equal(x, recs[1][y])
+    x, y = next(iter(DataLoader(ds, batch_size=4, enable_transforms=True)))
+    assert np.array_equal(x, 255 - recs[1][y])
+
+
+def test_transform_changing_shape_and_ragged_output(recs, tmp_path):
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.crop_half)
+    x, y = next(iter(DataLoader(ds, batch_size=4, enable_transforms=True, memory_format="channels_first")))
+    assert x.shape == (4, 3, 4, 6) and np.array_equal(x, recs[1][y][:, :4].transpose(0, 3, 1, 2))
+    for i, n in enumerate((10, 31, 7)):
+        (tmp_path / f"{i}").write_bytes(bytes(range(n)))
+    objs = ObjectDataset([str(tmp_path / f"{i}") for i in range(3)], transform=H.first_bytes)
+    x = next(iter(DataLoader(objs, batch_size=3, enable_transforms=True)))
+    assert isinstance(x, RaggedBatch) and [len(x.sample(i)) for i in range(3)] == [5, 15, 3]
+
+
+@pytest.mark.parametrize("ctx", ["spawn", "fork", "forkserver"])
+def test_workers_start_method_shared_memory_and_seeds(recs, ctx, monkeypatch):
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.worker_facts)
+    monkeypatch.setattr(H, "MARK", 42)  # only a forked child inherits this
+    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context=ctx,
+                    seed=7)
+    facts = np.concatenate([x for x, _ in dl])
+    pids = set(facts[:, 0].tolist())
+    assert pids <= set(dl.report()["epoch_pids"][0]) and os.getpid() not in pids
+    assert set(facts[:, 1].tolist()) == ({42} if ctx == "fork" else {0})
+    by_worker = {p: facts[facts[:, 0] == p, 2] for p in pids}
+    if len(by_worker) == 2:
+        a, b = by_worker.values()
+        assert not set(a) & set(b)  # independent streams
+    assert dl.report()["workers"] is None  # not persistent: gone after the epoch
+
+
+def test_worker_seeds_are_reproducible(recs):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.worker_facts)
+    runs = []
+    for _ in range(2):
+        dl = DataLoader(ds, batch_size=50, num_workers=1, enable_transforms=True, seed=11)
+        runs.append(np.concatenate(list(dl))[:, 2])
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_persistent_workers_survive_epochs(recs):
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
+    for persistent, starts in ((True, 1), (False, 3)):
+        dl = DataLoader(ds, batch_size=25, num_workers=2, enable_transforms=True,
+                        persistent_workers=persistent, multiprocessing_context="fork")
+        for _ in range(3):
+            for x, y in dl:
+                assert np.array_equal(x, 255 - recs[1][y])
+        assert dl.report()["worker_starts"] == starts
+        dl.close()
+
+
+def test_dead_worker_names_itself_and_exit_code(recs):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.die_on_marker)
+    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match=r"fastload worker \d \(pid \d+\) exited with code 3 while transforming"):
+        list(dl)
+
+
+def test_transform_error_names_the_sample(recs):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.fail_on_marker)
+    dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match="failed on sample 2 of batch 1: ValueError: bad sample 7"):
+        list(dl)
+
+
+# -- errors and leaks -------------------------------------------------------------------------
+def test_a_missing_shard_raises_naming_it(recs):
+    ds, _ = recs
+    os.unlink(ds.sources[2].path)
+    with pytest.raises(FileNotFoundError, match="shard-002.bin"):
+        list(DataLoader(ds, batch_size=10))
+
+
+def _resources():
+    gc.collect()
+    threads = {t.name for t in threading.enumerate() if t.name.startswith("fastload")}
+    fds = len(os.listdir("/proc/self/fd"))
+    shm = {n for n in os.listdir("/dev/shm") if n.startswith(f"fastload-{os.getpid()}-")}
+    children = len(__import__("multiprocessing").active_children())
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return threads, fds, shm, children, rss
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_no_leaks_over_20_epochs(recs, workers):
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert if workers else None)
+    kw = {"num_workers": workers, "enable_transforms": workers > 0, "multiprocessing_context": "fork"}
+    # Warm up once (imports, first allocations), then measure.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        list(DataLoader(ds, batch_size=10, **kw))
+    before = _resources()
+    for epoch in range(20):
+        dl = DataLoader(ds, batch_size=10, persistent_workers=epoch % 2 == 0, **kw)
+        if epoch % 4 == 0:
+            for i, _ in enumerate(dl):  # break out of the loop
+                if i == 2:
+                    break
+        elif epoch % 4 == 1:
+            with pytest.raises(ZeroDivisionError):
+                for _ in dl:  # the training step fails
+                    raise ZeroDivisionError("training step failed")
+        else:
+            for _ in dl:
+                pass
+        del dl  # deleting the loader ends everything
+    after = _resources()
+    assert after[0] == set() and after[2] == set() and after[3] == 0
+    assert after[1] <= before[1]
+    assert after[4] - before[4] < 64 << 20
