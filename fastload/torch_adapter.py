@@ -1,0 +1,315 @@
+"""PyTorch side of fastload: batches as tensors, pinned buffers, asynchronous
+device copies, and adapters for users who keep ``torch.utils.data.DataLoader``.
+
+``import fastload`` never imports this module (nor torch): the DataLoader
+imports it only for ``consumer="torch"``, and users import it themselves for
+:class:`TorchIterableDataset` and :class:`TorchCollate`.
+
+Tensors are zero-copy views of the loader's pooled buffers: NCHW, or torch's
+``channels_last`` (an NCHW-shaped tensor with NHWC strides over NHWC memory,
+no transposition) as ``memory_format`` says. With a CUDA ``device`` each
+batch is copied on a side stream (``non_blocking``: without waiting for the
+copy), the stream the DataLoader was made on waits for the copy before any
+later work, and the pooled host buffer is reused only after the copy's event
+has completed (a busy hook in the pool).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from fastload._buffer import AlignedBuffer
+from fastload.buffer_pool import BufferPool
+from fastload.collate import _plan_batch, as_torch, choose_layout, collate
+from fastload.datasets import Dataset
+from fastload.distributed import resolve_rank, resolve_worker
+from fastload.loader import DataLoader, RaggedBatch
+from fastload.options import LoaderConfig, LoaderOptions
+from fastload.planner import batch_slices
+from fastload.samplers import make_sampler
+
+_BF16 = "bfloat16"
+_IMAGE_LAYOUTS = ("HWC", "CHW")
+
+_warn_lock = threading.Lock()
+_pin_warned = False
+
+
+def cuda_usable() -> bool:
+    """True when torch can use a CUDA device in this process."""
+    return torch.cuda.is_available()
+
+
+def warn_pin_without_cuda() -> bool:
+    """Warn, once per process as torch's DataLoader does, that ``pin_memory`` has no
+    CUDA device to serve. Returns True when this call warned."""
+    global _pin_warned
+    with _warn_lock:
+        if _pin_warned:
+            return False
+        _pin_warned = True
+    warnings.warn(
+        "fastload: pin_memory=True but no CUDA device is available, so batches are not "
+        "CUDA-pinned (the loader's pin_mode says what the OS granted instead); loading goes on",
+        UserWarning, stacklevel=4,
+    )
+    return True
+
+
+def pooled_buffer(array: Any) -> AlignedBuffer | None:
+    """The AlignedBuffer whose memory ``array`` views (following ``.base``), or None."""
+    obj = array
+    while obj is not None:
+        if isinstance(obj, AlignedBuffer):
+            return obj
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+    return None
+
+
+def _is_bf16(dtype: Any) -> bool:
+    return isinstance(dtype, str) and dtype.lower() == _BF16
+
+
+def _labels_tensor(y: np.ndarray) -> Any:
+    """Numeric labels as a tensor; others (strings, objects) stay numpy."""
+    return torch.from_numpy(np.ascontiguousarray(y)) if y.dtype.kind in "biufc" else y
+
+
+class TorchOutput:
+    """Turns the DataLoader's numpy batches into torch tensors (``consumer="torch"``).
+
+    ``layout``: how the dataset stores images ("HWC", "CHW"; anything else:
+    not images, no layout view). ``dtype``: the loader's output dtype
+    ("bfloat16" reinterprets the kernel's uint16 bits). ``device``: where
+    batches go (None: stay on the host as views of the pooled buffers).
+    """
+
+    def __init__(self, config: LoaderConfig, layout: str, dtype: Any = None, device: Any = None) -> None:
+        self.plan = choose_layout(config.memory_format, layout, "torch") if layout in _IMAGE_LAYOUTS else None
+        self.bf16 = _is_bf16(dtype)
+        self.non_blocking = config.non_blocking
+        self.device = None if device is None else torch.device(device)
+        if self.device is not None and self.device.type == "cuda" and not cuda_usable():
+            raise RuntimeError(f"device={device!r}: torch sees no CUDA device "
+                               "(torch.cuda.is_available() is False)")
+        if config.pin_memory and not cuda_usable():
+            warn_pin_without_cuda()
+        self.copy_stream: Any = None
+        self.consumer_stream: Any = None
+        if self.device is not None and self.device.type == "cuda":
+            # Batches must be ready for work on the stream current where the loader was made.
+            self.consumer_stream = torch.cuda.current_stream(self.device)
+            self.copy_stream = torch.cuda.Stream(self.device)
+
+    def tensor(self, x: np.ndarray) -> Any:
+        """A host tensor viewing ``x`` (channels_last view for a 4-D batch when asked)."""
+        plan = self.plan if x.ndim == 4 else None
+        return as_torch(x, plan, dtype=_BF16 if self.bf16 and x.dtype == np.uint16 else None)
+
+    def __call__(self, x: Any, y: np.ndarray | None, pool: BufferPool) -> Any:
+        if isinstance(x, RaggedBatch):
+            arrays = [x.data]
+            out: list[Any] = [torch.from_numpy(x.data)]
+        else:
+            arrays = [x]
+            out = [self.tensor(x)]
+        if y is not None:
+            out.append(_labels_tensor(y))
+        if self.device is not None:
+            out = self.to_device(out, arrays, pool)
+        batch = RaggedBatch(out[0], torch.from_numpy(x.offsets)) if isinstance(x, RaggedBatch) else out[0]
+        return batch if y is None else (batch, out[1])
+
+    def to_device(self, tensors: list[Any], arrays: list[np.ndarray], pool: BufferPool) -> list[Any]:
+        """Copy ``tensors`` to the device; pooled buffers stay busy until the copy is done."""
+        assert self.device is not None
+        if self.copy_stream is None:
+            return [t.to(self.device) if isinstance(t, torch.Tensor) else t for t in tensors]
+        with torch.cuda.stream(self.copy_stream):
+            moved = [t.to(self.device, non_blocking=self.non_blocking) if isinstance(t, torch.Tensor) else t
+                     for t in tensors]
+            done = torch.cuda.Event()
+            done.record(self.copy_stream)
+        self.consumer_stream.wait_event(done)
+        for t in moved:
+            if isinstance(t, torch.Tensor):
+                # The caching allocator must not hand this memory to the copy stream
+                # again while the consumer's work on it is queued.
+                t.record_stream(self.consumer_stream)
+        guard_copy(pool, arrays, done.query)
+        return moved
+
+
+def guard_copy(pool: BufferPool, arrays: Sequence[np.ndarray], finished: Callable[[], bool]) -> int:
+    """Keep the pooled buffers behind ``arrays`` from reuse until ``finished()`` is true.
+
+    Call it while ``arrays`` are still alive (they keep the buffers busy until
+    the hook is in place). Returns how many pooled buffers were guarded.
+    """
+    guarded = 0
+    for a in arrays:
+        buf = pooled_buffer(a)
+        if buf is not None:
+            pool.set_busy_hook(buf, lambda done=finished: not done())
+            guarded += 1
+    return guarded
+
+
+class TorchIterableDataset(torch.utils.data.IterableDataset):
+    """fastload batches inside ``torch.utils.data.DataLoader``.
+
+    Each torch worker process (``get_worker_info``) and each rank reads its
+    own share through fastload's engine and collate kernel: whole batches,
+    worker ``w`` taking batches ``w, w + num_workers, ...`` of the rank's
+    order, so torch's round-robin over workers yields exactly that order.
+    Use it with ``batch_size=None`` (batches are already made)::
+
+        ds = TorchIterableDataset(RecordDataset(...), batch_size=256, shuffle=True)
+        for x, y in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4): ...
+
+    ``rank`` / ``world_size``: None discovers them (torch.distributed, else
+    RANK / WORLD_SIZE). The epoch is what :meth:`set_epoch` last set, as with
+    ``DistributedSampler``; with torch's ``persistent_workers`` the workers
+    keep the epoch they were started with, so leave that off when shuffling.
+    ``dtype`` / ``mean`` / ``std`` / ``scale`` as for fastload's DataLoader;
+    other keyword arguments are LoaderOptions knobs.
+    """
+
+    def __init__(self, dataset: Dataset, options: LoaderOptions | None = None, *, rank: int | None = None,
+                 world_size: int | None = None, dtype: Any = None, mean: Any = None, std: Any = None,
+                 scale: float | None = None, **knobs: Any) -> None:
+        super().__init__()
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"TorchIterableDataset needs a fastload Dataset, got {type(dataset).__name__}")
+        options = options if options is not None else LoaderOptions()
+        options = options.replace(**knobs) if knobs else options
+        options.validate_for(len(dataset))
+        resolve_rank(rank, world_size)  # a bad explicit pair fails here, not in a worker
+        self.dataset = dataset
+        self.options = options
+        self.rank, self.world_size = rank, world_size
+        self.output_args = {"dtype": dtype, "mean": mean, "std": std, "scale": scale}
+        self.epoch = 0
+        self._loader: DataLoader | None = None
+        self._loader_key: tuple[int, ...] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Read epoch ``epoch``'s order next (call it before each epoch when shuffling)."""
+        self.epoch = int(epoch)
+
+    def _config_here(self) -> LoaderOptions:
+        """The options for this process: its rank's share, its torch worker's part of it."""
+        rank, world = resolve_rank(self.rank, self.world_size)
+        worker, workers = resolve_worker(None, None)
+        return self.options.replace(shard_rank=rank, shard_world_size=world, worker_id=worker,
+                                    num_workers_pytorch=workers)
+
+    def loader(self) -> DataLoader:
+        """This process's fastload DataLoader (made once per process, worker and rank)."""
+        opts = self._config_here()
+        cfg = opts.config
+        key = (os.getpid(), cfg.shard_rank, cfg.shard_world_size, cfg.worker_id, cfg.num_workers_pytorch)
+        if self._loader is None or self._loader_key != key:
+            # A forked worker inherits the parent's loader object: never reuse it there.
+            self._loader = DataLoader(self.dataset, opts, consumer="torch", **self.output_args)
+            self._loader_key = key  # type: ignore[assignment]
+        return self._loader
+
+    def __iter__(self) -> Iterator[Any]:
+        loader = self.loader()
+        loader.set_epoch(self.epoch)
+        return iter(loader)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (all torch workers together)."""
+        rank, world = resolve_rank(self.rank, self.world_size)
+        cfg = self.options.config.replace(shard_rank=rank, shard_world_size=world, worker_id=0,
+                                          num_workers_pytorch=1)
+        return len(batch_slices(make_sampler(cfg, len(self.dataset)).rank_len, cfg.batch_size, cfg.drop_last))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_loader"] = state["_loader_key"] = None  # threads and buffers stay in their process
+        return state
+
+
+def _torch_dtype(dtype: np.dtype | str) -> Any:
+    if _is_bf16(dtype):
+        return torch.bfloat16
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+class TorchCollate:
+    """A ``collate_fn`` for ``torch.utils.data.DataLoader`` built on fastload's collate kernel.
+
+    Samples (arrays or CPU tensors of one shape), or tuples whose first item
+    is one (the rest go through torch's ``default_collate``), become one
+    batch tensor in one native pass: layout change (``memory_format``, as
+    :func:`fastload.collate.choose_layout` for torch), dtype conversion and
+    per-channel ``(x - mean) / std * scale``. Inside a torch worker the batch
+    is written straight into shared memory, as ``default_collate`` does, so
+    handing it to the main process copies nothing.
+    """
+
+    def __init__(self, *, layout: str = "HWC", memory_format: str | None = "auto", dtype: Any = None,
+                 mean: Any = None, std: Any = None, scale: Any = None, num_threads: int = 0) -> None:
+        self.plan = choose_layout(memory_format, layout, "torch")
+        self.kernel_args: dict[str, Any] = {
+            "layout": layout, "memory_format": memory_format, "dtype": dtype, "mean": mean,
+            "std": std, "scale": scale, "num_threads": num_threads, "consumer": "torch",
+        }
+
+    def __call__(self, batch: Sequence[Any]) -> Any:
+        if len(batch) == 0:
+            raise ValueError("TorchCollate: empty batch")
+        if isinstance(batch[0], (tuple, list)):
+            columns = list(zip(*batch, strict=True))
+            rest = [torch.utils.data.default_collate(list(c)) for c in columns[1:]]
+            return (self.images(columns[0]), *rest)
+        return self.images(batch)
+
+    def images(self, samples: Sequence[Any]) -> Any:
+        """Equal-shaped samples -> one tensor through the collate kernel."""
+        arrays = [s.numpy() if isinstance(s, torch.Tensor) else np.asarray(s) for s in samples]
+        first = arrays[0]
+        args = self.kernel_args
+        plan = _plan_batch(len(arrays), first.shape, first.dtype, layout=args["layout"],
+                           memory_format=args["memory_format"], consumer="torch", dtype=args["dtype"],
+                           mean=args["mean"], std=args["std"], scale=args["scale"],
+                           num_threads=args["num_threads"], collate_buffer_size=0, isa="auto")
+        nbytes = int(np.prod(plan.out_shape, dtype=np.int64)) * plan.out_dtype.itemsize
+        if torch.utils.data.get_worker_info() is not None:
+            raw = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
+        else:
+            raw = torch.empty(nbytes, dtype=torch.uint8)
+        out = raw.numpy().view(plan.out_dtype).reshape(plan.out_shape)
+        collate(arrays, out=out, **args)
+        tensor = raw.view(_torch_dtype(_BF16 if _is_bf16(args["dtype"]) else plan.out_dtype)).view(plan.out_shape)
+        if self.plan.torch_channels_last and tensor.dim() == 4:
+            tensor = tensor.permute(0, 3, 1, 2)
+        return tensor
+
+
+def collate_fn(**kernel_args: Any) -> TorchCollate:
+    """``TorchCollate(**kernel_args)``: ``DataLoader(ds, collate_fn=collate_fn(memory_format=...))``."""
+    return TorchCollate(**kernel_args)
+
+
+__all__ = [
+    "TorchCollate",
+    "TorchIterableDataset",
+    "TorchOutput",
+    "collate_fn",
+    "cuda_usable",
+    "guard_copy",
+    "pooled_buffer",
+    "warn_pin_without_cuda",
+]
