@@ -358,3 +358,49 @@ def test_collate_fn_errors_name_the_problem(recs):
         TorchCollate(memory_format="nhwc")
     with pytest.raises(ValueError, match="empty batch"):
         TorchCollate()([])
+
+
+# -- batches from torch workers through shared slots -------------------------------------
+def mapped_segments() -> dict:
+    import fastload.torch_adapter as ta
+
+    return dict(ta._mapped)
+
+
+def test_worker_batches_come_through_slots_that_are_reused(recs):
+    ds, data = recs
+    before = set(mapped_segments())
+    it = TorchIterableDataset(ds, batch_size=10, memory_format="channels_last")
+    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
+                                     multiprocessing_context="fork")
+    for _ in range(3):
+        for x, y in tl:  # each batch dropped before the next: slots are freed and reused
+            assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (10, 3, 8, 6)
+            assert torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2))
+    new = {n: pid for n, (pid, _) in mapped_segments().items() if n not in before}
+    assert len(new) == 2 and len(set(new.values())) == 2  # one segment per worker, ever
+    for pid in set(new.values()):  # unlinked once mapped: nothing left in /dev/shm
+        assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"fastload-{pid}-")]
+
+
+def test_batches_kept_by_the_caller_are_never_overwritten(recs):
+    ds, data = recs
+    it = TorchIterableDataset(ds, batch_size=5)
+    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60,
+                                     multiprocessing_context="fork")
+    kept = list(tl)  # 20 batches held at once: workers add slots instead of reusing held ones
+    assert np.array_equal(torch.cat([x for x, _ in kept]).permute(0, 2, 3, 1).numpy(), data)
+    assert np.array_equal(torch.cat([y for _, y in kept]).numpy(), np.arange(N))
+
+
+def test_batches_without_tensor_labels_fall_back_to_torch_pickling(recs):
+    ds, data = recs
+    unlabelled = TorchIterableDataset(RecordDataset(ds.uris, SHAPE), batch_size=50)
+    xs = list(torch.utils.data.DataLoader(unlabelled, batch_size=None, num_workers=1, timeout=60,
+                                          multiprocessing_context="fork"))
+    assert torch.equal(torch.cat(xs), torch.from_numpy(data).permute(0, 3, 1, 2))
+    named = TorchIterableDataset(RecordDataset(ds.uris, SHAPE, labels=[f"s{i}" for i in range(N)]),
+                                 batch_size=50)
+    got = list(torch.utils.data.DataLoader(named, batch_size=None, num_workers=1, timeout=60,
+                                           multiprocessing_context="fork"))
+    assert [list(y[:2]) for _, y in got] == [["s0", "s1"], ["s50", "s51"]]
