@@ -203,7 +203,6 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         self.epoch = 0
         self._loader: DataLoader | None = None
         self._loader_key: tuple[int, ...] | None = None
-        self._sender: SlotSender | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Read epoch ``epoch``'s order next (call it before each epoch when shuffling)."""
@@ -232,9 +231,7 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         loader.set_epoch(self.epoch)
         if torch.utils.data.get_worker_info() is None:
             return iter(loader)
-        if self._sender is None or self._sender.pid != os.getpid():
-            self._sender = SlotSender()
-        return self._sender.send_all(iter(loader))
+        return worker_sender().send_all(iter(loader))
 
     def __len__(self) -> int:
         """Batches per epoch for this rank (all torch workers together)."""
@@ -245,8 +242,7 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        # threads, buffers and shared slots stay in their process
-        state["_loader"] = state["_loader_key"] = state["_sender"] = None
+        state["_loader"] = state["_loader_key"] = None  # threads and buffers stay in their process
         return state
 
 
@@ -291,56 +287,110 @@ class SlotRing:
                                               offset=start))
 
 
-class SharedBatch:
-    """A batch in a worker's slot; unpickled in the main process as the tensors themselves."""
+class Reservation:
+    """A slot taken for one batch; ``slot`` is a uint8 tensor over it.
 
-    def __init__(self, ring: SlotRing, slot: int, specs: list[tuple[Any, ...]], single: bool) -> None:
-        self.args = (ring.segment.name, os.getpid(), ring.slot_bytes, slot, specs, single)
+    The slot stays busy while any worker-side view of it lives; once the batch is
+    pickled to the main process (``handed_over``) only the main process frees it.
+    """
+
+    def __init__(self, ring: SlotRing, k: int, offsets: list[int]) -> None:
+        ring.busy[k] = 1
+        start = _HEADER + k * ring.slot_bytes
+        anchor = np.frombuffer(ring.segment.mm, dtype=np.uint8, count=ring.slot_bytes, offset=start)
+        self.handed_over = [False]
+        weakref.finalize(anchor, _release_unless_handed_over, ring.busy, k, self.handed_over)
+        self.slot = torch.from_numpy(anchor)
+        self.offsets = offsets
+        self.where = (ring.segment.name, os.getpid(), ring.slot_bytes, k)
+
+    def place(self, i: int, t: Any) -> Any:
+        """Copy tensor ``t`` to its place ``i`` in the slot; returns the slot-side tensor."""
+        off, n = self.offsets[i], t.numel() * t.element_size()
+        dst = self.slot[off:off + n].view(t.dtype).as_strided(t.shape, t.stride())
+        return dst.copy_(t)
+
+    def reduce(self, tensors: Sequence[Any], single: bool) -> tuple[Any, ...]:
+        """Pickle form of ``tensors`` (views of this slot): the main process rebuilds them."""
+        self.handed_over[0] = True
+        specs = [(t.data_ptr() - self.slot.data_ptr(), t.numel() * t.element_size(),
+                  str(t.dtype).removeprefix("torch."), tuple(t.shape), t.stride()) for t in tensors]
+        return _rebuild_shared, (*self.where, specs, single)
+
+
+def _release_unless_handed_over(busy: np.ndarray, k: int, handed_over: list[bool]) -> None:
+    if not handed_over[0]:
+        busy[k] = 0
+
+
+class SharedBatch:
+    """What a TorchIterableDataset worker yields: torch's ``default_convert`` passes it
+    through untouched, and it unpickles in the main process as the tensors themselves."""
+
+    def __init__(self, res: Reservation, tensors: list[Any], single: bool) -> None:
+        self.res, self.tensors, self.single = res, tensors, single
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild_shared, self.args
+        return self.res.reduce(self.tensors, self.single)
+
+
+class SharedTuple(tuple):
+    """What TorchCollate returns in a worker: a plain tuple of slot tensors to any code
+    that looks at it, pickled compactly like SharedBatch."""
+
+    res: Reservation
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.res.reduce(self, False)
 
 
 class SlotSender:
-    """Worker side: copies batches (a tensor or a tuple of tensors) into free slots, adding
-    a ring of slots when all are held by the main process (it never waits for them)."""
+    """Worker side: slots for batches, adding a ring of slots when all are held by the main
+    process (it never waits for them, so a caller keeping batches cannot deadlock it)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.rings: list[SlotRing] = []
 
-    def _free_slot(self, nbytes: int) -> tuple[SlotRing, int]:
+    def reserve(self, tensors: Sequence[Any], first_nbytes: int | None = None) -> Reservation:
+        """A slot with room for ``tensors`` (and, when given, ``first_nbytes`` before them)."""
+        sizes = ([] if first_nbytes is None else [first_nbytes]) + [t.numel() * t.element_size() for t in tensors]
+        offsets, end = [], 0
+        for n in sizes:
+            offsets.append(end)
+            end = _round_up(end + n, _ALIGN)
         for ring in self.rings:
-            if ring.slot_bytes >= nbytes:
+            if ring.slot_bytes >= end:
                 free = np.flatnonzero(ring.busy == 0)
                 if free.size:
-                    return ring, int(free[0])
-        self.rings.append(SlotRing(_SLOTS, nbytes))
-        return self.rings[-1], 0
+                    return Reservation(ring, int(free[0]), offsets)
+        self.rings.append(SlotRing(_SLOTS, end))
+        return Reservation(self.rings[-1], 0, offsets)
 
     def pack(self, batch: Any) -> Any:
+        """A tensor or tuple of CPU tensors -> a SharedBatch; anything else as it is."""
         single = isinstance(batch, torch.Tensor)
-        parts = [batch] if single else list(batch)
+        parts = [batch] if single else list(batch) if isinstance(batch, tuple) else [None]
         if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in parts):
             return batch  # e.g. string labels or a RaggedBatch: torch's own pickling
         parts = [_dense(t) for t in parts]
-        offsets, end = [], 0
-        for t in parts:
-            offsets.append(end)
-            end = _round_up(end + t.numel() * t.element_size(), _ALIGN)
-        ring, k = self._free_slot(end)
-        slot = ring.slot(k)
-        specs = []
-        for t, off in zip(parts, offsets, strict=True):
-            n = t.numel() * t.element_size()
-            slot[off:off + n].view(t.dtype).as_strided(t.shape, t.stride()).copy_(t)
-            specs.append((off, n, str(t.dtype).removeprefix("torch."), tuple(t.shape), t.stride()))
-        ring.busy[k] = 1
-        return SharedBatch(ring, k, specs, single)
+        res = self.reserve(parts)
+        return SharedBatch(res, [res.place(i, t) for i, t in enumerate(parts)], single)
 
     def send_all(self, batches: Iterator[Any]) -> Iterator[Any]:
         for batch in batches:
             yield self.pack(batch)
+
+
+_sender: SlotSender | None = None
+
+
+def worker_sender() -> SlotSender:
+    """This process's SlotSender (a forked child makes its own)."""
+    global _sender
+    if _sender is None or _sender.pid != os.getpid():
+        _sender = SlotSender()
+    return _sender
 
 
 _mapped: dict[str, tuple[int, Any]] = {}
@@ -419,11 +469,10 @@ class TorchCollate:
         if isinstance(batch[0], (tuple, list)):
             columns = list(zip(*batch, strict=True))
             rest = [torch.utils.data.default_collate(list(c)) for c in columns[1:]]
-            return (self.images(columns[0]), *rest)
-        return self.images(batch)
+            return self._batch(columns[0], rest)
+        return self._batch(batch, None)
 
-    def images(self, samples: Sequence[Any]) -> Any:
-        """Equal-shaped samples -> one tensor through the collate kernel."""
+    def _batch(self, samples: Sequence[Any], rest: list[Any] | None) -> Any:
         arrays = [s.numpy() if isinstance(s, torch.Tensor) else np.asarray(s) for s in samples]
         first = arrays[0]
         args = self.kernel_args
@@ -432,13 +481,27 @@ class TorchCollate:
                            mean=args["mean"], std=args["std"], scale=args["scale"],
                            num_threads=args["num_threads"], collate_buffer_size=0, isa="auto")
         nbytes = int(np.prod(plan.out_shape, dtype=np.int64)) * plan.out_dtype.itemsize
-        if torch.utils.data.get_worker_info() is not None:
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker and rest is not None and all(isinstance(r, torch.Tensor) for r in rest):
+            # The whole batch in one slot, the kernel writing straight into it.
+            rest = [_dense(r) for r in rest]
+            res = worker_sender().reserve(rest, first_nbytes=nbytes)
+            x = self._collate_into(res.slot[:nbytes], arrays, plan)
+            out = SharedTuple((x, *[res.place(i + 1, r) for i, r in enumerate(rest)]))
+            out.res = res
+            return out
+        if in_worker:  # shared memory, as default_collate does, so torch need not copy
             raw = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
         else:
             raw = torch.empty(nbytes, dtype=torch.uint8)
-        out = raw.numpy().view(plan.out_dtype).reshape(plan.out_shape)
-        collate(arrays, out=out, **args)
-        tensor = raw.view(_torch_dtype(_BF16 if _is_bf16(args["dtype"]) else plan.out_dtype)).view(plan.out_shape)
+        x = self._collate_into(raw, arrays, plan)
+        return x if rest is None else (x, *rest)
+
+    def _collate_into(self, raw: Any, arrays: list[np.ndarray], plan: Any) -> Any:
+        """Run the kernel into the uint8 tensor ``raw``; the batch tensor viewing it."""
+        collate(arrays, out=raw.numpy().view(plan.out_dtype).reshape(plan.out_shape), **self.kernel_args)
+        dtype = _torch_dtype(_BF16 if _is_bf16(self.kernel_args["dtype"]) else plan.out_dtype)
+        tensor = raw.view(dtype).view(plan.out_shape)
         if self.plan.torch_channels_last and tensor.dim() == 4:
             tensor = tensor.permute(0, 3, 1, 2)
         return tensor

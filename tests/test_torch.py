@@ -336,18 +336,37 @@ def test_collate_fn_matches_default_collate_and_normalises(recs):
     np.testing.assert_allclose(bf.float().numpy(), want, rtol=1e-2, atol=1e-2)
 
 
-def collate_and_report_sharing(batch):
-    x, y = TorchCollate()(batch)
-    return x, y, x.is_shared()
+def collate_and_unpack(batch):
+    """A user's wrapper that unpacks the batch (so torch pickles the tensors itself)."""
+    from fastload.torch_adapter import worker_sender
+
+    out = TorchCollate()(batch)
+    x, y = out
+    return x, y, type(out).__name__, len(worker_sender().rings)
 
 
-def test_collate_fn_writes_into_shared_memory_inside_a_worker(recs):
+def test_collate_fn_in_a_worker_writes_batches_into_slots(recs):
     _, data = recs
-    assert not collate_and_report_sharing([MapRecords(data)[0]])[2]  # main process: plain memory
+    before = set(mapped_segments())
+    assert type(TorchCollate()([MapRecords(data)[0]])) is tuple  # main process: a plain tuple
     tl = torch.utils.data.DataLoader(MapRecords(data), batch_size=20, num_workers=1, timeout=60,
-                                     collate_fn=collate_and_report_sharing, multiprocessing_context="fork")
-    shared = [s for _, _, s in tl]
-    assert shared == [True] * 5
+                                     collate_fn=TorchCollate(memory_format="channels_last"),
+                                     multiprocessing_context="fork")
+    kept = list(tl)
+    assert len(set(mapped_segments()) - before) >= 1  # batches came through a worker segment
+    for x, y in kept:
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2))
+
+
+def test_collate_fn_output_unpacked_by_a_wrapper_frees_its_slot(recs):
+    _, data = recs
+    tl = torch.utils.data.DataLoader(MapRecords(data), batch_size=10, num_workers=1, timeout=60,
+                                     collate_fn=collate_and_unpack, multiprocessing_context="fork")
+    kept = list(tl)
+    assert {k[2] for k in kept} == {"SharedTuple"}
+    assert [k[3] for k in kept] == [1] * 10  # slots reused: the worker never needed a second ring
+    assert torch.equal(torch.cat([x for x, *_ in kept]), torch.from_numpy(data).permute(0, 3, 1, 2))
 
 
 def test_collate_fn_errors_name_the_problem(recs):
