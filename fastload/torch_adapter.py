@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing.util
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -395,6 +396,8 @@ def worker_sender() -> SlotSender:
 
 _mapped: dict[str, tuple[int, Any]] = {}
 _mapped_lock = threading.Lock()
+_SWEEP_S = 1.0
+_swept = 0.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -409,12 +412,16 @@ def _pid_alive(pid: int) -> bool:
 
 def _mapping(name: str, pid: int) -> Any:
     """Main process: the worker segment ``name`` mapped (once; its file unlinked then)."""
+    global _swept
     with _mapped_lock:
-        entry = _mapped.get(name)
-        if entry is None:
+        now = time.monotonic()
+        if now - _swept > _SWEEP_S:
             # Forget segments of workers that have exited (their batches keep the mapping alive).
+            _swept = now
             for old in [n for n, (p, _) in _mapped.items() if not _pid_alive(p)]:
                 del _mapped[old]
+        entry = _mapped.get(name)
+        if entry is None:
             seg = Segment(0, name)
             seg.unlink()
             entry = _mapped[name] = (pid, seg.mm)

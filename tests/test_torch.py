@@ -423,3 +423,28 @@ def test_batches_without_tensor_labels_fall_back_to_torch_pickling(recs):
     got = list(torch.utils.data.DataLoader(named, batch_size=None, num_workers=1, timeout=60,
                                            multiprocessing_context="fork"))
     assert [list(y[:2]) for _, y in got] == [["s0", "s1"], ["s50", "s51"]]
+
+
+def test_segments_of_exited_workers_are_forgotten(recs, monkeypatch):
+    import time
+
+    import fastload.torch_adapter as ta
+
+    ds, _ = recs
+    monkeypatch.setattr(ta, "_SWEEP_S", 0.0)  # sweep on every new mapping
+    it = TorchIterableDataset(ds, batch_size=25)
+
+    def one_epoch() -> set:
+        before = set(mapped_segments())
+        list(torch.utils.data.DataLoader(it, batch_size=None, num_workers=1, timeout=60,
+                                         multiprocessing_context="fork"))
+        return set(mapped_segments()) - before
+
+    first = one_epoch()
+    assert len(first) == 1
+    (pid, _), = (mapped_segments()[n] for n in first)
+    deadline = time.monotonic() + 30
+    while ta._pid_alive(pid) and time.monotonic() < deadline:  # the worker is reaped at shutdown
+        time.sleep(0.05)
+    second = one_epoch()
+    assert len(second) == 1 and not first & set(mapped_segments())
