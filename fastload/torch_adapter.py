@@ -16,6 +16,7 @@ has completed (a busy hook in the pool).
 
 from __future__ import annotations
 
+import errno
 import multiprocessing.util
 import os
 import threading
@@ -256,7 +257,7 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
 # The main process marks the slot free when the last tensor viewing it is gone.
 
 _HEADER = 4096  # the segment starts with one "busy" byte per slot
-_SLOTS = 8  # untouched slots cost no memory (the segment is sparse)
+_SLOTS = 2  # per ring; a worker adds rings while the main process holds more batches
 _ALIGN = 64
 
 
@@ -278,14 +279,36 @@ class SlotRing:
         self.slots = slots
         self.slot_bytes = _round_up(max(slot_bytes, 1), 4096)
         self.segment = Segment(_HEADER + slots * self.slot_bytes)
-        self.busy = np.frombuffer(self.segment.mm, dtype=np.uint8, count=slots)
         # The main process unlinks the file once it has mapped it; this covers the rest.
         multiprocessing.util.Finalize(self, self.segment.unlink, exitpriority=0)
+        _reserve(self.segment)
+        self.busy = np.frombuffer(self.segment.mm, dtype=np.uint8, count=slots)
 
     def slot(self, k: int) -> Any:
         start = _HEADER + k * self.slot_bytes
         return torch.from_numpy(np.frombuffer(self.segment.mm, dtype=np.uint8, count=self.slot_bytes,
                                               offset=start))
+
+
+class SharedMemoryFull(OSError):
+    """The shared-memory folder has no room for another ring of batch slots."""
+
+
+def _reserve(segment: Segment) -> None:
+    """Allocate the segment's pages now: a full /dev/shm then fails here, with a clear
+    error, instead of a SIGBUS/SIGSEGV on the first write into the mapping."""
+    fd = os.open(segment.path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, segment.nbytes)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # a filesystem without fallocate: pages come on first touch
+        segment.unlink()
+        raise SharedMemoryFull(exc.errno, f"fastload: no room for {segment.nbytes} bytes of batch slots in "
+                               f"{os.path.dirname(segment.path)} ({exc.strerror}); enlarge it "
+                               "(docker: --shm-size) or use smaller batches") from None
+    finally:
+        os.close(fd)
 
 
 class Reservation:
@@ -365,6 +388,8 @@ class SlotSender:
                 free = np.flatnonzero(ring.busy == 0)
                 if free.size:
                     return Reservation(ring, int(free[0]), offsets)
+        # Rings too small for this batch serve no later one of this size: drop the idle ones.
+        self.rings = [r for r in self.rings if r.slot_bytes >= end or r.busy.any()]
         self.rings.append(SlotRing(_SLOTS, end))
         return Reservation(self.rings[-1], 0, offsets)
 
@@ -375,12 +400,27 @@ class SlotSender:
         if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in parts):
             return batch  # e.g. string labels or a RaggedBatch: torch's own pickling
         parts = [_dense(t) for t in parts]
-        res = self.reserve(parts)
+        try:
+            res = self.reserve(parts)
+        except SharedMemoryFull as exc:
+            _warn_once_shm(exc)
+            return batch
         return SharedBatch(res, [res.place(i, t) for i, t in enumerate(parts)], single)
 
     def send_all(self, batches: Iterator[Any]) -> Iterator[Any]:
         for batch in batches:
             yield self.pack(batch)
+
+
+_shm_warned = False
+
+
+def _warn_once_shm(exc: OSError) -> None:
+    global _shm_warned
+    if not _shm_warned:
+        _shm_warned = True
+        warnings.warn(f"{exc.strerror}: handing batches to torch's own pickling instead", RuntimeWarning,
+                      stacklevel=3)
 
 
 _sender: SlotSender | None = None
@@ -492,11 +532,15 @@ class TorchCollate:
         if in_worker and rest is not None and all(isinstance(r, torch.Tensor) for r in rest):
             # The whole batch in one slot, the kernel writing straight into it.
             rest = [_dense(r) for r in rest]
-            res = worker_sender().reserve(rest, first_nbytes=nbytes)
-            x = self._collate_into(res.slot[:nbytes], arrays, plan)
-            out = SharedTuple((x, *[res.place(i + 1, r) for i, r in enumerate(rest)]))
-            out.res = res
-            return out
+            try:
+                res = worker_sender().reserve(rest, first_nbytes=nbytes)
+            except SharedMemoryFull as exc:
+                _warn_once_shm(exc)
+            else:
+                x = self._collate_into(res.slot[:nbytes], arrays, plan)
+                out = SharedTuple((x, *[res.place(i + 1, r) for i, r in enumerate(rest)]))
+                out.res = res
+                return out
         if in_worker:  # shared memory, as default_collate does, so torch need not copy
             raw = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
         else:
