@@ -30,6 +30,9 @@ typedef float f32_u __attribute__((aligned(1), may_alias));
 /* Floats in a thread's staging block: 16 KiB, so a block stays in L1 between
  * the convert pass and the pack pass, and a transposed tile stays in cache. */
 #define FL_BLOCK_ELEMS 4096
+/* Pixels in one period of the channels-last scale/shift pattern: 8 floats
+ * per AVX2 vector, so C * 8 floats is whole vectors and whole pixels. */
+#define FL_PATTERN_PX 8
 /* Fewest pixels in a block: a channel-first run of 16 floats fills a cache line. */
 #define FL_MIN_BLOCK_PX 16
 
@@ -46,7 +49,7 @@ typedef struct {
     int64_t ups;          /* units per sample (spu == 0) */
     int64_t units;
     int64_t block_px;     /* pixels per staging block */
-    const float *apat;    /* scale / shift repeated over a channels-last block */
+    const float *apat;    /* scale / shift repeated over FL_PATTERN_PX pixels */
     const float *bpat;
     int isa;
     atomic_llong next;
@@ -76,8 +79,10 @@ FL_AI uint16_t f32_to_f16_bits(float f) {
     memcpy(&sub_bits, &sub_f, 4);
     uint32_t sub = sub_bits - 0x3f000000u;
     uint32_t norm = (ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13;
-    uint32_t big = ax > 0x7f800000u ? 0x7e00u : 0x7c00u;
-    uint32_t r = ax >= 0x47800000u ? big : ax < 0x38800000u ? sub : norm;
+    uint32_t big = 0x7c00u | ((uint32_t)(ax > 0x7f800000u) << 9);
+    uint32_t is_big = -(uint32_t)(ax >= 0x47800000u), is_sub = -(uint32_t)(ax < 0x38800000u);
+    /* masks, not branches: the loop must stay free of control flow to vectorise */
+    uint32_t r = (big & is_big) | (sub & is_sub & ~is_big) | (norm & ~is_sub & ~is_big);
     return (uint16_t)(sign | r);
 }
 
@@ -134,10 +139,27 @@ FL_AI void pack(const float *t, char *d, int64_t n, int ddt, int isa) {
  * Results go to o in the output layout: channels-first runs o[c * os + k],
  * or channels-last o[k * C + c]. */
 
+/* Channels-last in and out: the scale/shift pattern repeats every C * 8 floats
+ * (a whole number of pixels and of 8-float vectors), so one short pattern,
+ * held in registers when C is a compile-time 1, 3 or 4, serves every chunk. */
 FL_AI void conv_keep_cl(const char *s, float *restrict o, int64_t C, int64_t p0, int64_t nb,
-                        int sdt, const float *apat, const float *bpat) {
+                        int sdt, const float *apat, const float *bpat, int CC) {
     int64_t n = nb * C, base = p0 * C;
-    for (int64_t k = 0; k < n; k++) o[k] = load_f(s, base + k, sdt) * apat[k] + bpat[k];
+    if (CC == 1) {
+        float a = apat[0], b = bpat[0];
+        for (int64_t k = 0; k < n; k++) o[k] = load_f(s, base + k, sdt) * a + b;
+        return;
+    }
+    int64_t L = (CC ? CC : C) * FL_PATTERN_PX;
+    for (int64_t k = 0; k < n; k += L) {
+        int64_t m = n - k < L ? n - k : L;
+        if (CC && m == L) {
+            for (int64_t i = 0; i < CC * FL_PATTERN_PX; i++)
+                o[k + i] = load_f(s, base + k + i, sdt) * apat[i] + bpat[i];
+        } else {
+            for (int64_t i = 0; i < m; i++) o[k + i] = load_f(s, base + k + i, sdt) * apat[i] + bpat[i];
+        }
+    }
 }
 
 FL_AI void conv_keep_cf(const char *s, float *restrict o, int64_t os, int64_t P, int64_t C,
@@ -148,38 +170,30 @@ FL_AI void conv_keep_cf(const char *s, float *restrict o, int64_t os, int64_t P,
     }
 }
 
-/* CC > 0: channel count known at compile time, pixel-major so the compiler
- * vectorises the interleaved group; CC == 0: any C, channel-major tile. */
-FL_AI void conv_cl_to_cf(const char *s, float *restrict o, int64_t os, int64_t C, int64_t p0,
-                         int64_t nb, int sdt, const float *A, const float *B, int CC) {
+/* Layout change of pixels [p0, p0 + nb): channels-last source to channels-first
+ * runs (to_cf) or the reverse. CC > 0: channel count known at compile time,
+ * pixel-major so the compiler vectorises the interleaved group; CC == 0: any
+ * C, one channel at a time over a block that stays in cache. */
+FL_AI void conv_transpose(const char *s, float *restrict o, int64_t os, int64_t P, int64_t C,
+                          int64_t p0, int64_t nb, int sdt, const float *A, const float *B,
+                          int to_cf, int CC) {
+#define FL_SRC_I(c, k) (to_cf ? (p0 + (k)) * C + (c) : (c) * P + p0 + (k))
+#define FL_DST_I(c, k) (to_cf ? (c) * os + (k) : (k) * C + (c))
     if (CC) {
         float a[4], b[4];
+        C = CC;
         for (int c = 0; c < CC; c++) a[c] = A[c], b[c] = B[c];
         for (int64_t k = 0; k < nb; k++)
             for (int c = 0; c < CC; c++)
-                o[c * os + k] = load_f(s, (p0 + k) * CC + c, sdt) * a[c] + b[c];
+                o[FL_DST_I(c, k)] = load_f(s, FL_SRC_I(c, k), sdt) * a[c] + b[c];
         return;
     }
     for (int64_t c = 0; c < C; c++) {
         float a = A[c], b = B[c];
-        for (int64_t k = 0; k < nb; k++) o[c * os + k] = load_f(s, (p0 + k) * C + c, sdt) * a + b;
+        for (int64_t k = 0; k < nb; k++) o[FL_DST_I(c, k)] = load_f(s, FL_SRC_I(c, k), sdt) * a + b;
     }
-}
-
-FL_AI void conv_cf_to_cl(const char *s, float *restrict o, int64_t P, int64_t C, int64_t p0,
-                         int64_t nb, int sdt, const float *A, const float *B, int CC) {
-    if (CC) {
-        float a[4], b[4];
-        for (int c = 0; c < CC; c++) a[c] = A[c], b[c] = B[c];
-        for (int64_t k = 0; k < nb; k++)
-            for (int c = 0; c < CC; c++)
-                o[k * CC + c] = load_f(s, c * P + p0 + k, sdt) * a[c] + b[c];
-        return;
-    }
-    for (int64_t c = 0; c < C; c++) {
-        float a = A[c], b = B[c];
-        for (int64_t k = 0; k < nb; k++) o[k * C + c] = load_f(s, c * P + p0 + k, sdt) * a + b;
-    }
+#undef FL_SRC_I
+#undef FL_DST_I
 }
 
 FL_AI void conv_block(const job_t *j, const char *s, float *restrict o, int64_t os, int64_t p0,
@@ -187,18 +201,24 @@ FL_AI void conv_block(const job_t *j, const char *s, float *restrict o, int64_t 
     const fl_collate_args *a = j->a;
     int64_t P = j->P, C = j->C;
     switch (j->op) {
-        case OP_KEEP_CL: conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat); break;
+        case OP_KEEP_CL:
+            if (C == 1) conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 1);
+            else if (C == 3) conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 3);
+            else if (C == 4) conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 4);
+            else conv_keep_cl(s, o, C, p0, nb, sdt, j->apat, j->bpat, 0);
+            break;
         case OP_KEEP_CF: conv_keep_cf(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift); break;
-        case OP_CL_TO_CF:
-            if (C == 3) conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 3);
-            else if (C == 4) conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 4);
-            else conv_cl_to_cf(s, o, os, C, p0, nb, sdt, a->scale, a->shift, 0);
-            break;
-        default:
-            if (C == 3) conv_cf_to_cl(s, o, P, C, p0, nb, sdt, a->scale, a->shift, 3);
-            else if (C == 4) conv_cf_to_cl(s, o, P, C, p0, nb, sdt, a->scale, a->shift, 4);
-            else conv_cf_to_cl(s, o, P, C, p0, nb, sdt, a->scale, a->shift, 0);
-            break;
+        /* Direction and C = 3 / 4 as compile-time constants, one copy each. */
+#define FL_CONV_T(TO_CF)                                                                      \
+    do {                                                                                      \
+        if (C == 3) conv_transpose(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift, TO_CF, 3); \
+        else if (C == 4)                                                                      \
+            conv_transpose(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift, TO_CF, 4);        \
+        else conv_transpose(s, o, os, P, C, p0, nb, sdt, a->scale, a->shift, TO_CF, 0);       \
+    } while (0)
+        case OP_CL_TO_CF: FL_CONV_T(1); break;
+        default: FL_CONV_T(0); break;
+#undef FL_CONV_T
     }
 }
 
@@ -448,7 +468,7 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
 
     float *pat = NULL;
     if (!raw && j->op == OP_KEEP_CL) {
-        int64_t n = j->block_px * C;
+        int64_t n = FL_PATTERN_PX * C;
         pat = malloc(sizeof(float) * (size_t)(2 * n));
         if (!pat) {
             free(j);

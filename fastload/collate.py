@@ -170,16 +170,15 @@ def _kernel_dtypes(src: np.dtype, out: np.dtype | str, normalised: bool) -> tupl
         raise TypeError(f"cannot collate samples of dtype {src}: they hold Python objects")
     if out == src and not normalised:
         return _collate.DT_RAW, _collate.DT_RAW
-    allowed = _CONVERSIONS.get(src, ())
-    if out not in allowed:
+    if normalised and out not in _FLOAT_OUT:
+        raise TypeError(f"mean/std/scale need a float output dtype (float32, float16 or "
+                        f"bfloat16), not {_dtype_name(out)}")
+    if out not in _CONVERSIONS.get(src, ()):
         pairs = "; ".join(f"{s.name} -> {', '.join(map(_dtype_name, o))}" for s, o in _CONVERSIONS.items())
         raise TypeError(
             f"cannot collate {src} samples into {_dtype_name(out)}: supported conversions are "
             f"{pairs}, and any dtype to itself"
         )
-    if normalised and out not in _FLOAT_OUT:
-        raise TypeError(f"mean/std/scale need a float output dtype (float32, float16 or "
-                        f"bfloat16), not {_dtype_name(out)}")
     return _DT_CODES[src], _DT_CODES[out]
 
 

@@ -61,6 +61,8 @@ class Dataset:
     dtype: np.dtype
     layout: str
 
+    _engine: RangeEngine | None = None  # the engine metadata was read with (for __getitem__)
+
     def __init__(self, labels: Labels = None, transform: Transform | None = None) -> None:
         self.transform = transform
         self._labels_fn: Callable[[int], Any] | None = None
@@ -80,6 +82,12 @@ class Dataset:
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An engine holds native handles: a copy in another process reads with its default engine.
+        state = self.__dict__.copy()
+        state.pop("_engine", None)
+        return state
 
     @property
     def has_labels(self) -> bool:
@@ -141,7 +149,7 @@ class Dataset:
         src, off, length = (int(a[0]) for a in self.sample_ranges(idx))
         raw = np.empty(length, dtype=np.uint8)
         if length:
-            default_engine().read_into([self.sources[src]], np.array([[0, off, length, 0]]), raw)
+            (self._engine or default_engine()).read_into([self.sources[src]], np.array([[0, off, length, 0]]), raw)
         sample = self.view_sample(raw)
         if self.has_labels:
             return sample, self.labels_for(idx)[0]
@@ -165,7 +173,7 @@ class ObjectDataset(Dataset):
         engine: RangeEngine | None = None,
     ) -> None:
         super().__init__(labels, transform)
-        engine = engine or default_engine()
+        engine = self._engine = engine or default_engine()
         self.uris = resolve_uris(uris, engine, "ObjectDataset")
         if sizes is None:
             sizes = [engine.size(u) for u in self.uris]
@@ -260,7 +268,7 @@ class RecordDataset(_ShardedRecords):
             raise ValueError(f"RecordDataset: record_stride {stride} is smaller than a record ({nbytes} bytes)")
         if header_bytes < 0:
             raise ValueError(f"RecordDataset: header_bytes must be >= 0, got {header_bytes}")
-        engine = engine or default_engine()
+        engine = self._engine = engine or default_engine()
         self.uris = resolve_uris(shards, engine, "RecordDataset")
         sizes = np.asarray([engine.size(u) for u in self.uris] if sizes is None else sizes, dtype=np.int64)
         body = sizes - header_bytes
@@ -330,7 +338,7 @@ class NpyDataset(_ShardedRecords):
         engine: RangeEngine | None = None,
     ) -> None:
         super().__init__(labels, transform)
-        engine = engine or default_engine()
+        engine = self._engine = engine or default_engine()
         self.uris = resolve_uris(uris, engine, "NpyDataset")
         self.rows = len(self.uris) == 1 if rows is None else bool(rows)
         self.layout = layout

@@ -290,6 +290,8 @@ class DataLoader:
         t0 = time.perf_counter()
         if self.use_workers and self.workers is None:
             self._start_workers(progress.epoch)
+        if self.workers is not None:
+            self.workers.start_epoch()
         self.stats["epoch_start_s"].append(time.perf_counter() - t0)
         epoch = _Epoch(self, progress)
         self._current = weakref.ref(epoch)
@@ -327,7 +329,8 @@ class DataLoader:
         self.close()
 
     # -- one batch ----------------------------------------------------------------
-    def _produce(self, k: int, ep: _Epoch) -> Any:
+    def _produce(self, k: int, job: int, ep: _Epoch) -> Any:
+        """Batch ``k`` of the epoch, the ``job``-th the readers took."""
         a, b = ep.slices[k]
         idx = ep.order[a:b]
         ds = self.dataset
@@ -341,7 +344,7 @@ class DataLoader:
             if self.use_workers:
                 assert self.workers is not None
                 ep.status[k] = "waiting for an idle worker"
-                worker = self.workers.checkout(ep.stopped)
+                worker = self.workers.checkout(job, ep.stopped)
                 ep.status[k] = f"reading {self._describe(plan)} for worker {worker.id}"
                 slab: Any = worker.input_view(plan.nbytes, ep.stopped)
             else:
@@ -376,7 +379,7 @@ class DataLoader:
                                  out=out, **self._kernel_args(spec))
         finally:
             if worker is not None:
-                self.workers.checkin(worker)  # type: ignore[union-attr]
+                self.workers.checkin(worker, job)  # type: ignore[union-attr]
             for pool, buf in leases:
                 pool.release(buf)
         y = ds.labels_for(idx)
@@ -465,13 +468,14 @@ class _Epoch:
                 if self.stop or self.next_job >= len(self.todo):
                     self.slots.release()
                     return
-                k = self.todo[self.next_job]
+                job = self.next_job
+                k = self.todo[job]
                 self.next_job += 1
                 self.ahead += 1
                 stats = self.loader.stats
                 stats["max_read_ahead"] = max(stats["max_read_ahead"], self.ahead)
             try:
-                res: Any = self.loader._produce(k, self)
+                res: Any = self.loader._produce(k, job, self)
             except BaseException as exc:
                 res = _Failure(exc)
             with self.cond:

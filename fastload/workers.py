@@ -78,8 +78,12 @@ class Segment:
             os.close(fd)
 
     def unlink(self) -> None:
+        self.remove(self.name)
+
+    @staticmethod
+    def remove(name: str) -> None:
         try:
-            os.unlink(self.path)
+            os.unlink(os.path.join(_SHM_DIR, name))
         except FileNotFoundError:
             pass
 
@@ -88,6 +92,45 @@ class Segment:
             self.mm.close()
         except BufferError:  # a view is still alive; the mapping goes when it does
             pass
+
+
+class _SampleError(Exception):
+    def __init__(self, pos: int) -> None:
+        super().__init__(pos)
+        self.pos = pos
+
+
+def _transform_all(inp: Segment, transform: Callable[[Any], Any], offsets: list[int], lengths: list[int],
+                   shape: tuple[int, ...] | None, dtype: str) -> list[np.ndarray]:
+    """The transform of every sample (zero-copy views of the input segment)."""
+    src = np.frombuffer(inp.mm, dtype=np.uint8)
+    results = []
+    for i, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
+        try:
+            raw = src[o:o + n]
+            r = np.ascontiguousarray(transform(raw if shape is None else raw.view(dtype).reshape(shape)))
+            if r.dtype.hasobject:
+                raise TypeError(f"the transform returned {r.dtype} data; it must return numeric arrays")
+        except Exception as exc:
+            raise _SampleError(i) from exc
+        results.append(r)
+    return results
+
+
+def _pack(out: Segment | None, results: list[np.ndarray]) -> tuple[Segment, str | None, list[Any]]:
+    """Results back to back in the output segment (a larger new one when needed)."""
+    starts = np.concatenate(([0], np.cumsum([r.nbytes for r in results]))).astype(int)
+    new_name = None
+    if out is None or out.nbytes < starts[-1]:
+        if out is not None:
+            out.close()
+        out = Segment(int(starts[-1] * 5 // 4))  # headroom for the next batches
+        new_name = out.name
+    dst = np.frombuffer(out.mm, dtype=np.uint8)
+    for r, s in zip(results, starts[:-1], strict=False):
+        dst[s:s + r.nbytes] = r.reshape(-1).view(np.uint8)
+    del dst
+    return out, new_name, [(int(s), r.shape, r.dtype.str) for r, s in zip(results, starts[:-1], strict=False)]
 
 
 def _worker_main(worker_id: int, num_workers: int, seed: int, transform: Callable[[Any], Any],
@@ -110,35 +153,16 @@ def _worker_main(worker_id: int, num_workers: int, seed: int, transform: Callabl
             conn.send(("ready", os.getpid()))
             continue
         _, batch, offsets, lengths, shape, dtype = msg
-        pos = 0
         try:
-            src = np.frombuffer(inp.mm, dtype=np.uint8)
-            results = []
-            for i, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
-                pos = i
-                raw = src[o:o + n]
-                sample = raw if shape is None else raw.view(dtype).reshape(shape)
-                r = np.ascontiguousarray(transform(sample))
-                if r.dtype.hasobject:
-                    raise TypeError(f"the transform returned {r.dtype} data; it must return numeric arrays")
-                results.append(r)
-            del src, raw, sample
-            sizes = [r.nbytes for r in results]
-            starts = np.concatenate(([0], np.cumsum(sizes)))
-            new_name = None
-            if out is None or out.nbytes < starts[-1]:
-                if out is not None:
-                    out.close()
-                out = Segment(int(starts[-1] * 5 // 4))  # headroom for the next batches
-                new_name = out.name
-            dst = np.frombuffer(out.mm, dtype=np.uint8)
-            for r, s in zip(results, starts[:-1], strict=False):
-                dst[s:s + r.nbytes] = r.reshape(-1).view(np.uint8)
-            del dst
-            meta = [(int(s), r.shape, r.dtype.str) for r, s in zip(results, starts[:-1], strict=False)]
+            out, new_name, meta = _pack(out, _transform_all(inp, transform, offsets, lengths, shape, dtype))
             conn.send(("ok", batch, new_name, meta))
-        except BaseException as exc:  # reported to the loader, which raises it
-            conn.send(("error", batch, pos, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        except _SampleError as err:  # reported to the loader, which raises it
+            exc = err.__cause__
+            assert exc is not None
+            conn.send(("error", batch, err.pos, f"{type(exc).__name__}: {exc}",
+                       "".join(traceback.format_exception(exc))))
+        except Exception as exc:
+            conn.send(("error", batch, -1, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
 
 class Worker:
@@ -215,10 +239,10 @@ class Worker:
                 break  # older replies belong to a batch whose reader was stopped
         if reply[0] == "error":
             _, _, pos, what, tb = reply
-            raise WorkerError(
-                f"fastload worker {self.id} (pid {self.pid}): the transform failed on sample {pos} "
-                f"of batch {batch}: {what}\n--- worker traceback ---\n{tb}"
-            )
+            where = f"the transform failed on sample {pos} of batch {batch}" if pos >= 0 \
+                else f"packing the results of batch {batch} failed"
+            raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): {where}: {what}\n"
+                              f"--- worker traceback ---\n{tb}")
         assert self.output is not None
         buf = np.frombuffer(self.output.mm, dtype=np.uint8)
         out = []
@@ -234,7 +258,7 @@ class Worker:
         self.output = Segment(0, name)
         self.output.unlink()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         try:
             self.conn.send(None)
         except (OSError, ValueError):
@@ -245,6 +269,11 @@ class Worker:
             self.proc.join(timeout)
         self.conn.close()
         self.proc.close()
+        # A worker killed between creating a segment and reporting it leaves a name behind.
+        prefix = f"fastload-{self.pid}-"
+        for name in os.listdir(_SHM_DIR):
+            if name.startswith(prefix):
+                Segment.remove(name)
         self.input.unlink()
         self.input.close()
         if self.output is not None:
@@ -285,23 +314,34 @@ class WorkerPool:
             self.close()
             raise
         self._idle = list(self.workers)
+        self._turn = list(range(num_workers))
 
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
-    def checkout(self, stopped: Callable[[], bool]) -> Worker:
+    def start_epoch(self) -> None:
+        """Job ``j`` of an epoch goes to worker ``j % num_workers``, in order, as in torch:
+        which sample meets which random stream does not depend on thread timing."""
         with self._cond:
-            while not self._idle:
+            self._turn = list(range(len(self.workers)))
+
+    def checkout(self, job: int, stopped: Callable[[], bool]) -> Worker:
+        """The worker of job ``job`` (the epoch's ``job``-th batch), once it is that job's turn."""
+        w = self.workers[job % len(self.workers)]
+        with self._cond:
+            while not (w in self._idle and self._turn[w.id] == job):
                 if stopped():
                     raise WorkerError("loader stopped")
                 self._cond.wait(_POLL_S)
-            return self._idle.pop(0)
+            self._idle.remove(w)
+            return w
 
-    def checkin(self, worker: Worker) -> None:
+    def checkin(self, worker: Worker, job: int) -> None:
         with self._cond:
             self._idle.append(worker)
-            self._cond.notify()
+            self._turn[worker.id] = job + len(self.workers)
+            self._cond.notify_all()
 
     def close(self) -> None:
         for w in self.workers:

@@ -72,3 +72,46 @@ def slow_engine(slow_uris: set[str], delay: float, **kw: object):
             return super().read_into(sources, table, out, cancel=cancel)
 
     return SlowEngine(**kw)
+
+
+def sleep_on_marker(sample: np.ndarray) -> np.ndarray:
+    if int(sample.reshape(-1)[0]) == 7:
+        import time
+
+        time.sleep(30)
+    return sample
+
+
+def resident_fraction(path: str) -> float:
+    """Fraction of ``path``'s pages in the page cache (mincore on a mapping of it)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size = os.path.getsize(path)
+    page = mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        vec = ctypes.create_string_buffer((size + page - 1) // page)
+        try:
+            if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), size)
+    finally:
+        os.close(fd)
+    return sum(b & 1 for b in vec.raw) / len(vec.raw)
+
+
+def kill_on_marker(sample: np.ndarray) -> np.ndarray:
+    if int(sample.reshape(-1)[0]) == 7:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return sample

@@ -92,6 +92,16 @@ def test_labels_array_and_callable(records):
     assert y == 1 and x.shape == SHAPE
 
 
+def test_datasets_pickle_without_their_engine(records):
+    import pickle
+
+    ds = RecordDataset(records[0], SHAPE, labels=np.arange(50))
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(copy) == 50 and copy._engine is None
+    x, y = copy[33]
+    assert y == 33 and np.array_equal(x, records[1][33])
+
+
 def test_missing_prefix_and_empty_list(tmp_path):
     with pytest.raises(FileNotFoundError):
         RecordDataset(str(tmp_path / "nope") + "/", SHAPE)

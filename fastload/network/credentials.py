@@ -1,0 +1,93 @@
+"""AWS credentials, region and endpoint, found the way the AWS tools find them.
+
+Order: explicit arguments, then the environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_DEFAULT_REGION,
+AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), then the profile (explicit, else
+AWS_PROFILE, else "default") in ~/.aws/credentials and ~/.aws/config
+(AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE move them).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"Credentials(access_key={self.access_key!r}, secret_key='***')"
+
+
+@dataclass(frozen=True)
+class S3Config:
+    credentials: Credentials | None  # None: anonymous, or nothing found
+    region: str
+    endpoint_url: str | None         # None: AWS (virtual-hosted)
+    source: str                      # where the credentials came from, for error messages
+
+
+def _read_ini(path: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(interpolation=None)
+    try:
+        cp.read(os.path.expanduser(path))
+    except configparser.Error as exc:
+        raise ValueError(f"{path}: cannot parse AWS configuration: {exc}") from None
+    return cp
+
+
+def _section(cp: configparser.ConfigParser, *names: str) -> dict[str, str]:
+    for name in names:
+        if cp.has_section(name):
+            return dict(cp.items(name))
+    return {}
+
+
+def resolve(
+    *,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    session_token: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    anonymous: bool = False,
+) -> S3Config:
+    env = os.environ
+    prof_name = profile or env.get("AWS_PROFILE") or "default"
+    creds_file = _read_ini(env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))
+    conf_file = _read_ini(env.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    prof_creds = _section(creds_file, prof_name)
+    prof_conf = _section(conf_file, f"profile {prof_name}", prof_name)
+    if profile and not prof_creds and not prof_conf:
+        raise ValueError(f"profile={profile!r}: no such profile in the AWS credentials or config file")
+
+    creds: Credentials | None = None
+    source = "anonymous"
+    if not anonymous:
+        if access_key_id and secret_access_key:
+            creds, source = Credentials(access_key_id, secret_access_key, session_token), "arguments"
+        elif env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not profile:
+            creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                                session_token or env.get("AWS_SESSION_TOKEN"))
+            source = "environment"
+        else:
+            merged = {**prof_conf, **prof_creds}
+            if merged.get("aws_access_key_id") and merged.get("aws_secret_access_key"):
+                creds = Credentials(merged["aws_access_key_id"], merged["aws_secret_access_key"],
+                                    session_token or merged.get("aws_session_token"))
+                source = f"profile {prof_name!r}"
+            else:
+                source = "none found"
+    reg = (region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+           or prof_conf.get("region") or DEFAULT_REGION)
+    endpoint = (endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+                or prof_conf.get("endpoint_url") or None)
+    return S3Config(creds, reg, endpoint.rstrip("/") if endpoint else None, source)

@@ -1,0 +1,71 @@
+"""http(s):// objects for the range engine: HEAD for sizes, ranged GETs for data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastload.errors import raise_native_error
+from fastload.network.options import NetworkOptions
+from fastload.network.transport import Transport
+from fastload.uri import ParsedURI
+
+_FL_E_HTTP = 9
+_FL_E_UNSUPPORTED = 12
+
+
+def content_range_total(value: str) -> int | None:
+    """N of ``bytes a-b/N`` (or ``bytes */N``); None when unknown."""
+    total = value.rpartition("/")[2].strip()
+    return int(total) if total.isdigit() else None
+
+
+def size_from_headers(resp: Any) -> int | None:
+    """Object size from a HEAD (Content-Length) or ranged GET (Content-Range) answer."""
+    cr = resp.headers.get("content-range")
+    if cr:
+        return content_range_total(cr)
+    cl = resp.headers.get("content-length", "")
+    return int(cl) if resp.status == 200 and cl.isdigit() else None
+
+
+class HttpBackend:
+    """Plain HTTP(S) servers that honour Range (or answer 200 with the whole body)."""
+
+    def __init__(self, opts: NetworkOptions) -> None:
+        self.opts = opts
+        self.transport = Transport(opts, follow_redirects=opts.follow_redirects)
+
+    def size(self, src: ParsedURI) -> int:
+        resp = self.transport.request("HEAD", src.uri, [], src.uri, accept=(200, 405, 501))
+        n = size_from_headers(resp)
+        if n is None:
+            # HEAD refused or without a length: ask for the first byte and read Content-Range.
+            resp = self.transport.request("GET", src.uri, ["Range: bytes=0-0"], src.uri, accept=(200, 206))
+            n = size_from_headers(resp)
+            if n is None and resp.status == 200:
+                n = len(resp.body)
+        if n is None:
+            raise_native_error(_FL_E_HTTP, src.uri, http_status=resp.status,
+                               message="the server reported no object size")
+        return n
+
+    def list(self, prefix: ParsedURI) -> list[str]:
+        raise_native_error(_FL_E_UNSUPPORTED, prefix.uri,
+                           message="http(s):// has no standard listing; give object URLs, or use s3://")
+
+    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *, part_size: int,
+                  max_inflight_parts: int, page_cache_mode: str = "auto", timeout: float | None = None,
+                  cancel: Any = None) -> None:
+        uris = [s.uri for s in sources]
+        self.transport.read([u.encode() for u in uris], [None] * len(uris), uris, table, out,
+                            part_size, max_inflight_parts, timeout, cancel,
+                            size_of=lambda i: self.size(sources[i]))
+
+    def stats(self) -> dict[str, int]:
+        return self.transport.stats()
+
+    def close(self) -> None:
+        self.transport.close()

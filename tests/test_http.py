@@ -1,0 +1,269 @@
+"""The http(s):// range engine against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pycurl
+import pytest
+from fastload._file_engine import CancelToken
+
+import fastload
+from fastload import _http_engine, errors
+from fastload.engine import RangeEngine
+from fastload.network import libcurl
+from tests.servers import Fault, free_port, payload
+
+pytestmark = pytest.mark.http
+
+FAST_RETRY = {"backoff_base": 0.01, "backoff_cap": 0.05}
+
+
+def table(rows):
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def http_stats(eng, scheme="http"):
+    return eng.backend(scheme).stats()
+
+
+# -- binding libcurl -------------------------------------------------------------
+
+
+def test_abi_constants_match_pycurl():
+    names = {"CURLOPT_": "", "CURLINFO_": "", "CURLMOPT_": "M_", "CURLE_": "E_"}
+    checked = 0
+    for name, value in _http_engine.abi_constants().items():
+        for prefix, py in names.items():
+            if name.startswith(prefix):
+                pyname = py + name[len(prefix):]
+                if hasattr(pycurl, pyname):
+                    assert getattr(pycurl, pyname) == value, name
+                    checked += 1
+    assert checked >= 25
+
+
+def test_binds_the_libcurl_pycurl_ships():
+    path, version = libcurl.load()
+    assert os.path.exists(path) or path == "libcurl.so.4"
+    assert version.split()[0] in pycurl.version  # same libcurl as pycurl's
+
+
+def test_libcurl_override_and_bad_path(tmp_path, http_server):
+    """FASTLOAD_LIBCURL picks the library; a bad path is a clear OSError."""
+    url = http_server.put("x.bin", b"0123456789")
+    root = os.path.dirname(os.path.dirname(fastload.__file__))
+    code = ("import fastload.engine as e, fastload.network.libcurl as l;"
+            f"print(bytes(e.RangeEngine().read({url!r})).decode(), l.load()[0])")
+    env = {**os.environ, "PYTHONPATH": root, "FASTLOAD_LIBCURL": "libcurl.so.4"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0123456789", "libcurl.so.4"]
+    env["FASTLOAD_LIBCURL"] = str(tmp_path / "nope.so")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "no usable libcurl" in out.stderr and "nope.so" in out.stderr
+
+
+# -- byte-exact reads ---------------------------------------------------------------
+
+
+def test_whole_and_ranged_reads(http_server):
+    data = payload(3_000_001, 1)
+    url = http_server.put("a.bin", data)
+    with RangeEngine(part_size=256 << 10, max_inflight_parts=3) as eng:
+        assert eng.size(url) == len(data)
+        assert bytes(eng.read(url)) == data
+        ranges = [(0, 1), (17, 1000), (len(data) - 5, 5), (1 << 20, 700_000)]
+        got = bytes(eng.read_ranges(url, ranges))
+        assert got == b"".join(data[o:o + n] for o, n in ranges)
+
+
+def test_many_objects_one_call_and_part_size_knob(http_server):
+    objs = [payload(1000 + 97 * i, i) for i in range(30)]
+    urls = [http_server.put(f"d/o{i}.bin", d) for i, d in enumerate(objs)]
+    rows, dst = [], 0
+    for i, d in enumerate(objs):
+        rows.append((i, 0, len(d), dst))
+        dst += len(d)
+    out = bytearray(dst)
+    for part_size, per_obj in ((1 << 20, lambda n: 1), (4096, lambda n: -(-n // 4096))):
+        with RangeEngine(part_size=part_size, max_inflight_parts=8) as eng:
+            eng.read_into(urls, table(rows), out)
+            assert bytes(out) == b"".join(objs)
+            assert http_stats(eng)["requests"] == sum(per_obj(len(d)) for d in objs)
+
+
+def test_keepalive_and_max_inflight(http_server):
+    url = http_server.put("k.bin", payload(1 << 20, 2))
+    with RangeEngine(part_size=64 << 10, max_inflight_parts=1) as eng:
+        eng.read(url)
+        assert http_stats(eng)["connects"] == 1  # 16 GETs, one at a time, one connection
+    with RangeEngine(part_size=64 << 10, max_inflight_parts=4) as eng:
+        eng.read(url)
+        first = http_stats(eng)["connects"]
+        assert 1 < first <= 4
+        eng.read(url)
+        assert http_stats(eng)["connects"] == first  # the second read reused them all
+
+
+def test_server_ignoring_range_never_writes_past_the_part(http_server):
+    data = payload(200_000, 3)
+    url = http_server.put("r.bin", data)
+    http_server.server.ignore_range = True
+    out = bytearray(b"\xee" * 50_000)
+    with RangeEngine(part_size=8192) as eng:
+        eng.read_into([url], table([(0, 1000, 10_000, 100), (0, 150_000, 20_000, 20_000)]), out)
+    assert bytes(out[100:10_100]) == data[1000:11_000]
+    assert bytes(out[20_000:40_000]) == data[150_000:170_000]
+    assert out[:100] == b"\xee" * 100 and out[10_100:20_000] == b"\xee" * 9900
+    assert out[40_000:] == b"\xee" * 10_000
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def test_missing_object_and_bad_ranges(http_server):
+    url = http_server.put("e.bin", payload(1000, 4))
+    with RangeEngine(**FAST_RETRY) as eng:
+        with pytest.raises(FileNotFoundError, match="nope.bin"):
+            eng.read(http_server.url("nope.bin"))
+        with pytest.raises(FileNotFoundError, match=r"nope.bin bytes 0-9"):
+            eng.read_into([http_server.url("nope.bin")], table([(0, 0, 10, 0)]), bytearray(10))
+        with pytest.raises(ValueError, match="object size is 1000") as ei:
+            eng.read_ranges(url, [(2000, 10)])
+        assert ei.value.object_size == 1000 and ei.value.http_status == 416
+        with pytest.raises(errors.RangeError, match="past the end") as ei:
+            eng.read_ranges(url, [(990, 20)])
+        assert ei.value.object_size == 1000
+        with pytest.raises(ValueError, match="holds 5 bytes"):
+            eng.read_into([url], table([(0, 0, 10, 0)]), bytearray(5))
+        with pytest.raises(errors.UnsupportedError, match="no standard listing"):
+            eng.list(http_server.url(""))
+
+
+def test_connection_refused_retries_then_fails():
+    url = f"http://127.0.0.1:{free_port()}/x"
+    with RangeEngine(max_retries=2, **FAST_RETRY) as eng:
+        with pytest.raises(ConnectionError, match="max_retries") as ei:
+            eng.read_into([url], table([(0, 0, 10, 0)]), bytearray(10))
+    assert ei.value.attempts == 3 and "x bytes 0-9" in str(ei.value)
+
+
+def test_bad_options_are_value_errors():
+    for kw, match in [({"max_retries": -1}, "max_retries"), ({"verify": 1}, "verify"),
+                      ({"ca_bundle": "/no/such.pem"}, "ca_bundle"), ({"bogus": 1}, "unknown network option"),
+                      ({"buffer_size": 10}, "buffer_size"), ({"connect_timeout": 0}, "connect_timeout")]:
+        with RangeEngine(**kw) as eng, pytest.raises(ValueError, match=match):
+            eng.size("http://127.0.0.1:1/x")
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        RangeEngine().size("ftp://host/x")
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+
+def test_https_with_self_signed_ca(https_server, tls_ca, monkeypatch):
+    data = payload(300_000, 5)
+    url = https_server.put("t.bin", data)
+    for var in ("AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
+    with RangeEngine(ca_bundle=tls_ca.ca, part_size=64 << 10) as eng:
+        assert bytes(eng.read(url)) == data
+    monkeypatch.setenv("AWS_CA_BUNDLE", tls_ca.ca)
+    with RangeEngine() as eng:
+        assert bytes(eng.read_ranges(url, [(10, 100)])) == data[10:110]
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    with RangeEngine(max_retries=0) as eng:
+        with pytest.raises(errors.CertificateError, match="t.bin"):
+            eng.size(url)
+        with pytest.raises(ConnectionError, match=r"t.bin bytes 0-99"):
+            eng.read_into([url], table([(0, 0, 100, 0)]), bytearray(100))
+    with RangeEngine(verify=False) as eng:
+        assert bytes(eng.read_ranges(url, [(0, 100)])) == data[:100]
+
+
+# -- faults -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxied(http_server, fault_proxy_http):
+    data = payload(600_000, 6)
+    http_server.put("f.bin", data)
+    return fault_proxy_http, f"{fault_proxy_http.endpoint}/f.bin", data
+
+
+def test_reset_and_short_bodies_are_resumed(proxied):
+    proxy, url, data = proxied
+    proxy.queue(Fault("reset", after=50_000), Fault("short", after=70_000))
+    with RangeEngine(part_size=1 << 20, **FAST_RETRY) as eng:
+        out = eng.read_ranges(url, [(1000, 500_000)])
+        assert bytes(out) == data[1000:501_000]
+        assert http_stats(eng)["retries"] == 2
+    ranges = [r for (_, _, r, _) in proxy.log]
+    # each retry asks for the first byte still missing, not the whole part again
+    assert ranges[0] == "bytes=1000-500999"
+    assert ranges[2] == f"bytes={1000 + 50_000 + 70_000}-500999"
+
+
+def test_slowdown_is_retried_and_retry_after_honoured(proxied):
+    proxy, url, data = proxied
+    proxy.queue(Fault("slowdown", retry_after=0), Fault("status", status=502, code="BadGateway"))
+    with RangeEngine(**FAST_RETRY) as eng:
+        assert bytes(eng.read_ranges(url, [(0, 1000)])) == data[:1000]
+    # a Retry-After longer than retry_deadline ends the retries at once
+    proxy.queue(Fault("slowdown", retry_after=30))
+    with RangeEngine(retry_deadline=2.0, **FAST_RETRY) as eng:
+        t0 = time.monotonic()
+        with pytest.raises(errors.HTTPStatusError, match="retry_deadline.*SlowDown") as ei:
+            eng.read_ranges(url, [(0, 1000)])
+        assert time.monotonic() - t0 < 20
+    assert ei.value.http_status == 503
+
+
+def test_retries_are_bounded(proxied):
+    proxy, url, _ = proxied
+    proxy.queue(*[Fault("slowdown")] * 3)
+    with RangeEngine(max_retries=2, **FAST_RETRY) as eng:
+        with pytest.raises(OSError, match="max_retries") as ei:
+            eng.read_ranges(url, [(0, 1000)])
+    assert ei.value.attempts == 3 and ei.value.http_status == 503
+    assert proxy.pending() == 0
+
+
+def test_not_found_is_not_retried(proxied):
+    proxy, url, _ = proxied
+    proxy.queue(Fault("status", status=404, code="NoSuchKey"))
+    with RangeEngine(**FAST_RETRY) as eng, pytest.raises(FileNotFoundError, match="NoSuchKey"):
+        eng.read_ranges(url, [(0, 1000)])
+    assert len(proxy.log) == 1
+
+
+def test_stall_is_abandoned_by_low_speed_time(proxied):
+    proxy, url, data = proxied
+    proxy.queue(Fault("stall", after=1000, seconds=4))
+    with RangeEngine(low_speed_time=1, **FAST_RETRY) as eng:
+        assert bytes(eng.read_ranges(url, [(0, 100_000)])) == data[:100_000]
+        assert http_stats(eng)["retries"] == 1
+
+
+def test_timeout_bounds_a_whole_read(proxied):
+    proxy, url, _ = proxied
+    proxy.queue(Fault("stall", after=1000, seconds=4))
+    with RangeEngine(timeout=0.5, low_speed_time=0) as eng:
+        with pytest.raises(TimeoutError, match=r"f.bin bytes 0-99999: .*timeout=0.5"):
+            eng.read_ranges(url, [(0, 100_000)])
+
+
+def test_cancel_stops_a_read(proxied):
+    proxy, url, _ = proxied
+    proxy.queue(Fault("stall", after=1000, seconds=4))
+    token = CancelToken()
+    threading.Timer(0.3, token.cancel).start()
+    with RangeEngine(low_speed_time=0) as eng:
+        with pytest.raises(errors.CancelledReadError):
+            eng.read_into([url], table([(0, 0, 100_000, 0)]), bytearray(100_000), cancel=token)

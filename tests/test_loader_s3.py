@@ -1,0 +1,77 @@
+"""Datasets and the DataLoader over s3:// (rclone serve s3) and http:// through the same engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from loader_helpers import write_records
+
+from fastload.datasets import NpyDataset, ObjectDataset, RecordDataset
+from fastload.engine import RangeEngine
+from fastload.loader import DataLoader, RaggedBatch
+from tests.servers import start_rclone, stop
+
+pytestmark = pytest.mark.s3
+
+SHAPE = (16, 16, 3)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    root = tmp_path_factory.mktemp("s3loader")
+    data = write_records(str(root / "bucket" / "recs"), 90, SHAPE, 3)
+    np.save(root / "bucket" / "arr.npy", data[:40])
+    blobs = [bytes([i]) * (100 + 50 * i) for i in range(7)]
+    for i, b in enumerate(blobs):
+        (root / "bucket" / "objs").mkdir(exist_ok=True)
+        (root / "bucket" / "objs" / f"o{i}").write_bytes(b)
+    server = start_rclone(str(root))  # after writing: rclone's listing cache sees everything
+    engine = RangeEngine(**server.options)
+    yield engine, data, blobs
+    engine.close()
+    stop(server)
+
+
+@pytest.mark.parametrize("reader_mode", ["sequential", "range"])
+def test_records_on_s3_shuffled_normalised(s3, reader_mode):
+    engine, data, _ = s3
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(90), engine=engine)
+    assert len(ds) == 90 and len(ds.uris) == 3
+    dl = DataLoader(ds, batch_size=16, shuffle=True, engine=engine, reader_mode=reader_mode, part_size=4096,
+                    memory_format="channels_first", dtype=np.float32, mean=[10, 20, 30], std=[2, 2, 2])
+    seen = []
+    for x, y in dl:
+        ref = (data[y].transpose(0, 3, 1, 2) - np.reshape([10, 20, 30], (1, 3, 1, 1))) / 2
+        assert np.allclose(x, ref)
+        seen.extend(y.tolist())
+    assert sorted(seen) == list(range(90))
+
+
+def test_npy_rows_and_objects_on_s3(s3):
+    engine, data, blobs = s3
+    ds = NpyDataset("s3://bucket/arr.npy", engine=engine)
+    assert np.array_equal(ds[3], data[3])  # __getitem__ reads with the dataset's engine
+    x = next(iter(DataLoader(ds, batch_size=40, engine=engine)))
+    assert np.array_equal(x, data[:40])
+    objs = ObjectDataset("s3://bucket/objs/", engine=engine)
+    assert objs.sizes.tolist() == [len(b) for b in blobs]
+    batch = next(iter(DataLoader(objs, batch_size=7, engine=engine)))
+    assert isinstance(batch, RaggedBatch) and [batch.sample(i).tobytes() for i in range(7)] == blobs
+
+
+def test_missing_object_on_s3_names_it(s3):
+    engine, _, _ = s3
+    ds = ObjectDataset(["s3://bucket/objs/o1", "s3://bucket/objs/nope"], sizes=[150, 10], engine=engine)
+    with pytest.raises(FileNotFoundError, match="s3://bucket/objs/nope"):
+        list(DataLoader(ds, batch_size=2, engine=engine))
+
+
+@pytest.mark.http
+def test_records_over_http(http_server):
+    data = write_records(http_server.root + "/h", 30, SHAPE, 2)
+    uris = [http_server.url(f"h/shard-{i:03d}.bin") for i in range(2)]
+    with RangeEngine() as engine:
+        ds = RecordDataset(uris, SHAPE, labels=np.arange(30), engine=engine)
+        for x, y in DataLoader(ds, batch_size=8, shuffle=True, engine=engine, reader_mode="range",
+                               part_size=4096):
+            assert np.array_equal(x, data[y])

@@ -1,0 +1,246 @@
+"""The s3:// range engine against ``rclone serve s3`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+import numpy as np
+import pytest
+
+from fastload import errors
+from fastload.engine import RangeEngine
+from fastload.network import credentials, sigv4
+from tests.servers import (
+    ACCESS_KEY,
+    S3_OBJECTS,
+    SECRET_KEY,
+    Fault,
+    make_tls,
+    payload,
+    start_proxy,
+    start_rclone,
+    stop,
+)
+
+pytestmark = pytest.mark.s3
+
+FAST_RETRY = {"backoff_base": 0.01, "backoff_cap": 0.05}
+AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+           "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+           "AWS_CA_BUNDLE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+
+
+@pytest.fixture(autouse=True)
+def clean_aws_env(monkeypatch, tmp_path):
+    for var in AWS_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
+def expected(key):
+    return payload(*S3_OBJECTS[key])
+
+
+def table(rows):
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def no_secret(text):
+    assert SECRET_KEY not in text and "Signature=" not in text
+
+
+# -- reads --------------------------------------------------------------------------
+
+
+def test_whole_ranged_and_odd_keys(rclone_s3):
+    with RangeEngine(part_size=1 << 20, max_inflight_parts=4, **rclone_s3.options) as eng:
+        data = expected("data/big.bin")
+        assert eng.size("s3://data/big.bin") == len(data)
+        assert bytes(eng.read("s3://data/big.bin")) == data
+        ranges = [(0, 10), (123_456, 2_000_000), (len(data) - 1, 1)]
+        assert bytes(eng.read_ranges("s3://data/big.bin", ranges)) == b"".join(
+            data[o:o + n] for o, n in ranges)
+        odd = "data/odd name+chars é.bin"
+        assert bytes(eng.read(f"s3://{odd}")) == expected(odd)
+
+
+def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
+    keys = sorted(k for k in S3_OBJECTS if k.startswith("data/small/"))
+    rows, dst = [], 0
+    for i, k in enumerate(keys):
+        n = S3_OBJECTS[k][0]
+        rows.append((i, 0, n, dst))
+        dst += n
+    out = bytearray(dst)
+    with RangeEngine(max_inflight_parts=16, **rclone_s3.options) as eng:
+        eng.read_into([f"s3://{k}" for k in keys], table(rows), out)
+        assert eng.backend("s3").stats()["requests"] == len(keys)  # no HEADs, one GET each
+    s3 = rclone_s3.boto3()
+    for i, k in enumerate(keys):
+        bucket, key = k.split("/", 1)
+        want = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert bytes(out[rows[i][3]:rows[i][3] + rows[i][2]]) == want
+
+
+def test_list_prefix_past_one_page(rclone_s3):
+    proxy = start_proxy(rclone_s3.port)
+    try:
+        opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint}
+        with RangeEngine(list_page_size=7, **opts) as eng:
+            listed = eng.list("s3://data/small/")
+            assert listed == sorted(f"s3://{k}" for k in S3_OBJECTS if k.startswith("data/small/"))
+            pages = [p for (_, p, _, _) in proxy.log if "list-type=2" in p]
+            assert len(pages) == -(-40 // 7)
+            assert all("continuation-token" in p for p in pages[1:])
+            n_before = len(proxy.log)
+            assert eng.size(listed[3]) == S3_OBJECTS["data/small/obj-003.bin"][0]
+            assert len(proxy.log) == n_before  # the listing's sizes answer size() without a HEAD
+        with RangeEngine(**opts) as eng:
+            assert len(eng.list("s3://data")) == len(S3_OBJECTS)
+            assert eng.list("s3://empty/") == []
+    finally:
+        proxy.server.shutdown()
+        proxy.server.server_close()
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def test_missing_keys_and_buckets(rclone_s3):
+    with RangeEngine(**rclone_s3.options) as eng:
+        with pytest.raises(FileNotFoundError, match=r"s3://data/nope.bin: HEAD"):
+            eng.size("s3://data/nope.bin")
+        with pytest.raises(FileNotFoundError, match=r"s3://data/nope.bin bytes 0-9: .*NoSuchKey"):
+            eng.read_into(["s3://data/nope.bin"], table([(0, 0, 10, 0)]), bytearray(10))
+        with pytest.raises(FileNotFoundError, match="NoSuchBucket"):
+            eng.read_into(["s3://nobucket/x"], table([(0, 0, 10, 0)]), bytearray(10))
+        with pytest.raises(ValueError, match="object size is 1000"):
+            eng.read_ranges("s3://data/small/obj-000.bin", [(1000, 10)])
+        with pytest.raises(ValueError, match="not an object"):
+            eng.read_ranges("s3://data/small/", [(0, 10)])
+    with pytest.raises(ValueError, match="no bucket"):
+        RangeEngine().size("s3:///key")
+
+
+def test_wrong_credentials_never_leak(rclone_s3):
+    opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x"}
+    with RangeEngine(**opts) as eng:
+        for call in (lambda: eng.size("s3://data/big.bin"),
+                     lambda: eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10)),
+                     lambda: eng.list("s3://data/")):
+            with pytest.raises(PermissionError) as ei:
+                call()
+            no_secret(str(ei.value))
+            assert "s3://data" in str(ei.value) and ei.value.http_status == 403
+        no_secret(repr(eng.backend("s3").opts) + repr(eng.backend("s3").config))
+
+
+def test_no_credentials_and_anonymous(rclone_s3):
+    ep = {"endpoint_url": rclone_s3.endpoint}
+    with RangeEngine(**ep) as eng, pytest.raises(PermissionError, match="no AWS credentials"):
+        eng.size("s3://data/big.bin")
+    with RangeEngine(anonymous=True, **ep) as eng:
+        # sent unsigned, the server refuses them (rclone: 400 UnsupportedAlgorithm)
+        with pytest.raises(PermissionError, match="UnsupportedAlgorithm"):
+            eng.list("s3://data/")
+        with pytest.raises(PermissionError, match="UnsupportedAlgorithm"):
+            eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10))
+
+
+def test_credentials_from_environment(rclone_s3, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", rclone_s3.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # the S3-specific one wins
+    with RangeEngine() as eng:
+        assert bytes(eng.read("s3://data/small/obj-001.bin")) == expected("data/small/obj-001.bin")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with RangeEngine(secret_access_key=SECRET_KEY, access_key_id=ACCESS_KEY) as eng:  # arguments win
+        assert eng.size("s3://data/small/obj-001.bin") == S3_OBJECTS["data/small/obj-001.bin"][0]
+
+
+def test_credentials_from_profile(rclone_s3, monkeypatch, tmp_path):
+    (tmp_path / "credentials").write_text(
+        f"[default]\naws_access_key_id = bad\naws_secret_access_key = bad\n"
+        f"[train]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    (tmp_path / "config").write_text(
+        f"[profile train]\nregion = eu-west-3\nendpoint_url = {rclone_s3.endpoint}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    cfg = credentials.resolve(profile="train")
+    assert cfg.region == "eu-west-3" and cfg.endpoint_url == rclone_s3.endpoint
+    monkeypatch.setenv("AWS_PROFILE", "train")
+    with RangeEngine() as eng:
+        assert eng.size("s3://data/big.bin") == S3_OBJECTS["data/big.bin"][0]
+    with pytest.raises(ValueError, match="no such profile"):
+        credentials.resolve(profile="missing")
+
+
+def test_addressing_styles():
+    from fastload.network.options import NetworkOptions
+    from fastload.network.s3_backend import S3Backend
+
+    aws = S3Backend(NetworkOptions.from_kwargs(anonymous=True, region="eu-west-1"))
+    assert aws._location("bkt", "a b/c")[0] == "https://bkt.s3.eu-west-1.amazonaws.com/a%20b/c"
+    assert aws._location("my.bkt", "k")[0] == "https://s3.eu-west-1.amazonaws.com/my.bkt/k"
+    custom = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="http://h:9000/"))
+    assert custom._location("bkt", "k")[:2] == ("http://h:9000/bkt/k", "h:9000")
+    virt = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="https://h:443",
+                                                addressing_style="virtual"))
+    assert virt._location("bkt", "k")[:2] == ("https://bkt.h/k", "bkt.h")
+
+
+def test_sigv4_matches_botocore():
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="GET", url="http://127.0.0.1:9000/bkt/a%20b/c.bin?list-type=2&prefix=a%2Fb",
+                     headers={"x-amz-content-sha256": sigv4.EMPTY_SHA256})
+    S3SigV4Auth(Credentials("AK", "SK", "TOKEN"), "s3", "us-east-1").add_auth(req)
+    ours = sigv4.sign("GET", "127.0.0.1:9000", "/bkt/a%20b/c.bin",
+                      sigv4.canonical_query({"list-type": "2", "prefix": "a/b"}),
+                      access_key="AK", secret_key="SK", session_token="TOKEN", region="us-east-1",
+                      timestamp=req.headers["X-Amz-Date"])
+    assert ours["Authorization"] == req.headers["Authorization"]
+
+
+# -- faults ---------------------------------------------------------------------------
+
+
+def test_faults_are_retried_byte_exact(rclone_s3, fault_proxy_s3):
+    opts = {**rclone_s3.options, "endpoint_url": fault_proxy_s3.endpoint, **FAST_RETRY}
+    data = expected("data/big.bin")
+    fault_proxy_s3.queue(Fault("slowdown", retry_after=0), Fault("reset", after=100_000),
+                         Fault("short", after=300_000), Fault("status", status=500))
+    with RangeEngine(part_size=1 << 20, max_inflight_parts=2, **opts) as eng:
+        out = eng.read_ranges("s3://data/big.bin", [(0, len(data))])
+        assert bytes(out) == data
+        assert eng.backend("s3").stats()["retries"] == 4
+    fault_proxy_s3.queue(*[Fault("slowdown")] * 3)
+    with RangeEngine(max_retries=2, **opts) as eng:
+        with pytest.raises(OSError, match="max_retries.*SlowDown") as ei:
+            eng.read_ranges("s3://data/big.bin", [(0, 1000)])
+        assert ei.value.http_status == 503
+
+
+def test_https_s3_with_ca_bundle_from_environment(tmp_path, monkeypatch):
+    tls = make_tls(str(tmp_path))
+    root = tmp_path / "root"
+    (root / "bkt").mkdir(parents=True)
+    data = payload(100_000, 9)
+    (root / "bkt" / "x.bin").write_bytes(data)
+    server = start_rclone(str(root), "--cert", tls.cert, "--key", tls.key)
+    try:
+        opts = {**server.options, "endpoint_url": f"https://127.0.0.1:{server.port}"}
+        with RangeEngine(max_retries=0, **opts) as eng, pytest.raises(errors.CertificateError):
+            eng.read_into(["s3://bkt/x.bin"], table([(0, 0, 10, 0)]), bytearray(10))
+        monkeypatch.setenv("AWS_CA_BUNDLE", tls.ca)
+        with RangeEngine(**opts) as eng:
+            assert bytes(eng.read("s3://bkt/x.bin")) == data
+        ssl.create_default_context(cafile=tls.ca)  # the bundle is a valid PEM
+    finally:
+        stop(server)
+        os.environ.pop("AWS_CA_BUNDLE", None)
