@@ -52,6 +52,11 @@ cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1
     return 0
 
 
+cdef inline bint _overlaps(const char *p, Py_ssize_t n, Py_buffer *out):
+    cdef const char *o = <const char *>out.buf
+    return n > 0 and out.len > 0 and p < o + out.len and o < p + n
+
+
 def collate_native(object samples, object slab, const int64_t[::1] offsets, object out,
                    int64_t n, int64_t pixels, int64_t channels, bint src_channels_last,
                    bint dst_channels_last, int src_dtype, int dst_dtype, int elem_size,
@@ -91,6 +96,8 @@ def collate_native(object samples, object slab, const int64_t[::1] offsets, obje
                     raise ValueError(f"sample {i} at byte offset {offsets[i]} (+{sample_in} "
                                      f"bytes) lies outside src ({slab_view.len} bytes)")
                 ptrs[i] = <const char *>slab_view.buf + offsets[i]
+            if _overlaps(<const char *>slab_view.buf, slab_view.len, &out_view):
+                raise ValueError("out overlaps src")
         else:
             if len(samples) != n:
                 raise ValueError(f"need {n} samples, got {len(samples)}")
@@ -103,6 +110,8 @@ def collate_native(object samples, object slab, const int64_t[::1] offsets, obje
                 if views[i].len < sample_in:
                     raise ValueError(f"sample {i} holds {views[i].len} bytes, expected {sample_in}")
                 ptrs[i] = <const char *>views[i].buf
+                if _overlaps(ptrs[i], sample_in, &out_view):
+                    raise ValueError(f"out overlaps sample {i}")
         args.src = ptrs
         args.dst = <char *>out_view.buf
         args.n = n

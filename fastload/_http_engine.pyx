@@ -1,5 +1,5 @@
-# distutils: sources = csrc/fl_curl.c
-"""Bridge to csrc/fl_curl.c: parallel ranged GETs with libcurl into one buffer.
+# distutils: sources = csrc/fl_http_reader.c csrc/fl_http_retry.c csrc/fl_curl.c
+"""Bridge to csrc/fl_http_reader.c: parallel ranged GETs with libcurl into one buffer.
 
 ``load_libcurl(path)`` binds libcurl once per process; an ``HttpContext``
 owns a curl multi handle (and so its pool of kept-alive connections) and
@@ -34,6 +34,17 @@ from fastload.includes.fl cimport fl_error, fl_error_clear, fl_range
 include "_native_error.pxi"
 
 import os
+import sys
+
+import numpy as np
+
+
+def _src_to_low_bytes(table):
+    """Big-endian machines: move src into the first 4 bytes of each row (fl_range.src)."""
+    fixed = np.array(table, dtype=np.int64)
+    fixed[:, 0] <<= 32
+    return fixed
+
 
 cdef uint64_t _jitter_state = 0x2545F4914F6CDD1D ^ <uint64_t>os.getpid()
 
@@ -154,7 +165,8 @@ cdef class HttpContext:
         cdef int nsrc = len(urls)
         cdef const char **curls = NULL
         cdef const char **chdrs = NULL
-        cdef fl_range *cranges = NULL
+        cdef const fl_range *cranges = NULL
+        cdef const int64_t[:, ::1] rows
         cdef Py_buffer view
         cdef fl_http_opts opts
         cdef fl_error err
@@ -165,21 +177,26 @@ cdef class HttpContext:
             raise ValueError("the range table must have 4 columns: src, offset, length, dst")
         if len(headers) != nsrc or len(uris) != nsrc:
             raise ValueError("urls, headers and uris must have one entry per source")
+        for i in range(n):
+            if table[i, 0] < 0 or table[i, 0] >= nsrc:
+                raise ValueError(f"range table row {i} names source {table[i, 0]}, not one of 0..{nsrc - 1}")
+        if sizeof(fl_range) != 4 * sizeof(int64_t):
+            raise RuntimeError("fl_range does not have the layout of an int64 table row")
+        rows = table if sys.byteorder == "little" else _src_to_low_bytes(table)
         curls = <const char **>malloc(sizeof(char *) * max(nsrc, 1))
         chdrs = <const char **>malloc(sizeof(char *) * max(nsrc, 1))
-        cranges = <fl_range *>malloc(sizeof(fl_range) * max(n, 1))
+        if n > 0:
+            # An int64 row (src, offset, length, dst) has fl_range's layout: on a
+            # little-endian machine src's low half is fl_range.src and its high half
+            # (zero for any valid index) the padding, so the table is passed as is.
+            cranges = <const fl_range *>&rows[0, 0]
         try:
-            if curls == NULL or chdrs == NULL or cranges == NULL:
+            if curls == NULL or chdrs == NULL:
                 raise MemoryError("cannot allocate the request table")
             for i in range(nsrc):
                 curls[i] = <const char *>(<bytes>urls[i])
                 h = headers[i]
                 chdrs[i] = <const char *>(<bytes>h) if h is not None else NULL
-            for i in range(n):
-                cranges[i].src = <int>table[i, 0]
-                cranges[i].offset = table[i, 1]
-                cranges[i].length = table[i, 2]
-                cranges[i].dst = table[i, 3]
             try:
                 PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
             except BufferError as exc:
@@ -204,4 +221,3 @@ cdef class HttpContext:
         finally:
             free(curls)
             free(chdrs)
-            free(cranges)

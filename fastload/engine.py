@@ -8,6 +8,7 @@ released.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -81,14 +82,17 @@ class RangeEngine:
         self.timeout = timeout
         self.network_options = network_options
         self._backends: dict[str, Any] = {}
+        self._backends_lock = threading.Lock()  # loader reader threads share one engine
 
     # -- backends -------------------------------------------------------------
     def backend(self, scheme: str) -> Any:
         scheme = "file" if scheme == "direct" else scheme
         b = self._backends.get(scheme)
         if b is None:
-            b = self._make_backend(scheme)
-            self._backends[scheme] = b
+            with self._backends_lock:
+                b = self._backends.get(scheme)
+                if b is None:
+                    b = self._backends[scheme] = self._make_backend(scheme)
         return b
 
     def _make_backend(self, scheme: str) -> Any:
@@ -96,7 +100,10 @@ class RangeEngine:
             return FileBackend()
         from fastload.network import make_backend  # network code loads only when used
 
-        return make_backend(scheme, **self.network_options)
+        options = dict(self.network_options)
+        if self.timeout is not None and "request_timeout" not in options:
+            options["request_timeout"] = self.timeout  # HEAD and LIST obey the read timeout too
+        return make_backend(scheme, **options)
 
     def close(self) -> None:
         for b in self._backends.values():

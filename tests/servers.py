@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import ipaddress
@@ -64,6 +65,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients that hang up (as fault tests make them) are not errors here
+
 
 class RangeHandler(BaseHTTPRequestHandler):
     """GET/HEAD of files under server.root; one byte range per request (206, 416)."""
@@ -89,6 +93,10 @@ class RangeHandler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
+        self.server.agents.append(self.headers.get("User-Agent"))
+        if self.path.startswith("/moved/"):  # a permanent redirect to the rest of the path
+            self._send(301, {"Location": self.path[len("/moved"):], "Content-Length": "0"})
+            return
         path = self._target()
         if path is None:
             self._send(404, {"Content-Length": "9"}, b"not found")
@@ -149,6 +157,7 @@ def _serve(root: str, ssl_ctx: ssl.SSLContext | None = None) -> HttpServer:
     srv = _Server(("127.0.0.1", 0), RangeHandler)
     srv.root = os.path.realpath(root)
     srv.ignore_range = False
+    srv.agents = []
     if ssl_ctx is not None:
         srv.socket = ssl_ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -163,6 +172,33 @@ def http_server(tmp_path):
     yield s
     s.server.shutdown()
     s.server.server_close()
+
+
+@pytest.fixture
+def silent_server():
+    """A port that accepts connections and never answers (stalled handshakes and requests)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    held: list[socket.socket] = []
+    stop_flag = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.1)
+        while not stop_flag.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield sock.getsockname()[1]
+    stop_flag.set()
+    t.join()
+    for c in held:
+        c.close()
+    sock.close()
 
 
 # -- TLS with a self-signed CA ----------------------------------------------------
@@ -233,6 +269,75 @@ def https_server(tmp_path, tls_ca):
     yield s
     s.server.shutdown()
     s.server.server_close()
+
+
+# -- an HTTP/2 server (hypercorn) -------------------------------------------------
+
+
+@dataclass
+class H2Server:
+    port: int
+    files: dict[str, bytes]
+    versions: list[str]
+
+    def url(self, name: str) -> str:
+        return f"https://127.0.0.1:{self.port}/{name}"
+
+
+def _range_app(files: dict[str, bytes], versions: list[str]):
+    """An ASGI app serving ``files`` with single byte ranges; logs each request's HTTP version."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        versions.append(scope["http_version"])
+        data = files.get(scope["path"].lstrip("/"))
+        rng = dict(scope["headers"]).get(b"range", b"").decode()
+        status, headers, body = 404, [], b""
+        if data is not None:
+            m = _RANGE.match(rng)
+            if m and m.group(1):
+                a, b = int(m.group(1)), min(int(m.group(2) or len(data) - 1), len(data) - 1)
+                status, body = 206, data[a:b + 1]
+                headers.append((b"content-range", f"bytes {a}-{b}/{len(data)}".encode()))
+            else:
+                status, body = 200, data
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    return app
+
+
+@pytest.fixture
+def h2_server(tls_ca):
+    pytest.importorskip("hypercorn")
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    port = free_port()
+    cfg = Config()
+    cfg.bind = [f"127.0.0.1:{port}"]
+    cfg.certfile, cfg.keyfile = tls_ca.cert, tls_ca.key
+    cfg.loglevel = "ERROR"
+    cfg.accesslog = cfg.errorlog = None
+    server = H2Server(port, {}, [])
+    loop = asyncio.new_event_loop()
+    stopped = asyncio.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve(_range_app(server.files, server.versions), cfg,
+                                      shutdown_trigger=stopped.wait))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    wait_for_port(port)
+    yield server
+    loop.call_soon_threadsafe(stopped.set)
+    t.join(10)
 
 
 # -- rclone serve s3 --------------------------------------------------------------
@@ -425,17 +530,23 @@ def start_proxy(upstream_port: int) -> FaultProxy:
     return FaultProxy(srv.server_address[1], srv)
 
 
+@contextlib.contextmanager
+def proxy_to(upstream_port: int):
+    p = start_proxy(upstream_port)
+    try:
+        yield p
+    finally:
+        p.server.shutdown()
+        p.server.server_close()
+
+
 @pytest.fixture
 def fault_proxy_s3(rclone_s3):
-    p = start_proxy(rclone_s3.port)
-    yield p
-    p.server.shutdown()
-    p.server.server_close()
+    with proxy_to(rclone_s3.port) as p:
+        yield p
 
 
 @pytest.fixture
 def fault_proxy_http(http_server):
-    p = start_proxy(http_server.port)
-    yield p
-    p.server.shutdown()
-    p.server.server_close()
+    with proxy_to(http_server.port) as p:
+        yield p

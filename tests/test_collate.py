@@ -231,6 +231,21 @@ def test_nan_stays_nan():
     assert (fastload.collate([x], dtype="bfloat16")[0, 0, 0, [0, 2]] == 0x7FC0).all()
 
 
+@pytest.mark.parametrize("shape,stored", [((2, 3, 5000), "HWC"), ((5000, 2, 3), "CHW"),
+                                          ((90, 70, 1), "HWC"), ((1, 90, 70), "CHW")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
+def test_extreme_channel_counts(shape, stored, dtype):
+    # C = 5000: blocks of the 16-pixel minimum; C = 1: 6300 pixels span two blocks
+    samples = make_samples(np.random.default_rng(9), 3, shape, np.uint8)
+    norm = dict(mean=7.0, std=3.0) if dtype != np.uint8 else {}
+    for fmt in ("channels_first", "channels_last"):
+        plan = choose_layout(fmt, stored)
+        got = fastload.collate(samples, layout=stored, memory_format=fmt, dtype=dtype,
+                               num_threads=2, collate_buffer_size=5000, **norm)
+        assert_batch(got, samples, stored=stored, kernel_layout=plan.kernel_layout,
+                     out_dtype=dtype, **norm)
+
+
 def test_empty_batches_and_empty_dimensions():
     out = collate_slab(b"", np.zeros(0, np.int64), (4, 4, 3), np.uint8,
                        memory_format="channels_first", dtype=np.float32, mean=1.0)

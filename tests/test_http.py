@@ -104,11 +104,11 @@ def test_keepalive_and_max_inflight(http_server):
         eng.read(url)
         assert http_stats(eng)["connects"] == 1  # 16 GETs, one at a time, one connection
     with RangeEngine(part_size=64 << 10, max_inflight_parts=4) as eng:
-        eng.read(url)
-        first = http_stats(eng)["connects"]
-        assert 1 < first <= 4
-        eng.read(url)
-        assert http_stats(eng)["connects"] == first  # the second read reused them all
+        for _ in range(3):
+            eng.read(url)
+        st = http_stats(eng)
+        # 48 GETs, in parallel, over at most 4 connections kept alive across the reads
+        assert st["requests"] == 48 and 1 < st["connects"] <= 4
 
 
 def test_server_ignoring_range_never_writes_past_the_part(http_server):
@@ -179,9 +179,9 @@ def test_https_with_self_signed_ca(https_server, tls_ca, monkeypatch):
         assert bytes(eng.read_ranges(url, [(10, 100)])) == data[10:110]
     monkeypatch.delenv("AWS_CA_BUNDLE")
     with RangeEngine(max_retries=0) as eng:
-        with pytest.raises(errors.CertificateError, match="t.bin"):
+        with pytest.raises(errors.CertificateError, match="t.bin.*ca_bundle="):
             eng.size(url)
-        with pytest.raises(ConnectionError, match=r"t.bin bytes 0-99"):
+        with pytest.raises(ConnectionError, match=r"t.bin bytes 0-99: .*AWS_CA_BUNDLE"):
             eng.read_into([url], table([(0, 0, 100, 0)]), bytearray(100))
     with RangeEngine(verify=False) as eng:
         assert bytes(eng.read_ranges(url, [(0, 100)])) == data[:100]
@@ -267,3 +267,101 @@ def test_cancel_stops_a_read(proxied):
     with RangeEngine(low_speed_time=0) as eng:
         with pytest.raises(errors.CancelledReadError):
             eng.read_into([url], table([(0, 0, 100_000, 0)]), bytearray(100_000), cancel=token)
+
+
+# -- the remaining knobs --------------------------------------------------------------
+
+
+def test_user_agent_and_redirects(http_server):
+    data = payload(5000, 7)
+    http_server.put("m.bin", data)
+    moved = http_server.url("moved/m.bin")
+    with RangeEngine(user_agent="trainer/1.0") as eng:
+        assert eng.size(moved) == 5000
+        assert bytes(eng.read_ranges(moved, [(10, 100)])) == data[10:110]
+    assert http_server.server.agents and set(http_server.server.agents) == {"trainer/1.0"}
+    with RangeEngine(follow_redirects=False) as eng:
+        with pytest.raises(errors.HTTPStatusError) as ei:
+            eng.read_ranges(moved, [(10, 100)])
+        assert ei.value.http_status == 301
+        with pytest.raises(errors.HTTPStatusError):
+            eng.size(moved)
+
+
+def test_connect_and_request_timeouts(silent_server):
+    https = f"https://127.0.0.1:{silent_server}/x"
+    with RangeEngine(connect_timeout=0.3, max_retries=1, low_speed_time=0, **FAST_RETRY) as eng:
+        with pytest.raises(TimeoutError, match="max_retries") as ei:  # the TLS handshake never ends
+            eng.read_into([https], table([(0, 0, 10, 0)]), bytearray(10))
+        assert ei.value.attempts == 2
+    with RangeEngine(request_timeout=0.3, max_retries=0) as eng:
+        with pytest.raises(TimeoutError, match="HEAD failed"):  # connected, never answered
+            eng.size(f"http://127.0.0.1:{silent_server}/x")
+    # The engine's whole-read timeout (LoaderOptions.timeout_seconds) bounds HEAD too.
+    with RangeEngine(timeout=0.3, max_retries=0) as eng:
+        with pytest.raises(TimeoutError, match="HEAD failed"):
+            eng.size(f"http://127.0.0.1:{silent_server}/x")
+
+
+def test_backoff_is_capped_exponential_with_jitter():
+    for attempt in range(8):
+        d = min(0.05 * 2**attempt, 1.0)
+        got = [_http_engine.backoff(attempt, 0.05, 1.0) for _ in range(50)]
+        assert all(d / 2 <= g <= d for g in got)
+        assert len(set(got)) > 1  # jittered
+    assert _http_engine.backoff(0, 0.05, 1.0, retry_after=7.0) == 7.0
+
+
+def test_http2_multiplexes_parts_on_one_connection(h2_server, tls_ca):
+    data = payload(200_000, 8)
+    h2_server.files["h.bin"] = data
+    url = h2_server.url("h.bin")
+    for http2, version, connects in ((True, "2", 1), (False, "1.1", 4)):
+        h2_server.versions.clear()
+        with RangeEngine(http2=http2, ca_bundle=tls_ca.ca, part_size=16 << 10, max_inflight_parts=4) as eng:
+            assert bytes(eng.read_ranges(url, [(100, 150_000)])) == data[100:150_100]
+            assert http_stats(eng, "https")["connects"] == connects
+        assert set(h2_server.versions) == {version}
+
+
+def test_forked_child_uses_fresh_connections(http_server):
+    data = payload(100_000, 9)
+    url = http_server.put("fork.bin", data)
+    with RangeEngine(part_size=16 << 10, max_inflight_parts=2) as eng:
+        assert bytes(eng.read(url)) == data  # the parent's pool now holds live connections
+        pid = os.fork()
+        if pid == 0:  # child: must not touch the parent's curl handles
+            ok = bytes(eng.read(url)) == data and http_stats(eng)["requests"] == 7
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert bytes(eng.read(url)) == data  # and the parent's pool still works
+
+
+def test_concurrent_reads_share_one_engine(http_server):
+    objs = [payload(300_000, 20 + i) for i in range(4)]
+    urls = [http_server.put(f"c{i}.bin", d) for i, d in enumerate(objs)]
+    results: dict[int, bytes] = {}
+    with RangeEngine(part_size=32 << 10, max_inflight_parts=3) as eng:
+        eng.backend("http")  # made before the threads race to make it
+
+        def work(i: int) -> None:
+            for _ in range(3):
+                results[i] = bytes(eng.read_ranges(urls[i], [(0, len(objs[i]))]))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(results[i] == objs[i] for i in range(4))
+        assert http_stats(eng)["requests"] == 4 * 3 * 10  # ceil(300000 / 32768) parts per read
+
+
+def test_paths_are_sent_as_is(proxied):
+    proxy, url, data = proxied
+    odd = url.replace("/f.bin", "/d/../f.bin")
+    with RangeEngine() as eng:
+        assert eng.size(odd) == len(data)
+        assert bytes(eng.read_ranges(odd, [(0, 100)])) == data[:100]
+    assert [p for (_, p, _, _) in proxy.log] == ["/d/../f.bin"] * 2  # not normalised to /f.bin

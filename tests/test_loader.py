@@ -309,9 +309,12 @@ def test_auto_tune_reports_and_applies_its_choice(recs):
     rep = dl.report()["auto_tune"]
     assert len(rep["trials"]) >= 3  # it measured and tried other settings
     assert {(t["part_size"], t["max_inflight_parts"]) for t in rep["trials"]} != {(4096, 4)}
+    # The engine runs what the tuner applied last (a trial in progress, or its choice) ...
     eng = dl.engine
-    assert (eng.part_size, eng.max_inflight_parts) in {(t["part_size"], t["max_inflight_parts"])
-                                                       for t in rep["trials"]}
+    assert (eng.part_size, eng.max_inflight_parts) == (dl.tuner.part_size, dl.tuner.max_inflight_parts)
+    # ... and the reported choice is a setting it measured.
+    assert (rep["part_size"], rep["max_inflight_parts"]) in {
+        (t["part_size"], t["max_inflight_parts"]) for t in rep["trials"]}
 
 
 def test_auto_tuner_climbs_to_the_best_setting():

@@ -11,6 +11,7 @@ import pytest
 from fastload import errors
 from fastload.engine import RangeEngine
 from fastload.network import credentials, sigv4
+from fastload.uri import parse_uri as eng_parse
 from tests.servers import (
     ACCESS_KEY,
     S3_OBJECTS,
@@ -18,7 +19,7 @@ from tests.servers import (
     Fault,
     make_tls,
     payload,
-    start_proxy,
+    proxy_to,
     start_rclone,
     stop,
 )
@@ -48,7 +49,7 @@ def table(rows):
 
 
 def no_secret(text):
-    assert SECRET_KEY not in text and "Signature=" not in text
+    assert SECRET_KEY not in text and "Signature=" not in text and "TOKEN-xyz" not in text
 
 
 # -- reads --------------------------------------------------------------------------
@@ -78,6 +79,10 @@ def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
         eng.read_into([f"s3://{k}" for k in keys], table(rows), out)
         assert eng.backend("s3").stats()["requests"] == len(keys)  # no HEADs, one GET each
     s3 = rclone_s3.boto3()
+    with RangeEngine(**rclone_s3.options) as eng:
+        info = eng.backend("s3").stat(eng_parse(f"s3://{keys[0]}"))
+    head = s3.head_object(Bucket="data", Key=keys[0].split("/", 1)[1])
+    assert info == {"size": head["ContentLength"], "etag": head.get("ETag")}
     for i, k in enumerate(keys):
         bucket, key = k.split("/", 1)
         want = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -85,8 +90,7 @@ def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
 
 
 def test_list_prefix_past_one_page(rclone_s3):
-    proxy = start_proxy(rclone_s3.port)
-    try:
+    with proxy_to(rclone_s3.port) as proxy:
         opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint}
         with RangeEngine(list_page_size=7, **opts) as eng:
             listed = eng.list("s3://data/small/")
@@ -100,9 +104,6 @@ def test_list_prefix_past_one_page(rclone_s3):
         with RangeEngine(**opts) as eng:
             assert len(eng.list("s3://data")) == len(S3_OBJECTS)
             assert eng.list("s3://empty/") == []
-    finally:
-        proxy.server.shutdown()
-        proxy.server.server_close()
 
 
 # -- errors -------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_missing_keys_and_buckets(rclone_s3):
 
 
 def test_wrong_credentials_never_leak(rclone_s3):
-    opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x"}
+    opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x", "session_token": "TOKEN-xyz"}
     with RangeEngine(**opts) as eng:
         for call in (lambda: eng.size("s3://data/big.bin"),
                      lambda: eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10)),

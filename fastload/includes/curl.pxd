@@ -1,4 +1,5 @@
-# C declarations of csrc/fl_curl.h: the libcurl transfer driver.
+# C declarations of the libcurl binding (csrc/fl_curl.h), the transfer driver
+# (csrc/fl_http_reader.h) and its retry rule (csrc/fl_http_retry.h).
 from libc.stdint cimport int64_t, uint64_t
 
 from fastload.includes.fl cimport fl_error, fl_range
@@ -11,6 +12,8 @@ cdef extern from "fl_curl.h" nogil:
     const char *fl_curl_abi_name(int i)
     long fl_curl_abi_value(int i)
 
+
+cdef extern from "fl_http_reader.h" nogil:
     ctypedef struct fl_http_config:
         const char *ca_bundle
         int verify
@@ -50,6 +53,9 @@ cdef extern from "fl_curl.h" nogil:
     int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *headers, int nsrc,
                      const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
                      const fl_http_opts *opts, fl_error *err)
+
+
+cdef extern from "fl_http_retry.h" nogil:
     int fl_http_classify_status(long status, int *transient)
     int fl_http_classify_curl(int curl_code, int *transient)
     int fl_http_classify_s3_code(const char *code, int *transient)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from fastload.errors import raise_native_error
+from fastload.network.backend import NetworkBackend
 from fastload.network.options import NetworkOptions
 from fastload.network.transport import Transport
 from fastload.uri import ParsedURI
@@ -31,7 +30,7 @@ def size_from_headers(resp: Any) -> int | None:
     return int(cl) if resp.status == 200 and cl.isdigit() else None
 
 
-class HttpBackend:
+class HttpBackend(NetworkBackend):
     """Plain HTTP(S) servers that honour Range (or answer 200 with the whole body)."""
 
     def __init__(self, opts: NetworkOptions) -> None:
@@ -56,16 +55,5 @@ class HttpBackend:
         raise_native_error(_FL_E_UNSUPPORTED, prefix.uri,
                            message="http(s):// has no standard listing; give object URLs, or use s3://")
 
-    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *, part_size: int,
-                  max_inflight_parts: int, page_cache_mode: str = "auto", timeout: float | None = None,
-                  cancel: Any = None) -> None:
-        uris = [s.uri for s in sources]
-        self.transport.read([u.encode() for u in uris], [None] * len(uris), uris, table, out,
-                            part_size, max_inflight_parts, timeout, cancel,
-                            size_of=lambda i: self.size(sources[i]))
-
-    def stats(self) -> dict[str, int]:
-        return self.transport.stats()
-
-    def close(self) -> None:
-        self.transport.close()
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
+        return [s.uri.encode() for s in sources], [None] * len(sources)

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from fastload.errors import raise_native_error
 from fastload.network import sigv4
+from fastload.network.backend import NetworkBackend
 from fastload.network.credentials import S3Config, resolve
 from fastload.network.http_backend import size_from_headers
 from fastload.network.options import NetworkOptions
@@ -36,7 +35,7 @@ def _strip_ns(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-class S3Backend:
+class S3Backend(NetworkBackend):
     def __init__(self, opts: NetworkOptions) -> None:
         self.opts = opts
         self.config: S3Config = resolve(
@@ -46,7 +45,7 @@ class S3Backend:
         )
         self.transport = Transport(opts, follow_redirects=False)  # a redirect would void the signature
         self._sizes: dict[tuple[str, str], int] = {}
-        self._signed: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
         ep = self.config.endpoint_url
         if ep is not None:
             parts = urlsplit(ep)
@@ -96,17 +95,21 @@ class S3Backend:
 
     # -- queries ---------------------------------------------------------------
     def size(self, src: ParsedURI) -> int:
+        """Object size: from an earlier list() of its prefix, else a HEAD."""
         self._check_key(src)
         known = self._sizes.get((src.bucket, src.path))
-        if known is not None:
-            return known
+        return known if known is not None else self.stat(src)["size"]
+
+    def stat(self, src: ParsedURI) -> dict[str, Any]:
+        """HEAD the object: {"size": bytes, "etag": the ETag or None}."""
+        self._check_key(src)
         resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
         n = size_from_headers(resp)
         if n is None:
             raise_native_error(_FL_E_HTTP, src.uri, http_status=resp.status,
                                message="HEAD answered without Content-Length")
         self._sizes[(src.bucket, src.path)] = n
-        return n
+        return {"size": n, "etag": resp.headers.get("etag")}
 
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
@@ -139,16 +142,17 @@ class S3Backend:
 
     # -- data ------------------------------------------------------------------
     def _signed_get(self, src: ParsedURI, now: float) -> tuple[bytes, bytes | None]:
+        """URL and signed headers of a GET of ``src``, reused for a few minutes."""
         cache_key = (src.bucket, src.path)
-        url, host, path = self._location(src.bucket, src.path)
         hit = self._signed.get(cache_key)
         if hit is not None and hit[0] > now:
-            return url.encode(), hit[1]
+            return hit[1], hit[2]
+        url, host, path = self._location(src.bucket, src.path)
         headers = self._auth_headers("GET", host, path, "", src.uri)
         blob = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode() if headers else None
         if len(self._signed) >= _SIGNATURE_CACHE_MAX:
             self._signed.clear()
-        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, blob)
+        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, url.encode(), blob)
         return url.encode(), blob
 
     @staticmethod
@@ -156,9 +160,7 @@ class S3Backend:
         if not src.path or src.path.endswith("/"):
             raise ValueError(f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)")
 
-    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *, part_size: int,
-                  max_inflight_parts: int, page_cache_mode: str = "auto", timeout: float | None = None,
-                  cancel: Any = None) -> None:
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
         now = time.monotonic()
         urls, headers = [], []
         for s in sources:
@@ -166,12 +168,4 @@ class S3Backend:
             url, blob = self._signed_get(s, now)
             urls.append(url)
             headers.append(blob)
-        self.transport.read(urls, headers, [s.uri for s in sources], table, out,
-                            part_size, max_inflight_parts, timeout, cancel,
-                            size_of=lambda i: self.size(sources[i]))
-
-    def stats(self) -> dict[str, int]:
-        return self.transport.stats()
-
-    def close(self) -> None:
-        self.transport.close()
+        return urls, headers

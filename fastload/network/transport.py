@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from fastload import _http_engine
-from fastload.errors import RangeError, raise_native_error
+from fastload.errors import CertificateError, RangeError, raise_native_error
 from fastload.network import libcurl
 from fastload.network.options import NetworkOptions
 from fastload.network.retry import Failure, RetryPolicy, curl_failure, status_failure
 
+_FL_E_TLS = 13
+_CA_HINT = " (name the CA file with ca_bundle=, or AWS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE)"
 _S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 
@@ -87,6 +89,9 @@ class Transport:
         try:
             ctx.read(urls, headers, uris, table, out, part_size, max_inflight,
                      float(timeout) if timeout else 0.0, cancel)
+        except CertificateError as exc:
+            exc.args = (exc.args[0] + _CA_HINT,)
+            raise
         except RangeError as exc:
             if exc.object_size is None and size_of is not None and exc.uri in uris:
                 exc.object_size = size = size_of(uris.index(exc.uri))
@@ -121,9 +126,10 @@ class Transport:
             with self._lock:
                 self._handles.append(handle)
         if isinstance(result, Failure):
+            hint = _CA_HINT if result.code == _FL_E_TLS else ""
             raise_native_error(result.code, uri, http_status=result.http_status,
                                curl_code=result.curl_code, attempts=attempts,
-                               message=f"{method} failed: {result.cause}")
+                               message=f"{method} failed: {result.cause}{hint}")
         return result
 
     def _attempt(self, c: Any, method: str, url: str, headers: list[str],
@@ -149,6 +155,7 @@ class Transport:
         c.setopt(pycurl.WRITEFUNCTION, body.write)
         c.setopt(pycurl.HEADERFUNCTION, on_header)
         c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.PATH_AS_IS, 1)
         c.setopt(pycurl.SSL_VERIFYPEER, 1 if o.verify else 0)
         c.setopt(pycurl.SSL_VERIFYHOST, 2 if o.verify else 0)
         if self.ca_bundle:

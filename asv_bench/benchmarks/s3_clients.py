@@ -1,0 +1,159 @@
+"""The S3 clients bench_s3 compares, each run in its own process.
+
+``python s3_clients.py CLIENT SCENARIO CONFIG_JSON`` reads the scenario's
+objects from the server named in the config and prints one JSON line:
+best wall seconds, client CPU seconds of that run (user + system, children
+included for curl), and bytes. A fresh process per client keeps one
+client's threads and caches from touching another's figures (s3dlio's SDK
+client is a process-wide singleton, for one).
+
+Scenarios: ``big`` (one large object) and ``small`` (many small objects).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+REGION = "us-east-1"
+
+
+def _cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _split(size: int, n: int) -> list[tuple[int, int]]:
+    step = -(-size // n)
+    return [(o, min(step, size - o)) for o in range(0, size, step)]
+
+
+def _fastload(cfg: dict, scenario: str) -> Callable[[], int]:
+    import numpy as np
+
+    import fastload
+
+    opts = {"endpoint_url": cfg["endpoint"], "access_key_id": cfg["key"],
+            "secret_access_key": cfg["secret"], "region": REGION}
+    if scenario == "big":
+        eng = fastload.RangeEngine(part_size=32 << 20, max_inflight_parts=8, **opts)
+        size = cfg["big_size"]
+        buf = fastload.AlignedBuffer(size)
+        table = np.array([[0, 0, size, 0]], dtype=np.int64)
+        uris = [cfg["big_uri"]]
+    else:
+        eng = fastload.RangeEngine(max_inflight_parts=16, **opts)
+        listed = eng.list(cfg["small_prefix"])  # sizes come with the listing: no HEADs
+        backend = eng.backend("s3")
+        sizes = np.array([backend.size(fastload.engine.parse_uri(u)) for u in listed], dtype=np.int64)
+        table = np.zeros((len(listed), 4), dtype=np.int64)
+        table[:, 0] = np.arange(len(listed))
+        table[:, 2] = sizes
+        table[:, 3] = np.cumsum(sizes) - sizes
+        buf = fastload.AlignedBuffer(int(sizes.sum()))
+        uris = listed
+
+    def run() -> int:
+        eng.read_into(uris, table, buf)
+        return len(buf)
+
+    return run
+
+
+def _s3dlio(cfg: dict, scenario: str) -> Callable[[], int]:
+    import s3dlio
+
+    s3dlio.configure_s3(endpoint_url=cfg["endpoint"], region=REGION)
+    if scenario == "big":
+        return lambda: len(s3dlio.get(cfg["big_uri"]))
+    uris = cfg["small_uris"]
+    return lambda: sum(len(v) for _, v in s3dlio.get_many(uris, max_in_flight=64))
+
+
+def _boto3_client(cfg: dict, pool: int):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=cfg["endpoint"], aws_access_key_id=cfg["key"],
+                        aws_secret_access_key=cfg["secret"], region_name=REGION,
+                        config=Config(s3={"addressing_style": "path"}, max_pool_connections=pool))
+
+
+def _boto3(cfg: dict, scenario: str) -> Callable[[], int]:
+    if scenario == "big":
+        s3 = _boto3_client(cfg, 8)
+        bucket, key = cfg["big_uri"][5:].split("/", 1)
+        size = cfg["big_size"]
+        buf = bytearray(size)
+        view = memoryview(buf)
+        ex = ThreadPoolExecutor(8)
+
+        def part(r: tuple[int, int]) -> None:
+            o, n = r
+            body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={o}-{o + n - 1}")["Body"]
+            view[o:o + n] = body.read()
+
+        def run() -> int:
+            list(ex.map(part, _split(size, 8)))
+            return size
+
+        return run
+    s3 = _boto3_client(cfg, 16)
+    ex = ThreadPoolExecutor(16)
+    keys = [u[5:].split("/", 1) for u in cfg["small_uris"]]
+
+    def get(bk: list[str]) -> int:
+        return len(s3.get_object(Bucket=bk[0], Key=bk[1])["Body"].read())
+
+    return lambda: sum(ex.map(get, keys))
+
+
+def _curl(cfg: dict, scenario: str) -> Callable[[], int]:
+    """8 ``curl -r`` processes into /dev/null: the transport's own limit."""
+    if scenario != "big":
+        raise ValueError("curl runs the big scenario only")
+    bucket_key = cfg["big_uri"][5:]
+    url = f"{cfg['endpoint']}/{bucket_key}"
+    size = cfg["big_size"]
+
+    def run() -> int:
+        procs = [subprocess.Popen(
+            ["curl", "-sf", "-o", "/dev/null", "-r", f"{o}-{o + n - 1}", "--aws-sigv4",
+             f"aws:amz:{REGION}:s3", "--user", f"{cfg['key']}:{cfg['secret']}", url])
+            for o, n in _split(size, 8)]
+        if any(p.wait() != 0 for p in procs):
+            raise RuntimeError("a curl process failed")
+        return size
+
+    return run
+
+
+CLIENTS = {"fastload": _fastload, "s3dlio": _s3dlio, "boto3": _boto3, "curl": _curl}
+
+
+def measure(client: str, scenario: str, cfg: dict, repeat: int) -> dict:
+    run = CLIENTS[client](cfg, scenario)
+    run()  # warm-up: connections, caches, first-touch of buffers
+    best = None
+    for _ in range(repeat):
+        c0, t0 = _cpu(), time.perf_counter()
+        nbytes = run()
+        t, c = time.perf_counter() - t0, _cpu() - c0
+        if best is None or t < best["seconds"]:
+            best = {"seconds": t, "cpu_seconds": c, "bytes": nbytes}
+    return best
+
+
+if __name__ == "__main__":
+    client, scenario, cfg_json = sys.argv[1:4]
+    cfg = json.loads(cfg_json)
+    os.environ.update({"AWS_ACCESS_KEY_ID": cfg["key"], "AWS_SECRET_ACCESS_KEY": cfg["secret"],
+                       "AWS_REGION": REGION, "AWS_ENDPOINT_URL": cfg["endpoint"]})
+    print(json.dumps(measure(client, scenario, cfg, int(cfg.get("repeat", 2)))))

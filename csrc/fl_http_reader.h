@@ -1,0 +1,63 @@
+/* Parallel ranged HTTP(S) GETs into one buffer, driven by libcurl's multi
+ * interface (libcurl bound by fl_curl.h). */
+#ifndef FL_HTTP_READER_H
+#define FL_HTTP_READER_H
+
+#include <stdint.h>
+
+#include "fl_error.h"
+#include "fl_range.h"
+
+typedef struct {
+    const char *ca_bundle;     /* CA file for TLS verification; NULL: libcurl's default */
+    int verify;                /* verify the peer's certificate and host name */
+    long connect_timeout_ms;   /* TCP + TLS connect */
+    long low_speed_limit;      /* bytes/s under which a transfer counts as stalled ... */
+    long low_speed_time;       /* ... for this many seconds (then it is retried) */
+    long buffer_size;          /* CURLOPT_BUFFERSIZE: bytes per recv() */
+    int http2;                 /* offer HTTP/2 over TLS */
+    int follow_redirects;      /* follow 3xx (plain HTTP; never for signed S3 requests) */
+    int max_retries;           /* retries of a transient failure, per part */
+    double retry_deadline;     /* seconds from a part's first failure after which it is not retried */
+    double backoff_base;       /* seconds: first backoff; doubles each retry ... */
+    double backoff_cap;        /* ... up to this many seconds (before jitter) */
+    const char *user_agent;
+} fl_http_config;
+
+typedef struct fl_http_ctx fl_http_ctx;
+
+typedef struct {
+    int64_t requests;     /* GETs started */
+    int64_t retries;      /* of which retries of a transient failure */
+    int64_t connects;     /* new connections made (the rest reused a kept-alive one) */
+    int64_t bytes;        /* body bytes written to destinations */
+} fl_http_stats;
+
+/* A context owns the multi handle, its connection cache and a pool of easy
+ * handles; it serves one read at a time and keeps connections alive between
+ * reads. Returns NULL with err filled. */
+fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err);
+void fl_http_ctx_free(fl_http_ctx *ctx);
+void fl_http_ctx_stats(const fl_http_ctx *ctx, fl_http_stats *out);
+
+/* Polled about every 20 ms during a read (the bridge takes the GIL for it); non-zero stops it. */
+typedef int (*fl_cancel_fn)(void *arg);
+
+typedef struct {
+    int64_t part_size;     /* ranges are cut into GETs of at most this many bytes */
+    int max_inflight;      /* GETs in flight at once */
+    double timeout;        /* seconds the whole read may take; <= 0: no limit */
+    fl_cancel_fn cancel;   /* optional */
+    void *cancel_arg;
+} fl_http_opts;
+
+/* Reads every range (bytes [offset, offset+length) of urls[src]) into
+ * dst + range.dst. headers[src] is NULL or '\n'-separated header lines sent
+ * with every GET of that source (e.g. a SigV4 Authorization). Returns FL_OK
+ * or an fl_status with err filled (source, range, HTTP status, curl code,
+ * attempts). Never writes outside [dst, dst + dst_len). */
+int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *headers, int nsrc,
+                 const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
+                 const fl_http_opts *opts, fl_error *err);
+
+#endif

@@ -1,0 +1,40 @@
+"""What the http(s):// and s3:// backends share: a Transport and the read path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastload.network.transport import Transport
+from fastload.uri import ParsedURI
+
+
+class NetworkBackend:
+    """Subclasses say how to address (and sign) each source; the rest is common."""
+
+    transport: Transport
+
+    def size(self, src: ParsedURI) -> int:
+        raise NotImplementedError
+
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
+        """Per source: the URL, and None or the '\\n'-joined headers every GET carries."""
+        raise NotImplementedError
+
+    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *, part_size: int,
+                  max_inflight_parts: int, page_cache_mode: str = "auto", timeout: float | None = None,
+                  cancel: Any = None) -> None:
+        """Rows (src, offset, length, dst) of ``table`` into ``out``; page_cache_mode is for files only."""
+        urls, headers = self._requests(sources)
+        self.transport.read(urls, headers, [s.uri for s in sources], table, out,
+                            part_size, max_inflight_parts, timeout, cancel,
+                            size_of=lambda i: self.size(sources[i]))
+
+    def stats(self) -> dict[str, int]:
+        """Data-plane counters: requests, retries, connects (new connections), bytes."""
+        return self.transport.stats()
+
+    def close(self) -> None:
+        self.transport.close()
