@@ -12,6 +12,11 @@ batch is copied on a side stream (``non_blocking``: without waiting for the
 copy), the stream the DataLoader was made on waits for the copy before any
 later work, and the pooled host buffer is reused only after the copy's event
 has completed (a busy hook in the pool).
+
+Inside torch's worker processes, :class:`TorchIterableDataset` and
+:class:`TorchCollate` put each batch into a reusable slot of a shared-memory
+segment that the main process maps once, instead of letting torch pass one
+file descriptor per tensor (see ``SlotSender``).
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
 """PyTorch's own DataLoader fed by fastload, against the usual recipe (same run, same workers).
 
 Three loaders, all ``torch.utils.data.DataLoader`` with 2 persistent worker
-processes over the same shuffled 64x64x3 uint8 image records, all yielding the
-same bytes (a uint8 image batch + int64 labels):
+processes over the same shuffled 32x32x3 uint8 image records, all yielding the
+same bytes (a uint8 image batch + int64 labels), CIFAR-sized records:
 
 - ``adapter``: fastload's ``TorchIterableDataset`` (``batch_size=None``): each
   worker reads whole batches of records through the range engine into pooled
-  buffers; torch channels_last layout, so no kernel pass is needed;
+  buffers (channels_last: no kernel pass needed) and hands them to the main
+  process through reusable shared-memory slots;
 - ``collate_fn``: a numpy map-style dataset (one ``os.preadv`` per record) with
-  fastload's ``TorchCollate`` (collate kernel writing into shared memory);
+  fastload's ``TorchCollate`` (collate kernel writing straight into a slot);
 - ``default``: the same numpy map-style dataset with torch's ``default_collate``.
 
-``ratio`` is adapter / default samples/s (goal >= 2). Data (4096 records,
-48 MB) is written once under FASTLOAD_BENCH_DIR (default: the temp dir).
+``ratio`` is adapter / default samples/s (goal >= 2), ``collate_fn_ratio``
+collate_fn / default. Data (16384 records, 50 MB; FASTLOAD_BENCH_N) is written
+once under FASTLOAD_BENCH_DIR (default: the temp dir).
 Quick run: ``python -c "from benchmarks.bench_torch import measure; print(measure())"``
 from ``asv_bench/``.
 """
