@@ -190,7 +190,9 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
     ``DistributedSampler``; with torch's ``persistent_workers`` the workers
     keep the epoch they were started with, so leave that off when shuffling.
     ``dtype`` / ``mean`` / ``std`` / ``scale`` as for fastload's DataLoader;
-    other keyword arguments are LoaderOptions knobs.
+    other keyword arguments are LoaderOptions knobs (``pin_memory`` acts when
+    iterated in the main process; in torch workers pin with torch's own
+    ``pin_memory=True``).
     """
 
     def __init__(self, dataset: Dataset, options: LoaderOptions | None = None, *, rank: int | None = None,
@@ -219,8 +221,13 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         """The options for this process: its rank's share, its torch worker's part of it."""
         rank, world = resolve_rank(self.rank, self.world_size)
         worker, workers = resolve_worker(None, None)
-        return self.options.replace(shard_rank=rank, shard_world_size=world, worker_id=worker,
+        opts = self.options.replace(shard_rank=rank, shard_world_size=world, worker_id=worker,
                                     num_workers_pytorch=workers)
+        if torch.utils.data.get_worker_info() is not None:
+            # A worker copies batches into shared slots: pinning there buys nothing, and a
+            # forked child must not call CUDA. torch's pin_memory=True pins in the main process.
+            opts = opts.replace(pin_memory=False, non_blocking=False)
+        return opts
 
     def loader(self) -> DataLoader:
         """This process's fastload DataLoader (made once per process, worker and rank)."""

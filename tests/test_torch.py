@@ -470,3 +470,24 @@ def test_a_full_shared_memory_folder_falls_back_to_torch_pickling(monkeypatch):
     assert not sender.rings
     with pytest.warns(RuntimeWarning, match="torch's own pickling"):
         assert sender.pack(batch) is batch
+
+
+class PinnedInWorker(torch.utils.data.Dataset):
+    """Reports, from where it runs, whether the adapter's loader there would pin."""
+
+    def __init__(self, adapter) -> None:
+        self.adapter = adapter
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> bool:
+        return self.adapter._config_here().config.pin_memory
+
+
+def test_adapter_pins_in_the_main_process_but_not_in_torch_workers(recs):
+    it = TorchIterableDataset(recs[0], batch_size=10, pin_memory=True)
+    assert it._config_here().config.pin_memory  # iterated here, pinning acts
+    tl = torch.utils.data.DataLoader(PinnedInWorker(it), batch_size=None, num_workers=1, timeout=60,
+                                     multiprocessing_context="fork")
+    assert list(tl) == [False]  # a worker never pins (nor touches CUDA)
