@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fl_buffer.h"
@@ -31,11 +32,18 @@ typedef struct {
     int direct;
     int64_t bounce_size;
     const fl_file_opts *opts;
+    double deadline;  /* CLOCK_MONOTONIC seconds, 0: none */
     atomic_llong next;
     atomic_int failed;
     fl_error *err;
     pthread_mutex_t err_lock;
 } job_t;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static int status_for_errno(int e) {
     switch (e) {
@@ -130,6 +138,11 @@ static void worker(void *ctx, int tid) {
         int64_t i = atomic_fetch_add(&j->next, 1);
         if (i >= j->nparts) break;
         const part_t *p = &j->parts[i];
+        /* A part once started runs to its end; the deadline is checked between parts. */
+        if (j->deadline > 0 && now_s() > j->deadline) {
+            job_fail(j, FL_E_TIMEOUT, 0, p, "read did not finish within the timeout");
+            break;
+        }
         if (j->direct) {
             if (!bounce) {
                 int e = 0;
@@ -179,6 +192,7 @@ static int advice_for(int mode, int64_t nranges, int64_t total, int64_t size) {
 
 int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, int64_t nranges,
                  char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err) {
+    double started = now_s();
     fl_error_clear(err);
     if (opts->part_size < FL_ALIGN)
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "part_size=%lld must be >= %d",
@@ -268,6 +282,7 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
         .paths = paths, .fds = fds, .sizes = sizes, .parts = parts, .nparts = nparts,
         .dst = dst, .direct = opts->direct, .bounce_size = longest_part + 2 * FL_ALIGN,
         .opts = opts, .err = err,
+        .deadline = opts->timeout_s > 0 ? started + opts->timeout_s : 0,
     };
     atomic_init(&job.next, 0);
     atomic_init(&job.failed, 0);

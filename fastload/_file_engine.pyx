@@ -45,10 +45,11 @@ def file_size(str path, str uri):
 
 def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object out,
                      int64_t part_size, int max_inflight, bint direct, int cache_mode,
-                     CancelToken cancel=None):
+                     CancelToken cancel=None, double timeout=0.0):
     """Read ranges (rows of src, offset, length, dst) of the files ``paths`` into ``out``.
 
-    The GIL is released for the whole transfer. Errors name ``uris[src]``.
+    The GIL is released for the whole transfer. Errors name ``uris[src]``. ``timeout``
+    (seconds, 0 = none) is checked between parts: a part once started runs to its end.
     """
     cdef Py_ssize_t n = ranges.shape[0], i
     cdef int npaths = len(paths)
@@ -87,6 +88,7 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
         opts.direct = direct
         opts.cache_mode = cache_mode
         opts.cancel = &cancel.flag if cancel is not None else NULL
+        opts.timeout_s = timeout
         try:
             with nogil:
                 rc = fl_file_read(cpaths, npaths, cranges, n, <char *>view.buf, view.len, &opts, &err)

@@ -66,8 +66,8 @@ class RangeEngine:
     ``part_size``: ranges are cut into parts of at most this many bytes;
     ``max_inflight_parts``: native threads (or transfers) in flight at once;
     ``page_cache_mode``: posix_fadvise hint for local files (auto, sequential,
-    random, dont_need, normal); ``timeout``: seconds a network read
-    (and its HEAD / LIST) may take -- local reads are not bounded by it.
+    random, dont_need, normal); ``timeout``: seconds one whole read may
+    take (network reads and their HEAD / LIST; local reads check it between parts).
     """
 
     def __init__(
