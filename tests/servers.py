@@ -419,7 +419,7 @@ def rclone_s3(tmp_path_factory):
 
 # -- a fault-injecting proxy ---------------------------------------------------------
 
-FAULTS = ("pass", "reset", "short", "slowdown", "stall", "status")
+FAULTS = ("pass", "reset", "short", "slowdown", "stall", "status", "as200")
 
 
 @dataclass
@@ -429,7 +429,9 @@ class Fault:
     kind: pass | reset (RST after ``after`` body bytes) | short (clean close
     after ``after`` bytes) | slowdown (503 SlowDown, Retry-After ``retry_after``)
     | stall (send ``after`` bytes, then hold the connection ``seconds``) |
-    status (answer ``status`` with an S3 error ``code``).
+    status (answer ``status`` with an S3 error ``code``) | as200 (forward the
+    body but answer 200, as rclone does, with the Content-Range start moved by
+    ``shift`` bytes).
     """
 
     kind: str = "pass"
@@ -438,6 +440,7 @@ class Fault:
     retry_after: int | None = None
     status: int = 500
     code: str = "InternalError"
+    shift: int = 0
 
 
 class ProxyHandler(BaseHTTPRequestHandler):
@@ -475,8 +478,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
             body = resp.read()
         finally:
             up.close()
-        self.send_response(resp.status)
+        self.send_response(200 if fault.kind == "as200" else resp.status)
         for k, v in resp.getheaders():
+            if k.lower() == "content-range" and fault.kind == "as200":
+                m = re.match(r"bytes (\d+)-(\d+)/(\d+)", v)
+                if m:
+                    a, b, total = map(int, m.groups())
+                    v = f"bytes {a + fault.shift}-{b + fault.shift}/{total}"
             if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
                 self.send_header(k, v)
         length = resp.getheader("Content-Length") if self.command == "HEAD" else None
@@ -484,7 +492,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        if fault.kind == "pass":
+        if fault.kind in ("pass", "as200"):
             self.wfile.write(body)
             return
         self.wfile.write(body[: fault.after])

@@ -225,6 +225,36 @@ def test_slowdown_is_retried_and_retry_after_honoured(proxied):
     assert ei.value.http_status == 503
 
 
+def test_200_with_content_range_is_accepted_only_when_it_matches(proxied):
+    proxy, url, data = proxied
+    proxy.queue(Fault("as200"))
+    with RangeEngine(part_size=1 << 20, **FAST_RETRY) as eng:
+        assert bytes(eng.read_ranges(url, [(5000, 3000)])) == data[5000:8000]
+        assert http_stats(eng)["retries"] == 0
+    # a 200 whose Content-Range names other bytes is refused, not written, not retried
+    proxy.queue(Fault("as200", shift=1))
+    out = bytearray(b"\xee" * 3000)
+    with RangeEngine(**FAST_RETRY) as eng:
+        with pytest.raises(errors.HTTPStatusError, match="answered bytes 5001-8000 for a request of 5000-7999"):
+            eng.read_into([url], table([(0, 5000, 3000, 0)]), out)
+        assert http_stats(eng)["requests"] == 1
+    assert out == b"\xee" * 3000
+
+
+def test_429_and_504_are_retried(proxied):
+    proxy, url, data = proxied
+    proxy.queue(Fault("status", status=429, code="TooManyRequests"), Fault("status", status=504, code="x"),
+                Fault("status", status=500, code="x"), Fault("status", status=408, code="x"))
+    with RangeEngine(**FAST_RETRY) as eng:
+        assert bytes(eng.read_ranges(url, [(0, 1000)])) == data[:1000]
+        assert http_stats(eng)["retries"] == 4
+    for status in (400, 401, 405):
+        proxy.queue(Fault("status", status=status, code="x"))
+        with RangeEngine(**FAST_RETRY) as eng, pytest.raises(OSError, match=f"HTTP {status}"):
+            eng.read_ranges(url, [(0, 1000)])
+        assert proxy.pending() == 0 and http_stats(eng)["retries"] == 0
+
+
 def test_retries_are_bounded(proxied):
     proxy, url, _ = proxied
     proxy.queue(*[Fault("slowdown")] * 3)
