@@ -223,6 +223,11 @@ def test_slowdown_is_retried_and_retry_after_honoured(proxied):
             eng.read_ranges(url, [(0, 1000)])
         assert time.monotonic() - t0 < 20
     assert ei.value.http_status == 503
+    # the control plane (HEAD) honours Retry-After too
+    proxy.queue(Fault("slowdown", retry_after=30))
+    with RangeEngine(retry_deadline=2.0, **FAST_RETRY) as eng:
+        with pytest.raises(errors.HTTPStatusError, match="HEAD failed: retries exhausted .retry_deadline"):
+            eng.size(url)
 
 
 def test_200_with_content_range_is_accepted_only_when_it_matches(proxied):

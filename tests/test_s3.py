@@ -179,6 +179,63 @@ def test_credentials_from_profile(rclone_s3, monkeypatch, tmp_path):
         credentials.resolve(profile="missing")
 
 
+def test_credentials_region_and_endpoint_precedence(monkeypatch, tmp_path):
+    """explicit > environment > profile (credentials file over config file), as the AWS tools do."""
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = file-ak\naws_secret_access_key = file-sk\n"
+        "aws_session_token = file-tok\n"
+        "[p2]\naws_access_key_id = p2-ak\naws_secret_access_key = p2-sk\n")
+    (tmp_path / "config").write_text(
+        "[default]\naws_access_key_id = conf-ak\naws_secret_access_key = conf-sk\n"
+        "region = ap-south-1\nendpoint_url = http://conf:1\n"
+        "[profile p2]\nregion = eu-north-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+
+    def creds(**kw):
+        c = credentials.resolve(**kw).credentials
+        return c.access_key, c.secret_key, c.session_token
+
+    assert creds() == ("file-ak", "file-sk", "file-tok")
+    cfg = credentials.resolve()
+    assert (cfg.region, cfg.endpoint_url) == ("ap-south-1", "http://conf:1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-ak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-sk")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "env-tok")
+    assert creds() == ("env-ak", "env-sk", "env-tok")
+    monkeypatch.setenv("AWS_PROFILE", "p2")  # AWS_PROFILE does not hide the environment's keys ...
+    assert creds() == ("env-ak", "env-sk", "env-tok")
+    assert creds(profile="p2") == ("p2-ak", "p2-sk", None)  # ... an explicit profile does
+    assert creds(access_key_id="a", secret_access_key="s", session_token="t") == ("a", "s", "t")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    assert creds() == ("p2-ak", "p2-sk", None)
+    assert credentials.resolve().region == "eu-north-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-1")
+    assert credentials.resolve().region == "us-west-1"
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    assert credentials.resolve().region == "us-west-2"
+    assert credentials.resolve(region="sa-east-1").region == "sa-east-1"
+    monkeypatch.delenv("AWS_PROFILE")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:2/")
+    assert credentials.resolve().endpoint_url == "http://env:2"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://env-s3:3")
+    assert credentials.resolve().endpoint_url == "http://env-s3:3"
+    assert credentials.resolve(endpoint_url="http://arg:4").endpoint_url == "http://arg:4"
+    assert credentials.resolve(anonymous=True).credentials is None
+
+
+def test_session_token_is_sent_signed(rclone_s3, monkeypatch):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "TOKEN-xyz")
+    with RangeEngine(endpoint_url=rclone_s3.endpoint, region="us-east-1") as eng:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        backend = eng.backend("s3")
+        _, blob = backend._signed_get(eng_parse("s3://data/big.bin"), 0.0)
+        assert b"x-amz-security-token: TOKEN-xyz" in blob
+        assert b"x-amz-date;x-amz-security-token," in blob  # and it is one of the signed headers
+        assert eng.size("s3://data/big.bin") == S3_OBJECTS["data/big.bin"][0]
+
+
 def test_addressing_styles():
     from fastload.network.options import NetworkOptions
     from fastload.network.s3_backend import S3Backend
