@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 LOCAL_SCHEMES = ("file", "direct")
 NETWORK_SCHEMES = ("http", "https", "s3")
 SCHEMES = LOCAL_SCHEMES + NETWORK_SCHEMES
+# S3 bucket names (with the legacy upper case and '_' that some endpoints still allow)
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,26 @@ def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:
         if not sep or not path:
             raise ValueError(f"{uri}: no path after {scheme}://")
         return ParsedURI(uri, scheme, unquote("/" + path))
-    parts = urlsplit(uri)
     if scheme == "s3":
-        if not parts.netloc:
+        # Like the AWS CLI: the key is everything after "bucket/", taken literally
+        # ('%', '?' and '#' are key characters), so listed keys read back as they are.
+        bucket, _, key = rest.partition("/")
+        if not bucket:
             raise ValueError(f"{uri}: s3:// URI has no bucket (expected s3://bucket/key)")
-        return ParsedURI(uri, "s3", unquote(parts.path.lstrip("/")), bucket=parts.netloc)
-    if not parts.netloc:
+        if not _BUCKET.match(bucket):
+            raise ValueError(f"{uri}: {bucket!r} is not a valid S3 bucket name (letters, digits, '.', '-', '_')")
+        return ParsedURI(uri, "s3", key, bucket=bucket)
+    bad = _BAD_URL_CHARS.search(uri)
+    if bad:
+        raise ValueError(f"{uri!r}: {scheme}:// URLs cannot hold {bad.group()!r} (percent-encode it)")
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise ValueError(f"{uri}: malformed URL ({exc})") from None
+    if not parts.hostname:
         raise ValueError(f"{uri}: {scheme}:// URI has no host")
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise ValueError(f"{uri}: bad port ({exc})") from None
     return ParsedURI(uri, scheme, parts.path or "/", netloc=parts.netloc)

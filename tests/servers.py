@@ -401,6 +401,10 @@ S3_OBJECTS = {
 }
 S3_OBJECTS["data/big.bin"] = (5 * 1024 * 1024 + 123, 7)
 S3_OBJECTS["data/odd name+chars é.bin"] = (4321, 8)
+# keys whose characters a URI parser or a signer may get wrong ('%', '?' and '#' among them)
+ODD_KEYS = ("pct%41.bin", "q?x=1&y.bin", "hash#x.bin", "tilde~eq=plus+.bin", "sp ace/ü€😀.bin",
+            "semi;colon,comma*(x)!'.bin")
+S3_OBJECTS.update({f"data/odd/{k}": (500 + 11 * i, 200 + i) for i, k in enumerate(ODD_KEYS)})
 
 
 @pytest.fixture(scope="session")

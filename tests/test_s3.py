@@ -14,6 +14,7 @@ from fastload.network import credentials, sigv4
 from fastload.uri import parse_uri as eng_parse
 from tests.servers import (
     ACCESS_KEY,
+    ODD_KEYS,
     S3_OBJECTS,
     SECRET_KEY,
     Fault,
@@ -65,6 +66,24 @@ def test_whole_ranged_and_odd_keys(rclone_s3):
             data[o:o + n] for o, n in ranges)
         odd = "data/odd name+chars é.bin"
         assert bytes(eng.read(f"s3://{odd}")) == expected(odd)
+
+
+def test_odd_keys_round_trip_through_list_and_read(rclone_s3):
+    """A key is taken literally after s3://bucket/: '%', '?' and '#' are part of it."""
+    want = sorted(f"s3://data/odd/{k}" for k in ODD_KEYS)
+    with RangeEngine(**rclone_s3.options) as eng:
+        listed = eng.list("s3://data/odd/")
+        assert listed == want
+        for uri in listed:
+            key = uri[len("s3://"):]
+            assert eng_parse(uri).path == key[len("data/"):]
+            assert eng.size(uri) == S3_OBJECTS[key][0]
+            assert bytes(eng.read(uri)) == expected(key), uri
+        rows = [(i, 0, S3_OBJECTS[u[5:]][0], 0) for i, u in enumerate(listed)]
+        for row in rows:  # and the data plane alone (sizes known: no HEAD)
+            out = bytearray(row[2])
+            eng.read_into([listed[row[0]]], table([(0, 0, row[2], 0)]), out)
+            assert bytes(out) == expected(listed[row[0]][5:])
 
 
 def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
@@ -123,6 +142,15 @@ def test_missing_keys_and_buckets(rclone_s3):
             eng.read_ranges("s3://data/small/", [(0, 10)])
     with pytest.raises(ValueError, match="no bucket"):
         RangeEngine().size("s3:///key")
+    # malformed URIs are refused before any request (no server listens on port 1)
+    for uri, match in [("s3://a@b:1/key", "not a valid S3 bucket name"), ("s3://bu cket/k", "bucket name"),
+                       ("http://exa mple/x", "cannot hold ' '"), ("http://h:99999/x", "bad port"),
+                       ("http://[::1/x", "malformed URL"), ("https://:80/x", "no host"),
+                       ("gs://b/k", "unsupported scheme")]:
+        with RangeEngine(endpoint_url="http://127.0.0.1:1", anonymous=True, max_retries=0) as eng:
+            with pytest.raises(ValueError, match=match):
+                eng.read_ranges(uri, [(0, 10)])
+            assert eng._backends == {} or eng.backend("s3").stats()["requests"] == 0
 
 
 def test_wrong_credentials_never_leak(rclone_s3):
