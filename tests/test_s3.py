@@ -252,6 +252,17 @@ def test_credentials_region_and_endpoint_precedence(monkeypatch, tmp_path):
     assert credentials.resolve(anonymous=True).credentials is None
 
 
+def test_a_broken_credentials_file_is_named_without_its_secrets(monkeypatch, tmp_path):
+    for text, line in [(f"aws_secret_access_key = {SECRET_KEY}\n[default]\n", "line 1"),
+                       (f"[default]\naws_access_key_id = a\n{SECRET_KEY}\n", "line 3")]:
+        (tmp_path / "credentials").write_text(text)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+        with pytest.raises(ValueError, match=f"credentials: cannot parse AWS configuration .*{line}") as ei:
+            RangeEngine(anonymous=False).backend("s3")
+        no_secret(str(ei.value) + repr(ei.value))
+        assert ei.value.__cause__ is None and ei.value.__suppress_context__
+
+
 def test_session_token_is_sent_signed(rclone_s3, monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "TOKEN-xyz")
     with RangeEngine(endpoint_url=rclone_s3.endpoint, region="us-east-1") as eng:

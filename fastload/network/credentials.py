@@ -39,7 +39,10 @@ def _read_ini(path: str) -> configparser.ConfigParser:
     try:
         cp.read(os.path.expanduser(path))
     except configparser.Error as exc:
-        raise ValueError(f"{path}: cannot parse AWS configuration: {exc}") from None
+        # configparser quotes the offending line, which may hold a secret: name only where it is
+        lines = [n for n, _ in getattr(exc, "errors", [])] or [getattr(exc, "lineno", "?")]
+        where = ", ".join(str(n) for n in lines)
+        raise ValueError(f"{path}: cannot parse AWS configuration ({type(exc).__name__} at line {where})") from None
     return cp
 
 
