@@ -146,6 +146,20 @@ def test_missing_object_and_bad_ranges(http_server):
             eng.list(http_server.url(""))
 
 
+def test_secrets_in_urls_stay_out_of_errors(http_server):
+    """A URL's password and a presigned URL's signature or token are not repeated in errors."""
+    secret = "s3cr3t-VALUE"
+    base = http_server.url("nope.bin").replace("http://", f"http://user:{secret}@")
+    url = f"{base}?X-Amz-Credential=AK%2F1&X-Amz-Signature={secret}&X-Amz-Security-Token={secret}&v=1"
+    with RangeEngine(**FAST_RETRY) as eng:
+        for call in (lambda: eng.size(url), lambda: eng.read_ranges(url, [(0, 10)])):
+            with pytest.raises(FileNotFoundError) as ei:
+                call()
+            text = str(ei.value) + repr(ei.value) + str(ei.value.uri)
+            assert secret not in text and "AK%2F1" not in text
+            assert "http://user:***@127.0.0.1" in text and "nope.bin?" in text and "v=1" in text
+
+
 def test_connection_refused_retries_then_fails():
     url = f"http://127.0.0.1:{free_port()}/x"
     with RangeEngine(max_retries=2, **FAST_RETRY) as eng:

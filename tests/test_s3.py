@@ -153,7 +153,8 @@ def test_missing_keys_and_buckets(rclone_s3):
             assert eng._backends == {} or eng.backend("s3").stats()["requests"] == 0
 
 
-def test_wrong_credentials_never_leak(rclone_s3):
+def test_wrong_credentials_never_leak(rclone_s3, caplog):
+    caplog.set_level("DEBUG")
     opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x", "session_token": "TOKEN-xyz"}
     with RangeEngine(**opts) as eng:
         for call in (lambda: eng.size("s3://data/big.bin"),
@@ -161,9 +162,12 @@ def test_wrong_credentials_never_leak(rclone_s3):
                      lambda: eng.list("s3://data/")):
             with pytest.raises(PermissionError) as ei:
                 call()
-            no_secret(str(ei.value))
+            no_secret(str(ei.value) + repr(ei.value) + repr(ei.value.args))
+            chained = ei.value.__cause__ or ei.value.__context__
+            no_secret(repr(chained) + str(chained))
             assert "s3://data" in str(ei.value) and ei.value.http_status == 403
         no_secret(repr(eng.backend("s3").opts) + repr(eng.backend("s3").config))
+    no_secret(caplog.text)
 
 
 def test_no_credentials_and_anonymous(rclone_s3):

@@ -23,12 +23,16 @@ class NetworkBackend:
         """Per source: the URL, and None or the '\\n'-joined headers every GET carries."""
         raise NotImplementedError
 
+    def name(self, src: ParsedURI) -> str:
+        """How errors name ``src``."""
+        return src.uri
+
     def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *, part_size: int,
                   max_inflight_parts: int, page_cache_mode: str = "auto", timeout: float | None = None,
                   cancel: Any = None) -> None:
         """Rows (src, offset, length, dst) of ``table`` into ``out``; page_cache_mode is for files only."""
         urls, headers = self._requests(sources)
-        self.transport.read(urls, headers, [s.uri for s in sources], table, out,
+        self.transport.read(urls, headers, [self.name(s) for s in sources], table, out,
                             part_size, max_inflight_parts, timeout, cancel,
                             size_of=lambda i: self.size(sources[i]))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastload.errors import raise_native_error
 from fastload.network.backend import NetworkBackend
@@ -13,6 +14,22 @@ from fastload.uri import ParsedURI
 
 _FL_E_HTTP = 9
 _FL_E_UNSUPPORTED = 12
+# Query parameters that carry credentials in presigned / SAS URLs (matched as substrings)
+_SECRET_PARAMS = ("signature", "credential", "token", "secret", "password", "sig")
+
+
+def redact(uri: str) -> str:
+    """``uri`` with a userinfo password and presigned-URL credentials replaced by ***."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if any(w in k.lower() for w in _SECRET_PARAMS) and sep else f"{k}{sep}{v}"
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
+    ) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def content_range_total(value: str) -> int | None:
@@ -38,22 +55,26 @@ class HttpBackend(NetworkBackend):
         self.transport = Transport(opts, follow_redirects=opts.follow_redirects)
 
     def size(self, src: ParsedURI) -> int:
-        resp = self.transport.request("HEAD", src.uri, [], src.uri, accept=(200, 405, 501))
+        name = self.name(src)
+        resp = self.transport.request("HEAD", src.uri, [], name, accept=(200, 405, 501))
         n = size_from_headers(resp)
         if n is None:
             # HEAD refused or without a length: ask for the first byte and read Content-Range.
-            resp = self.transport.request("GET", src.uri, ["Range: bytes=0-0"], src.uri, accept=(200, 206))
+            resp = self.transport.request("GET", src.uri, ["Range: bytes=0-0"], name, accept=(200, 206))
             n = size_from_headers(resp)
             if n is None and resp.status == 200:
                 n = len(resp.body)
         if n is None:
-            raise_native_error(_FL_E_HTTP, src.uri, http_status=resp.status,
+            raise_native_error(_FL_E_HTTP, name, http_status=resp.status,
                                message="the server reported no object size")
         return n
 
     def list(self, prefix: ParsedURI) -> list[str]:
-        raise_native_error(_FL_E_UNSUPPORTED, prefix.uri,
+        raise_native_error(_FL_E_UNSUPPORTED, self.name(prefix),
                            message="http(s):// has no standard listing; give object URLs, or use s3://")
+
+    def name(self, src: ParsedURI) -> str:
+        return redact(src.uri)
 
     def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
         return [s.uri.encode() for s in sources], [None] * len(sources)
