@@ -346,10 +346,12 @@ def test_connect_and_request_timeouts(silent_server):
     with RangeEngine(request_timeout=0.3, max_retries=0) as eng:
         with pytest.raises(TimeoutError, match="HEAD failed"):  # connected, never answered
             eng.size(f"http://127.0.0.1:{silent_server}/x")
-    # The engine's whole-read timeout (LoaderOptions.timeout_seconds) bounds HEAD too.
-    with RangeEngine(timeout=0.3, max_retries=0) as eng:
-        with pytest.raises(TimeoutError, match="HEAD failed"):
+    # The engine's whole-read timeout (LoaderOptions.timeout_seconds) bounds HEAD too,
+    # retries included: the first attempt uses it all up, so there is no second.
+    with RangeEngine(timeout=0.3, max_retries=5, **FAST_RETRY) as eng:
+        with pytest.raises(TimeoutError, match=r"HEAD failed: retries exhausted \(request_timeout\)") as ei:
             eng.size(f"http://127.0.0.1:{silent_server}/x")
+        assert ei.value.attempts == 1
 
 
 def test_backoff_is_capped_exponential_with_jitter():

@@ -39,7 +39,8 @@ class NetworkOptions:
       connect_timeout (seconds), low_speed_limit / low_speed_time (a
       transfer under low_speed_limit bytes/s for low_speed_time seconds is
       abandoned and retried; low_speed_time=0 turns this off),
-      request_timeout (seconds one HEAD or LIST request may take).
+      request_timeout (seconds one HEAD or LIST request may take, its
+      retries included).
     Transport: buffer_size (bytes per recv), http2 (offer HTTP/2 over TLS),
       follow_redirects (http(s):// only), user_agent, libcurl_path (bind
       this libcurl instead of pycurl's).

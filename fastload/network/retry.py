@@ -46,20 +46,27 @@ class RetryPolicy:
     backoff_base: float
     backoff_cap: float
 
-    def run(self, attempt: Callable[[], T | Failure]) -> tuple[T | Failure, int]:
-        """Call ``attempt`` until it returns a value or a final Failure; (result, attempts)."""
+    def run(self, attempt: Callable[[float], T | Failure], budget: float) -> tuple[T | Failure, int]:
+        """Call ``attempt(seconds_left)`` until it returns a value or a final Failure; (result, attempts).
+
+        ``budget`` bounds all attempts and backoffs together (request_timeout).
+        """
+        start = time.monotonic()
         first_fail = 0.0
         tries = 0
         while True:
-            result = attempt()
+            result = attempt(start + budget - time.monotonic())
             tries += 1
             if not isinstance(result, Failure) or not result.transient:
                 return result, tries
             now = time.monotonic()
             first_fail = first_fail or now
             delay = _http_engine.backoff(tries - 1, self.backoff_base, self.backoff_cap, result.retry_after)
-            if tries > self.max_retries or now + delay - first_fail > self.retry_deadline:
-                limit = "max_retries" if tries > self.max_retries else "retry_deadline"
+            limit = ("max_retries" if tries > self.max_retries
+                     else "retry_deadline" if now + delay - first_fail > self.retry_deadline
+                     else "request_timeout" if now + delay >= start + budget
+                     else None)
+            if limit:
                 return Failure(result.code, False, f"retries exhausted ({limit}); last failure: {result.cause}",
                                result.http_status, result.curl_code), tries
             time.sleep(delay)

@@ -121,7 +121,8 @@ class Transport:
             self._check_fork()
             handle = self._handles.pop() if self._handles else pycurl.Curl()
         try:
-            result, attempts = self.retry.run(lambda: self._attempt(handle, method, url, headers, accept))
+            result, attempts = self.retry.run(lambda left: self._attempt(handle, method, url, headers, accept, left),
+                                              self.opts.request_timeout)
         finally:
             with self._lock:
                 self._handles.append(handle)
@@ -133,7 +134,7 @@ class Transport:
         return result
 
     def _attempt(self, c: Any, method: str, url: str, headers: list[str],
-                 accept: tuple[int, ...]) -> Response | Failure:
+                 accept: tuple[int, ...], seconds_left: float) -> Response | Failure:
         import pycurl
 
         body = io.BytesIO()
@@ -161,7 +162,7 @@ class Transport:
         if self.ca_bundle:
             c.setopt(pycurl.CAINFO, self.ca_bundle)
         c.setopt(pycurl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
-        c.setopt(pycurl.TIMEOUT_MS, int(o.request_timeout * 1000))
+        c.setopt(pycurl.TIMEOUT_MS, max(1, int(seconds_left * 1000)))
         c.setopt(pycurl.USERAGENT, o.user_agent)
         c.setopt(pycurl.FOLLOWLOCATION, 1 if self.follow_redirects else 0)
         try:
