@@ -52,6 +52,36 @@ def test_binds_the_libcurl_pycurl_ships():
     path, version = libcurl.load()
     assert os.path.exists(path) or path == "libcurl.so.4"
     assert version.split()[0] in pycurl.version  # same libcurl as pycurl's
+    if libcurl._mapped_libcurl():  # the wheel bundles one: that very file, not the system's
+        assert path == libcurl._mapped_libcurl()[0] and "pycurl" in path
+
+
+def test_falls_back_to_the_system_libcurl(http_server):
+    """Without pycurl's bundled libcurl (here: without pycurl) the data plane binds libcurl.so.4."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcurl.so.4")
+    except OSError:
+        pytest.skip("no system libcurl.so.4")
+    url = http_server.put("sys.bin", b"abcdefghij")
+    root = os.path.dirname(os.path.dirname(fastload.__file__))
+    code = ("import sys; sys.modules['pycurl'] = None\n"
+            "import fastload.network.libcurl as l\n"
+            "print(l.candidates(), l.load()[0])\n"
+            "from fastload.network.options import NetworkOptions\n"
+            "from fastload.network.transport import Transport\n"
+            "import numpy as np\n"
+            "t = Transport(NetworkOptions(), follow_redirects=False)\n"
+            "out = bytearray(4)\n"
+            f"t.read([{url!r}.encode()], [None], ['u'], np.array([[0, 3, 4, 0]], dtype=np.int64), out,"
+            " 1 << 20, 1, None, None)\n"
+            "print(out.decode())\n")
+    env = {k: v for k, v in os.environ.items() if k != "FASTLOAD_LIBCURL"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": root},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['libcurl.so.4']", "libcurl.so.4", "defg"]
 
 
 def test_libcurl_override_and_bad_path(tmp_path, http_server):
@@ -199,6 +229,27 @@ def test_https_with_self_signed_ca(https_server, tls_ca, monkeypatch):
             eng.read_into([url], table([(0, 0, 100, 0)]), bytearray(100))
     with RangeEngine(verify=False) as eng:
         assert bytes(eng.read_ranges(url, [(0, 100)])) == data[:100]
+
+
+def test_ca_bundle_precedence(tmp_path, monkeypatch):
+    """explicit ca_bundle, then AWS_CA_BUNDLE, SSL_CERT_FILE, CURL_CA_BUNDLE, then the system's."""
+    from fastload.network.options import SYSTEM_CA_BUNDLES, NetworkOptions
+
+    files = {}
+    for name in ("arg", "AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+        files[name] = str(tmp_path / f"{name}.pem")
+        open(files[name], "w").close()
+        if name != "arg":
+            monkeypatch.setenv(name, files[name])
+    assert NetworkOptions(ca_bundle=files["arg"]).resolved_ca_bundle() == files["arg"]
+    for name in ("AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+        assert NetworkOptions().resolved_ca_bundle() == files[name]
+        monkeypatch.delenv(name)
+    assert NetworkOptions().resolved_ca_bundle() == next(
+        (p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="SSL_CERT_FILE=.*missing.pem.*no such CA bundle"):
+        NetworkOptions().resolved_ca_bundle()
 
 
 # -- faults -----------------------------------------------------------------------
