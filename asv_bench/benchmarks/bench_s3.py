@@ -119,7 +119,11 @@ def run_all(scenarios: tuple[str, ...] = ("big", "small"), rounds: int = ROUNDS)
                         results[scenario][client] = got
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            proc.kill()
+            proc.wait()
     return results
 
 

@@ -128,7 +128,7 @@ def _curl(cfg: dict, scenario: str) -> Callable[[], int]:
             ["curl", "-sf", "-o", "/dev/null", "-r", f"{o}-{o + n - 1}", "--aws-sigv4",
              f"aws:amz:{REGION}:s3", "--user", f"{cfg['key']}:{cfg['secret']}", url])
             for o, n in _split(size, 8)]
-        if any(p.wait() != 0 for p in procs):
+        if any([p.wait() != 0 for p in procs]):  # a list: wait for every process, not the first failure
             raise RuntimeError("a curl process failed")
         return size
 
