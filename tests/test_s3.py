@@ -308,6 +308,46 @@ def test_sigv4_matches_botocore():
     assert ours["Authorization"] == req.headers["Authorization"]
 
 
+def test_object_urls_match_botocore_for_odd_keys():
+    """Keys are encoded in the URL (and so in the signed path) exactly as botocore encodes them."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+    from botocore.config import Config
+
+    from fastload.network.options import NetworkOptions
+    from fastload.network.s3_backend import S3Backend
+
+    keys = [*ODD_KEYS, "a//b/../c", " lead", "x/~y/z-_.txt"]
+    sent: list[str] = []
+
+    class EmptyBody:
+        def stream(self, **_):
+            yield b""
+
+    def capture(request, **_):
+        sent.append(request.url)
+        return AWSResponse(request.url, 200, {}, EmptyBody())  # never reaches the network
+
+    for style in ("path", "virtual"):
+        sent.clear()
+        client = boto3.client("s3", endpoint_url="http://s3.test:9000", aws_access_key_id="a",
+                              aws_secret_access_key="b", region_name="us-east-1",
+                              config=Config(s3={"addressing_style": style}))
+        client.meta.events.register("before-send.s3.*", capture)
+        ours = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="http://s3.test:9000",
+                                                    addressing_style=style))
+        for key in keys:
+            client.head_object(Bucket="bkt", Key=key)
+        assert [ours._location("bkt", k)[0] for k in keys] == sent
+    # a ListObjectsV2 continuation token holds '+', '/' and '='; a prefix may hold anything
+    sent.clear()
+    client.list_objects_v2(Bucket="bkt", Prefix="sp ace/ü+=~", ContinuationToken="a+b/c==", MaxKeys=7)
+    theirs = sorted(p for p in sent[0].partition("?")[2].split("&") if not p.startswith("encoding-type"))
+    ours_q = sigv4.canonical_query({"list-type": "2", "prefix": "sp ace/ü+=~", "continuation-token": "a+b/c==",
+                                    "max-keys": "7"})
+    assert ours_q.split("&") == theirs
+
+
 # -- faults ---------------------------------------------------------------------------
 
 
