@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from loader_helpers import write_records
@@ -111,3 +113,24 @@ def test_records_over_http(server, request, tls_ca):
                 seen.extend(y.tolist())
             assert sorted(seen) == list(range(30))
         assert engine.backend(srv.scheme).stats()["requests"] > 0
+
+
+def test_a_stalled_s3_read_is_cancelled_when_the_loop_stops(s3, silent_server):
+    """Closing the epoch while a GET waits on a server that never answers: the epoch's
+    cancel token stops the native read (C polls the flag without the GIL), so the
+    reader thread ends instead of waiting forever."""
+    opts = {**s3[0].network_options, "endpoint_url": f"http://127.0.0.1:{silent_server}", "low_speed_time": 0}
+    with RangeEngine(**opts) as engine:
+        ds = ObjectDataset([f"s3://bucket/objs/o{i}" for i in range(7)], sizes=[100 + 50 * i for i in range(7)],
+                           engine=engine)
+        dl = DataLoader(ds, batch_size=7, prefetch=1, engine=engine)
+        it = iter(dl)  # the reader starts at once
+        readers = [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]
+        for _ in range(500):  # until the GETs are sent
+            if engine.backend("s3").stats()["requests"] == 7:
+                break
+            threading.Event().wait(0.01)
+        assert readers and engine.backend("s3").stats()["requests"] == 7
+        it.close()  # joins the reader (up to 10 s): it must be done, not waiting on the server
+        assert not any(t.is_alive() for t in readers)
+        dl.close()
