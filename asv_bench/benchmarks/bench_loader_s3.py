@@ -6,16 +6,17 @@ Two datasets in bucket ``loader`` (small: the server shares the machine's cores)
 - ``objects``: 2,000 objects of 16-128 KiB, read shuffled as an ObjectDataset,
   batch 256, ragged batches of bytes (FASTLOAD_BENCH_S3_OBJECTS).
 
-Baselines in the same run, taking turns with fastload:
+fastload runs shuffled (``fastload``) and in order (``fastload_in_order``: a records
+batch is then one or two coalesced ranges). Baselines in the same run, taking turns:
 - ``torch_boto3``: PyTorch's DataLoader, num_workers=2 (spawn, persistent), a
   map-style dataset doing one boto3 GET per sample (a ranged GET per record),
   default_collate (+ permute and normalise for records): the usual recipe;
 - ``s3dlio``: s3dlio's async loader over the same prefix. It yields whole objects
   (no record datasets, no shuffling), so records are sliced out of each shard
-  and normalised with numpy.
+  and normalised with numpy. Its ratio is taken against ``fastload_in_order``.
 
-Each measurement iterates ``BATCHES`` batches from a fresh iterator. The server
-is started in ``setup_cache`` and always stopped there.
+Each measurement is one whole epoch from a fresh iterator, the best of 3 rounds
+taking turns. The server is started in ``setup_cache`` and always stopped there.
 
 Quick run without asv: ``python asv_bench/benchmarks/bench_loader_s3.py``; the
 knob sweep behind the network in-flight default:
@@ -25,6 +26,7 @@ knob sweep behind the network in-flight default:
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -47,11 +49,13 @@ SHAPE = (64, 64, 3)
 RECORD = int(np.prod(SHAPE))
 SHARDS = 8
 BATCH = 256
-BATCHES = int(os.environ.get("FASTLOAD_BENCH_S3_BATCHES", "8"))
 MEAN = np.array([0.485, 0.456, 0.406]) * 255
 STD = np.array([0.229, 0.224, 0.225]) * 255
 SCENARIOS = ("records", "objects")
-LOADERS = ("fastload", "torch_boto3", "s3dlio")
+LOADERS = ("fastload", "fastload_in_order", "torch_boto3", "s3dlio")
+# The fastload run each baseline is compared with: s3dlio cannot shuffle (it streams
+# whole objects in listing order), so it faces fastload reading in order too.
+COMPARED_WITH = {"s3dlio": "fastload_in_order", "fastload_in_order": "fastload_in_order"}
 
 
 def write_data() -> str:
@@ -177,7 +181,7 @@ def fastload_loader(endpoint: str, scenario: str, **knobs):
     else:
         ds = fastload.ObjectDataset("s3://loader/objs/", engine=engine)
         out = {}
-    return fastload.DataLoader(ds, batch_size=BATCH, shuffle=True, engine=engine, **out, **knobs)
+    return fastload.DataLoader(ds, batch_size=BATCH, engine=engine, **{"shuffle": True, **out, **knobs})
 
 
 # -- torch + boto3 -------------------------------------------------------------------
@@ -212,8 +216,10 @@ class Boto3Samples:
             s, k = divmod(i, per)
             body = self.client.get_object(Bucket="loader", Key=self.keys[s],
                                           Range=f"bytes={k * RECORD}-{(k + 1) * RECORD - 1}")["Body"].read()
-            return np.frombuffer(body, dtype=np.uint8).reshape(SHAPE)
-        return np.frombuffer(self.client.get_object(Bucket="loader", Key=self.keys[i])["Body"].read(), np.uint8)
+        else:
+            body = self.client.get_object(Bucket="loader", Key=self.keys[i])["Body"].read()
+        sample = np.frombuffer(bytearray(body), dtype=np.uint8)  # writable, as torch wants
+        return sample.reshape(SHAPE) if self.scenario == "records" else sample
 
 
 def collate_records(samples: list[np.ndarray]):  # runs in the torch workers
@@ -232,6 +238,12 @@ def collate_objects(samples: list[np.ndarray]) -> list[np.ndarray]:
 
 def torch_loader(endpoint: str, scenario: str):
     import torch.utils.data as tud
+
+    # Spawned workers unpickle Boto3Samples by module name: under asv that is
+    # benchmarks.bench_loader_s3, so its package's folder must be on their sys.path.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if __package__ and package_parent not in sys.path:
+        sys.path.append(package_parent)
 
     return tud.DataLoader(Boto3Samples(endpoint, scenario), batch_size=BATCH, shuffle=True, num_workers=2,
                           collate_fn=collate_records if scenario == "records" else collate_objects,
@@ -275,12 +287,15 @@ def _s3dlio_env(endpoint: str) -> None:
 # -- measuring -----------------------------------------------------------------------
 
 
-def samples_per_s(batches: object, n_batches: int = BATCHES) -> float:
-    """samples/s of the first ``n_batches`` batches of a fresh iterator."""
+def samples_per_s(batches: object, n_batches: int | None = None) -> float:
+    """samples/s of a fresh iterator over a whole epoch (or its first ``n_batches``).
+
+    Whole epochs: a loader left mid-epoch would go on reading ahead (torch's workers)
+    and load the machine while the next loader is measured."""
     t = time.perf_counter()
     n = 0
     it = iter(batches)  # type: ignore[call-overload]
-    for _ in range(n_batches):
+    for _ in range(n_batches) if n_batches else iter(int, 1):
         x = next(it, None)
         if x is None:
             break
@@ -295,10 +310,11 @@ def samples_per_s(batches: object, n_batches: int = BATCHES) -> float:
 def _runs(endpoint: str, scenario: str, loaders: tuple[str, ...]) -> tuple[dict[str, Callable[[], float]], list]:
     runs: dict[str, Callable[[], float]] = {}
     owned: list = []
-    if "fastload" in loaders:
-        fl = fastload_loader(endpoint, scenario)
-        owned.append(fl)
-        runs["fastload"] = lambda: samples_per_s(fl)
+    for name, shuffle in (("fastload", True), ("fastload_in_order", False)):
+        if name in loaders:
+            fl = fastload_loader(endpoint, scenario, shuffle=shuffle)
+            owned.append(fl)
+            runs[name] = lambda fl=fl: samples_per_s(fl)
     if "torch_boto3" in loaders:
         try:
             tl = torch_loader(endpoint, scenario)
@@ -314,21 +330,28 @@ def _runs(endpoint: str, scenario: str, loaders: tuple[str, ...]) -> tuple[dict[
     return runs, owned
 
 
-def measure_all(scenario: str, loaders: tuple[str, ...] = LOADERS, rounds: int = 2) -> dict[str, float]:
-    """Best samples/s of each loader over ``rounds`` interleaved rounds, after a warm-up."""
+def measure_all(scenarios: tuple[str, ...] = SCENARIOS, loaders: tuple[str, ...] = LOADERS,
+                rounds: int = 3) -> dict[str, dict[str, float]]:
+    """{scenario: {loader: best samples/s}} over ``rounds`` interleaved rounds after a
+    warm-up, all against one server (s3dlio keeps its first endpoint for the process)."""
+    results = {}
     with rclone_server(write_data()) as endpoint:
-        runs, owned = _runs(endpoint, scenario, loaders)
-        try:
-            for fn in runs.values():  # warm: server caches, connections, worker start
-                fn()
-            rates = dict.fromkeys(runs, 0.0)
-            for _ in range(rounds):
-                for name, fn in runs.items():
-                    rates[name] = max(rates[name], fn())
-        finally:
-            for loader in owned:
-                loader.close()
-    return rates
+        for scenario in scenarios:
+            runs, owned = _runs(endpoint, scenario, loaders)
+            try:
+                for fn in runs.values():  # warm: server caches, connections, worker start
+                    fn()
+                rates = dict.fromkeys(runs, 0.0)
+                for _ in range(rounds):
+                    for name, fn in runs.items():
+                        rates[name] = max(rates[name], fn())
+            finally:
+                for loader in owned:
+                    loader.close()
+                runs.clear()  # the last reference to torch's loader: its workers stop now,
+                gc.collect()  # while the server still answers
+            results[scenario] = rates
+    return results
 
 
 def sweep(rounds: int = 2, delay_ms: float = 0.0,
@@ -355,6 +378,11 @@ def sweep(rounds: int = 2, delay_ms: float = 0.0,
     return rows
 
 
+def ratio(rates: dict[str, float], loader: str) -> float:
+    ours = rates.get(COMPARED_WITH.get(loader, "fastload"))
+    return ours / rates[loader] if ours and rates.get(loader) else float("nan")
+
+
 class _LoaderS3:
     timeout = 1200
     repeat = 1
@@ -370,8 +398,8 @@ class _LoaderS3:
     track_samples_per_s.unit = "samples/s"
 
     def track_fastload_ratio(self, rates, loader):
-        """fastload's samples/s over this loader's, same run."""
-        return rates["fastload"] / rates[loader] if rates.get(loader) else float("nan")
+        """fastload's samples/s over this loader's, same run (like for like: see COMPARED_WITH)."""
+        return ratio(rates, loader)
 
     track_fastload_ratio.unit = "ratio"
 
@@ -380,7 +408,7 @@ class LoaderS3Records(_LoaderS3):
     """Shuffled 64x64x3 records from shard objects -> float32 NCHW normalised, batch 256."""
 
     def setup_cache(self):  # one per class: asv shares a cache between classes by function
-        return measure_all("records")
+        return measure_all(("records",))["records"]
 
     def track_input_mb_per_s(self, rates, loader):
         return rates.get(loader, float("nan")) * RECORD / MB
@@ -392,7 +420,7 @@ class LoaderS3Objects(_LoaderS3):
     """Shuffled 16-128 KiB objects -> ragged batches of 256."""
 
     def setup_cache(self):
-        return measure_all("objects")
+        return measure_all(("objects",))["objects"]
 
 
 if __name__ == "__main__":
@@ -401,7 +429,7 @@ if __name__ == "__main__":
     elif "--sweep" in sys.argv:
         sweep(delay_ms=float(os.environ.get("FASTLOAD_BENCH_S3_DELAY_MS", "0")))
     else:
-        for sc in SCENARIOS:
-            res = measure_all(sc)
+        for sc, res in measure_all().items():
             for name, r in res.items():
-                print(f"{sc:8s} {name:12s} {r:9.0f} samples/s  fastload/{name} = {res['fastload'] / r:.2f}x")
+                ours = COMPARED_WITH.get(name, "fastload")
+                print(f"{sc:8s} {name:17s} {r:9.0f} samples/s  {ours}/{name} = {ratio(res, name):.2f}x")
