@@ -36,11 +36,11 @@ import numpy as np
 
 try:
     from .bench_s3 import KEY, SECRET, _start_server
-    from .common import MB, data_dir
+    from .common import MB, data_dir, die_with_parent
 except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_s3 import KEY, SECRET, _start_server
-    from common import MB, data_dir
+    from common import MB, data_dir, die_with_parent
 
 REGION = "us-east-1"
 N_RECORDS = int(os.environ.get("FASTLOAD_BENCH_S3_RECORDS", "4000"))
@@ -153,7 +153,7 @@ def delayed(endpoint: str, delay_ms: float) -> Iterator[str]:
         port = sock.getsockname()[1]
     upstream = int(endpoint.rsplit(":", 1)[1])
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--delay-proxy", str(port),
-                             str(upstream), str(delay_ms)])
+                             str(upstream), str(delay_ms)], preexec_fn=die_with_parent)
     try:
         for _ in range(200):
             try:
