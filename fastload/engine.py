@@ -22,13 +22,13 @@ from fastload.uri import ParsedURI, parse_uri
 MIN_PART_SIZE = 4096
 DEFAULT_PART_SIZE = 8 << 20
 # In-flight parts when none is asked, per kind of source. Local files: reader
-# threads; 4 keep two cores' page-cache copies busy. http(s)/s3: transfers. A
-# request's first-byte latency, not bandwidth, bounds small reads: DataLoader
-# over rclone serve s3 (4,000 64x64x3 records / 2,000 16-128 KiB objects, batch
-# 256, prefetch 2) behind a 10 ms delay went 663 -> 3,685 records/s and
-# 633 -> 2,380 objects/s from 4 to 32 in flight (64: +10-27% more), 2 ms:
-# 2,217 -> 8,291 and 2,320 -> 4,830; on bare loopback 32 stays within noise of
-# the best (9-12k records/s) while 64 lost ~30% (the server shares the cores).
+# threads; 4 keep two cores' page-cache copies busy (unchanged). http(s)/s3:
+# transfers, where a request's first-byte latency, not bandwidth, bounds small
+# reads. DataLoader over rclone serve s3 (4,000 shuffled 64x64x3 records; 2,000
+# 16-128 KiB objects; batch 256, prefetch 2; bench_loader_s3.py --sweep) behind a
+# 10 ms delay: 4 -> 32 in flight took records/s 640 -> 3,700-4,200 and objects/s
+# 620 -> 2,400-3,200 (64: -19% to +27% more); on bare loopback 4-32 are within
+# noise and 64 lost up to 40% (client and server share two cores).
 DEFAULT_MAX_INFLIGHT_PARTS = 4
 NETWORK_MAX_INFLIGHT_PARTS = 32
 

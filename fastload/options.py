@@ -398,6 +398,7 @@ class LoaderOptions:
         return self._with(part_size=nbytes)
 
     def max_inflight_parts(self, n: int | None) -> LoaderOptions:
+        """Parts read at once; None: per scheme (4 for local files, 32 for http(s)/s3)."""
         return self._with(max_inflight_parts=n)
 
     def loading_mode(self, mode: str) -> LoaderOptions:

@@ -354,27 +354,42 @@ def measure_all(scenarios: tuple[str, ...] = SCENARIOS, loaders: tuple[str, ...]
     return results
 
 
-def sweep(rounds: int = 2, delay_ms: float = 0.0,
+def sweep(rounds: int = 3, delay_ms: float = 0.0, depths: tuple[int, ...] = (4, 8, 16, 32, 64),
           configs: tuple[tuple[str, int], ...] = (("sequential", 8 << 20), ("range", 64 << 10), ("range", 8 << 20)),
-          ) -> list[tuple[str, str, int, int, float]]:
-    """fastload alone over reader_mode x part_size x max_inflight_parts: (scenario, mode,
-    part, inflight, samples/s), each the best of ``rounds`` after a warm-up; ``delay_ms``
-    puts a delay proxy in front of the server."""
+          ) -> list[tuple[str, str, int, int, float, float]]:
+    """fastload alone over reader_mode x part_size x max_inflight_parts: rows (scenario,
+    mode, part, depth, samples/s, client CPU ms per batch), best of ``rounds`` after a
+    warm-up, the depths of one (scenario, mode, part) taking turns so load drifts hit all
+    alike; ``delay_ms`` puts a delay proxy in front of the server."""
+    import resource
+
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     rows = []
     with rclone_server(write_data()) as direct, delayed(direct, delay_ms) as endpoint:
         for scenario in SCENARIOS:
             for mode, part in configs:
-                for inflight in (4, 8, 16, 32, 64):
-                    dl = fastload_loader(endpoint, scenario, reader_mode=mode, part_size=part,
-                                         max_inflight_parts=inflight)
-                    try:
+                loaders = {d: fastload_loader(endpoint, scenario, reader_mode=mode, part_size=part,
+                                              max_inflight_parts=d) for d in depths}
+                best = dict.fromkeys(depths, (0.0, 0.0))
+                try:
+                    for dl in loaders.values():
                         samples_per_s(dl, 2)
-                        rate = max(samples_per_s(dl) for _ in range(rounds))
-                    finally:
+                    for _ in range(rounds):
+                        for d, dl in loaders.items():
+                            c0 = cpu_s()
+                            rate = samples_per_s(dl)
+                            cpu_ms = (cpu_s() - c0) * 1000 / len(dl)
+                            best[d] = max(best[d], (rate, cpu_ms))
+                finally:
+                    for dl in loaders.values():
                         dl.close()
-                    rows.append((scenario, mode, part, inflight, rate))
-                    print(f"{scenario:8s} {mode:10s} part={part >> 10:5d}KiB inflight={inflight:3d} "
-                          f"{rate:9.0f} samples/s", flush=True)
+                for d, (rate, cpu_ms) in best.items():
+                    rows.append((scenario, mode, part, d, rate, cpu_ms))
+                    print(f"{scenario:8s} {mode:10s} part={part >> 10:5d}KiB inflight={d:3d} "
+                          f"{rate:9.0f} samples/s {cpu_ms:6.1f} CPU ms/batch", flush=True)
     return rows
 
 
