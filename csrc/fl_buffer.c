@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,10 @@ static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 void *fl_buffer_alloc(size_t size, int hugepages, int prefault, size_t *mapped_size,
                       int *err_errno) {
+    if (size > SIZE_MAX - FL_MMAP_THRESHOLD) { /* rounding up would wrap to a tiny block */
+        *err_errno = ENOMEM;
+        return NULL;
+    }
     size_t n = round_up(size ? size : 1, FL_ALIGN);
     void *p = NULL;
     if (n < FL_MMAP_THRESHOLD) {

@@ -452,6 +452,8 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
     int64_t ub = a->unit_bytes;
     if (ub <= 0)
         ub = clamp64(total / ((int64_t)fl_collate_cpu_count() * 8), FL_AUTO_UNIT_MIN, FL_AUTO_UNIT_MAX);
+    /* A unit larger than the batch is the batch: keeps n + spu - 1 from overflowing. */
+    if (ub > total) ub = total;
     if (ub >= sample_out) {
         j->spu = ub / sample_out;
         j->units = (a->n + j->spu - 1) / j->spu;
@@ -539,6 +541,7 @@ int fl_gather_bytes(const char *const *src, const int64_t *start, int64_t n, cha
     g.n = n;
     g.dst = dst;
     g.unit = unit_bytes > 0 ? unit_bytes : FL_AUTO_UNIT_MAX;
+    if (g.unit > start[n]) g.unit = start[n]; /* one unit; keeps lo + unit from overflowing */
     g.units = (start[n] + g.unit - 1) / g.unit;
     atomic_init(&g.next, 0);
     fl_parallel_run(resolve_threads(nthreads, start[n], g.units), gather_worker, &g);

@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fl_buffer.h"
@@ -30,11 +32,18 @@ typedef struct {
     int direct;
     int64_t bounce_size;
     const fl_file_opts *opts;
+    double deadline;  /* CLOCK_MONOTONIC seconds, 0: none */
     atomic_llong next;
     atomic_int failed;
     fl_error *err;
     pthread_mutex_t err_lock;
 } job_t;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static int status_for_errno(int e) {
     switch (e) {
@@ -129,6 +138,11 @@ static void worker(void *ctx, int tid) {
         int64_t i = atomic_fetch_add(&j->next, 1);
         if (i >= j->nparts) break;
         const part_t *p = &j->parts[i];
+        /* A part once started runs to its end; the deadline is checked between parts. */
+        if (j->deadline > 0 && now_s() > j->deadline) {
+            job_fail(j, FL_E_TIMEOUT, 0, p, "read did not finish within the timeout");
+            break;
+        }
         if (j->direct) {
             if (!bounce) {
                 int e = 0;
@@ -178,10 +192,15 @@ static int advice_for(int mode, int64_t nranges, int64_t total, int64_t size) {
 
 int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, int64_t nranges,
                  char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err) {
+    double started = now_s();
     fl_error_clear(err);
-    if (opts->part_size < FL_ALIGN || opts->max_inflight < 1 || npaths < 1)
-        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0,
-                            "part_size must be >= 4096 and max_inflight >= 1");
+    if (opts->part_size < FL_ALIGN)
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "part_size=%lld must be >= %d",
+                            (long long)opts->part_size, FL_ALIGN);
+    if (opts->max_inflight < 1)
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "max_inflight_parts=%d must be >= 1",
+                            opts->max_inflight);
+    if (npaths < 1) return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "no source files");
     int rc = FL_OK;
     int *fds = malloc(sizeof(int) * (size_t)npaths);
     int64_t *sizes = malloc(sizeof(int64_t) * (size_t)npaths);
@@ -195,16 +214,18 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
     for (int s = 0; s < npaths; s++) fds[s] = -1;
 
     /* Check every range and count parts before any I/O. */
-    int64_t nparts = 0;
+    int64_t nparts = 0, longest = 0;
     for (int64_t i = 0; i < nranges; i++) {
         const fl_range *r = &ranges[i];
+        /* dst_len - dst, not dst + length: the sum of int64 extremes overflows. */
         if (r->src < 0 || r->src >= npaths || r->offset < 0 || r->length <= 0 || r->dst < 0 ||
-            r->dst + r->length > dst_len) {
+            r->length > dst_len - r->dst) {
             rc = fl_error_set(err, FL_E_INVALID, 0, r->src, r->offset, r->length,
                               "range %lld is invalid or does not fit the buffer", (long long)i);
             goto out_free;
         }
-        nparts += (r->length + opts->part_size - 1) / opts->part_size;
+        nparts += r->length / opts->part_size + (r->length % opts->part_size != 0);
+        if (r->length > longest) longest = r->length;
         totals[r->src] += r->length;
         counts[r->src]++;
     }
@@ -231,7 +252,7 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
     }
     for (int64_t i = 0; i < nranges; i++) {
         const fl_range *r = &ranges[i];
-        if (r->offset + r->length > sizes[r->src]) {
+        if (r->offset > sizes[r->src] - r->length) {
             rc = fl_error_set(err, FL_E_RANGE, 0, r->src, r->offset, r->length,
                               "range ends past the end of the object");
             err->obj_size = sizes[r->src];
@@ -254,10 +275,14 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
         }
     }
 
+    /* The bounce buffer holds the aligned superset of the longest part: sized by
+     * the parts really read, so a huge part_size does not ask for huge memory. */
+    int64_t longest_part = opts->part_size < longest ? opts->part_size : longest;
     job_t job = {
         .paths = paths, .fds = fds, .sizes = sizes, .parts = parts, .nparts = nparts,
-        .dst = dst, .direct = opts->direct, .bounce_size = opts->part_size + 2 * FL_ALIGN,
+        .dst = dst, .direct = opts->direct, .bounce_size = longest_part + 2 * FL_ALIGN,
         .opts = opts, .err = err,
+        .deadline = opts->timeout_s > 0 ? started + opts->timeout_s : 0,
     };
     atomic_init(&job.next, 0);
     atomic_init(&job.failed, 0);

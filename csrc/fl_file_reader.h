@@ -22,6 +22,7 @@ typedef struct {
     int direct;             /* open with O_DIRECT */
     int cache_mode;         /* FL_CACHE_*: posix_fadvise hint */
     volatile int *cancel;   /* optional: set non-zero to stop early */
+    double timeout_s;       /* > 0: fail with FL_E_TIMEOUT once the read has taken longer */
 } fl_file_opts;
 
 /* Size of a file in bytes, or -1 with err filled. */

@@ -2,12 +2,14 @@
 """AlignedBuffer: 4096-byte aligned, pre-faulted, optionally pinned host memory."""
 
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from fastload.includes.fl cimport (
     FL_ALIGN, FL_PIN_CUDA, FL_PIN_MLOCK, FL_PIN_NONE, fl_buffer_alloc, fl_buffer_free,
     fl_buffer_pin, fl_buffer_unpin, fl_cuda_available,
 )
 
+import operator
 import os
 
 _PIN_NAMES = {FL_PIN_NONE: "none", FL_PIN_MLOCK: "mlock", FL_PIN_CUDA: "cuda"}
@@ -30,14 +32,17 @@ cdef class AlignedBuffer:
     usable unpinned and ``pin_error`` says why.
     """
 
-    def __cinit__(self, size_t nbytes, bint pin=False, bint hugepages=True, bint prefault=True):
+    def __cinit__(self, object nbytes, bint pin=False, bint hugepages=True, bint prefault=True):
         cdef int err = 0
         cdef char why[512]
+        nbytes = operator.index(nbytes)
+        if not 0 <= nbytes <= PY_SSIZE_T_MAX:  # the buffer protocol's length is a Py_ssize_t
+            raise OverflowError(f"AlignedBuffer: nbytes={nbytes} must be between 0 and {PY_SSIZE_T_MAX}")
         self.size = nbytes
         self.pin_error = None
         self.pin_mode_code = FL_PIN_NONE
         with nogil:
-            self.ptr = <char *>fl_buffer_alloc(nbytes, hugepages, prefault, &self.mapped, &err)
+            self.ptr = <char *>fl_buffer_alloc(self.size, hugepages, prefault, &self.mapped, &err)
         if self.ptr == NULL:
             raise MemoryError(f"cannot allocate an aligned buffer of {nbytes} bytes: "
                               f"{os.strerror(err)}")

@@ -92,7 +92,8 @@ def collate_native(object samples, object slab, const int64_t[::1] offsets, obje
             if offsets is None or offsets.shape[0] != n:
                 raise ValueError(f"need {n} sample offsets")
             for i in range(n):
-                if offsets[i] < 0 or offsets[i] + sample_in > slab_view.len:
+                # len - sample_in, not offset + sample_in: a huge offset would overflow
+                if offsets[i] < 0 or offsets[i] > slab_view.len - sample_in:
                     raise ValueError(f"sample {i} at byte offset {offsets[i]} (+{sample_in} "
                                      f"bytes) lies outside src ({slab_view.len} bytes)")
                 ptrs[i] = <const char *>slab_view.buf + offsets[i]

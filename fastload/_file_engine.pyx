@@ -26,10 +26,18 @@ cdef class CancelToken:
         return self.flag != 0
 
 
+cdef bytes _encode_path(str path, object uri):
+    """The path as C sees it; a NUL byte would silently cut it short there."""
+    cdef bytes p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError(f"{uri}: the path contains a NUL byte")
+    return p
+
+
 def file_size(str path, str uri):
     """Size of a local file in bytes."""
     cdef fl_error err
-    cdef bytes p = os.fsencode(path)
+    cdef bytes p = _encode_path(path, uri)
     fl_error_clear(&err)
     cdef int64_t n = fl_file_size(p, &err)
     if n < 0:
@@ -39,16 +47,19 @@ def file_size(str path, str uri):
 
 def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object out,
                      int64_t part_size, int max_inflight, bint direct, int cache_mode,
-                     CancelToken cancel=None):
+                     CancelToken cancel=None, double timeout=0.0):
     """Read ranges (rows of src, offset, length, dst) of the files ``paths`` into ``out``.
 
-    The GIL is released for the whole transfer. Errors name ``uris[src]``.
+    The GIL is released for the whole transfer. Errors name ``uris[src]``. ``timeout``
+    (seconds, 0 = none) is checked between parts: a part once started runs to its end.
     """
     cdef Py_ssize_t n = ranges.shape[0], i
     cdef int npaths = len(paths)
     if ranges.shape[1] != 4:
         raise ValueError("ranges must have 4 columns: src, offset, length, dst")
-    encoded = [os.fsencode(p) for p in paths]
+    if len(uris) != npaths:
+        raise ValueError(f"{npaths} paths but {len(uris)} URIs")
+    encoded = [_encode_path(p, u) for p, u in zip(paths, uris)]
     cdef const char **cpaths = <const char **>malloc(sizeof(char *) * max(npaths, 1))
     cdef fl_range *cranges = <fl_range *>malloc(sizeof(fl_range) * max(n, 1))
     cdef Py_buffer view
@@ -63,6 +74,9 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
         for i in range(npaths):
             cpaths[i] = <const char *>(<bytes>encoded[i])
         for i in range(n):
+            if not 0 <= ranges[i, 0] < npaths:  # checked here: the cast to int32 would wrap
+                raise ValueError(f"range {i}: source index {ranges[i, 0]} is not one of the "
+                                 f"{npaths} sources")
             cranges[i].src = <int>ranges[i, 0]
             cranges[i].offset = ranges[i, 1]
             cranges[i].length = ranges[i, 2]
@@ -76,13 +90,14 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
         opts.direct = direct
         opts.cache_mode = cache_mode
         opts.cancel = &cancel.flag if cancel is not None else NULL
+        opts.timeout_s = timeout
         try:
             with nogil:
                 rc = fl_file_read(cpaths, npaths, cranges, n, <char *>view.buf, view.len, &opts, &err)
         finally:
             PyBuffer_Release(&view)
         if rc != 0:
-            uri = uris[err.src_index] if 0 <= err.src_index < len(uris) else (uris[0] if uris else None)
+            uri = uris[err.src_index] if 0 <= err.src_index < npaths else (uris[0] if uris else None)
             _raise_fl_error(&err, uri)
     finally:
         free(cpaths)

@@ -141,11 +141,16 @@ def as_torch(array: np.ndarray, plan: LayoutPlan | None = None, *, dtype: str | 
 # ---- argument checks ---------------------------------------------------------
 
 
+_MAX_COUNT = {"num_threads": 2**31 - 1, "collate_buffer_size": 2**63 - 1}  # C int, int64_t
+
+
 def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 0:
         raise ValueError(f"{name}={value} must be >= 0 (0 = automatic)")
+    if value > _MAX_COUNT[name]:
+        raise ValueError(f"{name}={value} is too large (at most {_MAX_COUNT[name]})")
     return int(value)
 
 
@@ -447,6 +452,10 @@ def collate_ragged(
         raise TypeError(f"samples must be a sequence of bytes-like objects, not "
                         f"{type(samples).__name__}")
     items = [np.ascontiguousarray(s) if isinstance(s, np.ndarray) else s for s in samples]
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray) and item.dtype.hasobject:
+            # numpy exports object arrays as raw PyObject pointers: never bytes of data
+            raise TypeError(f"sample {i} has dtype {item.dtype}: it holds Python objects, not bytes")
     return _collate.gather_ragged(items, num_threads, unit_bytes)
 
 

@@ -20,6 +20,7 @@ from fastload.range_table import split_by_source
 from fastload.uri import ParsedURI, parse_uri
 
 MIN_PART_SIZE = 4096
+_INT64_MAX = np.iinfo(np.int64).max
 DEFAULT_PART_SIZE = 8 << 20
 # In-flight parts when none is asked, per kind of source. Local files: reader
 # threads; 4 keep two cores' page-cache copies busy (unchanged). http(s)/s3:
@@ -35,9 +36,9 @@ NETWORK_MAX_INFLIGHT_PARTS = 32
 Range = tuple[int, int]
 
 
-def _backend_scheme(src: ParsedURI) -> str:
+def _backend_scheme(scheme: str) -> str:
     """file:// and direct:// share one backend."""
-    return "file" if src.scheme == "direct" else src.scheme
+    return "file" if scheme == "direct" else scheme
 
 
 def default_inflight(scheme: str) -> int:
@@ -63,7 +64,14 @@ def writable_view(out: Any, needed: int, what: str) -> memoryview:
         raise ValueError(f"{what}: the destination buffer is not contiguous")
     if view.nbytes < needed:
         raise ValueError(f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed")
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    if view.format == "B" and view.ndim == 1:
+        return view
+    if view.c_contiguous and len(view.format.lstrip("@")) == 1:
+        return view.cast("B")
+    # memoryview.cast takes only C order and one-letter formats: numpy gives the
+    # bytes of Fortran-ordered, structured or byte-swapped buffers in memory order.
+    flat = np.asarray(view).reshape(-1, order="F" if not view.c_contiguous else "C")
+    return memoryview(flat.view(np.uint8))
 
 
 class RangeEngine:
@@ -74,7 +82,8 @@ class RangeEngine:
     None (the default) picks per scheme: 4 for local files, 32 for http(s)://
     and s3:// (see ``default_inflight``);
     ``page_cache_mode``: posix_fadvise hint for local files (auto, sequential,
-    random, dont_need, normal); ``timeout``: seconds a whole read may take.
+    random, dont_need, normal); ``timeout``: seconds one whole read may
+    take (network reads and their HEAD / LIST; local reads check it between parts).
     """
 
     def __init__(
@@ -107,7 +116,7 @@ class RangeEngine:
 
     # -- backends -------------------------------------------------------------
     def backend(self, scheme: str) -> Any:
-        scheme = "file" if scheme == "direct" else scheme
+        scheme = _backend_scheme(scheme)
         b = self._backends.get(scheme)
         if b is None:
             with self._backends_lock:
@@ -206,9 +215,10 @@ class RangeEngine:
         if len(table) == 0:
             return
         self._check_table(srcs, table)
-        needed = int((table[:, 3] + table[:, 2]).max())
-        view = writable_view(out, needed, srcs[int(table[0, 0])].uri if len(srcs) == 1 else f"{len(srcs)} sources")
-        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, _backend_scheme):
+        ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
+        last = int(ends.argmax())
+        view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].uri} (range #{last})")
+        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, lambda s: _backend_scheme(s.scheme)):
             self.backend(str(scheme)).read_into(
                 sub_srcs, sub_table, view,
                 part_size=self.part_size, max_inflight_parts=self.inflight_for(str(scheme)),
@@ -219,12 +229,23 @@ class RangeEngine:
     def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
         src, off, length, dst = table.T
         bad = (src < 0) | (src >= len(srcs)) | (off < 0) | (length <= 0) | (dst < 0)
+        # offset + length and dst + length must not wrap int64 (checked without adding)
+        bad |= (length > _INT64_MAX - np.maximum(off, 0)) | (length > _INT64_MAX - np.maximum(dst, 0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            s, o, n, _ = (int(v) for v in table[i])
-            name = srcs[s].uri if 0 <= s < len(srcs) else f"source #{s} (of {len(srcs)})"
-            what = "negative offset" if o < 0 else "empty or negative length" if n <= 0 else "bad source or destination"
-            raise ValueError(f"{name}: invalid range (offset={o}, length={n}): {what}")
+            s, o, n, d = (int(v) for v in table[i])
+            name = srcs[s].uri if 0 <= s < len(srcs) else "range table"
+            if not 0 <= s < len(srcs):
+                what = f"source index {s} is not one of the {len(srcs)} sources"
+            elif o < 0:
+                what = "negative offset"
+            elif n <= 0:
+                what = "empty or negative length"
+            elif d < 0:
+                what = f"negative destination offset {d}"
+            else:
+                what = "the end of the range does not fit in 64 bits"
+            raise ValueError(f"{name}: invalid range #{i} (offset={o}, length={n}, dst={d}): {what}")
 
 
 _default_engine: RangeEngine | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,8 +22,6 @@ class FileBackend:
         return _file_engine.file_size(src.path, src.uri)
 
     def list(self, prefix: ParsedURI) -> list[str]:
-        import os
-
         root = prefix.path
         if not os.path.isdir(root):
             raise FileNotFoundError(f"{prefix.uri}: not a directory")
@@ -46,9 +46,14 @@ class FileBackend:
         timeout: float | None = None,
         cancel: object | None = None,
     ) -> None:
+        # timeout bounds the whole call; the C reader checks it between parts
+        # (a pread once started is not cut short).
+        deadline = None if timeout is None else time.monotonic() + timeout
         # O_DIRECT is a per-open flag: direct:// and file:// sources go in separate calls.
         for direct, sub, subtable in split_by_source(sources, table, lambda s: s.scheme == "direct"):
+            left = 0.0 if deadline is None else max(deadline - time.monotonic(), 1e-9)
             _file_engine.read_file_ranges(
                 [s.path for s in sub], [s.uri for s in sub], subtable, out,
                 part_size, max_inflight_parts, bool(direct), CACHE_MODES[page_cache_mode], cancel,
+                left,
             )

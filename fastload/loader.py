@@ -32,7 +32,7 @@ from fastload.planner import BatchPlan, batch_slices, plan_batch
 from fastload.samplers import make_sampler
 from fastload.workers import WorkerPool
 
-CONSUMERS = ("numpy",)
+CONSUMERS = ("numpy", "torch")
 _JOIN_S = 10.0
 
 
@@ -98,8 +98,10 @@ class DataLoader:
     output through the collate kernel: ``dtype`` (e.g. ``np.float32``;
     float32 by default when normalising), ``mean`` / ``std`` / ``scale``
     (``(x - mean) / std * scale`` per channel, mean and std in the stored
-    units, e.g. 0..255), ``consumer`` ("numpy"; "auto" memory_format follows
-    it), and ``engine`` (a RangeEngine to read with, e.g. one configured for
+    units, e.g. 0..255), ``consumer`` ("numpy", or "torch" for tensors: see
+    fastload.torch_adapter; "auto" memory_format follows it), ``device``
+    (torch consumer only: copy each batch there, asynchronously with
+    ``non_blocking``), and ``engine`` (a RangeEngine to read with, e.g. one configured for
     an S3 endpoint; the loader sets its part size, in-flight parts,
     page-cache mode and timeout from the options).
 
@@ -119,6 +121,7 @@ class DataLoader:
         scale: float | None = None,
         consumer: str = "numpy",
         engine: RangeEngine | None = None,
+        device: Any = None,
         **knobs: Any,
     ) -> None:
         if not isinstance(dataset, Dataset):
@@ -133,6 +136,12 @@ class DataLoader:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
         self.consumer = consumer
+        if device is not None and consumer != "torch":
+            raise ValueError(f"device={device!r} needs consumer='torch', not {consumer!r}")
+        self._torch = None
+        if consumer == "torch":  # before any buffer exists: pinning must see torch's CUDA runtime
+            from fastload.torch_adapter import TorchOutput
+            self._torch = TorchOutput(cfg, dataset.layout, dtype, device)
         self._out_dtype = dtype
         self._mean, self._std, self._scale = mean, std, scale
         self.sampler = make_sampler(cfg, len(dataset))
@@ -407,7 +416,9 @@ class DataLoader:
         return RaggedBatch(data, offsets)
 
     def _to_output(self, x: Any, y: np.ndarray | None) -> Any:
-        """The one place where a batch becomes what the consumer wants (numpy today)."""
+        """The one place where a batch becomes what the consumer wants."""
+        if self._torch is not None:
+            return self._torch(x, y, self.pool)
         return x if y is None else (x, y)
 
     @staticmethod

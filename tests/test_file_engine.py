@@ -236,3 +236,14 @@ def test_direct_bypasses_page_cache(data_file):
     buf = fastload.read(f"direct://{path}")
     assert bytes(memoryview(buf)) == data
     assert resident_bytes(path) < SIZE // 4
+
+
+def test_timeout_bounds_a_local_read(data_file):
+    """The deadline is checked before each part: one that has passed fails the read clearly."""
+    path, data = data_file
+    eng = RangeEngine(part_size=4096, max_inflight_parts=1, timeout=1e-9)
+    with pytest.raises(TimeoutError, match="within the timeout") as ei:
+        eng.read(f"direct://{path}")
+    assert path in str(ei.value)
+    # A generous timeout changes nothing.
+    assert bytes(memoryview(RangeEngine(timeout=60).read(path))) == data

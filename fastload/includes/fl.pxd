@@ -46,6 +46,7 @@ cdef extern from "fl_file_reader.h" nogil:
         int direct
         int cache_mode
         volatile int *cancel
+        double timeout_s
     int64_t fl_file_size(const char *path, fl_error *err)
     int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges,
                      int64_t nranges, char *dst, int64_t dst_len, const fl_file_opts *opts,
