@@ -163,10 +163,12 @@ class DataLoader:
         self._owns_engine = engine is None
         self.engine = engine or RangeEngine()
         self.engine.part_size = part
-        self.engine.max_inflight_parts = cfg.max_inflight_parts
+        self.engine.max_inflight_parts = cfg.max_inflight_parts  # None: the engine's per-scheme default
         self.engine.page_cache_mode = cfg.page_cache_mode
         self.engine.timeout = cfg.timeout_seconds
-        self.tuner = AutoTuner(part, cfg.max_inflight_parts, apply=_TuningTarget(self.engine),
+        # The scheme whose default in-flight depth this loader starts from (its first source's).
+        self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
+        self.tuner = AutoTuner(part, self.engine.inflight_for(self._scheme), apply=_TuningTarget(self.engine),
                                tune_part_size=not sequential) if cfg.auto_tune else None
 
         self.pin = cfg.pin_memory or cfg.non_blocking
@@ -237,7 +239,7 @@ class DataLoader:
             "pin_mode": self.pool.pin_mode,
             "pin_error": self.pool.pin_error,
             "part_size": self.engine.part_size,
-            "max_inflight_parts": self.engine.max_inflight_parts,
+            "max_inflight_parts": self.engine.inflight_for(self._scheme),
             "page_cache_mode": self.engine.page_cache_mode,
             "workers": None if self.workers is None else {
                 "pids": self.workers.pids, "context": self.workers.context, "seeds": self.workers.seeds},
