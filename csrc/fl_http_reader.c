@@ -417,15 +417,16 @@ static int finish_get(read_t *r, slot_t *s, CURLcode res) {
 static struct curl_slist *header_list(const char *lines) {
     struct curl_slist *l = NULL;
     if (!lines) return NULL;
-    char line[8192];
     const char *p = lines;
     while (*p) {
         const char *e = strchr(p, '\n');
         size_t k = e ? (size_t)(e - p) : strlen(p);
-        if (k > 0 && k < sizeof(line)) {
-            memcpy(line, p, k);
-            line[k] = 0;
-            struct curl_slist *n = C.slist_append(l, line);
+        if (k > 0) {
+            /* any length: a session token has no fixed size, and a dropped
+             * signed header voids the signature */
+            char *line = strndup(p, k);
+            struct curl_slist *n = line ? C.slist_append(l, line) : NULL;
+            free(line);
             if (!n) {
                 C.slist_free_all(l);
                 return (struct curl_slist *)-1;

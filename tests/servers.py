@@ -94,6 +94,7 @@ class RangeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.server.agents.append(self.headers.get("User-Agent"))
+        self.server.seen_headers.append(dict(self.headers))
         if self.path.startswith("/moved/"):  # a permanent redirect to the rest of the path
             self._send(301, {"Location": self.path[len("/moved"):], "Content-Length": "0"})
             return
@@ -158,6 +159,7 @@ def _serve(root: str, ssl_ctx: ssl.SSLContext | None = None) -> HttpServer:
     srv.root = os.path.realpath(root)
     srv.ignore_range = False
     srv.agents = []
+    srv.seen_headers = []
     if ssl_ctx is not None:
         srv.socket = ssl_ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -154,6 +154,20 @@ def test_server_ignoring_range_never_writes_past_the_part(http_server):
     assert out[40_000:] == b"\xee" * 10_000
 
 
+def test_request_headers_of_any_length_are_sent(http_server):
+    """The data plane sends every header line whole (a session token has no fixed size)."""
+    data = payload(1000, 12)
+    url = http_server.put("h.bin", data)
+    token = "T" * 20_000
+    with RangeEngine() as eng:
+        out = bytearray(10)
+        eng.backend("http").transport.read([url.encode()], [f"x-amz-security-token: {token}\nX-Short: 1".encode()],
+                                           [url], table([(0, 5, 10, 0)]), out, 1 << 20, 1, None, None)
+    assert bytes(out) == data[5:15]
+    assert http_server.server.seen_headers[-1].get("x-amz-security-token") == token
+    assert http_server.server.seen_headers[-1].get("X-Short") == "1"
+
+
 # -- errors ------------------------------------------------------------------------
 
 
