@@ -125,6 +125,20 @@ def test_list_prefix_past_one_page(rclone_s3):
             assert eng.list("s3://empty/") == []
 
 
+def test_a_listing_that_cannot_continue_is_an_error(http_server):
+    """IsTruncated without a new NextContinuationToken would lose keys (or loop forever)."""
+    page = ("<ListBucketResult><Contents><Key>a.bin</Key><Size>3</Size></Contents>"
+            "<IsTruncated>true</IsTruncated>{}</ListBucketResult>")
+    with RangeEngine(endpoint_url=http_server.url("").rstrip("/"), anonymous=True) as eng:
+        http_server.put("bkt", page.format("").encode())  # the server answers every ?list-type=2 with it
+        with pytest.raises(errors.HTTPStatusError, match="s3://bkt/: ListObjectsV2 .*no NextContinuationToken"):
+            eng.list("s3://bkt/")
+        http_server.put("bkt", page.format("<NextContinuationToken>t+1</NextContinuationToken>").encode())
+        with pytest.raises(errors.HTTPStatusError, match="the same NextContinuationToken"):
+            eng.list("s3://bkt/")
+        assert len(http_server.server.seen_headers) == 3
+
+
 # -- errors -------------------------------------------------------------------------
 
 

@@ -135,8 +135,13 @@ class S3Backend(NetworkBackend):
                     token = el.text
                 elif tag == "IsTruncated":
                     truncated = (el.text or "").strip().lower() == "true"
-            if not truncated or not token:
+            if not truncated:
                 break
+            if not token or token == params.get("continuation-token"):
+                # going on would loop forever; stopping would lose keys
+                raise_native_error(_FL_E_HTTP, prefix.uri, http_status=resp.status, message=(
+                    "ListObjectsV2 answered IsTruncated with " + ("the same NextContinuationToken again"
+                                                                  if token else "no NextContinuationToken")))
             params = {**params, "continuation-token": token}
         return sorted(out)
 
