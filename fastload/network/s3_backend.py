@@ -11,7 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from fastload.errors import raise_native_error
 from fastload.network import sigv4
@@ -114,7 +114,9 @@ class S3Backend(NetworkBackend):
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
         out: list[str] = []
-        params = {"list-type": "2", "prefix": prefix.path, "max-keys": str(self.opts.list_page_size)}
+        # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
+        params = {"list-type": "2", "prefix": prefix.path, "max-keys": str(self.opts.list_page_size),
+                  "encoding-type": "url"}
         while True:
             resp = self._request("GET", prefix.bucket, "", params, prefix.uri)
             try:
@@ -123,11 +125,13 @@ class S3Backend(NetworkBackend):
                 raise_native_error(_FL_E_HTTP, prefix.uri, http_status=resp.status,
                                    message=f"ListObjectsV2 answer is not XML: {exc}")
             token = truncated = None
+            # decode keys only when the server says it encoded them (some ignore the request)
+            encoded = any(_strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url" for el in root)
             for el in root:
                 tag = _strip_ns(el.tag)
                 if tag == "Contents":
                     fields = {_strip_ns(c.tag): (c.text or "") for c in el}
-                    key = fields.get("Key", "")
+                    key = unquote_plus(fields.get("Key", "")) if encoded else fields.get("Key", "")
                     if key and not key.endswith("/"):
                         self._sizes[(prefix.bucket, key)] = int(fields.get("Size", "0") or 0)
                         out.append(f"s3://{prefix.bucket}/{key}")
