@@ -359,8 +359,9 @@ def test_not_found_is_not_retried(proxied):
 
 def test_stall_is_abandoned_by_low_speed_time(proxied):
     proxy, url, data = proxied
-    proxy.queue(Fault("stall", after=1000, seconds=4))
-    with RangeEngine(low_speed_time=1, **FAST_RETRY) as eng:
+    # the stall outlasts the read's timeout: only low_speed_time can end it in time
+    proxy.queue(Fault("stall", after=1000, seconds=60))
+    with RangeEngine(low_speed_time=1, timeout=20, **FAST_RETRY) as eng:
         assert bytes(eng.read_ranges(url, [(0, 100_000)])) == data[:100_000]
         assert http_stats(eng)["retries"] == 1
 
