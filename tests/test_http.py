@@ -56,6 +56,25 @@ def test_binds_the_libcurl_pycurl_ships():
         assert path == libcurl._mapped_libcurl()[0] and "pycurl" in path
 
 
+def test_libcurl_path_option(http_server):
+    """libcurl_path binds that library in a fresh process; once one is bound, another is refused."""
+    url = http_server.put("lp.bin", b"0123456789")
+    bound, _ = libcurl.load()
+    with RangeEngine(libcurl_path=bound) as eng:  # the same file: fine
+        assert bytes(eng.read(url)) == b"0123456789"
+    other = "/no/such/libcurl.so" if bound != "/no/such/libcurl.so" else "/x.so"
+    with RangeEngine(libcurl_path=other) as eng, pytest.raises(ValueError, match="libcurl_path=.*already bound"):
+        eng.read(url)
+    root = os.path.dirname(os.path.dirname(fastload.__file__))
+    code = ("import fastload.engine as e, fastload.network.libcurl as l;"
+            f"print(bytes(e.RangeEngine(libcurl_path='libcurl.so.4').read({url!r})).decode(), l.load()[0])")
+    env = {k: v for k, v in os.environ.items() if k != "FASTLOAD_LIBCURL"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": root},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0123456789", "libcurl.so.4"]
+
+
 def test_falls_back_to_the_system_libcurl(http_server):
     """Without pycurl's bundled libcurl (here: without pycurl) the data plane binds libcurl.so.4."""
     import ctypes

@@ -50,10 +50,17 @@ def candidates(explicit: str | None = None) -> list[str]:
 
 
 def load(explicit: str | None = None) -> tuple[str, str]:
-    """Bind libcurl once per process; returns (path, version). OSError when none loads."""
+    """Bind libcurl once per process; returns (path, version). OSError when none loads.
+
+    The binding is process-wide: asking for another library once one is bound
+    is a ValueError rather than a silent no-op.
+    """
     global _loaded
     with _lock:
         if _loaded is not None:
+            if explicit and os.path.realpath(explicit) != os.path.realpath(_loaded[0]):
+                raise ValueError(f"libcurl_path={explicit!r}: this process already bound {_loaded[0]} "
+                                 "(set libcurl_path or FASTLOAD_LIBCURL before the first network read)")
             return _loaded
         errors = []
         for path in candidates(explicit):
