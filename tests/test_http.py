@@ -56,8 +56,18 @@ def test_binds_the_libcurl_pycurl_ships():
         assert path == libcurl._mapped_libcurl()[0] and "pycurl" in path
 
 
+def need_system_libcurl():
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcurl.so.4")
+    except OSError:
+        pytest.skip("no system libcurl.so.4")
+
+
 def test_libcurl_path_option(http_server):
     """libcurl_path binds that library in a fresh process; once one is bound, another is refused."""
+    need_system_libcurl()
     url = http_server.put("lp.bin", b"0123456789")
     bound, _ = libcurl.load()
     with RangeEngine(libcurl_path=bound) as eng:  # the same file: fine
@@ -77,12 +87,7 @@ def test_libcurl_path_option(http_server):
 
 def test_falls_back_to_the_system_libcurl(http_server):
     """Without pycurl's bundled libcurl (here: without pycurl) the data plane binds libcurl.so.4."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libcurl.so.4")
-    except OSError:
-        pytest.skip("no system libcurl.so.4")
+    need_system_libcurl()
     url = http_server.put("sys.bin", b"abcdefghij")
     root = os.path.dirname(os.path.dirname(fastload.__file__))
     code = ("import sys; sys.modules['pycurl'] = None\n"
