@@ -425,7 +425,7 @@ def rclone_s3(tmp_path_factory):
 
 # -- a fault-injecting proxy ---------------------------------------------------------
 
-FAULTS = ("pass", "reset", "short", "slowdown", "stall", "status", "as200")
+FAULTS = ("pass", "reset", "short", "slowdown", "stall", "status", "as200", "trickle")
 
 
 @dataclass
@@ -437,7 +437,7 @@ class Fault:
     | stall (send ``after`` bytes, then hold the connection ``seconds``) |
     status (answer ``status`` with an S3 error ``code``) | as200 (forward the
     body but answer 200, as rclone does, with the Content-Range start moved by
-    ``shift`` bytes).
+    ``shift`` bytes) | trickle (the whole body, ``after`` bytes every 0.1 s).
     """
 
     kind: str = "pass"
@@ -500,6 +500,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault.kind in ("pass", "as200"):
             self.wfile.write(body)
+            return
+        if fault.kind == "trickle":
+            for i in range(0, len(body), max(fault.after, 1)):
+                self.wfile.write(body[i:i + max(fault.after, 1)])
+                self.wfile.flush()
+                time.sleep(0.1)
             return
         self.wfile.write(body[: fault.after])
         self.wfile.flush()

@@ -390,6 +390,16 @@ def test_stall_is_abandoned_by_low_speed_time(proxied):
         assert http_stats(eng)["retries"] == 1
 
 
+def test_low_speed_limit_sets_what_counts_as_stalled(proxied):
+    """A body trickling at about 5 KB/s is fine under the default limit, abandoned under 50 KB/s."""
+    proxy, url, data = proxied
+    for limit, retries in ((1024, 0), (50_000, 1)):
+        proxy.queue(Fault("trickle", after=500))
+        with RangeEngine(low_speed_limit=limit, low_speed_time=1, **FAST_RETRY) as eng:
+            assert bytes(eng.read_ranges(url, [(0, 12_000)])) == data[:12_000]
+            assert http_stats(eng)["retries"] == retries
+
+
 def test_timeout_bounds_a_whole_read(proxied):
     proxy, url, _ = proxied
     proxy.queue(Fault("stall", after=1000, seconds=4))
