@@ -38,6 +38,7 @@ typedef struct {
     int64_t req_start;     /* first byte asked for in this GET */
     int64_t got;           /* bytes delivered by this GET */
     int64_t skip;          /* bytes to drop first (200 without Content-Range) */
+    int64_t writes;        /* write-callback calls of this GET */
     int mode;
     int done_early;        /* all wanted bytes came, the rest of the body was refused */
     int have_cr;
@@ -133,6 +134,7 @@ static void check_response(slot_t *s) {
 static size_t write_cb(char *ptr, size_t size, size_t n, void *ud) {
     slot_t *s = (slot_t *)ud;
     size_t len = size * n;
+    s->writes++;
     if (s->mode == BODY_UNCHECKED) check_response(s);
     if (s->mode == BODY_ERROR) {
         size_t room = sizeof(s->ebody) - 1 - s->elen;
@@ -278,7 +280,7 @@ static int start_get(read_t *r, slot_t *s, part_t *p) {
     s->part = p;
     s->base = r->dst;
     s->req_start = p->offset + p->got;
-    s->got = s->skip = 0;
+    s->got = s->skip = s->writes = 0;
     s->mode = BODY_UNCHECKED;
     s->done_early = s->have_cr = 0;
     s->retry_after = 0;
@@ -364,6 +366,7 @@ static int finish_get(read_t *r, slot_t *s, CURLcode res) {
     conns = (int)nc;
     r->ctx->stats.connects += conns;
     r->ctx->stats.bytes += s->got;
+    r->ctx->stats.writes += s->writes;
     p->attempts++;
     char cause[240];
     int transient;

@@ -31,6 +31,7 @@ typedef struct {
     int64_t retries;      /* of which retries of a transient failure */
     int64_t connects;     /* new connections made (the rest reused a kept-alive one) */
     int64_t bytes;        /* body bytes written to destinations */
+    int64_t writes;       /* write-callback calls (each carries at most buffer_size bytes) */
 } fl_http_stats;
 
 /* A context owns the multi handle, its connection cache and a pool of easy

@@ -140,13 +140,13 @@ cdef class HttpContext:
         self.ctx = NULL
 
     def stats(self):
-        """Counters since creation: requests, retries, connects (new connections), bytes."""
+        """Counters since creation: requests, retries, connects (new connections), bytes, writes."""
         cdef fl_http_stats st
         if self.ctx == NULL:
             raise ValueError("the HTTP context is closed")
         fl_http_ctx_stats(self.ctx, &st)
         return {"requests": st.requests, "retries": st.retries, "connects": st.connects,
-                "bytes": st.bytes}
+                "bytes": st.bytes, "writes": st.writes}
 
     def read(self, list urls, list headers, list uris, const int64_t[:, ::1] table, object out,
              int64_t part_size, int max_inflight, double timeout, CancelToken cancel=None):

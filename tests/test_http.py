@@ -152,6 +152,18 @@ def test_many_objects_one_call_and_part_size_knob(http_server):
             assert http_stats(eng)["requests"] == sum(per_obj(len(d)) for d in objs)
 
 
+def test_buffer_size_caps_the_bytes_per_write_callback(http_server):
+    data = payload(1 << 20, 11)
+    url = http_server.put("b.bin", data)
+    writes = {}
+    for size in (1024, 1 << 20):
+        with RangeEngine(buffer_size=size) as eng:
+            assert bytes(eng.read_ranges(url, [(0, len(data))])) == data
+            writes[size] = http_stats(eng)["writes"]
+    assert writes[1024] >= len(data) // 1024  # at most 1 KiB per call
+    assert writes[1 << 20] < writes[1024] // 2  # libcurl's own cap is 16 KiB per call
+
+
 def test_keepalive_and_max_inflight(http_server):
     url = http_server.put("k.bin", payload(1 << 20, 2))
     with RangeEngine(part_size=64 << 10, max_inflight_parts=1) as eng:

@@ -37,6 +37,7 @@ cdef extern from "fl_http_reader.h" nogil:
         int64_t retries
         int64_t connects
         int64_t bytes
+        int64_t writes
 
     ctypedef struct fl_http_opts:
         int64_t part_size

@@ -37,7 +37,7 @@ class NetworkBackend:
                             size_of=lambda i: self.size(sources[i]))
 
     def stats(self) -> dict[str, int]:
-        """Data-plane counters: requests, retries, connects (new connections), bytes."""
+        """Data-plane counters: requests, retries, connects (new connections), bytes, writes (callbacks)."""
         return self.transport.stats()
 
     def close(self) -> None:

@@ -103,8 +103,8 @@ class Transport:
                     self._contexts.append(ctx)
 
     def stats(self) -> dict[str, int]:
-        """Totals over this backend's contexts: requests, retries, connects, bytes."""
-        total = {"requests": 0, "retries": 0, "connects": 0, "bytes": 0}
+        """Totals over this backend's contexts: requests, retries, connects, bytes, writes."""
+        total = {"requests": 0, "retries": 0, "connects": 0, "bytes": 0, "writes": 0}
         with self._lock:
             for ctx in self._all:
                 for k, v in ctx.stats().items():
