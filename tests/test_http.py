@@ -375,6 +375,22 @@ def test_429_and_504_are_retried(proxied):
         assert proxy.pending() == 0 and http_stats(eng)["retries"] == 0
 
 
+def test_backoff_knobs_act(proxied):
+    """A backoff longer than retry_deadline ends the retries; backoff_cap keeps it short."""
+    proxy, url, data = proxied
+    for opts, ok in (({"backoff_base": 10.0, "backoff_cap": 60.0}, False),
+                     ({"backoff_base": 10.0, "backoff_cap": 0.01}, True)):
+        for call in (lambda eng: eng.read_ranges(url, [(0, 100)]), lambda eng: eng.size(url)):
+            proxy.queue(Fault("slowdown"))
+            with RangeEngine(retry_deadline=1.0, **opts) as eng:
+                if ok:
+                    call(eng)
+                else:
+                    with pytest.raises(OSError, match="retry_deadline"):
+                        call(eng)
+            assert proxy.pending() == 0
+
+
 def test_retries_are_bounded(proxied):
     proxy, url, _ = proxied
     proxy.queue(*[Fault("slowdown")] * 3)
