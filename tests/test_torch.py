@@ -125,8 +125,33 @@ def test_ragged_batches_become_tensors(tmp_path):
     with DataLoader(ObjectDataset(paths), batch_size=5, consumer="torch") as dl:
         b = next(iter(dl))
         assert isinstance(b, RaggedBatch) and isinstance(b.data, torch.Tensor)
+        assert isinstance(b.offsets, torch.Tensor) and in_pool(dl, b.data)
         assert b.offsets.tolist() == [0, 1, 3, 6, 10, 15]
         assert [b.sample(i).tolist() for i in range(5)] == [[i] * (i + 1) for i in range(5)]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
+def test_labels_keep_their_dtype(recs, dtype):
+    ds, _ = recs
+    labelled = RecordDataset(ds.uris, SHAPE, labels=np.arange(N).astype(dtype))
+    with DataLoader(labelled, batch_size=8, consumer="torch") as dl:
+        _, y = next(iter(dl))
+        assert y.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype and y.tolist() == list(range(8))
+
+
+def test_state_dict_resumes_a_torch_loader_at_the_next_batch(recs):
+    ds, data = recs
+    with DataLoader(ds, batch_size=10, shuffle=True, seed=2, consumer="torch") as dl:
+        it = iter(dl)
+        seen = [next(it)[1] for _ in range(3)]
+        state = dl.state_dict()
+        rest = [y for _, y in it]
+    with DataLoader(ds, batch_size=10, shuffle=True, seed=2, consumer="torch") as again:
+        again.load_state_dict(state)
+        resumed = list(again)
+    assert [y.tolist() for _, y in resumed] == [y.tolist() for y in rest]
+    assert all(torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2)) for x, y in resumed)
+    assert sorted(torch.cat(seen + [y for _, y in resumed]).tolist()) == list(range(N))
 
 
 def test_device_knob_checks(recs):
@@ -489,6 +514,26 @@ def test_batches_without_tensor_labels_fall_back_to_torch_pickling(recs):
     got = list(torch.utils.data.DataLoader(named, batch_size=None, num_workers=1, timeout=60,
                                            multiprocessing_context="fork"))
     assert [list(y[:2]) for _, y in got] == [["s0", "s1"], ["s50", "s51"]]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dropping_a_torch_loader_mid_epoch_leaves_no_process_or_segment(recs, context):
+    import time
+
+    ds, _ = recs
+    it = TorchIterableDataset(ds, batch_size=5)
+    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
+                                     multiprocessing_context=context)
+    batches = iter(tl)
+    x, y = next(batches)
+    pids = [w.pid for w in batches._workers]
+    assert torch.equal(y, torch.arange(5))
+    del batches, tl, x, y
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")]  # exited and reaped: no zombie
+    assert not [f for f in os.listdir("/dev/shm") for p in pids if f.startswith(f"fastload-{p}-")]
 
 
 def test_segments_of_exited_workers_are_forgotten(recs, monkeypatch):
