@@ -115,3 +115,15 @@ def test_tf_dataset_yields_every_batch(recs):
         order = np.concatenate(ys)
         assert sorted(order) == list(range(N))
         assert np.array_equal(np.concatenate(xs), data[order])
+
+
+def test_tf_dataset_with_string_labels(recs):
+    tf = pytest.importorskip("tensorflow")
+    ds, data = recs
+    named = RecordDataset(ds.uris, SHAPE, labels=[f"s{i}" for i in range(N)])
+    with DataLoader(named, batch_size=16) as dl:
+        tfds = tf_dataset(dl)
+        assert tfds.element_spec[1].dtype == tf.string
+        got = [(x.numpy(), y.numpy()) for x, y in tfds]
+    assert np.array_equal(np.concatenate([x for x, _ in got]), data)
+    assert [s.decode() for _, y in got for s in y] == [f"s{i}" for i in range(N)]
