@@ -22,6 +22,8 @@ file descriptor per tensor (see ``SlotSender``).
 from __future__ import annotations
 
 import errno
+import multiprocessing
+import multiprocessing.context
 import multiprocessing.util
 import os
 import threading
@@ -187,8 +189,8 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
 
     ``rank`` / ``world_size``: None discovers them (torch.distributed, else
     RANK / WORLD_SIZE). The epoch is what :meth:`set_epoch` last set, as with
-    ``DistributedSampler``; with torch's ``persistent_workers`` the workers
-    keep the epoch they were started with, so leave that off when shuffling.
+    ``DistributedSampler``; it lives in shared memory, so torch's
+    ``persistent_workers`` see it too.
     ``dtype`` / ``mean`` / ``std`` / ``scale`` as for fastload's DataLoader;
     other keyword arguments are LoaderOptions knobs (``pin_memory`` acts when
     iterated in the main process; in torch workers pin with torch's own
@@ -209,13 +211,19 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         self.options = options
         self.rank, self.world_size = rank, world_size
         self.output_args = {"dtype": dtype, "mean": mean, "std": std, "scale": scale}
-        self.epoch = 0
+        # Shared with torch's workers, persistent ones included (their dataset copy is never re-sent).
+        self._epoch = multiprocessing.RawValue("q", 0)
         self._loader: DataLoader | None = None
         self._loader_key: tuple[int, ...] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Read epoch ``epoch``'s order next (call it before each epoch when shuffling)."""
-        self.epoch = int(epoch)
+        self._epoch.value = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration reads."""
+        return int(self._epoch.value)
 
     def _config_here(self) -> LoaderOptions:
         """The options for this process: its rank's share, its torch worker's part of it."""
@@ -257,7 +265,14 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_loader"] = state["_loader_key"] = None  # threads and buffers stay in their process
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["_epoch"] = self.epoch  # plain pickling, not to a starting worker: a value, not the share
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["_epoch"], int):
+            state["_epoch"] = multiprocessing.RawValue("q", state["_epoch"])
+        self.__dict__.update(state)
 
 
 # ---- batches from torch workers to the main process ----------------------------------

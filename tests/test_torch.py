@@ -372,13 +372,37 @@ def test_adapter_set_epoch_changes_the_order(recs):
     assert not np.array_equal(first, second) and sorted(second) == list(range(N))
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_adapter_set_epoch_reaches_persistent_workers(recs, context):
+    """torch keeps persistent workers' copies of the dataset: set_epoch must still reach them."""
+    ds, _ = recs
+    it = TorchIterableDataset(ds, batch_size=10, shuffle=True, seed=4)
+    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
+                                     multiprocessing_context=context)
+    orders = []
+    for epoch in (0, 1, 0):
+        it.set_epoch(epoch)
+        orders.append(labels_of(tl))
+    with DataLoader(ds, batch_size=10, shuffle=True, seed=4) as dl:
+        want = []
+        for epoch in (0, 1):
+            dl.set_epoch(epoch)
+            want.append(np.concatenate([y for _, y in dl]))
+    assert not np.array_equal(want[0], want[1])
+    assert [o.tolist() for o in orders] == [want[0].tolist(), want[1].tolist(), want[0].tolist()]
+
+
 def test_adapter_pickles_without_its_loader_and_runs_in_spawned_workers(recs):
     ds, data = recs
     it = TorchIterableDataset(ds, batch_size=25, mean=MEAN, std=STD)
     next(iter(it))  # makes this process's loader
     assert it._loader is not None
+    it.set_epoch(3)
     clone = pickle.loads(pickle.dumps(it))
     assert clone._loader is None and clone.output_args == it.output_args
+    clone.set_epoch(5)  # a pickled copy keeps the epoch as a value, it does not share it
+    assert (clone.epoch, it.epoch) == (5, 3)
+    it.set_epoch(0)
     tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=1, timeout=120,
                                      multiprocessing_context="spawn")
     xs = [x for x, _ in tl]
