@@ -512,7 +512,10 @@ def test_worker_batches_come_through_slots_that_are_reused(recs):
             assert torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2))
         counts.append(len(set(mapped_segments()) - before))
     new = {n: pid for n, (pid, _) in mapped_segments().items() if n not in before}
-    assert len(set(new.values())) == 2 and counts[0] == counts[2] <= 6  # no growth after epoch 1
+    # Bounded: 30 batches without reuse would need 15 rings of 2 slots. How many rings a worker
+    # adds depends on timing (how far it runs ahead while the main process holds batches, the
+    # last batch of an epoch held into the next), so an exact count would be flaky.
+    assert len(set(new.values())) == 2 and max(counts) <= 6
     for pid in set(new.values()):  # unlinked once mapped: nothing left in /dev/shm
         assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"fastload-{pid}-")]
 
