@@ -458,13 +458,14 @@ def collate_and_unpack(batch):
     return x, y, type(out).__name__, len(worker_sender().rings)
 
 
-def test_collate_fn_in_a_worker_writes_batches_into_slots(recs):
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_collate_fn_in_a_worker_writes_batches_into_slots(recs, context):
     _, data = recs
     before = set(mapped_segments())
     assert type(TorchCollate()([MapRecords(data)[0]])) is tuple  # main process: a plain tuple
     tl = torch.utils.data.DataLoader(MapRecords(data), batch_size=20, num_workers=1, timeout=60,
                                      collate_fn=TorchCollate(memory_format="channels_last"),
-                                     multiprocessing_context="fork")
+                                     multiprocessing_context=context)
     kept = list(tl)
     assert len(set(mapped_segments()) - before) >= 1  # batches came through a worker segment
     for x, y in kept:
