@@ -139,6 +139,12 @@ def test_tf_dataset_yields_every_batch(recs):
             order = np.concatenate(ys)
             assert sorted(order) == list(range(N))
             assert np.array_equal(np.concatenate(xs), data[order])
+        import tensorflow as tf
+        with DataLoader(ds, batch_size=8) as dl:
+            x, _ = next(iter(dl))
+            t = tf.experimental.dlpack.from_dlpack(x.__dlpack__())
+            x[0, 0, 0, 0] = 201  # one memory: a write through numpy shows in TF
+            assert int(t[0, 0, 0, 0]) == 201 and np.array_equal(t.numpy()[1:], data[1:8])
     """)
 
 
