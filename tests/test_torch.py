@@ -18,6 +18,7 @@ import fastload
 from fastload.buffer_pool import BufferPool
 from fastload.datasets import ObjectDataset, RecordDataset
 from fastload.loader import DataLoader, RaggedBatch
+from fastload.options import LoaderOptions
 
 torch = pytest.importorskip("torch")
 from fastload.torch_adapter import (  # noqa: E402
@@ -360,6 +361,24 @@ def test_adapter_splits_by_rank_explicit_and_from_the_environment(recs, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "2")
     found = TorchIterableDataset(ds, batch_size=8, shuffle=True)  # rank None: discovered
     assert np.array_equal(labels_of(torch.utils.data.DataLoader(found, batch_size=None)), shares[1])
+
+
+def test_adapter_keeps_a_rank_the_options_set(recs, monkeypatch):
+    ds, _ = recs
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # discovery would say 0 of 2: the options must win
+    for opts in (LoaderOptions(batch_size=8, shard_rank=1, shard_world_size=4),
+                 LoaderOptions(batch_size=8).distributed_sampling(1, 4)):
+        it = TorchIterableDataset(ds, opts)
+        got = labels_of(torch.utils.data.DataLoader(it, batch_size=None))
+        assert len(it) == 4 and len(got) == 25
+        assert np.array_equal(got, reference_order(ds, options=opts))
+    found = LoaderOptions(batch_size=8).distributed_sampling()  # None: discovered
+    got = labels_of(torch.utils.data.DataLoader(TorchIterableDataset(ds, found), batch_size=None))
+    assert np.array_equal(got, reference_order(ds, options=found.replace(shard_rank=0, shard_world_size=2)))
+    mine = TorchIterableDataset(ds, batch_size=8, shard_rank=1, shard_world_size=4, rank=3, world_size=4)
+    assert np.array_equal(labels_of(torch.utils.data.DataLoader(mine, batch_size=None)),
+                          reference_order(ds, batch_size=8, shard_rank=3, shard_world_size=4))
 
 
 def test_adapter_set_epoch_changes_the_order(recs):
