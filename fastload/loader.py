@@ -30,7 +30,7 @@ from fastload.engine import MIN_PART_SIZE, RangeEngine
 from fastload.options import LoaderOptions
 from fastload.planner import BatchPlan, batch_slices, plan_batch
 from fastload.samplers import make_sampler
-from fastload.workers import WorkerPool
+from fastload.workers import TransformError, WorkerPool
 
 CONSUMERS = ("numpy", "torch")
 _JOIN_S = 10.0
@@ -357,14 +357,12 @@ class DataLoader:
             if worker is not None:
                 ep.status[k] = f"waiting for worker {worker.id} (pid {worker.pid}) to run the transform"
                 del slab
-                samples = worker.run(k, plan.offsets, plan.lengths, ds.sample_shape, ds.dtype, ep.stopped)
+                samples = worker.run(k, plan.offsets, plan.lengths, ds.sample_shape, ds.dtype, ep.stopped,
+                                     lambda pos: ds.describe(int(idx[pos])))
                 x = self._collate_samples(samples, leases)
                 del samples
             elif self.transforms_on:
-                raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
-                samples = [np.asarray(ds.transform(ds.view_sample(raw[o:o + n])))  # type: ignore[misc]
-                           for o, n in zip(plan.offsets, plan.lengths, strict=False)]
-                del raw
+                samples = self._transform_here(np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes), plan, k)
                 x = self._collate_samples(samples, leases)
             elif spec is None:
                 data = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
@@ -384,6 +382,18 @@ class DataLoader:
                 pool.release(buf)
         y = ds.labels_for(idx)
         return self._to_output(x, y)
+
+    def _transform_here(self, raw: np.ndarray, plan: BatchPlan, k: int) -> list[np.ndarray]:
+        """The transform of each sample of batch ``k``, in this process; a failure names the sample."""
+        ds = self.dataset
+        samples = []
+        for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
+            try:
+                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o:o + n]))))  # type: ignore[misc]
+            except Exception as exc:
+                raise TransformError(f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
+                                     f"position {pos} of batch {k}: {type(exc).__name__}: {exc}") from exc
+        return samples
 
     def _kernel_args(self, spec: _OutputSpec) -> dict[str, Any]:
         stats: dict[str, Any] = {}

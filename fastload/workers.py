@@ -34,8 +34,17 @@ _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _POLL_S = 0.05
 
 
+class TransformError(RuntimeError):
+    """The dataset's transform raised; the message names the sample (index, URI, bytes) and
+    its batch, and ``__cause__`` (in-process) or the message (worker) holds the original."""
+
+
 class WorkerError(RuntimeError):
     """A worker process died or its transform raised."""
+
+
+class WorkerTransformError(WorkerError, TransformError):
+    """The transform raised inside a worker process (both kinds of error at once)."""
 
 
 @dataclass(frozen=True)
@@ -227,8 +236,10 @@ class Worker:
         return memoryview(self.input.mm)[:nbytes]
 
     def run(self, batch: int, offsets: np.ndarray, lengths: np.ndarray,
-            shape: tuple[int, ...] | None, dtype: np.dtype, stopped: Callable[[], bool]) -> list[np.ndarray]:
-        """Transform one batch; the samples returned are views of the output segment."""
+            shape: tuple[int, ...] | None, dtype: np.dtype, stopped: Callable[[], bool],
+            describe: Callable[[int], str] = lambda pos: f"sample at position {pos}") -> list[np.ndarray]:
+        """Transform one batch; the samples returned are views of the output segment.
+        ``describe(pos)`` names the batch's ``pos``-th sample in a transform error."""
         self._seq += 1
         self.conn.send(("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str))
         while True:
@@ -239,10 +250,12 @@ class Worker:
                 break  # older replies belong to a batch whose reader was stopped
         if reply[0] == "error":
             _, _, pos, what, tb = reply
-            where = f"the transform failed on sample {pos} of batch {batch}" if pos >= 0 \
-                else f"packing the results of batch {batch} failed"
-            raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): {where}: {what}\n"
-                              f"--- worker traceback ---\n{tb}")
+            if pos < 0:
+                raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): packing the results of batch "
+                                  f"{batch} failed: {what}\n--- worker traceback ---\n{tb}")
+            raise WorkerTransformError(
+                f"fastload worker {self.id} (pid {self.pid}): the transform failed on {describe(pos)}, "
+                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}")
         assert self.output is not None
         buf = np.frombuffer(self.output.mm, dtype=np.uint8)
         out = []

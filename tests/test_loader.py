@@ -452,7 +452,9 @@ def test_timeout_while_a_worker_transforms(recs):
 def test_transform_error_names_the_sample(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=H.fail_on_marker)
     dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork")
-    with pytest.raises(RuntimeError, match="failed on sample 2 of batch 1: ValueError: bad sample 7"):
+    with pytest.raises(RuntimeError, match=r"worker 0 \(pid \d+\): the transform failed on sample 7 "
+                                           r"\(.*shard-000\.bin bytes 1008-1151\), position 2 of batch 1: "
+                                           r"ValueError: bad sample 7"):
         list(dl)
 
 
@@ -502,3 +504,75 @@ def test_no_leaks_over_20_epochs(recs, workers):
     assert after[0] == set() and after[2] - before[2] == set() and after[3] == 0
     assert after[1] <= before[1]
     assert after[4] - before[4] < 64 << 20
+
+
+# -- edge cases a user hits ------------------------------------------------------------------
+def test_in_process_transform_error_names_the_sample_index_and_uri(recs):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.fail_on_marker)
+    dl = DataLoader(ds, batch_size=5, enable_transforms=True)
+    with pytest.raises(RuntimeError, match=r"transform failed on sample 7 \(.*shard-000\.bin bytes 1008-1151\), "
+                                           r"position 2 of batch 1: ValueError: bad sample 7") as err:
+        list(dl)
+    assert isinstance(err.value.__cause__, ValueError)
+
+
+def test_a_second_iterator_ends_the_first_with_a_clear_error(recs):
+    dl = DataLoader(recs[0], batch_size=10)
+    first = iter(dl)
+    next(first)
+    second = iter(dl)
+    with pytest.raises(RuntimeError, match=r"iterator of epoch 0 was ended by a newer iter\(loader\)"):
+        next(first)  # not a silent StopIteration: its batches would be lost unnoticed
+    assert len(list(second)) == len(dl)
+    with pytest.raises(RuntimeError, match="closed"):
+        it = iter(dl)
+        next(it)
+        dl.close()
+        next(it)
+
+
+def test_set_epoch_then_state_dict_describes_the_epoch_to_run(recs):
+    opts = LoaderOptions(batch_size=10, shuffle=True, seed=2)
+    dl = DataLoader(recs[0], opts)
+    it = iter(dl)
+    next(it), next(it)
+    dl.set_epoch(5)  # mid-epoch: the next iter() runs epoch 5 from its start
+    assert dl.state_dict()["epoch"] == 5 and dl.state_dict()["batches_done"] == []
+    del it
+    with pytest.raises(ValueError, match="epoch"):
+        dl.set_epoch(-1)
+
+
+def test_set_epoch_of_the_resumed_epoch_keeps_the_resume_point(recs):
+    opts = LoaderOptions(batch_size=10, shuffle=True, seed=2)
+    full = np.concatenate(collect(DataLoader(recs[0], opts))[1])
+    dl = DataLoader(recs[0], opts)
+    it = iter(dl)
+    seen = [next(it)[1] for _ in range(3)]
+    state = dl.state_dict()
+    del it
+    fresh = DataLoader(recs[0], opts)
+    fresh.load_state_dict(state)
+    fresh.set_epoch(0)  # a training loop calls set_epoch(epoch) as usual after resuming
+    rest = [y for _, y in fresh]
+    assert np.array_equal(np.concatenate(seen + rest), full)
+
+
+def test_empty_dataset_smaller_than_a_batch_and_drop_last(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "s.bin").write_bytes(b"")
+    empty = DataLoader(RecordDataset(str(tmp_path / "empty"), SHAPE), batch_size=4)
+    assert len(empty) == 0 and list(empty) == [] and empty.state_dict()["epoch"] == 1
+    data = H.write_records(str(tmp_path / "few"), 5, SHAPE, 1)
+    few = RecordDataset(str(tmp_path / "few"), SHAPE)
+    xs = list(DataLoader(few, batch_size=32))
+    assert len(xs) == 1 and np.array_equal(xs[0], data)
+    dropped = DataLoader(few, batch_size=32, drop_last=True)
+    assert len(dropped) == 0 and list(dropped) == []
+
+
+def test_worker_id_takes_every_other_batch_of_the_rank(recs):
+    whole = [y for _, y in DataLoader(recs[0], batch_size=10, shuffle=True, seed=4)]
+    mine = [y for _, y in DataLoader(recs[0], batch_size=10, shuffle=True, seed=4, worker_id=1,
+                                     num_workers_pytorch=2)]
+    assert [y.tolist() for y in mine] == [y.tolist() for y in whole[1::2]]
