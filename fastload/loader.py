@@ -310,7 +310,8 @@ class DataLoader:
     def _stop_current(self) -> None:
         ep = self._current() if self._current else None
         if ep is not None:
-            ep.shutdown()
+            ep.shutdown(ended_by="a newer iter(loader) (one loader runs one epoch at a time; "
+                                 "use a second DataLoader to read two at once)")
 
     def _end_epoch(self, failed: bool) -> None:
         """After an epoch's threads stopped: drop workers unless persistent (always after a failure)."""
@@ -459,6 +460,7 @@ class _Epoch:
         self.ahead = 0
         self.stop = False
         self.failed = False
+        self.ended_by: str | None = None  # set when something else ended the epoch under its iterator
         self.cancel = CancelToken()
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
@@ -502,6 +504,9 @@ class _Epoch:
         with self.cond:
             while True:
                 if self.stop:
+                    if self.ended_by is not None:  # not a silent end: the rest of the epoch is lost
+                        raise RuntimeError(f"fastload: this iterator of epoch {self.progress.epoch} was "
+                                           f"ended by {self.ended_by}")
                     raise StopIteration
                 k = self._ready()
                 if k is not None:
@@ -553,13 +558,15 @@ class _Epoch:
             self.progress.finished = True
         self.shutdown(failed)
 
-    def shutdown(self, failed: bool = False) -> None:
-        """Stop the readers; ``failed``: after an error (workers are then restarted)."""
+    def shutdown(self, failed: bool = False, ended_by: str | None = None) -> None:
+        """Stop the readers; ``failed``: after an error (workers are then restarted);
+        ``ended_by``: what ended the epoch while its iterator may still be used."""
         with self.cond:
             if self.stop:
                 return
             self.stop = True
             self.failed = failed
+            self.ended_by = ended_by
             self.cond.notify_all()
         self.cancel.cancel()
         for _ in self.threads:
@@ -594,7 +601,7 @@ def _shutdown(state: dict[str, Any]) -> None:
     cur = state.get("_current")
     ep = cur() if cur else None
     if ep is not None:
-        ep.shutdown()
+        ep.shutdown(ended_by="closing the loader")
     workers = state.get("workers")
     if workers is not None:
         workers.close()

@@ -524,7 +524,7 @@ def test_a_second_iterator_ends_the_first_with_a_clear_error(recs):
     with pytest.raises(RuntimeError, match=r"iterator of epoch 0 was ended by a newer iter\(loader\)"):
         next(first)  # not a silent StopIteration: its batches would be lost unnoticed
     assert len(list(second)) == len(dl)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match="ended by closing the loader"):
         it = iter(dl)
         next(it)
         dl.close()
