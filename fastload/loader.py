@@ -27,7 +27,7 @@ from fastload.collate import _plan_batch as _plan_collate
 from fastload.collate import collate, collate_ragged, collate_slab
 from fastload.datasets import Dataset
 from fastload.engine import MIN_PART_SIZE, RangeEngine
-from fastload.options import LoaderOptions
+from fastload.options import LoaderOptions, _check_int
 from fastload.planner import BatchPlan, batch_slices, plan_batch
 from fastload.samplers import make_sampler
 from fastload.workers import TransformError, WorkerPool
@@ -226,9 +226,16 @@ class DataLoader:
         return self._resume.epoch if self._resume else self._next_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Run epoch ``epoch`` next (its sampler order), like DistributedSampler.set_epoch."""
+        """Run epoch ``epoch`` next (its sampler order), like DistributedSampler.set_epoch.
+
+        After :meth:`load_state_dict`, setting the resumed epoch keeps the resume point, so a
+        training loop that calls ``set_epoch(epoch)`` every epoch resumes as it should."""
+        _check_int("epoch", epoch, 0)
+        if self._resume is not None and self._resume.epoch == epoch:
+            return
         self._next_epoch = int(epoch)
         self._resume = None
+        self._progress = None  # state_dict() now describes the epoch chosen, not the one left
 
     def report(self) -> dict[str, Any]:
         """What the loader really does: pinning, workers, tuning, read-ahead."""
