@@ -401,6 +401,34 @@ def test_workers_grow_their_segments_for_larger_batches(tmp_path):
     dl.close()
 
 
+def test_workers_hand_batches_back_through_shared_memory_not_the_pipe(tmp_path, monkeypatch):
+    import multiprocessing.connection as mpc
+    import pickle
+
+    shape = (64, 64, 3)
+    data = H.write_records(str(tmp_path), 40, shape, 2)
+    ds = RecordDataset(str(tmp_path), shape, labels=np.arange(40), transform=H.invert)
+    piped = []
+    real_send, real_recv = mpc.Connection.send, mpc.Connection.recv
+
+    def send(self, obj):
+        piped.append(len(pickle.dumps(obj)))
+        return real_send(self, obj)
+
+    def recv(self):
+        obj = real_recv(self)
+        piped.append(len(pickle.dumps(obj)))
+        return obj
+
+    monkeypatch.setattr(mpc.Connection, "send", send)
+    monkeypatch.setattr(mpc.Connection, "recv", recv)
+    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork")
+    for x, y in dl:
+        assert np.array_equal(x, 255 - data[y])
+    assert dl.report()["worker_starts"] == 1 and piped
+    assert sum(piped) < data.nbytes // 20  # offsets and shapes cross the pipe, never the pixels
+
+
 @pytest.mark.parametrize("mode", ["sequential", "async_pool"])
 def test_worker_seeds_are_reproducible(recs, mode):
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.worker_facts)
