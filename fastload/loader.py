@@ -310,7 +310,7 @@ class DataLoader:
         seed = [cfg.sampler_seed] if cfg.persistent_workers else [cfg.sampler_seed, epoch]
         nbytes = (self.dataset.sample_nbytes or 1 << 20) * cfg.batch_size
         self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, self.dataset.transform,
-                                  seed, nbytes)
+                                  seed, nbytes, cfg.timeout_seconds)
         self.stats["worker_starts"] += 1
         self.stats["epoch_pids"].append(self.workers.pids)
 

@@ -23,6 +23,7 @@ import random
 import secrets
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,21 +200,25 @@ class Worker:
             child.close()
         self.pid = self.proc.pid
 
-    def wait_ready(self, stopped: Callable[[], bool]) -> None:
+    def wait_ready(self, stopped: Callable[[], bool], deadline: tuple[float, float] | None = None) -> None:
+        """Wait for the worker's "ready"; ``deadline``: (time.monotonic() limit, the timeout it came from)."""
         while True:
-            reply = self._recv(stopped, "starting" if self._seq == 0 else "mapping its input")
+            reply = self._recv(stopped, "starting" if self._seq == 0 else "mapping its input", deadline)
             if reply[0] == "ok" and reply[2] is not None:
                 self._attach_output(reply[2])
             if reply[0] == "ready":
                 break
         self.input.unlink()  # both sides have it mapped now
 
-    def _recv(self, stopped: Callable[[], bool], doing: str) -> Any:
+    def _recv(self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None = None) -> Any:
         while not self.conn.poll(_POLL_S):
             if not self.proc.is_alive():
                 self._died(doing)
             if stopped():
                 raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): loader stopped")
+            if deadline is not None and time.monotonic() > deadline[0]:
+                raise TimeoutError(f"fastload worker {self.id} (pid {self.pid}) not ready after {deadline[1]:g} s "
+                                   f"(timeout_seconds) while {doing}")
         try:
             return self.conn.recv()
         except EOFError:
@@ -302,7 +307,7 @@ class WorkerPool:
     """
 
     def __init__(self, num_workers: int, context: str, transform: Callable[[Any], Any],
-                 seed: int | list[int], input_bytes: int) -> None:
+                 seed: int | list[int], input_bytes: int, timeout: float | None = None) -> None:
         if threading.active_count() > 1 and context == "fork":
             import warnings
 
@@ -321,8 +326,10 @@ class WorkerPool:
         try:
             for i in range(num_workers):
                 self.workers.append(Worker(ctx, i, num_workers, self.seeds[i], transform, input_bytes))
+            # Started in parallel, so one deadline for all (a hung start must not hang iter()).
+            deadline = None if timeout is None else (time.monotonic() + timeout, timeout)
             for w in self.workers:
-                w.wait_ready(lambda: False)
+                w.wait_ready(lambda: False, deadline)
         except BaseException:
             self.close()
             raise

@@ -475,6 +475,27 @@ def test_timeout_while_a_worker_transforms(recs):
     assert dl.workers is None and not __import__("multiprocessing").active_children()
 
 
+def test_timeout_while_workers_start(recs, tmp_path, monkeypatch):
+    # A worker whose start hangs (here: importing the transform's module) must not hang iter().
+    (tmp_path / "slow_import.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('FASTLOAD_TEST_SLOW_IMPORT'):\n"
+        "    time.sleep(30)\n"
+        "def same(x):\n"
+        "    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import slow_import
+
+    monkeypatch.setenv("FASTLOAD_TEST_SLOW_IMPORT", "1")  # only the worker imports it from now on
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=slow_import.same)
+    dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="spawn",
+                    timeout_seconds=2.0)
+    with pytest.raises(TimeoutError, match=r"fastload worker 0 \(pid \d+\) not ready after 2 s "
+                                           r"\(timeout_seconds\) while starting"):
+        iter(dl)
+    assert dl.workers is None and not __import__("multiprocessing").active_children()
+
+
 def test_transform_error_names_the_sample(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=H.fail_on_marker)
     dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork")
