@@ -270,13 +270,23 @@ class DataLoader:
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
+            # what fixes the order (seed, rank, weights ...); the loader keeps the position itself
+            "sampler": {k: v for k, v in self.sampler.state_dict().items() if k not in ("epoch", "position")},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state``; refuses one from a loader with another order (the next sample
+        of another order would repeat some samples and skip others)."""
+        mine_state = self.state_dict()
         for key in ("batch_size", "dataset_len", "sampler_len"):
-            mine = self.state_dict()[key]
+            mine = mine_state[key]
             if state.get(key) != mine:
                 raise ValueError(f"load_state_dict: the state has {key}={state.get(key)!r}, this loader {mine}")
+        theirs = state.get("sampler") or {}
+        for key, mine in mine_state["sampler"].items():
+            if theirs.get(key) != mine:
+                raise ValueError(f"load_state_dict: the state's sampler has {key}={theirs.get(key)!r}, "
+                                 f"this loader's {mine!r}")
         done = {int(k) for k in state["batches_done"]}
         if done and max(done) >= len(self):
             raise ValueError(f"load_state_dict: batch {max(done)} does not exist ({len(self)} batches)")

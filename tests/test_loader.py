@@ -233,6 +233,21 @@ def test_load_state_dict_rejects_another_loader(recs):
         DataLoader(recs[0], batch_size=16).load_state_dict(state)
 
 
+@pytest.mark.parametrize("other", [{"seed": 4}, {"shuffle": False}, {"generator_seed": 9},
+                                   {"shard_rank": 1, "shard_world_size": 2}])
+def test_load_state_dict_rejects_a_loader_with_another_order(recs, other):
+    opts = LoaderOptions(batch_size=10, shuffle=True, seed=3)
+    dl = DataLoader(recs[0], opts)
+    it = iter(dl)
+    next(it)
+    state = dl.state_dict()
+    del it
+    # resuming "at the next sample" of another order would silently repeat and skip samples
+    with pytest.raises(ValueError, match="load_state_dict: .*(seed|sampler|rank|world_size|len)"):
+        DataLoader(recs[0], opts.replace(**other)).load_state_dict(state)
+    DataLoader(recs[0], opts).load_state_dict(state)
+
+
 # -- engine knobs ---------------------------------------------------------------------
 def test_engine_knobs_reach_the_file_backend(recs, monkeypatch):
     calls = []
