@@ -221,8 +221,14 @@ class Worker:
                                    f"(timeout_seconds) while {doing}")
         try:
             return self.conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # a duplex pipe is a socket: a killed peer may reset it
             self.proc.join(1.0)
+            self._died(doing)
+
+    def _send(self, msg: Any, doing: str) -> None:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError):  # it died while idle: say who and how
             self._died(doing)
 
     def _died(self, doing: str) -> None:
@@ -236,7 +242,7 @@ class Worker:
         if self.input.nbytes < nbytes:
             self.input.close()
             self.input = Segment(nbytes * 5 // 4)
-            self.conn.send(("input", self.input.name))
+            self._send(("input", self.input.name), "waiting for work (before its input segment grew)")
             self.wait_ready(stopped)
         return memoryview(self.input.mm)[:nbytes]
 
@@ -246,7 +252,8 @@ class Worker:
         """Transform one batch; the samples returned are views of the output segment.
         ``describe(pos)`` names the batch's ``pos``-th sample in a transform error."""
         self._seq += 1
-        self.conn.send(("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str))
+        self._send(("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str),
+                   f"waiting for work (before batch {batch} was sent to it)")
         while True:
             reply = self._recv(stopped, f"transforming batch {batch}")
             if reply[0] == "ok" and reply[2] is not None:

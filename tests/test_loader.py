@@ -481,6 +481,21 @@ def test_dead_worker_names_itself_and_exit_code(recs, transform, how):
     assert not __import__("multiprocessing").active_children()
 
 
+def test_a_persistent_worker_that_died_while_idle_is_named(recs):
+    import signal
+
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
+    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, persistent_workers=True,
+                    multiprocessing_context="fork", timeout_seconds=30)
+    list(dl)
+    pid = dl.workers.pids[1]
+    os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, between epochs
+    with pytest.raises(RuntimeError, match=rf"fastload worker 1 \(pid {pid}\) was killed by signal 9 while"):
+        list(dl)  # not a bare BrokenPipeError
+    assert [len(x) for x, _ in dl] == [10] * 10 and dl.report()["worker_starts"] == 2  # fresh workers
+    dl.close()
+
+
 def test_timeout_while_a_worker_transforms(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=H.sleep_on_marker)
     dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork",
