@@ -108,6 +108,11 @@ class DataLoader:
     Yields ``x``, or ``(x, y)`` when the dataset has labels. ``x`` is a
     zero-copy view of a pooled buffer: keep it as long as you like (the pool
     never reuses a buffer that something still views).
+
+    One epoch runs at a time: a new ``iter(loader)`` (or ``close()``) ends the
+    previous iterator, whose ``next()`` then raises ``RuntimeError`` saying so.
+    A transform that raises gives ``TransformError`` naming the sample (index,
+    URI, bytes) and its batch.
     """
 
     def __init__(
