@@ -40,15 +40,11 @@ fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err);
 void fl_http_ctx_free(fl_http_ctx *ctx);
 void fl_http_ctx_stats(const fl_http_ctx *ctx, fl_http_stats *out);
 
-/* Polled about every 20 ms during a read (the bridge takes the GIL for it); non-zero stops it. */
-typedef int (*fl_cancel_fn)(void *arg);
-
 typedef struct {
     int64_t part_size;     /* ranges are cut into GETs of at most this many bytes */
     int max_inflight;      /* GETs in flight at once */
     double timeout;        /* seconds the whole read may take; <= 0: no limit */
-    fl_cancel_fn cancel;   /* optional */
-    void *cancel_arg;
+    volatile int *cancel;  /* optional: set non-zero to stop the read (checked at least every 20 ms) */
 } fl_http_opts;
 
 /* Reads every range (bytes [offset, offset+length) of urls[src]) into

@@ -46,3 +46,7 @@ from fastload.workers import WorkerError, get_worker_info  # noqa: E402
 
 __all__ += ["BufferPool", "DataLoader", "Dataset", "NpyDataset", "ObjectDataset", "RaggedBatch",
             "RecordDataset", "WorkerError", "get_worker_info"]
+
+from fastload.workers import TransformError  # noqa: E402
+
+__all__ += ["TransformError"]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from fastload import AlignedBuffer, RangeEngine
 from fastload.progress import Progress
+from fastload.uri import parse_uri
 
 MIB = 1 << 20
 
@@ -34,7 +35,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     with _engine(args) as eng:
         size = eng.size(args.uri)
         target = args.output or os.path.basename(args.uri.rstrip("/")) or "download.bin"
-        chunk = max(args.part_size * args.inflight, 64 * MIB)
+        chunk = max(args.part_size * eng.inflight_for(parse_uri(args.uri).scheme), 64 * MIB)
         buf = AlignedBuffer(min(chunk, max(size, 1)))
         view = memoryview(buf)
         progress = Progress(size, os.path.basename(target) if target != "-" else args.uri)
@@ -72,7 +73,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             best = min(best, dt)
             print(f"run {i + 1}: {size / dt / 1e6:10.1f} MB/s  ({dt * 1e3:.1f} ms)")
     print(f"best: {size / best / 1e6:.1f} MB/s over {size} bytes "
-          f"(part_size={args.part_size}, max_inflight_parts={args.inflight})")
+          f"(part_size={args.part_size}, "
+          f"max_inflight_parts={eng.inflight_for(parse_uri(args.uri).scheme)})")
     return 0
 
 
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def engine_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--part-size", type=_size_arg, default=8 * MIB, help="bytes per part (8MiB)")
-        sp.add_argument("--inflight", type=int, default=4, help="parts in flight (4)")
+        sp.add_argument("--inflight", type=int, default=None,
+                        help="parts in flight (default: 4 for files, 32 for http(s)/s3)")
         sp.add_argument("--page-cache-mode", default="auto",
                         choices=["auto", "sequential", "random", "dont_need", "normal"])
 

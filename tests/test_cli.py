@@ -44,6 +44,8 @@ def test_bench_prints_rate(blob, capsys):
     assert main(["bench", str(blob), "--repeat", "2", "--inflight", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("MB/s") == 3 and "max_inflight_parts=2" in out
+    assert main(["bench", str(blob), "--repeat", "1"]) == 0
+    assert "max_inflight_parts=4" in capsys.readouterr().out  # the local-file default
 
 
 def test_bad_size_argument(blob):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from loader_helpers import write_records
@@ -66,12 +68,69 @@ def test_missing_object_on_s3_names_it(s3):
         list(DataLoader(ds, batch_size=2, engine=engine))
 
 
+def _first_read_connects(network_options, dataset_spec, **knobs):
+    """New connections a fresh engine opens for one batch of every record, shuffled."""
+    with RangeEngine(**network_options) as engine:
+        ds = RecordDataset(dataset_spec, SHAPE, labels=np.arange(90), engine=engine)
+        dl = DataLoader(ds, batch_size=90, shuffle=True, prefetch=1, engine=engine, **knobs)
+        x, y = next(iter(dl))
+        assert len(y) == 90
+        depth = dl.report()["max_inflight_parts"]
+        dl.close()
+        return engine.backend("s3").stats()["connects"], depth
+
+
+def test_network_reads_default_to_a_deeper_inflight_depth(s3):
+    """No max_inflight_parts given: s3 reads keep 32 GETs in flight (4 for local files)."""
+    engine = s3[0]
+    connects, depth = _first_read_connects(engine.network_options, "s3://bucket/recs/")
+    # ~60 separate records, one GET each, all 32 slots filled at once: one connection per slot.
+    assert depth == 32 and connects > 16
+    connects, depth = _first_read_connects(engine.network_options, "s3://bucket/recs/", max_inflight_parts=4)
+    assert depth == 4 and connects <= 4
+
+
+def test_local_files_keep_four_reader_threads(tmp_path):
+    write_records(str(tmp_path), 20, SHAPE, 1)
+    dl = DataLoader(RecordDataset(str(tmp_path), SHAPE), batch_size=4)
+    assert dl.report()["max_inflight_parts"] == 4 and dl.engine.inflight_for("file") == 4
+    dl.close()
+
+
 @pytest.mark.http
-def test_records_over_http(http_server):
-    data = write_records(http_server.root + "/h", 30, SHAPE, 2)
-    uris = [http_server.url(f"h/shard-{i:03d}.bin") for i in range(2)]
-    with RangeEngine() as engine:
+@pytest.mark.parametrize("server", ["http_server", "https_server"])
+def test_records_over_http(server, request, tls_ca):
+    srv = request.getfixturevalue(server)
+    data = write_records(srv.root + "/h", 30, SHAPE, 2)
+    uris = [srv.url(f"h/shard-{i:03d}.bin") for i in range(2)]
+    with RangeEngine(ca_bundle=tls_ca.ca) as engine:
         ds = RecordDataset(uris, SHAPE, labels=np.arange(30), engine=engine)
-        for x, y in DataLoader(ds, batch_size=8, shuffle=True, engine=engine, reader_mode="range",
-                               part_size=4096):
-            assert np.array_equal(x, data[y])
+        for mode in ("range", "sequential"):
+            seen = []
+            for x, y in DataLoader(ds, batch_size=8, shuffle=True, engine=engine, reader_mode=mode,
+                                   part_size=4096, dtype=np.float32, memory_format="channels_first"):
+                assert np.array_equal(x, data[y].transpose(0, 3, 1, 2).astype(np.float32))
+                seen.extend(y.tolist())
+            assert sorted(seen) == list(range(30))
+        assert engine.backend(srv.scheme).stats()["requests"] > 0
+
+
+def test_a_stalled_s3_read_is_cancelled_when_the_loop_stops(s3, silent_server):
+    """Closing the epoch while a GET waits on a server that never answers: the epoch's
+    cancel token stops the native read (C polls the flag without the GIL), so the
+    reader thread ends instead of waiting forever."""
+    opts = {**s3[0].network_options, "endpoint_url": f"http://127.0.0.1:{silent_server}", "low_speed_time": 0}
+    with RangeEngine(**opts) as engine:
+        ds = ObjectDataset([f"s3://bucket/objs/o{i}" for i in range(7)], sizes=[100 + 50 * i for i in range(7)],
+                           engine=engine)
+        dl = DataLoader(ds, batch_size=7, prefetch=1, engine=engine)
+        it = iter(dl)  # the reader starts at once
+        readers = [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]
+        for _ in range(500):  # until the GETs are sent
+            if engine.backend("s3").stats()["requests"] == 7:
+                break
+            threading.Event().wait(0.01)
+        assert readers and engine.backend("s3").stats()["requests"] == 7
+        it.close()  # joins the reader (up to 10 s): it must be done, not waiting on the server
+        assert not any(t.is_alive() for t in readers)
+        dl.close()

@@ -22,10 +22,10 @@ import sys
 import time
 
 try:
-    from .common import MB, data_dir, random_file
+    from .common import MB, data_dir, die_with_parent, random_file
 except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import MB, data_dir, random_file
+    from common import MB, data_dir, die_with_parent, random_file
 
 GIB = 1 << 30
 KEY, SECRET = "benchkey", "benchsecret"
@@ -67,7 +67,7 @@ def _start_server(root: str) -> tuple[subprocess.Popen, str]:
     exe = shutil.which("rclone") or "rclone"
     proc = subprocess.Popen([exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
                              f"{KEY},{SECRET}", "--etag-hash", "", "--config", "/dev/null", root],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     for _ in range(400):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

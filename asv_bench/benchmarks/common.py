@@ -69,3 +69,13 @@ def warm_page_cache(path: str) -> None:
     with open(path, "rb", buffering=0) as f:
         while f.read(64 << 20):
             pass
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for benchmark servers: the kernel ends the child when the process
+    that started it dies (asv kills a benchmark that runs past its timeout)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -38,14 +38,11 @@ cdef extern from "fl_http_reader.h" nogil:
         int64_t connects
         int64_t bytes
 
-    ctypedef int (*fl_cancel_fn)(void *arg) noexcept
-
     ctypedef struct fl_http_opts:
         int64_t part_size
         int max_inflight
         double timeout
-        fl_cancel_fn cancel
-        void *cancel_arg
+        volatile int *cancel
 
     fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err)
     void fl_http_ctx_free(fl_http_ctx *ctx)
