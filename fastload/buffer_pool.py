@@ -9,6 +9,10 @@ reused. A buffer is reused only when nothing can still see it:
   caller kept is never overwritten, the pool allocates another buffer instead,
 - its "still in use" hook, when one is set, says it is free (the torch side
   sets one per buffer that polls the CUDA event of an asynchronous copy).
+
+A hook also keeps its buffer alive: a DMA engine reading a buffer holds no
+Python reference to it, so a buffer the pool drops (beyond ``keep``, or at
+``close``) is freed only once its copy has finished.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from collections.abc import Callable
 from fastload._buffer import AlignedBuffer
 
 BusyHook = Callable[[], bool]
+
+# Buffers whose copy was still running when their pool closed: held here until it is done.
+_draining: list[tuple[AlignedBuffer, BusyHook]] = []
+_draining_lock = threading.Lock()
+
+
+def _still_busy(hooks: list[tuple[AlignedBuffer, BusyHook]]) -> list[tuple[AlignedBuffer, BusyHook]]:
+    return [(buf, busy) for buf, busy in hooks if busy()]
 
 
 class BufferPool:
@@ -34,24 +46,19 @@ class BufferPool:
         self._lock = threading.Lock()
         self._buffers: list[AlignedBuffer] = []
         self._leased: set[int] = set()
-        self._hooks: dict[int, BusyHook] = {}
+        self._hooks: dict[int, tuple[AlignedBuffer, BusyHook]] = {}  # id -> (the buffer, kept alive; hook)
         self.allocations = 0
         self.pin_mode = "none"
         self.pin_error: str | None = None if pin else "pin_memory is off"
 
     def _reusable(self, buf: AlignedBuffer) -> bool:
-        if id(buf) in self._leased or buf.views:
-            return False
-        hook = self._hooks.get(id(buf))
-        if hook is not None:
-            if hook():
-                return False
-            del self._hooks[id(buf)]
-        return True
+        return id(buf) not in self._leased and not buf.views and id(buf) not in self._hooks
 
     def acquire(self, nbytes: int) -> AlignedBuffer:
         """A buffer of at least ``nbytes`` that nothing views, leased until :meth:`release`."""
         with self._lock:
+            if self._hooks:  # forget finished copies, also of buffers the pool no longer holds
+                self._hooks = {id(b): (b, busy) for b, busy in _still_busy(list(self._hooks.values()))}
             best = None
             for buf in self._buffers:
                 if buf.nbytes >= nbytes and (best is None or buf.nbytes < best.nbytes) and self._reusable(buf):
@@ -72,9 +79,8 @@ class BufferPool:
         excess = len(self._buffers) - self.keep
         if excess > 0:
             drop = [b for b in self._buffers if b is not buf and id(b) not in self._leased][:excess]
-            for b in drop:
+            for b in drop:  # one with a copy in flight lives on in its hook entry
                 self._buffers.remove(b)
-                self._hooks.pop(id(b), None)
         return buf
 
     def release(self, buf: AlignedBuffer) -> None:
@@ -85,14 +91,17 @@ class BufferPool:
     def set_busy_hook(self, buf: AlignedBuffer, is_busy: BusyHook) -> None:
         """Do not reuse ``buf`` while ``is_busy()`` is true (e.g. a CUDA copy not finished)."""
         with self._lock:
-            self._hooks[id(buf)] = is_busy
+            self._hooks[id(buf)] = (buf, is_busy)
 
     def close(self) -> None:
-        """Drop every buffer (memory is freed once no view of it is alive)."""
+        """Drop every buffer (memory is freed once no view of it is alive and its copy is done)."""
         with self._lock:
+            busy = _still_busy(list(self._hooks.values()))
             self._buffers.clear()
             self._leased.clear()
             self._hooks.clear()
+        with _draining_lock:
+            _draining[:] = _still_busy(_draining) + busy
 
     def __len__(self) -> int:
         return len(self._buffers)

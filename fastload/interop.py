@@ -2,8 +2,9 @@
 
 Batches of the numpy consumer are numpy arrays, and those of the torch
 consumer torch tensors: both export DLPack (``__dlpack__``,
-``__dlpack_device__``), so ``torch.from_dlpack``, ``jax.dlpack.from_dlpack``,
-``tf.experimental.dlpack.from_dlpack`` and cupy take them without a copy. The
+``__dlpack_device__``), so ``torch.from_dlpack``, ``jax.dlpack.from_dlpack``
+and ``tf.experimental.dlpack.from_dlpack`` take them without a copy (cupy too, for the
+GPU batches of ``device="cuda"``: it takes device memory only). The
 consumer's array keeps the DLPack capsule, the capsule keeps the batch's
 array, and the array keeps the pooled buffer busy: the loader never
 overwrites memory another framework still views.

@@ -27,10 +27,10 @@ from fastload.collate import _plan_batch as _plan_collate
 from fastload.collate import collate, collate_ragged, collate_slab
 from fastload.datasets import Dataset
 from fastload.engine import MIN_PART_SIZE, RangeEngine
-from fastload.options import LoaderOptions
+from fastload.options import LoaderOptions, _check_int
 from fastload.planner import BatchPlan, batch_slices, plan_batch
 from fastload.samplers import make_sampler
-from fastload.workers import WorkerPool
+from fastload.workers import TransformError, WorkerPool
 
 CONSUMERS = ("numpy", "torch")
 _JOIN_S = 10.0
@@ -108,6 +108,11 @@ class DataLoader:
     Yields ``x``, or ``(x, y)`` when the dataset has labels. ``x`` is a
     zero-copy view of a pooled buffer: keep it as long as you like (the pool
     never reuses a buffer that something still views).
+
+    One epoch runs at a time: a new ``iter(loader)`` (or ``close()``) ends the
+    previous iterator, whose ``next()`` then raises ``RuntimeError`` saying so.
+    A transform that raises gives ``TransformError`` naming the sample (index,
+    URI, bytes) and its batch.
     """
 
     def __init__(
@@ -228,9 +233,16 @@ class DataLoader:
         return self._resume.epoch if self._resume else self._next_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Run epoch ``epoch`` next (its sampler order), like DistributedSampler.set_epoch."""
+        """Run epoch ``epoch`` next (its sampler order), like DistributedSampler.set_epoch.
+
+        After :meth:`load_state_dict`, setting the resumed epoch keeps the resume point, so a
+        training loop that calls ``set_epoch(epoch)`` every epoch resumes as it should."""
+        _check_int("epoch", epoch, 0)
+        if self._resume is not None and self._resume.epoch == epoch:
+            return
         self._next_epoch = int(epoch)
         self._resume = None
+        self._progress = None  # state_dict() now describes the epoch chosen, not the one left
 
     def report(self) -> dict[str, Any]:
         """What the loader really does: pinning, workers, tuning, read-ahead."""
@@ -265,13 +277,23 @@ class DataLoader:
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
+            # what fixes the order (seed, rank, weights ...); the loader keeps the position itself
+            "sampler": {k: v for k, v in self.sampler.state_dict().items() if k not in ("epoch", "position")},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state``; refuses one from a loader with another order (the next sample
+        of another order would repeat some samples and skip others)."""
+        mine_state = self.state_dict()
         for key in ("batch_size", "dataset_len", "sampler_len"):
-            mine = self.state_dict()[key]
+            mine = mine_state[key]
             if state.get(key) != mine:
                 raise ValueError(f"load_state_dict: the state has {key}={state.get(key)!r}, this loader {mine}")
+        theirs = state.get("sampler") or {}
+        for key, mine in mine_state["sampler"].items():
+            if theirs.get(key) != mine:
+                raise ValueError(f"load_state_dict: the state's sampler has {key}={theirs.get(key)!r}, "
+                                 f"this loader's {mine!r}")
         done = {int(k) for k in state["batches_done"]}
         if done and max(done) >= len(self):
             raise ValueError(f"load_state_dict: batch {max(done)} does not exist ({len(self)} batches)")
@@ -305,14 +327,15 @@ class DataLoader:
         seed = [cfg.sampler_seed] if cfg.persistent_workers else [cfg.sampler_seed, epoch]
         nbytes = (self.dataset.sample_nbytes or 1 << 20) * cfg.batch_size
         self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, self.dataset.transform,
-                                  seed, nbytes)
+                                  seed, nbytes, cfg.timeout_seconds)
         self.stats["worker_starts"] += 1
         self.stats["epoch_pids"].append(self.workers.pids)
 
     def _stop_current(self) -> None:
         ep = self._current() if self._current else None
         if ep is not None:
-            ep.shutdown()
+            ep.shutdown(ended_by="a newer iter(loader) (one loader runs one epoch at a time; "
+                                 "use a second DataLoader to read two at once)")
 
     def _end_epoch(self, failed: bool) -> None:
         """After an epoch's threads stopped: drop workers unless persistent (always after a failure)."""
@@ -359,14 +382,12 @@ class DataLoader:
             if worker is not None:
                 ep.status[k] = f"waiting for worker {worker.id} (pid {worker.pid}) to run the transform"
                 del slab
-                samples = worker.run(k, plan.offsets, plan.lengths, ds.sample_shape, ds.dtype, ep.stopped)
+                samples = worker.run(k, plan.offsets, plan.lengths, ds.sample_shape, ds.dtype, ep.stopped,
+                                     lambda pos: ds.describe(int(idx[pos])))
                 x = self._collate_samples(samples, leases)
                 del samples
             elif self.transforms_on:
-                raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
-                samples = [np.asarray(ds.transform(ds.view_sample(raw[o:o + n])))  # type: ignore[misc]
-                           for o, n in zip(plan.offsets, plan.lengths, strict=False)]
-                del raw
+                samples = self._transform_here(np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes), plan, k)
                 x = self._collate_samples(samples, leases)
             elif spec is None:
                 data = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
@@ -386,6 +407,18 @@ class DataLoader:
                 pool.release(buf)
         y = ds.labels_for(idx)
         return self._to_output(x, y)
+
+    def _transform_here(self, raw: np.ndarray, plan: BatchPlan, k: int) -> list[np.ndarray]:
+        """The transform of each sample of batch ``k``, in this process; a failure names the sample."""
+        ds = self.dataset
+        samples = []
+        for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
+            try:
+                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o:o + n]))))  # type: ignore[misc]
+            except Exception as exc:
+                raise TransformError(f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
+                                     f"position {pos} of batch {k}: {type(exc).__name__}: {exc}") from exc
+        return samples
 
     def _kernel_args(self, spec: _OutputSpec) -> dict[str, Any]:
         stats: dict[str, Any] = {}
@@ -451,6 +484,7 @@ class _Epoch:
         self.ahead = 0
         self.stop = False
         self.failed = False
+        self.ended_by: str | None = None  # set when something else ended the epoch under its iterator
         self.cancel = CancelToken()
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
@@ -494,6 +528,9 @@ class _Epoch:
         with self.cond:
             while True:
                 if self.stop:
+                    if self.ended_by is not None:  # not a silent end: the rest of the epoch is lost
+                        raise RuntimeError(f"fastload: this iterator of epoch {self.progress.epoch} was "
+                                           f"ended by {self.ended_by}")
                     raise StopIteration
                 k = self._ready()
                 if k is not None:
@@ -545,13 +582,15 @@ class _Epoch:
             self.progress.finished = True
         self.shutdown(failed)
 
-    def shutdown(self, failed: bool = False) -> None:
-        """Stop the readers; ``failed``: after an error (workers are then restarted)."""
+    def shutdown(self, failed: bool = False, ended_by: str | None = None) -> None:
+        """Stop the readers; ``failed``: after an error (workers are then restarted);
+        ``ended_by``: what ended the epoch while its iterator may still be used."""
         with self.cond:
             if self.stop:
                 return
             self.stop = True
             self.failed = failed
+            self.ended_by = ended_by
             self.cond.notify_all()
         self.cancel.cancel()
         for _ in self.threads:
@@ -586,7 +625,7 @@ def _shutdown(state: dict[str, Any]) -> None:
     cur = state.get("_current")
     ep = cur() if cur else None
     if ep is not None:
-        ep.shutdown()
+        ep.shutdown(ended_by="closing the loader")
     workers = state.get("workers")
     if workers is not None:
         workers.close()

@@ -22,6 +22,8 @@ file descriptor per tensor (see ``SlotSender``).
 from __future__ import annotations
 
 import errno
+import multiprocessing
+import multiprocessing.context
 import multiprocessing.util
 import os
 import threading
@@ -185,10 +187,11 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         ds = TorchIterableDataset(RecordDataset(...), batch_size=256, shuffle=True)
         for x, y in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4): ...
 
-    ``rank`` / ``world_size``: None discovers them (torch.distributed, else
-    RANK / WORLD_SIZE). The epoch is what :meth:`set_epoch` last set, as with
-    ``DistributedSampler``; with torch's ``persistent_workers`` the workers
-    keep the epoch they were started with, so leave that off when shuffling.
+    ``rank`` / ``world_size``: None takes the options' ``shard_rank`` /
+    ``shard_world_size`` when they are not the default 0 of 1, else discovers
+    them (torch.distributed, else RANK / WORLD_SIZE). The epoch is what :meth:`set_epoch` last set, as with
+    ``DistributedSampler``; it lives in shared memory, so torch's
+    ``persistent_workers`` see it too.
     ``dtype`` / ``mean`` / ``std`` / ``scale`` as for fastload's DataLoader;
     other keyword arguments are LoaderOptions knobs (``pin_memory`` acts when
     iterated in the main process; in torch workers pin with torch's own
@@ -204,22 +207,37 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         options = options if options is not None else LoaderOptions()
         options = options.replace(**knobs) if knobs else options
         options.validate_for(len(dataset))
-        resolve_rank(rank, world_size)  # a bad explicit pair fails here, not in a worker
         self.dataset = dataset
         self.options = options
         self.rank, self.world_size = rank, world_size
+        self._rank()  # a bad explicit pair fails here, not in a worker
         self.output_args = {"dtype": dtype, "mean": mean, "std": std, "scale": scale}
-        self.epoch = 0
+        # Shared with torch's workers, persistent ones included (their dataset copy is never re-sent).
+        self._epoch = multiprocessing.RawValue("q", 0)
         self._loader: DataLoader | None = None
         self._loader_key: tuple[int, ...] | None = None
 
+    def _rank(self) -> tuple[int, int]:
+        """(rank, world size): ``rank`` / ``world_size`` when given, else a rank the options set
+        (anything but the default 0 of 1), else discovered (None in the options discovers too)."""
+        rank, world = self.rank, self.world_size
+        cfg = self.options.config
+        if rank is None and world is None and (cfg.shard_rank, cfg.shard_world_size) != (0, 1):
+            rank, world = cfg.shard_rank, cfg.shard_world_size
+        return resolve_rank(rank, world)
+
     def set_epoch(self, epoch: int) -> None:
         """Read epoch ``epoch``'s order next (call it before each epoch when shuffling)."""
-        self.epoch = int(epoch)
+        self._epoch.value = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration reads."""
+        return int(self._epoch.value)
 
     def _config_here(self) -> LoaderOptions:
         """The options for this process: its rank's share, its torch worker's part of it."""
-        rank, world = resolve_rank(self.rank, self.world_size)
+        rank, world = self._rank()
         worker, workers = resolve_worker(None, None)
         opts = self.options.replace(shard_rank=rank, shard_world_size=world, worker_id=worker,
                                     num_workers_pytorch=workers)
@@ -249,7 +267,7 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
 
     def __len__(self) -> int:
         """Batches per epoch for this rank (all torch workers together)."""
-        rank, world = resolve_rank(self.rank, self.world_size)
+        rank, world = self._rank()
         cfg = self.options.config.replace(shard_rank=rank, shard_world_size=world, worker_id=0,
                                           num_workers_pytorch=1)
         return len(batch_slices(make_sampler(cfg, len(self.dataset)).rank_len, cfg.batch_size, cfg.drop_last))
@@ -257,7 +275,14 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_loader"] = state["_loader_key"] = None  # threads and buffers stay in their process
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["_epoch"] = self.epoch  # plain pickling, not to a starting worker: a value, not the share
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["_epoch"], int):
+            state["_epoch"] = multiprocessing.RawValue("q", state["_epoch"])
+        self.__dict__.update(state)
 
 
 # ---- batches from torch workers to the main process ----------------------------------

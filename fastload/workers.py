@@ -23,6 +23,7 @@ import random
 import secrets
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +35,17 @@ _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _POLL_S = 0.05
 
 
+class TransformError(RuntimeError):
+    """The dataset's transform raised; the message names the sample (index, URI, bytes) and
+    its batch, and ``__cause__`` (in-process) or the message (worker) holds the original."""
+
+
 class WorkerError(RuntimeError):
     """A worker process died or its transform raised."""
+
+
+class WorkerTransformError(WorkerError, TransformError):
+    """The transform raised inside a worker process (both kinds of error at once)."""
 
 
 @dataclass(frozen=True)
@@ -190,25 +200,35 @@ class Worker:
             child.close()
         self.pid = self.proc.pid
 
-    def wait_ready(self, stopped: Callable[[], bool]) -> None:
+    def wait_ready(self, stopped: Callable[[], bool], deadline: tuple[float, float] | None = None) -> None:
+        """Wait for the worker's "ready"; ``deadline``: (time.monotonic() limit, the timeout it came from)."""
         while True:
-            reply = self._recv(stopped, "starting" if self._seq == 0 else "mapping its input")
+            reply = self._recv(stopped, "starting" if self._seq == 0 else "mapping its input", deadline)
             if reply[0] == "ok" and reply[2] is not None:
                 self._attach_output(reply[2])
             if reply[0] == "ready":
                 break
         self.input.unlink()  # both sides have it mapped now
 
-    def _recv(self, stopped: Callable[[], bool], doing: str) -> Any:
+    def _recv(self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None = None) -> Any:
         while not self.conn.poll(_POLL_S):
             if not self.proc.is_alive():
                 self._died(doing)
             if stopped():
                 raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): loader stopped")
+            if deadline is not None and time.monotonic() > deadline[0]:
+                raise TimeoutError(f"fastload worker {self.id} (pid {self.pid}) not ready after {deadline[1]:g} s "
+                                   f"(timeout_seconds) while {doing}")
         try:
             return self.conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # a duplex pipe is a socket: a killed peer may reset it
             self.proc.join(1.0)
+            self._died(doing)
+
+    def _send(self, msg: Any, doing: str) -> None:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError):  # it died while idle: say who and how
             self._died(doing)
 
     def _died(self, doing: str) -> None:
@@ -222,15 +242,18 @@ class Worker:
         if self.input.nbytes < nbytes:
             self.input.close()
             self.input = Segment(nbytes * 5 // 4)
-            self.conn.send(("input", self.input.name))
+            self._send(("input", self.input.name), "waiting for work (before its input segment grew)")
             self.wait_ready(stopped)
         return memoryview(self.input.mm)[:nbytes]
 
     def run(self, batch: int, offsets: np.ndarray, lengths: np.ndarray,
-            shape: tuple[int, ...] | None, dtype: np.dtype, stopped: Callable[[], bool]) -> list[np.ndarray]:
-        """Transform one batch; the samples returned are views of the output segment."""
+            shape: tuple[int, ...] | None, dtype: np.dtype, stopped: Callable[[], bool],
+            describe: Callable[[int], str] = lambda pos: f"sample at position {pos}") -> list[np.ndarray]:
+        """Transform one batch; the samples returned are views of the output segment.
+        ``describe(pos)`` names the batch's ``pos``-th sample in a transform error."""
         self._seq += 1
-        self.conn.send(("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str))
+        self._send(("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str),
+                   f"waiting for work (before batch {batch} was sent to it)")
         while True:
             reply = self._recv(stopped, f"transforming batch {batch}")
             if reply[0] == "ok" and reply[2] is not None:
@@ -239,10 +262,12 @@ class Worker:
                 break  # older replies belong to a batch whose reader was stopped
         if reply[0] == "error":
             _, _, pos, what, tb = reply
-            where = f"the transform failed on sample {pos} of batch {batch}" if pos >= 0 \
-                else f"packing the results of batch {batch} failed"
-            raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): {where}: {what}\n"
-                              f"--- worker traceback ---\n{tb}")
+            if pos < 0:
+                raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): packing the results of batch "
+                                  f"{batch} failed: {what}\n--- worker traceback ---\n{tb}")
+            raise WorkerTransformError(
+                f"fastload worker {self.id} (pid {self.pid}): the transform failed on {describe(pos)}, "
+                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}")
         assert self.output is not None
         buf = np.frombuffer(self.output.mm, dtype=np.uint8)
         out = []
@@ -289,7 +314,7 @@ class WorkerPool:
     """
 
     def __init__(self, num_workers: int, context: str, transform: Callable[[Any], Any],
-                 seed: int | list[int], input_bytes: int) -> None:
+                 seed: int | list[int], input_bytes: int, timeout: float | None = None) -> None:
         if threading.active_count() > 1 and context == "fork":
             import warnings
 
@@ -308,8 +333,10 @@ class WorkerPool:
         try:
             for i in range(num_workers):
                 self.workers.append(Worker(ctx, i, num_workers, self.seeds[i], transform, input_bytes))
+            # Started in parallel, so one deadline for all (a hung start must not hang iter()).
+            deadline = None if timeout is None else (time.monotonic() + timeout, timeout)
             for w in self.workers:
-                w.wait_ready(lambda: False)
+                w.wait_ready(lambda: False, deadline)
         except BaseException:
             self.close()
             raise

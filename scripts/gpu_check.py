@@ -137,7 +137,8 @@ def main() -> int:
     check("the device copy is exact", bool((moved == 7).all()))
     del moved
 
-    busy = lambda: pool._hooks[id(big)]()  # noqa: E731  the guard the copy registered
+    # the guard the copy registered: (buffer, is_busy), dropped once the copy has finished
+    busy = lambda: (entry := pool._hooks.get(id(big))) is not None and entry[1]()  # noqa: E731
     torch.cuda.synchronize()
     torch.cuda._sleep(SLEEP)  # compute on the consumer stream
     compute_done = torch.cuda.Event()

@@ -105,6 +105,10 @@ def test_datasets_pickle_without_their_engine(records):
 def test_missing_prefix_and_empty_list(tmp_path):
     with pytest.raises(FileNotFoundError):
         RecordDataset(str(tmp_path / "nope") + "/", SHAPE)
+    (tmp_path / "a.bin").write_bytes(bytes(60))
+    for make in (lambda u: RecordDataset(u, SHAPE), NpyDataset, ObjectDataset):
+        with pytest.raises(FileNotFoundError, match=r"gone\.bin"):  # at construction, naming the shard
+            make([str(tmp_path / "a.bin"), str(tmp_path / "gone.bin")])
     with pytest.raises(ValueError, match="empty"):
         ObjectDataset([])
 

@@ -3,12 +3,19 @@ helpers (run where those frameworks are installed, skipped elsewhere)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
 import loader_helpers as H
 import numpy as np
 import pytest
 
+import fastload
 from fastload.datasets import ObjectDataset, RecordDataset
-from fastload.interop import batch_signature, jax_batches, map_batch, tf_dataset, to_jax
+from fastload.interop import batch_signature, map_batch
 from fastload.loader import DataLoader, RaggedBatch
 
 SHAPE = (8, 6, 3)
@@ -91,27 +98,64 @@ def test_map_batch_reaches_every_array():
 
 
 # -- frameworks, where installed -------------------------------------------------------
+# Each runs in a child process: JAX and TensorFlow start threads on import, and the fork-based
+# tests that share this pytest process must not fork a multithreaded process.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(fastload.__file__)))
+
+
+def run_with(framework: str, recs, body: str) -> None:
+    if importlib.util.find_spec(framework) is None:
+        pytest.skip(f"{framework} is not installed")
+    ds, _ = recs
+    code = ("import numpy as np\nfrom fastload import DataLoader, RecordDataset\n"
+            "from fastload.interop import jax_batches, tf_dataset, to_jax\n"
+            f"URIS, SHAPE, N = {ds.uris!r}, {SHAPE}, {N}\n"
+            "data = np.concatenate([np.fromfile(u, dtype=np.uint8) for u in URIS]).reshape(N, *SHAPE)\n"
+            + textwrap.dedent(body) + "\nprint('OK')\n")
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-3000:]
+
+
 def test_jax_batches_share_memory(recs):
-    pytest.importorskip("jax")
-    ds, data = recs
-    with DataLoader(ds, batch_size=8) as dl:
-        got = []
-        for x, y in jax_batches(dl):
-            got.append((np.asarray(x), np.asarray(y)))
-        assert np.array_equal(np.concatenate([x for x, _ in got]), data)
-        assert np.array_equal(np.concatenate([y for _, y in got]), np.arange(N))
-        x, _ = next(iter(dl))
-        j = to_jax(x)
-        assert j.unsafe_buffer_pointer() == x.ctypes.data  # zero-copy on the host
+    run_with("jax", recs, """
+        ds = RecordDataset(URIS, SHAPE, labels=np.arange(N))
+        with DataLoader(ds, batch_size=8) as dl:
+            got = [(np.asarray(x), np.asarray(y)) for x, y in jax_batches(dl)]
+            assert np.array_equal(np.concatenate([x for x, _ in got]), data)
+            assert np.array_equal(np.concatenate([y for _, y in got]), np.arange(N))
+            x, _ = next(iter(dl))
+            assert to_jax(x).unsafe_buffer_pointer() == x.ctypes.data  # zero-copy on the host
+    """)
 
 
 def test_tf_dataset_yields_every_batch(recs):
-    pytest.importorskip("tensorflow")
-    ds, data = recs
-    with DataLoader(ds, batch_size=8, shuffle=True) as dl:
-        tfds = tf_dataset(dl)
-        assert tfds.element_spec[0].shape.as_list() == [None, *SHAPE]
-        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in tfds], strict=True)
-        order = np.concatenate(ys)
-        assert sorted(order) == list(range(N))
-        assert np.array_equal(np.concatenate(xs), data[order])
+    run_with("tensorflow", recs, """
+        ds = RecordDataset(URIS, SHAPE, labels=np.arange(N))
+        with DataLoader(ds, batch_size=8, shuffle=True) as dl:
+            tfds = tf_dataset(dl)
+            assert tfds.element_spec[0].shape.as_list() == [None, *SHAPE]
+            xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in tfds], strict=True)
+            order = np.concatenate(ys)
+            assert sorted(order) == list(range(N))
+            assert np.array_equal(np.concatenate(xs), data[order])
+        import tensorflow as tf
+        with DataLoader(ds, batch_size=8) as dl:
+            x, _ = next(iter(dl))
+            t = tf.experimental.dlpack.from_dlpack(x.__dlpack__())
+            x[0, 0, 0, 0] = 201  # one memory: a write through numpy shows in TF
+            assert int(t[0, 0, 0, 0]) == 201 and np.array_equal(t.numpy()[1:], data[1:8])
+    """)
+
+
+def test_tf_dataset_with_string_labels(recs):
+    run_with("tensorflow", recs, """
+        import tensorflow as tf
+        named = RecordDataset(URIS, SHAPE, labels=[f"s{i}" for i in range(N)])
+        with DataLoader(named, batch_size=16) as dl:
+            tfds = tf_dataset(dl)
+            assert tfds.element_spec[1].dtype == tf.string
+            got = [(x.numpy(), y.numpy()) for x, y in tfds]
+        assert np.array_equal(np.concatenate([x for x, _ in got]), data)
+        assert [s.decode() for _, y in got for s in y] == [f"s{i}" for i in range(N)]
+    """)

@@ -18,6 +18,7 @@ import fastload
 from fastload.buffer_pool import BufferPool
 from fastload.datasets import ObjectDataset, RecordDataset
 from fastload.loader import DataLoader, RaggedBatch
+from fastload.options import LoaderOptions
 
 torch = pytest.importorskip("torch")
 from fastload.torch_adapter import (  # noqa: E402
@@ -125,8 +126,33 @@ def test_ragged_batches_become_tensors(tmp_path):
     with DataLoader(ObjectDataset(paths), batch_size=5, consumer="torch") as dl:
         b = next(iter(dl))
         assert isinstance(b, RaggedBatch) and isinstance(b.data, torch.Tensor)
+        assert isinstance(b.offsets, torch.Tensor) and in_pool(dl, b.data)
         assert b.offsets.tolist() == [0, 1, 3, 6, 10, 15]
         assert [b.sample(i).tolist() for i in range(5)] == [[i] * (i + 1) for i in range(5)]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.uint8])
+def test_labels_keep_their_dtype(recs, dtype):
+    ds, _ = recs
+    labelled = RecordDataset(ds.uris, SHAPE, labels=np.arange(N).astype(dtype))
+    with DataLoader(labelled, batch_size=8, consumer="torch") as dl:
+        _, y = next(iter(dl))
+        assert y.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype and y.tolist() == list(range(8))
+
+
+def test_state_dict_resumes_a_torch_loader_at_the_next_batch(recs):
+    ds, data = recs
+    with DataLoader(ds, batch_size=10, shuffle=True, seed=2, consumer="torch") as dl:
+        it = iter(dl)
+        seen = [next(it)[1] for _ in range(3)]
+        state = dl.state_dict()
+        rest = [y for _, y in it]
+    with DataLoader(ds, batch_size=10, shuffle=True, seed=2, consumer="torch") as again:
+        again.load_state_dict(state)
+        resumed = list(again)
+    assert [y.tolist() for _, y in resumed] == [y.tolist() for y in rest]
+    assert all(torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2)) for x, y in resumed)
+    assert sorted(torch.cat(seen + [y for _, y in resumed]).tolist()) == list(range(N))
 
 
 def test_device_knob_checks(recs):
@@ -198,6 +224,70 @@ def test_pool_keeps_a_buffer_until_its_copy_has_finished():
     assert finished.is_set()
     assert np.array_equal(dst.numpy(), expected)
     assert pool.acquire(4096) is buf  # once the copy finished the buffer is reused, not leaked
+
+
+COPY_AFTER_DROP = """
+import ctypes, gc, sys, threading
+import numpy as np
+from fastload.buffer_pool import BufferPool
+
+NBYTES = 4 << 20  # a private mapping: freeing it unmaps it
+pool = BufferPool(keep=1)
+buf = pool.acquire(NBYTES)
+src = np.frombuffer(buf, dtype=np.uint8)
+src[:] = np.arange(NBYTES) % 251
+expected = src.copy()
+gate, finished = threading.Event(), threading.Event()
+dst = np.zeros(NBYTES, dtype=np.uint8)
+address = buf.address
+
+def copy():  # a DMA engine: reads the buffer by address, holds no reference to it
+    gate.wait(30)
+    ctypes.memmove(dst.ctypes.data, address, NBYTES)
+    finished.set()
+
+worker = threading.Thread(target=copy)
+worker.start()
+pool.set_busy_hook(buf, lambda: not finished.is_set())
+del src
+pool.release(buf)
+del buf
+if sys.argv[1] == "excess":  # more buffers than keep: idle ones are dropped
+    for _ in range(3):
+        other = pool.acquire(NBYTES)
+        np.frombuffer(other, dtype=np.uint8)[:] = 255
+        pool.release(other)
+    del other
+else:  # the loader closed while the copy runs
+    pool.close()
+    del pool
+    fresh = [np.full(NBYTES, 255, dtype=np.uint8) for _ in range(3)]
+gc.collect()
+gate.set()
+worker.join(30)
+print(finished.is_set() and bool(np.array_equal(dst, expected)))
+"""
+
+
+@pytest.mark.parametrize("how", ["excess", "close"])
+def test_a_buffer_with_a_copy_in_flight_is_never_freed(how):
+    """The pool may drop a buffer (beyond ``keep``, or at close) while its copy is still
+    running: the busy hook must keep the memory alive until the copy has finished."""
+    r = subprocess.run([sys.executable, "-c", COPY_AFTER_DROP, how], env=dict(os.environ, PYTHONPATH=REPO),
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.split() == ["True"], (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_a_finished_hook_is_forgotten_even_for_a_buffer_the_pool_does_not_hold():
+    pool = BufferPool(keep=2)
+    foreign = fastload.AlignedBuffer(4096)  # e.g. a ragged batch's own buffer
+    done = threading.Event()
+    pool.set_busy_hook(foreign, lambda: not done.is_set())
+    pool.release(pool.acquire(4096))
+    assert len(pool._hooks) == 1  # still copying: kept
+    done.set()
+    pool.release(pool.acquire(4096))
+    assert not pool._hooks  # finished: dropped (one entry per batch would grow without end)
 
 
 def test_without_a_guard_the_pool_reuses_a_buffer_nothing_views():
@@ -273,6 +363,24 @@ def test_adapter_splits_by_rank_explicit_and_from_the_environment(recs, monkeypa
     assert np.array_equal(labels_of(torch.utils.data.DataLoader(found, batch_size=None)), shares[1])
 
 
+def test_adapter_keeps_a_rank_the_options_set(recs, monkeypatch):
+    ds, _ = recs
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # discovery would say 0 of 2: the options must win
+    for opts in (LoaderOptions(batch_size=8, shard_rank=1, shard_world_size=4),
+                 LoaderOptions(batch_size=8).distributed_sampling(1, 4)):
+        it = TorchIterableDataset(ds, opts)
+        got = labels_of(torch.utils.data.DataLoader(it, batch_size=None))
+        assert len(it) == 4 and len(got) == 25
+        assert np.array_equal(got, reference_order(ds, options=opts))
+    found = LoaderOptions(batch_size=8).distributed_sampling()  # None: discovered
+    got = labels_of(torch.utils.data.DataLoader(TorchIterableDataset(ds, found), batch_size=None))
+    assert np.array_equal(got, reference_order(ds, options=found.replace(shard_rank=0, shard_world_size=2)))
+    mine = TorchIterableDataset(ds, batch_size=8, shard_rank=1, shard_world_size=4, rank=3, world_size=4)
+    assert np.array_equal(labels_of(torch.utils.data.DataLoader(mine, batch_size=None)),
+                          reference_order(ds, batch_size=8, shard_rank=3, shard_world_size=4))
+
+
 def test_adapter_set_epoch_changes_the_order(recs):
     ds, _ = recs
     it = TorchIterableDataset(ds, batch_size=10, shuffle=True)
@@ -283,13 +391,37 @@ def test_adapter_set_epoch_changes_the_order(recs):
     assert not np.array_equal(first, second) and sorted(second) == list(range(N))
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_adapter_set_epoch_reaches_persistent_workers(recs, context):
+    """torch keeps persistent workers' copies of the dataset: set_epoch must still reach them."""
+    ds, _ = recs
+    it = TorchIterableDataset(ds, batch_size=10, shuffle=True, seed=4)
+    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
+                                     multiprocessing_context=context)
+    orders = []
+    for epoch in (0, 1, 0):
+        it.set_epoch(epoch)
+        orders.append(labels_of(tl))
+    with DataLoader(ds, batch_size=10, shuffle=True, seed=4) as dl:
+        want = []
+        for epoch in (0, 1):
+            dl.set_epoch(epoch)
+            want.append(np.concatenate([y for _, y in dl]))
+    assert not np.array_equal(want[0], want[1])
+    assert [o.tolist() for o in orders] == [want[0].tolist(), want[1].tolist(), want[0].tolist()]
+
+
 def test_adapter_pickles_without_its_loader_and_runs_in_spawned_workers(recs):
     ds, data = recs
     it = TorchIterableDataset(ds, batch_size=25, mean=MEAN, std=STD)
     next(iter(it))  # makes this process's loader
     assert it._loader is not None
+    it.set_epoch(3)
     clone = pickle.loads(pickle.dumps(it))
     assert clone._loader is None and clone.output_args == it.output_args
+    clone.set_epoch(5)  # a pickled copy keeps the epoch as a value, it does not share it
+    assert (clone.epoch, it.epoch) == (5, 3)
+    it.set_epoch(0)
     tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=1, timeout=120,
                                      multiprocessing_context="spawn")
     xs = [x for x, _ in tl]
@@ -345,13 +477,14 @@ def collate_and_unpack(batch):
     return x, y, type(out).__name__, len(worker_sender().rings)
 
 
-def test_collate_fn_in_a_worker_writes_batches_into_slots(recs):
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_collate_fn_in_a_worker_writes_batches_into_slots(recs, context):
     _, data = recs
     before = set(mapped_segments())
     assert type(TorchCollate()([MapRecords(data)[0]])) is tuple  # main process: a plain tuple
     tl = torch.utils.data.DataLoader(MapRecords(data), batch_size=20, num_workers=1, timeout=60,
                                      collate_fn=TorchCollate(memory_format="channels_last"),
-                                     multiprocessing_context="fork")
+                                     multiprocessing_context=context)
     kept = list(tl)
     assert len(set(mapped_segments()) - before) >= 1  # batches came through a worker segment
     for x, y in kept:
@@ -399,7 +532,10 @@ def test_worker_batches_come_through_slots_that_are_reused(recs):
             assert torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2))
         counts.append(len(set(mapped_segments()) - before))
     new = {n: pid for n, (pid, _) in mapped_segments().items() if n not in before}
-    assert len(set(new.values())) == 2 and counts[0] == counts[2] <= 6  # no growth after epoch 1
+    # Bounded: 30 batches without reuse would need 15 rings of 2 slots. How many rings a worker
+    # adds depends on timing (how far it runs ahead while the main process holds batches, the
+    # last batch of an epoch held into the next), so an exact count would be flaky.
+    assert len(set(new.values())) == 2 and max(counts) <= 6
     for pid in set(new.values()):  # unlinked once mapped: nothing left in /dev/shm
         assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"fastload-{pid}-")]
 
@@ -425,6 +561,26 @@ def test_batches_without_tensor_labels_fall_back_to_torch_pickling(recs):
     got = list(torch.utils.data.DataLoader(named, batch_size=None, num_workers=1, timeout=60,
                                            multiprocessing_context="fork"))
     assert [list(y[:2]) for _, y in got] == [["s0", "s1"], ["s50", "s51"]]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dropping_a_torch_loader_mid_epoch_leaves_no_process_or_segment(recs, context):
+    import time
+
+    ds, _ = recs
+    it = TorchIterableDataset(ds, batch_size=5)
+    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
+                                     multiprocessing_context=context)
+    batches = iter(tl)
+    x, y = next(batches)
+    pids = [w.pid for w in batches._workers]
+    assert torch.equal(y, torch.arange(5))
+    del batches, tl, x, y
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")]  # exited and reaped: no zombie
+    assert not [f for f in os.listdir("/dev/shm") for p in pids if f.startswith(f"fastload-{p}-")]
 
 
 def test_segments_of_exited_workers_are_forgotten(recs, monkeypatch):

@@ -40,7 +40,8 @@ def write_records(folder: str | None = None) -> str:
     """One shard file of N uint8 records, written once (a marker file says complete)."""
     folder = folder or os.path.join(data_dir(), f"torch-records-{N}")
     path = os.path.join(folder, "shard-0000.rec")
-    if not os.path.exists(path + ".complete"):
+    # The marker says the write finished; the size that it was this N's (the folder may be reused).
+    if not os.path.exists(path + ".complete") or os.path.getsize(path) != N * RECORD:
         os.makedirs(folder, exist_ok=True)
         np.random.default_rng(0).integers(0, 256, (N, *SHAPE), dtype=np.uint8).tofile(path)
         open(path + ".complete", "w").close()
@@ -99,7 +100,8 @@ def measure(epochs: int = EPOCHS) -> dict[str, float]:
     for dl in loaders.values():
         epoch_rate(dl)
     best = dict.fromkeys(loaders, 0.0)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        loaders["adapter"].dataset.set_epoch(epoch)  # a new order per epoch, as shuffle=True gives the others
         for name, dl in loaders.items():
             best[name] = max(best[name], epoch_rate(dl))
     best["ratio"] = best["adapter"] / best["default"]
