@@ -131,7 +131,7 @@ class Dataset:
     def describe(self, index: int) -> str:
         """Where sample ``index`` lives, for error messages."""
         src, off, length = (int(a[0]) for a in self.sample_ranges(np.array([index])))
-        return f"sample {index} ({self.uris[src]} bytes {off}-{off + length - 1})"
+        return f"sample {index} ({self.sources[src].display} bytes {off}-{off + length - 1})"
 
     def view_sample(self, raw: np.ndarray) -> np.ndarray:
         """A sample's bytes as an array of its shape and dtype (zero-copy)."""

@@ -183,7 +183,7 @@ class RangeEngine:
         if arr.size == 0:
             arr = arr.reshape(0, 2)
         if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"{src.uri}: ranges must be (offset, length) pairs, got shape {arr.shape}")
+            raise ValueError(f"{src.display}: ranges must be (offset, length) pairs, got shape {arr.shape}")
         table = np.zeros((len(arr), 4), dtype=np.int64)
         table[:, 1:3] = arr
         lengths = arr[:, 1]
@@ -217,7 +217,7 @@ class RangeEngine:
         self._check_table(srcs, table)
         ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
         last = int(ends.argmax())
-        view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].uri} (range #{last})")
+        view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].display} (range #{last})")
         for scheme, sub_srcs, sub_table in split_by_source(srcs, table, lambda s: _backend_scheme(s.scheme)):
             self.backend(str(scheme)).read_into(
                 sub_srcs, sub_table, view,
@@ -234,7 +234,7 @@ class RangeEngine:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             s, o, n, d = (int(v) for v in table[i])
-            name = srcs[s].uri if 0 <= s < len(srcs) else "range table"
+            name = srcs[s].display if 0 <= s < len(srcs) else "range table"
             if not 0 <= s < len(srcs):
                 what = f"source index {s} is not one of the {len(srcs)} sources"
             elif o < 0:

@@ -456,7 +456,7 @@ class DataLoader:
 
     @staticmethod
     def _describe(plan: BatchPlan) -> str:
-        names = ", ".join(s.uri for s in plan.sources[:3]) + (" ..." if len(plan.sources) > 3 else "")
+        names = ", ".join(s.display for s in plan.sources[:3]) + (" ..." if len(plan.sources) > 3 else "")
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 LOCAL_SCHEMES = ("file", "direct")
 NETWORK_SCHEMES = ("http", "https", "s3")
@@ -30,8 +30,31 @@ class ParsedURI:
     netloc: str = ""
 
     @property
+    def display(self) -> str:
+        """The URI as error messages show it: no password or presigned credentials."""
+        return redact(self.uri) if self.scheme in ("http", "https") else self.uri
+
+    @property
     def is_local(self) -> bool:
         return self.scheme in LOCAL_SCHEMES
+
+
+# Query parameters that carry credentials in presigned / SAS URLs (matched as substrings)
+_SECRET_PARAMS = ("signature", "credential", "token", "secret", "password", "sig")
+
+
+def redact(uri: str) -> str:
+    """``uri`` with a userinfo password and presigned-URL credentials replaced by ***."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if any(w in k.lower() for w in _SECRET_PARAMS) and sep else f"{k}{sep}{v}"
+        for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
+    ) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:

@@ -544,3 +544,13 @@ def test_paths_are_sent_as_is(proxied):
         assert eng.size(odd) == len(data)
         assert bytes(eng.read_ranges(odd, [(0, 100)])) == data[:100]
     assert [p for (_, p, _, _) in proxy.log] == ["/d/../f.bin"] * 2  # not normalised to /f.bin
+
+
+def test_engine_errors_do_not_quote_url_credentials(http_server):
+    url = http_server.put("cred.bin", b"x" * 100)
+    secret = url.replace("http://", "http://user:hunter2@") + "?X-Amz-Signature=deadbeef&part=1"
+    with pytest.raises(ValueError) as ei:
+        RangeEngine().read_into([secret], table([(0, 0, 10, 0)]), bytearray(5))
+    text = str(ei.value)
+    assert "hunter2" not in text and "deadbeef" not in text
+    assert "user:***@" in text and "X-Amz-Signature=***" in text and "part=1" in text

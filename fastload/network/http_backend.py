@@ -4,34 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastload.errors import raise_native_error
 from fastload.network.backend import NetworkBackend
 from fastload.network.options import NetworkOptions
 from fastload.network.transport import Transport
-from fastload.uri import ParsedURI
+from fastload.uri import ParsedURI, redact
 
 _FL_E_HTTP = 9
 _FL_E_UNSUPPORTED = 12
-# Query parameters that carry credentials in presigned / SAS URLs (matched as substrings)
-_SECRET_PARAMS = ("signature", "credential", "token", "secret", "password", "sig")
-
-
-def redact(uri: str) -> str:
-    """``uri`` with a userinfo password and presigned-URL credentials replaced by ***."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = "&".join(
-        f"{k}=***" if any(w in k.lower() for w in _SECRET_PARAMS) and sep else f"{k}{sep}{v}"
-        for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
-    ) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def content_range_total(value: str) -> int | None:
     """N of ``bytes a-b/N`` (or ``bytes */N``); None when unknown."""
     total = value.rpartition("/")[2].strip()
