@@ -3,9 +3,9 @@
 Rule (the same for rank / world size and for worker id / worker count):
 
 1. An explicit integer in the options wins. What you wrote is what you get, as with
-   torch's ``DistributedSampler(num_replicas=..., rank=...)``; the defaults (rank 0 of 1,
-   worker 0 of 1) are explicit values too.
-2. ``None`` means "discover":
+   torch's ``DistributedSampler(num_replicas=..., rank=...)``.
+2. ``None`` (the default for rank and world size; worker id / count default to 0 of 1)
+   means "discover":
    - rank / world size: an initialised ``torch.distributed`` process group, else the
      ``RANK`` and ``WORLD_SIZE`` environment variables that torchrun sets (``LOCAL_RANK``
      stands in for a missing ``RANK``), else rank 0 of 1;
@@ -15,16 +15,14 @@ Rule (the same for rank / world size and for worker id / worker count):
 torch is never imported here: a process group or a DataLoader worker can only exist if
 torch is already in ``sys.modules``, so looking there is exact and costs nothing.
 
-Because the defaults are explicit, a job launched by torchrun with default options reads
-the whole dataset on every rank (like a torch DataLoader without a DistributedSampler);
-``rank_and_world_size`` warns when it sees that, since it is rarely what was meant.
+So a job launched by torchrun with default options gives each rank its own shard; to
+read everything on every rank, say so: ``shard_rank=0, shard_world_size=1``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -90,17 +88,7 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def rank_and_world_size(config: LoaderConfig) -> tuple[int, int]:
     """This process's (rank, world size) for sharding the dataset; see the module docstring."""
-    if config.shard_rank is None or config.shard_world_size is None:
-        return resolve_rank(config.shard_rank, config.shard_world_size)
-    if config.shard_world_size == 1:
-        found = discovered_rank_and_world_size()
-        if found is not None and found[1] > 1:
-            warnings.warn(
-                f"fastload: this is rank {found[0]} of {found[1]} but shard_world_size=1, so every "
-                "rank reads the whole dataset; use distributed_sampling() (or shard_rank=None, "
-                "shard_world_size=None) to give each rank its own shard",
-                stacklevel=2)
-    return config.shard_rank, config.shard_world_size
+    return resolve_rank(config.shard_rank, config.shard_world_size)
 
 
 def local_rank() -> int:

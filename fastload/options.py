@@ -91,8 +91,9 @@ class LoaderConfig:
     ``shard_rank`` / ``shard_world_size`` / ``worker_id`` / ``num_workers_pytorch`` may be
     ``None``, meaning "discover at run time" (see ``fastload.distributed``): rank and world
     size from an initialised ``torch.distributed`` process group, else the ``RANK`` /
-    ``WORLD_SIZE`` environment variables that torchrun sets; worker id and count from
-    ``torch.utils.data.get_worker_info()``. An explicit integer always wins.
+    ``WORLD_SIZE`` environment variables that torchrun sets, else rank 0 of 1 (rank and
+    world size default to ``None``, so a job under torchrun shards by itself); worker id and
+    count from ``torch.utils.data.get_worker_info()``. An explicit integer always wins.
 
     ``max_inflight_parts`` ``None`` (the default) lets the engine pick per scheme: 4
     reader threads for local files, 32 transfers for ``http(s)://`` and ``s3://``,
@@ -111,8 +112,8 @@ class LoaderConfig:
     reader_mode: str = "sequential"
     part_size: int = 8 * MiB
     max_inflight_parts: int | None = None
-    shard_rank: int | None = 0
-    shard_world_size: int | None = 1
+    shard_rank: int | None = None
+    shard_world_size: int | None = None
     worker_id: int | None = 0
     num_workers_pytorch: int | None = 1
     pin_memory: bool = False

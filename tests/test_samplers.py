@@ -368,11 +368,14 @@ def test_explicit_rank_wins_over_environment(torchrun_env):
     assert rank_and_world_size(LoaderOptions().distributed_sampling(1, 3).config) == (1, 3)
 
 
-def test_default_rank_under_torchrun_warns_that_every_rank_reads_everything(torchrun_env):
+def test_default_options_shard_by_themselves_under_torchrun(torchrun_env):
     torchrun_env.setenv("RANK", "1")
     torchrun_env.setenv("WORLD_SIZE", "2")
-    with pytest.warns(UserWarning, match="rank 1 of 2 but shard_world_size=1"):
-        assert rank_and_world_size(LoaderConfig()) == (0, 1)
+    assert rank_and_world_size(LoaderConfig()) == (1, 2)
+    # Reading everything on every rank is still possible, by saying so.
+    assert rank_and_world_size(LoaderConfig(shard_rank=0, shard_world_size=1)) == (0, 1)
+    sampler = make_sampler(LoaderConfig(), 10)
+    assert len(sampler) == 5 and list(sampler.indices(0)) == [1, 3, 5, 7, 9]
 
 
 def test_local_rank_stands_in_for_rank(torchrun_env):
