@@ -1,13 +1,14 @@
 # distutils: sources = csrc/fl_file_reader.c csrc/fl_buffer.c csrc/fl_parallel.c
 """Bridge to csrc/fl_file_reader.c: parallel pread / O_DIRECT into one buffer."""
 
-from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBuffer_Release
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from fastload.includes.fl cimport fl_error, fl_error_clear, fl_file_opts, fl_file_read, fl_file_size, fl_range
 
 include "_native_error.pxi"
+include "_out_buffer.pxi"
 
 import os
 
@@ -81,10 +82,7 @@ def read_file_ranges(list paths, list uris, const int64_t[:, ::1] ranges, object
             cranges[i].offset = ranges[i, 1]
             cranges[i].length = ranges[i, 2]
             cranges[i].dst = ranges[i, 3]
-        try:
-            PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
-        except BufferError as exc:
-            raise ValueError(f"the destination buffer must be writable and contiguous: {exc}") from None
+        _get_out_buffer(out, &view)
         opts.part_size = part_size
         opts.max_inflight = max_inflight
         opts.direct = direct

@@ -6,7 +6,7 @@ owns a curl multi handle (and so its pool of kept-alive connections) and
 serves one read at a time with the GIL released.
 """
 
-from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBuffer_Release
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -33,6 +33,7 @@ from fastload._file_engine cimport CancelToken
 from fastload.includes.fl cimport fl_error, fl_error_clear, fl_range
 
 include "_native_error.pxi"
+include "_out_buffer.pxi"
 
 import os
 import sys
@@ -192,10 +193,7 @@ cdef class HttpContext:
                 curls[i] = <const char *>(<bytes>urls[i])
                 h = headers[i]
                 chdrs[i] = <const char *>(<bytes>h) if h is not None else NULL
-            try:
-                PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
-            except BufferError as exc:
-                raise ValueError(f"the destination buffer must be writable and contiguous: {exc}") from None
+            _get_out_buffer(out, &view)
             opts.part_size = part_size
             opts.max_inflight = max_inflight
             opts.timeout = timeout

@@ -209,8 +209,10 @@ def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
             with pytest.raises(OSError, match="cancelled"):
                 eng.read_into(srcs, good, out, cancel=cancelled)
     assert out[: len(data)].tobytes() == data
-    assert _open_fds() == fds
-    assert _native_threads() == threads
+    # <=, not ==: threads and sockets of servers that earlier tests started in this process
+    # may close meanwhile; a leak would only add.
+    assert _open_fds() <= fds
+    assert _native_threads() <= threads
     assert threading.active_count() >= 1  # the engine starts no Python threads either
 
 
