@@ -319,6 +319,9 @@ def test_addressing_styles():
     virt = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="https://h:443",
                                                 addressing_style="virtual"))
     assert virt._location("bkt", "k")[:2] == ("https://bkt.h/k", "bkt.h")
+    with pytest.raises(ValueError, match="addressing_style='virtual'.*IP address 127.0.0.1"):
+        S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="http://127.0.0.1:9000",
+                                             addressing_style="virtual"))
 
 
 def test_sigv4_matches_botocore():

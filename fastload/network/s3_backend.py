@@ -7,6 +7,7 @@ unless ``anonymous``.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -29,6 +30,14 @@ _FL_E_HTTP = 9
 _SIGNATURE_REUSE_S = 300.0
 _SIGNATURE_CACHE_MAX = 1 << 16
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _strip_ns(tag: str) -> str:
@@ -54,6 +63,10 @@ class S3Backend(NetworkBackend):
             if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
                 host = f"{host}:{port}"
             self._scheme, self._host, self._base_path = parts.scheme, host, parts.path.rstrip("/")
+            if opts.addressing_style == "virtual" and _is_ip(parts.hostname or ""):
+                # bucket.<ip> names no host: say so rather than fail later on DNS
+                raise ValueError(f"addressing_style='virtual' needs a DNS name in endpoint_url, "
+                                 f"not the IP address {parts.hostname} (use 'path' or 'auto')")
         else:
             self._scheme, self._host, self._base_path = "https", f"s3.{self.config.region}.amazonaws.com", ""
 
