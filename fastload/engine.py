@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -161,9 +162,14 @@ class RangeEngine:
 
     # -- reads ----------------------------------------------------------------
     def read(self, uri: str | os.PathLike[str], out: Any = None, *, pin: bool = False) -> Any:
-        """Read a whole object into ``out`` (or a new AlignedBuffer of its size)."""
+        """Read a whole object into ``out`` (or a new AlignedBuffer of its size).
+
+        ``timeout`` bounds the size query and the read together.
+        """
+        deadline = self._deadline()
         size = self.size(uri)
-        return self.read_ranges(uri, [(0, size)] if size else [], out, pin=pin, _size=size)
+        return self.read_ranges(uri, [(0, size)] if size else [], out, pin=pin, _size=size,
+                                _deadline=deadline)
 
     def read_ranges(
         self,
@@ -173,6 +179,7 @@ class RangeEngine:
         *,
         pin: bool = False,
         _size: int | None = None,
+        _deadline: float | None = None,
     ) -> Any:
         """Read byte ranges ``(offset, length)`` of one object, packed one after another.
 
@@ -192,7 +199,7 @@ class RangeEngine:
         total = int(lengths.sum()) if len(arr) else (_size or 0)
         if out is None:
             out = AlignedBuffer(total, pin=pin)
-        self.read_into([src], table, out)
+        self.read_into([src], table, out, _deadline=_deadline)
         return out
 
     def read_into(
@@ -202,12 +209,15 @@ class RangeEngine:
         out: Any,
         *,
         cancel: Any = None,
+        _deadline: float | None = None,
     ) -> None:
         """The general form: rows ``(src, offset, length, dst)`` of an int64 table.
 
         Reads ``length`` bytes at ``offset`` of ``sources[src]`` to ``out[dst:]``.
-        Sources of several schemes may be mixed; each scheme's rows go to its backend.
+        Sources of several schemes may be mixed; each scheme's rows go to its backend,
+        and ``timeout`` bounds the whole call.
         """
+        deadline = self._deadline() if _deadline is None else _deadline
         srcs = [s if isinstance(s, ParsedURI) else parse_uri(s) for s in sources]
         table = np.ascontiguousarray(table, dtype=np.int64)
         if table.ndim != 2 or table.shape[1] != 4:
@@ -222,8 +232,13 @@ class RangeEngine:
             self.backend(str(scheme)).read_into(
                 sub_srcs, sub_table, view,
                 part_size=self.part_size, max_inflight_parts=self.inflight_for(str(scheme)),
-                page_cache_mode=self.page_cache_mode, timeout=self.timeout, cancel=cancel,
+                page_cache_mode=self.page_cache_mode, cancel=cancel,
+                timeout=None if deadline is None else max(deadline - time.monotonic(), 1e-9),
             )
+
+    def _deadline(self) -> float | None:
+        """When a read starting now must end (monotonic clock), or None without a timeout."""
+        return None if self.timeout is None else time.monotonic() + self.timeout
 
     @staticmethod
     def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
