@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fl_buffer.h"
+#include "fl_cancel.h"
 #include "fl_parallel.h"
 
 /* A part: one piece of one range, read by one thread in one go. */
@@ -126,7 +127,7 @@ static void worker(void *ctx, int tid) {
     size_t bounce_mapped = 0;
     for (;;) {
         if (atomic_load(&j->failed)) break;
-        if (j->opts->cancel && *j->opts->cancel) {
+        if (fl_cancel_requested(j->opts->cancel)) {
             pthread_mutex_lock(&j->err_lock);
             if (!atomic_load(&j->failed)) {
                 fl_error_set(j->err, FL_E_CANCELLED, 0, -1, 0, 0, "read cancelled");

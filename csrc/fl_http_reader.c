@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "fl_cancel.h"
 #include "fl_curl_abi.h"
 #include "fl_http_retry.h"
 
@@ -409,7 +410,10 @@ static int finish_get(read_t *r, slot_t *s, CURLcode res) {
         return 0;
     }
     int code = fl_http_classify_curl(res, &transient);
-    snprintf(cause, sizeof(cause), "%s%s%s", C.easy_strerror(res), s->errbuf[0] ? ": " : "", s->errbuf);
+    /* A long curl message is cut to the buffer: the cause stays readable. */
+    if (snprintf(cause, sizeof(cause), "%s%s%s", C.easy_strerror(res), s->errbuf[0] ? ": " : "",
+                 s->errbuf) >= (int)sizeof(cause))
+        cause[sizeof(cause) - 1] = 0;
     if (transient)
         retry_or_fail(r, p, code, status, res, 0, cause);
     else
@@ -544,7 +548,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             fail(&r, FL_E_TIMEOUT, p, 0, 0, "%s", msg);
             break;
         }
-        if (opts->cancel && *opts->cancel) { /* a plain load: no GIL, so every turn */
+        if (fl_cancel_requested(opts->cancel)) { /* no GIL needed, so every turn */
             fail(&r, FL_E_CANCELLED, NULL, 0, 0, "%s", "read cancelled");
             break;
         }

@@ -5,7 +5,7 @@ from cpython.buffer cimport PyBuffer_Release
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from fastload.includes.fl cimport fl_error, fl_error_clear, fl_file_opts, fl_file_read, fl_file_size, fl_range
+from fastload.includes.fl cimport fl_cancel_request, fl_cancel_requested, fl_error, fl_error_clear, fl_file_opts, fl_file_read, fl_file_size, fl_range
 
 include "_native_error.pxi"
 include "_out_buffer.pxi"
@@ -20,11 +20,11 @@ cdef class CancelToken:
     without the GIL."""
 
     def cancel(self):
-        self.flag = 1
+        fl_cancel_request(&self.flag)
 
     @property
     def cancelled(self):
-        return self.flag != 0
+        return bool(fl_cancel_requested(&self.flag))
 
 
 cdef bytes _encode_path(str path, object uri):

@@ -51,3 +51,8 @@ cdef extern from "fl_file_reader.h" nogil:
     int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges,
                      int64_t nranges, char *dst, int64_t dst_len, const fl_file_opts *opts,
                      fl_error *err)
+
+
+cdef extern from "fl_cancel.h" nogil:
+    int fl_cancel_requested(const volatile int *flag)
+    void fl_cancel_request(volatile int *flag)
