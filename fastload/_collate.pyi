@@ -1,0 +1,40 @@
+# Types of the compiled fastload._collate (fastload/_collate.pyx), for py.typed users.
+from typing import Any, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+DT_RAW: int
+DT_U8: int
+DT_U16: int
+DT_F32: int
+DT_F16: int
+DT_BF16: int
+ISA_CODES: dict[str, int]
+
+def best_isa() -> str: ...
+def cpu_count() -> int: ...
+def collate_native(
+    samples: Sequence[Any] | None,
+    slab: Any,
+    offsets: npt.NDArray[np.int64] | None,
+    out: Any,
+    n: int,
+    pixels: int,
+    channels: int,
+    src_channels_last: bool,
+    dst_channels_last: bool,
+    src_dtype: int,
+    dst_dtype: int,
+    elem_size: int,
+    src_itemsize: int,
+    dst_itemsize: int,
+    scale: npt.NDArray[np.float32] | None,
+    shift: npt.NDArray[np.float32] | None,
+    unit_bytes: int,
+    nthreads: int,
+    isa: str,
+) -> dict[str, Any]: ...
+def gather_ragged(
+    samples: Sequence[Any], nthreads: int, unit_bytes: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]: ...
