@@ -1,5 +1,6 @@
 # Types of the compiled fastload._collate (fastload/_collate.pyx), for py.typed users.
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt

@@ -44,7 +44,7 @@ _DT_CODES = {
     _BF16: _collate.DT_BF16,
 }
 _FLOAT_OUT = (np.dtype(np.float32), np.dtype(np.float16), _BF16)
-_CONVERSIONS = {
+_CONVERSIONS: dict[np.dtype, tuple[np.dtype | str, ...]] = {
     np.dtype(np.uint8): (np.dtype(np.uint16), *_FLOAT_OUT),
     np.dtype(np.uint16): _FLOAT_OUT,
     np.dtype(np.float32): _FLOAT_OUT,
@@ -279,16 +279,17 @@ def _plan_batch(n: int, sample_shape: tuple[int, ...], src_dtype: np.dtype, *, l
     num_threads = _check_count("num_threads", num_threads)
     unit_bytes = _check_count("collate_buffer_size", collate_buffer_size)
     _check_choice("isa", isa, ISAS)
-    plan = choose_layout(memory_format, layout, consumer)
+    image_plan = choose_layout(memory_format, layout, consumer)  # checks the knobs for any sample
+    plan: LayoutPlan | None = image_plan
     if len(sample_shape) == 3:
         if layout == "HWC":
             h, w, c = sample_shape
         else:
             c, h, w = sample_shape
         src_cl = layout == "HWC"
-        dst_cl = plan.kernel_layout == "NHWC"
+        dst_cl = image_plan.kernel_layout == "NHWC"
         pixels, channels = h * w, c
-        out_shape = (n, h, w, c) if dst_cl else (n, c, h, w)
+        out_shape: tuple[int, ...] = (n, h, w, c) if dst_cl else (n, c, h, w)
     else:
         # Not an image: gathered as one channel, without layout conversion.
         plan = None
@@ -304,7 +305,8 @@ def _plan_batch(n: int, sample_shape: tuple[int, ...], src_dtype: np.dtype, *, l
     return _Batch(
         n=n, pixels=pixels, channels=channels, src_channels_last=src_cl,
         dst_channels_last=dst_cl, src_code=src_code, dst_code=dst_code, src_dtype=src_dtype,
-        out_dtype=np.dtype(np.uint16) if out_dt == _BF16 else out_dt, out_shape=out_shape,
+        # bfloat16 (the one str dtype) is held as its uint16 bits.
+        out_dtype=np.dtype(np.uint16) if isinstance(out_dt, str) else out_dt, out_shape=out_shape,
         scale=scale_arr, shift=shift_arr, plan=plan, num_threads=num_threads,
         unit_bytes=unit_bytes, isa=isa,
     )

@@ -151,8 +151,9 @@ class Dataset:
         if length:
             (self._engine or default_engine()).read_into([self.sources[src]], np.array([[0, off, length, 0]]), raw)
         sample = self.view_sample(raw)
-        if self.has_labels:
-            return sample, self.labels_for(idx)[0]
+        labels = self.labels_for(idx)  # None exactly when not has_labels
+        if labels is not None:
+            return sample, labels[0]
         return sample
 
 

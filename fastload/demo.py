@@ -39,7 +39,7 @@ def run_demo(root: str | None = None, epochs: int = 3, n_images: int = 2000, bat
     if epochs < 1 or n_images < 1 or batch_size < 1:
         raise ValueError(f"epochs, n_images and batch_size must be >= 1, got {epochs}, {n_images}, {batch_size}")
     owned = root is None
-    folder = tempfile.mkdtemp(prefix="fastload-demo-") if owned else os.path.join(root, "fastload-demo")
+    folder = tempfile.mkdtemp(prefix="fastload-demo-") if root is None else os.path.join(root, "fastload-demo")
     try:
         write_image_records(folder, n_images)
         labels = np.arange(n_images) % 10

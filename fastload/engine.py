@@ -72,7 +72,7 @@ def writable_view(out: Any, needed: int, what: str) -> memoryview:
     # memoryview.cast takes only C order and one-letter formats: numpy gives the
     # bytes of Fortran-ordered, structured or byte-swapped buffers in memory order.
     flat = np.asarray(view).reshape(-1, order="F" if not view.c_contiguous else "C")
-    return memoryview(flat.view(np.uint8))
+    return flat.view(np.uint8).data
 
 
 class RangeEngine:

@@ -44,7 +44,7 @@ class FileBackend:
         max_inflight_parts: int,
         page_cache_mode: str,
         timeout: float | None = None,
-        cancel: object | None = None,
+        cancel: _file_engine.CancelToken | None = None,
     ) -> None:
         # timeout bounds the whole call; the C reader checks it between parts
         # (a pread once started is not cut short).

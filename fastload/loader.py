@@ -51,14 +51,18 @@ class RaggedBatch(NamedTuple):
     """Samples of different lengths packed back to back: sample ``i`` is
     ``data[offsets[i]:offsets[i + 1]]``."""
 
-    data: np.ndarray
-    offsets: np.ndarray
+    # numpy arrays from the loader; the torch adapter and fastload.interop put their
+    # framework's arrays (torch, jax, cupy ...) in the same two fields.
+    data: Any
+    offsets: Any
 
-    def sample(self, i: int) -> np.ndarray:
+    def sample(self, i: int) -> Any:
         return self.data[self.offsets[i]:self.offsets[i + 1]]
 
+    # Shadows tuple.count on purpose: callers (tests, benchmarks) read
+    # ``batch.count`` as the number of samples, so the public name stays.
     @property
-    def count(self) -> int:
+    def count(self) -> int:  # type: ignore[override]
         return len(self.offsets) - 1
 
 
@@ -326,7 +330,9 @@ class DataLoader:
         # Persistent workers keep one stream each for the whole run; others get one per epoch.
         seed = [cfg.sampler_seed] if cfg.persistent_workers else [cfg.sampler_seed, epoch]
         nbytes = (self.dataset.sample_nbytes or 1 << 20) * cfg.batch_size
-        self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, self.dataset.transform,
+        transform = self.dataset.transform
+        assert transform is not None  # use_workers implies transforms_on, so a transform
+        self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, transform,
                                   seed, nbytes, cfg.timeout_seconds)
         self.stats["worker_starts"] += 1
         self.stats["epoch_pids"].append(self.workers.pids)
@@ -432,8 +438,11 @@ class DataLoader:
     def _out_array(self, n: int, spec: _OutputSpec, leases: list[tuple[BufferPool, Any]]) -> np.ndarray:
         buf = self.pool.acquire(n * spec.sample_nbytes)
         leases.append((self.pool, buf))
-        return np.frombuffer(buf, dtype=spec.dtype, count=n * (spec.sample_nbytes // spec.dtype.itemsize)) \
-            .reshape(n, *spec.shape)
+        # numpy's stubs (Python < 3.12) list concrete buffer types, not the buffer protocol
+        # that AlignedBuffer implements; a memoryview would change the array's .base chain.
+        flat = np.frombuffer(buf, dtype=spec.dtype,  # type: ignore[call-overload]
+                             count=n * (spec.sample_nbytes // spec.dtype.itemsize))
+        return flat.reshape(n, *spec.shape)
 
     def _collate_samples(self, samples: list[np.ndarray], leases: list[tuple[BufferPool, Any]]) -> Any:
         """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
@@ -549,6 +558,7 @@ class _Epoch:
         if late is not None:
             self.finish(failed=True)
             raise late
+        assert k is not None  # the loop ends with a ready batch, or a timeout raised above
         self.slots.release()
         if isinstance(res, _Failure):
             self.finish(failed=True)

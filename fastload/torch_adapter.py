@@ -170,7 +170,7 @@ def guard_copy(pool: BufferPool, arrays: Sequence[np.ndarray], finished: Callabl
     for a in arrays:
         buf = pooled_buffer(a)
         if buf is not None:
-            pool.set_busy_hook(buf, lambda done=finished: not done())
+            pool.set_busy_hook(buf, lambda: not finished())
             guarded += 1
     return guarded
 

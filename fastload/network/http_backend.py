@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,5 +58,6 @@ class HttpBackend(NetworkBackend):
     def name(self, src: ParsedURI) -> str:
         return redact(src.uri)
 
-    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
+    # builtins.list: the method ``list`` shadows the builtin in this class body.
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
         return [s.uri.encode() for s in sources], [None] * len(sources)

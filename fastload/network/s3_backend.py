@@ -7,6 +7,7 @@ unless ``anonymous``.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import time
 import xml.etree.ElementTree as ET
@@ -182,7 +183,8 @@ class S3Backend(NetworkBackend):
         if not src.path or src.path.endswith("/"):
             raise ValueError(f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)")
 
-    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[list[bytes], list[bytes | None]]:
+    # builtins.list: the method ``list`` shadows the builtin in this class body.
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
         now = time.monotonic()
         urls, headers = [], []
         for s in sources:
