@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pycurl
 import pytest
-from fastload._file_engine import CancelToken
 
 import fastload
 from fastload import _http_engine, errors
+from fastload._file_engine import CancelToken
 from fastload.engine import RangeEngine
 from fastload.network import libcurl
 from tests.servers import Fault, free_port, payload
