@@ -519,7 +519,9 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
     /* With one channel both layouts are the same bytes: no transpose. */
     j->op = !transpose ? (a->src_channels_last || C == 1 ? OP_KEEP_CL : OP_KEEP_CF)
                        : (a->src_channels_last ? OP_CL_TO_CF : OP_CF_TO_CL);
+    /* Whole cache lines per plane: streamed lines are never split between blocks. */
     j->block_px = FL_BLOCK_ELEMS / C > FL_MIN_BLOCK_PX ? FL_BLOCK_ELEMS / C : FL_MIN_BLOCK_PX;
+    j->block_px -= j->block_px % FL_MIN_BLOCK_PX;
 
     int64_t total = a->n * sample_out;
     j->stream = total > FL_STREAM_MIN_BYTES;
