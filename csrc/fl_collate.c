@@ -280,6 +280,36 @@ FL_TARGET_AVX2 static void u8c3_to_cf_f32_avx2(const uint8_t *s, float *o, int64
 }
 #endif
 
+#if FL_HAVE_AVX2_PATH
+/* Channels-last uint8 to float32, layout kept: 8 elements per step against the
+ * scale/shift pattern (L = C * 8 floats, stored twice so 8 floats from any
+ * phase are contiguous). Streaming stores as in u8c3_to_cf_f32_avx2; the
+ * scalar head and tail use the same fused multiply-add. */
+FL_TARGET_AVX2 static void u8_keep_cl_f32_avx2(const uint8_t *s, float *d, int64_t n, int64_t L,
+                                               const float *apat, const float *bpat, int stream) {
+    int64_t k = 0, ph = 0, head = 0;
+    if (stream && !((uintptr_t)d & 3)) head = (int64_t)(((32 - ((uintptr_t)d & 31)) & 31) / 4);
+    else stream = 0;
+    if (head > n) head = n;
+#define FL_SCALAR_TO(END)                                                   \
+    for (; k < (END); k++) {                                                \
+        d[k] = __builtin_fmaf((float)s[k], apat[ph], bpat[ph]);             \
+        if (++ph == L) ph = 0;                                              \
+    }
+    FL_SCALAR_TO(head)
+    for (; k + 8 <= n; k += 8) {
+        __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + k))));
+        __m256 y = _mm256_fmadd_ps(x, _mm256_loadu_ps(apat + ph), _mm256_loadu_ps(bpat + ph));
+        if (stream) _mm256_stream_ps(d + k, y);
+        else _mm256_storeu_ps(d + k, y);
+        ph += 8;
+        if (ph >= L) ph -= L;
+    }
+    FL_SCALAR_TO(n)
+#undef FL_SCALAR_TO
+}
+#endif
+
 /* One block of one sample through the float path: straight into a float32
  * batch, else into the staging block and packed from there. */
 FL_AI void float_block(const job_t *j, const char *s, char *d, int64_t p0, int64_t nb,
@@ -289,9 +319,17 @@ FL_AI void float_block(const job_t *j, const char *s, char *d, int64_t p0, int64
     int dst_cf = !a->dst_channels_last;
     int direct = a->dst_dtype == FL_DT_F32;
 #if FL_HAVE_AVX2_PATH
-    if (direct && isa == FL_ISA_AVX2 && j->op == OP_CL_TO_CF && C == 3 && a->src_dtype == FL_DT_U8) {
-        u8c3_to_cf_f32_avx2((const uint8_t *)s, (float *)d, P, p0, nb, a->scale, a->shift, j->stream);
-        return;
+    if (direct && isa == FL_ISA_AVX2 && a->src_dtype == FL_DT_U8) {
+        if (j->op == OP_CL_TO_CF && C == 3) {
+            u8c3_to_cf_f32_avx2((const uint8_t *)s, (float *)d, P, p0, nb, a->scale, a->shift,
+                                j->stream);
+            return;
+        }
+        if (j->op == OP_KEEP_CL) {
+            u8_keep_cl_f32_avx2((const uint8_t *)s + p0 * C, (float *)d + p0 * C, nb * C,
+                                FL_PATTERN_PX * C, j->apat, j->bpat, j->stream);
+            return;
+        }
     }
 #endif
     float *o = direct ? (float *)d + (dst_cf ? p0 : p0 * C) : tmp;
@@ -546,7 +584,8 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
 
     float *pat = NULL;
     if (!raw && j->op == OP_KEEP_CL) {
-        int64_t n = FL_PATTERN_PX * C;
+        /* Each pattern twice over, for u8_keep_cl_f32_avx2's loads from any phase. */
+        int64_t n = 2 * FL_PATTERN_PX * C;
         pat = malloc(sizeof(float) * (size_t)(2 * n));
         if (!pat) {
             free(j);
