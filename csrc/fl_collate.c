@@ -93,9 +93,17 @@ FL_AI void pack_f16_generic(const float *t, char *d, int64_t n) {
 }
 
 #if FL_HAVE_AVX2_PATH
-FL_TARGET_AVX2 static void pack_f16_avx2(const float *t, char *d, int64_t n) {
+/* With `stream`, 16-byte-aligned groups go out as non-temporal stores (see
+ * u8c3_to_cf_f32_avx2 for why); the head up to that alignment is scalar. */
+FL_TARGET_AVX2 static void pack_f16_avx2(const float *t, char *d, int64_t n, int stream) {
     uint16_t *o = (uint16_t *)d;
     int64_t i = 0;
+    if (stream && !((uintptr_t)o & 1)) {
+        for (; i < n && ((uintptr_t)(o + i) & 15); i++) o[i] = f32_to_f16_bits(t[i]);
+        for (; i + 8 <= n; i += 8)
+            _mm_stream_si128((__m128i *)(o + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(t + i), _MM_FROUND_TO_NEAREST_INT));
+    }
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(o + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(t + i), _MM_FROUND_TO_NEAREST_INT));
@@ -120,12 +128,13 @@ FL_AI void pack_u16(const float *t, char *d, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] = (uint16_t)(int32_t)t[i];
 }
 
-FL_AI void pack(const float *t, char *d, int64_t n, int ddt, int isa) {
+FL_AI void pack(const float *t, char *d, int64_t n, int ddt, int isa, int stream) {
+    (void)stream;
     switch (ddt) {
         case FL_DT_F16:
 #if FL_HAVE_AVX2_PATH
             if (isa == FL_ISA_AVX2) {
-                pack_f16_avx2(t, d, n);
+                pack_f16_avx2(t, d, n, stream);
                 break;
             }
 #endif
@@ -342,9 +351,9 @@ FL_AI void float_block(const job_t *j, const char *s, char *d, int64_t p0, int64
     if (direct) return;
     if (dst_cf) {
         for (int64_t c = 0; c < C; c++)
-            pack(tmp + c * nb, d + (c * P + p0) * j->dsz, nb, a->dst_dtype, isa);
+            pack(tmp + c * nb, d + (c * P + p0) * j->dsz, nb, a->dst_dtype, isa, j->stream);
     } else {
-        pack(tmp, d + p0 * C * j->dsz, nb * C, a->dst_dtype, isa);
+        pack(tmp, d + p0 * C * j->dsz, nb * C, a->dst_dtype, isa, j->stream);
     }
 }
 
