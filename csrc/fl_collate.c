@@ -287,9 +287,7 @@ FL_TARGET_AVX2 static void u8c3_to_cf_f32_avx2(const uint8_t *s, float *o, int64
     }
     conv_transpose((const char *)s, d0 + k, P, P, 3, p0 + k, nb - k, FL_DT_U8, A, B, 1, 3);
 }
-#endif
 
-#if FL_HAVE_AVX2_PATH
 /* Channels-last uint8 to float32, layout kept: 8 elements per step against the
  * scale/shift pattern (L = C * 8 floats, stored twice so 8 floats from any
  * phase are contiguous). Streaming stores as in u8c3_to_cf_f32_avx2; the
