@@ -539,3 +539,30 @@ def test_as_torch_rejects_unknown_dtype():
     with pytest.raises(ValueError, match="only 'bfloat16'"):
         as_torch(np.zeros((1, 2, 2, 3), np.uint16), LayoutPlan(None, "HWC", "NHWC", "numpy"),
                  dtype="float8")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("fmt", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("hw", [(256, 256), (250, 250)])  # planes of whole lines, and not
+def test_large_batch_streaming_stores_match_small_batches(isa, dtype, fmt, hw):
+    # Over 64 MiB of output takes the streaming-store path; one sample at a time does
+    # not. Both must give the same bits, into an `out` that starts 4 bytes past a
+    # 32-byte boundary (unaligned heads and tails) and from a ragged plane size.
+    size = np.dtype(dtype).itemsize
+    n = 96 * 4 // size
+    samples = make_samples(np.random.default_rng(9), n, (*hw, 3), np.uint8)
+    norm = dict(mean=[120.0, 110.0, 100.0], std=[60.0, 55.0, 50.0])
+    kw = dict(memory_format=fmt, dtype=dtype, isa=isa, num_threads=2, **norm)
+    plan = choose_layout(fmt, "HWC")
+    count = n * 3 * hw[0] * hw[1]
+    raw = np.empty(count + 32, dtype)
+    skip = ((-raw.ctypes.data % 32) + 4) // size
+    shape = (n, 3, *hw) if fmt == "channels_first" else (n, *hw, 3)
+    out = raw[skip:skip + count].reshape(shape)
+    assert out.nbytes > 64 << 20 and out.ctypes.data % 32 == 4
+    fastload.collate(samples, out=out, **kw)
+    for i, x in enumerate(samples):
+        np.testing.assert_array_equal(out[i], fastload.collate([x], **kw)[0])
+    assert_batch(out[:2], samples[:2], stored="HWC", kernel_layout=plan.kernel_layout,
+                 out_dtype=dtype, **norm)
