@@ -52,6 +52,15 @@ cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1
     return 0
 
 
+cdef void _release_samples(Py_buffer *views, Py_ssize_t acquired, const char **ptrs):
+    """Release the sample views taken so far and free the sample tables."""
+    cdef Py_ssize_t i
+    for i in range(acquired):
+        PyBuffer_Release(&views[i])
+    free(views)
+    free(<void *>ptrs)
+
+
 cdef inline bint _overlaps(const char *p, Py_ssize_t n, Py_buffer *out):
     cdef const char *o = <const char *>out.buf
     return n > 0 and out.len > 0 and p < o + out.len and o < p + n
@@ -134,10 +143,7 @@ def collate_native(object samples, object slab, const int64_t[::1] offsets, obje
         if rc != 0:
             _raise_fl_error(&err, "collate")
     finally:
-        for i in range(acquired):
-            PyBuffer_Release(&views[i])
-        free(views)
-        free(ptrs)
+        _release_samples(views, acquired, ptrs)
         if have_slab:
             PyBuffer_Release(&slab_view)
         if have_out:
@@ -188,8 +194,5 @@ def gather_ragged(object samples, int nthreads, int64_t unit_bytes):
             if rc != 0:
                 _raise_fl_error(&err, "collate_ragged")
     finally:
-        for i in range(acquired):
-            PyBuffer_Release(&views[i])
-        free(views)
-        free(ptrs)
+        _release_samples(views, acquired, ptrs)
     return packed, offsets
