@@ -1,8 +1,8 @@
-"""Build the Cython bridges in fastload/ with the C kernels in csrc/.
+"""Build the Cython bridges in fastload/_native/ with the C kernels in csrc/.
 
-Every fastload/_*.pyx becomes the extension fastload._*; its C sources are named
-at the top of the .pyx (``# distutils: sources = csrc/...``), so adding a bridge
-never needs an edit here.
+Every fastload/_native/NAME.pyx becomes the extension fastload._native.NAME; its C
+sources are named at the top of the .pyx (``# distutils: sources = csrc/...``), so
+adding a bridge never needs an edit here.
 """
 
 import glob
@@ -17,13 +17,13 @@ if os.environ.get("FASTLOAD_DEBUG"):
 
 extensions = [
     Extension(
-        "fastload." + os.path.splitext(os.path.basename(pyx))[0],
+        "fastload._native." + os.path.splitext(os.path.basename(pyx))[0],
         [pyx],
         include_dirs=["csrc"],
         extra_compile_args=CFLAGS,
         libraries=["dl", "pthread"],
     )
-    for pyx in sorted(glob.glob("fastload/_*.pyx"))
+    for pyx in sorted(glob.glob("fastload/_native/*.pyx"))
 ]
 
 setup(

@@ -192,9 +192,11 @@ static int advice_for(int mode, int64_t nranges, int64_t total, int64_t size) {
 }
 
 int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, int64_t nranges,
-                 char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err) {
+                 char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err,
+                 int64_t *nparts_out) {
     double started = now_s();
     fl_error_clear(err);
+    if (nparts_out) *nparts_out = 0;
     if (opts->part_size < FL_ALIGN)
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "part_size=%lld must be >= %d",
                             (long long)opts->part_size, FL_ALIGN);
@@ -288,6 +290,7 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
     atomic_init(&job.next, 0);
     atomic_init(&job.failed, 0);
     pthread_mutex_init(&job.err_lock, NULL);
+    if (nparts_out) *nparts_out = nparts;
     int nthreads = opts->max_inflight < nparts ? opts->max_inflight : (int)nparts;
     if (nthreads > 0) fl_parallel_run(nthreads, worker, &job);
     pthread_mutex_destroy(&job.err_lock);

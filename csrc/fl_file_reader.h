@@ -29,10 +29,13 @@ typedef struct {
 int64_t fl_file_size(const char *path, fl_error *err);
 
 /* Reads every range (bytes [offset, offset+length) of paths[src]) into
- * dst + range.dst. Ranges must lie inside their files and dst must hold them:
- * both are checked, and a violation is an error, not a crash. Returns FL_OK or
- * an fl_status with err filled (range and source of the first failure). */
+ * dst + range.dst, cut into parts of at most opts->part_size bytes (the one
+ * place ranges are cut; *nparts, when not NULL, receives how many). Ranges must
+ * lie inside their files and dst must hold them: both are checked, and a
+ * violation is an error, not a crash. Returns FL_OK or an fl_status with err
+ * filled (range and source of the first failure). */
 int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, int64_t nranges,
-                 char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err);
+                 char *dst, int64_t dst_len, const fl_file_opts *opts, fl_error *err,
+                 int64_t *nparts);
 
 #endif

@@ -450,12 +450,15 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
                  const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
                  const fl_http_opts *opts, fl_error *err) {
     fl_error_clear(err);
-    int64_t psz = opts->part_size > 0 ? opts->part_size : (8 << 20);
+    if (opts->part_size < 1)
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "part_size=%lld must be >= 1",
+                            (long long)opts->part_size);
+    int64_t psz = opts->part_size;
     int64_t nparts = 0;
     for (int64_t i = 0; i < nranges; i++) {
         const fl_range *g = &ranges[i];
         if (g->src < 0 || g->src >= nsrc || g->offset < 0 || g->length <= 0 || g->dst < 0 ||
-            g->dst + g->length > dst_len)
+            g->length > dst_len - g->dst)
             return fl_error_set(err, FL_E_INVALID, 0, g->src, g->offset, g->length,
                                 "range outside the source table or the destination buffer");
         nparts += (g->length + psz - 1) / psz;

@@ -1,5 +1,5 @@
 import sys
 
-from fastload.cli import main
+from fastload.app.cli import main
 
 sys.exit(main())

@@ -1,7 +1,8 @@
-"""The one table that turns native error codes into Python exceptions.
+"""Every exception fastload raises, and the one table from status codes to them.
 
-Every Cython bridge hands its ``fl_error`` to :func:`raise_native_error`; the
-message always names the URI and byte range, never a credential.
+Every Cython bridge hands its ``fl_error`` to :func:`raise_native_error`, and the
+Python backends raise through it with a :class:`~fastload._native.status.Status`
+too; the message always names the URI and byte range, never a credential.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import errno as _errno
 import os
 from typing import NoReturn
+
+from fastload._native.status import Status
 
 
 class FastloadError(Exception):
@@ -70,23 +73,37 @@ class NativeIOError(FastloadError, OSError):
     """Any other OS error while reading."""
 
 
-_FL_E_NOMEM = 5
-_FL_E_RANGE = 3
+class TransformError(RuntimeError):
+    """The dataset's transform raised; the message names the sample (index, URI, bytes) and
+    its batch, and ``__cause__`` (in-process) or the message (worker) holds the original."""
 
-# fl_status (csrc/fl_error.h) -> exception class; FL_E_NOMEM raises MemoryError.
+
+class WorkerError(RuntimeError):
+    """A worker process died or its transform raised."""
+
+
+class WorkerTransformError(WorkerError, TransformError):
+    """The transform raised inside a worker process (both kinds of error at once)."""
+
+
+class SharedMemoryFull(OSError):
+    """The shared-memory folder has no room for another segment of batch slots."""
+
+
+# Status (csrc/fl_error.h) -> exception class; Status.NOMEM raises MemoryError.
 NATIVE_ERRORS: dict[int, type[FastloadError]] = {
-    1: ObjectNotFoundError,
-    2: AccessDeniedError,
-    3: RangeError,
-    4: InvalidRequestError,
-    6: NativeIOError,
-    7: ReadTimeoutError,
-    8: TransferError,
-    9: HTTPStatusError,
-    10: ShortReadError,
-    11: CancelledReadError,
-    12: UnsupportedError,
-    13: CertificateError,
+    Status.NOT_FOUND: ObjectNotFoundError,
+    Status.PERMISSION: AccessDeniedError,
+    Status.RANGE: RangeError,
+    Status.INVALID: InvalidRequestError,
+    Status.IO: NativeIOError,
+    Status.TIMEOUT: ReadTimeoutError,
+    Status.CONNECTION: TransferError,
+    Status.HTTP: HTTPStatusError,
+    Status.SHORT: ShortReadError,
+    Status.CANCELLED: CancelledReadError,
+    Status.UNSUPPORTED: UnsupportedError,
+    Status.TLS: CertificateError,
 }
 
 
@@ -109,10 +126,10 @@ def raise_native_error(
     attempts: int = 0,
     message: str = "",
 ) -> NoReturn:
-    """Raise the exception for a native ``fl_error``."""
-    if code == _FL_E_NOMEM:
+    """Raise the exception for status ``code`` (a native ``fl_error``, or a Python backend's)."""
+    if code == Status.NOMEM:
         raise MemoryError(f"{uri}: {message or 'out of memory'}")
-    cls = NATIVE_ERRORS.get(code, NativeIOError)
+    cls = NATIVE_ERRORS.get(code, NativeIOError)  # a Status is an int: either keys the table
     parts = [message or "read failed"]
     if sys_errno:
         parts.append(f"[{_errno.errorcode.get(sys_errno, sys_errno)}] {os.strerror(sys_errno)}")
@@ -120,7 +137,7 @@ def raise_native_error(
         parts.append(f"HTTP {http_status}")
     if curl_code:
         parts.append(f"curl error {curl_code}")
-    if object_size is not None and object_size >= 0 and code == _FL_E_RANGE:
+    if object_size is not None and object_size >= 0 and code == Status.RANGE:
         parts.append(f"object size is {object_size} bytes")
     if attempts > 1:
         parts.append(f"after {attempts} attempts")

@@ -27,8 +27,9 @@ import torch  # noqa: E402
 
 import fastload  # noqa: E402
 from fastload import DataLoader, LoaderOptions, RecordDataset  # noqa: E402
-from fastload.buffer_pool import BufferPool  # noqa: E402
-from fastload.torch_adapter import TorchIterableDataset, TorchOutput  # noqa: E402
+from fastload.adapters.torch_dataset import TorchIterableDataset  # noqa: E402
+from fastload.batch.torch_output import TorchOutput  # noqa: E402
+from fastload.storage.buffer_pool import BufferPool  # noqa: E402
 
 N, SHAPE, BATCH = 512, (224, 224, 3), 64
 BIG = 512 << 20  # bytes of the copy-timing buffer
@@ -190,7 +191,7 @@ def main() -> int:
     try:
         import jax
 
-        from fastload.interop import jax_batches
+        from fastload.adapters.interop import jax_batches
         gpu = jax.devices("gpu")[0]
     except Exception as exc:  # noqa: BLE001  JAX is optional here
         check("JAX batches on the GPU", None, f"no JAX GPU: {exc}")

@@ -1,4 +1,5 @@
-"""Shared pytest set-up. Fixture modules of each area are listed in pytest_plugins."""
+"""Shared pytest set-up. The plugins below (servers and network fixtures) serve every layer;
+each layer's conftest.py imports the data fixtures its tests share from tests/support."""
 
 pytest_plugins: list[str] = []
-pytest_plugins += ["tests.servers"]
+pytest_plugins += ["tests.support.servers", "tests.support.network"]

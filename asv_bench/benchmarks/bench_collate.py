@@ -14,7 +14,7 @@ Goals: numpy/fastload >= 8, fastload/write_once <= 2.5.
 import numpy as np
 
 import fastload
-from fastload.collate import collate_slab
+from fastload.batch.collate import collate_slab
 
 from .common import MB, interleaved_best
 

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import fastload
-from fastload.datasets import RecordDataset
+from fastload.plan.datasets import RecordDataset
 
 from .common import MB, data_dir
 

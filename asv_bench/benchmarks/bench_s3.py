@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 try:
-    from .common import MB, data_dir, die_with_parent, random_file
+    from .common import MB, S3_KEY, S3_SECRET, data_dir, random_file, rclone_server
 except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import MB, data_dir, die_with_parent, random_file
+    from common import MB, S3_KEY, S3_SECRET, data_dir, random_file, rclone_server
 
 GIB = 1 << 30
-KEY, SECRET = "benchkey", "benchsecret"
 BIG_MIB = int(os.environ.get("FASTLOAD_BENCH_S3_BIG_MIB", "1024"))
 SMALL_COUNT = int(os.environ.get("FASTLOAD_BENCH_S3_SMALL_COUNT", "2000"))
 SMALL_SIZE = 128 << 10
@@ -60,26 +56,6 @@ def _dataset() -> str:
     return root
 
 
-def _start_server(root: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = shutil.which("rclone") or "rclone"
-    proc = subprocess.Popen([exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-                             f"{KEY},{SECRET}", "--etag-hash", "", "--config", "/dev/null", root],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("rclone serve s3 did not start")
-
-
 def _fastload_root(fastload) -> str:
     """The tree the client processes import: the checkout holding this file when it
     has a built fastload, else wherever this process found fastload."""
@@ -98,14 +74,13 @@ def run_all(scenarios: tuple[str, ...] = ("big", "small"), rounds: int = ROUNDS)
     import fastload
 
     root = _dataset()
-    proc, endpoint = _start_server(root)
-    cfg = {"endpoint": endpoint, "key": KEY, "secret": SECRET, "repeat": 1,
-           "big_uri": "s3://bench/big.bin", "big_size": BIG_MIB << 20,
-           "small_prefix": "s3://bench/small/",
-           "small_uris": [f"s3://bench/small/obj-{i:05d}.bin" for i in range(SMALL_COUNT)]}
-    env = {**os.environ, "PYTHONPATH": _fastload_root(fastload)}
     results: dict = {}
-    try:
+    with rclone_server(root) as endpoint:
+        cfg = {"endpoint": endpoint, "key": S3_KEY, "secret": S3_SECRET, "repeat": 1,
+               "big_uri": "s3://bench/big.bin", "big_size": BIG_MIB << 20,
+               "small_prefix": "s3://bench/small/",
+               "small_uris": [f"s3://bench/small/obj-{i:05d}.bin" for i in range(SMALL_COUNT)]}
+        env = {**os.environ, "PYTHONPATH": _fastload_root(fastload)}
         for scenario in scenarios:
             for _ in range(rounds):
                 for client in RUNS[scenario]:
@@ -117,13 +92,6 @@ def run_all(scenarios: tuple[str, ...] = ("big", "small"), rounds: int = ROUNDS)
                     best = results.setdefault(scenario, {}).get(client)
                     if best is None or got["seconds"] < best["seconds"]:
                         results[scenario][client] = got
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # never leave a server behind
-            proc.kill()
-            proc.wait()
     return results
 
 

@@ -7,7 +7,7 @@ whole dataset (the floor: one permutation, no rank split).
 
 import numpy as np
 
-from fastload.samplers import DistributedRandomSampler
+from fastload.plan.samplers import DistributedRandomSampler
 
 from .common import interleaved_best
 

@@ -69,8 +69,9 @@ class NumpyRecords:
 def make_loaders(path: str) -> dict:
     import torch.utils.data as tud
 
-    from fastload.datasets import RecordDataset
-    from fastload.torch_adapter import TorchCollate, TorchIterableDataset
+    from fastload.adapters.torch_collate import TorchCollate
+    from fastload.adapters.torch_dataset import TorchIterableDataset
+    from fastload.plan.datasets import RecordDataset
 
     common = {"num_workers": WORKERS, "persistent_workers": True, "prefetch_factor": 2}
     adapter = TorchIterableDataset(RecordDataset([path], SHAPE, labels=np.arange(N)), batch_size=BATCH,

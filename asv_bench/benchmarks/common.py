@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark suites: timing, data files, ratios.
+"""Helpers shared by the benchmark suites: timing, data files, ratios, the S3 server.
 
 Every suite measures its baselines in the same process and run as fastload,
 so ratios are comparable on a shared, noisy machine.
@@ -6,14 +6,19 @@ so ratios are comparable on a shared, noisy machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 MB = 1e6
+S3_KEY, S3_SECRET = "benchkey", "benchsecret"  # the auth key of the benchmarks' rclone server
 
 
 def best_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -79,3 +84,45 @@ def die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
+    """``rclone serve s3`` over ``root`` (buckets are its folders) on a free 127.0.0.1 port,
+    with the auth key (S3_KEY, S3_SECRET); returns the process and its endpoint URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("rclone") or "rclone"
+    proc = subprocess.Popen([exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
+                             f"{S3_KEY},{S3_SECRET}", "--etag-hash", "", "--config", "/dev/null", root],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    for _ in range(400):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("rclone serve s3 did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Terminate a benchmark server; kill it if it does not exit within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:  # never leave a server behind
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def rclone_server(root: str) -> Iterator[str]:
+    """``rclone serve s3`` over ``root``; yields the endpoint and always stops the server."""
+    proc, endpoint = start_rclone(root)
+    try:
+        yield endpoint
+    finally:
+        stop_server(proc)

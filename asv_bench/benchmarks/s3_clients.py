@@ -39,6 +39,7 @@ def _fastload(cfg: dict, scenario: str) -> Callable[[], int]:
     import numpy as np
 
     import fastload
+    from fastload.storage.uri import parse_uri
 
     opts = {"endpoint_url": cfg["endpoint"], "access_key_id": cfg["key"],
             "secret_access_key": cfg["secret"], "region": REGION}
@@ -52,7 +53,7 @@ def _fastload(cfg: dict, scenario: str) -> Callable[[], int]:
         eng = fastload.RangeEngine(max_inflight_parts=16, **opts)
         listed = eng.list(cfg["small_prefix"])  # sizes come with the listing: no HEADs
         backend = eng.backend("s3")
-        sizes = np.array([backend.size(fastload.engine.parse_uri(u)) for u in listed], dtype=np.int64)
+        sizes = np.array([backend.size(parse_uri(u)) for u in listed], dtype=np.int64)
         table = np.zeros((len(listed), 4), dtype=np.int64)
         table[:, 0] = np.arange(len(listed))
         table[:, 2] = sizes

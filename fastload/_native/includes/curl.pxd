@@ -1,0 +1,60 @@
+# C declarations of the libcurl binding (csrc/fl_curl.h), the transfer driver
+# (csrc/fl_http_reader.h) and its retry rule (csrc/fl_http_retry.h).
+from libc.stdint cimport int64_t, uint64_t
+
+from fastload._native.includes.fl cimport fl_error, fl_range
+
+
+cdef extern from "fl_curl.h" nogil:
+    int fl_curl_load(const char *path, char *why, size_t why_len)
+    const char *fl_curl_version()
+    int fl_curl_abi_count()
+    const char *fl_curl_abi_name(int i)
+    long fl_curl_abi_value(int i)
+
+
+cdef extern from "fl_http_reader.h" nogil:
+    ctypedef struct fl_http_config:
+        const char *ca_bundle
+        int verify
+        long connect_timeout_ms
+        long low_speed_limit
+        long low_speed_time
+        long buffer_size
+        int http2
+        int follow_redirects
+        int max_retries
+        double retry_deadline
+        double backoff_base
+        double backoff_cap
+        const char *user_agent
+
+    ctypedef struct fl_http_ctx:
+        pass
+
+    ctypedef struct fl_http_stats:
+        int64_t requests
+        int64_t retries
+        int64_t connects
+        int64_t bytes
+        int64_t writes
+
+    ctypedef struct fl_http_opts:
+        int64_t part_size
+        int max_inflight
+        double timeout
+        volatile int *cancel
+
+    fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err)
+    void fl_http_ctx_free(fl_http_ctx *ctx)
+    void fl_http_ctx_stats(const fl_http_ctx *ctx, fl_http_stats *out)
+    int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *headers, int nsrc,
+                     const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
+                     const fl_http_opts *opts, fl_error *err)
+
+
+cdef extern from "fl_http_retry.h" nogil:
+    int fl_http_classify_status(long status, int *transient)
+    int fl_http_classify_curl(int curl_code, int *transient)
+    int fl_http_classify_s3_code(const char *code, int *transient)
+    double fl_http_backoff(int attempt, double base, double cap, double retry_after, uint64_t *rng)

@@ -1,0 +1,84 @@
+# C declarations of the kernels in csrc/, shared by every Cython bridge.
+from libc.stdint cimport int32_t, int64_t
+
+
+cdef extern from "fl_error.h" nogil:
+    # The status codes every kernel returns; fastload._native.status turns them into
+    # the Python enum that fastload.errors keys its exception table by.
+    ctypedef enum fl_status:
+        FL_OK
+        FL_E_NOT_FOUND
+        FL_E_PERMISSION
+        FL_E_RANGE
+        FL_E_INVALID
+        FL_E_NOMEM
+        FL_E_IO
+        FL_E_TIMEOUT
+        FL_E_CONNECTION
+        FL_E_HTTP
+        FL_E_SHORT
+        FL_E_CANCELLED
+        FL_E_UNSUPPORTED
+        FL_E_TLS
+
+    ctypedef struct fl_error:
+        int code
+        int sys_errno
+        long http_status
+        int curl_code
+        int src_index
+        int64_t offset
+        int64_t length
+        int64_t obj_size
+        int attempts
+        char msg[256]
+    void fl_error_clear(fl_error *e)
+
+
+cdef extern from "fl_range.h" nogil:
+    ctypedef struct fl_range:
+        int32_t src
+        int64_t offset
+        int64_t length
+        int64_t dst
+
+
+cdef extern from "fl_buffer.h" nogil:
+    enum:
+        FL_ALIGN
+        FL_PIN_NONE
+        FL_PIN_MLOCK
+        FL_PIN_CUDA
+    void *fl_buffer_alloc(size_t size, int hugepages, int prefault, size_t *mapped_size,
+                          int *err_errno)
+    void fl_buffer_free(void *p, size_t mapped_size)
+    int fl_buffer_pin(void *p, size_t size, int try_cuda, char *why, size_t why_len)
+    void fl_buffer_unpin(void *p, size_t size, int mode)
+    int fl_cuda_available()
+
+
+cdef extern from "fl_file_reader.h" nogil:
+    # posix_fadvise policies of the file reader (page_cache_mode)
+    enum:
+        FL_CACHE_AUTO
+        FL_CACHE_SEQUENTIAL
+        FL_CACHE_RANDOM
+        FL_CACHE_DONT_NEED
+        FL_CACHE_NORMAL
+
+    ctypedef struct fl_file_opts:
+        int64_t part_size
+        int max_inflight
+        int direct
+        int cache_mode
+        volatile int *cancel
+        double timeout_s
+    int64_t fl_file_size(const char *path, fl_error *err)
+    int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges,
+                     int64_t nranges, char *dst, int64_t dst_len, const fl_file_opts *opts,
+                     fl_error *err, int64_t *nparts)
+
+
+cdef extern from "fl_cancel.h" nogil:
+    int fl_cancel_requested(const volatile int *flag)
+    void fl_cancel_request(volatile int *flag)

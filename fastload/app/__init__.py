@@ -1,0 +1,1 @@
+"""The command line: ``fastload demo | get | bench``, and its progress bar."""

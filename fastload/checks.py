@@ -1,0 +1,126 @@
+"""Argument checks shared by every layer (numpy's ``_common.check_constraint`` is the model).
+
+Each check names the knob and the value it refused, in one style:
+``"<knob>=<value> is invalid: <why>"``, so an error says where it was written and what
+to change. Checks return the value normalised (Python ints, floats, bools) so what
+passes them can go to C without surprises (numpy scalars, bools that are ints).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, overload
+
+import numpy as np
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+
+def shown(value: Any) -> str:
+    """How a refused value appears in a message (long sequences are summarised)."""
+    if isinstance(value, (tuple, list)) and len(value) > 8:
+        return f"<{len(value)} values>"
+    return repr(value)
+
+
+def fail(knob: str, value: Any, why: str, cls: type[Exception] = ValueError) -> Exception:
+    """The exception for ``knob=value`` refused because of ``why`` (to be raised)."""
+    return cls(f"{knob}={shown(value)} is invalid: {why}")
+
+
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, and not a bool (True as a count is a bug, not a 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@overload
+def check_int(knob: str, value: Any, minimum: int | None = ..., maximum: int | None = ..., *,
+              optional: Literal[False] = ..., type_error: bool = ...) -> int: ...
+
+
+@overload
+def check_int(knob: str, value: Any, minimum: int | None = ..., maximum: int | None = ..., *,
+              optional: bool, type_error: bool = ...) -> int | None: ...
+
+
+def check_int(
+    knob: str,
+    value: Any,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    optional: bool = False,
+    type_error: bool = False,
+) -> int | None:
+    """An integer in ``[minimum, maximum]`` (``None`` too when ``optional``).
+
+    ``type_error``: a value that is no integer at all raises TypeError (else ValueError).
+    """
+    if value is None and optional:
+        return None
+    if not is_int(value):
+        raise fail(knob, value, "must be an integer" + (" or None" if optional else ""),
+                   TypeError if type_error else ValueError)
+    if minimum is not None and value < minimum:
+        raise fail(knob, value, f"must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise fail(knob, value, f"too large (at most {maximum})")
+    return int(value)
+
+
+@overload
+def check_number(knob: str, value: Any, *, positive: bool = ..., maximum: float | None = ...,
+                 optional: Literal[False] = ..., what: str = ...) -> float: ...
+
+
+@overload
+def check_number(knob: str, value: Any, *, positive: bool = ..., maximum: float | None = ...,
+                 optional: bool, what: str = ...) -> float | None: ...
+
+
+def check_number(
+    knob: str,
+    value: Any,
+    *,
+    positive: bool = True,
+    maximum: float | None = None,
+    optional: bool = False,
+    what: str = "a number",
+) -> float | None:
+    """A finite real number (> 0 when ``positive``, <= ``maximum`` when given)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise fail(knob, value, f"must be {what}" + (" or None" if optional else ""))
+    v = float(value)
+    if not math.isfinite(v):
+        raise fail(knob, value, "must be finite")
+    if positive and not v > 0:
+        raise fail(knob, value, "must be > 0" + (" (None means no limit)" if optional else ""))
+    if maximum is not None and v > maximum:
+        raise fail(knob, value, f"too large (at most {maximum:g})")
+    return v
+
+
+def check_bool(knob: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(knob, value, "must be True or False")
+    return bool(value)
+
+
+def check_choice(knob: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        raise fail(knob, value, f"must be one of {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+def check_str(knob: str, value: Any, *, optional: bool = False, empty: bool = False) -> str | None:
+    """A str (non-empty unless ``empty``); a secret's value never appears in the message."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not empty and value == ""):
+        raise fail(knob, "<hidden>" if "secret" in knob or "token" in knob else value,
+                   "must be a non-empty str" + (" or None" if optional else ""))
+    return value

@@ -1,0 +1,199 @@
+"""One epoch of a DataLoader: its reader threads, the batches they made, and its end.
+
+Reader threads take the epoch's batches in turn and hand each to the loader's
+``produce(k, job, epoch)``; ``next()`` returns them in the sampler's order
+(``loading_mode="sequential"``) or as they complete (``"async_pool"``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastload._native.file_reader import CancelToken
+from fastload.plan.planner import batch_slices
+
+if TYPE_CHECKING:
+    from fastload.loop.loader import DataLoader
+
+JOIN_S = 10.0
+
+
+@dataclass
+class Progress:
+    """Which batches of an epoch were handed out (for state_dict)."""
+
+    epoch: int
+    done: set[int] = field(default_factory=set)
+    finished: bool = False
+
+
+class Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Epoch:
+    """One pass: reader threads, the results they produced, and how to stop them.
+
+    Threads reference this object, never the iterator the caller holds, so
+    dropping the iterator (a ``break``, an exception) finalises it and stops them.
+    """
+
+    def __init__(self, loader: DataLoader, progress: Progress) -> None:
+        cfg = loader.config
+        self.loader = loader
+        self.progress = progress
+        self.order = np.asarray(loader.sampler.indices(progress.epoch), dtype=np.int64)
+        self.slices = batch_slices(len(self.order), cfg.batch_size, cfg.drop_last)
+        self.todo = [k for k in range(len(self.slices)) if k not in progress.done]
+        self.in_order = cfg.loading_mode == "sequential"
+        self.timeout = cfg.timeout_seconds
+        self.cond = threading.Condition()
+        self.results: dict[int, Any] = {}
+        self.status: dict[int, str] = {}
+        self.next_job = 0
+        self.next_out = 0
+        self.ahead = 0
+        self.stop = False
+        self.failed = False
+        self.ended_by: str | None = None  # set when something else ended the epoch under its iterator
+        self.cancel = CancelToken()
+        depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
+        self.slots = threading.Semaphore(depth)
+        n = min(depth, len(self.todo))
+        self.threads = [threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def stopped(self) -> bool:
+        return self.stop
+
+    def _run(self) -> None:
+        while True:
+            self.slots.acquire()
+            with self.cond:
+                if self.stop or self.next_job >= len(self.todo):
+                    self.slots.release()
+                    return
+                job = self.next_job
+                k = self.todo[job]
+                self.next_job += 1
+                self.ahead += 1
+                stats = self.loader.stats
+                stats["max_read_ahead"] = max(stats["max_read_ahead"], self.ahead)
+            try:
+                res: Any = self.loader.produce(k, job, self)
+            except BaseException as exc:
+                res = Failure(exc)
+            with self.cond:
+                self.results[k] = res
+                self.status.pop(k, None)
+                self.cond.notify_all()
+
+    def next(self) -> Any:
+        if self.next_out >= len(self.todo):
+            self.finish(failed=False)
+            raise StopIteration
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        late: TimeoutError | None = None
+        with self.cond:
+            while True:
+                if self.stop:
+                    if self.ended_by is not None:  # not a silent end: the rest of the epoch is lost
+                        raise RuntimeError(f"fastload: this iterator of epoch {self.progress.epoch} was "
+                                           f"ended by {self.ended_by}")
+                    raise StopIteration
+                k = self._ready()
+                if k is not None:
+                    res = self.results.pop(k)
+                    # todo[:next_out] are the batches handed out (async: in completion order).
+                    i = self.todo.index(k, self.next_out)
+                    self.todo[i], self.todo[self.next_out] = self.todo[self.next_out], k
+                    self.next_out += 1
+                    self.ahead -= 1
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    late = self._timeout_error()
+                    break
+                self.cond.wait(left)
+        if late is not None:
+            self.finish(failed=True)
+            raise late
+        assert k is not None  # the loop ends with a ready batch, or a timeout raised above
+        self.slots.release()
+        if isinstance(res, Failure):
+            self.finish(failed=True)
+            raise res.exc
+        self.progress.done.add(k)
+        if self.next_out >= len(self.todo):
+            self.finish(failed=False)
+        return res
+
+    def _timeout_error(self) -> TimeoutError:
+        k = self.todo[self.next_out]  # in order: the next batch; async: the oldest in flight
+        what = "batch" if self.in_order else "any batch; the oldest in flight is batch"
+        waited = self.status.get(k, "queued: no reader had started it")
+        return TimeoutError(
+            f"fastload: {what} {k} of epoch {self.progress.epoch} not ready after {self.timeout:g} s "
+            f"(timeout_seconds); it was {waited}"
+        )
+
+    def _ready(self) -> int | None:
+        if self.in_order:
+            k = self.todo[self.next_out]
+            return k if k in self.results else None
+        pending = self.todo[self.next_out:self.next_job]
+        for k in pending:
+            if k in self.results:
+                return k
+        return None
+
+    def finish(self, failed: bool) -> None:
+        if not failed:
+            self.progress.finished = True
+        self.shutdown(failed)
+
+    def shutdown(self, failed: bool = False, ended_by: str | None = None) -> None:
+        """Stop the readers; ``failed``: after an error (workers are then restarted);
+        ``ended_by``: what ended the epoch while its iterator may still be used."""
+        with self.cond:
+            if self.stop:
+                return
+            self.stop = True
+            self.failed = failed
+            self.ended_by = ended_by
+            self.cond.notify_all()
+        self.cancel.cancel()
+        for _ in self.threads:
+            self.slots.release()
+        me = threading.current_thread()
+        for t in self.threads:
+            if t is not me:
+                t.join(JOIN_S)
+        self.results.clear()
+        self.loader.end_epoch(failed)
+
+
+class EpochIterator:
+    """What ``iter(loader)`` returns; dropping it stops the epoch's threads."""
+
+    def __init__(self, epoch: Epoch) -> None:
+        self._epoch = epoch
+        self._finalizer = weakref.finalize(self, epoch.shutdown)
+
+    def __iter__(self) -> EpochIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self._epoch.next()
+
+    def close(self) -> None:
+        self._finalizer()

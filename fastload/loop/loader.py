@@ -1,0 +1,469 @@
+"""The DataLoader: sampler -> planner -> engine -> collate kernel -> pooled batch.
+
+Reader threads (``prefetch`` of them, or ``num_workers`` when transforms run
+in worker processes) each take the next batch of the epoch, read its ranges
+with the engine (native threads, GIL released) and collate it into a pooled
+buffer, while the training step runs. ``loading_mode="sequential"`` hands
+batches out in the sampler's order; ``"async_pool"`` in the order they
+complete, so one slow object does not hold the others back.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fastload.batch.collate import CollatePlan, collate_ragged, plan_collate
+from fastload.batch.ragged import RaggedBatch
+from fastload.checks import check_int
+from fastload.errors import TransformError
+from fastload.loop.autotune import AutoTuner
+from fastload.loop.epoch import Epoch, EpochIterator, Progress
+from fastload.loop.output import OutputStage, make_output
+from fastload.loop.workers import WorkerPool
+from fastload.plan.datasets import Dataset
+from fastload.plan.options import LoaderOptions
+from fastload.plan.planner import BatchPlan, batch_slices, plan_batch
+from fastload.plan.samplers import make_sampler
+from fastload.storage.buffer_pool import BufferPool
+from fastload.storage.engine import RangeEngine
+from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
+
+__all__ = ["DataLoader", "RaggedBatch"]
+
+Leases = list[tuple[BufferPool, Any]]
+
+
+class DataLoader:
+    """Iterates batches of ``dataset`` as configured by ``options`` (a LoaderOptions).
+
+    Keyword arguments that are LoaderOptions knobs override ``options``
+    (``DataLoader(ds, batch_size=64, shuffle=True)``). The others shape the
+    output through the collate kernel: ``dtype`` (e.g. ``np.float32``;
+    float32 by default when normalising), ``mean`` / ``std`` / ``scale``
+    (``(x - mean) / std * scale`` per channel, mean and std in the stored
+    units, e.g. 0..255), ``consumer`` ("numpy", or "torch" for tensors: see
+    fastload.torch_adapter; "auto" memory_format follows it), ``device``
+    (torch consumer only: copy each batch there, asynchronously with
+    ``non_blocking``), ``engine`` (a RangeEngine to read with, e.g. one configured for
+    an S3 endpoint; the loader reads with its own ReadSettings from the options and
+    never changes the engine), and ``output`` (an output stage that turns each batch
+    into what the consumer wants, instead of the one ``consumer`` names).
+
+    Yields ``x``, or ``(x, y)`` when the dataset has labels. ``x`` is a
+    zero-copy view of a pooled buffer: keep it as long as you like (the pool
+    never reuses a buffer that something still views).
+
+    One epoch runs at a time: a new ``iter(loader)`` (or ``close()``) ends the
+    previous iterator, whose ``next()`` then raises ``RuntimeError`` saying so.
+    A transform that raises gives ``TransformError`` naming the sample (index,
+    URI, bytes) and its batch.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        options: LoaderOptions | None = None,
+        *,
+        dtype: Any = None,
+        mean: Any = None,
+        std: Any = None,
+        scale: float | None = None,
+        consumer: str = "numpy",
+        engine: RangeEngine | None = None,
+        device: Any = None,
+        output: OutputStage | None = None,
+        **knobs: Any,
+    ) -> None:
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"DataLoader needs a fastload Dataset, got {type(dataset).__name__}")
+        options = options if options is not None else LoaderOptions()
+        if knobs:
+            options = options.replace(**knobs)
+        options.validate_for(len(dataset))
+        self.options = options
+        self.config = cfg = options.config
+        self.dataset = dataset
+        self.consumer = consumer
+        # before any buffer exists: pinning must see torch's CUDA runtime
+        self.output_stage = output if output is not None else make_output(consumer, cfg, dataset.layout, dtype,
+                                                                           device)
+        self.sampler = make_sampler(cfg, len(dataset))
+        self.transforms_on = cfg.enable_transforms and dataset.transform is not None
+        if dataset.transform is not None and not cfg.enable_transforms:
+            warnings.warn("the dataset has a transform but enable_transforms is off: it will not run",
+                          UserWarning, stacklevel=2)
+        # The collate kernel's arguments: checked once, in the plan of each sample shape.
+        self._kernel_args: dict[str, Any] = {
+            "layout": dataset.layout or "HWC", "memory_format": cfg.memory_format, "consumer": consumer,
+            "dtype": dtype, "mean": mean, "std": std, "scale": scale,
+            "collate_buffer_size": cfg.collate_buffer_size,
+        }
+        self._plans: dict[tuple[tuple[int, ...], np.dtype], CollatePlan] = {}
+        self.collate_plan: CollatePlan | None = None
+        if dataset.sample_shape is not None:
+            self.collate_plan = self._plan_for(tuple(dataset.sample_shape), dataset.dtype)
+        elif not self.transforms_on and not (dtype is None and mean is None and std is None and scale is None):
+            raise ValueError("dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged "
+                             "(use a transform that returns arrays of one shape)")
+
+        sequential = cfg.reader_mode == "sequential"
+        # Sequential reader mode: one request per range, so the native readers must not cut them.
+        self._settings = _TunedSettings(ReadSettings(WHOLE_RANGES if sequential else cfg.part_size,
+                                                     cfg.max_inflight_parts, cfg.page_cache_mode,
+                                                     cfg.timeout_seconds))
+        self._owns_engine = engine is None
+        self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
+        # The scheme whose default in-flight depth this loader starts from (its first source's).
+        self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
+        self.tuner = AutoTuner(self.read_settings.part_size, self.read_settings.inflight_for(self._scheme),
+                               apply=self._settings.apply, tune_part_size=not sequential) if cfg.auto_tune else None
+
+        self.pin = cfg.pin_memory or cfg.non_blocking
+        self.pool = BufferPool(pin=self.pin, keep=cfg.prefetch + max(cfg.num_workers, 1) + 2)
+        self._raw_pool = BufferPool(keep=cfg.prefetch + 1)  # read slabs that collate reads from
+        self.use_workers = cfg.num_workers > 0 and self.transforms_on
+        if cfg.num_workers > 0 and not self.transforms_on:
+            warnings.warn(
+                "num_workers > 0 without a transform to run (enable_transforms and a dataset "
+                "transform): reads already run on native threads, so no worker process is started",
+                UserWarning, stacklevel=2,
+            )
+        # Decided once: the same path every batch (a plain function: a bound method kept on
+        # self would be a reference cycle, and the loader must die with its last reference).
+        self._make_batch = self._choose_batch_maker()
+        self.workers: WorkerPool | None = None
+        self._next_epoch = 0
+        self._progress: Progress | None = None
+        self._resume: Progress | None = None
+        self._current: weakref.ref[Epoch] | None = None
+        self.stats: dict[str, Any] = {"max_read_ahead": 0, "worker_starts": 0, "epoch_start_s": [],
+                                      "epoch_pids": []}
+        self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
+        if self.pin and self.pool.pin_error is None:
+            self._check_pinning()
+
+    # -- configuration helpers ----------------------------------------------------
+    def _plan_for(self, shape: tuple[int, ...], dtype: np.dtype) -> CollatePlan:
+        """The collate plan of samples of ``shape`` / ``dtype`` (made once per shape)."""
+        plan = self._plans.get((shape, dtype))
+        if plan is None:
+            plan = self._plans[(shape, dtype)] = plan_collate(shape, dtype, **self._kernel_args)
+        return plan
+
+    @property
+    def read_settings(self) -> ReadSettings:
+        """How the next batch is read (the options' settings, or the auto-tuner's latest)."""
+        return self._settings.value
+
+    def _check_pinning(self) -> None:
+        probe = self.pool.acquire(1)
+        self.pool.release(probe)
+        if self.pool.pin_error:
+            warnings.warn(f"pin_memory: buffers are not pinned ({self.pool.pin_error})", RuntimeWarning,
+                          stacklevel=3)
+
+    # -- the public surface -------------------------------------------------------
+    def __len__(self) -> int:
+        return len(batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last))
+
+    @property
+    def pin_mode(self) -> str:
+        """How the batch buffers are pinned: "cuda", "mlock" or "none"."""
+        return self.pool.pin_mode
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` runs."""
+        return self._resume.epoch if self._resume else self._next_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Run epoch ``epoch`` next (its sampler order), like DistributedSampler.set_epoch.
+
+        After :meth:`load_state_dict`, setting the resumed epoch keeps the resume point, so a
+        training loop that calls ``set_epoch(epoch)`` every epoch resumes as it should."""
+        check_int("epoch", epoch, 0)
+        if self._resume is not None and self._resume.epoch == epoch:
+            return
+        self._next_epoch = int(epoch)
+        self._resume = None
+        self._progress = None  # state_dict() now describes the epoch chosen, not the one left
+
+    def report(self) -> dict[str, Any]:
+        """What the loader really does: pinning, workers, tuning, read-ahead."""
+        return {
+            "pin_memory": self.config.pin_memory,
+            "pin_mode": self.pool.pin_mode,
+            "pin_error": self.pool.pin_error,
+            "part_size": self.read_settings.part_size,
+            "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
+            "page_cache_mode": self.read_settings.page_cache_mode,
+            "workers": None if self.workers is None else {
+                "pids": self.workers.pids, "context": self.workers.context, "seeds": self.workers.seeds},
+            "worker_starts": self.stats["worker_starts"],
+            "epoch_pids": list(self.stats["epoch_pids"]),
+            "epoch_start_s": list(self.stats["epoch_start_s"]),
+            "max_read_ahead": self.stats["max_read_ahead"],
+            "buffers": len(self.pool),
+            "buffer_allocations": self.pool.allocations,
+            "auto_tune": None if self.tuner is None else self.tuner.report(),
+            "collate": self.stats.get("collate"),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: resume with :meth:`load_state_dict` at the exact next sample."""
+        p = self._progress
+        if p is None or p.finished:
+            p = self._resume or Progress(self._next_epoch)
+        return {
+            "epoch": p.epoch,
+            "batches_done": sorted(p.done),
+            "samples_done": int(sum(b - a for k, (a, b) in enumerate(self._slices()) if k in p.done)),
+            "batch_size": self.config.batch_size,
+            "dataset_len": len(self.dataset),
+            "sampler_len": len(self.sampler),
+            # what fixes the order (seed, rank, weights ...); the loader keeps the position itself
+            "sampler": {k: v for k, v in self.sampler.state_dict().items() if k not in ("epoch", "position")},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state``; refuses one from a loader with another order (the next sample
+        of another order would repeat some samples and skip others)."""
+        mine_state = self.state_dict()
+        for key in ("batch_size", "dataset_len", "sampler_len"):
+            mine = mine_state[key]
+            if state.get(key) != mine:
+                raise ValueError(f"load_state_dict: the state has {key}={state.get(key)!r}, this loader {mine}")
+        theirs = state.get("sampler") or {}
+        for key, mine in mine_state["sampler"].items():
+            if theirs.get(key) != mine:
+                raise ValueError(f"load_state_dict: the state's sampler has {key}={theirs.get(key)!r}, "
+                                 f"this loader's {mine!r}")
+        done = {int(k) for k in state["batches_done"]}
+        if done and max(done) >= len(self):
+            raise ValueError(f"load_state_dict: batch {max(done)} does not exist ({len(self)} batches)")
+        self._resume = Progress(int(state["epoch"]), done)
+        self._next_epoch = int(state["epoch"])
+
+    def _slices(self) -> list[tuple[int, int]]:
+        return batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._stop_current()
+        if self._resume is not None:
+            progress, self._resume = self._resume, None
+        else:
+            progress = Progress(self._next_epoch)
+        self._next_epoch = progress.epoch + 1
+        self._progress = progress
+        t0 = time.perf_counter()
+        if self.use_workers and self.workers is None:
+            self._start_workers(progress.epoch)
+        if self.workers is not None:
+            self.workers.start_epoch()
+        self.stats["epoch_start_s"].append(time.perf_counter() - t0)
+        epoch = Epoch(self, progress)
+        self._current = weakref.ref(epoch)
+        return EpochIterator(epoch)
+
+    def _start_workers(self, epoch: int) -> None:
+        cfg = self.config
+        # Persistent workers keep one stream each for the whole run; others get one per epoch.
+        seed = [cfg.sampler_seed] if cfg.persistent_workers else [cfg.sampler_seed, epoch]
+        nbytes = (self.dataset.sample_nbytes or 1 << 20) * cfg.batch_size
+        transform = self.dataset.transform
+        assert transform is not None  # use_workers implies transforms_on, so a transform
+        self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, transform,
+                                  seed, nbytes, cfg.timeout_seconds)
+        self.stats["worker_starts"] += 1
+        self.stats["epoch_pids"].append(self.workers.pids)
+
+    def _stop_current(self) -> None:
+        ep = self._current() if self._current else None
+        if ep is not None:
+            ep.shutdown(ended_by="a newer iter(loader) (one loader runs one epoch at a time; "
+                                 "use a second DataLoader to read two at once)")
+
+    def end_epoch(self, failed: bool) -> None:
+        """After an epoch's threads stopped: drop workers unless persistent (always after a failure)."""
+        if self.workers is not None and (failed or not self.config.persistent_workers):
+            self.workers.close()
+            self.workers = None
+
+    def close(self) -> None:
+        """Stop reading, end worker processes, free buffers. Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> DataLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one batch ----------------------------------------------------------------
+    def produce(self, k: int, job: int, ep: Epoch) -> Any:
+        """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it."""
+        a, b = ep.slices[k]
+        idx = ep.order[a:b]
+        plan = plan_batch(self.dataset, idx)
+        leases: Leases = []
+        try:
+            ep.status[k] = f"reading {self._describe(plan)}"
+            x = self._make_batch(self, plan, k, job, ep, leases)
+        finally:
+            for pool, buf in leases:
+                pool.release(buf)
+        return self.output_stage(x, self.dataset.labels_for(idx), self.pool)
+
+    def _choose_batch_maker(self) -> Any:
+        """The one way every batch of this loader is made (a function of the loader)."""
+        cls = type(self)
+        if self.use_workers:
+            return cls._batch_from_workers
+        if self.transforms_on:
+            return cls._batch_transformed_here
+        if self.collate_plan is None:
+            return cls._batch_ragged
+        if not self.collate_plan.convert:
+            return cls._batch_as_read
+        return cls._batch_collated
+
+    def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
+        self.engine.read_into(plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel)
+        if self.tuner is not None:
+            self.tuner.record(plan.nbytes)
+
+    def _batch_ragged(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        slab = self._lease(self.pool, plan.nbytes, leases)
+        self._read(plan, slab, ep)
+        data = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
+        return RaggedBatch(data, np.append(plan.offsets, plan.nbytes))
+
+    def _batch_as_read(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        """Samples stored as the batch wants them: the read slab is the batch."""
+        cp = self.collate_plan
+        assert cp is not None
+        slab = self._lease(self.pool, plan.nbytes, leases)
+        self._read(plan, slab, ep)
+        n = len(plan.indices)
+        x = np.frombuffer(slab, dtype=cp.src_dtype, count=n * (cp.sample_nbytes // cp.src_dtype.itemsize))
+        return x.reshape(n, *cp.out_sample_shape)
+
+    def _batch_collated(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        cp = self.collate_plan
+        assert cp is not None
+        slab = self._lease(self._raw_pool, plan.nbytes, leases)
+        self._read(plan, slab, ep)
+        ep.status[k] = "collating"
+        out = self._out_array(len(plan.indices), cp, leases)
+        return cp.run_slab(slab, plan.offsets, out, self._collate_stats())
+
+    def _batch_transformed_here(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        slab = self._lease(self._raw_pool, plan.nbytes, leases)
+        self._read(plan, slab, ep)
+        raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
+        return self._collate_samples(self._transform_here(raw, plan, k), leases)
+
+    def _batch_from_workers(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        workers = self.workers
+        assert workers is not None
+        ds = self.dataset
+        ep.status[k] = "waiting for an idle worker"
+        worker = workers.checkout(job, ep.stopped)
+        try:
+            ep.status[k] = f"reading {self._describe(plan)} for worker {worker.id}"
+            slab: Any = worker.input_view(plan.nbytes, ep.stopped)
+            self._read(plan, slab, ep)
+            ep.status[k] = f"waiting for worker {worker.id} (pid {worker.pid}) to run the transform"
+            del slab
+            idx = plan.indices
+            samples = worker.run(k, plan.offsets, plan.lengths, ds.sample_shape, ds.dtype, ep.stopped,
+                                 lambda pos: ds.describe(int(idx[pos])))
+            x = self._collate_samples(samples, leases)
+            del samples
+            return x
+        finally:
+            workers.checkin(worker, job)
+
+    @staticmethod
+    def _lease(pool: BufferPool, nbytes: int, leases: Leases) -> Any:
+        buf = pool.acquire(nbytes)
+        leases.append((pool, buf))
+        return buf
+
+    def _transform_here(self, raw: np.ndarray, plan: BatchPlan, k: int) -> list[np.ndarray]:
+        """The transform of each sample of batch ``k``, in this process; a failure names the sample."""
+        ds = self.dataset
+        samples = []
+        for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
+            try:
+                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o:o + n]))))  # type: ignore[misc]
+            except Exception as exc:
+                raise TransformError(f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
+                                     f"position {pos} of batch {k}: {type(exc).__name__}: {exc}") from exc
+        return samples
+
+    def _collate_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        self.stats["collate"] = stats  # what the kernel did for the latest batch
+        return stats
+
+    def _out_array(self, n: int, plan: CollatePlan, leases: Leases) -> np.ndarray:
+        buf = self._lease(self.pool, n * plan.out_sample_nbytes, leases)
+        # numpy's stubs (Python < 3.12) list concrete buffer types, not the buffer protocol
+        # that AlignedBuffer implements; a memoryview would change the array's .base chain.
+        flat = np.frombuffer(buf, dtype=plan.out_dtype,  # type: ignore[call-overload]
+                             count=n * (plan.out_sample_nbytes // plan.out_dtype.itemsize))
+        return flat.reshape(plan.out_shape(n))
+
+    def _collate_samples(self, samples: list[np.ndarray], leases: Leases) -> Any:
+        """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
+        first = samples[0] if samples else None
+        if first is not None and all(s.shape == first.shape and s.dtype == first.dtype for s in samples):
+            plan = self._plan_for(first.shape, first.dtype)
+            out = self._out_array(len(samples), plan, leases)
+            arrays = [s if s.flags.c_contiguous else np.ascontiguousarray(s) for s in samples]
+            return plan.run_samples(arrays, out, self._collate_stats())
+        args = self._kernel_args
+        if args["dtype"] is not None or args["mean"] is not None or args["scale"] is not None:
+            shapes = sorted({(s.shape, str(s.dtype)) for s in samples})[:3]
+            raise ValueError(f"dtype/mean/std/scale need samples of one shape; the transform returned {shapes}")
+        data, offsets = collate_ragged(samples, collate_buffer_size=self.config.collate_buffer_size)
+        return RaggedBatch(data, offsets)
+
+    @staticmethod
+    def _describe(plan: BatchPlan) -> str:
+        names = ", ".join(s.display for s in plan.sources[:3]) + (" ..." if len(plan.sources) > 3 else "")
+        return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
+
+
+class _TunedSettings:
+    """The ReadSettings the loader reads with; the auto-tuner swaps them (and holds no
+    reference to the loader)."""
+
+    def __init__(self, value: ReadSettings) -> None:
+        self.value = value
+
+    def apply(self, part_size: int, inflight: int) -> None:
+        self.value = self.value.replace(part_size=part_size, max_inflight_parts=inflight)
+
+
+def _shutdown(state: dict[str, Any]) -> None:
+    """Finaliser of a DataLoader (its __dict__, so the loader itself can be collected)."""
+    cur = state.get("_current")
+    ep = cur() if cur else None
+    if ep is not None:
+        ep.shutdown(ended_by="closing the loader")
+    workers = state.get("workers")
+    if workers is not None:
+        workers.close()
+        state["workers"] = None
+    state["pool"].close()
+    state["_raw_pool"].close()
+    if state.get("_owns_engine"):
+        state["engine"].close()

@@ -1,0 +1,1 @@
+"""What to read: options, samplers, distributed ranks, datasets and the batch planner."""

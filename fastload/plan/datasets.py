@@ -1,0 +1,397 @@
+"""Datasets: what a sample is, as byte ranges of objects.
+
+A dataset never reads batches itself. It answers two questions for the
+planner: which objects exist (``sources``) and where sample ``i`` lives
+(``sample_ranges(indices)`` -> source index, offset, length per sample).
+Construction may read metadata (sizes, ``.npy`` headers) through a
+:class:`~fastload.storage.engine.RangeEngine`, so every dataset works on any URI the
+engine reads: local paths, ``direct://``, ``http(s)://``, ``s3://``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastload.storage.engine import RangeEngine, default_engine
+from fastload.storage.uri import ParsedURI, parse_uri
+
+UriSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+Labels = np.ndarray | Sequence[Any] | Callable[[int], Any] | None
+Transform = Callable[[np.ndarray], Any]
+
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_PROBE = 4096  # bytes read to find a .npy header; longer headers are read again
+
+
+def resolve_uris(spec: UriSpec, engine: RangeEngine, what: str) -> list[ParsedURI]:
+    """The objects of a list, a single object, or a prefix (folder / ``s3://b/p/``), each
+    URI parsed once here.
+
+    A string is a prefix when it ends with ``/`` or is a local directory.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        s = os.fspath(spec)
+        parsed = parse_uri(s)
+        if s.endswith("/") or (parsed.is_local and os.path.isdir(parsed.path)):
+            uris = engine.list(parsed)
+            if not uris:
+                raise ValueError(f"{what}: no objects under {s}")
+            return [parse_uri(u) for u in uris]
+        return [parsed]
+    sources = [parse_uri(u) for u in spec]
+    if not sources:
+        raise ValueError(f"{what}: the list of objects is empty")
+    return sources
+
+
+class Dataset:
+    """Base: a map from sample index to a byte range of one of ``sources``.
+
+    Subclasses set ``uris``, ``sample_shape`` (``None`` when samples are
+    ragged), ``dtype`` and ``layout`` ("HWC", "CHW" or "" when the samples are
+    not images), and implement :meth:`sample_ranges`.
+    """
+
+    uris: list[str]
+    sources: list[ParsedURI]
+    sample_shape: tuple[int, ...] | None
+    dtype: np.dtype
+    layout: str
+
+    _engine: RangeEngine | None = None  # the engine metadata was read with (for __getitem__)
+
+    def __init__(self, labels: Labels = None, transform: Transform | None = None) -> None:
+        self.transform = transform
+        self._labels_fn: Callable[[int], Any] | None = None
+        self._labels: np.ndarray | None = None
+        if callable(labels):
+            self._labels_fn = labels
+        elif labels is not None:
+            self._labels = np.asarray(labels)
+
+    def _set_sources(self, sources: list[ParsedURI]) -> None:
+        self.sources = sources
+        self.uris = [s.uri for s in sources]
+
+    def _finish_init(self) -> None:
+        if getattr(self, "sources", None) is None or len(self.sources) != len(self.uris):
+            self.sources = [parse_uri(u) for u in self.uris]
+        if self._labels is not None and len(self._labels) != len(self):
+            raise ValueError(
+                f"{type(self).__name__}: labels has {len(self._labels)} entries, "
+                f"the dataset has {len(self)} samples"
+            )
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An engine holds native handles: a copy in another process reads with its default engine.
+        state = self.__dict__.copy()
+        state.pop("_engine", None)
+        return state
+
+    @property
+    def has_labels(self) -> bool:
+        return self._labels is not None or self._labels_fn is not None
+
+    @property
+    def ragged(self) -> bool:
+        return self.sample_shape is None
+
+    @property
+    def sample_nbytes(self) -> int | None:
+        if self.sample_shape is None:
+            return None
+        return int(np.prod(self.sample_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def check_indices(self, indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        n = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = int(idx[(idx < 0) | (idx >= n)][0])
+            raise IndexError(f"{type(self).__name__}: sample index {bad} out of range for {n} samples")
+        return idx
+
+    @property
+    def max_object_size(self) -> int:
+        """Bytes of the largest source (bounds one request in sequential reader mode)."""
+        raise NotImplementedError
+
+    def sample_ranges(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sample: (source index, byte offset, byte length), int64 arrays."""
+        raise NotImplementedError
+
+    def labels_for(self, indices: np.ndarray) -> np.ndarray | None:
+        """Labels of ``indices`` as one array, or None without labels."""
+        if self._labels is not None:
+            return self._labels[indices]
+        if self._labels_fn is not None:
+            return np.asarray([self._labels_fn(int(i)) for i in indices])
+        return None
+
+    def describe(self, index: int) -> str:
+        """Where sample ``index`` lives, for error messages."""
+        src, off, length = (int(a[0]) for a in self.sample_ranges(np.array([index])))
+        return f"sample {index} ({self.sources[src].display} bytes {off}-{off + length - 1})"
+
+    def view_sample(self, raw: np.ndarray) -> np.ndarray:
+        """A sample's bytes as an array of its shape and dtype (zero-copy)."""
+        if self.sample_shape is None:
+            return raw
+        return raw.view(self.dtype).reshape(self.sample_shape)
+
+    def __getitem__(self, index: int) -> Any:
+        """One sample read through the default engine (not the fast path: use DataLoader).
+
+        The transform is not applied here; the loader applies it when
+        ``enable_transforms`` is on.
+        """
+        idx = self.check_indices(np.array([index]))
+        src, off, length = (int(a[0]) for a in self.sample_ranges(idx))
+        raw = np.empty(length, dtype=np.uint8)
+        if length:
+            (self._engine or default_engine()).read_into([self.sources[src]], np.array([[0, off, length, 0]]), raw)
+        sample = self.view_sample(raw)
+        labels = self.labels_for(idx)  # None exactly when not has_labels
+        if labels is not None:
+            return sample, labels[0]
+        return sample
+
+
+class ObjectDataset(Dataset):
+    """One sample per object: the object's bytes (ragged batches).
+
+    ``uris``: a list of URIs, one object URI, or a prefix (a local folder,
+    ``s3://bucket/train/``). ``sizes`` skips the size look-ups when known.
+    """
+
+    def __init__(
+        self,
+        uris: UriSpec,
+        *,
+        labels: Labels = None,
+        transform: Transform | None = None,
+        sizes: Sequence[int] | np.ndarray | None = None,
+        engine: RangeEngine | None = None,
+    ) -> None:
+        super().__init__(labels, transform)
+        engine = self._engine = engine or default_engine()
+        self._set_sources(resolve_uris(uris, engine, "ObjectDataset"))
+        if sizes is None:
+            sizes = [engine.size(s) for s in self.sources]
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        if self.sizes.shape != (len(self.uris),) or (self.sizes < 0).any():
+            raise ValueError(f"ObjectDataset: sizes must be {len(self.uris)} non-negative integers")
+        self.sample_shape = None
+        self.dtype = np.dtype(np.uint8)
+        self.layout = ""
+        self._finish_init()
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def sample_ranges(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = self.check_indices(indices)
+        return idx, np.zeros(len(idx), dtype=np.int64), self.sizes[idx]
+
+    @property
+    def max_object_size(self) -> int:
+        return int(self.sizes.max())
+
+
+class _ShardedRecords(Dataset):
+    """Samples of one shape and dtype at fixed strides inside shard objects."""
+
+    def _set_shards(self, first_offset: np.ndarray, counts: np.ndarray, stride: int) -> None:
+        self.first_offset = np.asarray(first_offset, dtype=np.int64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.stride = int(stride)
+        self.starts = np.concatenate(([0], np.cumsum(self.counts)))
+        self._finish_init()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def max_object_size(self) -> int:
+        return int((self.first_offset + self.counts * self.stride).max())
+
+    def sample_ranges(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = self.check_indices(indices)
+        shard = np.searchsorted(self.starts, idx, side="right") - 1
+        offset = self.first_offset[shard] + (idx - self.starts[shard]) * self.stride
+        return shard, offset, np.full(len(idx), self.sample_nbytes, dtype=np.int64)
+
+
+def _check_shape(shape: Any, what: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: record_shape must be a tuple of positive integers, got {shape!r}") from None
+    if not out or any(d <= 0 for d in out):
+        raise ValueError(f"{what}: record_shape must be a tuple of positive integers, got {shape!r}")
+    return out
+
+
+class RecordDataset(_ShardedRecords):
+    """Fixed-size records in one or many shard objects.
+
+    Record ``k`` of a shard lies at ``header_bytes + k * record_stride``;
+    ``record_stride`` defaults to the record's size (records back to back).
+    A shard whose size is not ``header_bytes + n * record_stride`` is an error.
+    ``layout`` says how image records are stored ("HWC" or "CHW").
+    """
+
+    def __init__(
+        self,
+        shards: UriSpec,
+        record_shape: tuple[int, ...] | int,
+        dtype: Any = np.uint8,
+        *,
+        header_bytes: int = 0,
+        record_stride: int | None = None,
+        layout: str = "HWC",
+        labels: Labels = None,
+        transform: Transform | None = None,
+        sizes: Sequence[int] | np.ndarray | None = None,
+        engine: RangeEngine | None = None,
+    ) -> None:
+        super().__init__(labels, transform)
+        self.sample_shape = _check_shape(record_shape, "RecordDataset")
+        self.dtype = np.dtype(dtype)
+        if self.dtype.hasobject:
+            raise ValueError(f"RecordDataset: dtype {self.dtype} holds Python objects")
+        if layout not in ("HWC", "CHW", ""):
+            raise ValueError(f"RecordDataset: layout must be 'HWC', 'CHW' or '', got {layout!r}")
+        self.layout = layout
+        nbytes = self.sample_nbytes or 0
+        stride = nbytes if record_stride is None else int(record_stride)
+        if stride < nbytes:
+            raise ValueError(f"RecordDataset: record_stride {stride} is smaller than a record ({nbytes} bytes)")
+        if header_bytes < 0:
+            raise ValueError(f"RecordDataset: header_bytes must be >= 0, got {header_bytes}")
+        engine = self._engine = engine or default_engine()
+        self._set_sources(resolve_uris(shards, engine, "RecordDataset"))
+        sizes = np.asarray([engine.size(s) for s in self.sources] if sizes is None else sizes, dtype=np.int64)
+        body = sizes - header_bytes
+        # The last record may omit the stride's padding.
+        counts = np.where(body >= nbytes, (body - nbytes) // stride + 1, 0)
+        for uri, b in zip(self.uris, body, strict=False):
+            whole = b == 0 or (b >= nbytes and ((b - nbytes) % stride == 0 or b % stride == 0))
+            if b < 0 or not whole:
+                raise ValueError(
+                    f"{uri}: {b + header_bytes} bytes is not a {header_bytes}-byte header plus whole "
+                    f"records of {nbytes} bytes at a stride of {stride}"
+                )
+        self._set_shards(np.full(len(self.uris), header_bytes), counts, stride)
+
+
+def parse_npy_header(head: bytes, uri: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, shape, data offset) from the first bytes of a ``.npy`` file.
+
+    Raises ValueError naming ``uri`` for a bad magic or Fortran order; returns
+    a data offset past ``len(head)`` when the header needs more bytes.
+    """
+    if len(head) < 10 or not head.startswith(_NPY_MAGIC):
+        raise ValueError(f"{uri}: not a .npy file (bad magic)")
+    major = head[6]
+    if major == 1:
+        hlen, start = int.from_bytes(head[8:10], "little"), 10
+    elif major in (2, 3):
+        if len(head) < 12:
+            raise ValueError(f"{uri}: truncated .npy header")
+        hlen, start = int.from_bytes(head[8:12], "little"), 12
+    else:
+        raise ValueError(f"{uri}: unsupported .npy format version {major}")
+    end = start + hlen
+    if end > len(head):
+        return np.dtype(np.uint8), (), end
+    try:
+        d = ast.literal_eval(head[start:end].decode("latin1" if major < 3 else "utf8"))
+        dtype = np.lib.format.descr_to_dtype(d["descr"])
+        shape = tuple(int(s) for s in d["shape"])
+        fortran = bool(d["fortran_order"])
+    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
+        raise ValueError(f"{uri}: malformed .npy header: {exc}") from None
+    if fortran and len(shape) > 1:
+        raise ValueError(f"{uri}: Fortran-ordered arrays cannot be read by rows; save with C order")
+    if dtype.hasobject:
+        raise ValueError(f"{uri}: .npy arrays of Python objects cannot be loaded")
+    return dtype, shape, end
+
+
+class NpyDataset(_ShardedRecords):
+    """``.npy`` files: one sample per file, or one ``(N, ...)`` array per shard.
+
+    ``rows=True``: each file holds an array whose rows are samples;
+    ``rows=False``: each file is one sample; ``rows=None``: rows when there is
+    a single file. Headers are parsed once (one batched read of every file's
+    first 4 KiB); samples are then read by range.
+    """
+
+    def __init__(
+        self,
+        uris: UriSpec,
+        *,
+        rows: bool | None = None,
+        layout: str = "HWC",
+        labels: Labels = None,
+        transform: Transform | None = None,
+        engine: RangeEngine | None = None,
+    ) -> None:
+        super().__init__(labels, transform)
+        engine = self._engine = engine or default_engine()
+        self._set_sources(resolve_uris(uris, engine, "NpyDataset"))
+        self.rows = len(self.uris) == 1 if rows is None else bool(rows)
+        self.layout = layout
+        headers = self._read_headers(engine)
+        dtype0, shape0, _ = headers[0]
+        if self.rows:
+            if not shape0:
+                raise ValueError(f"{self.uris[0]}: a 0-d array has no rows")
+            self.sample_shape = tuple(shape0[1:])
+        else:
+            self.sample_shape = tuple(shape0)
+        self.dtype = dtype0
+        for uri, (dt, shape, _) in zip(self.uris, headers, strict=False):
+            sample = tuple(shape[1:]) if self.rows else tuple(shape)
+            if dt != self.dtype or sample != self.sample_shape or (self.rows and not shape):
+                raise ValueError(
+                    f"{uri}: holds {dt}{list(shape)}, unlike {self.uris[0]} ({dtype0}{list(shape0)}); "
+                    f"every file must hold samples of one shape and dtype"
+                )
+        counts = [shape[0] for _, shape, _ in headers] if self.rows else [1] * len(headers)
+        self._set_shards(np.array([h[2] for h in headers]), np.array(counts), self.sample_nbytes or 0)
+
+    def _read_headers(self, engine: RangeEngine) -> list[tuple[np.dtype, tuple[int, ...], int]]:
+        sizes = np.array([engine.size(s) for s in self.sources], dtype=np.int64)
+        for uri, size in zip(self.uris, sizes, strict=False):
+            if size < 10:
+                raise ValueError(f"{uri}: {size} bytes is too short for a .npy file")
+        probe = np.minimum(sizes, _NPY_PROBE)
+        headers = self._probe(engine, self.sources, probe)
+        long = [i for i, h in enumerate(headers) if h[2] > probe[i]]
+        if long:
+            again = self._probe(engine, [self.sources[i] for i in long], np.array([headers[i][2] for i in long]))
+            for i, h in zip(long, again, strict=False):
+                headers[i] = h
+        for uri, size, (dt, shape, off) in zip(self.uris, sizes, headers, strict=False):
+            need = off + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            if need > size:
+                raise ValueError(f"{uri}: .npy header promises {need} bytes, the file has {size}")
+        return headers
+
+    @staticmethod
+    def _probe(engine: RangeEngine, sources: list[ParsedURI],
+               lengths: np.ndarray) -> list[tuple[np.dtype, tuple[int, ...], int]]:
+        dst = np.concatenate(([0], np.cumsum(lengths)))
+        table = np.stack([np.arange(len(sources)), np.zeros(len(sources), np.int64), lengths, dst[:-1]], axis=1)
+        buf = np.empty(int(dst[-1]), dtype=np.uint8)
+        engine.read_into(sources, table.astype(np.int64), buf)
+        return [parse_npy_header(buf[dst[i]:dst[i + 1]].tobytes(), s.uri) for i, s in enumerate(sources)]

@@ -1,0 +1,64 @@
+"""The planner: sample indices -> one range table for the engine.
+
+Samples are packed into the batch's slab in batch order (sample ``k`` at
+``offsets[k]``), so a run of samples stored back to back becomes one range
+(coalesced). Ranges are cut into parts in one place only, the native readers:
+the loader's ReadSettings say how (``reader_mode="range"``: parts of at most
+``part_size`` bytes, each one pread / one ranged GET, read in parallel;
+``"sequential"``: one request per range, one GET per object for object datasets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastload.plan.datasets import Dataset
+from fastload.storage.range_table import coalesce
+from fastload.storage.uri import ParsedURI
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What to read for one batch and where each sample lands in the slab."""
+
+    indices: np.ndarray        # dataset indices, in batch order
+    sources: list[ParsedURI]   # the objects this batch touches
+    table: np.ndarray          # int64 rows (src, offset, length, dst) into ``sources``
+    offsets: np.ndarray        # slab offset of each sample
+    lengths: np.ndarray        # byte length of each sample
+    nbytes: int                # slab bytes the batch needs
+
+    @property
+    def requests(self) -> int:
+        return len(self.table)
+
+
+def plan_batch(dataset: Dataset, indices: np.ndarray) -> BatchPlan:
+    """Plan the reads of ``dataset[indices]`` into one packed slab."""
+    idx = np.asarray(indices, dtype=np.int64)
+    src, off, length = dataset.sample_ranges(idx)
+    dst = np.concatenate(([0], np.cumsum(length)))
+    offsets, nbytes = dst[:-1], int(dst[-1])
+    # Only the objects this batch touches go to the engine, renumbered.
+    used, local_src = np.unique(src, return_inverse=True)
+    table = np.stack([local_src.astype(np.int64), off, length, offsets], axis=1)
+    table = table[length > 0]  # empty objects need no read
+    table, _ = coalesce(table)
+    return BatchPlan(
+        indices=idx,
+        sources=[dataset.sources[int(i)] for i in used],
+        table=np.ascontiguousarray(table, dtype=np.int64),
+        offsets=offsets,
+        lengths=length,
+        nbytes=nbytes,
+    )
+
+
+def batch_slices(n_samples: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
+    """(start, stop) positions of each batch in an epoch's index order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stop = n_samples - n_samples % batch_size if drop_last else n_samples
+    return [(s, min(s + batch_size, n_samples)) for s in range(0, stop, batch_size)]

@@ -1,0 +1,276 @@
+"""The range engine: whole objects or many byte ranges into one aligned buffer.
+
+Python decides what to read (validation, packing ranges, choosing the backend
+by URI scheme); the backends' native code does the reading with the GIL
+released.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastload._native.buffer import AlignedBuffer
+from fastload.storage.backends import make_backend
+from fastload.storage.range_table import split_by_source
+from fastload.storage.read_settings import (
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    ReadSettings,
+    default_inflight,
+)
+from fastload.storage.uri import ParsedURI, parse_uri
+
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "RangeEngine", "ReadSettings", "default_inflight",
+           "read", "read_ranges", "writable_view"]
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+Range = tuple[int, int]
+URI = str | os.PathLike[str] | ParsedURI
+
+
+def _parsed(uri: URI) -> ParsedURI:
+    return uri if isinstance(uri, ParsedURI) else parse_uri(uri)
+
+
+def writable_view(out: Any, needed: int, what: str) -> memoryview:
+    """A flat writable byte view of ``out``; ValueError when it is read-only or too small."""
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise TypeError(f"{what}: out must support the buffer protocol, got {type(out).__name__}") from None
+    if view.readonly:
+        raise ValueError(f"{what}: the destination buffer is read-only")
+    if not view.contiguous:
+        raise ValueError(f"{what}: the destination buffer is not contiguous")
+    if view.nbytes < needed:
+        raise ValueError(f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed")
+    if view.format == "B" and view.ndim == 1:
+        return view
+    if view.c_contiguous and len(view.format.lstrip("@")) == 1:
+        return view.cast("B")
+    # memoryview.cast takes only C order and one-letter formats: numpy gives the
+    # bytes of Fortran-ordered, structured or byte-swapped buffers in memory order.
+    flat = np.asarray(view).reshape(-1, order="F" if not view.c_contiguous else "C")
+    return flat.view(np.uint8).data
+
+
+class RangeEngine:
+    """Reads objects and byte ranges from any supported URI into aligned buffers.
+
+    ``part_size``, ``max_inflight_parts``, ``page_cache_mode`` and ``timeout`` are this
+    engine's default :class:`ReadSettings` (see there); a call may pass its own
+    ``settings`` instead (the loader does), so an engine is never re-configured under
+    the readers sharing it. ``max_inflight_parts`` None (the default) picks per scheme:
+    4 for local files, 32 for http(s):// and s3://. ``timeout`` bounds one whole call
+    (network reads and their HEAD / LIST; local reads check it between parts).
+    Other keyword arguments are the network options (``fastload.storage.network_options``).
+    """
+
+    def __init__(
+        self,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_inflight_parts: int | None = None,
+        page_cache_mode: str = "auto",
+        timeout: float | None = None,
+        **network_options: Any,
+    ) -> None:
+        self.settings = ReadSettings(part_size, max_inflight_parts, page_cache_mode, timeout)
+        self.network_options = network_options
+        self._backends: dict[str, Any] = {}
+        self._backends_lock = threading.Lock()  # loader reader threads share one engine
+
+    # The default settings, read-only: pass settings= to a call to read otherwise.
+    @property
+    def part_size(self) -> int:
+        return self.settings.part_size
+
+    @property
+    def max_inflight_parts(self) -> int | None:
+        return self.settings.max_inflight_parts
+
+    @property
+    def page_cache_mode(self) -> str:
+        return self.settings.page_cache_mode
+
+    @property
+    def timeout(self) -> float | None:
+        return self.settings.timeout
+
+    def inflight_for(self, scheme: str) -> int:
+        """The parts a read of ``scheme`` sources keeps in flight by default."""
+        return self.settings.inflight_for(scheme)
+
+    # -- backends -------------------------------------------------------------
+    def backend(self, scheme: str) -> Any:
+        """The backend of ``scheme`` (one per scheme: file and direct differ in O_DIRECT)."""
+        b = self._backends.get(scheme)
+        if b is None:
+            with self._backends_lock:
+                b = self._backends.get(scheme)
+                if b is None:
+                    options = dict(self.network_options)
+                    if self.timeout is not None and "request_timeout" not in options:
+                        options["request_timeout"] = self.timeout  # HEAD and LIST obey the read timeout too
+                    b = self._backends[scheme] = make_backend(scheme, options)
+        return b
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            b.close()
+        self._backends.clear()
+
+    def __enter__(self) -> RangeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- queries --------------------------------------------------------------
+    def size(self, uri: URI) -> int:
+        """Size of the object in bytes."""
+        src = _parsed(uri)
+        return int(self.backend(src.scheme).size(src))
+
+    def list(self, prefix: URI) -> list[str]:
+        """Every object under a prefix (a local folder, s3://bucket/prefix/), sorted."""
+        src = _parsed(prefix)
+        return list(self.backend(src.scheme).list(src))
+
+    # -- reads ----------------------------------------------------------------
+    def read(self, uri: URI, out: Any = None, *, pin: bool = False,
+             settings: ReadSettings | None = None) -> Any:
+        """Read a whole object into ``out`` (or a new AlignedBuffer of its size).
+
+        ``timeout`` bounds the size query and the read together.
+        """
+        settings = settings or self.settings
+        deadline = _deadline(settings)
+        src = _parsed(uri)
+        size = self.size(src)
+        ranges = np.array([[0, size]] if size else [], dtype=np.int64).reshape(-1, 2)
+        return self._read_ranges(src, ranges, out, pin, settings, deadline, size)
+
+    def read_ranges(self, uri: URI, ranges: Iterable[Range] | np.ndarray, out: Any = None, *,
+                    pin: bool = False, settings: ReadSettings | None = None) -> Any:
+        """Read byte ranges ``(offset, length)`` of one object, packed one after another.
+
+        Returns ``out`` or, when it is None, a new AlignedBuffer of the total length.
+        """
+        src = _parsed(uri)
+        arr = np.asarray(list(ranges) if not isinstance(ranges, np.ndarray) else ranges, dtype=np.int64)
+        if arr.size == 0:
+            arr = arr.reshape(0, 2)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"{src.display}: ranges must be (offset, length) pairs, got shape {arr.shape}")
+        settings = settings or self.settings
+        return self._read_ranges(src, arr, out, pin, settings, _deadline(settings), 0)
+
+    def _read_ranges(self, src: ParsedURI, arr: np.ndarray, out: Any, pin: bool,
+                     settings: ReadSettings, deadline: float | None, size: int) -> Any:
+        table = np.zeros((len(arr), 4), dtype=np.int64)
+        table[:, 1:3] = arr
+        lengths = arr[:, 1]
+        table[:, 3] = np.cumsum(lengths) - lengths
+        _check_table([src], table)  # before allocating: a bad range must not cost a buffer
+        total = int(lengths.sum()) if len(arr) else size
+        if out is None:
+            out = AlignedBuffer(total, pin=pin)
+        self._read_checked([src], table, out, settings, None, deadline)
+        return out
+
+    def read_into(self, sources: Sequence[URI], table: np.ndarray, out: Any, *,
+                  settings: ReadSettings | None = None, cancel: Any = None) -> None:
+        """The general form: rows ``(src, offset, length, dst)`` of an int64 table.
+
+        Reads ``length`` bytes at ``offset`` of ``sources[src]`` to ``out[dst:]``.
+        Sources of several schemes may be mixed; each scheme's rows go to its backend,
+        and ``settings.timeout`` bounds the whole call.
+        """
+        settings = settings or self.settings
+        deadline = _deadline(settings)
+        srcs = [_parsed(s) for s in sources]
+        table = np.ascontiguousarray(table, dtype=np.int64)
+        if table.ndim != 2 or table.shape[1] != 4:
+            raise ValueError(f"the range table must have 4 columns (src, offset, length, dst), got {table.shape}")
+        if len(table) == 0:
+            return
+        _check_table(srcs, table)
+        self._read_checked(srcs, table, out, settings, cancel, deadline)
+
+    def _read_checked(self, srcs: Sequence[ParsedURI], table: np.ndarray, out: Any,
+                      settings: ReadSettings, cancel: Any, deadline: float | None) -> None:
+        """``table`` was checked against ``srcs``: split it by scheme, once, and read."""
+        if len(table) == 0:
+            return
+        ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
+        last = int(ends.argmax())
+        view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].display} (range #{last})")
+        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, lambda s: s.scheme):
+            self.backend(str(scheme)).read_into(
+                sub_srcs, sub_table, view, settings=settings, cancel=cancel,
+                timeout=None if deadline is None else max(deadline - time.monotonic(), 1e-9),
+            )
+
+
+def _deadline(settings: ReadSettings) -> float | None:
+    """When a call starting now must end (monotonic clock), or None without a timeout."""
+    return None if settings.timeout is None else time.monotonic() + settings.timeout
+
+
+def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
+    """Every row names a source and a non-empty range whose ends fit in int64."""
+    src, off, length, dst = table.T
+    bad = (src < 0) | (src >= len(srcs)) | (off < 0) | (length <= 0) | (dst < 0)
+    # offset + length and dst + length must not wrap int64 (checked without adding)
+    bad |= (length > _INT64_MAX - np.maximum(off, 0)) | (length > _INT64_MAX - np.maximum(dst, 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        s, o, n, d = (int(v) for v in table[i])
+        name = srcs[s].display if 0 <= s < len(srcs) else "range table"
+        if not 0 <= s < len(srcs):
+            what = f"source index {s} is not one of the {len(srcs)} sources"
+        elif o < 0:
+            what = "negative offset"
+        elif n <= 0:
+            what = "empty or negative length"
+        elif d < 0:
+            what = f"negative destination offset {d}"
+        else:
+            what = "the end of the range does not fit in 64 bits"
+        raise ValueError(f"{name}: invalid range #{i} (offset={o}, length={n}, dst={d}): {what}")
+
+
+_default_engine: RangeEngine | None = None
+
+
+def default_engine() -> RangeEngine:
+    global _default_engine
+    if _default_engine is None:
+        _default_engine = RangeEngine()
+    return _default_engine
+
+
+def read(uri: str | os.PathLike[str], out: Any = None, **options: Any) -> Any:
+    """Read a whole object. Keyword options build a RangeEngine for this call."""
+    if not options:
+        return default_engine().read(uri, out)
+    pin = options.pop("pin", False)
+    with RangeEngine(**options) as eng:
+        return eng.read(uri, out, pin=pin)
+
+
+def read_ranges(uri: str | os.PathLike[str], ranges: Iterable[Range], out: Any = None, **options: Any) -> Any:
+    """Read byte ranges of one object, packed one after another."""
+    if not options:
+        return default_engine().read_ranges(uri, ranges, out)
+    pin = options.pop("pin", False)
+    with RangeEngine(**options) as eng:
+        return eng.read_ranges(uri, ranges, out, pin=pin)

@@ -1,0 +1,69 @@
+"""How one read is done: part size, parts in flight, page-cache policy, time limit.
+
+A ``ReadSettings`` travels with each engine call (the loader builds one from its options
+and the auto-tuner swaps it), so nobody mutates a shared engine to change how it reads.
+The defaults live here once; the options layer and the engine both take them from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fastload._native.status import CacheMode
+from fastload.checks import check_choice, check_int, check_number
+
+MIN_PART_SIZE = 4096  # one page: O_DIRECT needs page-aligned parts
+DEFAULT_PART_SIZE = 8 << 20
+# A part size that never cuts a range: one request per range (reader_mode="sequential").
+WHOLE_RANGES = 1 << 62
+# In-flight parts when none is asked, per kind of source. Local files: reader
+# threads; 4 keep two cores' page-cache copies busy (unchanged). http(s)/s3:
+# transfers, where a request's first-byte latency, not bandwidth, bounds small
+# reads. DataLoader over rclone serve s3 (4,000 shuffled 64x64x3 records; 2,000
+# 16-128 KiB objects; batch 256, prefetch 2; scripts/sweep_loader_s3.py) behind a
+# 10 ms delay: 4 -> 32 in flight took records/s 640 -> 3,700-4,200 and objects/s
+# 620 -> 2,400-3,200 (64: -19% to +27% more); on bare loopback 4-32 are within
+# noise and 64 lost up to 40% (client and server share two cores).
+DEFAULT_MAX_INFLIGHT_PARTS = 4
+NETWORK_MAX_INFLIGHT_PARTS = 32
+MAX_INFLIGHT_PARTS = 4096  # native threads or transfers: far past any useful depth
+MAX_TIMEOUT_S = 365 * 24 * 3600.0  # past a year a deadline is a typo (and overflows C time)
+PAGE_CACHE_MODES = tuple(m.name.lower() for m in CacheMode)
+
+
+def default_inflight(scheme: str) -> int:
+    """``max_inflight_parts`` when none is set, for a source of ``scheme``."""
+    return DEFAULT_MAX_INFLIGHT_PARTS if scheme in ("file", "direct") else NETWORK_MAX_INFLIGHT_PARTS
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """``part_size``: ranges are cut into parts of at most this many bytes (in one place:
+    the native readers); ``max_inflight_parts``: native threads or transfers at once (None:
+    per scheme, see :func:`default_inflight`); ``page_cache_mode``: posix_fadvise hint
+    for local files; ``timeout``: seconds one whole call may take (None: no limit)."""
+
+    part_size: int = DEFAULT_PART_SIZE
+    max_inflight_parts: int | None = None
+    page_cache_mode: str = "auto"
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE))
+        object.__setattr__(self, "max_inflight_parts", check_int(
+            "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True))
+        check_choice("page_cache_mode", self.page_cache_mode, PAGE_CACHE_MODES)
+        object.__setattr__(self, "timeout", check_number(
+            "timeout", self.timeout, maximum=MAX_TIMEOUT_S, optional=True, what="a number of seconds"))
+
+    def inflight_for(self, scheme: str) -> int:
+        """The parts a read of ``scheme`` sources keeps in flight."""
+        return self.max_inflight_parts or default_inflight(scheme)
+
+    @property
+    def cache_mode(self) -> CacheMode:
+        return CacheMode[self.page_cache_mode.upper()]
+
+    def replace(self, **changes: object) -> ReadSettings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

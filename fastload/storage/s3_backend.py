@@ -1,0 +1,194 @@
+"""s3:// objects on AWS or any S3-compatible endpoint.
+
+HEAD for sizes, ListObjectsV2 (with continuation) for prefixes, and ranged
+GETs through the native driver for data, every request signed with SigV4
+unless ``anonymous``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ipaddress
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit
+
+from fastload._native.status import Status
+from fastload.errors import raise_native_error
+from fastload.storage import sigv4
+from fastload.storage.credentials import S3Config, resolve
+from fastload.storage.http_backend import size_from_headers
+from fastload.storage.network_backend import NetworkBackend
+from fastload.storage.network_options import NetworkOptions
+from fastload.storage.transport import Transport
+from fastload.storage.uri import ParsedURI
+
+# A SigV4 request is accepted up to 15 minutes from its x-amz-date; reuse a
+# signed GET for at most 5 and cap the cache so long runs do not grow it.
+_SIGNATURE_REUSE_S = 300.0
+_SIGNATURE_CACHE_MAX = 1 << 16
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _strip_ns(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+class S3Backend(NetworkBackend):
+    def __init__(self, opts: NetworkOptions) -> None:
+        self.opts = opts
+        self.config: S3Config = resolve(
+            access_key_id=opts.access_key_id, secret_access_key=opts.secret_access_key,
+            session_token=opts.session_token, profile=opts.profile, region=opts.region,
+            endpoint_url=opts.endpoint_url, anonymous=opts.anonymous,
+        )
+        self.transport = Transport(opts, follow_redirects=False)  # a redirect would void the signature
+        self._sizes: dict[tuple[str, str], int] = {}
+        self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
+        ep = self.config.endpoint_url
+        if ep is not None:
+            parts = urlsplit(ep)
+            host = parts.hostname or ""
+            port = parts.port
+            if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+                host = f"{host}:{port}"
+            self._scheme, self._host, self._base_path = parts.scheme, host, parts.path.rstrip("/")
+            if opts.addressing_style == "virtual" and _is_ip(parts.hostname or ""):
+                # bucket.<ip> names no host: say so rather than fail later on DNS
+                raise ValueError(f"addressing_style='virtual' needs a DNS name in endpoint_url, "
+                                 f"not the IP address {parts.hostname} (use 'path' or 'auto')")
+        else:
+            self._scheme, self._host, self._base_path = "https", f"s3.{self.config.region}.amazonaws.com", ""
+
+    # -- addressing ------------------------------------------------------------
+    def _virtual(self, bucket: str) -> bool:
+        style = self.opts.addressing_style
+        if style == "auto":
+            return self.config.endpoint_url is None and "." not in bucket
+        return style == "virtual"
+
+    def _location(self, bucket: str, key: str) -> tuple[str, str, str]:
+        """(url without query, host, canonical path) of an object (or the bucket when key is '')."""
+        enc_key = sigv4.uri_encode(key, keep_slash=True)
+        if self._virtual(bucket):
+            host, path = f"{bucket}.{self._host}", f"{self._base_path}/{enc_key}"
+        else:
+            host, path = self._host, f"{self._base_path}/{bucket}/{enc_key}" if key else f"{self._base_path}/{bucket}"
+        return f"{self._scheme}://{host}{path}", host, path
+
+    def _auth_headers(self, method: str, host: str, path: str, query: str, uri: str) -> dict[str, str]:
+        creds = self.config.credentials
+        if self.opts.anonymous:
+            return {}
+        if creds is None:
+            raise_native_error(Status.PERMISSION, uri, message=(
+                "no AWS credentials found (pass access_key_id/secret_access_key, set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use anonymous=True)"))
+        return sigv4.sign(method, host, path, query, access_key=creds.access_key,
+                          secret_key=creds.secret_key, session_token=creds.session_token,
+                          region=self.config.region)
+
+    def _request(self, method: str, bucket: str, key: str, params: dict[str, str], uri: str,
+                 accept: tuple[int, ...] = (200,)) -> Any:
+        url, host, path = self._location(bucket, key)
+        query = sigv4.canonical_query(params)
+        headers = self._auth_headers(method, host, path, query, uri)
+        return self.transport.request(method, f"{url}?{query}" if query else url,
+                                      [f"{k}: {v}" for k, v in headers.items()], uri, accept=accept)
+
+    # -- queries ---------------------------------------------------------------
+    def size(self, src: ParsedURI) -> int:
+        """Object size: from an earlier list() of its prefix, else a HEAD."""
+        self._check_key(src)
+        known = self._sizes.get((src.bucket, src.path))
+        return known if known is not None else self.stat(src)["size"]
+
+    def stat(self, src: ParsedURI) -> dict[str, Any]:
+        """HEAD the object: {"size": bytes, "etag": the ETag or None}."""
+        self._check_key(src)
+        resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
+        n = size_from_headers(resp)
+        if n is None:
+            raise_native_error(Status.HTTP, src.uri, http_status=resp.status,
+                               message="HEAD answered without Content-Length")
+        self._sizes[(src.bucket, src.path)] = n
+        return {"size": n, "etag": resp.headers.get("etag")}
+
+    def list(self, prefix: ParsedURI) -> list[str]:
+        """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
+        out: list[str] = []
+        # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
+        params = {"list-type": "2", "prefix": prefix.path, "max-keys": str(self.opts.list_page_size),
+                  "encoding-type": "url"}
+        while True:
+            resp = self._request("GET", prefix.bucket, "", params, prefix.uri)
+            try:
+                root = ET.fromstring(resp.body)
+            except ET.ParseError as exc:
+                raise_native_error(Status.HTTP, prefix.uri, http_status=resp.status,
+                                   message=f"ListObjectsV2 answer is not XML: {exc}")
+            token = truncated = None
+            # decode keys only when the server says it encoded them (some ignore the request)
+            encoded = any(_strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url" for el in root)
+            for el in root:
+                tag = _strip_ns(el.tag)
+                if tag == "Contents":
+                    fields = {_strip_ns(c.tag): (c.text or "") for c in el}
+                    key = unquote_plus(fields.get("Key", "")) if encoded else fields.get("Key", "")
+                    if key and not key.endswith("/"):
+                        self._sizes[(prefix.bucket, key)] = int(fields.get("Size", "0") or 0)
+                        out.append(f"s3://{prefix.bucket}/{key}")
+                elif tag == "NextContinuationToken":
+                    token = el.text
+                elif tag == "IsTruncated":
+                    truncated = (el.text or "").strip().lower() == "true"
+            if not truncated:
+                break
+            if not token or token == params.get("continuation-token"):
+                # going on would loop forever; stopping would lose keys
+                raise_native_error(Status.HTTP, prefix.uri, http_status=resp.status, message=(
+                    "ListObjectsV2 answered IsTruncated with " + ("the same NextContinuationToken again"
+                                                                  if token else "no NextContinuationToken")))
+            params = {**params, "continuation-token": token}
+        return sorted(out)
+
+    # -- data ------------------------------------------------------------------
+    def _signed_get(self, src: ParsedURI, now: float) -> tuple[bytes, bytes | None]:
+        """URL and signed headers of a GET of ``src``, reused for a few minutes."""
+        cache_key = (src.bucket, src.path)
+        hit = self._signed.get(cache_key)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        url, host, path = self._location(src.bucket, src.path)
+        headers = self._auth_headers("GET", host, path, "", src.uri)
+        blob = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode() if headers else None
+        if len(self._signed) >= _SIGNATURE_CACHE_MAX:
+            self._signed.clear()
+        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, url.encode(), blob)
+        return url.encode(), blob
+
+    @staticmethod
+    def _check_key(src: ParsedURI) -> None:
+        if not src.path or src.path.endswith("/"):
+            raise ValueError(f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)")
+
+    # builtins.list: the method ``list`` shadows the builtin in this class body.
+    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
+        now = time.monotonic()
+        urls, headers = [], []
+        for s in sources:
+            self._check_key(s)
+            url, blob = self._signed_get(s, now)
+            urls.append(url)
+            headers.append(blob)
+        return urls, headers

@@ -1,0 +1,188 @@
+"""Connections of one backend: native contexts for data, pycurl for control.
+
+Data (ranged GETs into the caller's buffer) goes through the C driver in
+``fastload._native.http_reader``; each ``HttpContext`` keeps its connections alive
+between reads and serves one read at a time, so concurrent reads take
+separate contexts from a pool. Control requests (HEAD, LIST) are small and
+go through pycurl with the same retry rule.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fastload._native import http_reader
+from fastload._native.status import Status
+from fastload.errors import CertificateError, RangeError, raise_native_error
+from fastload.storage import libcurl
+from fastload.storage.network_options import NetworkOptions
+from fastload.storage.retry import Failure, RetryPolicy, curl_failure, status_failure
+
+_CA_HINT = " (name the CA file with ca_bundle=, or AWS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE)"
+_S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def s3_error_code(body: bytes) -> str:
+    """The <Code> of an S3 error body; nothing else (signature errors echo secrets)."""
+    m = _S3_CODE.search(body)
+    return m.group(1).decode("ascii", "replace") if m else ""
+
+
+class Transport:
+    def __init__(self, opts: NetworkOptions, *, follow_redirects: bool) -> None:
+        self.opts = opts
+        self.libcurl_path, self.libcurl_version = libcurl.load(opts.libcurl_path)
+        self.ca_bundle = opts.resolved_ca_bundle()
+        self.follow_redirects = follow_redirects
+        self.retry = RetryPolicy(opts.max_retries, opts.retry_deadline, opts.backoff_base, opts.backoff_cap)
+        self._lock = threading.Lock()
+        self._contexts: list[Any] = []   # idle HttpContexts
+        self._all: list[Any] = []
+        self._handles: list[Any] = []    # idle pycurl handles
+        self._pid = os.getpid()
+
+    # -- data plane ------------------------------------------------------------
+    def _check_fork(self) -> None:
+        # A child must not use (or free) the parent's connections: start afresh.
+        if self._pid != os.getpid():
+            self._contexts, self._all, self._handles = [], [], []
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+
+    def _acquire(self) -> Any:
+        with self._lock:
+            self._check_fork()
+            if self._contexts:
+                return self._contexts.pop()
+        o = self.opts
+        ctx = http_reader.HttpContext(
+            ca_bundle=self.ca_bundle, verify=o.verify, connect_timeout=o.connect_timeout,
+            low_speed_limit=o.low_speed_limit, low_speed_time=o.low_speed_time,
+            buffer_size=o.buffer_size, http2=o.http2, follow_redirects=self.follow_redirects,
+            max_retries=o.max_retries, retry_deadline=o.retry_deadline,
+            backoff_base=o.backoff_base, backoff_cap=o.backoff_cap, user_agent=o.user_agent,
+        )
+        with self._lock:
+            self._all.append(ctx)
+        return ctx
+
+    def read(self, urls: list[bytes], headers: list[bytes | None], uris: list[str], table: np.ndarray,
+             out: Any, part_size: int, max_inflight: int, timeout: float | None, cancel: Any,
+             size_of: Callable[[int], int] | None = None) -> None:
+        """The data plane. ``size_of(i)`` finds source i's size for a 416 that did not say it."""
+        ctx = self._acquire()
+        try:
+            ctx.read(urls, headers, uris, table, out, part_size, max_inflight,
+                     float(timeout) if timeout else 0.0, cancel)
+        except CertificateError as exc:
+            exc.args = (exc.args[0] + _CA_HINT,)
+            raise
+        except RangeError as exc:
+            if exc.object_size is None and size_of is not None and exc.uri in uris:
+                exc.object_size = size = size_of(uris.index(exc.uri))
+                exc.args = (f"{exc.args[0]}; object size is {size} bytes",)
+            raise
+        finally:
+            with self._lock:
+                if ctx in self._all:
+                    self._contexts.append(ctx)
+
+    def stats(self) -> dict[str, int]:
+        """Totals over this backend's contexts: requests, retries, connects, bytes, writes."""
+        total = {"requests": 0, "retries": 0, "connects": 0, "bytes": 0, "writes": 0}
+        with self._lock:
+            for ctx in self._all:
+                for k, v in ctx.stats().items():
+                    total[k] += v
+        return total
+
+    # -- control plane ---------------------------------------------------------
+    def request(self, method: str, url: str, headers: list[str], uri: str, *,
+                accept: tuple[int, ...] = (200,)) -> Response:
+        """One HEAD/GET with retries; a Response when its status is in ``accept``, else raise."""
+        import pycurl
+
+        with self._lock:
+            self._check_fork()
+            handle = self._handles.pop() if self._handles else pycurl.Curl()
+        try:
+            result, attempts = self.retry.run(lambda left: self._attempt(handle, method, url, headers, accept, left),
+                                              self.opts.request_timeout)
+        finally:
+            with self._lock:
+                self._handles.append(handle)
+        if isinstance(result, Failure):
+            hint = _CA_HINT if result.code == Status.TLS else ""
+            raise_native_error(result.code, uri, http_status=result.http_status,
+                               curl_code=result.curl_code, attempts=attempts,
+                               message=f"{method} failed: {result.cause}{hint}")
+        return result
+
+    def _attempt(self, c: Any, method: str, url: str, headers: list[str],
+                 accept: tuple[int, ...], seconds_left: float) -> Response | Failure:
+        import pycurl
+
+        body = io.BytesIO()
+        hdrs: dict[str, str] = {}
+
+        def on_header(line: bytes) -> None:
+            text = line.decode("latin-1")
+            if text.startswith("HTTP/"):
+                hdrs.clear()
+            elif ":" in text:
+                k, v = text.split(":", 1)
+                hdrs[k.strip().lower()] = v.strip()
+
+        o = self.opts
+        c.reset()
+        c.setopt(pycurl.URL, url)
+        c.setopt(pycurl.HTTPHEADER, headers)
+        c.setopt(pycurl.NOBODY, 1 if method == "HEAD" else 0)
+        c.setopt(pycurl.WRITEFUNCTION, body.write)
+        c.setopt(pycurl.HEADERFUNCTION, on_header)
+        c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.PATH_AS_IS, 1)
+        c.setopt(pycurl.SSL_VERIFYPEER, 1 if o.verify else 0)
+        c.setopt(pycurl.SSL_VERIFYHOST, 2 if o.verify else 0)
+        if self.ca_bundle:
+            c.setopt(pycurl.CAINFO, self.ca_bundle)
+        c.setopt(pycurl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
+        c.setopt(pycurl.TIMEOUT_MS, max(1, int(seconds_left * 1000)))
+        c.setopt(pycurl.USERAGENT, o.user_agent)
+        c.setopt(pycurl.FOLLOWLOCATION, 1 if self.follow_redirects else 0)
+        try:
+            c.perform()
+        except pycurl.error as exc:
+            code, text = exc.args[0], str(exc.args[1]) if len(exc.args) > 1 else ""
+            return curl_failure(code, text)
+        status = int(c.getinfo(pycurl.RESPONSE_CODE))
+        resp = Response(status, hdrs, body.getvalue())
+        if status in accept:
+            return resp
+        code = s3_error_code(resp.body)
+        retry_after = hdrs.get("retry-after", "")
+        return status_failure(status, f"server error {code}" if code else "server error",
+                              float(retry_after) if retry_after.isdigit() else 0.0, code)
+
+    def close(self) -> None:
+        with self._lock:
+            for ctx in self._all:
+                ctx.close()
+            for h in self._handles:
+                h.close()
+            self._contexts, self._all, self._handles = [], [], []

@@ -1,0 +1,3 @@
+"""Fixtures of the plan tests (defined in tests/support)."""
+
+from tests.support.plan_data import records  # noqa: F401
