@@ -36,13 +36,27 @@ def is_int(value: Any) -> bool:
 
 
 @overload
-def check_int(knob: str, value: Any, minimum: int | None = ..., maximum: int | None = ..., *,
-              optional: Literal[False] = ..., type_error: bool = ...) -> int: ...
+def check_int(
+    knob: str,
+    value: Any,
+    minimum: int | None = ...,
+    maximum: int | None = ...,
+    *,
+    optional: Literal[False] = ...,
+    type_error: bool = ...,
+) -> int: ...
 
 
 @overload
-def check_int(knob: str, value: Any, minimum: int | None = ..., maximum: int | None = ..., *,
-              optional: bool, type_error: bool = ...) -> int | None: ...
+def check_int(
+    knob: str,
+    value: Any,
+    minimum: int | None = ...,
+    maximum: int | None = ...,
+    *,
+    optional: bool,
+    type_error: bool = ...,
+) -> int | None: ...
 
 
 def check_int(
@@ -61,8 +75,12 @@ def check_int(
     if value is None and optional:
         return None
     if not is_int(value):
-        raise fail(knob, value, "must be an integer" + (" or None" if optional else ""),
-                   TypeError if type_error else ValueError)
+        raise fail(
+            knob,
+            value,
+            "must be an integer" + (" or None" if optional else ""),
+            TypeError if type_error else ValueError,
+        )
     if minimum is not None and value < minimum:
         raise fail(knob, value, f"must be >= {minimum}")
     if maximum is not None and value > maximum:
@@ -71,13 +89,27 @@ def check_int(
 
 
 @overload
-def check_number(knob: str, value: Any, *, positive: bool = ..., maximum: float | None = ...,
-                 optional: Literal[False] = ..., what: str = ...) -> float: ...
+def check_number(
+    knob: str,
+    value: Any,
+    *,
+    positive: bool = ...,
+    maximum: float | None = ...,
+    optional: Literal[False] = ...,
+    what: str = ...,
+) -> float: ...
 
 
 @overload
-def check_number(knob: str, value: Any, *, positive: bool = ..., maximum: float | None = ...,
-                 optional: bool, what: str = ...) -> float | None: ...
+def check_number(
+    knob: str,
+    value: Any,
+    *,
+    positive: bool = ...,
+    maximum: float | None = ...,
+    optional: bool,
+    what: str = ...,
+) -> float | None: ...
 
 
 def check_number(
@@ -121,6 +153,9 @@ def check_str(knob: str, value: Any, *, optional: bool = False, empty: bool = Fa
     if value is None and optional:
         return None
     if not isinstance(value, str) or (not empty and value == ""):
-        raise fail(knob, "<hidden>" if "secret" in knob or "token" in knob else value,
-                   "must be a non-empty str" + (" or None" if optional else ""))
+        raise fail(
+            knob,
+            "<hidden>" if "secret" in knob or "token" in knob else value,
+            "must be a non-empty str" + (" or None" if optional else ""),
+        )
     return value

@@ -74,8 +74,11 @@ def main() -> int:
         return 1
     dev = torch.device("cuda", 0)
     torch.cuda.init()
-    print(f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}; "
-          f"fastload.cuda_available() = {fastload.cuda_available()}", flush=True)
+    print(
+        f"{torch.cuda.get_device_name(0)}; torch {torch.__version__}; "
+        f"fastload.cuda_available() = {fastload.cuda_available()}",
+        flush=True,
+    )
     tmp = tempfile.mkdtemp()
     data = np.random.default_rng(0).integers(0, 256, (N, *SHAPE), dtype=np.uint8)
     path = os.path.join(tmp, "shard.rec")
@@ -85,19 +88,32 @@ def main() -> int:
 
     # -- 1. pinned memory ------------------------------------------------------------
     buf = fastload.AlignedBuffer(1 << 20, pin=True)
-    check("AlignedBuffer(pin=True).pin_mode == 'cuda' (cudaHostRegister)", buf.pin_mode == "cuda",
-          f"pin_mode={buf.pin_mode!r} pin_error={buf.pin_error!r}")
-    with DataLoader(ds, batch_size=BATCH, consumer="torch", pin_memory=True,
-                    memory_format="channels_last") as dl:
+    check(
+        "AlignedBuffer(pin=True).pin_mode == 'cuda' (cudaHostRegister)",
+        buf.pin_mode == "cuda",
+        f"pin_mode={buf.pin_mode!r} pin_error={buf.pin_error!r}",
+    )
+    with DataLoader(
+        ds, batch_size=BATCH, consumer="torch", pin_memory=True, memory_format="channels_last"
+    ) as dl:
         x, _ = next(iter(dl))
         check("DataLoader(pin_memory=True).pin_mode == 'cuda'", dl.pin_mode == "cuda", dl.pin_mode)
         check("host batch is pinned: torch.Tensor.is_pinned()", x.is_pinned())
-        check("host batch is pinned: cudaPointerGetAttributes type == host",
-              cuda_says_host_pinned(x.data_ptr()))
+        check(
+            "host batch is pinned: cudaPointerGetAttributes type == host",
+            cuda_says_host_pinned(x.data_ptr()),
+        )
 
     # -- 2. batches on the GPU, channels_last and normalised NCHW ---------------------
-    with DataLoader(ds, batch_size=BATCH, consumer="torch", device="cuda", non_blocking=True,
-                    pin_memory=True, memory_format="channels_last") as dl:
+    with DataLoader(
+        ds,
+        batch_size=BATCH,
+        consumer="torch",
+        device="cuda",
+        non_blocking=True,
+        pin_memory=True,
+        memory_format="channels_last",
+    ) as dl:
         ok, n, t0 = True, 0, time.perf_counter()
         for x, y in dl:
             ok &= x.is_cuda and y.is_cuda and tuple(x.shape) == (len(y), 3, 224, 224)
@@ -105,17 +121,33 @@ def main() -> int:
             ok &= torch.equal(x, ref_all[y].permute(0, 3, 1, 2))
             n += len(y)
         rate = n / (time.perf_counter() - t0)
-        check("channels_last batches on the GPU: NCHW shape, channels_last strides, exact values",
-              bool(ok) and n == N, f"{n} samples, {rate:.0f} samples/s")
+        check(
+            "channels_last batches on the GPU: NCHW shape, channels_last strides, exact values",
+            bool(ok) and n == N,
+            f"{n} samples, {rate:.0f} samples/s",
+        )
         batches = len(dl)
-        check("pooled host buffers reused once their copies finished",
-              dl.pool.allocations < batches, f"{dl.pool.allocations} buffers for {batches} batches")
-    with DataLoader(ds, batch_size=BATCH, consumer="torch", device="cuda", non_blocking=True,
-                    pin_memory=True, mean=MEAN.tolist(), std=STD.tolist()) as dl:
+        check(
+            "pooled host buffers reused once their copies finished",
+            dl.pool.allocations < batches,
+            f"{dl.pool.allocations} buffers for {batches} batches",
+        )
+    with DataLoader(
+        ds,
+        batch_size=BATCH,
+        consumer="torch",
+        device="cuda",
+        non_blocking=True,
+        pin_memory=True,
+        mean=MEAN.tolist(),
+        std=STD.tolist(),
+    ) as dl:
         x, y = next(iter(dl))
         want = ((ref_all[y].float() - MEAN.to(dev)) / STD.to(dev)).permute(0, 3, 1, 2)
-        check("normalised float32 NCHW batch on the GPU",
-              x.is_contiguous() and x.dtype == torch.float32 and torch.allclose(x, want, atol=1e-4))
+        check(
+            "normalised float32 NCHW batch on the GPU",
+            x.is_contiguous() and x.dtype == torch.float32 and torch.allclose(x, want, atol=1e-4),
+        )
 
     # -- 3. non_blocking copies: host returns at once, copy overlaps compute, guard -----
     cfg = LoaderOptions(pin_memory=True, non_blocking=True).config
@@ -132,9 +164,12 @@ def main() -> int:
     host_s = time.perf_counter() - t0
     torch.cuda.synchronize()
     all_s = time.perf_counter() - t0
-    check("non_blocking: the call returns before the copy has finished", host_s < 0.5 * all_s,
-          f"returned after {host_s * 1e3:.2f} ms, copy done after {all_s * 1e3:.2f} ms "
-          f"({BIG / all_s / 1e9:.1f} GB/s)")
+    check(
+        "non_blocking: the call returns before the copy has finished",
+        host_s < 0.5 * all_s,
+        f"returned after {host_s * 1e3:.2f} ms, copy done after {all_s * 1e3:.2f} ms "
+        f"({BIG / all_s / 1e9:.1f} GB/s)",
+    )
     check("the device copy is exact", bool((moved == 7).all()))
     del moved
 
@@ -146,8 +181,10 @@ def main() -> int:
     compute_done.record()
     moved = out(arr, None, pool)
     wait_until(lambda: not busy())
-    check("the copy overlaps compute: it finished while a kernel on the consumer stream ran",
-          not busy() and not compute_done.query())
+    check(
+        "the copy overlaps compute: it finished while a kernel on the consumer stream ran",
+        not busy() and not compute_done.query(),
+    )
     torch.cuda.synchronize()
     del moved
 
@@ -160,14 +197,24 @@ def main() -> int:
     del arr
     other = pool.acquire(BIG)  # no CUDA call in between: nothing can wait for the copy
     took = time.perf_counter() - t0
-    check("a pooled buffer is not handed out while its copy is in flight", other is not big,
-          f"asked {took * 1e3:.1f} ms after the call, copy held back ~1 s")
+    check(
+        "a pooled buffer is not handed out while its copy is in flight",
+        other is not big,
+        f"asked {took * 1e3:.1f} ms after the call, copy held back ~1 s",
+    )
     np.frombuffer(other, dtype=np.uint8)[:] = 0
     pool.release(other)
     total = moved[: 1 << 24].sum(dtype=torch.int64)  # consumer stream: must wait for the copy
     torch.cuda.synchronize()
-    print(f"      held copy finished {(time.perf_counter() - t0) * 1e3:.0f} ms after the call", flush=True)
-    check("work on the consumer stream waited for the copy", int(total) == 9 * (1 << 24), str(int(total)))
+    print(
+        f"      held copy finished {(time.perf_counter() - t0) * 1e3:.0f} ms after the call",
+        flush=True,
+    )
+    check(
+        "work on the consumer stream waited for the copy",
+        int(total) == 9 * (1 << 24),
+        str(int(total)),
+    )
     check("the device batch holds the bytes as they were when copied", bool((moved == 9).all()))
     check("after its copy finished the buffer is reused", pool.acquire(BIG) is big)
 
@@ -175,8 +222,14 @@ def main() -> int:
     context = os.environ.get("FASTLOAD_CHECK_MP", "fork")  # torch's default on Linux
     print(f"torch DataLoader over TorchIterableDataset, 2 workers ({context}) ...", flush=True)
     it = TorchIterableDataset(ds, batch_size=BATCH, memory_format="channels_last")
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, pin_memory=True, timeout=120,
-                                     multiprocessing_context=context)
+    tl = torch.utils.data.DataLoader(
+        it,
+        batch_size=None,
+        num_workers=2,
+        pin_memory=True,
+        timeout=120,
+        multiprocessing_context=context,
+    )
     ok, n = True, 0
     for x, y in tl:
         ok &= x.is_pinned()
@@ -184,14 +237,17 @@ def main() -> int:
         ok &= x.is_contiguous(memory_format=torch.channels_last)
         ok &= torch.equal(x, ref_all[y.to(dev)].permute(0, 3, 1, 2))
         n += len(y)
-    check("TorchIterableDataset in torch's DataLoader(pin_memory=True, 2 workers) -> GPU",
-          bool(ok) and n == N)
+    check(
+        "TorchIterableDataset in torch's DataLoader(pin_memory=True, 2 workers) -> GPU",
+        bool(ok) and n == N,
+    )
 
     # -- 5. JAX on the GPU through DLPack -------------------------------------------------
     try:
         import jax
 
         from fastload.adapters.interop import jax_batches
+
         gpu = jax.devices("gpu")[0]
     except Exception as exc:  # noqa: BLE001  JAX is optional here
         check("JAX batches on the GPU", None, f"no JAX GPU: {exc}")

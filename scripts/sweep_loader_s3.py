@@ -83,8 +83,17 @@ def delayed(endpoint: str, delay_ms: float) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     upstream = int(endpoint.rsplit(":", 1)[1])
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--delay-proxy", str(port),
-                             str(upstream), str(delay_ms)], preexec_fn=die_with_parent)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--delay-proxy",
+            str(port),
+            str(upstream),
+            str(delay_ms),
+        ],
+        preexec_fn=die_with_parent,
+    )
     try:
         for _ in range(200):
             try:
@@ -98,9 +107,16 @@ def delayed(endpoint: str, delay_ms: float) -> Iterator[str]:
         proc.wait(10)
 
 
-def sweep(rounds: int = 3, delay_ms: float = 0.0, depths: tuple[int, ...] = (4, 8, 16, 32, 64),
-          configs: tuple[tuple[str, int], ...] = (("sequential", 8 << 20), ("range", 64 << 10), ("range", 8 << 20)),
-          ) -> list[tuple[str, str, int, int, float, float]]:
+def sweep(
+    rounds: int = 3,
+    delay_ms: float = 0.0,
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64),
+    configs: tuple[tuple[str, int], ...] = (
+        ("sequential", 8 << 20),
+        ("range", 64 << 10),
+        ("range", 8 << 20),
+    ),
+) -> list[tuple[str, str, int, int, float, float]]:
     """fastload alone over reader_mode x part_size x max_inflight_parts: rows (scenario,
     mode, part, depth, samples/s, client CPU ms per batch), best of ``rounds`` after a
     warm-up, the depths of one (scenario, mode, part) taking turns so load drifts hit all
@@ -115,8 +131,12 @@ def sweep(rounds: int = 3, delay_ms: float = 0.0, depths: tuple[int, ...] = (4, 
     with rclone_server(write_data()) as direct, delayed(direct, delay_ms) as endpoint:
         for scenario in SCENARIOS:
             for mode, part in configs:
-                loaders = {d: fastload_loader(endpoint, scenario, reader_mode=mode, part_size=part,
-                                              max_inflight_parts=d) for d in depths}
+                loaders = {
+                    d: fastload_loader(
+                        endpoint, scenario, reader_mode=mode, part_size=part, max_inflight_parts=d
+                    )
+                    for d in depths
+                }
                 best = dict.fromkeys(depths, (0.0, 0.0))
                 try:
                     for dl in loaders.values():
@@ -132,8 +152,11 @@ def sweep(rounds: int = 3, delay_ms: float = 0.0, depths: tuple[int, ...] = (4, 
                         dl.close()
                 for d, (rate, cpu_ms) in best.items():
                     rows.append((scenario, mode, part, d, rate, cpu_ms))
-                    print(f"{scenario:8s} {mode:10s} part={part >> 10:5d}KiB inflight={d:3d} "
-                          f"{rate:9.0f} samples/s {cpu_ms:6.1f} CPU ms/batch", flush=True)
+                    print(
+                        f"{scenario:8s} {mode:10s} part={part >> 10:5d}KiB inflight={d:3d} "
+                        f"{rate:9.0f} samples/s {cpu_ms:6.1f} CPU ms/batch",
+                        flush=True,
+                    )
     return rows
 
 

@@ -25,9 +25,12 @@ def _modules() -> dict[str, str]:
 
 def _imports(name: str, path: str, mods: dict[str, str]) -> set[str]:
     tree = ast.parse(open(path, encoding="utf-8").read())
-    skip = {id(n) for node in ast.walk(tree)
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -40,7 +43,9 @@ def _imports(name: str, path: str, mods: dict[str, str]) -> set[str]:
             if node.level:
                 parts = name.split(".") if path.endswith("__init__.py") else name.split(".")[:-1]
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names
+            ]
         for t in targets:
             while t and t not in mods:
                 t = t.rpartition(".")[0]
@@ -105,4 +110,6 @@ def test_lower_layers_never_import_higher_ones():
 def test_the_walk_sees_lazy_imports(tmp_path):
     """The check must not pass by missing imports inside functions."""
     graph = _graph()
-    assert "fastload.batch.torch_output" in graph["fastload.loop.output"]  # imported inside make_output
+    assert (
+        "fastload.batch.torch_output" in graph["fastload.loop.output"]
+    )  # imported inside make_output

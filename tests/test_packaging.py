@@ -14,8 +14,13 @@ ROOT = os.path.dirname(os.path.dirname(fastload.__file__))
 def test_import_does_not_import_torch():
     """torch is an optional extra: ``import fastload`` must not pay for it."""
     script = "import sys, fastload; print('torch' in sys.modules)"
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
 
@@ -44,7 +49,9 @@ def test_public_names_stay_importable_from_where_they_were():
     from fastload.collate import choose_layout, collate_slab  # noqa: F401
 
     assert DataLoader is fastload.DataLoader and RaggedBatch is fastload.RaggedBatch
-    assert fastload.collate([np.zeros((2, 2, 3), np.uint8)], memory_format="channels_first").shape == (1, 3, 2, 2)
+    assert fastload.collate(
+        [np.zeros((2, 2, 3), np.uint8)], memory_format="channels_first"
+    ).shape == (1, 3, 2, 2)
     for name in fastload.__all__:
         assert getattr(fastload, name) is not None
 

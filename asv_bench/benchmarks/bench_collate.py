@@ -46,10 +46,12 @@ def _torch_pipeline(tensors, torch, default_collate):
 
 def _pipelines(samples, out, fill):
     fns = {
-        "fastload": lambda: fastload.collate(samples, memory_format="channels_first",
-                                             dtype=np.float32, mean=MEAN, std=STD, out=out),
-        "fastload_fresh_out": lambda: fastload.collate(samples, memory_format="channels_first",
-                                                       dtype=np.float32, mean=MEAN, std=STD),
+        "fastload": lambda: fastload.collate(
+            samples, memory_format="channels_first", dtype=np.float32, mean=MEAN, std=STD, out=out
+        ),
+        "fastload_fresh_out": lambda: fastload.collate(
+            samples, memory_format="channels_first", dtype=np.float32, mean=MEAN, std=STD
+        ),
         "numpy": lambda: _numpy_pipeline(samples),
         "write_once": lambda: fill.fill(0.0),
     }
@@ -100,8 +102,15 @@ class Collate256Ratios:
     writing the output once (goal <= 2.5)."""
 
     timeout = 600
-    params = [["numpy/fastload", "torch/fastload", "fastload/write_once",
-               "fastload_fresh_out/write_once", "numpy/fastload_fresh_out"]]
+    params = [
+        [
+            "numpy/fastload",
+            "torch/fastload",
+            "fastload/write_once",
+            "fastload_fresh_out/write_once",
+            "numpy/fastload_fresh_out",
+        ]
+    ]
     param_names = ["ratio"]
 
     def setup(self, ratio):
@@ -127,8 +136,20 @@ class CollateBufferSize:
     as time relative to the automatic size, measured together."""
 
     timeout = 600
-    params = [[256, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB, 4096 * KIB, 16384 * KIB,
-               OUT_BYTES, 0]]
+    params = [
+        [
+            256,
+            4 * KIB,
+            16 * KIB,
+            64 * KIB,
+            256 * KIB,
+            1024 * KIB,
+            4096 * KIB,
+            16384 * KIB,
+            OUT_BYTES,
+            0,
+        ]
+    ]
     param_names = ["collate_buffer_size"]
 
     def setup(self, size):
@@ -138,8 +159,15 @@ class CollateBufferSize:
 
         def run(unit, stats=None):
             return lambda: fastload.collate(
-                self.samples, memory_format="channels_first", dtype=np.float32, mean=MEAN,
-                std=STD, out=self.out, collate_buffer_size=unit, stats=stats)
+                self.samples,
+                memory_format="channels_first",
+                dtype=np.float32,
+                mean=MEAN,
+                std=STD,
+                out=self.out,
+                collate_buffer_size=unit,
+                stats=stats,
+            )
 
         self.run = run(size, self.stats)
         self.seconds = interleaved_best({"size": self.run, "auto": run(0)}, repeat=7)
@@ -190,17 +218,21 @@ class CollateVariants:
         sample = H * W * C
         self.slab = fastload.AlignedBuffer(N * sample)
         np.frombuffer(self.slab, np.uint8)[:] = np.random.default_rng(0).integers(
-            0, 256, N * sample, dtype=np.uint8)
+            0, 256, N * sample, dtype=np.uint8
+        )
         offsets = np.arange(N, dtype=np.int64) * sample
         kw = dict(mean=MEAN, std=STD) if norm else {}
-        first = collate_slab(self.slab, offsets, (H, W, C), np.uint8, memory_format=fmt,
-                             dtype=dtype, **kw)
+        first = collate_slab(
+            self.slab, offsets, (H, W, C), np.uint8, memory_format=fmt, dtype=dtype, **kw
+        )
         self.fill = np.empty_like(first)
         self.out_bytes = first.nbytes
-        self.run = lambda: collate_slab(self.slab, offsets, (H, W, C), np.uint8,
-                                        memory_format=fmt, dtype=dtype, out=first, **kw)
-        self.seconds = interleaved_best({"kernel": self.run, "write_once":
-                                         lambda: self.fill.fill(0)}, repeat=5)
+        self.run = lambda: collate_slab(
+            self.slab, offsets, (H, W, C), np.uint8, memory_format=fmt, dtype=dtype, out=first, **kw
+        )
+        self.seconds = interleaved_best(
+            {"kernel": self.run, "write_once": lambda: self.fill.fill(0)}, repeat=5
+        )
 
     def time_collate_slab(self, variant):
         self.run()

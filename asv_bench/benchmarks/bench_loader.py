@@ -88,15 +88,30 @@ def torch_collate(samples: list[np.ndarray]):  # runs in the torch workers
 
 def make_fastload(folder: str):
     ds = RecordDataset(folder, SHAPE)
-    return fastload.DataLoader(ds, batch_size=BATCH, shuffle=True, memory_format="channels_first",
-                               dtype=np.float32, mean=MEAN, std=STD, prefetch=2)
+    return fastload.DataLoader(
+        ds,
+        batch_size=BATCH,
+        shuffle=True,
+        memory_format="channels_first",
+        dtype=np.float32,
+        mean=MEAN,
+        std=STD,
+        prefetch=2,
+    )
 
 
 def make_torch(folder: str):
     import torch.utils.data as tud
 
-    return tud.DataLoader(TorchRecords(shard_paths(folder)), batch_size=BATCH, shuffle=True, num_workers=2,
-                          collate_fn=torch_collate, persistent_workers=True, prefetch_factor=2)
+    return tud.DataLoader(
+        TorchRecords(shard_paths(folder)),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=2,
+        collate_fn=torch_collate,
+        persistent_workers=True,
+        prefetch_factor=2,
+    )
 
 
 def s3dlio_batches(folder: str):
@@ -111,7 +126,7 @@ def s3dlio_batches(folder: str):
             continue  # the .complete marker
         recs = np.frombuffer(view, dtype=np.uint8).reshape(-1, *SHAPE)
         for a in range(0, len(recs), BATCH):
-            yield (recs[a:a + BATCH].transpose(0, 3, 1, 2).astype(np.float32) - mean) / std
+            yield (recs[a : a + BATCH].transpose(0, 3, 1, 2).astype(np.float32) - mean) / std
 
 
 def samples_per_s(batches, n_batches: int = BATCHES) -> float:
@@ -193,8 +208,14 @@ class WorkerEpochStart:
 
     def setup(self, folder, persistent):
         ds = RecordDataset(folder, SHAPE, transform=np.ascontiguousarray)
-        self.dl = fastload.DataLoader(ds, batch_size=BATCH, num_workers=2, enable_transforms=True,
-                                      persistent_workers=persistent, multiprocessing_context="spawn")
+        self.dl = fastload.DataLoader(
+            ds,
+            batch_size=BATCH,
+            num_workers=2,
+            enable_transforms=True,
+            persistent_workers=persistent,
+            multiprocessing_context="spawn",
+        )
         for _ in range(3):
             it = iter(self.dl)
             next(it)

@@ -69,11 +69,11 @@ def write_data() -> str:
     images = rng.integers(0, 256, (N_RECORDS, *SHAPE), dtype=np.uint8)
     per = -(-N_RECORDS // SHARDS)
     for s in range(SHARDS):
-        images[s * per:(s + 1) * per].tofile(os.path.join(recs, f"shard-{s:03d}.rec"))
+        images[s * per : (s + 1) * per].tofile(os.path.join(recs, f"shard-{s:03d}.rec"))
     block = rng.integers(0, 256, 128 << 10, dtype=np.uint8).tobytes()
     for i, n in enumerate(rng.integers(16 << 10, (128 << 10) + 1, N_OBJECTS)):
         with open(os.path.join(objs, f"obj-{i:05d}.bin"), "wb") as f:
-            f.write((block[i % 97:] + block[:i % 97])[:int(n)])  # objects differ
+            f.write((block[i % 97 :] + block[: i % 97])[: int(n)])  # objects differ
     open(done, "w").close()  # outside the bucket: not an object
     return root
 
@@ -84,15 +84,18 @@ def write_data() -> str:
 def fastload_loader(endpoint: str, scenario: str, **knobs):
     import fastload
 
-    engine = fastload.RangeEngine(endpoint_url=endpoint, access_key_id=S3_KEY, secret_access_key=S3_SECRET,
-                                  region=REGION)
+    engine = fastload.RangeEngine(
+        endpoint_url=endpoint, access_key_id=S3_KEY, secret_access_key=S3_SECRET, region=REGION
+    )
     if scenario == "records":
         ds = fastload.RecordDataset("s3://loader/recs/", SHAPE, engine=engine)
         out = {"memory_format": "channels_first", "dtype": np.float32, "mean": MEAN, "std": STD}
     else:
         ds = fastload.ObjectDataset("s3://loader/objs/", engine=engine)
         out = {}
-    return fastload.DataLoader(ds, batch_size=BATCH, engine=engine, **{"shuffle": True, **out, **knobs})
+    return fastload.DataLoader(
+        ds, batch_size=BATCH, engine=engine, **{"shuffle": True, **out, **knobs}
+    )
 
 
 # -- torch + boto3 -------------------------------------------------------------------
@@ -119,14 +122,22 @@ class Boto3Samples:
             import boto3
             from botocore.config import Config
 
-            self.client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEY,
-                                       aws_secret_access_key=S3_SECRET, region_name=REGION,
-                                       config=Config(s3={"addressing_style": "path"}))
+            self.client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=S3_KEY,
+                aws_secret_access_key=S3_SECRET,
+                region_name=REGION,
+                config=Config(s3={"addressing_style": "path"}),
+            )
         if self.scenario == "records":
             per = -(-N_RECORDS // SHARDS)
             s, k = divmod(i, per)
-            body = self.client.get_object(Bucket="loader", Key=self.keys[s],
-                                          Range=f"bytes={k * RECORD}-{(k + 1) * RECORD - 1}")["Body"].read()
+            body = self.client.get_object(
+                Bucket="loader",
+                Key=self.keys[s],
+                Range=f"bytes={k * RECORD}-{(k + 1) * RECORD - 1}",
+            )["Body"].read()
         else:
             body = self.client.get_object(Bucket="loader", Key=self.keys[i])["Body"].read()
         sample = np.frombuffer(bytearray(body), dtype=np.uint8)  # writable, as torch wants
@@ -156,9 +167,16 @@ def torch_loader(endpoint: str, scenario: str):
     if __package__ and package_parent not in sys.path:
         sys.path.append(package_parent)
 
-    return tud.DataLoader(Boto3Samples(endpoint, scenario), batch_size=BATCH, shuffle=True, num_workers=2,
-                          collate_fn=collate_records if scenario == "records" else collate_objects,
-                          multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=2)
+    return tud.DataLoader(
+        Boto3Samples(endpoint, scenario),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=2,
+        collate_fn=collate_records if scenario == "records" else collate_objects,
+        multiprocessing_context="spawn",
+        persistent_workers=True,
+        prefetch_factor=2,
+    )
 
 
 # -- s3dlio --------------------------------------------------------------------------
@@ -182,14 +200,20 @@ def s3dlio_batches(endpoint: str, scenario: str) -> Iterator[object]:
             continue
         recs = np.frombuffer(memoryview(obj), dtype=np.uint8).reshape(-1, *SHAPE)
         for a in range(0, len(recs), BATCH):
-            yield (recs[a:a + BATCH].transpose(0, 3, 1, 2).astype(np.float32) - mean) / std
+            yield (recs[a : a + BATCH].transpose(0, 3, 1, 2).astype(np.float32) - mean) / std
     if batch:
         yield batch
 
 
 def _s3dlio_env(endpoint: str) -> None:
-    os.environ.update({"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": REGION,
-                       "AWS_ENDPOINT_URL": endpoint})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+    )
     import s3dlio
 
     s3dlio.configure_s3(endpoint_url=endpoint, region=REGION)
@@ -218,7 +242,9 @@ def samples_per_s(batches: object, n_batches: int | None = None) -> float:
     return rate
 
 
-def _runs(endpoint: str, scenario: str, loaders: tuple[str, ...]) -> tuple[dict[str, Callable[[], float]], list]:
+def _runs(
+    endpoint: str, scenario: str, loaders: tuple[str, ...]
+) -> tuple[dict[str, Callable[[], float]], list]:
     runs: dict[str, Callable[[], float]] = {}
     owned: list = []
     for name, shuffle in (("fastload", True), ("fastload_in_order", False)):
@@ -241,8 +267,9 @@ def _runs(endpoint: str, scenario: str, loaders: tuple[str, ...]) -> tuple[dict[
     return runs, owned
 
 
-def measure_all(scenarios: tuple[str, ...] = SCENARIOS, loaders: tuple[str, ...] = LOADERS,
-                rounds: int = 3) -> dict[str, dict[str, float]]:
+def measure_all(
+    scenarios: tuple[str, ...] = SCENARIOS, loaders: tuple[str, ...] = LOADERS, rounds: int = 3
+) -> dict[str, dict[str, float]]:
     """{scenario: {loader: best samples/s}} over ``rounds`` interleaved rounds after a
     warm-up, all against one server (s3dlio keeps its first endpoint for the process)."""
     results = {}

@@ -49,7 +49,7 @@ def _dataset() -> str:
         path = os.path.join(bucket, "small", f"obj-{i:05d}.bin")
         if not os.path.exists(path):
             with open(path, "wb") as f:
-                f.write(block[i % 251:] + block[: i % 251])
+                f.write(block[i % 251 :] + block[: i % 251])
     for name in os.listdir(os.path.join(bucket, "small")):  # a smaller count than last time
         if int(name[4:9]) >= SMALL_COUNT:
             os.remove(os.path.join(bucket, "small", name))
@@ -76,16 +76,27 @@ def run_all(scenarios: tuple[str, ...] = ("big", "small"), rounds: int = ROUNDS)
     root = _dataset()
     results: dict = {}
     with rclone_server(root) as endpoint:
-        cfg = {"endpoint": endpoint, "key": S3_KEY, "secret": S3_SECRET, "repeat": 1,
-               "big_uri": "s3://bench/big.bin", "big_size": BIG_MIB << 20,
-               "small_prefix": "s3://bench/small/",
-               "small_uris": [f"s3://bench/small/obj-{i:05d}.bin" for i in range(SMALL_COUNT)]}
+        cfg = {
+            "endpoint": endpoint,
+            "key": S3_KEY,
+            "secret": S3_SECRET,
+            "repeat": 1,
+            "big_uri": "s3://bench/big.bin",
+            "big_size": BIG_MIB << 20,
+            "small_prefix": "s3://bench/small/",
+            "small_uris": [f"s3://bench/small/obj-{i:05d}.bin" for i in range(SMALL_COUNT)],
+        }
         env = {**os.environ, "PYTHONPATH": _fastload_root(fastload)}
         for scenario in scenarios:
             for _ in range(rounds):
                 for client in RUNS[scenario]:
-                    out = subprocess.run([sys.executable, CLIENTS_SCRIPT, client, scenario, json.dumps(cfg)],
-                                         env=env, capture_output=True, text=True, timeout=600)
+                    out = subprocess.run(
+                        [sys.executable, CLIENTS_SCRIPT, client, scenario, json.dumps(cfg)],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                    )
                     if out.returncode != 0:
                         raise RuntimeError(f"{client}/{scenario} failed: {out.stderr[-2000:]}")
                     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -159,6 +170,8 @@ if __name__ == "__main__":
     for scenario, by_client in res.items():
         fl = by_client["fastload"]
         for client, r in by_client.items():
-            print(f"{scenario:5s} {client:9s} {r['bytes'] / r['seconds'] / MB:9.1f} MB/s "
-                  f"{r['cpu_seconds'] / (r['bytes'] / GIB):6.2f} CPU s/GiB  "
-                  f"fastload/{client} = {r['seconds'] / fl['seconds']:.2f}x")
+            print(
+                f"{scenario:5s} {client:9s} {r['bytes'] / r['seconds'] / MB:9.1f} MB/s "
+                f"{r['cpu_seconds'] / (r['bytes'] / GIB):6.2f} CPU s/GiB  "
+                f"fastload/{client} = {r['seconds'] / fl['seconds']:.2f}x"
+            )

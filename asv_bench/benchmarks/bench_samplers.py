@@ -26,7 +26,9 @@ def _samplers():
         import torch.utils.data as torch_data
     except ImportError:
         return fns
-    slow = torch_data.DistributedSampler(range(N), num_replicas=WORLD, rank=RANK, shuffle=True, seed=1)
+    slow = torch_data.DistributedSampler(
+        range(N), num_replicas=WORLD, rank=RANK, shuffle=True, seed=1
+    )
     slow.set_epoch(1)
     fns["torch_distributed_sampler"] = lambda: list(slow)
     return fns

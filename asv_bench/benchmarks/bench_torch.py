@@ -74,12 +74,21 @@ def make_loaders(path: str) -> dict:
     from fastload.plan.datasets import RecordDataset
 
     common = {"num_workers": WORKERS, "persistent_workers": True, "prefetch_factor": 2}
-    adapter = TorchIterableDataset(RecordDataset([path], SHAPE, labels=np.arange(N)), batch_size=BATCH,
-                                   shuffle=True, memory_format="channels_last")
+    adapter = TorchIterableDataset(
+        RecordDataset([path], SHAPE, labels=np.arange(N)),
+        batch_size=BATCH,
+        shuffle=True,
+        memory_format="channels_last",
+    )
     return {
         "adapter": tud.DataLoader(adapter, batch_size=None, **common),
-        "collate_fn": tud.DataLoader(NumpyRecords(path), batch_size=BATCH, shuffle=True,
-                                     collate_fn=TorchCollate(memory_format="channels_last"), **common),
+        "collate_fn": tud.DataLoader(
+            NumpyRecords(path),
+            batch_size=BATCH,
+            shuffle=True,
+            collate_fn=TorchCollate(memory_format="channels_last"),
+            **common,
+        ),
         "default": tud.DataLoader(NumpyRecords(path), batch_size=BATCH, shuffle=True, **common),
     }
 
@@ -102,7 +111,9 @@ def measure(epochs: int = EPOCHS) -> dict[str, float]:
         epoch_rate(dl)
     best = dict.fromkeys(loaders, 0.0)
     for epoch in range(1, epochs + 1):
-        loaders["adapter"].dataset.set_epoch(epoch)  # a new order per epoch, as shuffle=True gives the others
+        loaders["adapter"].dataset.set_epoch(
+            epoch
+        )  # a new order per epoch, as shuffle=True gives the others
         for name, dl in loaders.items():
             best[name] = max(best[name], epoch_rate(dl))
     best["ratio"] = best["adapter"] / best["default"]

@@ -48,7 +48,9 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int = 5) -> d
 
 def data_dir() -> str:
     """Where benchmark data lives between runs (FASTLOAD_BENCH_DIR or the temp dir)."""
-    d = os.environ.get("FASTLOAD_BENCH_DIR") or os.path.join(tempfile.gettempdir(), "fastload-bench")
+    d = os.environ.get("FASTLOAD_BENCH_DIR") or os.path.join(
+        tempfile.gettempdir(), "fastload-bench"
+    )
     os.makedirs(d, exist_ok=True)
     return d
 
@@ -93,9 +95,25 @@ def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = shutil.which("rclone") or "rclone"
-    proc = subprocess.Popen([exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-                             f"{S3_KEY},{S3_SECRET}", "--etag-hash", "", "--config", "/dev/null", root],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{S3_KEY},{S3_SECRET}",
+            "--etag-hash",
+            "",
+            "--config",
+            "/dev/null",
+            root,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
     for _ in range(400):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

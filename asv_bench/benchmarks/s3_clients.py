@@ -41,8 +41,12 @@ def _fastload(cfg: dict, scenario: str) -> Callable[[], int]:
     import fastload
     from fastload.storage.uri import parse_uri
 
-    opts = {"endpoint_url": cfg["endpoint"], "access_key_id": cfg["key"],
-            "secret_access_key": cfg["secret"], "region": REGION}
+    opts = {
+        "endpoint_url": cfg["endpoint"],
+        "access_key_id": cfg["key"],
+        "secret_access_key": cfg["secret"],
+        "region": REGION,
+    }
     if scenario == "big":
         eng = fastload.RangeEngine(part_size=32 << 20, max_inflight_parts=8, **opts)
         size = cfg["big_size"]
@@ -82,9 +86,14 @@ def _boto3_client(cfg: dict, pool: int):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=cfg["endpoint"], aws_access_key_id=cfg["key"],
-                        aws_secret_access_key=cfg["secret"], region_name=REGION,
-                        config=Config(s3={"addressing_style": "path"}, max_pool_connections=pool))
+    return boto3.client(
+        "s3",
+        endpoint_url=cfg["endpoint"],
+        aws_access_key_id=cfg["key"],
+        aws_secret_access_key=cfg["secret"],
+        region_name=REGION,
+        config=Config(s3={"addressing_style": "path"}, max_pool_connections=pool),
+    )
 
 
 def _boto3(cfg: dict, scenario: str) -> Callable[[], int]:
@@ -99,7 +108,7 @@ def _boto3(cfg: dict, scenario: str) -> Callable[[], int]:
         def part(r: tuple[int, int]) -> None:
             o, n = r
             body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={o}-{o + n - 1}")["Body"]
-            view[o:o + n] = body.read()
+            view[o : o + n] = body.read()
 
         def run() -> int:
             list(ex.map(part, _split(size, 8)))
@@ -125,11 +134,27 @@ def _curl(cfg: dict, scenario: str) -> Callable[[], int]:
     size = cfg["big_size"]
 
     def run() -> int:
-        procs = [subprocess.Popen(
-            ["curl", "-sf", "-o", "/dev/null", "-r", f"{o}-{o + n - 1}", "--aws-sigv4",
-             f"aws:amz:{REGION}:s3", "--user", f"{cfg['key']}:{cfg['secret']}", url])
-            for o, n in _split(size, 8)]
-        if any([p.wait() != 0 for p in procs]):  # a list: wait for every process, not the first failure
+        procs = [
+            subprocess.Popen(
+                [
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-r",
+                    f"{o}-{o + n - 1}",
+                    "--aws-sigv4",
+                    f"aws:amz:{REGION}:s3",
+                    "--user",
+                    f"{cfg['key']}:{cfg['secret']}",
+                    url,
+                ]
+            )
+            for o, n in _split(size, 8)
+        ]
+        if any(
+            [p.wait() != 0 for p in procs]
+        ):  # a list: wait for every process, not the first failure
             raise RuntimeError("a curl process failed")
         return size
 
@@ -155,6 +180,12 @@ def measure(client: str, scenario: str, cfg: dict, repeat: int) -> dict:
 if __name__ == "__main__":
     client, scenario, cfg_json = sys.argv[1:4]
     cfg = json.loads(cfg_json)
-    os.environ.update({"AWS_ACCESS_KEY_ID": cfg["key"], "AWS_SECRET_ACCESS_KEY": cfg["secret"],
-                       "AWS_REGION": REGION, "AWS_ENDPOINT_URL": cfg["endpoint"]})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": cfg["key"],
+            "AWS_SECRET_ACCESS_KEY": cfg["secret"],
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": cfg["endpoint"],
+        }
+    )
     print(json.dumps(measure(client, scenario, cfg, int(cfg.get("repeat", 2)))))

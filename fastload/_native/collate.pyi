@@ -15,6 +15,7 @@ ISA_CODES: dict[str, int]
 
 def best_isa() -> str: ...
 def cpu_count() -> int: ...
+
 class CollatePlan:
     sample_in: int
     sample_out: int

@@ -45,9 +45,12 @@ def batch_signature(loader: DataLoader) -> Signature:
     plan = loader.collate_plan
     if plan is None or loader.transforms_on:
         why = "ragged samples" if plan is None else "a transform that may change the shape"
-        raise ValueError(f"the batch shape is not known before reading ({why}): "
-                         "pass output_signature explicitly")
-    sig: list[tuple[tuple[int | None, ...], np.dtype]] = [((None, *plan.out_sample_shape), plan.out_dtype)]
+        raise ValueError(
+            f"the batch shape is not known before reading ({why}): pass output_signature explicitly"
+        )
+    sig: list[tuple[tuple[int | None, ...], np.dtype]] = [
+        ((None, *plan.out_sample_shape), plan.out_dtype)
+    ]
     if loader.dataset.has_labels:
         y = loader.dataset.labels_for(np.zeros(1, dtype=np.int64))
         assert y is not None
@@ -62,10 +65,14 @@ def tf_dataset(loader: DataLoader, output_signature: Any = None) -> Any:
     import tensorflow as tf
 
     if loader.consumer != "numpy":
-        raise ValueError(f"tf_dataset needs a loader with consumer='numpy', not {loader.consumer!r}")
+        raise ValueError(
+            f"tf_dataset needs a loader with consumer='numpy', not {loader.consumer!r}"
+        )
     if output_signature is None:
-        specs = tuple(tf.TensorSpec(shape=shape, dtype=tf.as_dtype(dtype))
-                      for shape, dtype in batch_signature(loader))
+        specs = tuple(
+            tf.TensorSpec(shape=shape, dtype=tf.as_dtype(dtype))
+            for shape, dtype in batch_signature(loader)
+        )
         output_signature = specs[0] if len(specs) == 1 else specs
 
     def batches() -> Iterator[Any]:

@@ -29,12 +29,27 @@ class TorchCollate:
     handing it to the main process copies nothing.
     """
 
-    def __init__(self, *, layout: str = "HWC", memory_format: str | None = "auto", dtype: Any = None,
-                 mean: Any = None, std: Any = None, scale: Any = None, num_threads: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        layout: str = "HWC",
+        memory_format: str | None = "auto",
+        dtype: Any = None,
+        mean: Any = None,
+        std: Any = None,
+        scale: Any = None,
+        num_threads: int = 0,
+    ) -> None:
         self.plan = choose_layout(memory_format, layout, "torch")  # checks the knobs now
         self.kernel_args: dict[str, Any] = {
-            "layout": layout, "memory_format": memory_format, "dtype": dtype, "mean": mean,
-            "std": std, "scale": scale, "num_threads": num_threads, "consumer": "torch",
+            "layout": layout,
+            "memory_format": memory_format,
+            "dtype": dtype,
+            "mean": mean,
+            "std": std,
+            "scale": scale,
+            "num_threads": num_threads,
+            "consumer": "torch",
         }
         self._plans: dict[tuple[tuple[int, ...], np.dtype], CollatePlan] = {}
 

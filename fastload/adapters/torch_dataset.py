@@ -48,12 +48,24 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
     ``pin_memory=True``).
     """
 
-    def __init__(self, dataset: Dataset, options: LoaderOptions | None = None, *, rank: int | None = None,
-                 world_size: int | None = None, dtype: Any = None, mean: Any = None, std: Any = None,
-                 scale: float | None = None, **knobs: Any) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        options: LoaderOptions | None = None,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        dtype: Any = None,
+        mean: Any = None,
+        std: Any = None,
+        scale: float | None = None,
+        **knobs: Any,
+    ) -> None:
         super().__init__()
         if not isinstance(dataset, Dataset):
-            raise TypeError(f"TorchIterableDataset needs a fastload Dataset, got {type(dataset).__name__}")
+            raise TypeError(
+                f"TorchIterableDataset needs a fastload Dataset, got {type(dataset).__name__}"
+            )
         options = options if options is not None else LoaderOptions()
         options = options.replace(**knobs) if knobs else options
         options.validate_for(len(dataset))
@@ -89,8 +101,9 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         """The options for this process: its rank's share, its torch worker's part of it."""
         rank, world = self._rank()
         worker, workers = resolve_worker(None, None)
-        opts = self.options.replace(shard_rank=rank, shard_world_size=world, worker_id=worker,
-                                    num_workers_pytorch=workers)
+        opts = self.options.replace(
+            shard_rank=rank, shard_world_size=world, worker_id=worker, num_workers_pytorch=workers
+        )
         if torch.utils.data.get_worker_info() is not None:
             # A worker copies batches into shared slots: pinning there buys nothing, and a
             # forked child must not call CUDA. torch's pin_memory=True pins in the main process.
@@ -101,7 +114,13 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         """This process's fastload DataLoader (made once per process, worker and rank)."""
         opts = self._config_here()
         cfg = opts.config
-        key = (os.getpid(), cfg.shard_rank, cfg.shard_world_size, cfg.worker_id, cfg.num_workers_pytorch)
+        key = (
+            os.getpid(),
+            cfg.shard_rank,
+            cfg.shard_world_size,
+            cfg.worker_id,
+            cfg.num_workers_pytorch,
+        )
         if self._loader is None or self._loader_key != key:
             # A forked worker inherits the parent's loader object: never reuse it there.
             self._loader = DataLoader(self.dataset, opts, consumer="torch", **self.output_args)
@@ -118,15 +137,22 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         """Batches per epoch for this rank (all torch workers together)."""
         rank, world = self._rank()
-        cfg = self.options.config.replace(shard_rank=rank, shard_world_size=world, worker_id=0,
-                                          num_workers_pytorch=1)
-        return len(batch_slices(make_sampler(cfg, len(self.dataset)).rank_len, cfg.batch_size, cfg.drop_last))
+        cfg = self.options.config.replace(
+            shard_rank=rank, shard_world_size=world, worker_id=0, num_workers_pytorch=1
+        )
+        return len(
+            batch_slices(
+                make_sampler(cfg, len(self.dataset)).rank_len, cfg.batch_size, cfg.drop_last
+            )
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_loader"] = state["_loader_key"] = None  # threads and buffers stay in their process
         if multiprocessing.context.get_spawning_popen() is None:
-            state["_epoch"] = self.epoch  # plain pickling, not to a starting worker: a value, not the share
+            state["_epoch"] = (
+                self.epoch
+            )  # plain pickling, not to a starting worker: a value, not the share
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -38,7 +38,9 @@ def _round_up(n: int, to: int) -> int:
 def dense(t: Any) -> Any:
     """``t`` if its strides describe a dense block of ``numel`` elements (so the same strides
     fit a slot of that size), else a contiguous copy."""
-    dense = t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+    dense = t.is_contiguous() or (
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    )
     return t if dense else t.contiguous()
 
 
@@ -56,8 +58,9 @@ class SlotRing:
 
     def slot(self, k: int) -> Any:
         start = _HEADER + k * self.slot_bytes
-        return torch.from_numpy(np.frombuffer(self.segment.mm, dtype=np.uint8, count=self.slot_bytes,
-                                              offset=start))
+        return torch.from_numpy(
+            np.frombuffer(self.segment.mm, dtype=np.uint8, count=self.slot_bytes, offset=start)
+        )
 
 
 def _reserve(segment: Segment) -> None:
@@ -70,9 +73,12 @@ def _reserve(segment: Segment) -> None:
         if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             return  # a filesystem without fallocate: pages come on first touch
         segment.unlink()
-        raise SharedMemoryFull(exc.errno, f"fastload: no room for {segment.nbytes} bytes of batch slots in "
-                               f"{os.path.dirname(segment.path)} ({exc.strerror}); enlarge it "
-                               "(docker: --shm-size) or use smaller batches") from None
+        raise SharedMemoryFull(
+            exc.errno,
+            f"fastload: no room for {segment.nbytes} bytes of batch slots in "
+            f"{os.path.dirname(segment.path)} ({exc.strerror}); enlarge it "
+            "(docker: --shm-size) or use smaller batches",
+        ) from None
     finally:
         os.close(fd)
 
@@ -97,14 +103,22 @@ class Reservation:
     def place(self, i: int, t: Any) -> Any:
         """Copy tensor ``t`` to its place ``i`` in the slot; returns the slot-side tensor."""
         off, n = self.offsets[i], t.numel() * t.element_size()
-        dst = self.slot[off:off + n].view(t.dtype).as_strided(t.shape, t.stride())
+        dst = self.slot[off : off + n].view(t.dtype).as_strided(t.shape, t.stride())
         return dst.copy_(t)
 
     def reduce(self, tensors: Sequence[Any], single: bool) -> tuple[Any, ...]:
         """Pickle form of ``tensors`` (views of this slot): the main process rebuilds them."""
         self.handed_over[0] = True
-        specs = [(t.data_ptr() - self.slot.data_ptr(), t.numel() * t.element_size(),
-                  str(t.dtype).removeprefix("torch."), tuple(t.shape), t.stride()) for t in tensors]
+        specs = [
+            (
+                t.data_ptr() - self.slot.data_ptr(),
+                t.numel() * t.element_size(),
+                str(t.dtype).removeprefix("torch."),
+                tuple(t.shape),
+                t.stride(),
+            )
+            for t in tensors
+        ]
         return _rebuild_shared, (*self.where, specs, single)
 
 
@@ -144,7 +158,9 @@ class SlotSender:
 
     def reserve(self, tensors: Sequence[Any], first_nbytes: int | None = None) -> Reservation:
         """A slot with room for ``tensors`` (and, when given, ``first_nbytes`` before them)."""
-        sizes = ([] if first_nbytes is None else [first_nbytes]) + [t.numel() * t.element_size() for t in tensors]
+        sizes = ([] if first_nbytes is None else [first_nbytes]) + [
+            t.numel() * t.element_size() for t in tensors
+        ]
         offsets, end = [], 0
         for n in sizes:
             offsets.append(end)
@@ -185,8 +201,11 @@ def warn_once_shm(exc: OSError) -> None:
     global _shm_warned
     if not _shm_warned:
         _shm_warned = True
-        warnings.warn(f"{exc.strerror}: handing batches to torch's own pickling instead", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{exc.strerror}: handing batches to torch's own pickling instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 _sender: SlotSender | None = None
@@ -238,13 +257,16 @@ def _release_slot(busy: np.ndarray, slot: int) -> None:
     busy[slot] = 0
 
 
-def _rebuild_shared(name: str, pid: int, slot_bytes: int, slot: int, specs: list[tuple[Any, ...]],
-                    single: bool) -> Any:
+def _rebuild_shared(
+    name: str, pid: int, slot_bytes: int, slot: int, specs: list[tuple[Any, ...]], single: bool
+) -> Any:
     mm = _mapping(name, pid)
     anchor = np.frombuffer(mm, dtype=np.uint8, count=slot_bytes, offset=_HEADER + slot * slot_bytes)
     # Every tensor below views one storage that holds ``anchor``: it dies with the last of them.
     weakref.finalize(anchor, _release_slot, np.frombuffer(mm, dtype=np.uint8, count=slot + 1), slot)
     base = torch.from_numpy(anchor)
-    out = tuple(base[off:off + n].view(getattr(torch, dtype)).as_strided(shape, stride)
-                for off, n, dtype, shape, stride in specs)
+    out = tuple(
+        base[off : off + n].view(getattr(torch, dtype)).as_strided(shape, stride)
+        for off, n, dtype, shape, stride in specs
+    )
     return out[0] if single else out

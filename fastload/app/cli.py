@@ -24,12 +24,17 @@ def _size_arg(text: str) -> int:
     try:
         return int(float(t[:-1] if mult > 1 else t) * mult)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4096, 512KiB, 8MiB)") from None
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (examples: 4096, 512KiB, 8MiB)"
+        ) from None
 
 
 def _engine(args: argparse.Namespace) -> RangeEngine:
-    return RangeEngine(part_size=args.part_size, max_inflight_parts=args.inflight,
-                       page_cache_mode=args.page_cache_mode)
+    return RangeEngine(
+        part_size=args.part_size,
+        max_inflight_parts=args.inflight,
+        page_cache_mode=args.page_cache_mode,
+    )
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -73,9 +78,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             dt = time.perf_counter() - t
             best = min(best, dt)
             print(f"run {i + 1}: {size / dt / 1e6:10.1f} MB/s  ({dt * 1e3:.1f} ms)")
-    print(f"best: {size / best / 1e6:.1f} MB/s over {size} bytes "
-          f"(part_size={args.part_size}, "
-          f"max_inflight_parts={eng.inflight_for(parse_uri(args.uri).scheme)})")
+    print(
+        f"best: {size / best / 1e6:.1f} MB/s over {size} bytes "
+        f"(part_size={args.part_size}, "
+        f"max_inflight_parts={eng.inflight_for(parse_uri(args.uri).scheme)})"
+    )
     return 0
 
 
@@ -91,11 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def engine_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--part-size", type=_size_arg, default=8 * MIB, help="bytes per part (8MiB)")
-        sp.add_argument("--inflight", type=int, default=None,
-                        help="parts in flight (default: 4 for files, 32 for http(s)/s3)")
-        sp.add_argument("--page-cache-mode", default="auto",
-                        choices=["auto", "sequential", "random", "dont_need", "normal"])
+        sp.add_argument(
+            "--part-size", type=_size_arg, default=8 * MIB, help="bytes per part (8MiB)"
+        )
+        sp.add_argument(
+            "--inflight",
+            type=int,
+            default=None,
+            help="parts in flight (default: 4 for files, 32 for http(s)/s3)",
+        )
+        sp.add_argument(
+            "--page-cache-mode",
+            default="auto",
+            choices=["auto", "sequential", "random", "dont_need", "normal"],
+        )
 
     demo = sub.add_parser("demo", help="write a synthetic image dataset and load it")
     demo.add_argument("--dir", default=None, help="where to write it (a temp folder)")
@@ -106,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", help="copy an object to a file")
     get.add_argument("uri")
-    get.add_argument("-o", "--output", help="target file, '-' for stdout (default: the object's name)")
+    get.add_argument(
+        "-o", "--output", help="target file, '-' for stdout (default: the object's name)"
+    )
     engine_args(get)
     get.set_defaults(func=cmd_get)
 

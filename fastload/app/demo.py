@@ -15,8 +15,13 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-def write_image_records(folder: str, n_images: int, shape: tuple[int, ...] = IMAGE_SHAPE,
-                        per_shard: int = 500, seed: int = 0) -> list[str]:
+def write_image_records(
+    folder: str,
+    n_images: int,
+    shape: tuple[int, ...] = IMAGE_SHAPE,
+    per_shard: int = 500,
+    seed: int = 0,
+) -> list[str]:
     """Shards of random uint8 HWC images, ``per_shard`` per file; returns their paths."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
@@ -29,7 +34,9 @@ def write_image_records(folder: str, n_images: int, shape: tuple[int, ...] = IMA
     return paths
 
 
-def run_demo(root: str | None = None, epochs: int = 3, n_images: int = 2000, batch_size: int = 64) -> dict:
+def run_demo(
+    root: str | None = None, epochs: int = 3, n_images: int = 2000, batch_size: int = 64
+) -> dict:
     """Write ``n_images`` synthetic 64x64x3 images as records under ``root`` (a temp folder
     when None, removed afterwards), load them ``epochs`` times shuffled into float32 NCHW
     normalised batches, print samples/s and MB/s per epoch and return the figures."""
@@ -37,9 +44,15 @@ def run_demo(root: str | None = None, epochs: int = 3, n_images: int = 2000, bat
     from fastload.plan.datasets import RecordDataset
 
     if epochs < 1 or n_images < 1 or batch_size < 1:
-        raise ValueError(f"epochs, n_images and batch_size must be >= 1, got {epochs}, {n_images}, {batch_size}")
+        raise ValueError(
+            f"epochs, n_images and batch_size must be >= 1, got {epochs}, {n_images}, {batch_size}"
+        )
     owned = root is None
-    folder = tempfile.mkdtemp(prefix="fastload-demo-") if root is None else os.path.join(root, "fastload-demo")
+    folder = (
+        tempfile.mkdtemp(prefix="fastload-demo-")
+        if root is None
+        else os.path.join(root, "fastload-demo")
+    )
     try:
         write_image_records(folder, n_images)
         labels = np.arange(n_images) % 10
@@ -47,10 +60,19 @@ def run_demo(root: str | None = None, epochs: int = 3, n_images: int = 2000, bat
         record = ds.sample_nbytes or 0
         results: list[dict[str, Any]] = []
         batch_shape: tuple[int, ...] = ()
-        with DataLoader(ds, batch_size=batch_size, shuffle=True, memory_format="channels_first",
-                        dtype=np.float32, mean=IMAGENET_MEAN, std=IMAGENET_STD) as loader:
-            print(f"fastload demo: {n_images} images {IMAGE_SHAPE} uint8 in {len(ds.uris)} shards "
-                  f"under {folder}, batch {batch_size}, {len(loader)} batches per epoch")
+        with DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=True,
+            memory_format="channels_first",
+            dtype=np.float32,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        ) as loader:
+            print(
+                f"fastload demo: {n_images} images {IMAGE_SHAPE} uint8 in {len(ds.uris)} shards "
+                f"under {folder}, batch {batch_size}, {len(loader)} batches per epoch"
+            )
             for epoch in range(epochs):
                 t = time.perf_counter()
                 samples = 0
@@ -66,8 +88,10 @@ def run_demo(root: str | None = None, epochs: int = 3, n_images: int = 2000, bat
                     "mb_per_s": samples * record / seconds / 1e6,
                 }
                 results.append(row)
-                print(f"  epoch {epoch}: {samples} samples in {seconds:.3f} s: "
-                      f"{row['samples_per_s']:,.0f} samples/s, {row['mb_per_s']:,.1f} MB/s read")
+                print(
+                    f"  epoch {epoch}: {samples} samples in {seconds:.3f} s: "
+                    f"{row['samples_per_s']:,.0f} samples/s, {row['mb_per_s']:,.1f} MB/s read"
+                )
             report = loader.report()
         return {
             "folder": folder,

@@ -23,7 +23,9 @@ class Progress:
             try:
                 from tqdm import tqdm  # optional extra
 
-                self._tqdm = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=self.stream)
+                self._tqdm = tqdm(
+                    total=total, unit="B", unit_scale=True, desc=label, file=self.stream
+                )
             except ImportError:
                 pass
 

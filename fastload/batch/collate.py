@@ -68,10 +68,14 @@ def _kernel_dtypes(src: np.dtype, out: np.dtype | str, normalised: bool) -> tupl
     if out == src and not normalised:
         return _native.DT_RAW, _native.DT_RAW
     if normalised and out not in _FLOAT_OUT:
-        raise TypeError(f"mean/std/scale need a float output dtype (float32, float16 or "
-                        f"bfloat16), not {_dtype_name(out)}")
+        raise TypeError(
+            f"mean/std/scale need a float output dtype (float32, float16 or "
+            f"bfloat16), not {_dtype_name(out)}"
+        )
     if out not in _CONVERSIONS.get(src, ()):
-        pairs = "; ".join(f"{s.name} -> {', '.join(map(_dtype_name, o))}" for s, o in _CONVERSIONS.items())
+        pairs = "; ".join(
+            f"{s.name} -> {', '.join(map(_dtype_name, o))}" for s, o in _CONVERSIONS.items()
+        )
         raise TypeError(
             f"cannot collate {src} samples into {_dtype_name(out)}: supported conversions are "
             f"{pairs}, and any dtype to itself"
@@ -87,8 +91,10 @@ def _per_channel(name: str, value: Any, channels: int, default: float) -> np.nda
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a number or a sequence of numbers: {exc}") from None
     if arr.ndim > 1 or arr.size not in (1, channels):
-        raise ValueError(f"{name} has {arr.size} values but the samples have {channels} "
-                         f"channel(s): give one value or one per channel")
+        raise ValueError(
+            f"{name} has {arr.size} values but the samples have {channels} "
+            f"channel(s): give one value or one per channel"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}={value!r} must be finite")
     return np.broadcast_to(arr.reshape(-1), (channels,)).astype(np.float64)
@@ -118,9 +124,9 @@ class CollatePlan:
     sample_shape: tuple[int, ...]
     src_dtype: np.dtype
     out_sample_shape: tuple[int, ...]
-    out_dtype: np.dtype           # bfloat16 is held as its uint16 bits
+    out_dtype: np.dtype  # bfloat16 is held as its uint16 bits
     bf16: bool
-    layout: LayoutPlan | None      # None: not an image (no layout conversion)
+    layout: LayoutPlan | None  # None: not an image (no layout conversion)
     normalised: bool
     native: _native.CollatePlan
 
@@ -157,21 +163,37 @@ class CollatePlan:
             raise ValueError("out must be C-contiguous and aligned")
         return out
 
-    def run_slab(self, slab: Any, offsets: np.ndarray, out: np.ndarray, stats: dict | None = None) -> np.ndarray:
+    def run_slab(
+        self, slab: Any, offsets: np.ndarray, out: np.ndarray, stats: dict | None = None
+    ) -> np.ndarray:
         """Samples at byte ``offsets`` of ``slab`` into ``out`` (checked by the bridge)."""
         return self._run(None, slab, offsets, out, stats)
 
-    def run_samples(self, arrays: Sequence[Any], out: np.ndarray, stats: dict | None = None) -> np.ndarray:
+    def run_samples(
+        self, arrays: Sequence[Any], out: np.ndarray, stats: dict | None = None
+    ) -> np.ndarray:
         """C-contiguous sample buffers into ``out`` (the bridge checks their sizes)."""
         return self._run(arrays, None, None, out, stats)
 
-    def _run(self, samples: Any, slab: Any, offsets: np.ndarray | None, out: np.ndarray,
-             stats: dict | None) -> np.ndarray:
+    def _run(
+        self,
+        samples: Any,
+        slab: Any,
+        offsets: np.ndarray | None,
+        out: np.ndarray,
+        stats: dict | None,
+    ) -> np.ndarray:
         kernel_layout = self.layout.kernel_layout if self.layout else None
         if out.size == 0:  # nothing to move (no samples, or an empty dimension)
             if stats is not None:
-                stats.update(work_units=0, unit_bytes=0, threads=0, isa=None,
-                             transposed=False, kernel_layout=kernel_layout)
+                stats.update(
+                    work_units=0,
+                    unit_bytes=0,
+                    threads=0,
+                    isa=None,
+                    transposed=False,
+                    kernel_layout=kernel_layout,
+                )
             return out
         info = self.native.run(samples, slab, offsets, out)
         if stats is not None:
@@ -180,13 +202,26 @@ class CollatePlan:
         return out
 
 
-def plan_collate(sample_shape: tuple[int, ...], src_dtype: np.dtype, *, layout: str = "HWC",
-                 memory_format: str | None = "auto", consumer: str = "numpy", dtype: Any = None,
-                 mean: Any = None, std: Any = None, scale: Any = None, num_threads: int = 0,
-                 collate_buffer_size: int = 0, isa: str = "auto") -> CollatePlan:
+def plan_collate(
+    sample_shape: tuple[int, ...],
+    src_dtype: np.dtype,
+    *,
+    layout: str = "HWC",
+    memory_format: str | None = "auto",
+    consumer: str = "numpy",
+    dtype: Any = None,
+    mean: Any = None,
+    std: Any = None,
+    scale: Any = None,
+    num_threads: int = 0,
+    collate_buffer_size: int = 0,
+    isa: str = "auto",
+) -> CollatePlan:
     """Check every argument and decide the batch layout for samples of one shape and dtype."""
     num_threads = check_int("num_threads", num_threads, 0, INT32_MAX, type_error=True)
-    unit_bytes = check_int("collate_buffer_size", collate_buffer_size, 0, INT64_MAX, type_error=True)
+    unit_bytes = check_int(
+        "collate_buffer_size", collate_buffer_size, 0, INT64_MAX, type_error=True
+    )
     check_choice("isa", isa, ISAS)
     image_plan = choose_layout(memory_format, layout, consumer)  # checks the knobs for any sample
     plan: LayoutPlan | None = image_plan
@@ -214,13 +249,30 @@ def plan_collate(sample_shape: tuple[int, ...], src_dtype: np.dtype, *, layout: 
     # bfloat16 (the one str dtype) is held as its uint16 bits.
     out_dtype = np.dtype(np.uint16) if isinstance(out_dt, str) else out_dt
     native = _native.CollatePlan(
-        pixels=pixels, channels=channels, src_channels_last=src_cl, dst_channels_last=dst_cl,
-        src_dtype=src_code, dst_dtype=dst_code, src_itemsize=src_dtype.itemsize,
-        dst_itemsize=out_dtype.itemsize, scale=scale_arr, shift=shift_arr, unit_bytes=unit_bytes,
-        nthreads=num_threads, isa=isa,
+        pixels=pixels,
+        channels=channels,
+        src_channels_last=src_cl,
+        dst_channels_last=dst_cl,
+        src_dtype=src_code,
+        dst_dtype=dst_code,
+        src_itemsize=src_dtype.itemsize,
+        dst_itemsize=out_dtype.itemsize,
+        scale=scale_arr,
+        shift=shift_arr,
+        unit_bytes=unit_bytes,
+        nthreads=num_threads,
+        isa=isa,
     )
-    return CollatePlan(tuple(sample_shape), src_dtype, out_sample, out_dtype, isinstance(out_dt, str),
-                       plan, normalised, native)
+    return CollatePlan(
+        tuple(sample_shape),
+        src_dtype,
+        out_sample,
+        out_dtype,
+        isinstance(out_dt, str),
+        plan,
+        normalised,
+        native,
+    )
 
 
 def sample_arrays(samples: Sequence[Any]) -> list[np.ndarray]:
@@ -282,9 +334,18 @@ def collate(
     """
     arrays = sample_arrays(samples)
     plan = plan_collate(
-        arrays[0].shape, arrays[0].dtype, layout=layout, memory_format=memory_format,
-        consumer=consumer, dtype=dtype, mean=mean, std=std, scale=scale,
-        num_threads=num_threads, collate_buffer_size=collate_buffer_size, isa=isa,
+        arrays[0].shape,
+        arrays[0].dtype,
+        layout=layout,
+        memory_format=memory_format,
+        consumer=consumer,
+        dtype=dtype,
+        mean=mean,
+        std=std,
+        scale=scale,
+        num_threads=num_threads,
+        collate_buffer_size=collate_buffer_size,
+        isa=isa,
     )
     # the bridge checks that out overlaps no sample (pointer ranges, before the kernel)
     return plan.run_samples(arrays, plan.prepare_out(len(arrays), out), stats)
@@ -337,9 +398,18 @@ def collate_slab(
     if not view.c_contiguous:
         raise ValueError("src must be a C-contiguous buffer")
     plan = plan_collate(
-        shape, src_dt, layout=layout, memory_format=memory_format, consumer=consumer,
-        dtype=dtype, mean=mean, std=std, scale=scale, num_threads=num_threads,
-        collate_buffer_size=collate_buffer_size, isa=isa,
+        shape,
+        src_dt,
+        layout=layout,
+        memory_format=memory_format,
+        consumer=consumer,
+        dtype=dtype,
+        mean=mean,
+        std=std,
+        scale=scale,
+        num_threads=num_threads,
+        collate_buffer_size=collate_buffer_size,
+        isa=isa,
     )
     # the bridge checks that every sample lies inside src
     return plan.run_slab(src, offs, plan.prepare_out(offs.size, out), stats)
@@ -356,15 +426,20 @@ def collate_ragged(
     arrays contribute their bytes in C order.
     """
     num_threads = check_int("num_threads", num_threads, 0, INT32_MAX, type_error=True)
-    unit_bytes = check_int("collate_buffer_size", collate_buffer_size, 0, INT64_MAX, type_error=True)
+    unit_bytes = check_int(
+        "collate_buffer_size", collate_buffer_size, 0, INT64_MAX, type_error=True
+    )
     if isinstance(samples, (str, bytes, bytearray, memoryview)) or not hasattr(samples, "__len__"):
-        raise TypeError(f"samples must be a sequence of bytes-like objects, not "
-                        f"{type(samples).__name__}")
+        raise TypeError(
+            f"samples must be a sequence of bytes-like objects, not {type(samples).__name__}"
+        )
     items = [np.ascontiguousarray(s) if isinstance(s, np.ndarray) else s for s in samples]
     for i, item in enumerate(items):
         if isinstance(item, np.ndarray) and item.dtype.hasobject:
             # numpy exports object arrays as raw PyObject pointers: never bytes of data
-            raise TypeError(f"sample {i} has dtype {item.dtype}: it holds Python objects, not bytes")
+            raise TypeError(
+                f"sample {i} has dtype {item.dtype}: it holds Python objects, not bytes"
+            )
     return _native.gather_ragged(items, num_threads, unit_bytes)
 
 

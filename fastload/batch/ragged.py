@@ -15,7 +15,7 @@ class RaggedBatch(NamedTuple):
     offsets: Any
 
     def sample(self, i: int) -> Any:
-        return self.data[self.offsets[i]:self.offsets[i + 1]]
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
 
     # Shadows tuple.count on purpose: callers (tests, benchmarks) read
     # ``batch.count`` as the number of samples, so the public name stays.

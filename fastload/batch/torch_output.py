@@ -46,7 +46,8 @@ def warn_pin_without_cuda() -> bool:
     warnings.warn(
         "fastload: pin_memory=True but no CUDA device is available, so batches are not "
         "CUDA-pinned (the loader's pin_mode says what the OS granted instead); loading goes on",
-        UserWarning, stacklevel=4,
+        UserWarning,
+        stacklevel=4,
     )
     return True
 
@@ -79,15 +80,24 @@ class TorchOutput:
     batches go (None: stay on the host as views of the pooled buffers).
     """
 
-    def __init__(self, memory_format: str, layout: str, dtype: Any = None, device: Any = None, *,
-                 pin_memory: bool = False, non_blocking: bool = False) -> None:
+    def __init__(
+        self,
+        memory_format: str,
+        layout: str,
+        dtype: Any = None,
+        device: Any = None,
+        *,
+        pin_memory: bool = False,
+        non_blocking: bool = False,
+    ) -> None:
         self.plan = choose_layout(memory_format, layout, "torch") if layout in LAYOUTS else None
         self.bf16 = is_bf16(dtype)
         self.non_blocking = non_blocking
         self.device = None if device is None else torch.device(device)
         if self.device is not None and self.device.type == "cuda" and not cuda_usable():
-            raise RuntimeError(f"device={device!r}: torch sees no CUDA device "
-                               "(torch.cuda.is_available() is False)")
+            raise RuntimeError(
+                f"device={device!r}: torch sees no CUDA device (torch.cuda.is_available() is False)"
+            )
         if pin_memory and not cuda_usable():
             warn_pin_without_cuda()
         self.copy_stream: Any = None
@@ -114,17 +124,27 @@ class TorchOutput:
             out.append(_labels_tensor(y))
         if self.device is not None:
             out = self.to_device(out, arrays, pool)
-        batch = RaggedBatch(out[0], torch.from_numpy(x.offsets)) if isinstance(x, RaggedBatch) else out[0]
+        batch = (
+            RaggedBatch(out[0], torch.from_numpy(x.offsets))
+            if isinstance(x, RaggedBatch)
+            else out[0]
+        )
         return batch if y is None else (batch, out[1])
 
-    def to_device(self, tensors: list[Any], arrays: list[np.ndarray], pool: BufferPool) -> list[Any]:
+    def to_device(
+        self, tensors: list[Any], arrays: list[np.ndarray], pool: BufferPool
+    ) -> list[Any]:
         """Copy ``tensors`` to the device; pooled buffers stay busy until the copy is done."""
         assert self.device is not None
         if self.copy_stream is None:
             return [t.to(self.device) if isinstance(t, torch.Tensor) else t for t in tensors]
         with torch.cuda.stream(self.copy_stream):
-            moved = [t.to(self.device, non_blocking=self.non_blocking) if isinstance(t, torch.Tensor) else t
-                     for t in tensors]
+            moved = [
+                t.to(self.device, non_blocking=self.non_blocking)
+                if isinstance(t, torch.Tensor)
+                else t
+                for t in tensors
+            ]
             done = torch.cuda.Event()
             done.record(self.copy_stream)
         self.consumer_stream.wait_event(done)

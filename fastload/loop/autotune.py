@@ -22,7 +22,10 @@ MAX_INFLIGHT = 64
 
 # (knob, factor): the moves tried from a setting, most useful first.
 MOVES: tuple[tuple[str, float], ...] = (
-    ("max_inflight_parts", 2.0), ("part_size", 2.0), ("max_inflight_parts", 0.5), ("part_size", 0.5),
+    ("max_inflight_parts", 2.0),
+    ("part_size", 2.0),
+    ("max_inflight_parts", 0.5),
+    ("part_size", 0.5),
 )
 
 

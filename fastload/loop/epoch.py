@@ -62,13 +62,17 @@ class Epoch:
         self.ahead = 0
         self.stop = False
         self.failed = False
-        self.ended_by: str | None = None  # set when something else ended the epoch under its iterator
+        self.ended_by: str | None = (
+            None  # set when something else ended the epoch under its iterator
+        )
         self.cancel = CancelToken()
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
         n = min(depth, len(self.todo))
-        self.threads = [threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
-                        for i in range(n)]
+        self.threads = [
+            threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
+            for i in range(n)
+        ]
         for t in self.threads:
             t.start()
 
@@ -107,8 +111,10 @@ class Epoch:
             while True:
                 if self.stop:
                     if self.ended_by is not None:  # not a silent end: the rest of the epoch is lost
-                        raise RuntimeError(f"fastload: this iterator of epoch {self.progress.epoch} was "
-                                           f"ended by {self.ended_by}")
+                        raise RuntimeError(
+                            f"fastload: this iterator of epoch {self.progress.epoch} was "
+                            f"ended by {self.ended_by}"
+                        )
                     raise StopIteration
                 k = self._ready()
                 if k is not None:
@@ -150,7 +156,7 @@ class Epoch:
         if self.in_order:
             k = self.todo[self.next_out]
             return k if k in self.results else None
-        pending = self.todo[self.next_out:self.next_job]
+        pending = self.todo[self.next_out : self.next_job]
         for k in pending:
             if k in self.results:
                 return k

@@ -91,38 +91,66 @@ class DataLoader:
         self.dataset = dataset
         self.consumer = consumer
         # before any buffer exists: pinning must see torch's CUDA runtime
-        self.output_stage = output if output is not None else make_output(consumer, cfg, dataset.layout, dtype,
-                                                                           device)
+        self.output_stage = (
+            output
+            if output is not None
+            else make_output(consumer, cfg, dataset.layout, dtype, device)
+        )
         self.sampler = make_sampler(cfg, len(dataset))
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
-            warnings.warn("the dataset has a transform but enable_transforms is off: it will not run",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                "the dataset has a transform but enable_transforms is off: it will not run",
+                UserWarning,
+                stacklevel=2,
+            )
         # The collate kernel's arguments: checked once, in the plan of each sample shape.
         self._kernel_args: dict[str, Any] = {
-            "layout": dataset.layout or "HWC", "memory_format": cfg.memory_format, "consumer": consumer,
-            "dtype": dtype, "mean": mean, "std": std, "scale": scale,
+            "layout": dataset.layout or "HWC",
+            "memory_format": cfg.memory_format,
+            "consumer": consumer,
+            "dtype": dtype,
+            "mean": mean,
+            "std": std,
+            "scale": scale,
             "collate_buffer_size": cfg.collate_buffer_size,
         }
         self._plans: dict[tuple[tuple[int, ...], np.dtype], CollatePlan] = {}
         self.collate_plan: CollatePlan | None = None
         if dataset.sample_shape is not None:
             self.collate_plan = self._plan_for(tuple(dataset.sample_shape), dataset.dtype)
-        elif not self.transforms_on and not (dtype is None and mean is None and std is None and scale is None):
-            raise ValueError("dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged "
-                             "(use a transform that returns arrays of one shape)")
+        elif not self.transforms_on and not (
+            dtype is None and mean is None and std is None and scale is None
+        ):
+            raise ValueError(
+                "dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged "
+                "(use a transform that returns arrays of one shape)"
+            )
 
         sequential = cfg.reader_mode == "sequential"
         # Sequential reader mode: one request per range, so the native readers must not cut them.
-        self._settings = _TunedSettings(ReadSettings(WHOLE_RANGES if sequential else cfg.part_size,
-                                                     cfg.max_inflight_parts, cfg.page_cache_mode,
-                                                     cfg.timeout_seconds))
+        self._settings = _TunedSettings(
+            ReadSettings(
+                WHOLE_RANGES if sequential else cfg.part_size,
+                cfg.max_inflight_parts,
+                cfg.page_cache_mode,
+                cfg.timeout_seconds,
+            )
+        )
         self._owns_engine = engine is None
         self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
         # The scheme whose default in-flight depth this loader starts from (its first source's).
         self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
-        self.tuner = AutoTuner(self.read_settings.part_size, self.read_settings.inflight_for(self._scheme),
-                               apply=self._settings.apply, tune_part_size=not sequential) if cfg.auto_tune else None
+        self.tuner = (
+            AutoTuner(
+                self.read_settings.part_size,
+                self.read_settings.inflight_for(self._scheme),
+                apply=self._settings.apply,
+                tune_part_size=not sequential,
+            )
+            if cfg.auto_tune
+            else None
+        )
 
         self.pin = cfg.pin_memory or cfg.non_blocking
         self.pool = BufferPool(pin=self.pin, keep=cfg.prefetch + max(cfg.num_workers, 1) + 2)
@@ -132,7 +160,8 @@ class DataLoader:
             warnings.warn(
                 "num_workers > 0 without a transform to run (enable_transforms and a dataset "
                 "transform): reads already run on native threads, so no worker process is started",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
         # Decided once: the same path every batch (a plain function: a bound method kept on
         # self would be a reference cycle, and the loader must die with its last reference).
@@ -142,8 +171,12 @@ class DataLoader:
         self._progress: Progress | None = None
         self._resume: Progress | None = None
         self._current: weakref.ref[Epoch] | None = None
-        self.stats: dict[str, Any] = {"max_read_ahead": 0, "worker_starts": 0, "epoch_start_s": [],
-                                      "epoch_pids": []}
+        self.stats: dict[str, Any] = {
+            "max_read_ahead": 0,
+            "worker_starts": 0,
+            "epoch_start_s": [],
+            "epoch_pids": [],
+        }
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
         if self.pin and self.pool.pin_error is None:
             self._check_pinning()
@@ -165,8 +198,11 @@ class DataLoader:
         probe = self.pool.acquire(1)
         self.pool.release(probe)
         if self.pool.pin_error:
-            warnings.warn(f"pin_memory: buffers are not pinned ({self.pool.pin_error})", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"pin_memory: buffers are not pinned ({self.pool.pin_error})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     # -- the public surface -------------------------------------------------------
     def __len__(self) -> int:
@@ -203,8 +239,13 @@ class DataLoader:
             "part_size": self.read_settings.part_size,
             "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
             "page_cache_mode": self.read_settings.page_cache_mode,
-            "workers": None if self.workers is None else {
-                "pids": self.workers.pids, "context": self.workers.context, "seeds": self.workers.seeds},
+            "workers": None
+            if self.workers is None
+            else {
+                "pids": self.workers.pids,
+                "context": self.workers.context,
+                "seeds": self.workers.seeds,
+            },
             "worker_starts": self.stats["worker_starts"],
             "epoch_pids": list(self.stats["epoch_pids"]),
             "epoch_start_s": list(self.stats["epoch_start_s"]),
@@ -223,12 +264,16 @@ class DataLoader:
         return {
             "epoch": p.epoch,
             "batches_done": sorted(p.done),
-            "samples_done": int(sum(b - a for k, (a, b) in enumerate(self._slices()) if k in p.done)),
+            "samples_done": int(
+                sum(b - a for k, (a, b) in enumerate(self._slices()) if k in p.done)
+            ),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
             # what fixes the order (seed, rank, weights ...); the loader keeps the position itself
-            "sampler": {k: v for k, v in self.sampler.state_dict().items() if k not in ("epoch", "position")},
+            "sampler": {
+                k: v for k, v in self.sampler.state_dict().items() if k not in ("epoch", "position")
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -238,15 +283,21 @@ class DataLoader:
         for key in ("batch_size", "dataset_len", "sampler_len"):
             mine = mine_state[key]
             if state.get(key) != mine:
-                raise ValueError(f"load_state_dict: the state has {key}={state.get(key)!r}, this loader {mine}")
+                raise ValueError(
+                    f"load_state_dict: the state has {key}={state.get(key)!r}, this loader {mine}"
+                )
         theirs = state.get("sampler") or {}
         for key, mine in mine_state["sampler"].items():
             if theirs.get(key) != mine:
-                raise ValueError(f"load_state_dict: the state's sampler has {key}={theirs.get(key)!r}, "
-                                 f"this loader's {mine!r}")
+                raise ValueError(
+                    f"load_state_dict: the state's sampler has {key}={theirs.get(key)!r}, "
+                    f"this loader's {mine!r}"
+                )
         done = {int(k) for k in state["batches_done"]}
         if done and max(done) >= len(self):
-            raise ValueError(f"load_state_dict: batch {max(done)} does not exist ({len(self)} batches)")
+            raise ValueError(
+                f"load_state_dict: batch {max(done)} does not exist ({len(self)} batches)"
+            )
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
@@ -278,16 +329,24 @@ class DataLoader:
         nbytes = (self.dataset.sample_nbytes or 1 << 20) * cfg.batch_size
         transform = self.dataset.transform
         assert transform is not None  # use_workers implies transforms_on, so a transform
-        self.workers = WorkerPool(cfg.num_workers, cfg.multiprocessing_context, transform,
-                                  seed, nbytes, cfg.timeout_seconds)
+        self.workers = WorkerPool(
+            cfg.num_workers,
+            cfg.multiprocessing_context,
+            transform,
+            seed,
+            nbytes,
+            cfg.timeout_seconds,
+        )
         self.stats["worker_starts"] += 1
         self.stats["epoch_pids"].append(self.workers.pids)
 
     def _stop_current(self) -> None:
         ep = self._current() if self._current else None
         if ep is not None:
-            ep.shutdown(ended_by="a newer iter(loader) (one loader runs one epoch at a time; "
-                                 "use a second DataLoader to read two at once)")
+            ep.shutdown(
+                ended_by="a newer iter(loader) (one loader runs one epoch at a time; "
+                "use a second DataLoader to read two at once)"
+            )
 
     def end_epoch(self, failed: bool) -> None:
         """After an epoch's threads stopped: drop workers unless persistent (always after a failure)."""
@@ -334,7 +393,9 @@ class DataLoader:
         return cls._batch_collated
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
-        self.engine.read_into(plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel)
+        self.engine.read_into(
+            plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
+        )
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
 
@@ -351,7 +412,9 @@ class DataLoader:
         slab = self._lease(self.pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
         n = len(plan.indices)
-        x = np.frombuffer(slab, dtype=cp.src_dtype, count=n * (cp.sample_nbytes // cp.src_dtype.itemsize))
+        x = np.frombuffer(
+            slab, dtype=cp.src_dtype, count=n * (cp.sample_nbytes // cp.src_dtype.itemsize)
+        )
         return x.reshape(n, *cp.out_sample_shape)
 
     def _batch_collated(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
@@ -363,13 +426,17 @@ class DataLoader:
         out = self._out_array(len(plan.indices), cp, leases)
         return cp.run_slab(slab, plan.offsets, out, self._collate_stats())
 
-    def _batch_transformed_here(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+    def _batch_transformed_here(
+        self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
+    ) -> Any:
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
         raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
         return self._collate_samples(self._transform_here(raw, plan, k), leases)
 
-    def _batch_from_workers(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+    def _batch_from_workers(
+        self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
+    ) -> Any:
         workers = self.workers
         assert workers is not None
         ds = self.dataset
@@ -382,8 +449,15 @@ class DataLoader:
             ep.status[k] = f"waiting for worker {worker.id} (pid {worker.pid}) to run the transform"
             del slab
             idx = plan.indices
-            samples = worker.run(k, plan.offsets, plan.lengths, ds.sample_shape, ds.dtype, ep.stopped,
-                                 lambda pos: ds.describe(int(idx[pos])))
+            samples = worker.run(
+                k,
+                plan.offsets,
+                plan.lengths,
+                ds.sample_shape,
+                ds.dtype,
+                ep.stopped,
+                lambda pos: ds.describe(int(idx[pos])),
+            )
             x = self._collate_samples(samples, leases)
             del samples
             return x
@@ -402,10 +476,12 @@ class DataLoader:
         samples = []
         for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
             try:
-                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o:o + n]))))  # type: ignore[misc]
+                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
             except Exception as exc:
-                raise TransformError(f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
-                                     f"position {pos} of batch {k}: {type(exc).__name__}: {exc}") from exc
+                raise TransformError(
+                    f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
+                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}"
+                ) from exc
         return samples
 
     def _collate_stats(self) -> dict[str, Any]:
@@ -417,14 +493,19 @@ class DataLoader:
         buf = self._lease(self.pool, n * plan.out_sample_nbytes, leases)
         # numpy's stubs (Python < 3.12) list concrete buffer types, not the buffer protocol
         # that AlignedBuffer implements; a memoryview would change the array's .base chain.
-        flat = np.frombuffer(buf, dtype=plan.out_dtype,  # type: ignore[call-overload]
-                             count=n * (plan.out_sample_nbytes // plan.out_dtype.itemsize))
+        flat = np.frombuffer(
+            buf,
+            dtype=plan.out_dtype,  # type: ignore[call-overload]
+            count=n * (plan.out_sample_nbytes // plan.out_dtype.itemsize),
+        )
         return flat.reshape(plan.out_shape(n))
 
     def _collate_samples(self, samples: list[np.ndarray], leases: Leases) -> Any:
         """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
         first = samples[0] if samples else None
-        if first is not None and all(s.shape == first.shape and s.dtype == first.dtype for s in samples):
+        if first is not None and all(
+            s.shape == first.shape and s.dtype == first.dtype for s in samples
+        ):
             plan = self._plan_for(first.shape, first.dtype)
             out = self._out_array(len(samples), plan, leases)
             arrays = [s if s.flags.c_contiguous else np.ascontiguousarray(s) for s in samples]
@@ -432,13 +513,17 @@ class DataLoader:
         args = self._kernel_args
         if args["dtype"] is not None or args["mean"] is not None or args["scale"] is not None:
             shapes = sorted({(s.shape, str(s.dtype)) for s in samples})[:3]
-            raise ValueError(f"dtype/mean/std/scale need samples of one shape; the transform returned {shapes}")
+            raise ValueError(
+                f"dtype/mean/std/scale need samples of one shape; the transform returned {shapes}"
+            )
         data, offsets = collate_ragged(samples, collate_buffer_size=self.config.collate_buffer_size)
         return RaggedBatch(data, offsets)
 
     @staticmethod
     def _describe(plan: BatchPlan) -> str:
-        names = ", ".join(s.display for s in plan.sources[:3]) + (" ..." if len(plan.sources) > 3 else "")
+        names = ", ".join(s.display for s in plan.sources[:3]) + (
+            " ..." if len(plan.sources) > 3 else ""
+        )
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
 
 

@@ -33,7 +33,9 @@ class NumpyOutput:
 LOADER_CONSUMERS = ("numpy", "torch")
 
 
-def make_output(consumer: str, config: LoaderConfig, layout: str, dtype: Any, device: Any) -> OutputStage:
+def make_output(
+    consumer: str, config: LoaderConfig, layout: str, dtype: Any, device: Any
+) -> OutputStage:
     """The output stage ``consumer`` names, for a loader with ``config``."""
     check_choice("consumer", consumer, tuple(c for c in CONSUMERS if c in LOADER_CONSUMERS))
     if device is not None and consumer != "torch":
@@ -41,6 +43,12 @@ def make_output(consumer: str, config: LoaderConfig, layout: str, dtype: Any, de
     if consumer == "torch":
         from fastload.batch.torch_output import TorchOutput  # torch loads only when asked for
 
-        return TorchOutput(config.memory_format, layout, dtype, device, pin_memory=config.pin_memory,
-                           non_blocking=config.non_blocking)
+        return TorchOutput(
+            config.memory_format,
+            layout,
+            dtype,
+            device,
+            pin_memory=config.pin_memory,
+            non_blocking=config.non_blocking,
+        )
     return NumpyOutput()

@@ -58,17 +58,27 @@ class _SampleError(Exception):
         self.pos = pos
 
 
-def _transform_all(inp: Segment, transform: Callable[[Any], Any], offsets: list[int], lengths: list[int],
-                   shape: tuple[int, ...] | None, dtype: str) -> list[np.ndarray]:
+def _transform_all(
+    inp: Segment,
+    transform: Callable[[Any], Any],
+    offsets: list[int],
+    lengths: list[int],
+    shape: tuple[int, ...] | None,
+    dtype: str,
+) -> list[np.ndarray]:
     """The transform of every sample (zero-copy views of the input segment)."""
     src = np.frombuffer(inp.mm, dtype=np.uint8)
     results = []
     for i, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
         try:
-            raw = src[o:o + n]
-            r = np.ascontiguousarray(transform(raw if shape is None else raw.view(dtype).reshape(shape)))
+            raw = src[o : o + n]
+            r = np.ascontiguousarray(
+                transform(raw if shape is None else raw.view(dtype).reshape(shape))
+            )
             if r.dtype.hasobject:
-                raise TypeError(f"the transform returned {r.dtype} data; it must return numeric arrays")
+                raise TypeError(
+                    f"the transform returned {r.dtype} data; it must return numeric arrays"
+                )
         except Exception as exc:
             raise _SampleError(i) from exc
         results.append(r)
@@ -86,13 +96,23 @@ def _pack(out: Segment | None, results: list[np.ndarray]) -> tuple[Segment, str 
         new_name = out.name
     dst = np.frombuffer(out.mm, dtype=np.uint8)
     for r, s in zip(results, starts[:-1], strict=False):
-        dst[s:s + r.nbytes] = r.reshape(-1).view(np.uint8)
+        dst[s : s + r.nbytes] = r.reshape(-1).view(np.uint8)
     del dst
-    return out, new_name, [(int(s), r.shape, r.dtype.str) for r, s in zip(results, starts[:-1], strict=False)]
+    return (
+        out,
+        new_name,
+        [(int(s), r.shape, r.dtype.str) for r, s in zip(results, starts[:-1], strict=False)],
+    )
 
 
-def _worker_main(worker_id: int, num_workers: int, seed: int, transform: Callable[[Any], Any],
-                 conn: Any, input_name: str) -> None:
+def _worker_main(
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    transform: Callable[[Any], Any],
+    conn: Any,
+    input_name: str,
+) -> None:
     global _worker_info
     # Independent, reproducible streams per worker for the usual random modules.
     np.random.seed(seed % 2**32)
@@ -112,13 +132,22 @@ def _worker_main(worker_id: int, num_workers: int, seed: int, transform: Callabl
             continue
         _, batch, offsets, lengths, shape, dtype = msg
         try:
-            out, new_name, meta = _pack(out, _transform_all(inp, transform, offsets, lengths, shape, dtype))
+            out, new_name, meta = _pack(
+                out, _transform_all(inp, transform, offsets, lengths, shape, dtype)
+            )
             conn.send(("ok", batch, new_name, meta))
         except _SampleError as err:  # reported to the loader, which raises it
             exc = err.__cause__
             assert exc is not None
-            conn.send(("error", batch, err.pos, f"{type(exc).__name__}: {exc}",
-                       "".join(traceback.format_exception(exc))))
+            conn.send(
+                (
+                    "error",
+                    batch,
+                    err.pos,
+                    f"{type(exc).__name__}: {exc}",
+                    "".join(traceback.format_exception(exc)),
+                )
+            )
         except Exception as exc:
             conn.send(("error", batch, -1, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
@@ -126,16 +155,25 @@ def _worker_main(worker_id: int, num_workers: int, seed: int, transform: Callabl
 class Worker:
     """One worker process, its pipe and its two segments (seen from the loader)."""
 
-    def __init__(self, ctx: Any, worker_id: int, num_workers: int, seed: int,
-                 transform: Callable[[Any], Any], input_bytes: int) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        worker_id: int,
+        num_workers: int,
+        seed: int,
+        transform: Callable[[Any], Any],
+        input_bytes: int,
+    ) -> None:
         self.id = worker_id
         self.input = Segment(input_bytes)
         self.output: Segment | None = None
         self._seq = 0
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_worker_main, name=f"fastload-worker-{worker_id}",
-            args=(worker_id, num_workers, seed, transform, child, self.input.name), daemon=True,
+            target=_worker_main,
+            name=f"fastload-worker-{worker_id}",
+            args=(worker_id, num_workers, seed, transform, child, self.input.name),
+            daemon=True,
         )
         try:
             self.proc.start()
@@ -148,28 +186,39 @@ class Worker:
             child.close()
         self.pid = self.proc.pid
 
-    def wait_ready(self, stopped: Callable[[], bool], deadline: tuple[float, float] | None = None) -> None:
+    def wait_ready(
+        self, stopped: Callable[[], bool], deadline: tuple[float, float] | None = None
+    ) -> None:
         """Wait for the worker's "ready"; ``deadline``: (time.monotonic() limit, the timeout it came from)."""
         while True:
-            reply = self._recv(stopped, "starting" if self._seq == 0 else "mapping its input", deadline)
+            reply = self._recv(
+                stopped, "starting" if self._seq == 0 else "mapping its input", deadline
+            )
             if reply[0] == "ok" and reply[2] is not None:
                 self._attach_output(reply[2])
             if reply[0] == "ready":
                 break
         self.input.unlink()  # both sides have it mapped now
 
-    def _recv(self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None = None) -> Any:
+    def _recv(
+        self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None = None
+    ) -> Any:
         while not self.conn.poll(_POLL_S):
             if not self.proc.is_alive():
                 self._died(doing)
             if stopped():
                 raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): loader stopped")
             if deadline is not None and time.monotonic() > deadline[0]:
-                raise TimeoutError(f"fastload worker {self.id} (pid {self.pid}) not ready after {deadline[1]:g} s "
-                                   f"(timeout_seconds) while {doing}")
+                raise TimeoutError(
+                    f"fastload worker {self.id} (pid {self.pid}) not ready after {deadline[1]:g} s "
+                    f"(timeout_seconds) while {doing}"
+                )
         try:
             return self.conn.recv()
-        except (EOFError, ConnectionResetError):  # a duplex pipe is a socket: a killed peer may reset it
+        except (
+            EOFError,
+            ConnectionResetError,
+        ):  # a duplex pipe is a socket: a killed peer may reset it
             self.proc.join(1.0)
             self._died(doing)
 
@@ -182,7 +231,11 @@ class Worker:
     def _died(self, doing: str) -> None:
         self.proc.join(1.0)
         code = self.proc.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        how = (
+            f"was killed by signal {-code}"
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
         raise WorkerError(f"fastload worker {self.id} (pid {self.pid}) {how} while {doing}")
 
     def input_view(self, nbytes: int, stopped: Callable[[], bool]) -> memoryview:
@@ -190,18 +243,29 @@ class Worker:
         if self.input.nbytes < nbytes:
             self.input.close()
             self.input = Segment(nbytes * 5 // 4)
-            self._send(("input", self.input.name), "waiting for work (before its input segment grew)")
+            self._send(
+                ("input", self.input.name), "waiting for work (before its input segment grew)"
+            )
             self.wait_ready(stopped)
         return memoryview(self.input.mm)[:nbytes]
 
-    def run(self, batch: int, offsets: np.ndarray, lengths: np.ndarray,
-            shape: tuple[int, ...] | None, dtype: np.dtype, stopped: Callable[[], bool],
-            describe: Callable[[int], str] = lambda pos: f"sample at position {pos}") -> list[np.ndarray]:
+    def run(
+        self,
+        batch: int,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        shape: tuple[int, ...] | None,
+        dtype: np.dtype,
+        stopped: Callable[[], bool],
+        describe: Callable[[int], str] = lambda pos: f"sample at position {pos}",
+    ) -> list[np.ndarray]:
         """Transform one batch; the samples returned are views of the output segment.
         ``describe(pos)`` names the batch's ``pos``-th sample in a transform error."""
         self._seq += 1
-        self._send(("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str),
-                   f"waiting for work (before batch {batch} was sent to it)")
+        self._send(
+            ("batch", self._seq, offsets.tolist(), lengths.tolist(), shape, dtype.str),
+            f"waiting for work (before batch {batch} was sent to it)",
+        )
         while True:
             reply = self._recv(stopped, f"transforming batch {batch}")
             if reply[0] == "ok" and reply[2] is not None:
@@ -211,18 +275,21 @@ class Worker:
         if reply[0] == "error":
             _, _, pos, what, tb = reply
             if pos < 0:
-                raise WorkerError(f"fastload worker {self.id} (pid {self.pid}): packing the results of batch "
-                                  f"{batch} failed: {what}\n--- worker traceback ---\n{tb}")
+                raise WorkerError(
+                    f"fastload worker {self.id} (pid {self.pid}): packing the results of batch "
+                    f"{batch} failed: {what}\n--- worker traceback ---\n{tb}"
+                )
             raise WorkerTransformError(
                 f"fastload worker {self.id} (pid {self.pid}): the transform failed on {describe(pos)}, "
-                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}")
+                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}"
+            )
         assert self.output is not None
         buf = np.frombuffer(self.output.mm, dtype=np.uint8)
         out = []
         for start, shp, dt in reply[3]:
             d = np.dtype(dt)
             n = int(np.prod(shp, dtype=np.int64)) * d.itemsize
-            out.append(buf[start:start + n].view(d).reshape(shp))
+            out.append(buf[start : start + n].view(d).reshape(shp))
         return out
 
     def _attach_output(self, name: str) -> None:
@@ -261,15 +328,23 @@ class WorkerPool:
     own stream and a rerun with the same seed repeats every stream.
     """
 
-    def __init__(self, num_workers: int, context: str, transform: Callable[[Any], Any],
-                 seed: int | list[int], input_bytes: int, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        num_workers: int,
+        context: str,
+        transform: Callable[[Any], Any],
+        seed: int | list[int],
+        input_bytes: int,
+        timeout: float | None = None,
+    ) -> None:
         if threading.active_count() > 1 and context == "fork":
             import warnings
 
             warnings.warn(
                 f"fastload: forking workers while {threading.active_count() - 1} other thread(s) "
                 "are alive; a child may inherit a held lock. Prefer 'spawn' or 'forkserver'.",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
         self.context = context
         ctx = multiprocessing.get_context(context)
@@ -280,7 +355,9 @@ class WorkerPool:
         self._cond = threading.Condition()
         try:
             for i in range(num_workers):
-                self.workers.append(Worker(ctx, i, num_workers, self.seeds[i], transform, input_bytes))
+                self.workers.append(
+                    Worker(ctx, i, num_workers, self.seeds[i], transform, input_bytes)
+                )
             # Started in parallel, so one deadline for all (a hung start must not hang iter()).
             deadline = None if timeout is None else (time.monotonic() + timeout, timeout)
             for w in self.workers:

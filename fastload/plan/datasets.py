@@ -115,7 +115,9 @@ class Dataset:
         n = len(self)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             bad = int(idx[(idx < 0) | (idx >= n)][0])
-            raise IndexError(f"{type(self).__name__}: sample index {bad} out of range for {n} samples")
+            raise IndexError(
+                f"{type(self).__name__}: sample index {bad} out of range for {n} samples"
+            )
         return idx
 
     @property
@@ -156,7 +158,9 @@ class Dataset:
         src, off, length = (int(a[0]) for a in self.sample_ranges(idx))
         raw = np.empty(length, dtype=np.uint8)
         if length:
-            (self._engine or default_engine()).read_into([self.sources[src]], np.array([[0, off, length, 0]]), raw)
+            (self._engine or default_engine()).read_into(
+                [self.sources[src]], np.array([[0, off, length, 0]]), raw
+            )
         sample = self.view_sample(raw)
         labels = self.labels_for(idx)  # None exactly when not has_labels
         if labels is not None:
@@ -233,9 +237,13 @@ def _check_shape(shape: Any, what: str) -> tuple[int, ...]:
     try:
         out = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: record_shape must be a tuple of positive integers, got {shape!r}") from None
+        raise ValueError(
+            f"{what}: record_shape must be a tuple of positive integers, got {shape!r}"
+        ) from None
     if not out or any(d <= 0 for d in out):
-        raise ValueError(f"{what}: record_shape must be a tuple of positive integers, got {shape!r}")
+        raise ValueError(
+            f"{what}: record_shape must be a tuple of positive integers, got {shape!r}"
+        )
     return out
 
 
@@ -273,12 +281,16 @@ class RecordDataset(_ShardedRecords):
         nbytes = self.sample_nbytes or 0
         stride = nbytes if record_stride is None else int(record_stride)
         if stride < nbytes:
-            raise ValueError(f"RecordDataset: record_stride {stride} is smaller than a record ({nbytes} bytes)")
+            raise ValueError(
+                f"RecordDataset: record_stride {stride} is smaller than a record ({nbytes} bytes)"
+            )
         if header_bytes < 0:
             raise ValueError(f"RecordDataset: header_bytes must be >= 0, got {header_bytes}")
         engine = self._engine = engine or default_engine()
         self._set_sources(resolve_uris(shards, engine, "RecordDataset"))
-        sizes = np.asarray([engine.size(s) for s in self.sources] if sizes is None else sizes, dtype=np.int64)
+        sizes = np.asarray(
+            [engine.size(s) for s in self.sources] if sizes is None else sizes, dtype=np.int64
+        )
         body = sizes - header_bytes
         # The last record may omit the stride's padding.
         counts = np.where(body >= nbytes, (body - nbytes) // stride + 1, 0)
@@ -367,7 +379,9 @@ class NpyDataset(_ShardedRecords):
                     f"every file must hold samples of one shape and dtype"
                 )
         counts = [shape[0] for _, shape, _ in headers] if self.rows else [1] * len(headers)
-        self._set_shards(np.array([h[2] for h in headers]), np.array(counts), self.sample_nbytes or 0)
+        self._set_shards(
+            np.array([h[2] for h in headers]), np.array(counts), self.sample_nbytes or 0
+        )
 
     def _read_headers(self, engine: RangeEngine) -> list[tuple[np.dtype, tuple[int, ...], int]]:
         sizes = np.array([engine.size(s) for s in self.sources], dtype=np.int64)
@@ -378,7 +392,9 @@ class NpyDataset(_ShardedRecords):
         headers = self._probe(engine, self.sources, probe)
         long = [i for i, h in enumerate(headers) if h[2] > probe[i]]
         if long:
-            again = self._probe(engine, [self.sources[i] for i in long], np.array([headers[i][2] for i in long]))
+            again = self._probe(
+                engine, [self.sources[i] for i in long], np.array([headers[i][2] for i in long])
+            )
             for i, h in zip(long, again, strict=False):
                 headers[i] = h
         for uri, size, (dt, shape, off) in zip(self.uris, sizes, headers, strict=False):
@@ -388,10 +404,16 @@ class NpyDataset(_ShardedRecords):
         return headers
 
     @staticmethod
-    def _probe(engine: RangeEngine, sources: list[ParsedURI],
-               lengths: np.ndarray) -> list[tuple[np.dtype, tuple[int, ...], int]]:
+    def _probe(
+        engine: RangeEngine, sources: list[ParsedURI], lengths: np.ndarray
+    ) -> list[tuple[np.dtype, tuple[int, ...], int]]:
         dst = np.concatenate(([0], np.cumsum(lengths)))
-        table = np.stack([np.arange(len(sources)), np.zeros(len(sources), np.int64), lengths, dst[:-1]], axis=1)
+        table = np.stack(
+            [np.arange(len(sources)), np.zeros(len(sources), np.int64), lengths, dst[:-1]], axis=1
+        )
         buf = np.empty(int(dst[-1]), dtype=np.uint8)
         engine.read_into(sources, table.astype(np.int64), buf)
-        return [parse_npy_header(buf[dst[i]:dst[i + 1]].tobytes(), s.uri) for i, s in enumerate(sources)]
+        return [
+            parse_npy_header(buf[dst[i] : dst[i + 1]].tobytes(), s.uri)
+            for i, s in enumerate(sources)
+        ]

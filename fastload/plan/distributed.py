@@ -57,10 +57,13 @@ def _environment_rank() -> tuple[int, int] | None:
         raise ValueError(
             f"environment has RANK={os.environ.get('RANK')!r} (LOCAL_RANK="
             f"{os.environ.get('LOCAL_RANK')!r}) but WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: "
-            "set both, or pass shard_rank and shard_world_size explicitly")
+            "set both, or pass shard_rank and shard_world_size explicitly"
+        )
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"environment RANK={rank} / WORLD_SIZE={world} is not a valid rank "
-                         "(need WORLD_SIZE >= 1 and 0 <= RANK < WORLD_SIZE)")
+        raise ValueError(
+            f"environment RANK={rank} / WORLD_SIZE={world} is not a valid rank "
+            "(need WORLD_SIZE >= 1 and 0 <= RANK < WORLD_SIZE)"
+        )
     return rank, world
 
 
@@ -69,8 +72,13 @@ def discovered_rank_and_world_size() -> tuple[int, int] | None:
     return _torch_process_group() or _environment_rank()
 
 
-def _resolve(value: int | None, count: int | None,
-             discover: Callable[[], tuple[int, int] | None], knob: str, count_knob: str) -> tuple[int, int]:
+def _resolve(
+    value: int | None,
+    count: int | None,
+    discover: Callable[[], tuple[int, int] | None],
+    knob: str,
+    count_knob: str,
+) -> tuple[int, int]:
     # fill only the Nones, so an explicit half of the pair still wins
     if value is None or count is None:
         found = discover() or (0, 1)
@@ -83,7 +91,9 @@ def _resolve(value: int | None, count: int | None,
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Fill the ``None``s of (rank, world_size) by discovery and check the pair."""
-    return _resolve(rank, world_size, discovered_rank_and_world_size, "shard_rank", "shard_world_size")
+    return _resolve(
+        rank, world_size, discovered_rank_and_world_size, "shard_rank", "shard_world_size"
+    )
 
 
 def rank_and_world_size(config: LoaderConfig) -> tuple[int, int]:

@@ -116,36 +116,69 @@ class LoaderConfig:
         check_int("num_workers", self.num_workers, 0)
         check_int("prefetch", self.prefetch, 1)
         check_int("part_size", self.part_size, MIN_PART_SIZE)
-        check_int("max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True)
+        check_int(
+            "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True
+        )
         check_int("shard_rank", self.shard_rank, 0, optional=True)
         check_int("shard_world_size", self.shard_world_size, 1, optional=True)
         check_int("worker_id", self.worker_id, 0, optional=True)
         check_int("num_workers_pytorch", self.num_workers_pytorch, 1, optional=True)
         check_int("generator_seed", self.generator_seed, 0, optional=True)
         check_int("collate_buffer_size", self.collate_buffer_size, 0)
-        for knob in ("drop_last", "shuffle", "auto_tune", "pin_memory", "persistent_workers",
-                     "replacement", "non_blocking", "enable_transforms"):
+        for knob in (
+            "drop_last",
+            "shuffle",
+            "auto_tune",
+            "pin_memory",
+            "persistent_workers",
+            "replacement",
+            "non_blocking",
+            "enable_transforms",
+        ):
             check_bool(knob, getattr(self, knob))
         check_choice("loading_mode", self.loading_mode, LOADING_MODES)
         check_choice("reader_mode", self.reader_mode, READER_MODES)
         check_choice("multiprocessing_context", self.multiprocessing_context, MP_CONTEXTS)
         if self.multiprocessing_context not in multiprocessing.get_all_start_methods():
-            raise fail("multiprocessing_context", self.multiprocessing_context,
-                        "this platform does not offer that start method")
+            raise fail(
+                "multiprocessing_context",
+                self.multiprocessing_context,
+                "this platform does not offer that start method",
+            )
         check_choice("sampler_type", self.sampler_type, SAMPLER_TYPES)
         check_choice("memory_format", self.memory_format, LOADER_MEMORY_FORMATS)
         check_choice("page_cache_mode", self.page_cache_mode, PAGE_CACHE_MODES)
-        object.__setattr__(self, "timeout_seconds", check_number(
-            "timeout_seconds", self.timeout_seconds, maximum=MAX_TIMEOUT_S, optional=True,
-            what="a number of seconds"))
-        if (self.shard_rank is not None and self.shard_world_size is not None
-                and self.shard_rank >= self.shard_world_size):
-            raise fail("shard_rank", self.shard_rank,
-                        f"must be < shard_world_size ({self.shard_world_size})")
-        if (self.worker_id is not None and self.num_workers_pytorch is not None
-                and self.worker_id >= self.num_workers_pytorch):
-            raise fail("worker_id", self.worker_id,
-                        f"must be < num_workers_pytorch ({self.num_workers_pytorch})")
+        object.__setattr__(
+            self,
+            "timeout_seconds",
+            check_number(
+                "timeout_seconds",
+                self.timeout_seconds,
+                maximum=MAX_TIMEOUT_S,
+                optional=True,
+                what="a number of seconds",
+            ),
+        )
+        if (
+            self.shard_rank is not None
+            and self.shard_world_size is not None
+            and self.shard_rank >= self.shard_world_size
+        ):
+            raise fail(
+                "shard_rank",
+                self.shard_rank,
+                f"must be < shard_world_size ({self.shard_world_size})",
+            )
+        if (
+            self.worker_id is not None
+            and self.num_workers_pytorch is not None
+            and self.worker_id >= self.num_workers_pytorch
+        ):
+            raise fail(
+                "worker_id",
+                self.worker_id,
+                f"must be < num_workers_pytorch ({self.num_workers_pytorch})",
+            )
         # numpy integers/bools would make the config unhashable-equal to its dict round trip
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -157,15 +190,24 @@ class LoaderConfig:
         if self.sampler_type == "weighted_random" and self.weights is None:
             raise fail("weights", None, "sampler_type 'weighted_random' needs weights")
         if self.sampler_type != "weighted_random" and self.weights is not None:
-            raise fail("weights", self.weights,
-                        f"only act with sampler_type 'weighted_random', not {self.sampler_type!r}")
+            raise fail(
+                "weights",
+                self.weights,
+                f"only act with sampler_type 'weighted_random', not {self.sampler_type!r}",
+            )
         if self.replacement and self.sampler_type == "sequential" and not self.shuffle:
-            raise fail("replacement", True,
-                        "only acts with shuffle=True or sampler_type 'random' / 'weighted_random'")
+            raise fail(
+                "replacement",
+                True,
+                "only acts with shuffle=True or sampler_type 'random' / 'weighted_random'",
+            )
         if self.sampler_type == "distributed_random" and self.replacement:
-            raise fail("replacement", True,
-                        "sampler_type 'distributed_random' draws without replacement; "
-                        "use 'random' for draws with replacement")
+            raise fail(
+                "replacement",
+                True,
+                "sampler_type 'distributed_random' draws without replacement; "
+                "use 'random' for draws with replacement",
+            )
 
     # ---- derived values --------------------------------------------------------------
     @property
@@ -177,8 +219,11 @@ class LoaderConfig:
         """Check the knobs that depend on the dataset (weights length) against ``dataset_len``."""
         check_int("dataset_len", dataset_len, 0)
         if self.weights is not None and len(self.weights) != dataset_len:
-            raise fail("weights", self.weights,
-                        f"has {len(self.weights)} entries but the dataset has {dataset_len} samples")
+            raise fail(
+                "weights",
+                self.weights,
+                f"has {len(self.weights)} entries but the dataset has {dataset_len} samples",
+            )
 
     # ---- conversion ------------------------------------------------------------------
     def replace(self, **changes: Any) -> LoaderConfig:
@@ -220,7 +265,9 @@ class _preset:
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
 
-    def __get__(self, obj: LoaderOptions | None, cls: type[LoaderOptions]) -> Callable[..., LoaderOptions]:
+    def __get__(
+        self, obj: LoaderOptions | None, cls: type[LoaderOptions]
+    ) -> Callable[..., LoaderOptions]:
         return types.MethodType(self.fn, obj if obj is not None else cls())
 
 
@@ -244,7 +291,9 @@ class LoaderOptions:
     @classmethod
     def from_config(cls, config: LoaderConfig) -> LoaderOptions:
         if not isinstance(config, LoaderConfig):
-            raise ValueError(f"LoaderOptions.from_config needs a LoaderConfig, not {type(config).__name__}")
+            raise ValueError(
+                f"LoaderOptions.from_config needs a LoaderConfig, not {type(config).__name__}"
+            )
         new = cls.__new__(cls)
         new._config = config
         return new
@@ -285,7 +334,11 @@ class LoaderOptions:
         for name in FIELD_NAMES:
             value = getattr(self._config, name)
             if value != getattr(DEFAULTS, name):
-                shown = f"<{len(value)} weights>" if name == "weights" and len(value) > 8 else repr(value)
+                shown = (
+                    f"<{len(value)} weights>"
+                    if name == "weights" and len(value) > 8
+                    else repr(value)
+                )
                 parts.append(f"{name}={shown}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
@@ -345,16 +398,25 @@ class LoaderOptions:
     def random_sampling(self, replacement: bool = False) -> LoaderOptions:
         return self._with(sampler_type="random", replacement=replacement, weights=None)
 
-    def weighted_sampling(self, weights: Iterable[float], replacement: bool = True) -> LoaderOptions:
+    def weighted_sampling(
+        self, weights: Iterable[float], replacement: bool = True
+    ) -> LoaderOptions:
         """Draw index i with probability weights[i] / sum(weights); with replacement by
         default (as torch's WeightedRandomSampler)."""
         return self._with(sampler_type="weighted_random", weights=weights, replacement=replacement)
 
-    def distributed_sampling(self, rank: int | None = None, world_size: int | None = None) -> LoaderOptions:
+    def distributed_sampling(
+        self, rank: int | None = None, world_size: int | None = None
+    ) -> LoaderOptions:
         """Shuffle and shard across ranks (torch DistributedSampler semantics); ``None``
         discovers the value from torch.distributed or RANK / WORLD_SIZE at run time."""
-        return self._with(sampler_type="distributed_random", shard_rank=rank,
-                          shard_world_size=world_size, replacement=False, weights=None)
+        return self._with(
+            sampler_type="distributed_random",
+            shard_rank=rank,
+            shard_world_size=world_size,
+            replacement=False,
+            weights=None,
+        )
 
     def sequential_sampling(self) -> LoaderOptions:
         return self._with(sampler_type="sequential", replacement=False, weights=None)
@@ -390,11 +452,18 @@ class LoaderOptions:
         """Feed a GPU: pinned buffers copied with non_blocking, channels_last layout (no
         transpose from NHWC storage; the fast layout for convolutions on tensor cores),
         4 batches read ahead, worker processes kept across epochs."""
-        return self._with(pin_memory=True, non_blocking=True, memory_format="channels_last",
-                          prefetch=max(self._config.prefetch, 4), persistent_workers=True)
+        return self._with(
+            pin_memory=True,
+            non_blocking=True,
+            memory_format="channels_last",
+            prefetch=max(self._config.prefetch, 4),
+            persistent_workers=True,
+        )
 
     @_preset
-    def distributed_optimized(self, rank: int | None = None, world_size: int | None = None) -> LoaderOptions:
+    def distributed_optimized(
+        self, rank: int | None = None, world_size: int | None = None
+    ) -> LoaderOptions:
         """``gpu_optimized`` plus a shuffled shard per rank; ``None`` discovers rank / world
         size from torch.distributed or RANK / WORLD_SIZE at run time."""
         return self.gpu_optimized().distributed_sampling(rank, world_size)
@@ -404,9 +473,15 @@ class LoaderOptions:
         """Everything serial and in this process, so a failure is easy to trace: no worker
         processes, one batch and one part in flight, batches in order, no auto-tuning, and a
         10 s timeout so a hang surfaces as a TimeoutError."""
-        return self._with(num_workers=0, persistent_workers=False, prefetch=1,
-                          max_inflight_parts=1, loading_mode="sequential", auto_tune=False,
-                          timeout_seconds=10.0)
+        return self._with(
+            num_workers=0,
+            persistent_workers=False,
+            prefetch=1,
+            max_inflight_parts=1,
+            loading_mode="sequential",
+            auto_tune=False,
+            timeout_seconds=10.0,
+        )
 
 
 def _field_property(name: str) -> property:
@@ -414,7 +489,9 @@ def _field_property(name: str) -> property:
         return getattr(self._config, name)
 
     read.__name__ = name
-    read.__doc__ = f"The ``{name}`` field (read-only; use a fluent method or replace() to change it)."
+    read.__doc__ = (
+        f"The ``{name}`` field (read-only; use a fluent method or replace() to change it)."
+    )
     return property(read)
 
 

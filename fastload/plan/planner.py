@@ -23,12 +23,12 @@ from fastload.storage.uri import ParsedURI
 class BatchPlan:
     """What to read for one batch and where each sample lands in the slab."""
 
-    indices: np.ndarray        # dataset indices, in batch order
-    sources: list[ParsedURI]   # the objects this batch touches
-    table: np.ndarray          # int64 rows (src, offset, length, dst) into ``sources``
-    offsets: np.ndarray        # slab offset of each sample
-    lengths: np.ndarray        # byte length of each sample
-    nbytes: int                # slab bytes the batch needs
+    indices: np.ndarray  # dataset indices, in batch order
+    sources: list[ParsedURI]  # the objects this batch touches
+    table: np.ndarray  # int64 rows (src, offset, length, dst) into ``sources``
+    offsets: np.ndarray  # slab offset of each sample
+    lengths: np.ndarray  # byte length of each sample
+    nbytes: int  # slab bytes the batch needs
 
     @property
     def requests(self) -> int:

@@ -84,17 +84,21 @@ def worker_count(rank_len: int, worker_id: int, num_workers: int, batch_size: in
     """How many of a rank's ``rank_len`` indices worker ``worker_id`` gets (see split_for_worker)."""
     block = batch_size * num_workers
     full = rank_len // block
-    return full * batch_size + min(max(rank_len - full * block - worker_id * batch_size, 0), batch_size)
+    return full * batch_size + min(
+        max(rank_len - full * block - worker_id * batch_size, 0), batch_size
+    )
 
 
-def split_for_worker(indices: np.ndarray, worker_id: int, num_workers: int, batch_size: int) -> np.ndarray:
+def split_for_worker(
+    indices: np.ndarray, worker_id: int, num_workers: int, batch_size: int
+) -> np.ndarray:
     """Worker ``worker_id``'s batches of ``indices``: batches worker_id, worker_id + num_workers, ..."""
     if num_workers == 1:
         return indices
     block = batch_size * num_workers
     full = len(indices) // block
     head = indices[: full * block].reshape(full, num_workers, batch_size)[:, worker_id, :]
-    tail = indices[full * block:][worker_id * batch_size:(worker_id + 1) * batch_size]
+    tail = indices[full * block :][worker_id * batch_size : (worker_id + 1) * batch_size]
     return np.concatenate([head.reshape(-1), tail])
 
 
@@ -105,15 +109,28 @@ class Sampler:
     (``fastload.plan.distributed``). ``batch_size`` only matters for the split between workers.
     """
 
-    def __init__(self, dataset_len: int, *, seed: int = 0, rank: int | None = 0,
-                 world_size: int | None = 1, drop_last: bool = False, worker_id: int | None = 0,
-                 num_workers: int | None = 1, batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        dataset_len: int,
+        *,
+        seed: int = 0,
+        rank: int | None = 0,
+        world_size: int | None = 1,
+        drop_last: bool = False,
+        worker_id: int | None = 0,
+        num_workers: int | None = 1,
+        batch_size: int = 1,
+    ) -> None:
         check_int("dataset_len", dataset_len, 0)
         check_int("seed", seed, 0)
         check_int("batch_size", batch_size, 1)
         check_bool("drop_last", drop_last)
-        for knob, value, low in (("shard_rank", rank, 0), ("shard_world_size", world_size, 1),
-                                 ("worker_id", worker_id, 0), ("num_workers_pytorch", num_workers, 1)):
+        for knob, value, low in (
+            ("shard_rank", rank, 0),
+            ("shard_world_size", world_size, 1),
+            ("worker_id", worker_id, 0),
+            ("num_workers_pytorch", num_workers, 1),
+        ):
             check_int(knob, value, low, optional=True)
         self.dataset_len = int(dataset_len)
         self.seed = int(seed)
@@ -147,8 +164,9 @@ class Sampler:
         """This rank's and worker's indices of ``epoch`` (default: the current epoch), int64."""
         epoch = self._epoch if epoch is None else epoch
         check_int("epoch", epoch, 0)
-        mine = split_for_worker(self._rank_indices(int(epoch)), self.worker_id,
-                                self.num_workers, self.batch_size)
+        mine = split_for_worker(
+            self._rank_indices(int(epoch)), self.worker_id, self.num_workers, self.batch_size
+        )
         return mine.astype(np.int64, copy=False)
 
     @property
@@ -170,23 +188,30 @@ class Sampler:
 
     def remaining(self) -> np.ndarray:
         """The current epoch's indices not yet consumed: ``indices(epoch)[position:]``."""
-        return self.indices(self._epoch)[self._position:]
+        return self.indices(self._epoch)[self._position :]
 
     def __iter__(self) -> Iterator[int]:
         """The current epoch from ``position`` on; a finished pass resets the position to 0,
         an abandoned one leaves it where it stopped (that is the resume point)."""
         order = self.indices(self._epoch)
         for start in range(self._position, len(order), _ITER_CHUNK):
-            for offset, index in enumerate(order[start:start + _ITER_CHUNK].tolist()):
+            for offset, index in enumerate(order[start : start + _ITER_CHUNK].tolist()):
                 self._position = start + offset + 1
                 yield index
         self._position = 0
 
     def _identity(self) -> dict[str, Any]:
-        return {"sampler": type(self).__name__, "dataset_len": self.dataset_len, "seed": self.seed,
-                "rank": self.rank, "world_size": self.world_size, "worker_id": self.worker_id,
-                "num_workers": self.num_workers, "batch_size": self.batch_size,
-                "drop_last": self.drop_last}
+        return {
+            "sampler": type(self).__name__,
+            "dataset_len": self.dataset_len,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "worker_id": self.worker_id,
+            "num_workers": self.num_workers,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Where this sampler is: epoch, position, and the parameters that fix the order."""
@@ -196,13 +221,17 @@ class Sampler:
         """Continue from ``state``; refuses a state taken from a sampler with another order."""
         for key, mine in self._identity().items():
             if state.get(key) != mine:
-                raise ValueError(f"sampler state does not match this sampler: {key} is "
-                                 f"{state.get(key)!r} in the state but {mine!r} here")
+                raise ValueError(
+                    f"sampler state does not match this sampler: {key} is "
+                    f"{state.get(key)!r} in the state but {mine!r} here"
+                )
         check_int("epoch", state.get("epoch"), 0)
         check_int("position", state.get("position"), 0)
         if state["position"] > len(self):
-            raise ValueError(f"sampler state position={state['position']} is past the end of "
-                             f"the epoch ({len(self)} indices)")
+            raise ValueError(
+                f"sampler state position={state['position']} is past the end of "
+                f"the epoch ({len(self)} indices)"
+            )
         self._epoch = int(state["epoch"])
         self._position = int(state["position"])
 
@@ -248,7 +277,8 @@ class RandomSampler(Sampler):
             if self.rank_len == 0:
                 return np.empty(0, dtype=np.int64)
             return self._generator(epoch, self.rank).integers(
-                0, self.dataset_len, size=self.rank_len, dtype=np.int64)
+                0, self.dataset_len, size=self.rank_len, dtype=np.int64
+            )
         order = self._permutation(epoch, self.dataset_len)
         return take_rank(order, self.rank, self.world_size, self.rank_len)
 
@@ -259,11 +289,19 @@ class DistributedRandomSampler(RandomSampler):
     gets the same count. ``rank`` / ``world_size`` default to discovery (torch.distributed,
     then RANK / WORLD_SIZE). Call ``set_epoch`` each epoch for a new order."""
 
-    def __init__(self, dataset_len: int, *, rank: int | None = None, world_size: int | None = None,
-                 **common: Any) -> None:
+    def __init__(
+        self,
+        dataset_len: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        **common: Any,
+    ) -> None:
         if common.pop("replacement", False):
-            raise ValueError("DistributedRandomSampler draws without replacement: "
-                             "replacement=True is invalid (use RandomSampler)")
+            raise ValueError(
+                "DistributedRandomSampler draws without replacement: "
+                "replacement=True is invalid (use RandomSampler)"
+            )
         super().__init__(dataset_len, replacement=False, rank=rank, world_size=world_size, **common)
 
 
@@ -276,12 +314,20 @@ class WeightedRandomSampler(Sampler):
     earlier), shared by all ranks and split like a permutation; zero weights never appear.
     """
 
-    def __init__(self, weights: Sequence[float] | np.ndarray, *, replacement: bool = True,
-                 dataset_len: int | None = None, **common: Any) -> None:
+    def __init__(
+        self,
+        weights: Sequence[float] | np.ndarray,
+        *,
+        replacement: bool = True,
+        dataset_len: int | None = None,
+        **common: Any,
+    ) -> None:
         check_bool("replacement", replacement)
         w = np.asarray(normalise_weights(weights), dtype=np.float64)
         if dataset_len is not None and dataset_len != len(w):
-            raise ValueError(f"weights has {len(w)} entries but the dataset has {dataset_len} samples")
+            raise ValueError(
+                f"weights has {len(w)} entries but the dataset has {dataset_len} samples"
+            )
         super().__init__(len(w), **common)
         self.replacement = bool(replacement)
         self.weights = w
@@ -302,7 +348,10 @@ class WeightedRandomSampler(Sampler):
             drawn = np.searchsorted(self._cdf, u, side="right")
             # u * total can round up to total; the last positive index is the right answer
             return np.minimum(drawn, self._positive[-1])
-        keys = self._generator(epoch).exponential(size=len(self._positive)) / self.weights[self._positive]
+        keys = (
+            self._generator(epoch).exponential(size=len(self._positive))
+            / self.weights[self._positive]
+        )
         order = self._positive[np.argsort(keys, kind="stable")]
         return take_rank(order, self.rank, self.world_size, self.rank_len)
 
@@ -318,8 +367,12 @@ def make_sampler(config: LoaderConfig, dataset_len: int) -> Sampler:
     rank, world_size = rank_and_world_size(config)
     worker_id, num_workers = worker_and_num_workers(config)
     common: dict[str, Any] = {
-        "seed": config.sampler_seed, "rank": rank, "world_size": world_size,
-        "drop_last": config.drop_last, "worker_id": worker_id, "num_workers": num_workers,
+        "seed": config.sampler_seed,
+        "rank": rank,
+        "world_size": world_size,
+        "drop_last": config.drop_last,
+        "worker_id": worker_id,
+        "num_workers": num_workers,
         "batch_size": config.batch_size,
     }
     kind = config.sampler_type
@@ -329,8 +382,9 @@ def make_sampler(config: LoaderConfig, dataset_len: int) -> Sampler:
         return RandomSampler(dataset_len, replacement=config.replacement, **common)
     if kind == "weighted_random":
         assert config.weights is not None  # LoaderConfig guarantees it
-        return WeightedRandomSampler(config.weights, replacement=config.replacement,
-                                     dataset_len=dataset_len, **common)
+        return WeightedRandomSampler(
+            config.weights, replacement=config.replacement, dataset_len=dataset_len, **common
+        )
     return DistributedRandomSampler(dataset_len, **common)
 
 

@@ -20,8 +20,16 @@ class Backend(Protocol):
 
     def list(self, prefix: ParsedURI) -> list[str]: ...
 
-    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *,
-                  settings: ReadSettings, cancel: Any = None, timeout: float | None = None) -> None: ...
+    def read_into(
+        self,
+        sources: Sequence[ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        *,
+        settings: ReadSettings,
+        cancel: Any = None,
+        timeout: float | None = None,
+    ) -> None: ...
 
     def stats(self) -> dict[str, int]: ...
 

@@ -29,7 +29,9 @@ _draining: list[tuple[AlignedBuffer, BusyHook]] = []
 _draining_lock = threading.Lock()
 
 
-def _still_busy(hooks: list[tuple[AlignedBuffer, BusyHook]]) -> list[tuple[AlignedBuffer, BusyHook]]:
+def _still_busy(
+    hooks: list[tuple[AlignedBuffer, BusyHook]],
+) -> list[tuple[AlignedBuffer, BusyHook]]:
     return [(buf, busy) for buf, busy in hooks if busy()]
 
 
@@ -46,7 +48,9 @@ class BufferPool:
         self._lock = threading.Lock()
         self._buffers: list[AlignedBuffer] = []
         self._leased: set[int] = set()
-        self._hooks: dict[int, tuple[AlignedBuffer, BusyHook]] = {}  # id -> (the buffer, kept alive; hook)
+        self._hooks: dict[
+            int, tuple[AlignedBuffer, BusyHook]
+        ] = {}  # id -> (the buffer, kept alive; hook)
         self.allocations = 0
         self.pin_mode = "none"
         self.pin_error: str | None = None if pin else "pin_memory is off"
@@ -58,10 +62,16 @@ class BufferPool:
         """A buffer of at least ``nbytes`` that nothing views, leased until :meth:`release`."""
         with self._lock:
             if self._hooks:  # forget finished copies, also of buffers the pool no longer holds
-                self._hooks = {id(b): (b, busy) for b, busy in _still_busy(list(self._hooks.values()))}
+                self._hooks = {
+                    id(b): (b, busy) for b, busy in _still_busy(list(self._hooks.values()))
+                }
             best = None
             for buf in self._buffers:
-                if buf.nbytes >= nbytes and (best is None or buf.nbytes < best.nbytes) and self._reusable(buf):
+                if (
+                    buf.nbytes >= nbytes
+                    and (best is None or buf.nbytes < best.nbytes)
+                    and self._reusable(buf)
+                ):
                     best = buf
             if best is None:
                 best = self._allocate(nbytes)

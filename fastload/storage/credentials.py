@@ -30,8 +30,8 @@ class Credentials:
 class S3Config:
     credentials: Credentials | None  # None: anonymous, or nothing found
     region: str
-    endpoint_url: str | None         # None: AWS (virtual-hosted)
-    source: str                      # where the credentials came from, for error messages
+    endpoint_url: str | None  # None: AWS (virtual-hosted)
+    source: str  # where the credentials came from, for error messages
 
 
 def _read_ini(path: str) -> configparser.ConfigParser:
@@ -42,7 +42,9 @@ def _read_ini(path: str) -> configparser.ConfigParser:
         # configparser quotes the offending line, which may hold a secret: name only where it is
         lines = [n for n, _ in getattr(exc, "errors", [])] or [getattr(exc, "lineno", "?")]
         where = ", ".join(str(n) for n in lines)
-        raise ValueError(f"{path}: cannot parse AWS configuration ({type(exc).__name__} at line {where})") from None
+        raise ValueError(
+            f"{path}: cannot parse AWS configuration ({type(exc).__name__} at line {where})"
+        ) from None
     return cp
 
 
@@ -70,27 +72,48 @@ def resolve(
     prof_creds = _section(creds_file, prof_name)
     prof_conf = _section(conf_file, f"profile {prof_name}", prof_name)
     if profile and not prof_creds and not prof_conf:
-        raise ValueError(f"profile={profile!r}: no such profile in the AWS credentials or config file")
+        raise ValueError(
+            f"profile={profile!r}: no such profile in the AWS credentials or config file"
+        )
 
     creds: Credentials | None = None
     source = "anonymous"
     if not anonymous:
         if access_key_id and secret_access_key:
-            creds, source = Credentials(access_key_id, secret_access_key, session_token), "arguments"
+            creds, source = (
+                Credentials(access_key_id, secret_access_key, session_token),
+                "arguments",
+            )
         elif env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not profile:
-            creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
-                                session_token or env.get("AWS_SESSION_TOKEN"))
+            creds = Credentials(
+                env["AWS_ACCESS_KEY_ID"],
+                env["AWS_SECRET_ACCESS_KEY"],
+                session_token or env.get("AWS_SESSION_TOKEN"),
+            )
             source = "environment"
         else:
             merged = {**prof_conf, **prof_creds}
             if merged.get("aws_access_key_id") and merged.get("aws_secret_access_key"):
-                creds = Credentials(merged["aws_access_key_id"], merged["aws_secret_access_key"],
-                                    session_token or merged.get("aws_session_token"))
+                creds = Credentials(
+                    merged["aws_access_key_id"],
+                    merged["aws_secret_access_key"],
+                    session_token or merged.get("aws_session_token"),
+                )
                 source = f"profile {prof_name!r}"
             else:
                 source = "none found"
-    reg = (region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-           or prof_conf.get("region") or DEFAULT_REGION)
-    endpoint = (endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-                or prof_conf.get("endpoint_url") or None)
+    reg = (
+        region
+        or env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or prof_conf.get("region")
+        or DEFAULT_REGION
+    )
+    endpoint = (
+        endpoint_url
+        or env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL")
+        or prof_conf.get("endpoint_url")
+        or None
+    )
     return S3Config(creds, reg, endpoint.rstrip("/") if endpoint else None, source)

@@ -26,8 +26,16 @@ from fastload.storage.read_settings import (
 )
 from fastload.storage.uri import ParsedURI, parse_uri
 
-__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "RangeEngine", "ReadSettings", "default_inflight",
-           "read", "read_ranges", "writable_view"]
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "MIN_PART_SIZE",
+    "RangeEngine",
+    "ReadSettings",
+    "default_inflight",
+    "read",
+    "read_ranges",
+    "writable_view",
+]
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -44,13 +52,17 @@ def writable_view(out: Any, needed: int, what: str) -> memoryview:
     try:
         view = memoryview(out)
     except TypeError:
-        raise TypeError(f"{what}: out must support the buffer protocol, got {type(out).__name__}") from None
+        raise TypeError(
+            f"{what}: out must support the buffer protocol, got {type(out).__name__}"
+        ) from None
     if view.readonly:
         raise ValueError(f"{what}: the destination buffer is read-only")
     if not view.contiguous:
         raise ValueError(f"{what}: the destination buffer is not contiguous")
     if view.nbytes < needed:
-        raise ValueError(f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed")
+        raise ValueError(
+            f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed"
+        )
     if view.format == "B" and view.ndim == 1:
         return view
     if view.c_contiguous and len(view.format.lstrip("@")) == 1:
@@ -118,7 +130,9 @@ class RangeEngine:
                 if b is None:
                     options = dict(self.network_options)
                     if self.timeout is not None and "request_timeout" not in options:
-                        options["request_timeout"] = self.timeout  # HEAD and LIST obey the read timeout too
+                        options["request_timeout"] = (
+                            self.timeout
+                        )  # HEAD and LIST obey the read timeout too
                     b = self._backends[scheme] = make_backend(scheme, options)
         return b
 
@@ -145,8 +159,9 @@ class RangeEngine:
         return list(self.backend(src.scheme).list(src))
 
     # -- reads ----------------------------------------------------------------
-    def read(self, uri: URI, out: Any = None, *, pin: bool = False,
-             settings: ReadSettings | None = None) -> Any:
+    def read(
+        self, uri: URI, out: Any = None, *, pin: bool = False, settings: ReadSettings | None = None
+    ) -> Any:
         """Read a whole object into ``out`` (or a new AlignedBuffer of its size).
 
         ``timeout`` bounds the size query and the read together.
@@ -158,23 +173,42 @@ class RangeEngine:
         ranges = np.array([[0, size]] if size else [], dtype=np.int64).reshape(-1, 2)
         return self._read_ranges(src, ranges, out, pin, settings, deadline, size)
 
-    def read_ranges(self, uri: URI, ranges: Iterable[Range] | np.ndarray, out: Any = None, *,
-                    pin: bool = False, settings: ReadSettings | None = None) -> Any:
+    def read_ranges(
+        self,
+        uri: URI,
+        ranges: Iterable[Range] | np.ndarray,
+        out: Any = None,
+        *,
+        pin: bool = False,
+        settings: ReadSettings | None = None,
+    ) -> Any:
         """Read byte ranges ``(offset, length)`` of one object, packed one after another.
 
         Returns ``out`` or, when it is None, a new AlignedBuffer of the total length.
         """
         src = _parsed(uri)
-        arr = np.asarray(list(ranges) if not isinstance(ranges, np.ndarray) else ranges, dtype=np.int64)
+        arr = np.asarray(
+            list(ranges) if not isinstance(ranges, np.ndarray) else ranges, dtype=np.int64
+        )
         if arr.size == 0:
             arr = arr.reshape(0, 2)
         if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"{src.display}: ranges must be (offset, length) pairs, got shape {arr.shape}")
+            raise ValueError(
+                f"{src.display}: ranges must be (offset, length) pairs, got shape {arr.shape}"
+            )
         settings = settings or self.settings
         return self._read_ranges(src, arr, out, pin, settings, _deadline(settings), 0)
 
-    def _read_ranges(self, src: ParsedURI, arr: np.ndarray, out: Any, pin: bool,
-                     settings: ReadSettings, deadline: float | None, size: int) -> Any:
+    def _read_ranges(
+        self,
+        src: ParsedURI,
+        arr: np.ndarray,
+        out: Any,
+        pin: bool,
+        settings: ReadSettings,
+        deadline: float | None,
+        size: int,
+    ) -> Any:
         table = np.zeros((len(arr), 4), dtype=np.int64)
         table[:, 1:3] = arr
         lengths = arr[:, 1]
@@ -186,8 +220,15 @@ class RangeEngine:
         self._read_checked([src], table, out, settings, None, deadline)
         return out
 
-    def read_into(self, sources: Sequence[URI], table: np.ndarray, out: Any, *,
-                  settings: ReadSettings | None = None, cancel: Any = None) -> None:
+    def read_into(
+        self,
+        sources: Sequence[URI],
+        table: np.ndarray,
+        out: Any,
+        *,
+        settings: ReadSettings | None = None,
+        cancel: Any = None,
+    ) -> None:
         """The general form: rows ``(src, offset, length, dst)`` of an int64 table.
 
         Reads ``length`` bytes at ``offset`` of ``sources[src]`` to ``out[dst:]``.
@@ -199,23 +240,38 @@ class RangeEngine:
         srcs = [_parsed(s) for s in sources]
         table = np.ascontiguousarray(table, dtype=np.int64)
         if table.ndim != 2 or table.shape[1] != 4:
-            raise ValueError(f"the range table must have 4 columns (src, offset, length, dst), got {table.shape}")
+            raise ValueError(
+                f"the range table must have 4 columns (src, offset, length, dst), got {table.shape}"
+            )
         if len(table) == 0:
             return
         _check_table(srcs, table)
         self._read_checked(srcs, table, out, settings, cancel, deadline)
 
-    def _read_checked(self, srcs: Sequence[ParsedURI], table: np.ndarray, out: Any,
-                      settings: ReadSettings, cancel: Any, deadline: float | None) -> None:
+    def _read_checked(
+        self,
+        srcs: Sequence[ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        settings: ReadSettings,
+        cancel: Any,
+        deadline: float | None,
+    ) -> None:
         """``table`` was checked against ``srcs``: split it by scheme, once, and read."""
         if len(table) == 0:
             return
         ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
         last = int(ends.argmax())
-        view = writable_view(out, int(ends[last]), f"{srcs[int(table[last, 0])].display} (range #{last})")
+        view = writable_view(
+            out, int(ends[last]), f"{srcs[int(table[last, 0])].display} (range #{last})"
+        )
         for scheme, sub_srcs, sub_table in split_by_source(srcs, table, lambda s: s.scheme):
             self.backend(str(scheme)).read_into(
-                sub_srcs, sub_table, view, settings=settings, cancel=cancel,
+                sub_srcs,
+                sub_table,
+                view,
+                settings=settings,
+                cancel=cancel,
                 timeout=None if deadline is None else max(deadline - time.monotonic(), 1e-9),
             )
 
@@ -267,7 +323,9 @@ def read(uri: str | os.PathLike[str], out: Any = None, **options: Any) -> Any:
         return eng.read(uri, out, pin=pin)
 
 
-def read_ranges(uri: str | os.PathLike[str], ranges: Iterable[Range], out: Any = None, **options: Any) -> Any:
+def read_ranges(
+    uri: str | os.PathLike[str], ranges: Iterable[Range], out: Any = None, **options: Any
+) -> Any:
     """Read byte ranges of one object, packed one after another."""
     if not options:
         return default_engine().read_ranges(uri, ranges, out)

@@ -35,18 +35,36 @@ class FileBackend:
             dirnames.sort()
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
-                out.append(full if prefix.scheme == "file" and "://" not in prefix.uri
-                           else f"{prefix.scheme}://{full}")
+                out.append(
+                    full
+                    if prefix.scheme == "file" and "://" not in prefix.uri
+                    else f"{prefix.scheme}://{full}"
+                )
         return out
 
-    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *,
-                  settings: ReadSettings, cancel: Any = None, timeout: float | None = None) -> None:
+    def read_into(
+        self,
+        sources: Sequence[ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        *,
+        settings: ReadSettings,
+        cancel: Any = None,
+        timeout: float | None = None,
+    ) -> None:
         # timeout bounds the whole call; the C reader checks it between parts
         # (a pread once started is not cut short).
         parts = file_reader.read_file_ranges(
-            [s.path for s in sources], [s.uri for s in sources], table, out,
-            settings.part_size, settings.inflight_for("direct" if self.direct else "file"), self.direct,
-            int(settings.cache_mode), cancel, 0.0 if timeout is None else timeout,
+            [s.path for s in sources],
+            [s.uri for s in sources],
+            table,
+            out,
+            settings.part_size,
+            settings.inflight_for("direct" if self.direct else "file"),
+            self.direct,
+            int(settings.cache_mode),
+            cancel,
+            0.0 if timeout is None else timeout,
         )
         with self._lock:
             self._requests += parts

@@ -42,22 +42,33 @@ class HttpBackend(NetworkBackend):
         n = size_from_headers(resp)
         if n is None:
             # HEAD refused or without a length: ask for the first byte and read Content-Range.
-            resp = self.transport.request("GET", src.uri, ["Range: bytes=0-0"], name, accept=(200, 206))
+            resp = self.transport.request(
+                "GET", src.uri, ["Range: bytes=0-0"], name, accept=(200, 206)
+            )
             n = size_from_headers(resp)
             if n is None and resp.status == 200:
                 n = len(resp.body)
         if n is None:
-            raise_native_error(Status.HTTP, name, http_status=resp.status,
-                               message="the server reported no object size")
+            raise_native_error(
+                Status.HTTP,
+                name,
+                http_status=resp.status,
+                message="the server reported no object size",
+            )
         return n
 
     def list(self, prefix: ParsedURI) -> list[str]:
-        raise_native_error(Status.UNSUPPORTED, self.name(prefix),
-                           message="http(s):// has no standard listing; give object URLs, or use s3://")
+        raise_native_error(
+            Status.UNSUPPORTED,
+            self.name(prefix),
+            message="http(s):// has no standard listing; give object URLs, or use s3://",
+        )
 
     def name(self, src: ParsedURI) -> str:
         return redact(src.uri)
 
     # builtins.list: the method ``list`` shadows the builtin in this class body.
-    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
+    def _requests(
+        self, sources: Sequence[ParsedURI]
+    ) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
         return [s.uri.encode() for s in sources], [None] * len(sources)

@@ -59,8 +59,10 @@ def load(explicit: str | None = None) -> tuple[str, str]:
     with _lock:
         if _loaded is not None:
             if explicit and os.path.realpath(explicit) != os.path.realpath(_loaded[0]):
-                raise ValueError(f"libcurl_path={explicit!r}: this process already bound {_loaded[0]} "
-                                 "(set libcurl_path or FASTLOAD_LIBCURL before the first network read)")
+                raise ValueError(
+                    f"libcurl_path={explicit!r}: this process already bound {_loaded[0]} "
+                    "(set libcurl_path or FASTLOAD_LIBCURL before the first network read)"
+                )
             return _loaded
         errors = []
         for path in candidates(explicit):

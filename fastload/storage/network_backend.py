@@ -28,13 +28,30 @@ class NetworkBackend:
         """How errors name ``src``."""
         return src.uri
 
-    def read_into(self, sources: Sequence[ParsedURI], table: np.ndarray, out: Any, *,
-                  settings: ReadSettings, cancel: Any = None, timeout: float | None = None) -> None:
+    def read_into(
+        self,
+        sources: Sequence[ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        *,
+        settings: ReadSettings,
+        cancel: Any = None,
+        timeout: float | None = None,
+    ) -> None:
         """Rows (src, offset, length, dst) of ``table`` into ``out``."""
         urls, headers = self._requests(sources)
-        self.transport.read(urls, headers, [self.name(s) for s in sources], table, out,
-                            settings.part_size, settings.inflight_for(sources[0].scheme), timeout, cancel,
-                            size_of=lambda i: self.size(sources[i]))
+        self.transport.read(
+            urls,
+            headers,
+            [self.name(s) for s in sources],
+            table,
+            out,
+            settings.part_size,
+            settings.inflight_for(sources[0].scheme),
+            timeout,
+            cancel,
+            size_of=lambda i: self.size(sources[i]),
+        )
 
     def stats(self) -> dict[str, int]:
         """Data-plane counters: requests, retries, connects (new connections), bytes, writes (callbacks)."""

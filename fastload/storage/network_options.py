@@ -91,8 +91,16 @@ class NetworkOptions:
         return opts
 
     def _check(self) -> None:
-        for name in ("endpoint_url", "region", "access_key_id", "secret_access_key",
-                     "session_token", "profile", "ca_bundle", "libcurl_path"):
+        for name in (
+            "endpoint_url",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "profile",
+            "ca_bundle",
+            "libcurl_path",
+        ):
             check_str(name, getattr(self, name), optional=True)
         for name in ("anonymous", "verify", "http2", "follow_redirects"):
             check_bool(name, getattr(self, name))
@@ -102,11 +110,18 @@ class NetworkOptions:
         check_int("low_speed_limit", self.low_speed_limit, 1)  # bytes/s
         check_int("low_speed_time", self.low_speed_time, 0)  # seconds
         check_int("buffer_size", self.buffer_size, 1024, 10 << 20)  # libcurl's limits
-        for name in ("retry_deadline", "backoff_base", "backoff_cap", "connect_timeout",
-                     "request_timeout"):
+        for name in (
+            "retry_deadline",
+            "backoff_base",
+            "backoff_cap",
+            "connect_timeout",
+            "request_timeout",
+        ):
             check_number(name, getattr(self, name), what="a number of seconds")
         check_str("user_agent", self.user_agent, empty=True)
-        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(
+            ("http://", "https://")
+        ):
             raise fail("endpoint_url", self.endpoint_url, "must be an http:// or https:// URL")
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ValueError(f"ca_bundle: no such file {self.ca_bundle!r}")

@@ -39,7 +39,11 @@ def coalesce(table: np.ndarray, max_gap: int = 0) -> tuple[np.ndarray, np.ndarra
     if len(table) <= 1:
         return table, np.zeros(len(table), dtype=np.int64)
     src, off, length, dst = table.T
-    joins = (src[1:] == src[:-1]) & (off[1:] == off[:-1] + length[:-1]) & (dst[1:] == dst[:-1] + length[:-1])
+    joins = (
+        (src[1:] == src[:-1])
+        & (off[1:] == off[:-1] + length[:-1])
+        & (dst[1:] == dst[:-1] + length[:-1])
+    )
     starts = np.concatenate(([True], ~joins))
     group = np.cumsum(starts) - 1
     first = np.flatnonzero(starts)

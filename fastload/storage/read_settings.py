@@ -34,7 +34,9 @@ PAGE_CACHE_MODES = tuple(m.name.lower() for m in CacheMode)
 
 def default_inflight(scheme: str) -> int:
     """``max_inflight_parts`` when none is set, for a source of ``scheme``."""
-    return DEFAULT_MAX_INFLIGHT_PARTS if scheme in ("file", "direct") else NETWORK_MAX_INFLIGHT_PARTS
+    return (
+        DEFAULT_MAX_INFLIGHT_PARTS if scheme in ("file", "direct") else NETWORK_MAX_INFLIGHT_PARTS
+    )
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,25 @@ class ReadSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE))
-        object.__setattr__(self, "max_inflight_parts", check_int(
-            "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True))
+        object.__setattr__(
+            self,
+            "max_inflight_parts",
+            check_int(
+                "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True
+            ),
+        )
         check_choice("page_cache_mode", self.page_cache_mode, PAGE_CACHE_MODES)
-        object.__setattr__(self, "timeout", check_number(
-            "timeout", self.timeout, maximum=MAX_TIMEOUT_S, optional=True, what="a number of seconds"))
+        object.__setattr__(
+            self,
+            "timeout",
+            check_number(
+                "timeout",
+                self.timeout,
+                maximum=MAX_TIMEOUT_S,
+                optional=True,
+                what="a number of seconds",
+            ),
+        )
 
     def inflight_for(self, scheme: str) -> int:
         """The parts a read of ``scheme`` sources keeps in flight."""

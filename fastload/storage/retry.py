@@ -47,7 +47,9 @@ class RetryPolicy:
     backoff_base: float
     backoff_cap: float
 
-    def run(self, attempt: Callable[[float], T | Failure], budget: float) -> tuple[T | Failure, int]:
+    def run(
+        self, attempt: Callable[[float], T | Failure], budget: float
+    ) -> tuple[T | Failure, int]:
         """Call ``attempt(seconds_left)`` until it returns a value or a final Failure; (result, attempts).
 
         ``budget`` bounds all attempts and backoffs together (request_timeout).
@@ -62,12 +64,24 @@ class RetryPolicy:
                 return result, tries
             now = time.monotonic()
             first_fail = first_fail or now
-            delay = http_reader.backoff(tries - 1, self.backoff_base, self.backoff_cap, result.retry_after)
-            limit = ("max_retries" if tries > self.max_retries
-                     else "retry_deadline" if now + delay - first_fail > self.retry_deadline
-                     else "request_timeout" if now + delay >= start + budget
-                     else None)
+            delay = http_reader.backoff(
+                tries - 1, self.backoff_base, self.backoff_cap, result.retry_after
+            )
+            limit = (
+                "max_retries"
+                if tries > self.max_retries
+                else "retry_deadline"
+                if now + delay - first_fail > self.retry_deadline
+                else "request_timeout"
+                if now + delay >= start + budget
+                else None
+            )
             if limit:
-                return Failure(result.code, False, f"retries exhausted ({limit}); last failure: {result.cause}",
-                               result.http_status, result.curl_code), tries
+                return Failure(
+                    result.code,
+                    False,
+                    f"retries exhausted ({limit}); last failure: {result.cause}",
+                    result.http_status,
+                    result.curl_code,
+                ), tries
             time.sleep(delay)

@@ -48,11 +48,17 @@ class S3Backend(NetworkBackend):
     def __init__(self, opts: NetworkOptions) -> None:
         self.opts = opts
         self.config: S3Config = resolve(
-            access_key_id=opts.access_key_id, secret_access_key=opts.secret_access_key,
-            session_token=opts.session_token, profile=opts.profile, region=opts.region,
-            endpoint_url=opts.endpoint_url, anonymous=opts.anonymous,
+            access_key_id=opts.access_key_id,
+            secret_access_key=opts.secret_access_key,
+            session_token=opts.session_token,
+            profile=opts.profile,
+            region=opts.region,
+            endpoint_url=opts.endpoint_url,
+            anonymous=opts.anonymous,
         )
-        self.transport = Transport(opts, follow_redirects=False)  # a redirect would void the signature
+        self.transport = Transport(
+            opts, follow_redirects=False
+        )  # a redirect would void the signature
         self._sizes: dict[tuple[str, str], int] = {}
         self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
         ep = self.config.endpoint_url
@@ -65,10 +71,16 @@ class S3Backend(NetworkBackend):
             self._scheme, self._host, self._base_path = parts.scheme, host, parts.path.rstrip("/")
             if opts.addressing_style == "virtual" and _is_ip(parts.hostname or ""):
                 # bucket.<ip> names no host: say so rather than fail later on DNS
-                raise ValueError(f"addressing_style='virtual' needs a DNS name in endpoint_url, "
-                                 f"not the IP address {parts.hostname} (use 'path' or 'auto')")
+                raise ValueError(
+                    f"addressing_style='virtual' needs a DNS name in endpoint_url, "
+                    f"not the IP address {parts.hostname} (use 'path' or 'auto')"
+                )
         else:
-            self._scheme, self._host, self._base_path = "https", f"s3.{self.config.region}.amazonaws.com", ""
+            self._scheme, self._host, self._base_path = (
+                "https",
+                f"s3.{self.config.region}.amazonaws.com",
+                "",
+            )
 
     # -- addressing ------------------------------------------------------------
     def _virtual(self, bucket: str) -> bool:
@@ -83,28 +95,57 @@ class S3Backend(NetworkBackend):
         if self._virtual(bucket):
             host, path = f"{bucket}.{self._host}", f"{self._base_path}/{enc_key}"
         else:
-            host, path = self._host, f"{self._base_path}/{bucket}/{enc_key}" if key else f"{self._base_path}/{bucket}"
+            host, path = (
+                self._host,
+                f"{self._base_path}/{bucket}/{enc_key}" if key else f"{self._base_path}/{bucket}",
+            )
         return f"{self._scheme}://{host}{path}", host, path
 
-    def _auth_headers(self, method: str, host: str, path: str, query: str, uri: str) -> dict[str, str]:
+    def _auth_headers(
+        self, method: str, host: str, path: str, query: str, uri: str
+    ) -> dict[str, str]:
         creds = self.config.credentials
         if self.opts.anonymous:
             return {}
         if creds is None:
-            raise_native_error(Status.PERMISSION, uri, message=(
-                "no AWS credentials found (pass access_key_id/secret_access_key, set "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use anonymous=True)"))
-        return sigv4.sign(method, host, path, query, access_key=creds.access_key,
-                          secret_key=creds.secret_key, session_token=creds.session_token,
-                          region=self.config.region)
+            raise_native_error(
+                Status.PERMISSION,
+                uri,
+                message=(
+                    "no AWS credentials found (pass access_key_id/secret_access_key, set "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use anonymous=True)"
+                ),
+            )
+        return sigv4.sign(
+            method,
+            host,
+            path,
+            query,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            session_token=creds.session_token,
+            region=self.config.region,
+        )
 
-    def _request(self, method: str, bucket: str, key: str, params: dict[str, str], uri: str,
-                 accept: tuple[int, ...] = (200,)) -> Any:
+    def _request(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        params: dict[str, str],
+        uri: str,
+        accept: tuple[int, ...] = (200,),
+    ) -> Any:
         url, host, path = self._location(bucket, key)
         query = sigv4.canonical_query(params)
         headers = self._auth_headers(method, host, path, query, uri)
-        return self.transport.request(method, f"{url}?{query}" if query else url,
-                                      [f"{k}: {v}" for k, v in headers.items()], uri, accept=accept)
+        return self.transport.request(
+            method,
+            f"{url}?{query}" if query else url,
+            [f"{k}: {v}" for k, v in headers.items()],
+            uri,
+            accept=accept,
+        )
 
     # -- queries ---------------------------------------------------------------
     def size(self, src: ParsedURI) -> int:
@@ -119,8 +160,12 @@ class S3Backend(NetworkBackend):
         resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
         n = size_from_headers(resp)
         if n is None:
-            raise_native_error(Status.HTTP, src.uri, http_status=resp.status,
-                               message="HEAD answered without Content-Length")
+            raise_native_error(
+                Status.HTTP,
+                src.uri,
+                http_status=resp.status,
+                message="HEAD answered without Content-Length",
+            )
         self._sizes[(src.bucket, src.path)] = n
         return {"size": n, "etag": resp.headers.get("etag")}
 
@@ -128,18 +173,29 @@ class S3Backend(NetworkBackend):
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
         out: list[str] = []
         # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
-        params = {"list-type": "2", "prefix": prefix.path, "max-keys": str(self.opts.list_page_size),
-                  "encoding-type": "url"}
+        params = {
+            "list-type": "2",
+            "prefix": prefix.path,
+            "max-keys": str(self.opts.list_page_size),
+            "encoding-type": "url",
+        }
         while True:
             resp = self._request("GET", prefix.bucket, "", params, prefix.uri)
             try:
                 root = ET.fromstring(resp.body)
             except ET.ParseError as exc:
-                raise_native_error(Status.HTTP, prefix.uri, http_status=resp.status,
-                                   message=f"ListObjectsV2 answer is not XML: {exc}")
+                raise_native_error(
+                    Status.HTTP,
+                    prefix.uri,
+                    http_status=resp.status,
+                    message=f"ListObjectsV2 answer is not XML: {exc}",
+                )
             token = truncated = None
             # decode keys only when the server says it encoded them (some ignore the request)
-            encoded = any(_strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url" for el in root)
+            encoded = any(
+                _strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url"
+                for el in root
+            )
             for el in root:
                 tag = _strip_ns(el.tag)
                 if tag == "Contents":
@@ -156,9 +212,19 @@ class S3Backend(NetworkBackend):
                 break
             if not token or token == params.get("continuation-token"):
                 # going on would loop forever; stopping would lose keys
-                raise_native_error(Status.HTTP, prefix.uri, http_status=resp.status, message=(
-                    "ListObjectsV2 answered IsTruncated with " + ("the same NextContinuationToken again"
-                                                                  if token else "no NextContinuationToken")))
+                raise_native_error(
+                    Status.HTTP,
+                    prefix.uri,
+                    http_status=resp.status,
+                    message=(
+                        "ListObjectsV2 answered IsTruncated with "
+                        + (
+                            "the same NextContinuationToken again"
+                            if token
+                            else "no NextContinuationToken"
+                        )
+                    ),
+                )
             params = {**params, "continuation-token": token}
         return sorted(out)
 
@@ -180,10 +246,14 @@ class S3Backend(NetworkBackend):
     @staticmethod
     def _check_key(src: ParsedURI) -> None:
         if not src.path or src.path.endswith("/"):
-            raise ValueError(f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)")
+            raise ValueError(
+                f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)"
+            )
 
     # builtins.list: the method ``list`` shadows the builtin in this class body.
-    def _requests(self, sources: Sequence[ParsedURI]) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
+    def _requests(
+        self, sources: Sequence[ParsedURI]
+    ) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
         now = time.monotonic()
         urls, headers = [], []
         for s in sources:

@@ -35,8 +35,10 @@ def uri_encode(text: str, *, keep_slash: bool) -> str:
 
 
 def canonical_query(params: dict[str, str]) -> str:
-    return "&".join(f"{uri_encode(k, keep_slash=False)}={uri_encode(v, keep_slash=False)}"
-                    for k, v in sorted(params.items()))
+    return "&".join(
+        f"{uri_encode(k, keep_slash=False)}={uri_encode(v, keep_slash=False)}"
+        for k, v in sorted(params.items())
+    )
 
 
 def amz_date(now: _dt.datetime | None = None) -> str:
@@ -68,15 +70,25 @@ def sign(
         headers["x-amz-security-token"] = session_token
     names = sorted(headers)
     signed = ";".join(names)
-    canonical = "\n".join([
-        method, path, query,
-        "".join(f"{n}:{headers[n].strip()}\n" for n in names),
-        signed, payload_hash,
-    ])
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            query,
+            "".join(f"{n}:{headers[n].strip()}\n" for n in names),
+            signed,
+            payload_hash,
+        ]
+    )
     scope = f"{date}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", ts, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    sig = hmac.new(signing_key(secret_key, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", ts, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    sig = hmac.new(
+        signing_key(secret_key, date, region, service), to_sign.encode(), hashlib.sha256
+    ).hexdigest()
     out = {k: v for k, v in headers.items() if k != "host"}
-    out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-                            f"SignedHeaders={signed}, Signature={sig}")
+    out["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={sig}"
+    )
     return out

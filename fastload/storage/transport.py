@@ -49,11 +49,13 @@ class Transport:
         self.libcurl_path, self.libcurl_version = libcurl.load(opts.libcurl_path)
         self.ca_bundle = opts.resolved_ca_bundle()
         self.follow_redirects = follow_redirects
-        self.retry = RetryPolicy(opts.max_retries, opts.retry_deadline, opts.backoff_base, opts.backoff_cap)
+        self.retry = RetryPolicy(
+            opts.max_retries, opts.retry_deadline, opts.backoff_base, opts.backoff_cap
+        )
         self._lock = threading.Lock()
-        self._contexts: list[Any] = []   # idle HttpContexts
+        self._contexts: list[Any] = []  # idle HttpContexts
         self._all: list[Any] = []
-        self._handles: list[Any] = []    # idle pycurl handles
+        self._handles: list[Any] = []  # idle pycurl handles
         self._pid = os.getpid()
 
     # -- data plane ------------------------------------------------------------
@@ -71,24 +73,51 @@ class Transport:
                 return self._contexts.pop()
         o = self.opts
         ctx = http_reader.HttpContext(
-            ca_bundle=self.ca_bundle, verify=o.verify, connect_timeout=o.connect_timeout,
-            low_speed_limit=o.low_speed_limit, low_speed_time=o.low_speed_time,
-            buffer_size=o.buffer_size, http2=o.http2, follow_redirects=self.follow_redirects,
-            max_retries=o.max_retries, retry_deadline=o.retry_deadline,
-            backoff_base=o.backoff_base, backoff_cap=o.backoff_cap, user_agent=o.user_agent,
+            ca_bundle=self.ca_bundle,
+            verify=o.verify,
+            connect_timeout=o.connect_timeout,
+            low_speed_limit=o.low_speed_limit,
+            low_speed_time=o.low_speed_time,
+            buffer_size=o.buffer_size,
+            http2=o.http2,
+            follow_redirects=self.follow_redirects,
+            max_retries=o.max_retries,
+            retry_deadline=o.retry_deadline,
+            backoff_base=o.backoff_base,
+            backoff_cap=o.backoff_cap,
+            user_agent=o.user_agent,
         )
         with self._lock:
             self._all.append(ctx)
         return ctx
 
-    def read(self, urls: list[bytes], headers: list[bytes | None], uris: list[str], table: np.ndarray,
-             out: Any, part_size: int, max_inflight: int, timeout: float | None, cancel: Any,
-             size_of: Callable[[int], int] | None = None) -> None:
+    def read(
+        self,
+        urls: list[bytes],
+        headers: list[bytes | None],
+        uris: list[str],
+        table: np.ndarray,
+        out: Any,
+        part_size: int,
+        max_inflight: int,
+        timeout: float | None,
+        cancel: Any,
+        size_of: Callable[[int], int] | None = None,
+    ) -> None:
         """The data plane. ``size_of(i)`` finds source i's size for a 416 that did not say it."""
         ctx = self._acquire()
         try:
-            ctx.read(urls, headers, uris, table, out, part_size, max_inflight,
-                     float(timeout) if timeout else 0.0, cancel)
+            ctx.read(
+                urls,
+                headers,
+                uris,
+                table,
+                out,
+                part_size,
+                max_inflight,
+                float(timeout) if timeout else 0.0,
+                cancel,
+            )
         except CertificateError as exc:
             exc.args = (exc.args[0] + _CA_HINT,)
             raise
@@ -112,8 +141,15 @@ class Transport:
         return total
 
     # -- control plane ---------------------------------------------------------
-    def request(self, method: str, url: str, headers: list[str], uri: str, *,
-                accept: tuple[int, ...] = (200,)) -> Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: list[str],
+        uri: str,
+        *,
+        accept: tuple[int, ...] = (200,),
+    ) -> Response:
         """One HEAD/GET with retries; a Response when its status is in ``accept``, else raise."""
         import pycurl
 
@@ -121,20 +157,34 @@ class Transport:
             self._check_fork()
             handle = self._handles.pop() if self._handles else pycurl.Curl()
         try:
-            result, attempts = self.retry.run(lambda left: self._attempt(handle, method, url, headers, accept, left),
-                                              self.opts.request_timeout)
+            result, attempts = self.retry.run(
+                lambda left: self._attempt(handle, method, url, headers, accept, left),
+                self.opts.request_timeout,
+            )
         finally:
             with self._lock:
                 self._handles.append(handle)
         if isinstance(result, Failure):
             hint = _CA_HINT if result.code == Status.TLS else ""
-            raise_native_error(result.code, uri, http_status=result.http_status,
-                               curl_code=result.curl_code, attempts=attempts,
-                               message=f"{method} failed: {result.cause}{hint}")
+            raise_native_error(
+                result.code,
+                uri,
+                http_status=result.http_status,
+                curl_code=result.curl_code,
+                attempts=attempts,
+                message=f"{method} failed: {result.cause}{hint}",
+            )
         return result
 
-    def _attempt(self, c: Any, method: str, url: str, headers: list[str],
-                 accept: tuple[int, ...], seconds_left: float) -> Response | Failure:
+    def _attempt(
+        self,
+        c: Any,
+        method: str,
+        url: str,
+        headers: list[str],
+        accept: tuple[int, ...],
+        seconds_left: float,
+    ) -> Response | Failure:
         import pycurl
 
         body = io.BytesIO()
@@ -176,8 +226,12 @@ class Transport:
             return resp
         code = s3_error_code(resp.body)
         retry_after = hdrs.get("retry-after", "")
-        return status_failure(status, f"server error {code}" if code else "server error",
-                              float(retry_after) if retry_after.isdigit() else 0.0, code)
+        return status_failure(
+            status,
+            f"server error {code}" if code else "server error",
+            float(retry_after) if retry_after.isdigit() else 0.0,
+            code,
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -50,10 +50,14 @@ def redact(uri: str) -> str:
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = "&".join(
-        f"{k}=***" if any(w in k.lower() for w in _SECRET_PARAMS) and sep else f"{k}{sep}{v}"
-        for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
-    ) if parts.query else ""
+    query = (
+        "&".join(
+            f"{k}=***" if any(w in k.lower() for w in _SECRET_PARAMS) and sep else f"{k}{sep}{v}"
+            for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
+        )
+        if parts.query
+        else ""
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -76,7 +80,9 @@ def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:
     if scheme in LOCAL_SCHEMES:
         host, sep, path = rest.partition("/")
         if host not in ("", "localhost"):
-            raise ValueError(f"{uri}: {scheme}:// URIs name a local path (file:///abs/path), not host {host!r}")
+            raise ValueError(
+                f"{uri}: {scheme}:// URIs name a local path (file:///abs/path), not host {host!r}"
+            )
         if not sep or not path:
             raise ValueError(f"{uri}: no path after {scheme}://")
         return ParsedURI(uri, scheme, unquote("/" + path))
@@ -87,11 +93,15 @@ def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:
         if not bucket:
             raise ValueError(f"{uri}: s3:// URI has no bucket (expected s3://bucket/key)")
         if not _BUCKET.match(bucket):
-            raise ValueError(f"{uri}: {bucket!r} is not a valid S3 bucket name (letters, digits, '.', '-', '_')")
+            raise ValueError(
+                f"{uri}: {bucket!r} is not a valid S3 bucket name (letters, digits, '.', '-', '_')"
+            )
         return ParsedURI(uri, "s3", key, bucket=bucket)
     bad = _BAD_URL_CHARS.search(uri)
     if bad:
-        raise ValueError(f"{uri!r}: {scheme}:// URLs cannot hold {bad.group()!r} (percent-encode it)")
+        raise ValueError(
+            f"{uri!r}: {scheme}:// URLs cannot hold {bad.group()!r} (percent-encode it)"
+        )
     try:
         parts = urlsplit(uri)
     except ValueError as exc:

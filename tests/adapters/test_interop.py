@@ -81,13 +81,17 @@ def test_a_dlpack_consumer_keeps_its_batch_from_being_reused(recs):
 def test_batch_signature(recs, tmp_path):
     ds, _ = recs
     with DataLoader(ds, batch_size=8, mean=(1, 2, 3)) as dl:
-        assert batch_signature(dl) == (((None, *SHAPE), np.dtype(np.float32)),
-                                       ((None,), np.arange(1).dtype))
+        assert batch_signature(dl) == (
+            ((None, *SHAPE), np.dtype(np.float32)),
+            ((None,), np.arange(1).dtype),
+        )
     with DataLoader(RecordDataset(ds.uris, SHAPE), memory_format="channels_first") as dl:
         assert batch_signature(dl) == (((None, 3, 8, 6), np.dtype(np.uint8)),)
     (tmp_path / "o").write_bytes(b"abc")
-    with DataLoader(ObjectDataset([str(tmp_path / "o")])) as dl, \
-            pytest.raises(ValueError, match="ragged samples.*output_signature"):
+    with (
+        DataLoader(ObjectDataset([str(tmp_path / "o")])) as dl,
+        pytest.raises(ValueError, match="ragged samples.*output_signature"),
+    ):
         batch_signature(dl)
 
 
@@ -108,18 +112,32 @@ def run_with(framework: str, recs, body: str) -> None:
     if importlib.util.find_spec(framework) is None:
         pytest.skip(f"{framework} is not installed")
     ds, _ = recs
-    code = ("import numpy as np\nfrom fastload import DataLoader, RecordDataset\n"
-            "from fastload.adapters.interop import jax_batches, tf_dataset, to_jax\n"
-            f"URIS, SHAPE, N = {ds.uris!r}, {SHAPE}, {N}\n"
-            "data = np.concatenate([np.fromfile(u, dtype=np.uint8) for u in URIS]).reshape(N, *SHAPE)\n"
-            + textwrap.dedent(body) + "\nprint('OK')\n")
-    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-3000:]
+    code = (
+        "import numpy as np\nfrom fastload import DataLoader, RecordDataset\n"
+        "from fastload.adapters.interop import jax_batches, tf_dataset, to_jax\n"
+        f"URIS, SHAPE, N = {ds.uris!r}, {SHAPE}, {N}\n"
+        "data = np.concatenate([np.fromfile(u, dtype=np.uint8) for u in URIS]).reshape(N, *SHAPE)\n"
+        + textwrap.dedent(body)
+        + "\nprint('OK')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=REPO),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), (
+        r.stdout[-2000:] + r.stderr[-3000:]
+    )
 
 
 def test_jax_batches_share_memory(recs):
-    run_with("jax", recs, """
+    run_with(
+        "jax",
+        recs,
+        """
         ds = RecordDataset(URIS, SHAPE, labels=np.arange(N))
         with DataLoader(ds, batch_size=8) as dl:
             got = [(np.asarray(x), np.asarray(y)) for x, y in jax_batches(dl)]
@@ -127,11 +145,15 @@ def test_jax_batches_share_memory(recs):
             assert np.array_equal(np.concatenate([y for _, y in got]), np.arange(N))
             x, _ = next(iter(dl))
             assert to_jax(x).unsafe_buffer_pointer() == x.ctypes.data  # zero-copy on the host
-    """)
+    """,
+    )
 
 
 def test_tf_dataset_yields_every_batch(recs):
-    run_with("tensorflow", recs, """
+    run_with(
+        "tensorflow",
+        recs,
+        """
         ds = RecordDataset(URIS, SHAPE, labels=np.arange(N))
         with DataLoader(ds, batch_size=8, shuffle=True) as dl:
             tfds = tf_dataset(dl)
@@ -146,11 +168,15 @@ def test_tf_dataset_yields_every_batch(recs):
             t = tf.experimental.dlpack.from_dlpack(x.__dlpack__())
             x[0, 0, 0, 0] = 201  # one memory: a write through numpy shows in TF
             assert int(t[0, 0, 0, 0]) == 201 and np.array_equal(t.numpy()[1:], data[1:8])
-    """)
+    """,
+    )
 
 
 def test_tf_dataset_with_string_labels(recs):
-    run_with("tensorflow", recs, """
+    run_with(
+        "tensorflow",
+        recs,
+        """
         import tensorflow as tf
         named = RecordDataset(URIS, SHAPE, labels=[f"s{i}" for i in range(N)])
         with DataLoader(named, batch_size=16) as dl:
@@ -159,4 +185,5 @@ def test_tf_dataset_with_string_labels(recs):
             got = [(x.numpy(), y.numpy()) for x, y in tfds]
         assert np.array_equal(np.concatenate([x for x, _ in got]), data)
         assert [s.decode() for _, y in got for s in y] == [f"s{i}" for i in range(N)]
-    """)
+    """,
+    )

@@ -56,9 +56,14 @@ def test_collate_fn_in_a_worker_writes_batches_into_slots(recs, context):
     _, data = recs
     before = set(mapped_segments())
     assert type(TorchCollate()([MapRecords(data)[0]])) is tuple  # main process: a plain tuple
-    tl = torch.utils.data.DataLoader(MapRecords(data), batch_size=20, num_workers=1, timeout=60,
-                                     collate_fn=TorchCollate(memory_format="channels_last"),
-                                     multiprocessing_context=context)
+    tl = torch.utils.data.DataLoader(
+        MapRecords(data),
+        batch_size=20,
+        num_workers=1,
+        timeout=60,
+        collate_fn=TorchCollate(memory_format="channels_last"),
+        multiprocessing_context=context,
+    )
     kept = list(tl)
     assert len(set(mapped_segments()) - before) >= 1  # batches came through a worker segment
     for x, y in kept:
@@ -68,8 +73,14 @@ def test_collate_fn_in_a_worker_writes_batches_into_slots(recs, context):
 
 def test_collate_fn_output_unpacked_by_a_wrapper_frees_its_slot(recs):
     _, data = recs
-    tl = torch.utils.data.DataLoader(MapRecords(data), batch_size=10, num_workers=1, timeout=60,
-                                     collate_fn=collate_and_unpack, multiprocessing_context="fork")
+    tl = torch.utils.data.DataLoader(
+        MapRecords(data),
+        batch_size=10,
+        num_workers=1,
+        timeout=60,
+        collate_fn=collate_and_unpack,
+        multiprocessing_context="fork",
+    )
     kept = list(tl)
     assert {k[2] for k in kept} == {"SharedTuple"}
     assert [k[3] for k in kept] == [1] * 10  # slots reused: the worker never needed a second ring

@@ -33,8 +33,13 @@ def reference_order(ds, **knobs) -> np.ndarray:
 def test_adapter_yields_the_rank_order_split_over_torch_workers(recs, workers):
     ds, data = recs
     it = TorchIterableDataset(ds, batch_size=8, shuffle=True, seed=5)
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=workers, timeout=60 if workers else 0,
-                                     multiprocessing_context="fork" if workers else None)
+    tl = torch.utils.data.DataLoader(
+        it,
+        batch_size=None,
+        num_workers=workers,
+        timeout=60 if workers else 0,
+        multiprocessing_context="fork" if workers else None,
+    )
     batches = list(tl)
     assert len(tl) == len(batches) == 13
     ys = np.concatenate([y.numpy() for _, y in batches])
@@ -48,8 +53,9 @@ def test_adapter_workers_read_disjoint_batches(recs):
     # Labels computed where the batch is read: (index, pid of the process that read it).
     tagged = RecordDataset(ds.uris, SHAPE, labels=lambda i: (i, os.getpid()))
     it = TorchIterableDataset(tagged, batch_size=10)
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60,
-                                     multiprocessing_context="fork")
+    tl = torch.utils.data.DataLoader(
+        it, batch_size=None, num_workers=2, timeout=60, multiprocessing_context="fork"
+    )
     ys = [y.numpy() for _, y in tl]
     pids = [set(y[:, 1].tolist()) for y in ys]
     assert all(len(p) == 1 for p in pids)  # each batch read by one worker
@@ -65,8 +71,10 @@ def test_adapter_splits_by_rank_explicit_and_from_the_environment(recs, monkeypa
         it = TorchIterableDataset(ds, batch_size=8, shuffle=True, rank=rank, world_size=2)
         got = labels_of(torch.utils.data.DataLoader(it, batch_size=None))
         assert len(it) == 7 and len(got) == 50
-        assert np.array_equal(got, reference_order(ds, batch_size=8, shuffle=True, shard_rank=rank,
-                                                   shard_world_size=2))
+        assert np.array_equal(
+            got,
+            reference_order(ds, batch_size=8, shuffle=True, shard_rank=rank, shard_world_size=2),
+        )
         shares.append(got)
     assert not set(shares[0]) & set(shares[1]) and len(set(shares[0]) | set(shares[1])) == N
     monkeypatch.setenv("RANK", "1")
@@ -79,18 +87,26 @@ def test_adapter_keeps_a_rank_the_options_set(recs, monkeypatch):
     ds, _ = recs
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")  # discovery would say 0 of 2: the options must win
-    for opts in (LoaderOptions(batch_size=8, shard_rank=1, shard_world_size=4),
-                 LoaderOptions(batch_size=8).distributed_sampling(1, 4)):
+    for opts in (
+        LoaderOptions(batch_size=8, shard_rank=1, shard_world_size=4),
+        LoaderOptions(batch_size=8).distributed_sampling(1, 4),
+    ):
         it = TorchIterableDataset(ds, opts)
         got = labels_of(torch.utils.data.DataLoader(it, batch_size=None))
         assert len(it) == 4 and len(got) == 25
         assert np.array_equal(got, reference_order(ds, options=opts))
     found = LoaderOptions(batch_size=8).distributed_sampling()  # None: discovered
     got = labels_of(torch.utils.data.DataLoader(TorchIterableDataset(ds, found), batch_size=None))
-    assert np.array_equal(got, reference_order(ds, options=found.replace(shard_rank=0, shard_world_size=2)))
-    mine = TorchIterableDataset(ds, batch_size=8, shard_rank=1, shard_world_size=4, rank=3, world_size=4)
-    assert np.array_equal(labels_of(torch.utils.data.DataLoader(mine, batch_size=None)),
-                          reference_order(ds, batch_size=8, shard_rank=3, shard_world_size=4))
+    assert np.array_equal(
+        got, reference_order(ds, options=found.replace(shard_rank=0, shard_world_size=2))
+    )
+    mine = TorchIterableDataset(
+        ds, batch_size=8, shard_rank=1, shard_world_size=4, rank=3, world_size=4
+    )
+    assert np.array_equal(
+        labels_of(torch.utils.data.DataLoader(mine, batch_size=None)),
+        reference_order(ds, batch_size=8, shard_rank=3, shard_world_size=4),
+    )
 
 
 def test_adapter_set_epoch_changes_the_order(recs):
@@ -108,8 +124,14 @@ def test_adapter_set_epoch_reaches_persistent_workers(recs, context):
     """torch keeps persistent workers' copies of the dataset: set_epoch must still reach them."""
     ds, _ = recs
     it = TorchIterableDataset(ds, batch_size=10, shuffle=True, seed=4)
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
-                                     multiprocessing_context=context)
+    tl = torch.utils.data.DataLoader(
+        it,
+        batch_size=None,
+        num_workers=2,
+        timeout=60,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
     orders = []
     for epoch in (0, 1, 0):
         it.set_epoch(epoch)
@@ -134,8 +156,9 @@ def test_adapter_pickles_without_its_loader_and_runs_in_spawned_workers(recs):
     clone.set_epoch(5)  # a pickled copy keeps the epoch as a value, it does not share it
     assert (clone.epoch, it.epoch) == (5, 3)
     it.set_epoch(0)
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=1, timeout=120,
-                                     multiprocessing_context="spawn")
+    tl = torch.utils.data.DataLoader(
+        it, batch_size=None, num_workers=1, timeout=120, multiprocessing_context="spawn"
+    )
     xs = [x for x, _ in tl]
     assert [x.dtype for x in xs] == [torch.float32] * 4
     ref = ((data.astype(np.float64) - MEAN) / STD).transpose(0, 3, 1, 2)
@@ -167,6 +190,11 @@ class PinnedInWorker(torch.utils.data.Dataset):
 def test_adapter_pins_in_the_main_process_but_not_in_torch_workers(recs):
     it = TorchIterableDataset(recs[0], batch_size=10, pin_memory=True)
     assert it._config_here().config.pin_memory  # iterated here, pinning acts
-    tl = torch.utils.data.DataLoader(PinnedInWorker(it), batch_size=None, num_workers=1, timeout=60,
-                                     multiprocessing_context="fork")
+    tl = torch.utils.data.DataLoader(
+        PinnedInWorker(it),
+        batch_size=None,
+        num_workers=1,
+        timeout=60,
+        multiprocessing_context="fork",
+    )
     assert list(tl) == [False]  # a worker never pins (nor touches CUDA)

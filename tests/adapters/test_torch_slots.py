@@ -21,8 +21,14 @@ def test_worker_batches_come_through_slots_that_are_reused(recs):
     ds, data = recs
     before = set(mapped_segments())
     it = TorchIterableDataset(ds, batch_size=10, memory_format="channels_last")
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
-                                     multiprocessing_context="fork")
+    tl = torch.utils.data.DataLoader(
+        it,
+        batch_size=None,
+        num_workers=2,
+        timeout=60,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+    )
     counts = []
     for _ in range(3):
         for x, y in tl:  # each batch dropped before the next: slots are freed and reused
@@ -41,8 +47,9 @@ def test_worker_batches_come_through_slots_that_are_reused(recs):
 def test_batches_kept_by_the_caller_are_never_overwritten(recs):
     ds, data = recs
     it = TorchIterableDataset(ds, batch_size=5)
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60,
-                                     multiprocessing_context="fork")
+    tl = torch.utils.data.DataLoader(
+        it, batch_size=None, num_workers=2, timeout=60, multiprocessing_context="fork"
+    )
     kept = list(tl)  # 20 batches held at once: workers add slots instead of reusing held ones
     assert np.array_equal(torch.cat([x for x, _ in kept]).permute(0, 2, 3, 1).numpy(), data)
     assert np.array_equal(torch.cat([y for _, y in kept]).numpy(), np.arange(N))
@@ -51,13 +58,20 @@ def test_batches_kept_by_the_caller_are_never_overwritten(recs):
 def test_batches_without_tensor_labels_fall_back_to_torch_pickling(recs):
     ds, data = recs
     unlabelled = TorchIterableDataset(RecordDataset(ds.uris, SHAPE), batch_size=50)
-    xs = list(torch.utils.data.DataLoader(unlabelled, batch_size=None, num_workers=1, timeout=60,
-                                          multiprocessing_context="fork"))
+    xs = list(
+        torch.utils.data.DataLoader(
+            unlabelled, batch_size=None, num_workers=1, timeout=60, multiprocessing_context="fork"
+        )
+    )
     assert torch.equal(torch.cat(xs), torch.from_numpy(data).permute(0, 3, 1, 2))
-    named = TorchIterableDataset(RecordDataset(ds.uris, SHAPE, labels=[f"s{i}" for i in range(N)]),
-                                 batch_size=50)
-    got = list(torch.utils.data.DataLoader(named, batch_size=None, num_workers=1, timeout=60,
-                                           multiprocessing_context="fork"))
+    named = TorchIterableDataset(
+        RecordDataset(ds.uris, SHAPE, labels=[f"s{i}" for i in range(N)]), batch_size=50
+    )
+    got = list(
+        torch.utils.data.DataLoader(
+            named, batch_size=None, num_workers=1, timeout=60, multiprocessing_context="fork"
+        )
+    )
     assert [list(y[:2]) for _, y in got] == [["s0", "s1"], ["s50", "s51"]]
 
 
@@ -67,8 +81,14 @@ def test_dropping_a_torch_loader_mid_epoch_leaves_no_process_or_segment(recs, co
 
     ds, _ = recs
     it = TorchIterableDataset(ds, batch_size=5)
-    tl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, timeout=60, persistent_workers=True,
-                                     multiprocessing_context=context)
+    tl = torch.utils.data.DataLoader(
+        it,
+        batch_size=None,
+        num_workers=2,
+        timeout=60,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
     batches = iter(tl)
     x, y = next(batches)
     pids = [w.pid for w in batches._workers]
@@ -92,8 +112,11 @@ def test_segments_of_exited_workers_are_forgotten(recs, monkeypatch):
 
     def one_epoch() -> set:
         before = set(mapped_segments())
-        list(torch.utils.data.DataLoader(it, batch_size=None, num_workers=1, timeout=60,
-                                         multiprocessing_context="fork"))
+        list(
+            torch.utils.data.DataLoader(
+                it, batch_size=None, num_workers=1, timeout=60, multiprocessing_context="fork"
+            )
+        )
         return set(mapped_segments()) - before
 
     first = one_epoch()
@@ -119,7 +142,9 @@ def test_a_full_shared_memory_folder_falls_back_to_torch_pickling(monkeypatch):
     monkeypatch.setattr(ta, "_shm_warned", False)
     sender = ta.SlotSender()
     batch = (torch.arange(6, dtype=torch.uint8), torch.arange(2))
-    with pytest.raises(ta.SharedMemoryFull, match=r"no room for \d+ bytes of batch slots in .*--shm-size"):
+    with pytest.raises(
+        ta.SharedMemoryFull, match=r"no room for \d+ bytes of batch slots in .*--shm-size"
+    ):
         sender.reserve(list(batch))
     assert not sender.rings
     with pytest.warns(RuntimeWarning, match="torch's own pickling"):

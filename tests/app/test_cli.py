@@ -21,14 +21,23 @@ def blob(tmp_path):
 
 def test_get_copies_exactly(blob, tmp_path):
     target = tmp_path / "copy.bin"
-    assert main(["get", f"file://{blob}", "-o", str(target), "--part-size", "64KiB", "--inflight", "3"]) == 0
+    assert (
+        main(
+            ["get", f"file://{blob}", "-o", str(target), "--part-size", "64KiB", "--inflight", "3"]
+        )
+        == 0
+    )
     assert target.read_bytes() == blob.read_bytes()
     assert not (tmp_path / "copy.bin.part").exists()
 
 
 def test_get_direct_to_stdout(blob):
-    res = subprocess.run([sys.executable, "-m", "fastload", "get", f"direct://{blob}", "-o", "-"],
-                         capture_output=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "fastload", "get", f"direct://{blob}", "-o", "-"],
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout == blob.read_bytes()
 

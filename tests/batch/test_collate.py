@@ -35,7 +35,11 @@ CONVERSIONS = {
 }
 
 
-FAST = settings(max_examples=int(os.environ.get("COLLATE_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=int(os.environ.get("COLLATE_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def as_float(arr, out_dtype):
@@ -51,11 +55,18 @@ def out_ulp(exact, out_dtype):
     return np.spacing(mag.astype(out_dtype)).astype(np.float64)
 
 
-def assert_batch(actual, samples, *, stored, kernel_layout, out_dtype, mean=None, std=None,
-                 scale=None):
+def assert_batch(
+    actual, samples, *, stored, kernel_layout, out_dtype, mean=None, std=None, scale=None
+):
     expected, exact, bound = reference_collate(
-        samples, stored=stored, kernel_layout=kernel_layout, out_dtype=out_dtype, mean=mean,
-        std=std, scale=scale)
+        samples,
+        stored=stored,
+        kernel_layout=kernel_layout,
+        out_dtype=out_dtype,
+        mean=mean,
+        std=std,
+        scale=scale,
+    )
     assert actual.shape == expected.shape
     assert actual.dtype == expected.dtype
     if exact is None or (mean is None and std is None and scale is None):
@@ -85,9 +96,12 @@ def image_cases(draw):
     channels = draw(st.sampled_from([1, 2, 3, 4, 5, 7, 16, 300]))
     max_px = 40 if channels < 100 else 6
     return dict(
-        src=src, out_dtype=out_dtype, channels=channels,
+        src=src,
+        out_dtype=out_dtype,
+        channels=channels,
         n=draw(st.integers(1, 5)),
-        h=draw(st.integers(1, max_px)), w=draw(st.integers(1, max_px)),
+        h=draw(st.integers(1, max_px)),
+        w=draw(st.integers(1, max_px)),
         stored=draw(st.sampled_from(["HWC", "CHW"])),
         memory_format=draw(st.sampled_from(["auto", "channels_first", "channels_last", None])),
         consumer=draw(st.sampled_from(["numpy", "torch", "tensorflow", "jax"])),
@@ -107,16 +121,25 @@ def image_args(case, rng):
     if case["normalise"]:
         half = case["out_dtype"] is np.float16
         # float16 results must stay finite (|x| < 65504) for the tolerance to mean anything
-        norm = dict(mean=rng.uniform(-50, 200, c).tolist(),
-                    std=rng.uniform(1.0 if half else 0.1, 80, c).tolist())
+        norm = dict(
+            mean=rng.uniform(-50, 200, c).tolist(),
+            std=rng.uniform(1.0 if half else 0.1, 80, c).tolist(),
+        )
         if rng.random() < 0.5:
             norm["scale"] = float(rng.uniform(0.001, 1 if half else 3))
         if half and case["src"] == np.uint16:
             norm["scale"] = 1e-3
     plan = choose_layout(case["memory_format"], case["stored"], case["consumer"])
-    kw = dict(layout=case["stored"], memory_format=case["memory_format"],
-              consumer=case["consumer"], dtype=case["out_dtype"], num_threads=case["threads"],
-              collate_buffer_size=case["unit"], isa=case["isa"], **norm)
+    kw = dict(
+        layout=case["stored"],
+        memory_format=case["memory_format"],
+        consumer=case["consumer"],
+        dtype=case["out_dtype"],
+        num_threads=case["threads"],
+        collate_buffer_size=case["unit"],
+        isa=case["isa"],
+        **norm,
+    )
     return samples, plan, kw, norm
 
 
@@ -127,8 +150,14 @@ def test_collate_images_match_reference(case):
     samples, plan, kw, norm = image_args(case, rng)
     stats = {}
     got = fastload.collate(samples, stats=stats, **kw)
-    assert_batch(got, samples, stored=case["stored"], kernel_layout=plan.kernel_layout,
-                 out_dtype=case["out_dtype"], **norm)
+    assert_batch(
+        got,
+        samples,
+        stored=case["stored"],
+        kernel_layout=plan.kernel_layout,
+        out_dtype=case["out_dtype"],
+        **norm,
+    )
     assert stats["kernel_layout"] == plan.kernel_layout
     assert stats["transposed"] == (plan.transpose and case["channels"] > 1)
 
@@ -147,8 +176,14 @@ def test_collate_slab_at_unaligned_offsets_matches_reference(case, misalign):
         offsets[i] = len(slab)
         slab += samples[i].tobytes()
     got = collate_slab(bytes(slab), offsets, samples[0].shape, case["src"], **kw)
-    assert_batch(got, samples, stored=case["stored"], kernel_layout=plan.kernel_layout,
-                 out_dtype=case["out_dtype"], **norm)
+    assert_batch(
+        got,
+        samples,
+        stored=case["stored"],
+        kernel_layout=plan.kernel_layout,
+        out_dtype=case["out_dtype"],
+        **norm,
+    )
 
 
 @FAST
@@ -162,15 +197,23 @@ def test_collate_slab_at_unaligned_offsets_matches_reference(case, misalign):
     unit=st.sampled_from([0, 5, 333]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_same_dtype_copies_any_element_size(dtype, channels, stored, memory_format, hw, threads,
-                                            unit, seed):
+def test_same_dtype_copies_any_element_size(
+    dtype, channels, stored, memory_format, hw, threads, unit, seed
+):
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype)
     shape = (*hw, channels) if stored == "HWC" else (channels, *hw)
-    samples = [rng.integers(0, 256, (*shape, dt.itemsize), dtype=np.uint8).view(dt).reshape(shape)
-               for _ in range(3)]
-    got = fastload.collate(samples, layout=stored, memory_format=memory_format,
-                           num_threads=threads, collate_buffer_size=unit)
+    samples = [
+        rng.integers(0, 256, (*shape, dt.itemsize), dtype=np.uint8).view(dt).reshape(shape)
+        for _ in range(3)
+    ]
+    got = fastload.collate(
+        samples,
+        layout=stored,
+        memory_format=memory_format,
+        num_threads=threads,
+        collate_buffer_size=unit,
+    )
     want = choose_layout(memory_format, stored).kernel_layout
     expected, _, _ = reference_collate(samples, stored=stored, kernel_layout=want)
     assert got.dtype == dt
@@ -189,15 +232,16 @@ def test_other_ranks_are_stacked_without_layout_change(shape, src, normalise, un
     rng = np.random.default_rng(seed)
     samples = make_samples(rng, 4, shape, src)
     norm = dict(mean=3.0, std=[2.5]) if normalise else {}
-    got = fastload.collate(samples, memory_format="channels_first", consumer="torch",
-                           collate_buffer_size=unit, **norm)
+    got = fastload.collate(
+        samples, memory_format="channels_first", consumer="torch", collate_buffer_size=unit, **norm
+    )
     assert_batch(got, samples, stored="HWC", kernel_layout=None, out_dtype=None, **norm)
 
 
 def test_f32_to_half_and_bfloat16_round_like_numpy_and_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((64, 50, 3)) * 2.0 ** rng.integers(-30, 20, (64, 50, 3)))
+    x = rng.standard_normal((64, 50, 3)) * 2.0 ** rng.integers(-30, 20, (64, 50, 3))
     x = x.astype(np.float32)
     x.flat[:10] = [65504, 65519, 65520, 1e9, -np.inf, np.inf, 0.0, 2**-24, 2**-25, 6e-8]
     for isa in ISAS:
@@ -220,8 +264,9 @@ def test_float16_conversion_is_bit_exact_over_the_float32_range():
     for isa in ISAS:
         got = fastload.collate([x], dtype=np.float16, isa=isa)[0].view(np.uint16)
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(fastload.collate([x], dtype="bfloat16", isa=isa)[0],
-                                      bf16_bits(x))
+        np.testing.assert_array_equal(
+            fastload.collate([x], dtype="bfloat16", isa=isa)[0], bf16_bits(x)
+        )
 
 
 def test_nan_stays_nan():
@@ -231,8 +276,10 @@ def test_nan_stays_nan():
     assert (fastload.collate([x], dtype="bfloat16")[0, 0, 0, [0, 2]] == 0x7FC0).all()
 
 
-@pytest.mark.parametrize("shape,stored", [((2, 3, 5000), "HWC"), ((5000, 2, 3), "CHW"),
-                                          ((90, 70, 1), "HWC"), ((1, 90, 70), "CHW")])
+@pytest.mark.parametrize(
+    "shape,stored",
+    [((2, 3, 5000), "HWC"), ((5000, 2, 3), "CHW"), ((90, 70, 1), "HWC"), ((1, 90, 70), "CHW")],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
 def test_extreme_channel_counts(shape, stored, dtype):
     # C = 5000: blocks of the 16-pixel minimum; C = 1: 6300 pixels span two blocks
@@ -240,15 +287,30 @@ def test_extreme_channel_counts(shape, stored, dtype):
     norm = dict(mean=7.0, std=3.0) if dtype != np.uint8 else {}
     for fmt in ("channels_first", "channels_last"):
         plan = choose_layout(fmt, stored)
-        got = fastload.collate(samples, layout=stored, memory_format=fmt, dtype=dtype,
-                               num_threads=2, collate_buffer_size=5000, **norm)
-        assert_batch(got, samples, stored=stored, kernel_layout=plan.kernel_layout,
-                     out_dtype=dtype, **norm)
+        got = fastload.collate(
+            samples,
+            layout=stored,
+            memory_format=fmt,
+            dtype=dtype,
+            num_threads=2,
+            collate_buffer_size=5000,
+            **norm,
+        )
+        assert_batch(
+            got, samples, stored=stored, kernel_layout=plan.kernel_layout, out_dtype=dtype, **norm
+        )
 
 
 def test_empty_batches_and_empty_dimensions():
-    out = collate_slab(b"", np.zeros(0, np.int64), (4, 4, 3), np.uint8,
-                       memory_format="channels_first", dtype=np.float32, mean=1.0)
+    out = collate_slab(
+        b"",
+        np.zeros(0, np.int64),
+        (4, 4, 3),
+        np.uint8,
+        memory_format="channels_first",
+        dtype=np.float32,
+        mean=1.0,
+    )
     assert out.shape == (0, 3, 4, 4) and out.dtype == np.float32
     out = fastload.collate([np.zeros((0, 5, 3), np.uint8)] * 2, memory_format="channels_first")
     assert out.shape == (2, 3, 0, 5)
@@ -270,10 +332,12 @@ def test_collate_ragged_matches_reference(lengths, threads, unit, seed):
     for i, n in enumerate(lengths):
         raw = rng.integers(0, 256, n, dtype=np.uint8)
         kind = i % 4
-        samples.append([raw.tobytes(), bytearray(raw.tobytes()), memoryview(raw.tobytes()),
-                        raw][kind])
-    packed, offsets = fastload.collate_ragged(samples, num_threads=threads,
-                                              collate_buffer_size=unit)
+        samples.append(
+            [raw.tobytes(), bytearray(raw.tobytes()), memoryview(raw.tobytes()), raw][kind]
+        )
+    packed, offsets = fastload.collate_ragged(
+        samples, num_threads=threads, collate_buffer_size=unit
+    )
     want_packed, want_offsets = reference_ragged(samples)
     assert packed.dtype == np.uint8 and offsets.dtype == np.int64
     np.testing.assert_array_equal(offsets, want_offsets)
@@ -311,8 +375,13 @@ def test_collate_buffer_size_sets_the_work_units():
     results = {}
     for unit in (1 << 20, 12288, 4096, 1):
         stats = {}
-        results[unit] = fastload.collate(samples, memory_format="channels_first",
-                                         dtype=np.float32, collate_buffer_size=unit, stats=stats)
+        results[unit] = fastload.collate(
+            samples,
+            memory_format="channels_first",
+            dtype=np.float32,
+            collate_buffer_size=unit,
+            stats=stats,
+        )
         results[unit] = (results[unit], stats)
     # a sample is 32*32*3 floats = 12288 bytes
     assert results[1 << 20][1]["work_units"] == 1  # all 4 samples in one unit
@@ -330,8 +399,15 @@ def test_collate_unit_larger_than_any_batch_is_one_unit():
     samples = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8) for _ in range(4)]
     for isa in ("auto", "generic"):
         stats: dict = {}
-        got = fastload.collate(samples, memory_format="channels_first", dtype=np.float32,
-                               collate_buffer_size=I64_MAX, num_threads=3, stats=stats, isa=isa)
+        got = fastload.collate(
+            samples,
+            memory_format="channels_first",
+            dtype=np.float32,
+            collate_buffer_size=I64_MAX,
+            num_threads=3,
+            stats=stats,
+            isa=isa,
+        )
         want = np.stack(samples).transpose(0, 3, 1, 2).astype(np.float32)
         np.testing.assert_array_equal(got, want)
         assert stats["work_units"] == 1 and stats["unit_bytes"] == want.nbytes
@@ -341,12 +417,14 @@ def test_num_threads_sets_the_threads_that_run():
     samples = make_samples(np.random.default_rng(4), 8, (16, 16, 3), np.uint8)
     for threads in (1, 2, 3):
         stats = {}
-        fastload.collate(samples, dtype=np.float32, num_threads=threads,
-                         collate_buffer_size=1024, stats=stats)
+        fastload.collate(
+            samples, dtype=np.float32, num_threads=threads, collate_buffer_size=1024, stats=stats
+        )
         assert stats["threads"] == threads
     stats = {}
-    fastload.collate(samples, dtype=np.float32, num_threads=3, collate_buffer_size=1 << 20,
-                     stats=stats)
+    fastload.collate(
+        samples, dtype=np.float32, num_threads=3, collate_buffer_size=1 << 20, stats=stats
+    )
     assert stats["threads"] == 1  # one work unit: one thread
     stats = {}
     fastload.collate(samples, dtype=np.float32, stats=stats)
@@ -380,11 +458,26 @@ def test_slab_from_an_aligned_buffer():
     raw = np.frombuffer(buf, dtype=np.uint8)
     offsets = np.arange(5, dtype=np.int64) * 600 + 3
     for i, s in enumerate(samples):
-        raw[offsets[i]:offsets[i] + s.nbytes] = s.reshape(-1).view(np.uint8)
-    got = collate_slab(buf, offsets, (7, 9, 4), np.uint16, memory_format="channels_first",
-                       dtype=np.float32, mean=100, std=[1, 2, 3, 4])
-    assert_batch(got, samples, stored="HWC", kernel_layout="NCHW", out_dtype=np.float32,
-                 mean=100, std=[1, 2, 3, 4])
+        raw[offsets[i] : offsets[i] + s.nbytes] = s.reshape(-1).view(np.uint8)
+    got = collate_slab(
+        buf,
+        offsets,
+        (7, 9, 4),
+        np.uint16,
+        memory_format="channels_first",
+        dtype=np.float32,
+        mean=100,
+        std=[1, 2, 3, 4],
+    )
+    assert_batch(
+        got,
+        samples,
+        stored="HWC",
+        kernel_layout="NCHW",
+        out_dtype=np.float32,
+        mean=100,
+        std=[1, 2, 3, 4],
+    )
 
 
 # ---- bad input: a clear error before any native work ------------------------------------
@@ -394,10 +487,16 @@ U8 = [np.zeros((4, 4, 3), np.uint8) for _ in range(3)]
 
 
 BAD_COLLATE = [
-    (dict(samples=[U8[0], U8[1], np.zeros((4, 4, 4), np.uint8)]), ValueError,
-     r"sample 2 has shape \(4, 4, 4\), sample 0 has \(4, 4, 3\)"),
-    (dict(samples=[U8[0], U8[1].astype(np.uint16)]), TypeError,
-     "sample 1 has dtype uint16, sample 0 has uint8"),
+    (
+        dict(samples=[U8[0], U8[1], np.zeros((4, 4, 4), np.uint8)]),
+        ValueError,
+        r"sample 2 has shape \(4, 4, 4\), sample 0 has \(4, 4, 3\)",
+    ),
+    (
+        dict(samples=[U8[0], U8[1].astype(np.uint16)]),
+        TypeError,
+        "sample 1 has dtype uint16, sample 0 has uint8",
+    ),
     (dict(mean=[1, 2]), ValueError, "mean has 2 values but the samples have 3 channel"),
     (dict(std=[1, 2, 3, 4]), ValueError, "std has 4 values"),
     (dict(mean=[[1, 2, 3]]), ValueError, "mean has 3 values"),
@@ -407,12 +506,21 @@ BAD_COLLATE = [
     (dict(dtype=np.int32), TypeError, "cannot collate uint8 samples into int32"),
     (dict(dtype=np.uint8, mean=1), TypeError, "need a float output dtype"),
     (dict(dtype=np.uint16, std=2), TypeError, "need a float output dtype"),
-    (dict(samples=[u.astype(np.float32) for u in U8], dtype=np.uint8), TypeError,
-     "cannot collate float32 samples into uint8"),
-    (dict(samples=[u.astype(np.uint16) for u in U8], dtype=np.uint8), TypeError,
-     "cannot collate uint16 samples into uint8"),
-    (dict(samples=[u.astype(np.float16) for u in U8], dtype=np.float32), TypeError,
-     "cannot collate float16 samples into float32"),
+    (
+        dict(samples=[u.astype(np.float32) for u in U8], dtype=np.uint8),
+        TypeError,
+        "cannot collate float32 samples into uint8",
+    ),
+    (
+        dict(samples=[u.astype(np.uint16) for u in U8], dtype=np.uint8),
+        TypeError,
+        "cannot collate uint16 samples into uint8",
+    ),
+    (
+        dict(samples=[u.astype(np.float16) for u in U8], dtype=np.float32),
+        TypeError,
+        "cannot collate float16 samples into float32",
+    ),
     (dict(samples=[np.zeros(3, object)]), TypeError, "Python objects"),
     (dict(dtype="nonsense"), TypeError, "is not a dtype"),
     (dict(memory_format="NCHW"), ValueError, "memory_format='NCHW' is invalid: must be one of"),
@@ -473,8 +581,11 @@ def test_read_only_and_overlapping_out():
 
 
 BAD_SLAB = [
-    (dict(offsets=[0, 48, 97]), ValueError,
-     r"sample 2 at byte offset 97 \(\+48 bytes\) lies outside src \(144 bytes\)"),
+    (
+        dict(offsets=[0, 48, 97]),
+        ValueError,
+        r"sample 2 at byte offset 97 \(\+48 bytes\) lies outside src \(144 bytes\)",
+    ),
     (dict(offsets=[0, -1, 48]), ValueError, "sample 1 at byte offset -1"),
     (dict(offsets=[[0, 48]]), TypeError, "offsets must be a 1-D array of integers"),
     (dict(offsets=[0.0, 48.0]), TypeError, "offsets must be a 1-D array of integers"),
@@ -491,8 +602,13 @@ def test_bad_slab(kwargs, exc, match):
     args = dict(src=bytes(144), offsets=[0, 48, 96], sample_shape=(4, 4, 3), src_dtype=np.uint8)
     args.update(kwargs)
     with pytest.raises(exc, match=match):
-        collate_slab(args.pop("src"), args.pop("offsets"), args.pop("sample_shape"),
-                     args.pop("src_dtype"), **args)
+        collate_slab(
+            args.pop("src"),
+            args.pop("offsets"),
+            args.pop("sample_shape"),
+            args.pop("src_dtype"),
+            **args,
+        )
 
 
 def test_bad_ragged():
@@ -531,10 +647,16 @@ def test_large_batch_streaming_stores_match_small_batches(isa, dtype, fmt, hw):
     raw = np.empty(count + 32, dtype)
     skip = ((-raw.ctypes.data % 32) + 4) // size
     shape = (n, 3, *hw) if fmt == "channels_first" else (n, *hw, 3)
-    out = raw[skip:skip + count].reshape(shape)
+    out = raw[skip : skip + count].reshape(shape)
     assert out.nbytes > 64 << 20 and out.ctypes.data % 32 == 4
     fastload.collate(samples, out=out, **kw)
     for i, x in enumerate(samples):
         np.testing.assert_array_equal(out[i], fastload.collate([x], **kw)[0])
-    assert_batch(out[:2], samples[:2], stored="HWC", kernel_layout=plan.kernel_layout,
-                 out_dtype=dtype, **norm)
+    assert_batch(
+        out[:2],
+        samples[:2],
+        stored="HWC",
+        kernel_layout=plan.kernel_layout,
+        out_dtype=dtype,
+        **norm,
+    )

@@ -30,8 +30,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(fastload.__file__)))
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def in_pool(loader: DataLoader, tensor) -> bool:
@@ -48,7 +54,8 @@ def test_import_fastload_never_imports_torch(recs):
         "import sys, numpy as np, fastload\n"
         f"dl = fastload.DataLoader(fastload.RecordDataset({folder!r}, {SHAPE}), batch_size=8)\n"
         "n = sum(len(x) for x in dl)\n"
-        "print(n, 'torch' in sys.modules)\n")
+        "print(n, 'torch' in sys.modules)\n"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(N), "False"]
 
@@ -98,10 +105,14 @@ def test_normalised_float_and_bfloat16_tensors(recs):
         x, _ = next(iter(dl))
         assert x.dtype == torch.float32 and x.shape == (16, 3, 8, 6)
         np.testing.assert_allclose(x.numpy(), ref.transpose(0, 3, 1, 2), rtol=1e-6, atol=1e-5)
-    with DataLoader(ds, batch_size=16, consumer="torch", mean=MEAN, std=STD, dtype="bfloat16") as dl:
+    with DataLoader(
+        ds, batch_size=16, consumer="torch", mean=MEAN, std=STD, dtype="bfloat16"
+    ) as dl:
         x, _ = next(iter(dl))
         assert x.dtype == torch.bfloat16
-        np.testing.assert_allclose(x.float().numpy(), ref.transpose(0, 3, 1, 2), rtol=1e-2, atol=1e-2)
+        np.testing.assert_allclose(
+            x.float().numpy(), ref.transpose(0, 3, 1, 2), rtol=1e-2, atol=1e-2
+        )
 
 
 def test_ragged_batches_become_tensors(tmp_path):
@@ -124,7 +135,9 @@ def test_labels_keep_their_dtype(recs, dtype):
     labelled = RecordDataset(ds.uris, SHAPE, labels=np.arange(N).astype(dtype))
     with DataLoader(labelled, batch_size=8, consumer="torch") as dl:
         _, y = next(iter(dl))
-        assert y.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype and y.tolist() == list(range(8))
+        assert y.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype and y.tolist() == list(
+            range(8)
+        )
 
 
 def test_state_dict_resumes_a_torch_loader_at_the_next_batch(recs):
@@ -138,7 +151,9 @@ def test_state_dict_resumes_a_torch_loader_at_the_next_batch(recs):
         again.load_state_dict(state)
         resumed = list(again)
     assert [y.tolist() for _, y in resumed] == [y.tolist() for y in rest]
-    assert all(torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2)) for x, y in resumed)
+    assert all(
+        torch.equal(x, torch.from_numpy(data[y.numpy()]).permute(0, 3, 1, 2)) for x, y in resumed
+    )
     assert sorted(torch.cat(seen + [y for _, y in resumed]).tolist()) == list(range(N))
 
 
@@ -172,7 +187,8 @@ def test_pin_memory_without_cuda_warns_once_and_keeps_loading(recs):
         "    n = sum(len(x) for x in a) + sum(len(x) for x in b)\n"
         "pins = [str(m.message) for m in w if 'pin_memory' in str(m.message)]\n"
         "print(len(pins), n, a.report()['pin_mode'], a.report()['pin_memory'])\n"
-        "print(pins[0])\n")
+        "print(pins[0])\n"
+    )
     assert r.returncode == 0, r.stderr
     first, message = r.stdout.splitlines()
     count, n, mode, asked = first.split()

@@ -40,8 +40,25 @@ def _extreme(rng: np.random.Generator, typical: int) -> int:
     r = rng.random()
     if r < 0.80:
         return int(rng.integers(0, max(typical, 1) + 1))
-    return int(rng.choice([0, -1, -4096, 1, 4095, 4096, 4097, I64_MAX, I64_MAX - 1,
-                           -I64_MAX - 1, 1 << 32, 1 << 62, typical + 1]))
+    return int(
+        rng.choice(
+            [
+                0,
+                -1,
+                -4096,
+                1,
+                4095,
+                4096,
+                4097,
+                I64_MAX,
+                I64_MAX - 1,
+                -I64_MAX - 1,
+                1 << 32,
+                1 << 62,
+                typical + 1,
+            ]
+        )
+    )
 
 
 class FileFuzz:
@@ -90,12 +107,20 @@ class FileFuzz:
         base = bytearray(out_len + out_offset)
         out = memoryview(base)[out_offset:]
         part = int(rng.choice([4096, 4097, 8192, 65536, 1 << 20, 1 << 40]))
-        engine = RangeEngine(part_size=part, max_inflight_parts=int(rng.integers(1, 6)),
-                             page_cache_mode=str(rng.choice(["auto", "sequential", "random",
-                                                             "dont_need", "normal"])))
+        engine = RangeEngine(
+            part_size=part,
+            max_inflight_parts=int(rng.integers(1, 6)),
+            page_cache_mode=str(
+                rng.choice(["auto", "sequential", "random", "dont_need", "normal"])
+            ),
+        )
         valid = all(
-            0 <= s < nsrc and off >= 0 and ln > 0 and d >= 0
-            and off + ln <= len(self.data[pick[s]]) and d + ln <= out_len
+            0 <= s < nsrc
+            and off >= 0
+            and ln > 0
+            and d >= 0
+            and off + ln <= len(self.data[pick[s]])
+            and d + ln <= out_len
             for s, off, ln, d in rows
         )
         overlapping = _dst_overlap(table) if valid else False
@@ -105,7 +130,9 @@ class FileFuzz:
         except EXPECTED_ERRORS as exc:
             self.errors += 1
             if valid:
-                raise AssertionError(f"valid table raised {exc!r}: {uris} {rows} out={out_len}") from exc
+                raise AssertionError(
+                    f"valid table raised {exc!r}: {uris} {rows} out={out_len}"
+                ) from exc
             _check_message(exc, rows, uris)
             if os.environ.get("FUZZ_SHOW_ERRORS"):
                 print(type(exc).__name__, str(exc)[:160])
@@ -115,8 +142,8 @@ class FileFuzz:
         if overlapping:
             return
         for s, off, ln, d in rows:
-            want = self.data[pick[s]][off:off + ln]
-            if bytes(out[d:d + ln]) != want:
+            want = self.data[pick[s]][off : off + ln]
+            if bytes(out[d : d + ln]) != want:
                 raise AssertionError(f"wrong bytes for row {(s, off, ln, d)} of {uris}")
 
 
@@ -130,8 +157,13 @@ def _check_message(exc: Exception, rows: list, uris: list) -> None:
     text = str(exc)
     if isinstance(exc, MemoryError):
         return
-    if not (any(u in text for u in uris) or "source" in text or "range" in text
-            or "buffer" in text or "part_size" in text):
+    if not (
+        any(u in text for u in uris)
+        or "source" in text
+        or "range" in text
+        or "buffer" in text
+        or "part_size" in text
+    ):
         raise AssertionError(f"unclear error {exc!r} for {uris} {rows}")
 
 
@@ -143,9 +175,11 @@ class CollateFuzz:
     def one(self) -> None:
         rng = self.rng
         src_dt = np.dtype(rng.choice(["uint8", "uint16", "float32", "int64", "float64"]))
-        convs = {"uint8": [None, "uint8", "uint16", "float32", "float16", "bfloat16"],
-                 "uint16": [None, "float32", "float16", "bfloat16"],
-                 "float32": [None, "float32", "float16", "bfloat16"]}
+        convs = {
+            "uint8": [None, "uint8", "uint16", "float32", "float16", "bfloat16"],
+            "uint16": [None, "float32", "float16", "bfloat16"],
+            "float32": [None, "float32", "float16", "bfloat16"],
+        }
         out_dt = rng.choice(convs.get(src_dt.name, [None]))
         rank = int(rng.choice([1, 2, 3, 3, 3]))
         c = int(rng.choice([1, 2, 3, 4, 5, 17, 300]))
@@ -168,7 +202,7 @@ class CollateFuzz:
             slab = slab.copy()
             for o in offsets:
                 vals = rng.uniform(-300, 300, nbytes // itemsize).astype(src_dt)
-                slab[o:o + nbytes] = vals.view(np.uint8)
+                slab[o : o + nbytes] = vals.view(np.uint8)
         bad = rng.random() < 0.15
         if bad:
             k = int(rng.integers(0, 4))
@@ -187,45 +221,74 @@ class CollateFuzz:
         isa = str(rng.choice(["auto", "generic"]))
         self.calls += 1
         try:
-            got = collate_slab(slab, offsets, shape, src_dt, layout=layout, memory_format=fmt,
-                               dtype=out_dt, mean=mean, std=std, num_threads=threads,
-                               collate_buffer_size=unit, consumer=consumer, isa=isa)
+            got = collate_slab(
+                slab,
+                offsets,
+                shape,
+                src_dt,
+                layout=layout,
+                memory_format=fmt,
+                dtype=out_dt,
+                mean=mean,
+                std=std,
+                num_threads=threads,
+                collate_buffer_size=unit,
+                consumer=consumer,
+                isa=isa,
+            )
         except EXPECTED_ERRORS as exc:
             self.errors += 1
             if not bad:
-                raise AssertionError(f"valid collate raised {exc!r}: {shape} {src_dt}->{out_dt}") from exc
+                raise AssertionError(
+                    f"valid collate raised {exc!r}: {shape} {src_dt}->{out_dt}"
+                ) from exc
             return
-        samples = [slab[o:o + nbytes].view(src_dt).reshape(shape) for o in offsets]
+        samples = [slab[o : o + nbytes].view(src_dt).reshape(shape) for o in offsets]
         if n == 0:
             assert got.shape[0] == 0
             return
         kernel = choose_layout(fmt, layout, consumer).kernel_layout if rank == 3 else None
-        want, exact, bound = reference_collate(samples, stored=layout, kernel_layout=kernel,
-                                               out_dtype=out_dt, mean=mean, std=std)
+        want, exact, bound = reference_collate(
+            samples, stored=layout, kernel_layout=kernel, out_dtype=out_dt, mean=mean, std=std
+        )
         if exact is None or not normalised:
-            same = (np.array_equal(got, want, equal_nan=True) if got.dtype.kind == "f"
-                    else got.tobytes() == np.ascontiguousarray(want).tobytes())
+            same = (
+                np.array_equal(got, want, equal_nan=True)
+                if got.dtype.kind == "f"
+                else got.tobytes() == np.ascontiguousarray(want).tobytes()
+            )
             if got.shape != want.shape or not same:
-                raise AssertionError(f"collate differs: {shape} {src_dt}->{out_dt} {fmt} "
-                                     f"{consumer} threads={threads} unit={unit}")
+                raise AssertionError(
+                    f"collate differs: {shape} {src_dt}->{out_dt} {fmt} "
+                    f"{consumer} threads={threads} unit={unit}"
+                )
         else:
             gotf = (got.astype(np.uint32) << 16).view(np.float32) if out_dt == "bfloat16" else got
-            tol = bound + np.abs(exact) * (2.0 ** -7 if out_dt in ("bfloat16", "float16") else 0) + 1e-3
-            wantf = (want.astype(np.uint32) << 16).view(np.float32) if out_dt == "bfloat16" else want
+            tol = (
+                bound + np.abs(exact) * (2.0**-7 if out_dt in ("bfloat16", "float16") else 0) + 1e-3
+            )
+            wantf = (
+                (want.astype(np.uint32) << 16).view(np.float32) if out_dt == "bfloat16" else want
+            )
             with np.errstate(invalid="ignore"):  # inf - inf where both overflowed
                 ok = (np.abs(gotf.astype(np.float64) - exact) <= tol) | (gotf == wantf)
             if not np.all(ok | (np.isnan(gotf) & np.isnan(wantf))):
                 worst = np.argmax(np.abs(gotf.astype(np.float64) - exact) - tol)
-                raise AssertionError(f"collate out of tolerance: {shape} {src_dt}->{out_dt}: got "
-                                     f"{gotf.flat[worst]}, exact {exact.flat[worst]}")
+                raise AssertionError(
+                    f"collate out of tolerance: {shape} {src_dt}->{out_dt}: got "
+                    f"{gotf.flat[worst]}, exact {exact.flat[worst]}"
+                )
 
     def ragged(self) -> None:
         rng = self.rng
-        samples = [rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
-                   for _ in range(int(rng.integers(0, 9)))]
+        samples = [
+            rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
+            for _ in range(int(rng.integers(0, 9)))
+        ]
         unit = int(rng.choice([0, 1, 7, 4096, 1 << 40, I64_MAX]))
-        packed, offsets = fastload.collate_ragged(samples, num_threads=int(rng.integers(0, 4)),
-                                                  collate_buffer_size=unit)
+        packed, offsets = fastload.collate_ragged(
+            samples, num_threads=int(rng.integers(0, 4)), collate_buffer_size=unit
+        )
         want, want_off = reference_ragged(samples)
         if not (np.array_equal(packed, want) and np.array_equal(offsets, want_off)):
             raise AssertionError(f"ragged differs: unit={unit} lengths={[len(s) for s in samples]}")
@@ -249,8 +312,10 @@ def main() -> int:
             coll.ragged()
         AlignedBuffer(1)  # keep the import honest: the buffer type still works
     fds_after = len(os.listdir("/proc/self/fd"))
-    print(f"file engine: {files.calls} calls, {files.errors} raised; collate: {coll.calls} calls, "
-          f"{coll.errors} raised; fds {fds_before} -> {fds_after}")
+    print(
+        f"file engine: {files.calls} calls, {files.errors} raised; collate: {coll.calls} calls, "
+        f"{coll.errors} raised; fds {fds_before} -> {fds_after}"
+    )
     return 0 if fds_after <= fds_before else 1
 
 

@@ -22,11 +22,15 @@ def test_auto_tune_reports_and_applies_its_choice(recs):
     # The loader reads with what the tuner applied last (a trial in progress, or its choice),
     # passed per call: the engine itself is never re-configured ...
     rs = dl.read_settings
-    assert (rs.part_size, rs.max_inflight_parts) == (dl.tuner.part_size, dl.tuner.max_inflight_parts)
+    assert (rs.part_size, rs.max_inflight_parts) == (
+        dl.tuner.part_size,
+        dl.tuner.max_inflight_parts,
+    )
     assert (dl.engine.part_size, dl.engine.max_inflight_parts) == (8 << 20, None)
     # ... and the reported choice is a setting it measured.
     assert (rep["part_size"], rep["max_inflight_parts"]) in {
-        (t["part_size"], t["max_inflight_parts"]) for t in rep["trials"]}
+        (t["part_size"], t["max_inflight_parts"]) for t in rep["trials"]
+    }
 
 
 def test_auto_tuner_climbs_to_the_best_setting():

@@ -64,8 +64,20 @@ def test_weighted_and_distributed_samplers_reach_the_loader(recs):
     w[[3, 9]] = 1
     dl = DataLoader(ds, batch_size=8, sampler_type="weighted_random", weights=w, replacement=True)
     assert set(np.concatenate(collect(dl)[1]).tolist()) == {3, 9}
-    ranks = [np.concatenate(collect(DataLoader(ds, batch_size=8, sampler_type="distributed_random",
-                                               shard_rank=r, shard_world_size=2))[1]) for r in (0, 1)]
+    ranks = [
+        np.concatenate(
+            collect(
+                DataLoader(
+                    ds,
+                    batch_size=8,
+                    sampler_type="distributed_random",
+                    shard_rank=r,
+                    shard_world_size=2,
+                )
+            )[1]
+        )
+        for r in (0, 1)
+    ]
     assert len(ranks[0]) == len(ranks[1]) == 50 and not set(ranks[0]) & set(ranks[1])
 
 
@@ -80,10 +92,13 @@ def test_auto_layout_is_zero_copy_of_the_read_slab(recs):
     assert x.ctypes.data % 4096 == 0  # a view of a pooled aligned buffer, not a copy
 
 
-@pytest.mark.parametrize("fmt, shape, perm", [
-    ("channels_first", (8, 3, 8, 6), (0, 3, 1, 2)),
-    ("channels_last", (8, 8, 6, 3), (0, 1, 2, 3)),
-])
+@pytest.mark.parametrize(
+    "fmt, shape, perm",
+    [
+        ("channels_first", (8, 3, 8, 6), (0, 3, 1, 2)),
+        ("channels_last", (8, 8, 6, 3), (0, 1, 2, 3)),
+    ],
+)
 def test_memory_format(recs, fmt, shape, perm):
     ds, data = recs
     x, y = next(iter(DataLoader(ds, batch_size=8, memory_format=fmt)))
@@ -94,24 +109,38 @@ def test_memory_format(recs, fmt, shape, perm):
 def test_dtype_mean_std_scale(recs):
     ds, data = recs
     mean, std = [120, 110, 100], [50, 60, 70]
-    dl = DataLoader(ds, batch_size=8, memory_format="channels_first", dtype=np.float32,
-                    scale=0.5, mean=mean, std=std)
+    dl = DataLoader(
+        ds,
+        batch_size=8,
+        memory_format="channels_first",
+        dtype=np.float32,
+        scale=0.5,
+        mean=mean,
+        std=std,
+    )
     x, y = next(iter(dl))
-    ref = (data[y].transpose(0, 3, 1, 2) - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1)) * 0.5
+    ref = (
+        (data[y].transpose(0, 3, 1, 2) - np.reshape(mean, (1, 3, 1, 1)))
+        / np.reshape(std, (1, 3, 1, 1))
+        * 0.5
+    )
     assert x.dtype == np.float32 and np.allclose(x, ref, atol=1e-5)
     assert dl.report()["collate"]["transposed"]
     x16, _ = next(iter(DataLoader(ds, batch_size=8, dtype=np.float16)))
     assert x16.dtype == np.float16 and np.array_equal(x16, data[:8].astype(np.float16))
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"mean": [1, 2], "std": [1, 1]}, "mean has 2 values but the samples have 3 channel"),
-    ({"mean": [1], "std": [0]}, "std.* is 0"),
-    ({"dtype": np.int8}, "int8"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"consumer": "jax"}, "consumer"),
-    ({"part_size": 100}, "part_size"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"mean": [1, 2], "std": [1, 1]}, "mean has 2 values but the samples have 3 channel"),
+        ({"mean": [1], "std": [0]}, "std.* is 0"),
+        ({"dtype": np.int8}, "int8"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"consumer": "jax"}, "consumer"),
+        ({"part_size": 100}, "part_size"),
+    ],
+)
 def test_bad_arguments_name_the_knob(recs, kw, msg):
     with pytest.raises((ValueError, TypeError), match=msg):
         DataLoader(recs[0], **kw)
@@ -189,7 +218,9 @@ def test_timeout_names_the_batch_and_what_it_waited_for(recs):
     dl = DataLoader(ds, batch_size=25, prefetch=1, timeout_seconds=1.0, engine=eng)
     it = iter(dl)
     next(it)
-    with pytest.raises(TimeoutError, match=r"batch 1 of epoch 0 not ready after 1 s.*shard-001\.bin"):
+    with pytest.raises(
+        TimeoutError, match=r"batch 1 of epoch 0 not ready after 1 s.*shard-001\.bin"
+    ):
         next(it)
     assert not [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]
 
@@ -226,8 +257,15 @@ def test_load_state_dict_rejects_another_loader(recs):
         DataLoader(recs[0], batch_size=16).load_state_dict(state)
 
 
-@pytest.mark.parametrize("other", [{"seed": 4}, {"shuffle": False}, {"generator_seed": 9},
-                                   {"shard_rank": 1, "shard_world_size": 2}])
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"seed": 4},
+        {"shuffle": False},
+        {"generator_seed": 9},
+        {"shard_rank": 1, "shard_world_size": 2},
+    ],
+)
 def test_load_state_dict_rejects_a_loader_with_another_order(recs, other):
     opts = LoaderOptions(batch_size=10, shuffle=True, seed=3)
     dl = DataLoader(recs[0], opts)
@@ -254,8 +292,14 @@ def test_engine_knobs_reach_the_file_backend(recs, monkeypatch):
         return parts
 
     monkeypatch.setattr(file_reader, "read_file_ranges", spy)
-    dl = DataLoader(recs[0], batch_size=25, reader_mode="range", part_size=4096, max_inflight_parts=3,
-                    page_cache_mode="dont_need")
+    dl = DataLoader(
+        recs[0],
+        batch_size=25,
+        reader_mode="range",
+        part_size=4096,
+        max_inflight_parts=3,
+        page_cache_mode="dont_need",
+    )
     collect(dl)
     table, part, inflight, mode, parts = calls[0]
     assert part == 4096 and inflight == 3 and mode == CacheMode.DONT_NEED
@@ -331,7 +375,9 @@ def test_transform_runs_only_when_enabled(recs, tmp_path):
 
 def test_transform_changing_shape_and_ragged_output(recs, tmp_path):
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.crop_half)
-    x, y = next(iter(DataLoader(ds, batch_size=4, enable_transforms=True, memory_format="channels_first")))
+    x, y = next(
+        iter(DataLoader(ds, batch_size=4, enable_transforms=True, memory_format="channels_first"))
+    )
     assert x.shape == (4, 3, 4, 6) and np.array_equal(x, recs[1][y][:, :4].transpose(0, 3, 1, 2))
     for i, n in enumerate((10, 31, 7)):
         (tmp_path / f"{i}").write_bytes(bytes(range(n)))
@@ -365,8 +411,14 @@ def _resources():
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_no_leaks_over_20_epochs(recs, workers):
-    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert if workers else None)
-    kw = {"num_workers": workers, "enable_transforms": workers > 0, "multiprocessing_context": "fork"}
+    ds = RecordDataset(
+        recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert if workers else None
+    )
+    kw = {
+        "num_workers": workers,
+        "enable_transforms": workers > 0,
+        "multiprocessing_context": "fork",
+    }
     # Warm up once (imports, first allocations), then measure.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -419,8 +471,11 @@ def _fd_targets():
 def test_in_process_transform_error_names_the_sample_index_and_uri(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=H.fail_on_marker)
     dl = DataLoader(ds, batch_size=5, enable_transforms=True)
-    with pytest.raises(RuntimeError, match=r"transform failed on sample 7 \(.*shard-000\.bin bytes 1008-1151\), "
-                                           r"position 2 of batch 1: ValueError: bad sample 7") as err:
+    with pytest.raises(
+        RuntimeError,
+        match=r"transform failed on sample 7 \(.*shard-000\.bin bytes 1008-1151\), "
+        r"position 2 of batch 1: ValueError: bad sample 7",
+    ) as err:
         list(dl)
     assert isinstance(err.value.__cause__, ValueError)
 
@@ -430,7 +485,9 @@ def test_a_second_iterator_ends_the_first_with_a_clear_error(recs):
     first = iter(dl)
     next(first)
     second = iter(dl)
-    with pytest.raises(RuntimeError, match=r"iterator of epoch 0 was ended by a newer iter\(loader\)"):
+    with pytest.raises(
+        RuntimeError, match=r"iterator of epoch 0 was ended by a newer iter\(loader\)"
+    ):
         next(first)  # not a silent StopIteration: its batches would be lost unnoticed
     assert len(list(second)) == len(dl)
     with pytest.raises(RuntimeError, match="ended by closing the loader"):
@@ -482,6 +539,10 @@ def test_empty_dataset_smaller_than_a_batch_and_drop_last(tmp_path):
 
 def test_worker_id_takes_every_other_batch_of_the_rank(recs):
     whole = [y for _, y in DataLoader(recs[0], batch_size=10, shuffle=True, seed=4)]
-    mine = [y for _, y in DataLoader(recs[0], batch_size=10, shuffle=True, seed=4, worker_id=1,
-                                     num_workers_pytorch=2)]
+    mine = [
+        y
+        for _, y in DataLoader(
+            recs[0], batch_size=10, shuffle=True, seed=4, worker_id=1, num_workers_pytorch=2
+        )
+    ]
     assert [y.tolist() for y in mine] == [y.tolist() for y in whole[1::2]]

@@ -40,8 +40,18 @@ def test_records_on_s3_shuffled_normalised(s3, reader_mode):
     engine, data, _ = s3
     ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(90), engine=engine)
     assert len(ds) == 90 and len(ds.uris) == 3
-    dl = DataLoader(ds, batch_size=16, shuffle=True, engine=engine, reader_mode=reader_mode, part_size=4096,
-                    memory_format="channels_first", dtype=np.float32, mean=[10, 20, 30], std=[2, 2, 2])
+    dl = DataLoader(
+        ds,
+        batch_size=16,
+        shuffle=True,
+        engine=engine,
+        reader_mode=reader_mode,
+        part_size=4096,
+        memory_format="channels_first",
+        dtype=np.float32,
+        mean=[10, 20, 30],
+        std=[2, 2, 2],
+    )
     seen = []
     for x, y in dl:
         ref = (data[y].transpose(0, 3, 1, 2) - np.reshape([10, 20, 30], (1, 3, 1, 1))) / 2
@@ -64,7 +74,9 @@ def test_npy_rows_and_objects_on_s3(s3):
 
 def test_missing_object_on_s3_names_it(s3):
     engine, _, _ = s3
-    ds = ObjectDataset(["s3://bucket/objs/o1", "s3://bucket/objs/nope"], sizes=[150, 10], engine=engine)
+    ds = ObjectDataset(
+        ["s3://bucket/objs/o1", "s3://bucket/objs/nope"], sizes=[150, 10], engine=engine
+    )
     with pytest.raises(FileNotFoundError, match="s3://bucket/objs/nope"):
         list(DataLoader(ds, batch_size=2, engine=engine))
 
@@ -87,7 +99,9 @@ def test_network_reads_default_to_a_deeper_inflight_depth(s3):
     connects, depth = _first_read_connects(engine.network_options, "s3://bucket/recs/")
     # ~60 separate records, one GET each, all 32 slots filled at once: one connection per slot.
     assert depth == 32 and connects > 16
-    connects, depth = _first_read_connects(engine.network_options, "s3://bucket/recs/", max_inflight_parts=4)
+    connects, depth = _first_read_connects(
+        engine.network_options, "s3://bucket/recs/", max_inflight_parts=4
+    )
     assert depth == 4 and connects <= 4
 
 
@@ -108,8 +122,16 @@ def test_records_over_http(server, request, tls_ca):
         ds = RecordDataset(uris, SHAPE, labels=np.arange(30), engine=engine)
         for mode in ("range", "sequential"):
             seen = []
-            for x, y in DataLoader(ds, batch_size=8, shuffle=True, engine=engine, reader_mode=mode,
-                                   part_size=4096, dtype=np.float32, memory_format="channels_first"):
+            for x, y in DataLoader(
+                ds,
+                batch_size=8,
+                shuffle=True,
+                engine=engine,
+                reader_mode=mode,
+                part_size=4096,
+                dtype=np.float32,
+                memory_format="channels_first",
+            ):
                 assert np.array_equal(x, data[y].transpose(0, 3, 1, 2).astype(np.float32))
                 seen.extend(y.tolist())
             assert sorted(seen) == list(range(30))
@@ -120,10 +142,17 @@ def test_a_stalled_s3_read_is_cancelled_when_the_loop_stops(s3, silent_server):
     """Closing the epoch while a GET waits on a server that never answers: the epoch's
     cancel token stops the native read (C polls the flag without the GIL), so the
     reader thread ends instead of waiting forever."""
-    opts = {**s3[0].network_options, "endpoint_url": f"http://127.0.0.1:{silent_server}", "low_speed_time": 0}
+    opts = {
+        **s3[0].network_options,
+        "endpoint_url": f"http://127.0.0.1:{silent_server}",
+        "low_speed_time": 0,
+    }
     with RangeEngine(**opts) as engine:
-        ds = ObjectDataset([f"s3://bucket/objs/o{i}" for i in range(7)], sizes=[100 + 50 * i for i in range(7)],
-                           engine=engine)
+        ds = ObjectDataset(
+            [f"s3://bucket/objs/o{i}" for i in range(7)],
+            sizes=[100 + 50 * i for i in range(7)],
+            engine=engine,
+        )
         dl = DataLoader(ds, batch_size=7, prefetch=1, engine=engine)
         it = iter(dl)  # the reader starts at once
         readers = [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]

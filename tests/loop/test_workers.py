@@ -18,8 +18,14 @@ from tests.support.loader_data import SHAPE, N
 def test_workers_start_method_shared_memory_and_seeds(recs, ctx, monkeypatch):
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.worker_facts)
     monkeypatch.setattr(H, "MARK", 42)  # only a forked child inherits this
-    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context=ctx,
-                    seed=7)
+    dl = DataLoader(
+        ds,
+        batch_size=10,
+        num_workers=2,
+        enable_transforms=True,
+        multiprocessing_context=ctx,
+        seed=7,
+    )
     facts = np.concatenate([x for x, _ in dl])
     pids = set(facts[:, 0].tolist())
     assert pids <= set(dl.report()["epoch_pids"][0]) and os.getpid() not in pids
@@ -36,8 +42,14 @@ def test_workers_grow_their_segments_for_larger_batches(tmp_path):
     for i, n in enumerate(sizes):
         (tmp_path / f"{i}").write_bytes(bytes([i]) * n)
     ds = ObjectDataset([str(tmp_path / f"{i}") for i in range(6)], transform=H.first_bytes)
-    dl = DataLoader(ds, batch_size=2, num_workers=1, enable_transforms=True, multiprocessing_context="fork",
-                    persistent_workers=True)
+    dl = DataLoader(
+        ds,
+        batch_size=2,
+        num_workers=1,
+        enable_transforms=True,
+        multiprocessing_context="fork",
+        persistent_workers=True,
+    )
     for _ in range(2):
         got = [x.sample(i) for x in dl for i in range(x.count)]
         assert [len(g) for g in got] == [n // 2 for n in sizes]
@@ -66,7 +78,9 @@ def test_workers_hand_batches_back_through_shared_memory_not_the_pipe(tmp_path, 
 
     monkeypatch.setattr(mpc.Connection, "send", send)
     monkeypatch.setattr(mpc.Connection, "recv", recv)
-    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork")
+    dl = DataLoader(
+        ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork"
+    )
     for x, y in dl:
         assert np.array_equal(x, 255 - data[y])
     assert dl.report()["worker_starts"] == 1 and piped
@@ -78,8 +92,16 @@ def test_worker_seeds_are_reproducible(recs, mode):
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.worker_facts)
     runs = []
     for _ in range(2):
-        dl = DataLoader(ds, batch_size=10, num_workers=2, prefetch=4, enable_transforms=True, seed=11,
-                        multiprocessing_context="fork", loading_mode=mode)
+        dl = DataLoader(
+            ds,
+            batch_size=10,
+            num_workers=2,
+            prefetch=4,
+            enable_transforms=True,
+            seed=11,
+            multiprocessing_context="fork",
+            loading_mode=mode,
+        )
         by_batch = {int(y[0]) // 10: x for x, y in dl}
         pids = dl.report()["epoch_pids"][0]
         for k, x in by_batch.items():  # batch k ran on worker k % 2, whatever the thread timing
@@ -91,8 +113,14 @@ def test_worker_seeds_are_reproducible(recs, mode):
 def test_persistent_workers_survive_epochs(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
     for persistent, starts in ((True, 1), (False, 3)):
-        dl = DataLoader(ds, batch_size=25, num_workers=2, enable_transforms=True,
-                        persistent_workers=persistent, multiprocessing_context="fork")
+        dl = DataLoader(
+            ds,
+            batch_size=25,
+            num_workers=2,
+            enable_transforms=True,
+            persistent_workers=persistent,
+            multiprocessing_context="fork",
+        )
         for _ in range(3):
             for x, y in dl:
                 assert np.array_equal(x, 255 - recs[1][y])
@@ -100,12 +128,18 @@ def test_persistent_workers_survive_epochs(recs):
         dl.close()
 
 
-@pytest.mark.parametrize("transform, how", [(H.die_on_marker, "exited with code 3"),
-                                             (H.kill_on_marker, "was killed by signal 9")])
+@pytest.mark.parametrize(
+    "transform, how",
+    [(H.die_on_marker, "exited with code 3"), (H.kill_on_marker, "was killed by signal 9")],
+)
 def test_dead_worker_names_itself_and_exit_code(recs, transform, how):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=transform)
-    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork")
-    with pytest.raises(RuntimeError, match=rf"fastload worker \d \(pid \d+\) {how} while transforming batch 0"):
+    dl = DataLoader(
+        ds, batch_size=10, num_workers=2, enable_transforms=True, multiprocessing_context="fork"
+    )
+    with pytest.raises(
+        RuntimeError, match=rf"fastload worker \d \(pid \d+\) {how} while transforming batch 0"
+    ):
         list(dl)
     assert not __import__("multiprocessing").active_children()
 
@@ -114,22 +148,42 @@ def test_a_persistent_worker_that_died_while_idle_is_named(recs):
     import signal
 
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
-    dl = DataLoader(ds, batch_size=10, num_workers=2, enable_transforms=True, persistent_workers=True,
-                    multiprocessing_context="fork", timeout_seconds=30)
+    dl = DataLoader(
+        ds,
+        batch_size=10,
+        num_workers=2,
+        enable_transforms=True,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+        timeout_seconds=30,
+    )
     list(dl)
     pid = dl.workers.pids[1]
     os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, between epochs
-    with pytest.raises(RuntimeError, match=rf"fastload worker 1 \(pid {pid}\) was killed by signal 9 while"):
+    with pytest.raises(
+        RuntimeError, match=rf"fastload worker 1 \(pid {pid}\) was killed by signal 9 while"
+    ):
         list(dl)  # not a bare BrokenPipeError
-    assert [len(x) for x, _ in dl] == [10] * 10 and dl.report()["worker_starts"] == 2  # fresh workers
+    assert [len(x) for x, _ in dl] == [10] * 10 and dl.report()[
+        "worker_starts"
+    ] == 2  # fresh workers
     dl.close()
 
 
 def test_timeout_while_a_worker_transforms(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=H.sleep_on_marker)
-    dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork",
-                    timeout_seconds=1.0, prefetch=1)
-    with pytest.raises(TimeoutError, match=r"batch 1 of epoch 0 .* waiting for worker 0 \(pid \d+\) to run"):
+    dl = DataLoader(
+        ds,
+        batch_size=5,
+        num_workers=1,
+        enable_transforms=True,
+        multiprocessing_context="fork",
+        timeout_seconds=1.0,
+        prefetch=1,
+    )
+    with pytest.raises(
+        TimeoutError, match=r"batch 1 of epoch 0 .* waiting for worker 0 \(pid \d+\) to run"
+    ):
         list(dl)
     assert dl.workers is None and not __import__("multiprocessing").active_children()
 
@@ -141,24 +195,39 @@ def test_timeout_while_workers_start(recs, tmp_path, monkeypatch):
         "if os.environ.get('FASTLOAD_TEST_SLOW_IMPORT'):\n"
         "    time.sleep(30)\n"
         "def same(x):\n"
-        "    return x\n")
+        "    return x\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import slow_import
 
     monkeypatch.setenv("FASTLOAD_TEST_SLOW_IMPORT", "1")  # only the worker imports it from now on
     ds = RecordDataset(recs[0].uris, SHAPE, transform=slow_import.same)
-    dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="spawn",
-                    timeout_seconds=2.0)
-    with pytest.raises(TimeoutError, match=r"fastload worker 0 \(pid \d+\) not ready after 2 s "
-                                           r"\(timeout_seconds\) while starting"):
+    dl = DataLoader(
+        ds,
+        batch_size=5,
+        num_workers=1,
+        enable_transforms=True,
+        multiprocessing_context="spawn",
+        timeout_seconds=2.0,
+    )
+    with pytest.raises(
+        TimeoutError,
+        match=r"fastload worker 0 \(pid \d+\) not ready after 2 s "
+        r"\(timeout_seconds\) while starting",
+    ):
         iter(dl)
     assert dl.workers is None and not __import__("multiprocessing").active_children()
 
 
 def test_transform_error_names_the_sample(recs):
     ds = RecordDataset(recs[0].uris, SHAPE, transform=H.fail_on_marker)
-    dl = DataLoader(ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork")
-    with pytest.raises(RuntimeError, match=r"worker 0 \(pid \d+\): the transform failed on sample 7 "
-                                           r"\(.*shard-000\.bin bytes 1008-1151\), position 2 of batch 1: "
-                                           r"ValueError: bad sample 7"):
+    dl = DataLoader(
+        ds, batch_size=5, num_workers=1, enable_transforms=True, multiprocessing_context="fork"
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"worker 0 \(pid \d+\): the transform failed on sample 7 "
+        r"\(.*shard-000\.bin bytes 1008-1151\), position 2 of batch 1: "
+        r"ValueError: bad sample 7",
+    ):
         list(dl)

@@ -67,7 +67,9 @@ def test_pin_refused_is_reported_and_buffer_stays_usable(tmp_path):
     )
     root = os.path.dirname(os.path.dirname(fastload.__file__))
     env = dict(os.environ, PYTHONPATH=root)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
     assert res.returncode == 0, res.stderr
     head, why = res.stdout.split("|")
     assert head.split() == ["False", "none", str(8 << 20)]

@@ -18,9 +18,17 @@ def test_collate_bridge_checks_huge_offsets_itself():
     out = np.zeros((1, 16), np.uint8)
     offsets = np.array([I64_MAX - 3], dtype=np.int64)
     with pytest.raises(ValueError, match="lies outside src"):
-        plan = native_collate.CollatePlan(pixels=16, channels=1, src_channels_last=True, dst_channels_last=True,
-                                          src_dtype=native_collate.DT_RAW, dst_dtype=native_collate.DT_RAW,
-                                          src_itemsize=1, dst_itemsize=1, nthreads=1)
+        plan = native_collate.CollatePlan(
+            pixels=16,
+            channels=1,
+            src_channels_last=True,
+            dst_channels_last=True,
+            src_dtype=native_collate.DT_RAW,
+            dst_dtype=native_collate.DT_RAW,
+            src_itemsize=1,
+            dst_itemsize=1,
+            nthreads=1,
+        )
         plan.run(None, slab, offsets, out)
     with pytest.raises(ValueError, match="lies outside src"):
         collate_slab(slab, offsets, (16,), np.uint8)

@@ -18,7 +18,8 @@ def test_native_layer_checks_wrapping_ranges_itself(blob, direct):
     path, _ = blob
     out = bytearray(100)
     call = lambda row: file_reader.read_file_ranges(  # noqa: E731
-        [path], [path], np.array([row], dtype=np.int64), out, 4096, 2, direct, 0)
+        [path], [path], np.array([row], dtype=np.int64), out, 4096, 2, direct, 0
+    )
     with pytest.raises(InvalidRequestError, match="does not fit the buffer"):
         call((0, 1, 10, I64_MAX - 3))
     with pytest.raises(RangeError, match="object size is"):
@@ -29,20 +30,31 @@ def test_source_index_is_not_truncated_to_int32(blob):
     """A source index of 2**32 was cast to int32 0 and read the first file."""
     path, _ = blob
     with pytest.raises(ValueError, match="source index 4294967296 is not one of the 1 sources"):
-        file_reader.read_file_ranges([path], [path], np.array([[1 << 32, 0, 10, 0]]),
-                                      bytearray(10), 4096, 1, False, 0)
+        file_reader.read_file_ranges(
+            [path], [path], np.array([[1 << 32, 0, 10, 0]]), bytearray(10), 4096, 1, False, 0
+        )
 
 
-@pytest.mark.parametrize("part,inflight,paths,match", [
-    (100, 1, 1, "part_size=100 must be >= 4096"),
-    (4096, 0, 1, "max_inflight_parts=0 must be >= 1"),
-    (4096, 1, 0, "no source files"),
-])
+@pytest.mark.parametrize(
+    "part,inflight,paths,match",
+    [
+        (100, 1, 1, "part_size=100 must be >= 4096"),
+        (4096, 0, 1, "max_inflight_parts=0 must be >= 1"),
+        (4096, 1, 0, "no source files"),
+    ],
+)
 def test_native_option_errors_name_the_knob(blob, part, inflight, paths, match):
     """One message used to cover all three ('part_size must be >= 4096 and ...'),
     even when the only fault was an empty source list."""
     path, _ = blob
     with pytest.raises(InvalidRequestError, match=match):
-        file_reader.read_file_ranges([path] * paths, [path] * paths,
-                                      np.zeros((0, 4), np.int64), bytearray(1), part, inflight,
-                                      False, 0)
+        file_reader.read_file_ranges(
+            [path] * paths,
+            [path] * paths,
+            np.zeros((0, 4), np.int64),
+            bytearray(1),
+            part,
+            inflight,
+            False,
+            0,
+        )

@@ -16,7 +16,7 @@ def test_abi_constants_match_pycurl():
     for name, value in http_reader.abi_constants().items():
         for prefix, py in names.items():
             if name.startswith(prefix):
-                pyname = py + name[len(prefix):]
+                pyname = py + name[len(prefix) :]
                 if hasattr(pycurl, pyname):
                     assert getattr(pycurl, pyname) == value, name
                     checked += 1

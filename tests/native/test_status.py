@@ -20,12 +20,16 @@ def _c_enum(header: str, prefix: str) -> dict[str, int]:
 def test_status_matches_fl_error_h():
     c = _c_enum("fl_error.h", "FL_")
     assert c.pop("FL_OK") == Status.OK == 0
-    assert {k.removeprefix("FL_E_"): v for k, v in c.items()} == {s.name: int(s) for s in Status if s.name != "OK"}
+    assert {k.removeprefix("FL_E_"): v for k, v in c.items()} == {
+        s.name: int(s) for s in Status if s.name != "OK"
+    }
 
 
 def test_cache_mode_matches_fl_file_reader_h():
     c = _c_enum("fl_file_reader.h", "FL_CACHE_")
-    assert {k.removeprefix("FL_CACHE_"): v for k, v in c.items()} == {m.name: int(m) for m in CacheMode}
+    assert {k.removeprefix("FL_CACHE_"): v for k, v in c.items()} == {
+        m.name: int(m) for m in CacheMode
+    }
 
 
 def test_every_failure_status_maps_to_one_exception_class():
@@ -50,6 +54,8 @@ def test_no_python_module_writes_a_status_number():
         for f in files:
             if f.endswith(".py"):
                 text = open(os.path.join(d, f), encoding="utf-8").read()
-                if re.search(r"raise_native_error\(\s*\d", text) or re.search(r"\b_?FL_E_\w+\s*=\s*\d", text):
+                if re.search(r"raise_native_error\(\s*\d", text) or re.search(
+                    r"\b_?FL_E_\w+\s*=\s*\d", text
+                ):
                     bad.append(f)
     assert not bad, bad

@@ -42,17 +42,22 @@ def test_records_header_and_stride(tmp_path):
 
 def test_records_bad_shard_size_names_the_shard(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"x" * 61)
-    with pytest.raises(ValueError, match=r"a\.bin: 61 bytes is not a 0-byte header plus whole records of 60"):
+    with pytest.raises(
+        ValueError, match=r"a\.bin: 61 bytes is not a 0-byte header plus whole records of 60"
+    ):
         RecordDataset(str(tmp_path), SHAPE)
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"record_shape": (0, 3)}, "record_shape"),
-    ({"record_shape": (4, 5, 3), "record_stride": 10}, "record_stride 10 is smaller"),
-    ({"record_shape": (4, 5, 3), "layout": "NHWC"}, "layout"),
-    ({"record_shape": (4, 5, 3), "dtype": object}, "Python objects"),
-    ({"record_shape": (4, 5, 3), "labels": [1, 2]}, "labels has 2 entries, the dataset has 50"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"record_shape": (0, 3)}, "record_shape"),
+        ({"record_shape": (4, 5, 3), "record_stride": 10}, "record_stride 10 is smaller"),
+        ({"record_shape": (4, 5, 3), "layout": "NHWC"}, "layout"),
+        ({"record_shape": (4, 5, 3), "dtype": object}, "Python objects"),
+        ({"record_shape": (4, 5, 3), "labels": [1, 2]}, "labels has 2 entries, the dataset has 50"),
+    ],
+)
 def test_records_bad_arguments(records, kw, msg):
     with pytest.raises(ValueError, match=msg):
         RecordDataset(records[0], **kw)
@@ -89,7 +94,9 @@ def test_missing_prefix_and_empty_list(tmp_path):
         RecordDataset(str(tmp_path / "nope") + "/", SHAPE)
     (tmp_path / "a.bin").write_bytes(bytes(60))
     for make in (lambda u: RecordDataset(u, SHAPE), NpyDataset, ObjectDataset):
-        with pytest.raises(FileNotFoundError, match=r"gone\.bin"):  # at construction, naming the shard
+        with pytest.raises(
+            FileNotFoundError, match=r"gone\.bin"
+        ):  # at construction, naming the shard
             make([str(tmp_path / "a.bin"), str(tmp_path / "gone.bin")])
     with pytest.raises(ValueError, match="empty"):
         ObjectDataset([])

@@ -22,7 +22,10 @@ def test_rank_from_environment_when_options_say_none(torchrun_env):
     assert rank_and_world_size(found) == (2, 4)
     s = make_sampler(found, 40)
     assert (s.rank, s.world_size, len(s)) == (2, 4, 10)
-    assert s.indices(0).tolist() == DistributedRandomSampler(40, rank=2, world_size=4).indices(0).tolist()
+    assert (
+        s.indices(0).tolist()
+        == DistributedRandomSampler(40, rank=2, world_size=4).indices(0).tolist()
+    )
     # one None: only that one is discovered
     assert rank_and_world_size(LoaderConfig(shard_rank=None, shard_world_size=8)) == (2, 8)
 
@@ -55,11 +58,14 @@ def test_no_environment_means_rank_0_of_1(torchrun_env):
     assert local_rank() == 0
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not an integer"),
-    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 / WORLD_SIZE=2 is not a valid rank"),
-    ({"RANK": "0"}, "set both"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not an integer"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 / WORLD_SIZE=2 is not a valid rank"),
+        ({"RANK": "0"}, "set both"),
+    ],
+)
 def test_bad_environment_is_named(torchrun_env, env, message):
     for k, v in env.items():
         torchrun_env.setenv(k, v)
@@ -72,7 +78,9 @@ def test_initialised_process_group_wins_over_environment(torchrun_env, tmp_path)
     dist = pytest.importorskip("torch.distributed")
     torchrun_env.setenv("RANK", "3")
     torchrun_env.setenv("WORLD_SIZE", "8")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
     try:
         assert rank_and_world_size(LoaderConfig(shard_rank=None, shard_world_size=None)) == (0, 1)
     finally:

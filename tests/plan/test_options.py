@@ -14,16 +14,35 @@ from fastload.plan.samplers import make_sampler
 
 # the issue's table, written out so a changed default fails here
 ISSUE_DEFAULTS = {
-    "batch_size": 32, "drop_last": False, "shuffle": False, "seed": 0, "num_workers": 0,
-    "prefetch": 2, "auto_tune": False, "loading_mode": "sequential",
-    "reader_mode": "sequential", "part_size": 8 << 20,
+    "batch_size": 32,
+    "drop_last": False,
+    "shuffle": False,
+    "seed": 0,
+    "num_workers": 0,
+    "prefetch": 2,
+    "auto_tune": False,
+    "loading_mode": "sequential",
+    "reader_mode": "sequential",
+    "part_size": 8 << 20,
     # the issue's 4, raised for network sources by measurement: None = per scheme (4 files, 32 http/s3)
     "max_inflight_parts": None,
-    "shard_rank": None, "shard_world_size": None, "worker_id": 0, "num_workers_pytorch": 1,
-    "pin_memory": False, "persistent_workers": False, "timeout_seconds": None,
-    "multiprocessing_context": "spawn", "sampler_type": "sequential", "replacement": False,
-    "weights": None, "memory_format": "auto", "non_blocking": False, "generator_seed": None,
-    "enable_transforms": False, "collate_buffer_size": 0, "page_cache_mode": "auto",
+    "shard_rank": None,
+    "shard_world_size": None,
+    "worker_id": 0,
+    "num_workers_pytorch": 1,
+    "pin_memory": False,
+    "persistent_workers": False,
+    "timeout_seconds": None,
+    "multiprocessing_context": "spawn",
+    "sampler_type": "sequential",
+    "replacement": False,
+    "weights": None,
+    "memory_format": "auto",
+    "non_blocking": False,
+    "generator_seed": None,
+    "enable_transforms": False,
+    "collate_buffer_size": 0,
+    "page_cache_mode": "auto",
 }
 
 
@@ -56,10 +75,14 @@ FLUENT = [
     (lambda o: o.channels_last(), {"memory_format": "channels_last"}),
     (lambda o: o.non_blocking(True), {"non_blocking": True}),
     (lambda o: o.random_sampling(True), {"sampler_type": "random", "replacement": True}),
-    (lambda o: o.weighted_sampling([1, 2]),
-     {"sampler_type": "weighted_random", "weights": [1.0, 2.0], "replacement": True}),
-    (lambda o: o.distributed_sampling(2, 5),
-     {"sampler_type": "distributed_random", "shard_rank": 2, "shard_world_size": 5}),
+    (
+        lambda o: o.weighted_sampling([1, 2]),
+        {"sampler_type": "weighted_random", "weights": [1.0, 2.0], "replacement": True},
+    ),
+    (
+        lambda o: o.distributed_sampling(2, 5),
+        {"sampler_type": "distributed_random", "shard_rank": 2, "shard_world_size": 5},
+    ),
     (lambda o: o.random_sampling().sequential_sampling(), {}),
     (lambda o: o.with_generator_seed(99), {"generator_seed": 99}),
     (lambda o: o.enable_transforms(True), {"enable_transforms": True}),
@@ -82,10 +105,24 @@ def test_each_fluent_setter_changes_its_field_and_returns_a_new_object(call, cha
 
 
 def test_keyword_construction_equals_fluent_chain():
-    kw = LoaderOptions(batch_size=128, shuffle=True, seed=3, num_workers=2, pin_memory=True,
-                       multiprocessing_context="fork", memory_format="channels_last")
-    fluent = (LoaderOptions().with_batch_size(128).shuffle(True, 3).num_workers(2)
-              .pin_memory(True).use_fork().channels_last())
+    kw = LoaderOptions(
+        batch_size=128,
+        shuffle=True,
+        seed=3,
+        num_workers=2,
+        pin_memory=True,
+        multiprocessing_context="fork",
+        memory_format="channels_last",
+    )
+    fluent = (
+        LoaderOptions()
+        .with_batch_size(128)
+        .shuffle(True, 3)
+        .num_workers(2)
+        .pin_memory(True)
+        .use_fork()
+        .channels_last()
+    )
     assert kw == fluent and hash(kw) == hash(fluent)
     assert kw != LoaderOptions(batch_size=128)
 
@@ -105,7 +142,8 @@ def test_collision_rule_fluent_method_owns_the_name_and_every_field_stays_readab
     for name in FIELD_NAMES:
         via = {o.get(name), getattr(o.config, name)}
         assert len(via) == 1 and o.to_dict()[name] == (
-            list(o.get(name)) if isinstance(o.get(name), tuple) else o.get(name))
+            list(o.get(name)) if isinstance(o.get(name), tuple) else o.get(name)
+        )
         readable = name if not callable(getattr(o, name)) else f"{name}_value"
         assert getattr(o, readable) == o.get(name)
     with pytest.raises(AttributeError):
@@ -141,27 +179,42 @@ def test_pickle_and_replace():
 
 def test_presets_from_class_or_instance():
     gpu = LoaderOptions.gpu_optimized()
-    assert gpu.to_dict() == {**ISSUE_DEFAULTS, "pin_memory": True, "non_blocking": True,
-                             "memory_format": "channels_last", "prefetch": 4,
-                             "persistent_workers": True}
+    assert gpu.to_dict() == {
+        **ISSUE_DEFAULTS,
+        "pin_memory": True,
+        "non_blocking": True,
+        "memory_format": "channels_last",
+        "prefetch": 4,
+        "persistent_workers": True,
+    }
     # on an instance the preset keeps what was already set
     mine = LoaderOptions(batch_size=256, prefetch=8).gpu_optimized()
     assert mine.batch_size == 256 and mine.get("prefetch") == 8
 
     dist = LoaderOptions.distributed_optimized(1, 4)
-    assert dist.to_dict() == {**gpu.to_dict(), "sampler_type": "distributed_random",
-                              "shard_rank": 1, "shard_world_size": 4}
+    assert dist.to_dict() == {
+        **gpu.to_dict(),
+        "sampler_type": "distributed_random",
+        "shard_rank": 1,
+        "shard_world_size": 4,
+    }
     found = LoaderOptions(batch_size=8).distributed_optimized()
     assert found.shard_rank is None and found.shard_world_size is None
 
     debug = LoaderOptions(num_workers=4, loading_mode="async_pool", auto_tune=True).debug_mode()
-    assert debug.to_dict() == {**ISSUE_DEFAULTS, "prefetch": 1, "max_inflight_parts": 1,
-                               "timeout_seconds": 10.0}
+    assert debug.to_dict() == {
+        **ISSUE_DEFAULTS,
+        "prefetch": 1,
+        "max_inflight_parts": 1,
+        "timeout_seconds": 10.0,
+    }
 
 
 def test_distributed_preset_shards_the_samples():
-    shares = [make_sampler(LoaderOptions.distributed_optimized(r, 4).config, 40).indices(0)
-              for r in range(4)]
+    shares = [
+        make_sampler(LoaderOptions.distributed_optimized(r, 4).config, 40).indices(0)
+        for r in range(4)
+    ]
     assert sorted(i for s in shares for i in s) == list(range(40))
 
 
@@ -210,10 +263,16 @@ def test_invalid_values_raise_at_construction_naming_knob_and_value(knobs, knob,
 
 def test_fluent_setters_validate_too():
     o = LoaderOptions()
-    for bad in (lambda: o.with_batch_size(0), lambda: o.with_timeout(-5),
-                lambda: o.distributed_sampling(3, 3), lambda: o.part_size(100),
-                lambda: o.weighted_sampling([0.0, 0.0]), lambda: o.loading_mode("fast"),
-                lambda: o.page_cache_mode("x"), lambda: o.reader_mode("x")):
+    for bad in (
+        lambda: o.with_batch_size(0),
+        lambda: o.with_timeout(-5),
+        lambda: o.distributed_sampling(3, 3),
+        lambda: o.part_size(100),
+        lambda: o.weighted_sampling([0.0, 0.0]),
+        lambda: o.loading_mode("fast"),
+        lambda: o.page_cache_mode("x"),
+        lambda: o.reader_mode("x"),
+    ):
         with pytest.raises(ValueError, match="=.* is invalid: "):
             bad()
     assert o.with_timeout(None).timeout_seconds is None
@@ -237,12 +296,24 @@ def test_sampler_seed_prefers_generator_seed():
 
 def test_same_fluent_code_as_s3dlio():
     s3dlio = pytest.importorskip("s3dlio")
-    chain = [("with_batch_size", (64,)), ("drop_last", (True,)), ("shuffle", (True, 7)),
-             ("num_workers", (2,)), ("prefetch", (3,)), ("auto_tune", (True,)),
-             ("pin_memory", (True,)), ("persistent_workers", (True,)), ("with_timeout", (4.0,)),
-             ("use_fork", ()), ("channels_last", ()), ("non_blocking", (True,)),
-             ("with_generator_seed", (5,)), ("enable_transforms", (True,)),
-             ("collate_buffer_size", (256,)), ("random_sampling", (True,))]
+    chain = [
+        ("with_batch_size", (64,)),
+        ("drop_last", (True,)),
+        ("shuffle", (True, 7)),
+        ("num_workers", (2,)),
+        ("prefetch", (3,)),
+        ("auto_tune", (True,)),
+        ("pin_memory", (True,)),
+        ("persistent_workers", (True,)),
+        ("with_timeout", (4.0,)),
+        ("use_fork", ()),
+        ("channels_last", ()),
+        ("non_blocking", (True,)),
+        ("with_generator_seed", (5,)),
+        ("enable_transforms", (True,)),
+        ("collate_buffer_size", (256,)),
+        ("random_sampling", (True,)),
+    ]
     theirs, ours = s3dlio.PyLoaderOptions(), fastload.PyLoaderOptions()
     for name, args in chain:
         theirs, ours = getattr(theirs, name)(*args), getattr(ours, name)(*args)
@@ -258,25 +329,37 @@ def test_same_fluent_code_as_s3dlio():
 
 
 VALID = {
-    "batch_size": st.integers(1, 4096), "drop_last": st.booleans(), "shuffle": st.booleans(),
-    "seed": st.integers(0, 2**64), "num_workers": st.integers(0, 16), "prefetch": st.integers(1, 16),
-    "auto_tune": st.booleans(), "loading_mode": st.sampled_from(["sequential", "async_pool"]),
-    "reader_mode": st.sampled_from(["sequential", "range"]), "part_size": st.integers(4096, 1 << 30),
-    "max_inflight_parts": st.integers(1, 64), "pin_memory": st.booleans(),
+    "batch_size": st.integers(1, 4096),
+    "drop_last": st.booleans(),
+    "shuffle": st.booleans(),
+    "seed": st.integers(0, 2**64),
+    "num_workers": st.integers(0, 16),
+    "prefetch": st.integers(1, 16),
+    "auto_tune": st.booleans(),
+    "loading_mode": st.sampled_from(["sequential", "async_pool"]),
+    "reader_mode": st.sampled_from(["sequential", "range"]),
+    "part_size": st.integers(4096, 1 << 30),
+    "max_inflight_parts": st.integers(1, 64),
+    "pin_memory": st.booleans(),
     "persistent_workers": st.booleans(),
     "timeout_seconds": st.none() | st.floats(0.001, 1e6),
     "multiprocessing_context": st.sampled_from(["spawn", "fork", "forkserver"]),
     "memory_format": st.sampled_from(["channels_first", "channels_last", "auto"]),
-    "non_blocking": st.booleans(), "generator_seed": st.none() | st.integers(0, 2**32),
-    "enable_transforms": st.booleans(), "collate_buffer_size": st.integers(0, 1 << 20),
+    "non_blocking": st.booleans(),
+    "generator_seed": st.none() | st.integers(0, 2**32),
+    "enable_transforms": st.booleans(),
+    "collate_buffer_size": st.integers(0, 1 << 20),
     "page_cache_mode": st.sampled_from(["sequential", "random", "dont_need", "normal", "auto"]),
 }
 
 
 @settings(max_examples=80, deadline=None)
-@given(knobs=st.fixed_dictionaries({}, optional=VALID),
-       rank=st.none() | st.integers(0, 7), world=st.none() | st.integers(8, 9),
-       weights=st.none() | st.lists(st.floats(0.0, 10.0), min_size=1, max_size=12))
+@given(
+    knobs=st.fixed_dictionaries({}, optional=VALID),
+    rank=st.none() | st.integers(0, 7),
+    world=st.none() | st.integers(8, 9),
+    weights=st.none() | st.lists(st.floats(0.0, 10.0), min_size=1, max_size=12),
+)
 def test_any_valid_options_round_trip(knobs, rank, world, weights):
     o = LoaderOptions(**knobs, shard_rank=rank, shard_world_size=world)
     if weights is not None and sum(weights) > 0:

@@ -31,7 +31,9 @@ def test_range_mode_splits_into_parts_sequential_does_not(tmp_path):
     assert seq.requests == 1 and seq_parts == 1  # one request for the whole run
     # the planner coalesces; the native reader cuts the run into parts (the one place it is cut)
     assert rng.requests == 1 and rng_parts == -(-17 * 2112 // 4096)
-    assert np.array_equal(buf_seq, buf_rng) and np.array_equal(buf_seq.reshape(17, 64, 33), data[:17])
+    assert np.array_equal(buf_seq, buf_rng) and np.array_equal(
+        buf_seq.reshape(17, 64, 33), data[:17]
+    )
 
 
 def test_parts_cover_every_byte_once(tmp_path):
@@ -51,14 +53,21 @@ def test_parts_cover_every_byte_once(tmp_path):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(0, 49), min_size=1, max_size=40), st.sampled_from(["range", "sequential"]),
-       st.sampled_from([4096, 8192]))
+@given(
+    st.lists(st.integers(0, 49), min_size=1, max_size=40),
+    st.sampled_from(["range", "sequential"]),
+    st.sampled_from([4096, 8192]),
+)
 def test_any_index_list_reads_byte_exact(tmp_path_factory, idx, mode, part):
     folder = str(tmp_path_factory.getbasetemp() / "hyp")
     if not os.path.isdir(folder):
         write_records(folder, 50, (64, 33), 3)
-    data = np.concatenate([np.fromfile(os.path.join(folder, n), np.uint8).reshape(-1, 64, 33)
-                           for n in sorted(os.listdir(folder))])
+    data = np.concatenate(
+        [
+            np.fromfile(os.path.join(folder, n), np.uint8).reshape(-1, 64, 33)
+            for n in sorted(os.listdir(folder))
+        ]
+    )
     ds = RecordDataset(folder, (64, 33))
     plan, buf, parts = read_plan(ds, idx, reader_mode=mode, part_size=part)
     if mode == "range":

@@ -37,33 +37,82 @@ REPO_ROOT = str(Path(fastload.__file__).resolve().parent.parent)
 GOLDEN_CASES = {
     "sequential": ({}, 10, 0),
     "sequential_rank1_of3": ({"shard_rank": 1, "shard_world_size": 3}, 10, 0),
-    "sequential_rank2_of3_drop_last": ({"shard_rank": 2, "shard_world_size": 3, "drop_last": True}, 10, 0),
+    "sequential_rank2_of3_drop_last": (
+        {"shard_rank": 2, "shard_world_size": 3, "drop_last": True},
+        10,
+        0,
+    ),
     "shuffle_seed0": ({"shuffle": True}, 12, 0),
     "shuffle_seed0_epoch1": ({"shuffle": True}, 12, 1),
     "shuffle_seed42": ({"shuffle": True, "seed": 42}, 12, 0),
     "random_generator_seed7": ({"sampler_type": "random", "generator_seed": 7}, 12, 0),
     "random_replacement": ({"sampler_type": "random", "replacement": True, "seed": 3}, 12, 0),
-    "random_replacement_rank1_of2": ({"sampler_type": "random", "replacement": True, "seed": 3,
-                                      "shard_rank": 1, "shard_world_size": 2}, 12, 0),
-    "weighted_replacement": ({"sampler_type": "weighted_random", "replacement": True,
-                              "weights": [1, 0, 2, 0.5, 4, 1, 1, 3]}, 8, 0),
-    "weighted_no_replacement": ({"sampler_type": "weighted_random",
-                                 "weights": [1, 0, 2, 0.5, 4, 1, 1, 3]}, 8, 2),
-    "distributed_rank0_of4_epoch0": ({"sampler_type": "distributed_random", "shard_rank": 0,
-                                      "shard_world_size": 4, "seed": 5}, 10, 0),
-    "distributed_rank3_of4_epoch1": ({"sampler_type": "distributed_random", "shard_rank": 3,
-                                      "shard_world_size": 4, "seed": 5}, 10, 1),
-    "distributed_rank3_of4_drop_last": ({"sampler_type": "distributed_random", "shard_rank": 3,
-                                         "shard_world_size": 4, "seed": 5, "drop_last": True}, 10, 1),
-    "distributed_worker1_of2_batch3": ({"sampler_type": "distributed_random", "shard_rank": 1,
-                                        "shard_world_size": 2, "worker_id": 1,
-                                        "num_workers_pytorch": 2, "batch_size": 3}, 25, 0),
+    "random_replacement_rank1_of2": (
+        {
+            "sampler_type": "random",
+            "replacement": True,
+            "seed": 3,
+            "shard_rank": 1,
+            "shard_world_size": 2,
+        },
+        12,
+        0,
+    ),
+    "weighted_replacement": (
+        {
+            "sampler_type": "weighted_random",
+            "replacement": True,
+            "weights": [1, 0, 2, 0.5, 4, 1, 1, 3],
+        },
+        8,
+        0,
+    ),
+    "weighted_no_replacement": (
+        {"sampler_type": "weighted_random", "weights": [1, 0, 2, 0.5, 4, 1, 1, 3]},
+        8,
+        2,
+    ),
+    "distributed_rank0_of4_epoch0": (
+        {"sampler_type": "distributed_random", "shard_rank": 0, "shard_world_size": 4, "seed": 5},
+        10,
+        0,
+    ),
+    "distributed_rank3_of4_epoch1": (
+        {"sampler_type": "distributed_random", "shard_rank": 3, "shard_world_size": 4, "seed": 5},
+        10,
+        1,
+    ),
+    "distributed_rank3_of4_drop_last": (
+        {
+            "sampler_type": "distributed_random",
+            "shard_rank": 3,
+            "shard_world_size": 4,
+            "seed": 5,
+            "drop_last": True,
+        },
+        10,
+        1,
+    ),
+    "distributed_worker1_of2_batch3": (
+        {
+            "sampler_type": "distributed_random",
+            "shard_rank": 1,
+            "shard_world_size": 2,
+            "worker_id": 1,
+            "num_workers_pytorch": 2,
+            "batch_size": 3,
+        },
+        25,
+        0,
+    ),
 }
 
 
 def golden_orders() -> dict[str, list[int]]:
-    return {name: make_sampler(LoaderConfig(**knobs), n).indices(epoch).tolist()
-            for name, (knobs, n, epoch) in GOLDEN_CASES.items()}
+    return {
+        name: make_sampler(LoaderConfig(**knobs), n).indices(epoch).tolist()
+        for name, (knobs, n, epoch) in GOLDEN_CASES.items()
+    }
 
 
 def test_golden_orders():
@@ -76,11 +125,20 @@ def test_golden_orders():
 
 
 def test_orders_are_the_same_in_another_process():
-    code = ("import json,sys; from tests.plan.test_samplers import golden_orders; "
-            "json.dump(golden_orders(), sys.stdout)")
+    code = (
+        "import json,sys; from tests.plan.test_samplers import golden_orders; "
+        "json.dump(golden_orders(), sys.stdout)"
+    )
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "PYTHONHASHSEED": "123"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, timeout=120,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out) == golden_orders()
 
 
@@ -92,8 +150,11 @@ def test_orders_are_the_same_in_another_process():
 def test_rank_split_matches_torch_distributed_sampler(n, world, drop_last):
     torch_data = pytest.importorskip("torch.utils.data")
     for rank in range(world):
-        theirs = list(torch_data.DistributedSampler(range(n), num_replicas=world, rank=rank,
-                                                    shuffle=False, drop_last=drop_last))
+        theirs = list(
+            torch_data.DistributedSampler(
+                range(n), num_replicas=world, rank=rank, shuffle=False, drop_last=drop_last
+            )
+        )
         ours = SequentialSampler(n, rank=rank, world_size=world, drop_last=drop_last)
         assert ours.indices(0).tolist() == theirs and len(ours) == len(theirs)
 
@@ -109,26 +170,42 @@ def test_padding_repeats_from_the_start_and_drop_last_drops_the_tail():
     assert {len(s) for s in pad} == {3}
     # positions 10 and 11 of the padded order are its first two entries
     assert pad[2].indices(0)[-1] == order[0] and pad[3].indices(0)[-1] == order[1]
-    drop = [DistributedRandomSampler(10, rank=r, world_size=4, seed=1, drop_last=True) for r in range(4)]
+    drop = [
+        DistributedRandomSampler(10, rank=r, world_size=4, seed=1, drop_last=True) for r in range(4)
+    ]
     assert {len(s) for s in drop} == {2}
-    assert sorted(np.concatenate([s.indices(0) for s in drop]).tolist()) == sorted(order[:8].tolist())
+    assert sorted(np.concatenate([s.indices(0) for s in drop]).tolist()) == sorted(
+        order[:8].tolist()
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 80), world=st.integers(1, 6), drop_last=st.booleans(),
-       seed=st.integers(0, 2**32), epoch=st.integers(0, 50),
-       weighted=st.booleans())
+@given(
+    n=st.integers(1, 80),
+    world=st.integers(1, 6),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 2**32),
+    epoch=st.integers(0, 50),
+    weighted=st.booleans(),
+)
 def test_ranks_are_disjoint_and_cover_the_epoch(n, world, drop_last, seed, epoch, weighted):
     if weighted:
         weights = np.random.default_rng(seed).integers(0, 3, n).astype(float)
         weights[0] = 1.0
-        shares = [WeightedRandomSampler(weights, replacement=False, seed=seed, rank=r,
-                                        world_size=world, drop_last=drop_last).indices(epoch)
-                  for r in range(world)]
+        shares = [
+            WeightedRandomSampler(
+                weights, replacement=False, seed=seed, rank=r, world_size=world, drop_last=drop_last
+            ).indices(epoch)
+            for r in range(world)
+        ]
         population = np.flatnonzero(weights > 0)
     else:
-        shares = [DistributedRandomSampler(n, seed=seed, rank=r, world_size=world,
-                                           drop_last=drop_last).indices(epoch) for r in range(world)]
+        shares = [
+            DistributedRandomSampler(
+                n, seed=seed, rank=r, world_size=world, drop_last=drop_last
+            ).indices(epoch)
+            for r in range(world)
+        ]
         population = np.arange(n)
     assert len({len(s) for s in shares}) == 1
     every = np.concatenate(shares)
@@ -142,24 +219,44 @@ def test_ranks_are_disjoint_and_cover_the_epoch(n, world, drop_last, seed, epoch
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(0, 70), kind=st.sampled_from(["seq", "shuffle", "random_r", "weighted",
-                                                   "weighted_r", "distributed"]),
-       world=st.integers(1, 4), workers=st.integers(1, 3), batch=st.integers(1, 6),
-       drop_last=st.booleans(), seed=st.integers(0, 99), epoch=st.integers(0, 9), data=st.data())
-def test_every_sampler_len_matches_its_indices(n, kind, world, workers, batch, drop_last, seed,
-                                               epoch, data):
+@given(
+    n=st.integers(0, 70),
+    kind=st.sampled_from(["seq", "shuffle", "random_r", "weighted", "weighted_r", "distributed"]),
+    world=st.integers(1, 4),
+    workers=st.integers(1, 3),
+    batch=st.integers(1, 6),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 99),
+    epoch=st.integers(0, 9),
+    data=st.data(),
+)
+def test_every_sampler_len_matches_its_indices(
+    n, kind, world, workers, batch, drop_last, seed, epoch, data
+):
     if kind.startswith("weighted") and n == 0:
         n = 1
     knobs = {
-        "seq": {}, "shuffle": {"shuffle": True}, "distributed": {"sampler_type": "distributed_random"},
+        "seq": {},
+        "shuffle": {"shuffle": True},
+        "distributed": {"sampler_type": "distributed_random"},
         "random_r": {"sampler_type": "random", "replacement": True},
         "weighted": {"sampler_type": "weighted_random", "weights": [1.0] + [0.5] * (n - 1)},
-        "weighted_r": {"sampler_type": "weighted_random", "weights": [1.0] + [2.0] * (n - 1),
-                       "replacement": True},
+        "weighted_r": {
+            "sampler_type": "weighted_random",
+            "weights": [1.0] + [2.0] * (n - 1),
+            "replacement": True,
+        },
     }[kind]
-    cfg = LoaderConfig(**knobs, shard_rank=data.draw(st.integers(0, world - 1)), shard_world_size=world,
-                       worker_id=data.draw(st.integers(0, workers - 1)), num_workers_pytorch=workers,
-                       batch_size=batch, drop_last=drop_last, seed=seed)
+    cfg = LoaderConfig(
+        **knobs,
+        shard_rank=data.draw(st.integers(0, world - 1)),
+        shard_world_size=world,
+        worker_id=data.draw(st.integers(0, workers - 1)),
+        num_workers_pytorch=workers,
+        batch_size=batch,
+        drop_last=drop_last,
+        seed=seed,
+    )
     s = make_sampler(cfg, n)
     got = s.indices(epoch)
     assert got.dtype == np.int64 and len(got) == len(s)
@@ -171,17 +268,31 @@ def test_every_sampler_len_matches_its_indices(n, kind, world, workers, batch, d
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 100), workers=st.integers(1, 5), batch=st.integers(1, 9),
-       seed=st.integers(0, 1000))
+@given(
+    n=st.integers(0, 100),
+    workers=st.integers(1, 5),
+    batch=st.integers(1, 9),
+    seed=st.integers(0, 1000),
+)
 def test_workers_partition_the_rank_and_round_robin_restores_its_order(n, workers, batch, seed):
     rank_order = RandomSampler(n, seed=seed, rank=1, world_size=2).indices(3)
-    parts = [RandomSampler(n, seed=seed, rank=1, world_size=2, worker_id=w, num_workers=workers,
-                           batch_size=batch) for w in range(workers)]
+    parts = [
+        RandomSampler(
+            n, seed=seed, rank=1, world_size=2, worker_id=w, num_workers=workers, batch_size=batch
+        )
+        for w in range(workers)
+    ]
     assert [len(p) for p in parts] == [len(p.indices(3)) for p in parts]
     # take one batch from each worker in turn, as a torch DataLoader over workers does
     batches = [np.array_split(p.indices(3), range(batch, len(p), batch)) for p in parts]
-    merged = [b for round_ in range(max(map(len, batches))) for bs in batches
-              if round_ < len(bs) for b in [bs[round_]] if len(b)]
+    merged = [
+        b
+        for round_ in range(max(map(len, batches)))
+        for bs in batches
+        if round_ < len(bs)
+        for b in [bs[round_]]
+        if len(b)
+    ]
     restored = np.concatenate(merged) if merged else np.empty(0, dtype=np.int64)
     assert restored.tolist() == rank_order.tolist()
 
@@ -203,12 +314,16 @@ def test_worker_discovered_inside_a_torch_dataloader():
             s = make_sampler(cfg, 57)
             assert s.num_workers == 2
             mine = s.indices(0)
-            yield from (mine[i:i + 5] for i in range(0, len(mine), 5))
+            yield from (mine[i : i + 5] for i in range(0, len(mine), 5))
 
-    loader = torch_data.DataLoader(Batches(), batch_size=None, num_workers=2,
-                                   multiprocessing_context="fork", timeout=60)
+    loader = torch_data.DataLoader(
+        Batches(), batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
     got = np.concatenate([b.numpy() for b in loader])
-    assert got.tolist() == make_sampler(cfg.replace(worker_id=0, num_workers_pytorch=1), 57).indices(0).tolist()
+    assert (
+        got.tolist()
+        == make_sampler(cfg.replace(worker_id=0, num_workers_pytorch=1), 57).indices(0).tolist()
+    )
 
 
 # ---- random orders, seeds, replacement, weights ------------------------------------
@@ -268,7 +383,11 @@ def test_weighted_sampling_knob_via_options():
 def test_worker_generator_streams_are_independent_and_reproducible():
     a = worker_generator(0, 0, 0, 0).random(4)
     assert np.array_equal(a, worker_generator(0, 0, 0, 0).random(4))
-    for other in (worker_generator(0, 0, 0, 1), worker_generator(0, 1, 0, 0), worker_generator(1, 0, 0, 0)):
+    for other in (
+        worker_generator(0, 0, 0, 1),
+        worker_generator(0, 1, 0, 0),
+        worker_generator(1, 0, 0, 0),
+    ):
         assert not np.array_equal(a, other.random(4))
 
 
@@ -325,8 +444,12 @@ def test_bad_sampler_arguments_name_the_knob():
 
 
 def test_empty_dataset_gives_empty_epochs():
-    for s in (SequentialSampler(0), RandomSampler(0), RandomSampler(0, replacement=True),
-              DistributedRandomSampler(0, rank=1, world_size=3)):
+    for s in (
+        SequentialSampler(0),
+        RandomSampler(0),
+        RandomSampler(0, replacement=True),
+        DistributedRandomSampler(0, rank=1, world_size=3),
+    ):
         assert len(s) == 0 and s.indices(0).dtype == np.int64 and len(s.indices(0)) == 0
 
 

@@ -33,8 +33,16 @@ def ranks(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           os.path.join(REPO, "tests", "support", "torchrun_worker.py"), str(root / "data"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        os.path.join(REPO, "tests", "support", "torchrun_worker.py"),
+        str(root / "data"),
+        str(out),
+    ]
     try:
         r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired as exc:

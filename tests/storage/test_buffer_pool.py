@@ -76,9 +76,19 @@ print(finished.is_set() and bool(np.array_equal(dst, expected)))
 def test_a_buffer_with_a_copy_in_flight_is_never_freed(how):
     """The pool may drop a buffer (beyond ``keep``, or at close) while its copy is still
     running: the busy hook must keep the memory alive until the copy has finished."""
-    r = subprocess.run([sys.executable, "-c", COPY_AFTER_DROP, how], env=dict(os.environ, PYTHONPATH=REPO),
-                       capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert r.returncode == 0 and r.stdout.split() == ["True"], (r.returncode, r.stdout, r.stderr[-2000:])
+    r = subprocess.run(
+        [sys.executable, "-c", COPY_AFTER_DROP, how],
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert r.returncode == 0 and r.stdout.split() == ["True"], (
+        r.returncode,
+        r.stdout,
+        r.stderr[-2000:],
+    )
 
 
 def test_a_finished_hook_is_forgotten_even_for_a_buffer_the_pool_does_not_hold():

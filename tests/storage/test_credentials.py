@@ -33,16 +33,20 @@ def test_credentials_from_environment(rclone_s3, monkeypatch):
     with RangeEngine() as eng:
         assert bytes(eng.read("s3://data/small/obj-001.bin")) == expected("data/small/obj-001.bin")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    with RangeEngine(secret_access_key=SECRET_KEY, access_key_id=ACCESS_KEY) as eng:  # arguments win
+    with RangeEngine(
+        secret_access_key=SECRET_KEY, access_key_id=ACCESS_KEY
+    ) as eng:  # arguments win
         assert eng.size("s3://data/small/obj-001.bin") == S3_OBJECTS["data/small/obj-001.bin"][0]
 
 
 def test_credentials_from_profile(rclone_s3, monkeypatch, tmp_path):
     (tmp_path / "credentials").write_text(
         f"[default]\naws_access_key_id = bad\naws_secret_access_key = bad\n"
-        f"[train]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+        f"[train]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
     (tmp_path / "config").write_text(
-        f"[profile train]\nregion = eu-west-3\nendpoint_url = {rclone_s3.endpoint}\n")
+        f"[profile train]\nregion = eu-west-3\nendpoint_url = {rclone_s3.endpoint}\n"
+    )
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     cfg = credentials.resolve(profile="train")
@@ -59,11 +63,13 @@ def test_credentials_region_and_endpoint_precedence(monkeypatch, tmp_path):
     (tmp_path / "credentials").write_text(
         "[default]\naws_access_key_id = file-ak\naws_secret_access_key = file-sk\n"
         "aws_session_token = file-tok\n"
-        "[p2]\naws_access_key_id = p2-ak\naws_secret_access_key = p2-sk\n")
+        "[p2]\naws_access_key_id = p2-ak\naws_secret_access_key = p2-sk\n"
+    )
     (tmp_path / "config").write_text(
         "[default]\naws_access_key_id = conf-ak\naws_secret_access_key = conf-sk\n"
         "region = ap-south-1\nendpoint_url = http://conf:1\n"
-        "[profile p2]\nregion = eu-north-1\n")
+        "[profile p2]\nregion = eu-north-1\n"
+    )
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
 
@@ -100,11 +106,15 @@ def test_credentials_region_and_endpoint_precedence(monkeypatch, tmp_path):
 
 
 def test_a_broken_credentials_file_is_named_without_its_secrets(monkeypatch, tmp_path):
-    for text, line in [(f"aws_secret_access_key = {SECRET_KEY}\n[default]\n", "line 1"),
-                       (f"[default]\naws_access_key_id = a\n{SECRET_KEY}\n", "line 3")]:
+    for text, line in [
+        (f"aws_secret_access_key = {SECRET_KEY}\n[default]\n", "line 1"),
+        (f"[default]\naws_access_key_id = a\n{SECRET_KEY}\n", "line 3"),
+    ]:
         (tmp_path / "credentials").write_text(text)
         monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-        with pytest.raises(ValueError, match=f"credentials: cannot parse AWS configuration .*{line}") as ei:
+        with pytest.raises(
+            ValueError, match=f"credentials: cannot parse AWS configuration .*{line}"
+        ) as ei:
             RangeEngine(anonymous=False).backend("s3")
         no_secret(str(ei.value) + repr(ei.value))
         assert ei.value.__cause__ is None and ei.value.__suppress_context__

@@ -17,8 +17,13 @@ I64_MAX = np.iinfo(np.int64).max
 @pytest.mark.parametrize("scheme", ["", "direct://"])
 @pytest.mark.parametrize(
     "row",
-    [(0, 0, 10, I64_MAX), (0, 0, 10, I64_MAX - 3), (0, I64_MAX - 5, 10, 0), (0, 5, I64_MAX, 0),
-     (0, I64_MAX, I64_MAX, I64_MAX)],
+    [
+        (0, 0, 10, I64_MAX),
+        (0, 0, 10, I64_MAX - 3),
+        (0, I64_MAX - 5, 10, 0),
+        (0, 5, I64_MAX, 0),
+        (0, I64_MAX, I64_MAX, I64_MAX),
+    ],
 )
 def test_range_ends_past_int64_raise_naming_the_range(blob, scheme, row):
     """dst + length and offset + length used to wrap: a write to a wild address (SEGV)."""
@@ -28,7 +33,9 @@ def test_range_ends_past_int64_raise_naming_the_range(blob, scheme, row):
     assert path in str(ei.value)
 
 
-@pytest.mark.parametrize("rng,what", [((-1, 10), "negative offset"), ((5, 0), "empty"), ((5, -3), "empty")])
+@pytest.mark.parametrize(
+    "rng,what", [((-1, 10), "negative offset"), ((5, 0), "empty"), ((5, -3), "empty")]
+)
 def test_negative_or_empty_range(data_file, rng, what):
     path, _ = data_file
     with pytest.raises(ValueError, match=what) as ei:
@@ -39,16 +46,19 @@ def test_negative_or_empty_range(data_file, rng, what):
 # -- destinations -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("out", [
-    np.zeros((10, 12), dtype=np.uint8, order="F"),
-    np.zeros(15, dtype=">u8"),
-    np.zeros(10, dtype="u4,u8"),
-])
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.zeros((10, 12), dtype=np.uint8, order="F"),
+        np.zeros(15, dtype=">u8"),
+        np.zeros(10, dtype="u4,u8"),
+    ],
+)
 def test_any_contiguous_writable_out_gets_bytes_in_memory_order(blob, out):
     """Fortran-ordered, byte-swapped and structured arrays used to fail memoryview.cast."""
     path, data = blob
     RangeEngine().read_ranges(path, [(3, out.nbytes)], out)
-    assert out.tobytes(order="A") == data[3:3 + out.nbytes]
+    assert out.tobytes(order="A") == data[3 : 3 + out.nbytes]
 
 
 def test_buffer_too_small_or_read_only(data_file):
@@ -77,8 +87,12 @@ def test_buffer_too_small_names_a_uri_with_many_sources(blob, tmp_path):
 
 @pytest.mark.parametrize(
     "kw,knob",
-    [({"part_size": 100}, "part_size"), ({"max_inflight_parts": 0}, "max_inflight_parts"),
-     ({"page_cache_mode": "lru"}, "page_cache_mode"), ({"timeout": -1}, "timeout")],
+    [
+        ({"part_size": 100}, "part_size"),
+        ({"max_inflight_parts": 0}, "max_inflight_parts"),
+        ({"page_cache_mode": "lru"}, "page_cache_mode"),
+        ({"timeout": -1}, "timeout"),
+    ],
 )
 def test_bad_engine_options_name_the_knob(kw, knob):
     with pytest.raises(ValueError, match=knob):

@@ -59,7 +59,9 @@ def test_into_caller_buffer_and_many_sources(tmp_path, data_file):
         dtype=np.int64,
     )
     out = np.zeros(60_001, dtype=np.uint8)
-    RangeEngine(part_size=4096, max_inflight_parts=3).read_into([path, f"direct://{other}"], table, out)
+    RangeEngine(part_size=4096, max_inflight_parts=3).read_into(
+        [path, f"direct://{other}"], table, out
+    )
     assert out[:100].tobytes() == data[10:110]
     assert out[100:50_100].tobytes() == other_data
     assert out[50_100:50_107].tobytes() == data[-7:]
@@ -132,8 +134,13 @@ def test_no_permission_as_unprivileged_user(tmp_path):
         """
     )
     root = os.path.dirname(os.path.dirname(fastload.__file__))
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        timeout=60,
+    )
     assert res.stdout.startswith("PermissionError") and "secret" in res.stdout, res.stderr
 
 
@@ -174,7 +181,9 @@ def test_truncated_while_open_is_an_error_not_garbage(tmp_path):
 
 
 def resident_bytes(path):
-    out = subprocess.run(["fincore", "-b", "-n", "-o", "RES", path], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["fincore", "-b", "-n", "-o", "RES", path], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.split()[0])
 
 
@@ -187,7 +196,9 @@ def evict(path):
         os.close(fd)
 
 
-needs_fincore = pytest.mark.skipif(shutil.which("fincore") is None, reason="fincore (util-linux) missing")
+needs_fincore = pytest.mark.skipif(
+    shutil.which("fincore") is None, reason="fincore (util-linux) missing"
+)
 
 
 @needs_fincore

@@ -23,7 +23,7 @@ def test_whole_and_ranged_reads(http_server):
         assert bytes(eng.read(url)) == data
         ranges = [(0, 1), (17, 1000), (len(data) - 5, 5), (1 << 20, 700_000)]
         got = bytes(eng.read_ranges(url, ranges))
-        assert got == b"".join(data[o:o + n] for o, n in ranges)
+        assert got == b"".join(data[o : o + n] for o, n in ranges)
 
 
 def test_many_objects_one_call_and_part_size_knob(http_server):
@@ -64,7 +64,9 @@ def test_200_with_content_range_is_accepted_only_when_it_matches(proxied):
     proxy.queue(Fault("as200", shift=1))
     out = bytearray(b"\xee" * 3000)
     with RangeEngine(**FAST_RETRY) as eng:
-        with pytest.raises(errors.HTTPStatusError, match="answered bytes 5001-8000 for a request of 5000-7999"):
+        with pytest.raises(
+            errors.HTTPStatusError, match="answered bytes 5001-8000 for a request of 5000-7999"
+        ):
             eng.read_into([url], table([(0, 5000, 3000, 0)]), out)
         assert http_stats(eng)["requests"] == 1
     assert out == b"\xee" * 3000

@@ -14,9 +14,14 @@ pytestmark = pytest.mark.http
 
 
 def test_bad_options_are_value_errors():
-    for kw, match in [({"max_retries": -1}, "max_retries"), ({"verify": 1}, "verify"),
-                      ({"ca_bundle": "/no/such.pem"}, "ca_bundle"), ({"bogus": 1}, "unknown network option"),
-                      ({"buffer_size": 10}, "buffer_size"), ({"connect_timeout": 0}, "connect_timeout")]:
+    for kw, match in [
+        ({"max_retries": -1}, "max_retries"),
+        ({"verify": 1}, "verify"),
+        ({"ca_bundle": "/no/such.pem"}, "ca_bundle"),
+        ({"bogus": 1}, "unknown network option"),
+        ({"buffer_size": 10}, "buffer_size"),
+        ({"connect_timeout": 0}, "connect_timeout"),
+    ]:
         with RangeEngine(**kw) as eng, pytest.raises(ValueError, match=match):
             eng.size("http://127.0.0.1:1/x")
     with pytest.raises(ValueError, match="unsupported scheme"):
@@ -36,7 +41,8 @@ def test_ca_bundle_precedence(tmp_path, monkeypatch):
         assert NetworkOptions().resolved_ca_bundle() == files[name]
         monkeypatch.delenv(name)
     assert NetworkOptions().resolved_ca_bundle() == next(
-        (p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
+        (p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None
+    )
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match="SSL_CERT_FILE=.*missing.pem.*no such CA bundle"):
         NetworkOptions().resolved_ca_bundle()

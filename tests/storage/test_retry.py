@@ -45,14 +45,20 @@ def test_slowdown_is_retried_and_retry_after_honoured(proxied):
     # the control plane (HEAD) honours Retry-After too
     proxy.queue(Fault("slowdown", retry_after=30))
     with RangeEngine(retry_deadline=2.0, **FAST_RETRY) as eng:
-        with pytest.raises(errors.HTTPStatusError, match="HEAD failed: retries exhausted .retry_deadline"):
+        with pytest.raises(
+            errors.HTTPStatusError, match="HEAD failed: retries exhausted .retry_deadline"
+        ):
             eng.size(url)
 
 
 def test_429_and_504_are_retried(proxied):
     proxy, url, data = proxied
-    proxy.queue(Fault("status", status=429, code="TooManyRequests"), Fault("status", status=504, code="x"),
-                Fault("status", status=500, code="x"), Fault("status", status=408, code="x"))
+    proxy.queue(
+        Fault("status", status=429, code="TooManyRequests"),
+        Fault("status", status=504, code="x"),
+        Fault("status", status=500, code="x"),
+        Fault("status", status=408, code="x"),
+    )
     with RangeEngine(**FAST_RETRY) as eng:
         assert bytes(eng.read_ranges(url, [(0, 1000)])) == data[:1000]
         assert http_stats(eng)["retries"] == 4
@@ -66,8 +72,10 @@ def test_429_and_504_are_retried(proxied):
 def test_backoff_knobs_act(proxied):
     """A backoff longer than retry_deadline ends the retries; backoff_cap keeps it short."""
     proxy, url, data = proxied
-    for opts, ok in (({"backoff_base": 10.0, "backoff_cap": 60.0}, False),
-                     ({"backoff_base": 10.0, "backoff_cap": 0.01}, True)):
+    for opts, ok in (
+        ({"backoff_base": 10.0, "backoff_cap": 60.0}, False),
+        ({"backoff_base": 10.0, "backoff_cap": 0.01}, True),
+    ):
         for call in (lambda eng: eng.read_ranges(url, [(0, 100)]), lambda eng: eng.size(url)):
             proxy.queue(Fault("slowdown"))
             with RangeEngine(retry_deadline=1.0, **opts) as eng:

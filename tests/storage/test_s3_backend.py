@@ -40,7 +40,8 @@ def test_whole_ranged_and_odd_keys(rclone_s3):
         assert bytes(eng.read("s3://data/big.bin")) == data
         ranges = [(0, 10), (123_456, 2_000_000), (len(data) - 1, 1)]
         assert bytes(eng.read_ranges("s3://data/big.bin", ranges)) == b"".join(
-            data[o:o + n] for o, n in ranges)
+            data[o : o + n] for o, n in ranges
+        )
         odd = "data/odd name+chars é.bin"
         assert bytes(eng.read(f"s3://{odd}")) == expected(odd)
 
@@ -52,8 +53,8 @@ def test_odd_keys_round_trip_through_list_and_read(rclone_s3):
         listed = eng.list("s3://data/odd/")
         assert listed == want
         for uri in listed:
-            key = uri[len("s3://"):]
-            assert eng_parse(uri).path == key[len("data/"):]
+            key = uri[len("s3://") :]
+            assert eng_parse(uri).path == key[len("data/") :]
             assert eng.size(uri) == S3_OBJECTS[key][0]
             assert bytes(eng.read(uri)) == expected(key), uri
         rows = [(i, 0, S3_OBJECTS[u[5:]][0], 0) for i, u in enumerate(listed)]
@@ -74,7 +75,7 @@ def test_keys_xml_cannot_hold_are_listed(rclone_s3):
         listed = eng.list("s3://ctlkeys/")
         assert listed == sorted(f"s3://ctlkeys/{k}" for k in keys)
         for uri in listed:
-            assert bytes(eng.read(uri)) == keys[uri[len("s3://ctlkeys/"):]]
+            assert bytes(eng.read(uri)) == keys[uri[len("s3://ctlkeys/") :]]
 
 
 def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
@@ -96,7 +97,7 @@ def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
     for i, k in enumerate(keys):
         bucket, key = k.split("/", 1)
         want = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        assert bytes(out[rows[i][3]:rows[i][3] + rows[i][2]]) == want
+        assert bytes(out[rows[i][3] : rows[i][3] + rows[i][2]]) == want
 
 
 def test_list_prefix_past_one_page(rclone_s3):
@@ -118,13 +119,21 @@ def test_list_prefix_past_one_page(rclone_s3):
 
 def test_a_listing_that_cannot_continue_is_an_error(http_server):
     """IsTruncated without a new NextContinuationToken would lose keys (or loop forever)."""
-    page = ("<ListBucketResult><Contents><Key>a.bin</Key><Size>3</Size></Contents>"
-            "<IsTruncated>true</IsTruncated>{}</ListBucketResult>")
+    page = (
+        "<ListBucketResult><Contents><Key>a.bin</Key><Size>3</Size></Contents>"
+        "<IsTruncated>true</IsTruncated>{}</ListBucketResult>"
+    )
     with RangeEngine(endpoint_url=http_server.url("").rstrip("/"), anonymous=True) as eng:
-        http_server.put("bkt", page.format("").encode())  # the server answers every ?list-type=2 with it
-        with pytest.raises(errors.HTTPStatusError, match="s3://bkt/: ListObjectsV2 .*no NextContinuationToken"):
+        http_server.put(
+            "bkt", page.format("").encode()
+        )  # the server answers every ?list-type=2 with it
+        with pytest.raises(
+            errors.HTTPStatusError, match="s3://bkt/: ListObjectsV2 .*no NextContinuationToken"
+        ):
             eng.list("s3://bkt/")
-        http_server.put("bkt", page.format("<NextContinuationToken>t+1</NextContinuationToken>").encode())
+        http_server.put(
+            "bkt", page.format("<NextContinuationToken>t+1</NextContinuationToken>").encode()
+        )
         with pytest.raises(errors.HTTPStatusError, match="the same NextContinuationToken"):
             eng.list("s3://bkt/")
         assert len(http_server.server.seen_headers) == 3
@@ -148,10 +157,15 @@ def test_missing_keys_and_buckets(rclone_s3):
     with pytest.raises(ValueError, match="no bucket"):
         RangeEngine().size("s3:///key")
     # malformed URIs are refused before any request (no server listens on port 1)
-    for uri, match in [("s3://a@b:1/key", "not a valid S3 bucket name"), ("s3://bu cket/k", "bucket name"),
-                       ("http://exa mple/x", "cannot hold ' '"), ("http://h:99999/x", "bad port"),
-                       ("http://[::1/x", "malformed URL"), ("https://:80/x", "no host"),
-                       ("gs://b/k", "unsupported scheme")]:
+    for uri, match in [
+        ("s3://a@b:1/key", "not a valid S3 bucket name"),
+        ("s3://bu cket/k", "bucket name"),
+        ("http://exa mple/x", "cannot hold ' '"),
+        ("http://h:99999/x", "bad port"),
+        ("http://[::1/x", "malformed URL"),
+        ("https://:80/x", "no host"),
+        ("gs://b/k", "unsupported scheme"),
+    ]:
         with RangeEngine(endpoint_url="http://127.0.0.1:1", anonymous=True, max_retries=0) as eng:
             with pytest.raises(ValueError, match=match):
                 eng.read_ranges(uri, [(0, 10)])
@@ -160,11 +174,17 @@ def test_missing_keys_and_buckets(rclone_s3):
 
 def test_wrong_credentials_never_leak(rclone_s3, caplog):
     caplog.set_level("DEBUG")
-    opts = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x", "session_token": "TOKEN-xyz"}
+    opts = {
+        **rclone_s3.options,
+        "secret_access_key": SECRET_KEY + "x",
+        "session_token": "TOKEN-xyz",
+    }
     with RangeEngine(**opts) as eng:
-        for call in (lambda: eng.size("s3://data/big.bin"),
-                     lambda: eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10)),
-                     lambda: eng.list("s3://data/")):
+        for call in (
+            lambda: eng.size("s3://data/big.bin"),
+            lambda: eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10)),
+            lambda: eng.list("s3://data/"),
+        ):
             with pytest.raises(PermissionError) as ei:
                 call()
             no_secret(str(ei.value) + repr(ei.value) + repr(ei.value.args))
@@ -184,12 +204,18 @@ def test_addressing_styles():
     assert aws._location("my.bkt", "k")[0] == "https://s3.eu-west-1.amazonaws.com/my.bkt/k"
     custom = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="http://h:9000/"))
     assert custom._location("bkt", "k")[:2] == ("http://h:9000/bkt/k", "h:9000")
-    virt = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="https://h:443",
-                                                addressing_style="virtual"))
+    virt = S3Backend(
+        NetworkOptions.from_kwargs(
+            anonymous=True, endpoint_url="https://h:443", addressing_style="virtual"
+        )
+    )
     assert virt._location("bkt", "k")[:2] == ("https://bkt.h/k", "bkt.h")
     with pytest.raises(ValueError, match="addressing_style='virtual'.*IP address 127.0.0.1"):
-        S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="http://127.0.0.1:9000",
-                                             addressing_style="virtual"))
+        S3Backend(
+            NetworkOptions.from_kwargs(
+                anonymous=True, endpoint_url="http://127.0.0.1:9000", addressing_style="virtual"
+            )
+        )
 
 
 def test_object_urls_match_botocore_for_odd_keys():
@@ -211,21 +237,39 @@ def test_object_urls_match_botocore_for_odd_keys():
 
     for style in ("path", "virtual"):
         sent.clear()
-        client = boto3.client("s3", endpoint_url="http://s3.test:9000", aws_access_key_id="a",
-                              aws_secret_access_key="b", region_name="us-east-1",
-                              config=Config(s3={"addressing_style": style}))
+        client = boto3.client(
+            "s3",
+            endpoint_url="http://s3.test:9000",
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": style}),
+        )
         client.meta.events.register("before-send.s3.*", capture)
-        ours = S3Backend(NetworkOptions.from_kwargs(anonymous=True, endpoint_url="http://s3.test:9000",
-                                                    addressing_style=style))
+        ours = S3Backend(
+            NetworkOptions.from_kwargs(
+                anonymous=True, endpoint_url="http://s3.test:9000", addressing_style=style
+            )
+        )
         for key in keys:
             client.head_object(Bucket="bkt", Key=key)
         assert [ours._location("bkt", k)[0] for k in keys] == sent
     # a ListObjectsV2 continuation token holds '+', '/' and '='; a prefix may hold anything
     sent.clear()
-    client.list_objects_v2(Bucket="bkt", Prefix="sp ace/ü+=~", ContinuationToken="a+b/c==", MaxKeys=7)
-    theirs = sorted(p for p in sent[0].partition("?")[2].split("&") if not p.startswith("encoding-type"))
-    ours_q = sigv4.canonical_query({"list-type": "2", "prefix": "sp ace/ü+=~", "continuation-token": "a+b/c==",
-                                    "max-keys": "7"})
+    client.list_objects_v2(
+        Bucket="bkt", Prefix="sp ace/ü+=~", ContinuationToken="a+b/c==", MaxKeys=7
+    )
+    theirs = sorted(
+        p for p in sent[0].partition("?")[2].split("&") if not p.startswith("encoding-type")
+    )
+    ours_q = sigv4.canonical_query(
+        {
+            "list-type": "2",
+            "prefix": "sp ace/ü+=~",
+            "continuation-token": "a+b/c==",
+            "max-keys": "7",
+        }
+    )
     assert ours_q.split("&") == theirs
 
 
@@ -235,8 +279,12 @@ def test_object_urls_match_botocore_for_odd_keys():
 def test_faults_are_retried_byte_exact(rclone_s3, fault_proxy_s3):
     opts = {**rclone_s3.options, "endpoint_url": fault_proxy_s3.endpoint, **FAST_RETRY}
     data = expected("data/big.bin")
-    fault_proxy_s3.queue(Fault("slowdown", retry_after=0), Fault("reset", after=100_000),
-                         Fault("short", after=300_000), Fault("status", status=500))
+    fault_proxy_s3.queue(
+        Fault("slowdown", retry_after=0),
+        Fault("reset", after=100_000),
+        Fault("short", after=300_000),
+        Fault("status", status=500),
+    )
     with RangeEngine(part_size=1 << 20, max_inflight_parts=2, **opts) as eng:
         out = eng.read_ranges("s3://data/big.bin", [(0, len(data))])
         assert bytes(out) == data

@@ -17,13 +17,23 @@ def test_sigv4_matches_botocore():
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    req = AWSRequest(method="GET", url="http://127.0.0.1:9000/bkt/a%20b/c.bin?list-type=2&prefix=a%2Fb",
-                     headers={"x-amz-content-sha256": sigv4.EMPTY_SHA256})
+    req = AWSRequest(
+        method="GET",
+        url="http://127.0.0.1:9000/bkt/a%20b/c.bin?list-type=2&prefix=a%2Fb",
+        headers={"x-amz-content-sha256": sigv4.EMPTY_SHA256},
+    )
     S3SigV4Auth(Credentials("AK", "SK", "TOKEN"), "s3", "us-east-1").add_auth(req)
-    ours = sigv4.sign("GET", "127.0.0.1:9000", "/bkt/a%20b/c.bin",
-                      sigv4.canonical_query({"list-type": "2", "prefix": "a/b"}),
-                      access_key="AK", secret_key="SK", session_token="TOKEN", region="us-east-1",
-                      timestamp=req.headers["X-Amz-Date"])
+    ours = sigv4.sign(
+        "GET",
+        "127.0.0.1:9000",
+        "/bkt/a%20b/c.bin",
+        sigv4.canonical_query({"list-type": "2", "prefix": "a/b"}),
+        access_key="AK",
+        secret_key="SK",
+        session_token="TOKEN",
+        region="us-east-1",
+        timestamp=req.headers["X-Amz-Date"],
+    )
     assert ours["Authorization"] == req.headers["Authorization"]
 
 

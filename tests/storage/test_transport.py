@@ -27,8 +27,17 @@ def test_request_headers_of_any_length_are_sent(http_server):
     token = "T" * 20_000
     with RangeEngine() as eng:
         out = bytearray(10)
-        eng.backend("http").transport.read([url.encode()], [f"x-amz-security-token: {token}\nX-Short: 1".encode()],
-                                           [url], table([(0, 5, 10, 0)]), out, 1 << 20, 1, None, None)
+        eng.backend("http").transport.read(
+            [url.encode()],
+            [f"x-amz-security-token: {token}\nX-Short: 1".encode()],
+            [url],
+            table([(0, 5, 10, 0)]),
+            out,
+            1 << 20,
+            1,
+            None,
+            None,
+        )
     assert bytes(out) == data[5:15]
     assert http_server.server.seen_headers[-1].get("x-amz-security-token") == token
     assert http_server.server.seen_headers[-1].get("X-Short") == "1"
@@ -68,7 +77,9 @@ def test_http2_multiplexes_parts_on_one_connection(h2_server, tls_ca):
     url = h2_server.url("h.bin")
     for http2, version, connects in ((True, "2", 1), (False, "1.1", 4)):
         h2_server.versions.clear()
-        with RangeEngine(http2=http2, ca_bundle=tls_ca.ca, part_size=16 << 10, max_inflight_parts=4) as eng:
+        with RangeEngine(
+            http2=http2, ca_bundle=tls_ca.ca, part_size=16 << 10, max_inflight_parts=4
+        ) as eng:
             assert bytes(eng.read_ranges(url, [(100, 150_000)])) == data[100:150_100]
             assert http_stats(eng, "https")["connects"] == connects
         assert set(h2_server.versions) == {version}
@@ -141,6 +152,8 @@ def test_connect_and_request_timeouts(silent_server):
     # The engine's whole-read timeout (LoaderOptions.timeout_seconds) bounds HEAD too,
     # retries included: the first attempt uses it all up, so there is no second.
     with RangeEngine(timeout=0.3, max_retries=5, **FAST_RETRY) as eng:
-        with pytest.raises(TimeoutError, match=r"HEAD failed: retries exhausted \(request_timeout\)") as ei:
+        with pytest.raises(
+            TimeoutError, match=r"HEAD failed: retries exhausted \(request_timeout\)"
+        ) as ei:
             eng.size(f"http://127.0.0.1:{silent_server}/x")
         assert ei.value.attempts == 1

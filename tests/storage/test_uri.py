@@ -14,7 +14,9 @@ def test_secrets_in_urls_stay_out_of_errors(http_server):
     """A URL's password and a presigned URL's signature or token are not repeated in errors."""
     secret = "s3cr3t-VALUE"
     base = http_server.url("nope.bin").replace("http://", f"http://user:{secret}@")
-    url = f"{base}?X-Amz-Credential=AK%2F1&X-Amz-Signature={secret}&X-Amz-Security-Token={secret}&v=1"
+    url = (
+        f"{base}?X-Amz-Credential=AK%2F1&X-Amz-Signature={secret}&X-Amz-Security-Token={secret}&v=1"
+    )
     with RangeEngine(**FAST_RETRY) as eng:
         for call in (lambda: eng.size(url), lambda: eng.read_ranges(url, [(0, 10)])):
             with pytest.raises(FileNotFoundError) as ei:

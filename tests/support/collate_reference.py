@@ -40,7 +40,9 @@ def affine_terms(channels: int, mean, std, scale) -> tuple[np.ndarray, np.ndarra
     """Per-channel (a, b) in float64 so that (x - mean) / std * scale == x * a + b."""
 
     def per_channel(v, default):
-        arr = np.full(channels, default, dtype=np.float64) if v is None else np.asarray(v, np.float64)
+        arr = (
+            np.full(channels, default, dtype=np.float64) if v is None else np.asarray(v, np.float64)
+        )
         return np.broadcast_to(arr.reshape(-1), (channels,))
 
     m, s, k = per_channel(mean, 0.0), per_channel(std, 1.0), per_channel(scale, 1.0)
@@ -61,8 +63,16 @@ def channel_axis(ndim: int, kernel_layout: str | None) -> int | None:
     return 1 if kernel_layout == "NCHW" else 3
 
 
-def reference_collate(samples, *, stored: str = "HWC", kernel_layout: str | None = None,
-                      out_dtype=None, mean=None, std=None, scale=None):
+def reference_collate(
+    samples,
+    *,
+    stored: str = "HWC",
+    kernel_layout: str | None = None,
+    out_dtype=None,
+    mean=None,
+    std=None,
+    scale=None,
+):
     """The batch the kernel must produce.
 
     Returns (expected, exact, bound): ``expected`` in the output dtype
@@ -97,8 +107,10 @@ def reference_collate(samples, *, stored: str = "HWC", kernel_layout: str | None
 
 def reference_ragged(samples) -> tuple[np.ndarray, np.ndarray]:
     """(packed bytes, offsets of length N + 1)."""
-    blobs = [np.ascontiguousarray(s).tobytes() if isinstance(s, np.ndarray) else bytes(s)
-             for s in samples]
+    blobs = [
+        np.ascontiguousarray(s).tobytes() if isinstance(s, np.ndarray) else bytes(s)
+        for s in samples
+    ]
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
     return np.frombuffer(b"".join(blobs), dtype=np.uint8).copy(), offsets
@@ -111,4 +123,3 @@ def make_samples(rng, n, shape, dtype, *, big=False):
         return [rng.integers(0, hi, shape, dtype=dtype) for _ in range(n)]
     spread = 1e4 if big else 300.0
     return [(rng.standard_normal(shape) * spread).astype(dtype) for _ in range(n)]
-

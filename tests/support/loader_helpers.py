@@ -40,8 +40,9 @@ def first_bytes(sample: np.ndarray) -> np.ndarray:
     return sample[: len(sample) // 2].copy()
 
 
-def write_records(folder: str, n: int, shape: tuple[int, ...], shards: int, *, header: bytes = b"",
-                  seed: int = 0) -> np.ndarray:
+def write_records(
+    folder: str, n: int, shape: tuple[int, ...], shards: int, *, header: bytes = b"", seed: int = 0
+) -> np.ndarray:
     """n records of ``shape`` uint8 over ``shards`` files; record i starts with byte i % 256."""
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
@@ -51,7 +52,7 @@ def write_records(folder: str, n: int, shape: tuple[int, ...], shards: int, *, h
     for s in range(shards):
         with open(os.path.join(folder, f"shard-{s:03d}.bin"), "wb") as f:
             f.write(header)
-            f.write(data[s * per:(s + 1) * per].tobytes())
+            f.write(data[s * per : (s + 1) * per].tobytes())
     return data
 
 
@@ -89,8 +90,14 @@ def resident_fraction(path: str) -> float:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_long]
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     size = os.path.getsize(path)

