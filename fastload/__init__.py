@@ -7,6 +7,7 @@ The package has three layers: C kernels (``csrc/``), their Cython bridges
 """
 
 import importlib as _importlib
+import logging as _logging
 import sys as _sys
 
 # fastload.collate is a callable module: fastload.collate(samples, ...) and
@@ -51,6 +52,9 @@ _MOVED = {
 for _old, _new in _MOVED.items():
     _sys.modules[f"{__name__}.{_old}"] = globals()[_old] = _importlib.import_module(_new)
 del _old, _new
+
+# A library logs and lets the application decide where it goes (silent by default).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 

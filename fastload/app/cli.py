@@ -1,4 +1,4 @@
-"""`python -m fastload` / `fastload`: demo, get and bench commands."""
+"""`python -m fastload` / `fastload`: demo, get, bench and profile commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from fastload._native.buffer import AlignedBuffer
+from fastload.app import profile
 from fastload.app.progress import Progress
 from fastload.storage.engine import RangeEngine
 from fastload.storage.uri import parse_uri
@@ -133,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3)
     engine_args(bench)
     bench.set_defaults(func=cmd_bench)
+
+    prof = sub.add_parser(
+        "profile", help="load N batches, print where the time went and whether the step waits"
+    )
+    profile.add_arguments(prof)
+    prof.set_defaults(func=profile.run)
     return p
 
 
