@@ -30,7 +30,7 @@ from fastload.loop.workers import get_worker_info
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
 from fastload.plan.options import LoaderConfig, LoaderOptions, PyLoaderOptions
 from fastload.storage.buffer_pool import BufferPool
-from fastload.storage.engine import RangeEngine, read, read_ranges
+from fastload.storage.engine import RangeEngine, read, read_many, read_ranges
 
 # Where the policy modules lived before the layered tree: ``from fastload.samplers import
 # ...`` and friends keep working (the same module objects, no copies). New code imports
@@ -80,5 +80,6 @@ __all__ = [
     "cuda_available",
     "get_worker_info",
     "read",
+    "read_many",
     "read_ranges",
 ]
