@@ -91,7 +91,9 @@ def local_run() -> dict[str, dict]:
         {
             "read_many": lambda: eng.read_many(paths),
             "pool_readinto": lambda: list(pool.map(readinto_fresh, paths)),
-            "pool_readinto_prealloc": lambda: list(pool.map(readinto_fixed, zip(paths, fixed))),
+            "pool_readinto_prealloc": lambda: list(
+                pool.map(readinto_fixed, zip(paths, fixed, strict=True))
+            ),
         }
     )
 

@@ -7,6 +7,7 @@ released.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -221,7 +222,7 @@ class RangeEngine:
         self._read_checked([src], table, out, settings, None, deadline)
         return out
 
-    def read_many(self, uris: Sequence[URI], **kwargs: Any) -> list[memoryview]:
+    def read_many(self, uris: Sequence[URI], **kwargs: Any) -> builtins.list[memoryview]:
         """Whole objects in one call, one memoryview each (``fastload.storage.read_many``)."""
         from fastload.storage.read_many import read_many
 
