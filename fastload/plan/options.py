@@ -29,6 +29,7 @@ import numpy as np
 
 from fastload.batch.layout import MEMORY_FORMATS
 from fastload.checks import check_bool, check_choice, check_int, check_number, fail
+from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.storage.read_settings import (
     DEFAULT_PART_SIZE,
     MAX_INFLIGHT_PARTS,
@@ -240,6 +241,8 @@ class LoaderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoaderConfig:
+        """From ``to_dict()`` output, fastload's or s3dlio's (``sampler_rank`` ...)."""
+        data = from_s3dlio_dict(data)
         _reject_unknown(data)
         return cls(**data)
 

@@ -155,7 +155,7 @@ class S3Backend(NetworkBackend):
         return known if known is not None else self.stat(src)["size"]
 
     def stat(self, src: ParsedURI) -> dict[str, Any]:
-        """HEAD the object: {"size": bytes, "etag": the ETag or None}."""
+        """HEAD the object: {"size": bytes, "etag", "last_modified": the headers or None}."""
         self._check_key(src)
         resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
         n = size_from_headers(resp)
@@ -167,7 +167,11 @@ class S3Backend(NetworkBackend):
                 message="HEAD answered without Content-Length",
             )
         self._sizes[(src.bucket, src.path)] = n
-        return {"size": n, "etag": resp.headers.get("etag")}
+        return {
+            "size": n,
+            "etag": resp.headers.get("etag"),
+            "last_modified": resp.headers.get("last-modified"),
+        }
 
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
