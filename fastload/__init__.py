@@ -54,6 +54,15 @@ del _old, _new
 
 __version__ = "0.1.0"
 
+
+def filesystem(engine: RangeEngine | None = None, **options: object) -> object:
+    """An fsspec filesystem on the engine (needs fsspec: ``pip install "fastload[fsspec]"``);
+    see ``fastload.adapters.fsspec_fs``."""
+    from fastload.adapters.fsspec_fs import filesystem as _filesystem
+
+    return _filesystem(engine, **options)
+
+
 __all__ = [
     "AccessDeniedError",
     "AlignedBuffer",
@@ -78,6 +87,7 @@ __all__ = [
     "collate",
     "collate_ragged",
     "cuda_available",
+    "filesystem",
     "get_worker_info",
     "read",
     "read_many",
