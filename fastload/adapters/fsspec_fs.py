@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
 from fastload.errors import FastloadError, ObjectNotFoundError
@@ -34,6 +35,8 @@ from fastload.storage.uri import ParsedURI, parse_uri
 PROTOCOL = "fastload"
 DEFAULT_BLOCK_SIZE = 4 << 20  # read-ahead of open files: one engine call fetches this much more
 DEFAULT_MAX_GAP = 64 << 10  # cat_ranges reads a gap up to this size rather than split a request
+SPLIT = 8  # an open file's read is cut into up to this many parts ...
+MIN_SPLIT_PART = 1 << 20  # ... of at least this size
 
 
 def _local_info(path: str, name: str) -> dict[str, Any]:
@@ -47,17 +50,62 @@ def _local_info(path: str, name: str) -> dict[str, Any]:
     }
 
 
+class SequentialReadAhead(BaseCache):
+    """Read-ahead where it pays: a read that continues the previous one fetches
+    ``blocksize`` more bytes with it; a read elsewhere (a Parquet column chunk, a zarr
+    chunk) fetches just what it asks for, so random access never drags extra bytes in.
+    The last fetch is kept: re-reads and reads inside it cost no request."""
+
+    name = "fastload-sequential"
+
+    def __init__(self, blocksize: int, fetcher: Any, size: int) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self.held: memoryview = memoryview(b"")
+        self.start = self.end = 0
+        self.last_end = -1
+
+    def _fetch(self, start: int | None, stop: int | None) -> bytes:
+        a = 0 if start is None else start
+        b = self.size if stop is None else min(stop, self.size)
+        if a >= b:
+            return b""
+        sequential = a == self.last_end
+        self.last_end = b
+        if self.start <= a and b <= self.end:
+            self.hit_count += 1
+            return bytes(self.held[a - self.start : b - self.start])
+        self.miss_count += 1
+        end = min(self.size, b + self.blocksize) if sequential else b
+        self.total_requested_bytes += end - a
+        self.held = self.fetcher(a, end)
+        self.start, self.end = a, end
+        return bytes(self.held[: b - a])
+
+
 class FastloadFile(AbstractBufferedFile):
-    """A read-only random-access file: each cache miss is one engine read (parts read in
-    parallel), ``block_size`` bytes read ahead of the request."""
+    """A read-only random-access file: each cache miss is one engine read (its parts read
+    in parallel), with :class:`SequentialReadAhead` of ``block_size`` bytes."""
+
+    def __init__(self, fs: FastloadFileSystem, path: str, block_size: int, size: int) -> None:
+        super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="none", size=size)
+        self.cache = SequentialReadAhead(self.blocksize, self._fetch_view, self.size)
+
+    def _fetch_view(self, start: int, end: int) -> memoryview:
+        fs: FastloadFileSystem = self.fs
+        n = end - start
+        settings = fs.engine.settings
+        # Readers like pyarrow call one file from several threads but one read at a time:
+        # a read is cut into up to SPLIT parts (not below 1 MiB) so it runs in parallel.
+        part = min(settings.part_size, max(MIN_SPLIT_PART, -(-n // SPLIT)))
+        if part != settings.part_size:
+            settings = settings.replace(part_size=part)
+        return memoryview(
+            fs.engine.read_ranges(fs._src(self.path), [(start, n)], settings=settings)
+        )
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
-        if end <= start:
-            return b""
-        fs: FastloadFileSystem = self.fs
-        buf = fs.engine.read_ranges(fs._src(self.path), [(start, end - start)])
-        return bytes(buf)
+        return bytes(self._fetch_view(start, end)) if end > start else b""
 
     def _upload_chunk(self, final: bool = False) -> bool:
         raise NotImplementedError("fastload's filesystem is read-only")
@@ -372,15 +420,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         size = kwargs.pop("size", None)
         if size is None:
             size = self.engine.size(parse_uri(name))
-        return FastloadFile(
-            self,
-            name,
-            mode="rb",
-            block_size=self.blocksize if block_size is None else block_size,
-            cache_type=kwargs.pop("cache_type", "readahead"),
-            cache_options=cache_options,
-            size=size,
-        )
+        return FastloadFile(self, name, self.blocksize if block_size is None else block_size, size)
 
     # -- writes: not offered ------------------------------------------------------------
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:

@@ -207,3 +207,22 @@ def test_access_key_never_in_repr(store):
     _, _, server = store
     fs = FastloadFileSystem(**server.options, skip_instance_cache=True)
     assert SECRET_KEY not in repr(fs) and ACCESS_KEY in str(server.options)
+
+
+def test_open_reads_ahead_only_when_sequential_and_splits_reads(tmp_path):
+    data = payload(16 << 20, 5)
+    (tmp_path / "big").write_bytes(data)
+    fs = fastload.filesystem(skip_instance_cache=True, block_size=1 << 20)
+    with fs.open(str(tmp_path / "big")) as f:
+        f.seek(5 << 20)
+        assert f.read(100) == data[5 << 20 : (5 << 20) + 100]  # random: exactly what it asked
+        assert f.cache.total_requested_bytes == 100
+        assert f.read(100) == data[(5 << 20) + 100 : (5 << 20) + 200]  # sequential: + 1 MiB
+        assert f.cache.total_requested_bytes == 100 + 100 + (1 << 20)
+        assert f.read(1000) == data[(5 << 20) + 200 : (5 << 20) + 1200]  # inside: no request
+        assert f.cache.hit_count == 1 and f.cache.miss_count == 2
+        before = fs.engine.backend("file").stats()["requests"]
+        f.seek(0)
+        assert f.read(8 << 20) == data[: 8 << 20]
+        # one 8 MiB read went out as 8 parallel parts of 1 MiB
+        assert fs.engine.backend("file").stats()["requests"] - before == 8
