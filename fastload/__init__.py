@@ -31,7 +31,7 @@ from fastload.loop.workers import get_worker_info
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
 from fastload.plan.options import LoaderConfig, LoaderOptions, PyLoaderOptions
 from fastload.storage.buffer_pool import BufferPool
-from fastload.storage.engine import RangeEngine, read, read_ranges
+from fastload.storage.engine import RangeEngine, read, read_many, read_ranges
 
 # Where the policy modules lived before the layered tree: ``from fastload.samplers import
 # ...`` and friends keep working (the same module objects, no copies). New code imports
@@ -58,6 +58,15 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 
+
+def filesystem(engine: RangeEngine | None = None, **options: object) -> object:
+    """An fsspec filesystem on the engine (needs fsspec: ``pip install "fastload[fsspec]"``);
+    see ``fastload.adapters.fsspec_fs``."""
+    from fastload.adapters.fsspec_fs import filesystem as _filesystem
+
+    return _filesystem(engine, **options)
+
+
 __all__ = [
     "AccessDeniedError",
     "AlignedBuffer",
@@ -82,7 +91,9 @@ __all__ = [
     "collate",
     "collate_ragged",
     "cuda_available",
+    "filesystem",
     "get_worker_info",
     "read",
+    "read_many",
     "read_ranges",
 ]

@@ -86,6 +86,38 @@ class WorkerTransformError(WorkerError, TransformError):
     """The transform raised inside a worker process (both kinds of error at once)."""
 
 
+_AS_ORIGINAL: dict[tuple[type, type], type | None] = {}
+
+
+def as_original(
+    original: type[BaseException] | None, message: str, base: type[Exception]
+) -> Exception:
+    """An exception of ``original``'s type that is also a ``base`` (a fastload error), with
+    ``message``: ``except KeyError`` and ``except TransformError`` both catch what a transform
+    raised (torch re-raises a worker's exception with its type too). A type that cannot be
+    combined or built from one message gives a plain ``base``."""
+    if original is None or not issubclass(original, Exception) or issubclass(base, original):
+        return base(message)
+    key = (original, base)
+    if key not in _AS_ORIGINAL:
+        try:
+            combined: type | None = type(
+                original.__name__,
+                (original, base),
+                {"__module__": original.__module__, "__qualname__": original.__qualname__},
+            )
+        except TypeError:  # incompatible layouts
+            combined = None
+        _AS_ORIGINAL[key] = combined
+    cls = _AS_ORIGINAL[key]
+    if cls is not None:
+        try:
+            return cls(message)  # type: ignore[no-any-return]
+        except Exception:  # a constructor that needs other arguments
+            pass
+    return base(message)
+
+
 class SharedMemoryFull(OSError):
     """The shared-memory folder has no room for another segment of batch slots."""
 

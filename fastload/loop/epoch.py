@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastload._native.file_reader import CancelToken
-from fastload.plan.planner import batch_slices
 
 if TYPE_CHECKING:
     from fastload.loop.loader import DataLoader
@@ -50,7 +49,7 @@ class Epoch:
         self.loader = loader
         self.progress = progress
         self.order = np.asarray(loader.sampler.indices(progress.epoch), dtype=np.int64)
-        self.slices = batch_slices(len(self.order), cfg.batch_size, cfg.drop_last)
+        self.slices = loader.epoch_slices(progress.epoch, len(self.order))
         self.todo = [k for k in range(len(self.slices)) if k not in progress.done]
         self.in_order = cfg.loading_mode == "sequential"
         self.timeout = cfg.timeout_seconds

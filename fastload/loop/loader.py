@@ -23,18 +23,18 @@ import numpy as np
 from fastload.batch.collate import CollatePlan, collate_ragged, plan_collate
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
-from fastload.errors import TransformError
+from fastload.errors import TransformError, as_original
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
 from fastload.loop.stage_stats import COLLATE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
+from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
 from fastload.loop.trace import TraceRecorder
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
 from fastload.plan.planner import BatchPlan, batch_slices, plan_batch
-from fastload.plan.samplers import make_sampler
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
@@ -44,7 +44,7 @@ __all__ = ["DataLoader", "RaggedBatch"]
 Leases = list[tuple[BufferPool, Any]]
 
 
-class DataLoader:
+class DataLoader(TorchAttributes):
     """Iterates batches of ``dataset`` as configured by ``options`` (a LoaderOptions).
 
     Keyword arguments that are LoaderOptions knobs override ``options``
@@ -73,7 +73,7 @@ class DataLoader:
     def __init__(
         self,
         dataset: Dataset,
-        options: LoaderOptions | None = None,
+        options: LoaderOptions | int | None = None,
         *,
         dtype: Any = None,
         mean: Any = None,
@@ -88,21 +88,20 @@ class DataLoader:
     ) -> None:
         if not isinstance(dataset, Dataset):
             raise TypeError(f"DataLoader needs a fastload Dataset, got {type(dataset).__name__}")
-        options = options if options is not None else LoaderOptions()
-        if knobs:
-            options = options.replace(**knobs)
+        # torch's keywords (sampler, collate_fn, batch_size=None ...): fastload.loop.torch_compat
+        options, self.torch_args = torch_arguments(options, knobs)
         options.validate_for(len(dataset))
         self.options = options
         self.config = cfg = options.config
         self.dataset = dataset
         self.consumer = consumer
         # before any buffer exists: pinning must see torch's CUDA runtime
-        self.output_stage = (
+        self.output_stage = self.torch_args.wrap_output(
             output
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = make_sampler(cfg, len(dataset))
+        self.sampler = self.torch_args.make_sampler(cfg, len(dataset))
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
             warnings.warn(
@@ -215,7 +214,7 @@ class DataLoader:
 
     # -- the public surface -------------------------------------------------------
     def __len__(self) -> int:
-        return len(batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last))
+        return len(self._slices())
 
     @property
     def pin_mode(self) -> str:
@@ -335,7 +334,16 @@ class DataLoader:
         self._next_epoch = int(state["epoch"])
 
     def _slices(self) -> list[tuple[int, int]]:
-        return batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last)
+        return self.epoch_slices(self.epoch, len(self.sampler))
+
+    def epoch_slices(self, epoch: int, n: int) -> list[tuple[int, int]]:
+        """(start, stop) of each batch of ``epoch``'s ``n`` indices (a batch_sampler's own cut)."""
+        cut = batch_slices_of(self.sampler, epoch)
+        return (
+            cut
+            if cut is not None
+            else batch_slices(n, self.config.batch_size, self.config.drop_last)
+        )
 
     def __iter__(self) -> Iterator[Any]:
         self._stop_current()
@@ -369,6 +377,7 @@ class DataLoader:
             seed,
             nbytes,
             cfg.timeout_seconds,
+            self.torch_args.worker_init_fn,
         )
         self._counters["worker_starts"] += 1
         self._counters["epoch_pids"].append(self.workers.pids)
@@ -533,10 +542,12 @@ class DataLoader:
         for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
             try:
                 samples.append(np.asarray(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
-            except Exception as exc:
-                raise TransformError(
+            except Exception as exc:  # the transform's own type, and a TransformError
+                raise as_original(
+                    type(exc),
                     f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
-                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}"
+                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}",
+                    TransformError,
                 ) from exc
         _batch_clock.clock.lap(TRANSFORM)
         return samples

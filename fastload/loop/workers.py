@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import random
+import sys
 import threading
 import time
 import traceback
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import WorkerError, WorkerTransformError
+from fastload.errors import WorkerError, WorkerTransformError, as_original
 from fastload.loop.shared_memory import SHM_DIR, Segment
 
 _POLL_S = 0.05
@@ -105,6 +107,29 @@ def _pack(out: Segment | None, results: list[np.ndarray]) -> tuple[Segment, str 
     )
 
 
+def _picklable_type(exc: BaseException) -> type[BaseException] | None:
+    """The exception's class when it can cross the pipe (by reference), else None."""
+    try:
+        pickle.dumps(type(exc))
+    except Exception:
+        return None
+    return type(exc)
+
+
+def _set_torch_worker_info(worker_id: int, num_workers: int, seed: int) -> None:
+    """torch.utils.data.get_worker_info() and torch's seed, as in a torch DataLoader worker."""
+    import torch
+    from torch.utils.data._utils import worker as torch_worker
+
+    torch.manual_seed(seed % 2**63)
+    torch_worker._worker_info = torch_worker.WorkerInfo(
+        id=worker_id,
+        num_workers=num_workers,
+        seed=seed % 2**63,
+        dataset=None,  # type: ignore[arg-type]  # fastload workers run transforms, not a dataset
+    )
+
+
 def _worker_main(
     worker_id: int,
     num_workers: int,
@@ -112,6 +137,8 @@ def _worker_main(
     transform: Callable[[Any], Any],
     conn: Any,
     input_name: str,
+    init_fn: Callable[[int], Any] | None = None,
+    torch_info: bool = False,
 ) -> None:
     global _worker_info
     # Independent, reproducible streams per worker for the usual random modules.
@@ -119,6 +146,15 @@ def _worker_main(
     random.seed(seed)
     _worker_info = WorkerInfo(worker_id, num_workers, seed, os.getpid())
     inp = Segment(0, input_name)
+    try:
+        if torch_info:
+            _set_torch_worker_info(worker_id, num_workers, seed)
+        if init_fn is not None:
+            init_fn(worker_id)  # torch's worker_init_fn
+    except Exception as exc:
+        tb = "".join(traceback.format_exception(exc))
+        conn.send(("init_failed", f"{type(exc).__name__}: {exc}", tb, _picklable_type(exc)))
+        return
     out: Segment | None = None
     conn.send(("ready", os.getpid()))
     while True:
@@ -137,19 +173,29 @@ def _worker_main(
             )
             conn.send(("ok", batch, new_name, meta))
         except _SampleError as err:  # reported to the loader, which raises it
-            exc = err.__cause__
-            assert exc is not None
+            cause = err.__cause__
+            assert cause is not None
             conn.send(
                 (
                     "error",
                     batch,
                     err.pos,
-                    f"{type(exc).__name__}: {exc}",
-                    "".join(traceback.format_exception(exc)),
+                    f"{type(cause).__name__}: {cause}",
+                    "".join(traceback.format_exception(cause)),
+                    _picklable_type(cause),
                 )
             )
         except Exception as exc:
-            conn.send(("error", batch, -1, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            conn.send(
+                (
+                    "error",
+                    batch,
+                    -1,
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                    _picklable_type(exc),
+                )
+            )
 
 
 class Worker:
@@ -163,6 +209,8 @@ class Worker:
         seed: int,
         transform: Callable[[Any], Any],
         input_bytes: int,
+        init_fn: Callable[[int], Any] | None = None,
+        torch_info: bool = False,
     ) -> None:
         self.id = worker_id
         self.input = Segment(input_bytes)
@@ -172,7 +220,16 @@ class Worker:
         self.proc = ctx.Process(
             target=_worker_main,
             name=f"fastload-worker-{worker_id}",
-            args=(worker_id, num_workers, seed, transform, child, self.input.name),
+            args=(
+                worker_id,
+                num_workers,
+                seed,
+                transform,
+                child,
+                self.input.name,
+                init_fn,
+                torch_info,
+            ),
             daemon=True,
         )
         try:
@@ -196,6 +253,15 @@ class Worker:
             )
             if reply[0] == "ok" and reply[2] is not None:
                 self._attach_output(reply[2])
+            if reply[0] == "init_failed":
+                _, what, tb, exc_type = reply
+                self.proc.join(1.0)
+                raise as_original(
+                    exc_type,
+                    f"fastload worker {self.id} (pid {self.pid}): worker_init_fn failed: {what}"
+                    f"\n--- worker traceback ---\n{tb}",
+                    WorkerError,
+                )
             if reply[0] == "ready":
                 break
         self.input.unlink()  # both sides have it mapped now
@@ -273,15 +339,21 @@ class Worker:
             if reply[0] in ("ok", "error") and reply[1] == self._seq:
                 break  # older replies belong to a batch whose reader was stopped
         if reply[0] == "error":
-            _, _, pos, what, tb = reply
+            # the worker's exception type comes back (as torch's ExceptionWrapper does),
+            # also a WorkerError / WorkerTransformError, with the worker's traceback text
+            _, _, pos, what, tb, exc_type = reply
             if pos < 0:
-                raise WorkerError(
+                raise as_original(
+                    exc_type,
                     f"fastload worker {self.id} (pid {self.pid}): packing the results of batch "
-                    f"{batch} failed: {what}\n--- worker traceback ---\n{tb}"
+                    f"{batch} failed: {what}\n--- worker traceback ---\n{tb}",
+                    WorkerError,
                 )
-            raise WorkerTransformError(
+            raise as_original(
+                exc_type,
                 f"fastload worker {self.id} (pid {self.pid}): the transform failed on {describe(pos)}, "
-                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}"
+                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}",
+                WorkerTransformError,
             )
         assert self.output is not None
         buf = np.frombuffer(self.output.mm, dtype=np.uint8)
@@ -336,6 +408,7 @@ class WorkerPool:
         seed: int | list[int],
         input_bytes: int,
         timeout: float | None = None,
+        init_fn: Callable[[int], Any] | None = None,
     ) -> None:
         if threading.active_count() > 1 and context == "fork":
             import warnings
@@ -348,6 +421,7 @@ class WorkerPool:
             )
         self.context = context
         ctx = multiprocessing.get_context(context)
+        torch_info = "torch" in sys.modules  # torch's get_worker_info() only where torch is used
         seqs = np.random.SeedSequence(seed).spawn(num_workers)
         self.seeds = [int(s.generate_state(1, np.uint64)[0]) for s in seqs]
         self.workers: list[Worker] = []
@@ -356,7 +430,16 @@ class WorkerPool:
         try:
             for i in range(num_workers):
                 self.workers.append(
-                    Worker(ctx, i, num_workers, self.seeds[i], transform, input_bytes)
+                    Worker(
+                        ctx,
+                        i,
+                        num_workers,
+                        self.seeds[i],
+                        transform,
+                        input_bytes,
+                        init_fn,
+                        torch_info,
+                    )
                 )
             # Started in parallel, so one deadline for all (a hung start must not hang iter()).
             deadline = None if timeout is None else (time.monotonic() + timeout, timeout)

@@ -29,6 +29,7 @@ import numpy as np
 
 from fastload.batch.layout import MEMORY_FORMATS
 from fastload.checks import check_bool, check_choice, check_int, check_number, fail
+from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.storage.read_settings import (
     DEFAULT_PART_SIZE,
     MAX_INFLIGHT_PARTS,
@@ -83,6 +84,7 @@ class LoaderConfig:
 
     batch_size: int = 32
     drop_last: bool = False
+    sampler_drop_last: bool | None = None
     shuffle: bool = False
     seed: int = 0
     num_workers: int = 0
@@ -125,6 +127,8 @@ class LoaderConfig:
         check_int("num_workers_pytorch", self.num_workers_pytorch, 1, optional=True)
         check_int("generator_seed", self.generator_seed, 0, optional=True)
         check_int("collate_buffer_size", self.collate_buffer_size, 0)
+        if self.sampler_drop_last is not None:
+            check_bool("sampler_drop_last", self.sampler_drop_last)
         for knob in (
             "drop_last",
             "shuffle",
@@ -211,6 +215,11 @@ class LoaderConfig:
 
     # ---- derived values --------------------------------------------------------------
     @property
+    def rank_drop_last(self) -> bool:
+        """Whether the sampler drops the rank tail (``sampler_drop_last``; None: ``drop_last``)."""
+        return self.drop_last if self.sampler_drop_last is None else self.sampler_drop_last
+
+    @property
     def sampler_seed(self) -> int:
         """The seed of every random order: ``generator_seed`` when set, else ``seed``."""
         return self.seed if self.generator_seed is None else self.generator_seed
@@ -240,6 +249,8 @@ class LoaderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoaderConfig:
+        """From ``to_dict()`` output, fastload's or s3dlio's (``sampler_rank`` ...)."""
+        data = from_s3dlio_dict(data)
         _reject_unknown(data)
         return cls(**data)
 
@@ -353,11 +364,19 @@ class LoaderOptions:
         return self._with(batch_size=size)
 
     def drop_last(self, enabled: bool = True) -> LoaderOptions:
+        """Drop the last partial batch (and the rank tail, unless ``sampler_drop_last`` is set)."""
         return self._with(drop_last=enabled)
 
     def shuffle(self, enabled: bool = True, seed: int | None = None) -> LoaderOptions:
-        """Shuffle each epoch (turns the sequential sampler random); ``seed`` None keeps the seed."""
-        return self._with(shuffle=enabled, seed=self._config.seed if seed is None else seed)
+        """Shuffle each epoch (turns the sequential sampler random); ``seed`` None keeps the seed.
+
+        ``shuffle(False)`` after ``distributed_sampling()`` keeps the rank's share but in
+        order, as torch's ``DistributedSampler(shuffle=False)`` (the sequential sampler,
+        which splits between ranks the same way)."""
+        seed = self._config.seed if seed is None else seed
+        if not enabled and self._config.sampler_type == "distributed_random":
+            return self._with(shuffle=False, seed=seed, sampler_type="sequential")
+        return self._with(shuffle=enabled, seed=seed)
 
     def num_workers(self, n: int) -> LoaderOptions:
         return self._with(num_workers=n)
@@ -406,16 +425,22 @@ class LoaderOptions:
         return self._with(sampler_type="weighted_random", weights=weights, replacement=replacement)
 
     def distributed_sampling(
-        self, rank: int | None = None, world_size: int | None = None
+        self,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool | None = None,
     ) -> LoaderOptions:
         """Shuffle and shard across ranks (torch DistributedSampler semantics); ``None``
-        discovers the value from torch.distributed or RANK / WORLD_SIZE at run time."""
+        discovers the value from torch.distributed or RANK / WORLD_SIZE at run time.
+        ``drop_last``: the sampler's own (drop the rank tail instead of padding), apart from
+        the loader's partial-batch ``drop_last``; None follows that one."""
         return self._with(
             sampler_type="distributed_random",
             shard_rank=rank,
             shard_world_size=world_size,
             replacement=False,
             weights=None,
+            sampler_drop_last=drop_last,
         )
 
     def sequential_sampling(self) -> LoaderOptions:

@@ -370,7 +370,7 @@ def make_sampler(config: LoaderConfig, dataset_len: int) -> Sampler:
         "seed": config.sampler_seed,
         "rank": rank,
         "world_size": world_size,
-        "drop_last": config.drop_last,
+        "drop_last": config.rank_drop_last,
         "worker_id": worker_id,
         "num_workers": num_workers,
         "batch_size": config.batch_size,

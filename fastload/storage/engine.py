@@ -7,6 +7,7 @@ released.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "ReadSettings",
     "default_inflight",
     "read",
+    "read_many",
     "read_ranges",
     "writable_view",
 ]
@@ -229,6 +231,12 @@ class RangeEngine:
         self._read_checked([src], table, out, settings, None, deadline)
         return out
 
+    def read_many(self, uris: Sequence[URI], **kwargs: Any) -> builtins.list[memoryview]:
+        """Whole objects in one call, one memoryview each (``fastload.storage.read_many``)."""
+        from fastload.storage.read_many import read_many
+
+        return read_many(self, uris, **kwargs)
+
     def read_into(
         self,
         sources: Sequence[URI],
@@ -330,6 +338,11 @@ def read(uri: str | os.PathLike[str], out: Any = None, **options: Any) -> Any:
     pin = options.pop("pin", False)
     with RangeEngine(**options) as eng:
         return eng.read(uri, out, pin=pin)
+
+
+def read_many(uris: Sequence[URI], **kwargs: Any) -> list[memoryview]:
+    """Whole objects in one call with the default engine (see RangeEngine.read_many)."""
+    return default_engine().read_many(uris, **kwargs)
 
 
 def read_ranges(

@@ -11,7 +11,7 @@ import builtins
 import ipaddress
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -155,7 +155,7 @@ class S3Backend(NetworkBackend):
         return known if known is not None else self.stat(src)["size"]
 
     def stat(self, src: ParsedURI) -> dict[str, Any]:
-        """HEAD the object: {"size": bytes, "etag": the ETag or None}."""
+        """HEAD the object: {"size": bytes, "etag", "last_modified": the headers or None}."""
         self._check_key(src)
         resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
         n = size_from_headers(resp)
@@ -167,17 +167,50 @@ class S3Backend(NetworkBackend):
                 message="HEAD answered without Content-Length",
             )
         self._sizes[(src.bucket, src.path)] = n
-        return {"size": n, "etag": resp.headers.get("etag")}
+        return {
+            "size": n,
+            "etag": resp.headers.get("etag"),
+            "last_modified": resp.headers.get("last-modified"),
+        }
 
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
-        out: list[str] = []
+        out = [
+            f"s3://{prefix.bucket}/{key}"
+            for page in self._list_pages(prefix, {})
+            for key, _ in page
+        ]
+        return sorted(out)
+
+    def known_size(self, src: ParsedURI) -> int | None:
+        """The size an earlier list() or HEAD found for ``src``, or None (no request)."""
+        return self._sizes.get((src.bucket, src.path))
+
+    def list_sizes(self, prefix: ParsedURI, start_after: str, last: str, max_pages: int) -> int:
+        """List keys under ``prefix`` after ``start_after`` up to ``last`` (at most
+        ``max_pages`` pages), keeping their sizes for size(); returns the pages read.
+
+        A batched read of many keys learns their sizes from a few listing pages instead of
+        one HEAD per key; ``max_pages`` bounds the cost when the keys are sparse."""
+        pages = 0
+        for page in self._list_pages(prefix, {"start-after": start_after} if start_after else {}):
+            pages += 1
+            if pages >= max_pages or not page or page[-1][0] >= last:
+                break
+        return pages
+
+    def _list_pages(
+        self, prefix: ParsedURI, extra: dict[str, str]
+    ) -> Iterator[builtins.list[tuple[str, int]]]:
+        """ListObjectsV2 pages under ``prefix`` (continuation followed), as (key, size)
+        lists in key order; every size is kept for size()."""
         # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
         params = {
             "list-type": "2",
             "prefix": prefix.path,
             "max-keys": str(self.opts.list_page_size),
             "encoding-type": "url",
+            **extra,
         }
         while True:
             resp = self._request("GET", prefix.bucket, "", params, prefix.uri)
@@ -196,20 +229,23 @@ class S3Backend(NetworkBackend):
                 _strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url"
                 for el in root
             )
+            page: builtins.list[tuple[str, int]] = []
             for el in root:
                 tag = _strip_ns(el.tag)
                 if tag == "Contents":
                     fields = {_strip_ns(c.tag): (c.text or "") for c in el}
                     key = unquote_plus(fields.get("Key", "")) if encoded else fields.get("Key", "")
                     if key and not key.endswith("/"):
-                        self._sizes[(prefix.bucket, key)] = int(fields.get("Size", "0") or 0)
-                        out.append(f"s3://{prefix.bucket}/{key}")
+                        size = int(fields.get("Size", "0") or 0)
+                        self._sizes[(prefix.bucket, key)] = size
+                        page.append((key, size))
                 elif tag == "NextContinuationToken":
                     token = el.text
                 elif tag == "IsTruncated":
                     truncated = (el.text or "").strip().lower() == "true"
+            yield page
             if not truncated:
-                break
+                return
             if not token or token == params.get("continuation-token"):
                 # going on would loop forever; stopping would lose keys
                 raise_native_error(
@@ -226,7 +262,6 @@ class S3Backend(NetworkBackend):
                     ),
                 )
             params = {**params, "continuation-token": token}
-        return sorted(out)
 
     # -- data ------------------------------------------------------------------
     def _signed_get(self, src: ParsedURI, now: float) -> tuple[bytes, bytes | None]:

@@ -16,6 +16,7 @@ from fastload.plan.samplers import make_sampler
 ISSUE_DEFAULTS = {
     "batch_size": 32,
     "drop_last": False,
+    "sampler_drop_last": None,  # issue 15: the rank tail's own knob (None: follows drop_last)
     "shuffle": False,
     "seed": 0,
     "num_workers": 0,
