@@ -25,6 +25,7 @@ from fastload.errors import TransformError
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
@@ -96,7 +97,7 @@ class DataLoader:
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = make_sampler(cfg, len(dataset))
+        self.sampler = make_sampler(cfg, len(dataset), dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
             warnings.warn(
@@ -139,6 +140,8 @@ class DataLoader:
         )
         self._owns_engine = engine is None
         self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
+        # blocks, the node-local cache and shard version checks, or the engine itself
+        self._reader = make_read_path(self.engine, cfg, dataset, self.sampler)
         # The scheme whose default in-flight depth this loader starts from (its first source's).
         self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
         self.tuner = (
@@ -254,6 +257,7 @@ class DataLoader:
             "buffer_allocations": self.pool.allocations,
             "auto_tune": None if self.tuner is None else self.tuner.report(),
             "collate": self.stats.get("collate"),
+            **read_path_report(self._reader),  # "blocks" and "cache" counters
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -319,6 +323,7 @@ class DataLoader:
             self.workers.start_epoch()
         self.stats["epoch_start_s"].append(time.perf_counter() - t0)
         epoch = Epoch(self, progress)
+        plan_epoch(self._reader, self.dataset, epoch)  # blocks read ahead, in the epoch's order
         self._current = weakref.ref(epoch)
         return EpochIterator(epoch)
 
@@ -393,7 +398,7 @@ class DataLoader:
         return cls._batch_collated
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
-        self.engine.read_into(
+        self._reader.read_into(
             plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
         )
         if self.tuner is not None:
@@ -550,5 +555,7 @@ def _shutdown(state: dict[str, Any]) -> None:
         state["workers"] = None
     state["pool"].close()
     state["_raw_pool"].close()
+    if state.get("_reader") is not state.get("engine"):
+        state["_reader"].close()
     if state.get("_owns_engine"):
         state["engine"].close()
