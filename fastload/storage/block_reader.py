@@ -302,7 +302,7 @@ class BlockReader:
                 else:
                     held[key] = fd
             if held:
-                self._fill(list(held), names, metas, pieces, dst, settings, cancel)
+                self._fill(held, names, metas, pieces, dst, settings, cancel)
         finally:
             for fd in held.values():
                 cache.unlock(fd)
@@ -310,11 +310,13 @@ class BlockReader:
             fd = cache.lock(
                 names[key], deadline, None if cancel is None else lambda: cancel.cancelled
             )
+            one = {key: fd}
             try:
                 if not self._from_entry(names[key], metas[key], pieces[key], dst):
-                    self._fill([key], names, metas, pieces, dst, settings, cancel)
+                    self._fill(one, names, metas, pieces, dst, settings, cancel)
             finally:
-                cache.unlock(fd)
+                for left in one.values():
+                    cache.unlock(left)
 
     def _from_entry(
         self,
@@ -341,7 +343,7 @@ class BlockReader:
 
     def _fill(
         self,
-        keys: list[Key],
+        held: dict[Key, int],
         names: dict[Key, str],
         metas: dict[Key, dict[str, Any]],
         pieces: Pieces,
@@ -349,18 +351,23 @@ class BlockReader:
         settings: ReadSettings,
         cancel: Any,
     ) -> None:
-        """Fetch ``keys`` (their locks held), store them, serve their pieces."""
+        """Fetch the blocks of ``held`` (key -> its lock), store each and release its lock
+        (so the limit can be kept while the others are stored), serve their pieces."""
         cache = self.cache
         assert cache is not None
-        got = self._fetch(keys, settings, cancel)
-        for key in keys:
+        got = self._fetch(list(held), settings, cancel)
+        for key in list(held):
             cache.count("misses")
-            if cache.store(names[key], metas[key], got[key]):
-                cache.count("bytes", len(got[key]))
+            try:
+                if cache.store(names[key], metas[key], got[key]):
+                    cache.count("bytes", len(got[key]))
+            finally:
+                cache.unlock(held.pop(key))
             if dst is not None:
                 block = got[key]
                 for off, length, d in pieces[key]:
                     dst[d : d + length] = block[off : off + length]
+        cache.trim()
 
     # -- reading ahead -------------------------------------------------------------------
     def plan(self, keys: list[Key], settings: ReadSettings, cancel: Any) -> None:
@@ -400,13 +407,16 @@ class BlockReader:
             with self._cond:
                 while gen == self._generation:
                     done = self._progress + 1
-                    if prefix[i] - prefix[min(done, i)] < self.ahead_bytes:
+                    room = self.ahead_bytes - (prefix[i] - prefix[min(done, i)])
+                    if room > 0:
                         break
                     self._cond.wait(0.1)
                 if gen != self._generation:
                     return
+            # one call for as many blocks as the room ahead allows (at least one)
+            budget = min(room, _PREFETCH_CALL_BYTES)
             j = i + 1
-            while j < len(keys) and prefix[j + 1] - prefix[i] <= _PREFETCH_CALL_BYTES:
+            while j < len(keys) and prefix[j + 1] - prefix[i] <= budget:
                 j += 1
             chunk = keys[i:j]
             try:

@@ -234,11 +234,16 @@ class NodeCache:
                     )
         with self._lock:
             self._estimate += need
+        self.trim(keep={key})
+        return True
+
+    def trim(self, keep: frozenset[str] | set[str] = frozenset()) -> None:
+        """Evict down to 90% of ``cache_limit`` when the folder holds more than the limit."""
+        with self._lock:
             over = self.limit is not None and self._estimate > self.limit
         if over:
             assert self.limit is not None
-            self._evict(int(self.limit * 0.9), {key})
-        return True
+            self._evict(int(self.limit * 0.9), set(keep))
 
     def _refuse(self, message: str) -> bool:
         if self.on_error == "raise":
