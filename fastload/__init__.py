@@ -30,6 +30,7 @@ from fastload.loop.loader import DataLoader
 from fastload.loop.workers import get_worker_info
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
 from fastload.plan.options import LoaderConfig, LoaderOptions, PyLoaderOptions
+from fastload.plan.tar_shards import TarShardDataset
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine, read, read_many, read_ranges
 
@@ -85,6 +86,7 @@ __all__ = [
     "RangeError",
     "ReadTimeoutError",
     "RecordDataset",
+    "TarShardDataset",
     "TransferError",
     "TransformError",
     "WorkerError",

@@ -28,6 +28,7 @@ from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
 from fastload.loop.stage_stats import COLLATE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
 from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
 from fastload.loop.trace import TraceRecorder
@@ -101,7 +102,7 @@ class DataLoader(TorchAttributes):
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = self.torch_args.make_sampler(cfg, len(dataset))
+        self.sampler = self.torch_args.make_sampler(cfg, len(dataset), dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
             warnings.warn(
@@ -144,6 +145,8 @@ class DataLoader(TorchAttributes):
         )
         self._owns_engine = engine is None
         self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
+        # blocks, the node-local cache and shard version checks, or the engine itself
+        self._reader = make_read_path(self.engine, cfg, dataset, self.sampler)
         # The scheme whose default in-flight depth this loader starts from (its first source's).
         self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
         self.tuner = (
@@ -269,17 +272,20 @@ class DataLoader(TorchAttributes):
                 "verdict": self.observer.epochs()[-1]["verdict"]
                 if self.observer.epochs()
                 else None,
+                **read_path_report(self._reader),  # "blocks" and "cache" counters
             },
         )
 
     def stats(self) -> dict[str, Any]:
         """Where the time went, per epoch: stage totals and p50/p99 per batch (plan, read,
         decode, transform, collate, output; the consumer's wait and step), samples, bytes,
-        requests, retries and the verdict. ``epochs[-1]`` is the running epoch, if any."""
+        requests, retries and the verdict (``epochs[-1]`` is the running epoch, if any);
+        the block reader's and the node-local cache's counters."""
         return {
             "epochs": self.observer.epochs(),
             "index_s": getattr(self.dataset, "index_seconds", None),
             "max_read_ahead": self._counters["max_read_ahead"],
+            **read_path_report(self._reader),
         }
 
     def trace(self, path: str | os.PathLike[str]) -> TraceRecorder:
@@ -360,6 +366,7 @@ class DataLoader(TorchAttributes):
             self.workers.start_epoch()
         self._counters["epoch_start_s"].append(time.perf_counter() - t0)
         epoch = Epoch(self, progress)
+        plan_epoch(self._reader, self.dataset, epoch)  # blocks read ahead, in the epoch's order
         self._current = weakref.ref(epoch)
         return EpochIterator(epoch)
 
@@ -453,7 +460,7 @@ class DataLoader(TorchAttributes):
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
         clock = _batch_clock.clock
-        self.engine.read_into(
+        self._reader.read_into(
             plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
         )
         debug_read(plan, clock.lap(READ), self._describe)
@@ -639,5 +646,7 @@ def _shutdown(state: dict[str, Any]) -> None:
     state["observer"].close()
     state["pool"].close()
     state["_raw_pool"].close()
+    if state.get("_reader") is not state.get("engine"):
+        state["_reader"].close()
     if state.get("_owns_engine"):
         state["engine"].close()

@@ -36,6 +36,7 @@ import numpy as np
 
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
+from fastload.plan.datasets import Dataset
 from fastload.plan.external_sampler import ExternalBatchSampler, ExternalSampler
 from fastload.plan.options import LoaderConfig, LoaderOptions
 from fastload.plan.samplers import Sampler, make_sampler
@@ -71,12 +72,14 @@ class TorchArgs:
     unbatched: bool = False  # batch_size=None
     context: Any = None  # a multiprocessing context object, when one was given
 
-    def make_sampler(self, config: LoaderConfig, dataset_len: int) -> Sampler | ExternalSampler:
+    def make_sampler(
+        self, config: LoaderConfig, dataset_len: int, dataset: Dataset | None = None
+    ) -> Sampler | ExternalSampler:
         if self.batch_sampler is not None:
             return ExternalBatchSampler(self.batch_sampler, dataset_len)
         if self.sampler is not None:
             return ExternalSampler(self.sampler, dataset_len)
-        return make_sampler(config, dataset_len)
+        return make_sampler(config, dataset_len, dataset)
 
     def wrap_output(self, stage: Any) -> Any:
         if self.unbatched:
@@ -132,7 +135,8 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     if batch_size is not _UNSET:
         knobs["batch_size"] = batch_size
     if shuffle is not None:
-        knobs["shuffle"] = bool(shuffle)
+        # torch's truthy shuffle is True; fastload's "block" shuffle stays a string
+        knobs["shuffle"] = shuffle if shuffle == "block" else bool(shuffle)
     args.sampler, args.batch_sampler = sampler, batch_sampler
 
     workers = knobs.get("num_workers", options.get("num_workers"))
