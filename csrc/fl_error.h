@@ -24,6 +24,9 @@ typedef enum {
     FL_E_CANCELLED = 11,
     FL_E_UNSUPPORTED = 12,  /* e.g. O_DIRECT on a filesystem without it */
     FL_E_TLS = 13,          /* certificate verification failed */
+    FL_E_CORRUPT = 14,      /* encoded data that cannot be decoded (corrupt, truncated) */
+    FL_E_TOO_LARGE = 15,    /* declared size above the configured limit (decompression bomb) */
+    FL_E_FORMAT = 16,       /* not a format this decoder reads */
 } fl_status;
 
 typedef struct {

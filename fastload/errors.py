@@ -73,6 +73,21 @@ class NativeIOError(FastloadError, OSError):
     """Any other OS error while reading."""
 
 
+class ImageDecodeError(FastloadError, ValueError):
+    """An image file could not be decoded: corrupt, truncated, empty or not an image.
+    ``uri`` names the file; ``sample`` (when a loader raised it) the dataset index."""
+
+    sample: int | None = None
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image declares more pixels than the pipeline's ``max_pixels`` (a decompression bomb)."""
+
+
+class UnsupportedImageError(ImageDecodeError):
+    """The file is in a format fastload cannot decode (or needs Pillow, which is missing)."""
+
+
 class TransformError(RuntimeError):
     """The dataset's transform raised; the message names the sample (index, URI, bytes) and
     its batch, and ``__cause__`` (in-process) or the message (worker) holds the original."""
@@ -185,6 +200,9 @@ NATIVE_ERRORS: dict[int, type[FastloadError]] = {
     Status.CANCELLED: CancelledReadError,
     Status.UNSUPPORTED: UnsupportedError,
     Status.TLS: CertificateError,
+    Status.CORRUPT: ImageDecodeError,
+    Status.TOO_LARGE: ImageTooLargeError,
+    Status.FORMAT: UnsupportedImageError,
 }
 
 
