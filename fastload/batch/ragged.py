@@ -17,18 +17,30 @@ class RaggedBatch:
     ``memoryview`` of a numpy byte buffer, so it compares equal to ``bytes``; a slice of
     ``data`` for other arrays, e.g. torch tensors). ``.data`` and ``.offsets`` stay the
     packed form; ``sample(i)`` the sample as a slice of ``data`` (a numpy array).
+
+    ``shapes`` ((n, ndim) ints, or None) is set when the batch knows its samples' shapes
+    (decoded images: (H, W, C) or (C, H, W)); then ``sample(i)``, ``batch[i]`` and iteration
+    give each sample as an array of its shape.
     """
 
-    __slots__ = ("data", "offsets")
+    __slots__ = ("data", "offsets", "shapes")
 
     # numpy arrays from the loader; the torch output stage and fastload.adapters.interop
-    # put their framework's arrays (torch, jax, cupy ...) in the same two fields.
-    def __init__(self, data: Any, offsets: Any) -> None:
+    # put their framework's arrays (torch, jax, cupy ...) in the same fields.
+    def __init__(self, data: Any, offsets: Any, shapes: Any = None) -> None:
         self.data = data
         self.offsets = offsets
+        self.shapes = shapes
+
+    def with_arrays(self, data: Any, offsets: Any) -> RaggedBatch:
+        """The same batch over other arrays (another framework's), keeping the shapes."""
+        return RaggedBatch(data, offsets, self.shapes)
 
     def sample(self, i: int) -> Any:
-        return self.data[self.offsets[i] : self.offsets[i + 1]]
+        flat = self.data[self.offsets[i] : self.offsets[i + 1]]
+        if self.shapes is None:
+            return flat
+        return flat.reshape(tuple(int(d) for d in self.shapes[i]))
 
     @property
     def count(self) -> int:
@@ -57,6 +69,8 @@ class RaggedBatch:
     def __getitem__(self, i: int | slice) -> Any:
         n = len(self)
         if isinstance(i, slice):
+            if self.shapes is not None:
+                return [self.sample(k) for k in range(*i.indices(n))]
             bounds = self._bounds()
             return [self._view(bounds[k], bounds[k + 1]) for k in range(*i.indices(n))]
         k = int(i)  # numpy integers index too
@@ -64,9 +78,15 @@ class RaggedBatch:
             k += n
         if not 0 <= k < n:
             raise IndexError(f"RaggedBatch index {i} out of range for {n} samples")
+        if self.shapes is not None:
+            return self.sample(k)
         return self._view(int(self.offsets[k]), int(self.offsets[k + 1]))
 
     def __iter__(self) -> Iterator[Any]:
+        if self.shapes is not None:
+            for k in range(len(self)):
+                yield self.sample(k)
+            return
         bounds = self._bounds()
         for k in range(len(bounds) - 1):
             yield self._view(bounds[k], bounds[k + 1])

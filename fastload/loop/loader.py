@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fastload.batch.collate import CollatePlan, collate_ragged, plan_collate
+from fastload.batch.image_pipeline import ImageBatch, ImagePipeline, image_batcher_for
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
 from fastload.errors import TransformError, as_original
@@ -29,7 +30,7 @@ from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
 from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
-from fastload.loop.stage_stats import COLLATE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
+from fastload.loop.stage_stats import COLLATE, DECODE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
 from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
 from fastload.loop.trace import TraceRecorder
 from fastload.loop.workers import WorkerPool
@@ -58,8 +59,10 @@ class DataLoader(TorchAttributes):
     (torch consumer only: copy each batch there, asynchronously with
     ``non_blocking``), ``engine`` (a RangeEngine to read with, e.g. one configured for
     an S3 endpoint; the loader reads with its own ReadSettings from the options and
-    never changes the engine), and ``output`` (an output stage that turns each batch
-    into what the consumer wants, instead of the one ``consumer`` names).
+    never changes the engine), ``output`` (an output stage that turns each batch
+    into what the consumer wants, instead of the one ``consumer`` names), and
+    ``transform`` (an ImagePipeline: the dataset's files are images, decoded, cropped,
+    resized and flipped natively into fixed-size batches; see fastload.batch.image_pipeline).
 
     Yields ``x``, or ``(x, y)`` when the dataset has labels. ``x`` is a
     zero-copy view of a pooled buffer: keep it as long as you like (the pool
@@ -85,6 +88,7 @@ class DataLoader(TorchAttributes):
         device: Any = None,
         output: OutputStage | None = None,
         progress: bool = False,
+        transform: ImagePipeline | None = None,
         **knobs: Any,
     ) -> None:
         if not isinstance(dataset, Dataset):
@@ -123,10 +127,21 @@ class DataLoader(TorchAttributes):
         }
         self._plans: dict[tuple[tuple[int, ...], np.dtype], CollatePlan] = {}
         self.collate_plan: CollatePlan | None = None
+        # Encoded images: decoded natively with the same output options (batch.image_pipeline).
+        self.images = image_batcher_for(
+            dataset,
+            transform,
+            self._kernel_args,
+            cfg.sampler_seed,
+            self.transforms_on,
+            cfg.on_error,
+        )
         if dataset.sample_shape is not None:
             self.collate_plan = self._plan_for(tuple(dataset.sample_shape), dataset.dtype)
-        elif not self.transforms_on and not (
-            dtype is None and mean is None and std is None and scale is None
+        elif (
+            self.images is None
+            and not self.transforms_on
+            and not (dtype is None and mean is None and std is None and scale is None)
         ):
             raise ValueError(
                 "dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged "
@@ -184,6 +199,7 @@ class DataLoader(TorchAttributes):
             "worker_starts": 0,
             "epoch_start_s": [],
             "epoch_pids": [],
+            "images": None if self.images is None else self.images.stats,
         }
         names = ", ".join(src.display for src in dataset.sources[:2])
         more = " ..." if len(dataset.sources) > 2 else ""
@@ -269,6 +285,7 @@ class DataLoader(TorchAttributes):
                 "buffer_allocations": self.pool.allocations,
                 "auto_tune": None if self.tuner is None else self.tuner.report(),
                 "collate": self._counters.get("collate"),
+                "images": self._counters["images"],
                 "verdict": self.observer.epochs()[-1]["verdict"]
                 if self.observer.epochs()
                 else None,
@@ -285,6 +302,7 @@ class DataLoader(TorchAttributes):
             "epochs": self.observer.epochs(),
             "index_s": getattr(self.dataset, "index_seconds", None),
             "max_read_ahead": self._counters["max_read_ahead"],
+            "images": self._counters["images"],  # the image decoder's counters, skips named
             **read_path_report(self._reader),
         }
 
@@ -440,6 +458,8 @@ class DataLoader(TorchAttributes):
         finally:
             for pool, buf in leases:
                 pool.release(buf)
+        if isinstance(x, ImageBatch):  # failed images replaced: their labels follow
+            x, idx = x
         out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
         clock.lap(OUTPUT)
         self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
@@ -448,6 +468,8 @@ class DataLoader(TorchAttributes):
     def _choose_batch_maker(self) -> Any:
         """The one way every batch of this loader is made (a function of the loader)."""
         cls = type(self)
+        if self.images is not None:
+            return cls._batch_images
         if self.use_workers:
             return cls._batch_from_workers
         if self.transforms_on:
@@ -495,6 +517,29 @@ class DataLoader(TorchAttributes):
         x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
         _batch_clock.clock.lap(COLLATE)
         return x
+
+    def _batch_images(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        """Encoded image files -> decoded, cropped, converted batch (native threads)."""
+        images = self.images
+        assert images is not None
+        slab = self._lease(self._raw_pool, plan.nbytes, leases)
+        self._read(plan, slab, ep)
+        ep.status[k] = f"decoding {len(plan.indices)} images"
+        x = images.decode(
+            slab,
+            plan.offsets,
+            plan.lengths,
+            plan.indices,
+            ep.progress.epoch,
+            lambda nbytes: self._lease(self.pool, nbytes, leases),
+            self._uri_of,
+        )
+        _batch_clock.clock.lap(DECODE)
+        return x
+
+    def _uri_of(self, index: int) -> str:
+        src = int(self.dataset.sample_ranges(np.array([index]))[0][0])
+        return self.dataset.sources[src].display
 
     def _batch_transformed_here(
         self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
