@@ -572,7 +572,7 @@ class ImageBatcher:
         uri_of: Callable[[int], str] | None,
     ) -> tuple[Any, np.ndarray]:
         """Raise for the first failure, or replace each failed sample by the next good one."""
-        describe = uri_of or (lambda i: f"sample {i}")
+        describe = uri_of or (lambda i: f"image {i}")
         first = int(failed[0])
         skippable = all(int(codes[i]) in _SKIPPABLE for i in failed)
         n = len(idx)
@@ -640,7 +640,9 @@ def image_batcher_for(
 
 def _raise(code: int, uri: str, index: int, why: str) -> None:
     try:
-        raise_native_error(code, uri, message=f"sample {index}: {why}")
+        raise_native_error(
+            code, uri, message=why if uri == f"image {index}" else f"sample {index}: {why}"
+        )
     except FastloadError as exc:
         if isinstance(exc, ImageDecodeError):
             exc.sample = index
