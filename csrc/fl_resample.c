@@ -11,6 +11,15 @@
 #else
 #define FL_CLONES
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define FL_SSE2 1
+#else
+#define FL_SSE2 0
+#endif
+
+/* Floats after each accumulator row, so a 4-float load at its last pixel stays inside. */
+#define FL_ROW_PAD 4
 
 void fl_axis_free(fl_axis *ax) {
     free(ax->first);
@@ -88,7 +97,7 @@ static int64_t open_rows(const fl_axis *v) {
 
 int fl_resampler_start(fl_resampler *r, uint8_t *dst, int64_t dst_stride, int flip) {
     r->ring = open_rows(&r->v);
-    int64_t need = r->ring * (r->h.hi - r->h.lo) * 3;
+    int64_t need = r->ring * ((r->h.hi - r->h.lo) * 3 + FL_ROW_PAD);
     if (need > r->acc_cap) {
         float *p = realloc(r->acc, sizeof(float) * (size_t)need);
         if (!p) return -1;
@@ -111,8 +120,28 @@ static inline uint8_t to_u8(float x) {
     return x <= 0.0f ? 0 : x >= 255.0f ? 255 : (uint8_t)x;
 }
 
-FL_CLONES static void horizontal(const fl_axis *h, const float *acc, uint8_t *d, int flip) {
+/* Horizontal pass of one accumulated row into uint8 RGB: each output pixel sums its taps'
+ * RGB triples (one 4-float load each, the fourth lane unused), then rounds and clamps. */
+static void horizontal(const fl_axis *h, const float *acc, uint8_t *d, int flip) {
     const int64_t taps = h->taps, out = h->out;
+#if FL_SSE2
+    const __m128 half = _mm_set1_ps(0.5f), top = _mm_set1_ps(255.0f), zero = _mm_setzero_ps();
+    for (int64_t i = 0; i < out; i++) {
+        const float *wt = h->w + i * taps;
+        const float *s = acc + (h->first[i] - h->lo) * 3;
+        __m128 sum = zero;
+        for (int32_t k = 0; k < h->count[i]; k++, s += 3)
+            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(wt[k]), _mm_loadu_ps(s)));
+        sum = _mm_min_ps(_mm_max_ps(_mm_add_ps(sum, half), zero), top);
+        __m128i v = _mm_cvttps_epi32(sum);
+        v = _mm_packus_epi16(_mm_packs_epi32(v, v), v);
+        uint32_t px = (uint32_t)_mm_cvtsi128_si32(v);
+        uint8_t *o = d + 3 * (flip ? out - 1 - i : i);
+        o[0] = (uint8_t)px;
+        o[1] = (uint8_t)(px >> 8);
+        o[2] = (uint8_t)(px >> 16);
+    }
+#else
     for (int64_t i = 0; i < out; i++) {
         const float *wt = h->w + i * taps;
         const float *s = acc + (h->first[i] - h->lo) * 3;
@@ -127,6 +156,7 @@ FL_CLONES static void horizontal(const fl_axis *h, const float *acc, uint8_t *d,
         o[1] = to_u8(g);
         o[2] = to_u8(b);
     }
+#endif
 }
 
 void fl_resampler_push(fl_resampler *r, int64_t y, const uint8_t *row, int64_t x_first,
@@ -134,19 +164,19 @@ void fl_resampler_push(fl_resampler *r, int64_t y, const uint8_t *row, int64_t x
     const fl_axis *v = &r->v;
     (void)width;
     if (y < v->lo || y >= v->hi) return;
-    const int64_t aw = (r->h.hi - r->h.lo) * 3;
+    const int64_t aw = (r->h.hi - r->h.lo) * 3, stride = aw + FL_ROW_PAD;
     const uint8_t *src = row + (r->h.lo - x_first) * 3;
     while (r->next_open < v->out && v->first[r->next_open] <= y) {
-        memset(r->acc + (r->next_open % r->ring) * aw, 0, sizeof(float) * (size_t)aw);
+        memset(r->acc + (r->next_open % r->ring) * stride, 0, sizeof(float) * (size_t)stride);
         r->next_open++;
     }
     for (int64_t j = r->next_done; j < r->next_open; j++) {
         int64_t k = y - v->first[j];
         if (k >= 0 && k < v->count[j])
-            accumulate(r->acc + (j % r->ring) * aw, src, v->w[j * v->taps + k], aw);
+            accumulate(r->acc + (j % r->ring) * stride, src, v->w[j * v->taps + k], aw);
     }
     while (r->next_done < r->next_open && v->first[r->next_done] + v->count[r->next_done] - 1 <= y) {
-        horizontal(&r->h, r->acc + (r->next_done % r->ring) * aw,
+        horizontal(&r->h, r->acc + (r->next_done % r->ring) * stride,
                    r->dst + r->next_done * r->dst_stride, r->flip);
         r->next_done++;
     }

@@ -102,9 +102,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fastload.app.demo import run_demo
+    from fastload.app.demo import run_demo, run_jpeg_demo
 
-    run_demo(root=args.dir, epochs=args.epochs, n_images=args.images, batch_size=args.batch_size)
+    demo = run_jpeg_demo if args.mode == "jpeg" else run_demo
+    demo(root=args.dir, epochs=args.epochs, n_images=args.images, batch_size=args.batch_size)
     return 0
 
 
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="write a synthetic image dataset and load it")
     demo.add_argument("--dir", default=None, help="where to write it (a temp folder)")
     demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument(
+        "--mode",
+        choices=["records", "jpeg"],
+        default="records",
+        help="records: raw image records; jpeg: a JPEG class folder, decoded and augmented",
+    )
     demo.add_argument("--images", type=int, default=2000)
     demo.add_argument("--batch-size", type=int, default=64)
     demo.set_defaults(func=cmd_demo)
