@@ -26,6 +26,7 @@ from fastload.errors import (
     TransformError,
     WorkerError,
 )
+from fastload.images import ImageDecodeError, ImageFolder, ImageList, ImagePipeline
 from fastload.loop.loader import DataLoader
 from fastload.loop.workers import get_worker_info
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
@@ -75,6 +76,10 @@ __all__ = [
     "DataLoader",
     "Dataset",
     "FastloadError",
+    "ImageDecodeError",
+    "ImageFolder",
+    "ImageList",
+    "ImagePipeline",
     "LoaderConfig",
     "LoaderOptions",
     "NpyDataset",
