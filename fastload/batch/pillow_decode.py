@@ -27,6 +27,16 @@ _pools: dict[int, ThreadPoolExecutor] = {}
 Decoded = tuple[np.ndarray | None, int, str]
 
 
+def _forget_pools() -> None:
+    # A forked child has none of the parent's pool threads: it starts its own pools.
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
 def _pool(threads: int) -> ThreadPoolExecutor:
     with _pool_lock:
         pool = _pools.get(threads)

@@ -278,3 +278,24 @@ def test_skip_in_a_ragged_batch_and_when_every_sample_fails():
     assert np.array_equal(res.batch.sample(0), res.batch.sample(1))
     with pytest.raises(ImageDecodeError, match="every other sample of its batch of 2 failed"):
         ImageBatcher(pipe).decode(*slab([b"", b""]), np.array([0, 1]), 0)
+
+
+def test_pillow_pool_works_in_a_forked_child():
+    import multiprocessing as mp
+
+    from fastload.batch import pillow_decode
+
+    pngs = [img.encode(img.picture(8, 9, s), "PNG") for s in range(3)]
+    assert all(code == 0 for _, code, _ in pillow_decode.decode_many(pngs, 0, False))  # pools up
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        shapes = pool.apply_async(_decode_shapes, (pngs,)).get(
+            timeout=60
+        )  # hangs without a fork hook
+    assert shapes == [(8, 9, 3)] * 3
+
+
+def _decode_shapes(blobs):
+    from fastload.batch import pillow_decode
+
+    return [a.shape for a, _, _ in pillow_decode.decode_many(blobs, 0, False)]
