@@ -97,7 +97,9 @@ static int64_t open_rows(const fl_axis *v) {
 
 int fl_resampler_start(fl_resampler *r, uint8_t *dst, int64_t dst_stride, int flip) {
     r->ring = open_rows(&r->v);
-    int64_t need = r->ring * ((r->h.hi - r->h.lo) * 3 + FL_ROW_PAD);
+    /* the ring, then one row: the input row as floats (converted once, read by every
+     * output row it contributes to) */
+    int64_t need = (r->ring + 1) * ((r->h.hi - r->h.lo) * 3 + FL_ROW_PAD);
     if (need > r->acc_cap) {
         float *p = realloc(r->acc, sizeof(float) * (size_t)need);
         if (!p) return -1;
@@ -111,8 +113,12 @@ int fl_resampler_start(fl_resampler *r, uint8_t *dst, int64_t dst_stride, int fl
     return 0;
 }
 
-FL_CLONES static void accumulate(float *acc, const uint8_t *src, float w, int64_t n) {
-    for (int64_t k = 0; k < n; k++) acc[k] += w * (float)src[k];
+FL_CLONES static void widen(float *dst, const uint8_t *src, int64_t n) {
+    for (int64_t k = 0; k < n; k++) dst[k] = (float)src[k];
+}
+
+FL_CLONES static void accumulate(float *acc, const float *src, float w, int64_t n) {
+    for (int64_t k = 0; k < n; k++) acc[k] += w * src[k];
 }
 
 static inline uint8_t to_u8(float x) {
@@ -165,7 +171,8 @@ void fl_resampler_push(fl_resampler *r, int64_t y, const uint8_t *row, int64_t x
     (void)width;
     if (y < v->lo || y >= v->hi) return;
     const int64_t aw = (r->h.hi - r->h.lo) * 3, stride = aw + FL_ROW_PAD;
-    const uint8_t *src = row + (r->h.lo - x_first) * 3;
+    float *src = r->acc + r->ring * stride;
+    widen(src, row + (r->h.lo - x_first) * 3, aw);
     while (r->next_open < v->out && v->first[r->next_open] <= y) {
         memset(r->acc + (r->next_open % r->ring) * stride, 0, sizeof(float) * (size_t)stride);
         r->next_open++;

@@ -36,7 +36,7 @@ void fl_axis_free(fl_axis *ax);
 typedef struct {
     fl_axis h, v;
     int64_t ring;      /* output rows open at once (accumulators) */
-    float *acc;        /* ring x (h.hi - h.lo) x 3 floats */
+    float *acc;        /* ring x (h.hi - h.lo) x 3 floats (+ padding), then the input row as floats */
     int64_t acc_cap;   /* floats allocated */
     int64_t next_open, next_done;
     uint8_t *dst;      /* out rows of h.out x 3 bytes */

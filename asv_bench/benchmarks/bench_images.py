@@ -34,6 +34,7 @@ import io
 import math
 import os
 import random
+import resource
 import statistics
 import time
 from typing import Any
@@ -48,7 +49,8 @@ except ImportError:  # run as a script
 N_IMAGES = int(os.environ.get("FASTLOAD_BENCH_IMAGES", "3000"))
 CLASSES = 10
 BATCH = 256
-BATCHES = int(os.environ.get("FASTLOAD_BENCH_IMAGE_BATCHES", "6"))
+# a whole epoch (11 batches of 256 with drop_last): nothing is left in flight at the end
+BATCHES = int(os.environ.get("FASTLOAD_BENCH_IMAGE_BATCHES", "11"))
 ROUNDS = int(os.environ.get("FASTLOAD_BENCH_ROUNDS", "3"))
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -74,15 +76,32 @@ def files(root: str) -> list[str]:
     )
 
 
-def rate(batches: Any, n_batches: int = BATCHES) -> float:
-    """Images/s over ``n_batches`` batches of an iterator (the first one included)."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its ended children (torch's workers)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+Rate = tuple[float, float]  # (images per wall second, images per CPU second)
+
+
+def rate(batches: Any, n_batches: int = BATCHES) -> Rate:
+    """Images per second and per CPU second over ``n_batches`` batches of a fresh iterator
+    (its start included; the iterator is ended, and torch's workers joined, before the CPU
+    time is read)."""
+    c0 = cpu_seconds()
     t = time.perf_counter()
     it = iter(batches)
     n = 0
     for _ in range(n_batches):
         x = next(it)
         n += len(x[0] if isinstance(x, (tuple, list)) else x)
-    return n / (time.perf_counter() - t)
+    wall = time.perf_counter() - t
+    del it, x
+    return n / wall, n / (cpu_seconds() - c0)
 
 
 # -- fastload ---------------------------------------------------------------------------
@@ -229,7 +248,7 @@ class DaliBatches:
             images, labels = self.pipe.run()
             yield np.asarray(images.as_tensor()), np.asarray(labels.as_tensor())
 
-    def rate(self) -> float:
+    def rate(self) -> Rate:
         """Steady-state images/s. DALI runs ``prefetch_queue_depth`` (2) batches ahead on its
         own threads: the batches it made while idle are taken before the clock starts, and
         after the run it is given the time to refill its queue, so that work neither counts
@@ -237,61 +256,62 @@ class DaliBatches:
         for _ in range(self.depth):
             self.pipe.run()
         r = rate(self)
-        time.sleep(self.depth * BATCH / r + 0.5)
+        time.sleep(self.depth * BATCH / r[0] + 0.5)
         return r
 
 
 # -- references and the breakdown --------------------------------------------------------
 
 
-def pil_decode_rate(paths: list[str], n: int = 200) -> float:
+def pil_decode_rate(paths: list[str], n: int = 200) -> Rate:
     """One thread, full-size PIL decode to RGB (no crop, no resize)."""
     from PIL import Image
 
     blobs = [open(p, "rb").read() for p in paths[:n]]
+    c0 = cpu_seconds()
     t = time.perf_counter()
     for b in blobs:
         Image.open(io.BytesIO(b)).convert("RGB").load()
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), n / (cpu_seconds() - c0)
 
 
 def breakdown(root: str, kind: str, n: int = 512) -> dict[str, float]:
     """Per-image microseconds of each stage on one native thread: the kernel's decode,
-    resample and convert timers, and entropy decoding alone (full image, no IDCT)."""
+    resample and convert timers (output into a buffer already faulted in, as the loader's
+    pooled ones), and entropy decoding alone (full image, no IDCT)."""
     from fastload._native import jpeg
-
-    paths = files(root)[:n]
-    blobs = [open(p, "rb").read() for p in paths]
-    pipe = fastload_pipeline(kind, num_threads=1, timing=True)
     from fastload.batch.image_pipeline import ImageBatcher
 
-    batcher = ImageBatcher(
-        pipe, memory_format="channels_first", dtype=np.float32, mean=MEAN, std=STD
-    )
+    blobs = [open(p, "rb").read() for p in files(root)[:n]]
     lens = np.array([len(b) for b in blobs], dtype=np.int64)
     offs = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
     slab = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-    t = time.perf_counter()
-    batcher.decode(slab, offs, lens, np.arange(n), 0)
-    total = time.perf_counter() - t
-    s = batcher.stats
+    out = np.ones(n * 640 * 480 * 3, dtype=np.uint8)  # the largest full-size decode
+
+    def timed(batcher: Any) -> tuple[float, dict[str, Any]]:
+        batcher.decode(slab, offs, lens, np.arange(n), 0, lambda _: out)  # warm
+        for k in ("decode_s", "resample_s", "convert_s"):
+            batcher.stats[k] = 0.0
+        t = time.perf_counter()
+        batcher.decode(slab, offs, lens, np.arange(n), 0, lambda _: out)
+        return time.perf_counter() - t, batcher.stats
+
+    opts = {"memory_format": "channels_first", "dtype": np.float32, "mean": MEAN, "std": STD}
+    total, s = timed(ImageBatcher(fastload_pipeline(kind, num_threads=1, timing=True), **opts))
+    full, _ = timed(ImageBatcher(fastload_pipeline_full(), memory_format="channels_last"))
     t = time.perf_counter()
     for b in blobs:
         jpeg.entropy_only(b)
     entropy = time.perf_counter() - t
-    full = ImageBatcher(fastload_pipeline_full(), memory_format="channels_last")
-    t = time.perf_counter()
-    full.decode(slab, offs, lens, np.arange(n), 0)
-    full_decode = time.perf_counter() - t
     us = 1e6 / n
     return {
         "total_us": total * us,
         "decode_us (entropy + IDCT + upsampling + colour, crop window)": s["decode_s"] * us,
         "resample_us": s["resample_s"] * us,
         "convert_us (normalise, NCHW, float32)": s["convert_s"] * us,
-        "full_image_decode_us": full_decode * us,
+        "full_image_decode_us (no crop, uint8)": full * us,
         "full_image_entropy_only_us": entropy * us,
-        "dct_scaled_share": s["dct_scaled"] / n,
+        "dct_scaled_share": s["dct_scaled"] / (2 * n),
     }
 
 
@@ -301,8 +321,9 @@ def fastload_pipeline_full() -> Any:
     return ImagePipeline(num_threads=1)
 
 
-def measure_all(root: str, rounds: int = ROUNDS) -> dict[str, list[float]]:
-    """Images/s of every system and pipeline, interleaved rounds (lists, one per round)."""
+def measure_all(root: str, rounds: int = ROUNDS) -> dict[str, dict[str, list[float]]]:
+    """{"wall": images/s, "cpu": images per CPU second} of every system and pipeline, in
+    interleaved rounds (lists, one entry per round)."""
     runs: dict[str, Any] = {}
     loaders: list[Any] = []
     for kind in PIPELINES:
@@ -326,23 +347,33 @@ def measure_all(root: str, rounds: int = ROUNDS) -> dict[str, list[float]]:
     runs["pil-decode-1-thread"] = lambda: pil_decode_rate(paths)
     for fn in runs.values():  # warm: page cache, worker start, first allocations
         fn()
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(rounds):
         order = list(runs)
-        random.Random(len(rates[order[0]])).shuffle(order)
+        random.Random(r).shuffle(order)
         for name in order:
-            rates[name].append(runs[name]())
+            w, c = runs[name]()
+            wall[name].append(w)
+            cpu[name].append(c)
     for dl in loaders:
         dl.close()
-    return rates
+    return {"wall": wall, "cpu": cpu}
 
 
 SYSTEMS = ["fastload", "fastload-1-thread", "torch", "dali"]
 
 
+def round_ratios(rates: dict[str, list[float]], pipeline: str, other: str) -> list[float]:
+    """fastload's images/s over ``other``'s, round by round."""
+    mine, theirs = rates[f"fastload/{pipeline}"], rates.get(f"{other}/{pipeline}")
+    return [a / b for a, b in zip(mine, theirs, strict=True)] if theirs else []
+
+
 class ImagePipelines:
-    """Images/s of each system per pipeline (median of interleaved rounds), and fastload's
-    speed over each (same run). Goals: train >= 2x dali, >= 4x torch; eval > dali."""
+    """Images/s and images per CPU second of each system per pipeline (medians of
+    interleaved rounds), and fastload's ratio over each within a round (same run).
+    Goals: train >= 2x dali, >= 4x torch; eval > dali."""
 
     timeout = 3600
     params = [SYSTEMS, list(PIPELINES)]
@@ -353,56 +384,55 @@ class ImagePipelines:
         return {"rates": measure_all(root), "breakdown": {k: breakdown(root, k) for k in PIPELINES}}
 
     def track_images_per_s(self, cache, system, pipeline):
-        r = cache["rates"].get(f"{system}/{pipeline}")
+        r = cache["rates"]["wall"].get(f"{system}/{pipeline}")
         return statistics.median(r) if r else float("nan")
 
     track_images_per_s.unit = "images/s"
 
+    def track_images_per_cpu_s(self, cache, system, pipeline):
+        r = cache["rates"]["cpu"].get(f"{system}/{pipeline}")
+        return statistics.median(r) if r else float("nan")
+
+    track_images_per_cpu_s.unit = "images/CPU-s"
+
     def track_fastload_ratio(self, cache, system, pipeline):
-        """fastload's median images/s over this system's."""
-        r = cache["rates"].get(f"{system}/{pipeline}")
-        return (
-            statistics.median(cache["rates"][f"fastload/{pipeline}"]) / statistics.median(r)
-            if r
-            else float("nan")
-        )
+        """fastload's images/s over this system's: the median over rounds of the ratio within
+        each round (both measured seconds apart, so a busy machine slows both)."""
+        ratios = round_ratios(cache["rates"]["wall"], pipeline, system)
+        return statistics.median(ratios) if ratios else float("nan")
 
     track_fastload_ratio.unit = "ratio"
 
-    def track_images_per_s_per_core(self, cache, system, pipeline):
-        r = cache["rates"].get(f"{system}/{pipeline}")
-        cores = 1 if system.endswith("1-thread") else len(os.sched_getaffinity(0))
-        return statistics.median(r) / cores if r else float("nan")
+    def track_fastload_cpu_ratio(self, cache, system, pipeline):
+        """The same for images per CPU second (what a core buys, less sensitive to load)."""
+        ratios = round_ratios(cache["rates"]["cpu"], pipeline, system)
+        return statistics.median(ratios) if ratios else float("nan")
 
-    track_images_per_s_per_core.unit = "images/s/core"
+    track_fastload_cpu_ratio.unit = "ratio"
 
 
 def main() -> None:
     root = write_folder()
     rates = measure_all(root)
-    print(f"{N_IMAGES} JPEGs under {root}; batch {BATCH}, {BATCHES} batches a run, {ROUNDS} rounds")
-    print(f"{'system':34s} {'min':>8s} {'median':>8s} {'max':>8s}  images/s")
-    for name, r in rates.items():
-        print(f"{name:34s} {min(r):8.0f} {statistics.median(r):8.0f} {max(r):8.0f}")
-    for kind in PIPELINES:
-        fl = rates[f"fastload/{kind}"]
-        for other in ("dali", "torch"):
-            r = rates.get(f"{other}/{kind}")
-            if r:
-                lo = min(fl) / max(r)
-                print(
-                    f"{kind}: fastload / {other}: median {statistics.median(fl) / statistics.median(r):.2f}x "
-                    f"(min {min(fl) / statistics.median(r):.2f}x, worst case min/max {lo:.2f}x)"
-                )
-    cores = len(os.sched_getaffinity(0))
-    pil = statistics.median(rates["pil-decode-1-thread"])
-    for kind in PIPELINES:
-        one = statistics.median(rates[f"fastload-1-thread/{kind}"])
-        print(
-            f"{kind}: fastload {statistics.median(rates[f'fastload/{kind}']) / cores:.0f} images/s per "
-            f"core ({cores} cores), one native thread {one:.0f}; PIL full-size decode alone, "
-            f"one thread: {pil:.0f}"
-        )
+    print(
+        f"{N_IMAGES} JPEGs under {root}; batch {BATCH}, {BATCHES} batches a run, {ROUNDS} "
+        f"interleaved rounds, {len(os.sched_getaffinity(0))} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
+    for unit, table in (("images/s", rates["wall"]), ("images per CPU second", rates["cpu"])):
+        print(f"{'system':34s} {'min':>8s} {'median':>8s} {'max':>8s}  {unit}")
+        for name, r in table.items():
+            print(f"{name:34s} {min(r):8.0f} {statistics.median(r):8.0f} {max(r):8.0f}")
+    for unit, table in (("images/s", rates["wall"]), ("per CPU second", rates["cpu"])):
+        for kind in PIPELINES:
+            for other in ("dali", "torch"):
+                ratios = round_ratios(table, kind, other)
+                if ratios:
+                    print(
+                        f"{kind}: fastload / {other} ({unit}), within each round: min "
+                        f"{min(ratios):.2f}x, median {statistics.median(ratios):.2f}x, "
+                        f"max {max(ratios):.2f}x"
+                    )
     for kind in PIPELINES:
         print(f"{kind} breakdown (one thread, per image):")
         for k, v in breakdown(root, kind).items():
