@@ -28,7 +28,7 @@ from fastload.loop.output import OutputStage, make_output
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
-from fastload.plan.planner import BatchPlan, batch_slices, plan_batch
+from fastload.plan.planner import BatchPlan, BatchSlices, batch_slices, plan_batch
 from fastload.plan.samplers import make_sampler
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine
@@ -263,10 +263,8 @@ class DataLoader:
             p = self._resume or Progress(self._next_epoch)
         return {
             "epoch": p.epoch,
-            "batches_done": sorted(p.done),
-            "samples_done": int(
-                sum(b - a for k, (a, b) in enumerate(self._slices()) if k in p.done)
-            ),
+            "batches_done": p.done.tolist(),
+            "samples_done": self._slices().samples_in(p.done.mask(len(self._slices()))),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
@@ -301,7 +299,7 @@ class DataLoader:
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
-    def _slices(self) -> list[tuple[int, int]]:
+    def _slices(self) -> BatchSlices:
         return batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last)
 
     def __iter__(self) -> Iterator[Any]:

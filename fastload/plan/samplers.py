@@ -63,6 +63,30 @@ def _power_of_two_scaled(weights: np.ndarray) -> np.ndarray:
     return np.ldexp(weights, -int(exponent))
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")``, the same permutation, about 3x faster on large
+    arrays: numpy's unstable sort (vectorised), then each run of equal keys (rare for random
+    floats) put back in index order. Ties are found in chunks: no second array of keys."""
+    perm = np.argsort(keys)
+    tied: list[np.ndarray] = []  # sorted positions p with keys[perm[p]] == keys[perm[p + 1]]
+    for a in range(0, max(len(keys) - 1, 0), _SEARCH_CHUNK):
+        ranked = keys[perm[a : a + _SEARCH_CHUNK + 1]]
+        tie = np.flatnonzero(ranked[1:] == ranked[:-1])
+        if len(tie):
+            tied.append(tie + a)
+    if not tied:
+        return perm
+    first = np.concatenate(tied)
+    pos = np.union1d(first, first + 1)  # every sorted position inside a run of equal keys
+    ranked = keys[perm[pos]]
+    # a run starts where the key changes or where the previous position is not in a run
+    starts = np.ones(len(pos), dtype=bool)
+    starts[1:] = (pos[1:] != pos[:-1] + 1) | (ranked[1:] != ranked[:-1])
+    members = perm[pos]
+    perm[pos] = members[np.lexsort((members, np.cumsum(starts)))]
+    return perm
+
+
 def searchsorted_unordered(cdf: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``np.searchsorted(cdf, values, side="right")``, the same result, but fast for many
     values in random order over a large ``cdf``: a binary search per random value misses the
@@ -378,13 +402,17 @@ class WeightedRandomSampler(Sampler):
             # u * total can round up to total; the last positive index is the right answer
             return np.minimum(drawn, self._positive[-1])
         expo = self._generator(epoch).exponential(size=len(self._positive))
-        w = self._scaled[self._positive]
+        every = len(self._positive) == self.dataset_len  # no zero weight: skip two gathers
+        w = self._scaled if every else self._scaled[self._positive]
         if len(w) and w.min() < _TINY_SCALED:
             # exponential / weight would overflow or lose its bits: compare logarithms instead
-            keys = np.log(expo) - np.log(self.weights[self._positive])
+            keys = np.log(expo) - np.log(self.weights if every else self.weights[self._positive])
         else:
-            keys = expo / w
-        order = self._positive[np.argsort(keys, kind="stable")]
+            keys = np.divide(expo, w, out=expo)
+        del expo, w
+        perm = stable_argsort(keys)
+        del keys
+        order = perm if every else self._positive[perm]
         return take_rank(order, self.rank, self.world_size, self.rank_len)
 
 
@@ -431,6 +459,7 @@ __all__ = [
     "searchsorted_unordered",
     "seed_sequence",
     "split_for_worker",
+    "stable_argsort",
     "take_rank",
     "worker_count",
     "worker_generator",

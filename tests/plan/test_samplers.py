@@ -414,9 +414,9 @@ def test_weighted_draws_are_the_plain_formula_bit_for_bit(monkeypatch):
 
     monkeypatch.setattr(samplers, "_SEARCH_CHUNK", 5000)  # several sorted runs
     rng = np.random.default_rng(0)
-    for scale in (1.0, 1e-3, 7e5):
+    for scale, zeros in ((1.0, 100), (1e-3, 0), (7e5, 5)):
         w = rng.random(70_000) * scale
-        w[rng.integers(0, len(w), 100)] = 0.0
+        w[rng.integers(0, len(w), zeros)] = 0.0
         s = WeightedRandomSampler(w, seed=3)
         u = np.random.Generator(np.random.PCG64(samplers.seed_sequence(3, 1, 0))).random(len(w))
         cdf = np.cumsum(w)
@@ -428,6 +428,20 @@ def test_weighted_draws_are_the_plain_formula_bit_for_bit(monkeypatch):
         )
         plain = pos[np.argsort(e / w[pos], kind="stable")]
         assert np.array_equal(WeightedRandomSampler(w, replacement=False, seed=3).indices(1), plain)
+
+
+@pytest.mark.parametrize("levels", [2, 7, 1000, None])
+def test_stable_argsort_is_numpys_stable_argsort(levels, monkeypatch):
+    import fastload.plan.samplers as samplers
+    from fastload.plan.samplers import stable_argsort
+
+    monkeypatch.setattr(samplers, "_SEARCH_CHUNK", 7)  # ties across chunk borders too
+    rng = np.random.default_rng(levels or 0)
+    for n in (0, 1, 2, 5, 10_000):
+        keys = rng.random(n) if levels is None else rng.integers(0, levels, n).astype(float)
+        if n > 3:
+            keys[:3] = -np.inf  # a run of equal keys at the start
+        assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
 
 
 def test_weighted_sampling_knob_via_options():
