@@ -25,6 +25,7 @@ from fastload.errors import TransformError
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.transform_result import sample_array
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
@@ -474,7 +475,7 @@ class DataLoader:
         samples = []
         for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
             try:
-                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
+                samples.append(sample_array(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
             except Exception as exc:
                 raise TransformError(
                     f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "

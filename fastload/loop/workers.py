@@ -30,6 +30,7 @@ import numpy as np
 
 from fastload.errors import WorkerError, WorkerTransformError
 from fastload.loop.shared_memory import SHM_DIR, Segment
+from fastload.loop.transform_result import sample_array
 
 _POLL_S = 0.05
 
@@ -72,13 +73,7 @@ def _transform_all(
     for i, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
         try:
             raw = src[o : o + n]
-            r = np.ascontiguousarray(
-                transform(raw if shape is None else raw.view(dtype).reshape(shape))
-            )
-            if r.dtype.hasobject:
-                raise TypeError(
-                    f"the transform returned {r.dtype} data; it must return numeric arrays"
-                )
+            r = sample_array(transform(raw if shape is None else raw.view(dtype).reshape(shape)))
         except Exception as exc:
             raise _SampleError(i) from exc
         results.append(r)
