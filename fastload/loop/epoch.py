@@ -8,6 +8,7 @@ Reader threads take the epoch's batches in turn and hand each to the loader's
 from __future__ import annotations
 
 import operator
+import os
 import threading
 import time
 import weakref
@@ -99,6 +100,7 @@ class Epoch:
     def __init__(self, loader: DataLoader, progress: Progress) -> None:
         cfg = loader.config
         self.loader = loader
+        self.pid = os.getpid()
         self.progress = progress
         self.order = np.asarray(loader.sampler.indices(progress.epoch), dtype=np.int64)
         self.slices = batch_slices(len(self.order), cfg.batch_size, cfg.drop_last)
@@ -224,6 +226,9 @@ class Epoch:
     def shutdown(self, failed: bool = False, ended_by: str | None = None) -> None:
         """Stop the readers; ``failed``: after an error (workers are then restarted);
         ``ended_by``: what ended the epoch while its iterator may still be used."""
+        if os.getpid() != self.pid:  # a copy inherited through os.fork(): its threads, lock
+            self.stop, self.ended_by = True, ended_by  # holders and workers are the parent's
+            return
         with self.cond:
             if self.stop:
                 return

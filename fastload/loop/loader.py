@@ -99,11 +99,12 @@ class DataLoader:
         )
         self.sampler = make_sampler(cfg, len(dataset))
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
-        if dataset.transform is not None and not cfg.enable_transforms:
-            warnings.warn(
-                "the dataset has a transform but enable_transforms is off: it will not run",
-                UserWarning,
-                stacklevel=2,
+        if dataset.transform is not None and not cfg.enable_transforms:  # never silently skipped
+            name = getattr(dataset.transform, "__qualname__", type(dataset.transform).__name__)
+            raise ValueError(
+                f"enable_transforms=False is invalid: the dataset has a transform ({name}) that "
+                "would not run; pass enable_transforms=True to run it, or make the dataset "
+                "without transform="
             )
         # The collate kernel's arguments: checked once, in the plan of each sample shape.
         self._kernel_args: dict[str, Any] = {
@@ -312,6 +313,9 @@ class DataLoader:
         self._next_epoch = progress.epoch + 1
         self._progress = progress
         t0 = time.perf_counter()
+        if self.workers is not None and not self.workers.owned:  # a copy made by os.fork()
+            self.workers.close()  # drops this process's handles only; the parent keeps its own
+            self.workers = None
         if self.use_workers and self.workers is None:
             self._start_workers(progress.epoch)
         if self.workers is not None:
@@ -376,6 +380,7 @@ class DataLoader:
         finally:
             for pool, buf in leases:
                 pool.release(buf)
+        ep.status[k] = f"in the output stage ({type(self.output_stage).__name__})"
         return self.output_stage(x, self.dataset.labels_for(idx), self.pool)
 
     def _choose_batch_maker(self) -> Any:
@@ -421,7 +426,7 @@ class DataLoader:
         assert cp is not None
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
-        ep.status[k] = "collating"
+        ep.status[k] = f"collating its {len(plan.indices)} samples"
         out = self._out_array(len(plan.indices), cp, leases)
         return cp.run_slab(slab, plan.offsets, out, self._collate_stats())
 
@@ -431,7 +436,10 @@ class DataLoader:
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
         raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
-        return self._collate_samples(self._transform_here(raw, plan, k), leases)
+        ep.status[k] = f"running the transform on its {len(plan.indices)} samples (in this process)"
+        samples = self._transform_here(raw, plan, k)
+        ep.status[k] = f"collating its {len(samples)} transformed samples"
+        return self._collate_samples(samples, leases)
 
     def _batch_from_workers(
         self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
@@ -457,6 +465,7 @@ class DataLoader:
                 ep.stopped,
                 lambda pos: ds.describe(int(idx[pos])),
             )
+            ep.status[k] = f"collating the {len(samples)} samples worker {worker.id} transformed"
             x = self._collate_samples(samples, leases)
             del samples
             return x

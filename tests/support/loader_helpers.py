@@ -157,3 +157,24 @@ def to_mixed_ranks(sample: np.ndarray) -> np.ndarray:
 
 def to_objects(sample: np.ndarray) -> np.ndarray:
     return np.array([None, 1])
+
+
+def pause_on_marker(sample: np.ndarray) -> np.ndarray:
+    """Sample 7 takes 2 s (a slow transform, short enough for its thread to end soon)."""
+    if int(sample.reshape(-1)[0]) == 7:
+        import time
+
+        time.sleep(2)
+    return sample
+
+
+class LockedTransform:
+    """A transform object holding a lock: it cannot be pickled for spawned workers."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __call__(self, sample: np.ndarray) -> np.ndarray:
+        return sample
