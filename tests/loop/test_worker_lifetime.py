@@ -121,3 +121,36 @@ def test_a_forked_child_never_touches_the_parents_workers(tmp_path, context, use
         "starts": 1,
     }, err
     assert not _wait_gone(token)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_started_from_a_thread_outlive_that_thread(recs, context):
+    # PR_SET_PDEATHSIG fires when the *thread* that started a worker ends: it is asked for
+    # only from the main thread, so a loader first iterated on another thread keeps its workers.
+    import threading
+    import warnings
+
+    import numpy as np
+
+    from fastload.loop.loader import DataLoader
+    from fastload.plan.datasets import RecordDataset
+    from tests.support import loader_helpers as H
+    from tests.support.loader_data import SHAPE, N
+
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
+    dl = DataLoader(
+        ds,
+        batch_size=10,
+        num_workers=2,
+        enable_transforms=True,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # forking beside the test's threads
+        t = threading.Thread(target=lambda: list(dl))
+        t.start()
+        t.join()
+    pids = dl.workers.pids
+    assert sum(len(x) for x, _ in dl) == N and dl.workers.pids == pids
+    dl.close()
