@@ -123,7 +123,9 @@ def write_jpeg_folder(folder: str, n_images: int, classes: int = 10, seed: int =
     for i in range(n_images):
         w, h = int(rng.integers(240, 321)), int(rng.integers(180, 241))
         cells = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
-        base = np.asarray(Image.fromarray(cells).resize((w, h), Image.BICUBIC), dtype=np.int16)
+        base = np.asarray(
+            Image.fromarray(cells).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16
+        )
         pixels = np.clip(base + rng.integers(-16, 17, (h, w, 3)), 0, 255).astype(np.uint8)
         sub = os.path.join(folder, f"class{i % classes:02d}")
         os.makedirs(sub, exist_ok=True)

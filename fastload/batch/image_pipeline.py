@@ -131,7 +131,7 @@ class ImagePipeline:
     max_pixels: refuse (``ImageTooLargeError``) an image whose header declares more pixels
         (a decompression bomb); 0 = no limit.
     on_error: "raise" (an ``ImageDecodeError`` subclass naming the URI) or "skip" (the
-        sample is replaced by the next good one of its batch; ``loader.stats["images"]``
+        sample is replaced by the next good one of its batch; ``loader.stats()["images"]``
         counts and names them).
     strict: corrupt-data warnings of libjpeg (and a missing end-of-image marker) are errors;
         False decodes what it can, as libjpeg does (grey where data is missing).

@@ -7,10 +7,12 @@ Reader threads take the epoch's batches in turn and hand each to the loader's
 
 from __future__ import annotations
 
+import operator
+import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,13 +25,63 @@ if TYPE_CHECKING:
 JOIN_S = 10.0
 
 
-@dataclass
+class BatchSet:
+    """A set of an epoch's batch numbers, held as a bitmap: one byte per batch (10**7
+    batches take 10 MB, where a set of ints takes about 500 MB)."""
+
+    def __init__(self, batches: Iterable[int] = ()) -> None:
+        ks = np.fromiter((operator.index(k) for k in batches), dtype=np.int64)
+        if len(ks) and ks.min() < 0:
+            raise ValueError(f"batch numbers must be >= 0, got {int(ks.min())}")
+        self._mask = np.zeros(int(ks.max()) + 1 if len(ks) else 0, dtype=bool)
+        self._mask[ks] = True
+        self._count = int(np.count_nonzero(self._mask))
+
+    def reserve(self, n: int) -> None:
+        """Room for batches 0..n-1, so that ``add`` never grows the bitmap in an epoch."""
+        if len(self._mask) < n:
+            self._mask = np.concatenate([self._mask, np.zeros(n - len(self._mask), dtype=bool)])
+
+    def add(self, k: int) -> None:
+        if k >= len(self._mask):
+            self.reserve(max(k + 1, 2 * len(self._mask)))
+        if not self._mask[k]:
+            self._mask[k] = True
+            self._count += 1
+
+    def __contains__(self, k: object) -> bool:
+        return bool(isinstance(k, int | np.integer) and 0 <= k < len(self._mask) and self._mask[k])
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.tolist())
+
+    def tolist(self) -> list[int]:
+        """The batch numbers, sorted."""
+        return np.flatnonzero(self._mask).tolist()
+
+    def mask(self, n: int) -> np.ndarray:
+        """A bool array of ``n`` entries: True for the batches in the set."""
+        self.reserve(n)
+        return self._mask[:n]
+
+    def missing(self, n: int) -> np.ndarray:
+        """Batches 0..n-1 not in the set, in order (int32 when that holds them: half the memory)."""
+        dtype = np.int32 if n <= np.iinfo(np.int32).max else np.int64
+        if self._count == 0:
+            return np.arange(n, dtype=dtype)
+        return np.flatnonzero(~self.mask(n)).astype(dtype)
+
+
 class Progress:
     """Which batches of an epoch were handed out (for state_dict)."""
 
-    epoch: int
-    done: set[int] = field(default_factory=set)
-    finished: bool = False
+    def __init__(self, epoch: int, done: Iterable[int] = ()) -> None:
+        self.epoch = epoch
+        self.done = done if isinstance(done, BatchSet) else BatchSet(done)
+        self.finished = False
 
 
 class Failure:
@@ -47,10 +99,14 @@ class Epoch:
     def __init__(self, loader: DataLoader, progress: Progress) -> None:
         cfg = loader.config
         self.loader = loader
+        self.pid = os.getpid()
         self.progress = progress
         self.order = np.asarray(loader.sampler.indices(progress.epoch), dtype=np.int64)
         self.slices = loader.epoch_slices(progress.epoch, len(self.order))
-        self.todo = [k for k in range(len(self.slices)) if k not in progress.done]
+        progress.done.reserve(len(self.slices))
+        # The batches to run, in order; todo[:next_out] are those handed out (async: in
+        # completion order). An array, not a list: no Python object per batch.
+        self.todo = progress.done.missing(len(self.slices))
         self.in_order = cfg.loading_mode == "sequential"
         self.timeout = cfg.timeout_seconds
         self.cond = threading.Condition()
@@ -89,7 +145,7 @@ class Epoch:
                     self.slots.release()
                     return
                 job = self.next_job
-                k = self.todo[job]
+                k = int(self.todo[job])
                 self.next_job += 1
                 self.ahead += 1
                 counters = self.loader._counters
@@ -122,9 +178,10 @@ class Epoch:
                 k = self._ready()
                 if k is not None:
                     res = self.results.pop(k)
-                    # todo[:next_out] are the batches handed out (async: in completion order).
-                    i = self.todo.index(k, self.next_out)
-                    self.todo[i], self.todo[self.next_out] = self.todo[self.next_out], k
+                    if not self.in_order:  # move k to the handed-out part, todo[:next_out]
+                        window = self.todo[self.next_out : self.next_job]
+                        i = self.next_out + int(np.flatnonzero(window == k)[0])
+                        self.todo[i], self.todo[self.next_out] = self.todo[self.next_out], k
                     self.next_out += 1
                     self.ahead -= 1
                     break
@@ -148,7 +205,7 @@ class Epoch:
         return res
 
     def _timeout_error(self) -> TimeoutError:
-        k = self.todo[self.next_out]  # in order: the next batch; async: the oldest in flight
+        k = int(self.todo[self.next_out])  # in order: the next batch; async: the oldest in flight
         what = "batch" if self.in_order else "any batch; the oldest in flight is batch"
         waited = self.status.get(k, "queued: no reader had started it")
         return TimeoutError(
@@ -158,10 +215,9 @@ class Epoch:
 
     def _ready(self) -> int | None:
         if self.in_order:
-            k = self.todo[self.next_out]
+            k = int(self.todo[self.next_out])
             return k if k in self.results else None
-        pending = self.todo[self.next_out : self.next_job]
-        for k in pending:
+        for k in self.todo[self.next_out : self.next_job].tolist():  # at most the read-ahead
             if k in self.results:
                 return k
         return None
@@ -174,6 +230,9 @@ class Epoch:
     def shutdown(self, failed: bool = False, ended_by: str | None = None) -> None:
         """Stop the readers; ``failed``: after an error (workers are then restarted);
         ``ended_by``: what ended the epoch while its iterator may still be used."""
+        if os.getpid() != self.pid:  # a copy inherited through os.fork(): its threads, lock
+            self.stop, self.ended_by = True, ended_by  # holders and workers are the parent's
+            return
         with self.cond:
             if self.stop:
                 return

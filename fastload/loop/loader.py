@@ -33,10 +33,11 @@ from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
 from fastload.loop.stage_stats import COLLATE, DECODE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
 from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
 from fastload.loop.trace import TraceRecorder
+from fastload.loop.transform_result import sample_array
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
-from fastload.plan.planner import BatchPlan, batch_slices, plan_batch
+from fastload.plan.planner import BatchPlan, BatchSlices, batch_slices, plan_batch
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
@@ -108,11 +109,12 @@ class DataLoader(TorchAttributes):
         )
         self.sampler = self.torch_args.make_sampler(cfg, len(dataset), dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
-        if dataset.transform is not None and not cfg.enable_transforms:
-            warnings.warn(
-                "the dataset has a transform but enable_transforms is off: it will not run",
-                UserWarning,
-                stacklevel=2,
+        if dataset.transform is not None and not cfg.enable_transforms:  # never silently skipped
+            name = getattr(dataset.transform, "__qualname__", type(dataset.transform).__name__)
+            raise ValueError(
+                f"enable_transforms=False is invalid: the dataset has a transform ({name}) that "
+                "would not run; pass enable_transforms=True to run it, or make the dataset "
+                "without transform="
             )
         # The collate kernel's arguments: checked once, in the plan of each sample shape.
         self._kernel_args: dict[str, Any] = {
@@ -319,10 +321,8 @@ class DataLoader(TorchAttributes):
             p = self._resume or Progress(self._next_epoch)
         return {
             "epoch": p.epoch,
-            "batches_done": sorted(p.done),
-            "samples_done": int(
-                sum(b - a for k, (a, b) in enumerate(self._slices()) if k in p.done)
-            ),
+            "batches_done": p.done.tolist(),
+            "samples_done": _samples_in(self._slices(), p.done),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
@@ -357,10 +357,10 @@ class DataLoader(TorchAttributes):
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
-    def _slices(self) -> list[tuple[int, int]]:
+    def _slices(self) -> BatchSlices | list[tuple[int, int]]:
         return self.epoch_slices(self.epoch, len(self.sampler))
 
-    def epoch_slices(self, epoch: int, n: int) -> list[tuple[int, int]]:
+    def epoch_slices(self, epoch: int, n: int) -> BatchSlices | list[tuple[int, int]]:
         """(start, stop) of each batch of ``epoch``'s ``n`` indices (a batch_sampler's own cut)."""
         cut = batch_slices_of(self.sampler, epoch)
         return (
@@ -378,6 +378,9 @@ class DataLoader(TorchAttributes):
         self._next_epoch = progress.epoch + 1
         self._progress = progress
         t0 = time.perf_counter()
+        if self.workers is not None and not self.workers.owned:  # a copy made by os.fork()
+            self.workers.close()  # drops this process's handles only; the parent keeps its own
+            self.workers = None
         if self.use_workers and self.workers is None:
             self._start_workers(progress.epoch)
         if self.workers is not None:
@@ -460,6 +463,7 @@ class DataLoader(TorchAttributes):
                 pool.release(buf)
         if isinstance(x, ImageBatch):  # failed images replaced: their labels follow
             x, idx = x
+        ep.status[k] = f"in the output stage ({type(self.output_stage).__name__})"
         out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
         clock.lap(OUTPUT)
         self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
@@ -512,7 +516,7 @@ class DataLoader(TorchAttributes):
         assert cp is not None
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
-        ep.status[k] = "collating"
+        ep.status[k] = f"collating its {len(plan.indices)} samples"
         out = self._out_array(len(plan.indices), cp, leases)
         x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
         _batch_clock.clock.lap(COLLATE)
@@ -547,7 +551,10 @@ class DataLoader(TorchAttributes):
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
         raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
-        return self._collate_samples(self._transform_here(raw, plan, k), leases)
+        ep.status[k] = f"running the transform on its {len(plan.indices)} samples (in this process)"
+        samples = self._transform_here(raw, plan, k)
+        ep.status[k] = f"collating its {len(samples)} transformed samples"
+        return self._collate_samples(samples, leases)
 
     def _batch_from_workers(
         self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
@@ -575,6 +582,7 @@ class DataLoader(TorchAttributes):
                 lambda pos: ds.describe(int(idx[pos])),
             )
             _batch_clock.clock.lap(TRANSFORM)
+            ep.status[k] = f"collating the {len(samples)} samples worker {worker.id} transformed"
             x = self._collate_samples(samples, leases)
             del samples
             return x
@@ -593,7 +601,7 @@ class DataLoader(TorchAttributes):
         samples = []
         for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
             try:
-                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
+                samples.append(sample_array(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
             except Exception as exc:  # the transform's own type, and a TransformError
                 raise as_original(
                     type(exc),
@@ -650,6 +658,14 @@ class DataLoader(TorchAttributes):
             " ..." if len(plan.sources) > 3 else ""
         )
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
+
+
+def _samples_in(slices: BatchSlices | list[tuple[int, int]], done: Any) -> int:
+    """Samples in the batches ``done`` marks (a caller's batch_sampler cuts its own list)."""
+    mask = done.mask(len(slices))
+    if isinstance(slices, BatchSlices):
+        return slices.samples_in(mask)
+    return int(sum(b - a for k, (a, b) in enumerate(slices) if mask[k]))
 
 
 # The StageClock of the batch this reader thread is making (set by produce()).

@@ -8,10 +8,18 @@ metadata (offsets, shapes, dtypes) crosses the pipe. The loader then runs
 the collate kernel from the output segment into its pooled batch buffer, so
 a batch is never pickled and never copied an extra time.
 
-Segments (:mod:`fastload.loop.shared_memory`) are unlinked as soon as both sides
-have mapped them.
+Segments (:class:`fastload.loop.shared_memory.SharedBuffer`) have no name: each is handed
+to the other side as a file descriptor over the worker's Unix socket, so nothing is ever
+left in /dev/shm, whatever kills whom. Workers die with the loader's process and are never
+touched from a process forked off it (:mod:`fastload.loop.worker_lifetime`); what goes
+wrong at their start is said with the fix (:mod:`fastload.loop.worker_pitfalls`).
 Workers never run the engine, so they are started (``fork`` included) only
 while no reader thread of the loader is alive.
+
+The pipe's protocol, loader -> worker: ``("input", nbytes)`` + a descriptor (a new input
+segment; the worker answers ``("ready", pid)``), ``("batch", seq, offsets, lengths, shape,
+dtype)`` (answered ``("ok", seq, new_output_nbytes | None, meta)``, + a descriptor when a
+new output segment was made, or ``("error", seq, pos, what, traceback)``), ``None`` (exit).
 """
 
 from __future__ import annotations
@@ -20,20 +28,36 @@ import multiprocessing
 import os
 import pickle
 import random
+import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
 import numpy as np
 
 from fastload.errors import WorkerError, WorkerTransformError, as_original
-from fastload.loop.shared_memory import SHM_DIR, Segment
+from fastload.loop.shared_memory import SharedBuffer
+from fastload.loop.transform_result import sample_array
+from fastload.loop.worker_lifetime import (
+    close_inherited,
+    die_with_parent,
+    parent_gone,
+    track_pool,
+    want_death_signal,
+)
+from fastload.loop.worker_pitfalls import (
+    check_transform_reaches_workers,
+    refuse_start_while_bootstrapping,
+    start_failure_hint,
+)
 
 _POLL_S = 0.05
+_PARENT_CHECK_S = 0.25  # how often an idle worker checks that the loader's process lives
 
 
 @dataclass(frozen=True)
@@ -61,7 +85,7 @@ class _SampleError(Exception):
 
 
 def _transform_all(
-    inp: Segment,
+    inp: SharedBuffer,
     transform: Callable[[Any], Any],
     offsets: list[int],
     lengths: list[int],
@@ -74,35 +98,30 @@ def _transform_all(
     for i, (o, n) in enumerate(zip(offsets, lengths, strict=True)):
         try:
             raw = src[o : o + n]
-            r = np.ascontiguousarray(
-                transform(raw if shape is None else raw.view(dtype).reshape(shape))
-            )
-            if r.dtype.hasobject:
-                raise TypeError(
-                    f"the transform returned {r.dtype} data; it must return numeric arrays"
-                )
+            r = sample_array(transform(raw if shape is None else raw.view(dtype).reshape(shape)))
         except Exception as exc:
             raise _SampleError(i) from exc
         results.append(r)
     return results
 
 
-def _pack(out: Segment | None, results: list[np.ndarray]) -> tuple[Segment, str | None, list[Any]]:
-    """Results back to back in the output segment (a larger new one when needed)."""
+def _pack(
+    out: SharedBuffer | None, results: list[np.ndarray]
+) -> tuple[SharedBuffer, bool, list[Any]]:
+    """Results back to back in the output segment (a larger new one when needed: ``True``)."""
     starts = np.concatenate(([0], np.cumsum([r.nbytes for r in results]))).astype(int)
-    new_name = None
-    if out is None or out.nbytes < starts[-1]:
+    new = out is None or out.nbytes < starts[-1]
+    if out is None or new:
         if out is not None:
             out.close()
-        out = Segment(int(starts[-1] * 5 // 4))  # headroom for the next batches
-        new_name = out.name
+        out = SharedBuffer(int(starts[-1] * 5 // 4))  # headroom for the next batches
     dst = np.frombuffer(out.mm, dtype=np.uint8)
     for r, s in zip(results, starts[:-1], strict=False):
         dst[s : s + r.nbytes] = r.reshape(-1).view(np.uint8)
     del dst
     return (
         out,
-        new_name,
+        new,
         [(int(s), r.shape, r.dtype.str) for r, s in zip(results, starts[:-1], strict=False)],
     )
 
@@ -136,66 +155,89 @@ def _worker_main(
     seed: int,
     transform: Callable[[Any], Any],
     conn: Any,
-    input_name: str,
+    parent_pid: int | None,
+    death_signal: bool,
+    inherited: list[int],
     init_fn: Callable[[int], Any] | None = None,
     torch_info: bool = False,
+) -> None:
+    parent = os.getppid() if parent_pid is None else parent_pid  # forkserver: the server
+    die_with_parent(parent, death_signal)
+    close_inherited(inherited)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the loader's to handle
+    try:
+        _serve(worker_id, num_workers, seed, transform, conn, parent, init_fn, torch_info)
+    except (EOFError, OSError):  # the loader closed the pipe or is gone: nothing to report to
+        pass
+
+
+def _serve(
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    transform: Callable[[Any], Any],
+    conn: Any,
+    parent: int,
+    init_fn: Callable[[int], Any] | None,
+    torch_info: bool,
 ) -> None:
     global _worker_info
     # Independent, reproducible streams per worker for the usual random modules.
     np.random.seed(seed % 2**32)
     random.seed(seed)
     _worker_info = WorkerInfo(worker_id, num_workers, seed, os.getpid())
-    inp = Segment(0, input_name)
-    try:
-        if torch_info:
-            _set_torch_worker_info(worker_id, num_workers, seed)
-        if init_fn is not None:
-            init_fn(worker_id)  # torch's worker_init_fn
-    except Exception as exc:
-        tb = "".join(traceback.format_exception(exc))
-        conn.send(("init_failed", f"{type(exc).__name__}: {exc}", tb, _picklable_type(exc)))
-        return
-    out: Segment | None = None
-    conn.send(("ready", os.getpid()))
+    inp: SharedBuffer | None = None
+    out: SharedBuffer | None = None
+    initialised = False
     while True:
+        while not conn.poll(_PARENT_CHECK_S):
+            if parent_gone(parent):
+                return
         msg = conn.recv()
         if msg is None:
             break
         if msg[0] == "input":
-            inp.close()
-            inp = Segment(0, msg[1])
+            if inp is not None:
+                inp.close()
+            inp = SharedBuffer(fd=recv_handle(conn))
+            inp.close_fd()
+            if not initialised:  # after the first hand-over: the loader then waits for a reply
+                initialised = True
+                try:
+                    if torch_info:
+                        _set_torch_worker_info(worker_id, num_workers, seed)
+                    if init_fn is not None:
+                        init_fn(worker_id)  # torch's worker_init_fn
+                except Exception as exc:
+                    tb = "".join(traceback.format_exception(exc))
+                    conn.send(
+                        ("init_failed", f"{type(exc).__name__}: {exc}", tb, _picklable_type(exc))
+                    )
+                    return
             conn.send(("ready", os.getpid()))
             continue
         _, batch, offsets, lengths, shape, dtype = msg
+        assert inp is not None  # the loader sends an input segment first
+        new = False
         try:
-            out, new_name, meta = _pack(
+            out, new, meta = _pack(
                 out, _transform_all(inp, transform, offsets, lengths, shape, dtype)
             )
-            conn.send(("ok", batch, new_name, meta))
+            reply: tuple[Any, ...] = ("ok", batch, out.nbytes if new else None, meta)
         except _SampleError as err:  # reported to the loader, which raises it
             cause = err.__cause__
             assert cause is not None
-            conn.send(
-                (
-                    "error",
-                    batch,
-                    err.pos,
-                    f"{type(cause).__name__}: {cause}",
-                    "".join(traceback.format_exception(cause)),
-                    _picklable_type(cause),
-                )
-            )
-        except Exception as exc:
-            conn.send(
-                (
-                    "error",
-                    batch,
-                    -1,
-                    f"{type(exc).__name__}: {exc}",
-                    traceback.format_exc(),
-                    _picklable_type(exc),
-                )
-            )
+            what = f"{type(cause).__name__}: {cause}"
+            tb = "".join(traceback.format_exception(cause))
+            reply = ("error", batch, err.pos, what, tb, _picklable_type(cause))
+        except Exception as exc:  # packing failed (no memory for the output segment ...)
+            what = f"{type(exc).__name__}: {exc}"
+            reply = ("error", batch, -1, what, traceback.format_exc(), _picklable_type(exc))
+        conn.send(reply)
+        if reply[0] == "ok" and new:
+            assert out is not None and out.fd is not None
+            send_handle(conn, out.fd, parent)
+            out.close_fd()
 
 
 class Worker:
@@ -209,14 +251,19 @@ class Worker:
         seed: int,
         transform: Callable[[Any], Any],
         input_bytes: int,
+        siblings: list[int],
         init_fn: Callable[[int], Any] | None = None,
         torch_info: bool = False,
     ) -> None:
         self.id = worker_id
-        self.input = Segment(input_bytes)
-        self.output: Segment | None = None
+        self.context = ctx.get_start_method()
+        self.owner = os.getpid()
+        self.input = SharedBuffer(input_bytes)
+        self.output: SharedBuffer | None = None
         self._seq = 0
         self.conn, child = ctx.Pipe()
+        # A fork child inherits the loader's end of its own pipe and of its siblings' pipes.
+        inherited = [*siblings, self.conn.fileno()] if self.context == "fork" else []
         self.proc = ctx.Process(
             target=_worker_main,
             name=f"fastload-worker-{worker_id}",
@@ -226,7 +273,9 @@ class Worker:
                 seed,
                 transform,
                 child,
-                self.input.name,
+                None if self.context == "forkserver" else self.owner,
+                want_death_signal(self.context),
+                inherited,
                 init_fn,
                 torch_info,
             ),
@@ -236,12 +285,30 @@ class Worker:
             self.proc.start()
         except BaseException:
             self.conn.close()
-            self.input.unlink()
             self.input.close()
             raise
         finally:
             child.close()
         self.pid = self.proc.pid
+        try:
+            self._hand_over_input("starting")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def owned(self) -> bool:
+        """False in a process forked off the loader's: there, this worker is not ours."""
+        return os.getpid() == self.owner
+
+    def _hand_over_input(self, doing: str) -> None:
+        self._send(("input", self.input.nbytes), doing)
+        try:
+            assert self.input.fd is not None
+            send_handle(self.conn, self.input.fd, self.pid)
+        except (BrokenPipeError, ConnectionResetError):
+            self._died(doing)
+        self.input.close_fd()  # the worker has its own descriptor now
 
     def wait_ready(
         self, stopped: Callable[[], bool], deadline: tuple[float, float] | None = None
@@ -251,8 +318,6 @@ class Worker:
             reply = self._recv(
                 stopped, "starting" if self._seq == 0 else "mapping its input", deadline
             )
-            if reply[0] == "ok" and reply[2] is not None:
-                self._attach_output(reply[2])
             if reply[0] == "init_failed":
                 _, what, tb, exc_type = reply
                 self.proc.join(1.0)
@@ -264,11 +329,11 @@ class Worker:
                 )
             if reply[0] == "ready":
                 break
-        self.input.unlink()  # both sides have it mapped now
 
-    def _recv(
-        self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None = None
-    ) -> Any:
+    def _wait(
+        self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None
+    ) -> None:
+        """Until the pipe has something to read; raises when the worker died or time ran out."""
         while not self.conn.poll(_POLL_S):
             if not self.proc.is_alive():
                 self._died(doing)
@@ -279,14 +344,21 @@ class Worker:
                     f"fastload worker {self.id} (pid {self.pid}) not ready after {deadline[1]:g} s "
                     f"(timeout_seconds) while {doing}"
                 )
+
+    def _recv(
+        self, stopped: Callable[[], bool], doing: str, deadline: tuple[float, float] | None = None
+    ) -> Any:
+        """The next reply; a new output segment announced by it is mapped on the way."""
+        self._wait(stopped, doing, deadline)
         try:
-            return self.conn.recv()
-        except (
-            EOFError,
-            ConnectionResetError,
-        ):  # a duplex pipe is a socket: a killed peer may reset it
+            reply = self.conn.recv()
+            if reply[0] == "ok" and reply[2] is not None:
+                self._wait(stopped, doing, deadline)
+                self._attach_output(recv_handle(self.conn))
+        except (EOFError, OSError):  # a duplex pipe is a socket: a killed peer may reset it
             self.proc.join(1.0)
             self._died(doing)
+        return reply
 
     def _send(self, msg: Any, doing: str) -> None:
         try:
@@ -302,16 +374,16 @@ class Worker:
             if code is not None and code < 0
             else f"exited with code {code}"
         )
-        raise WorkerError(f"fastload worker {self.id} (pid {self.pid}) {how} while {doing}")
+        hint = start_failure_hint(code, self.context) if doing == "starting" else ""
+        raise WorkerError(f"fastload worker {self.id} (pid {self.pid}) {how} while {doing}{hint}")
 
     def input_view(self, nbytes: int, stopped: Callable[[], bool]) -> memoryview:
         """A writable view of at least ``nbytes`` of the input segment (grown when needed)."""
         if self.input.nbytes < nbytes:
             self.input.close()
-            self.input = Segment(nbytes * 5 // 4)
-            self._send(
-                ("input", self.input.name), "waiting for work (before its input segment grew)"
-            )
+            self.input = SharedBuffer(nbytes * 5 // 4)
+            self._seq += 1  # "mapping its input" from now on
+            self._hand_over_input("waiting for work (before its input segment grew)")
             self.wait_ready(stopped)
         return memoryview(self.input.mm)[:nbytes]
 
@@ -334,8 +406,6 @@ class Worker:
         )
         while True:
             reply = self._recv(stopped, f"transforming batch {batch}")
-            if reply[0] == "ok" and reply[2] is not None:
-                self._attach_output(reply[2])
             if reply[0] in ("ok", "error") and reply[1] == self._seq:
                 break  # older replies belong to a batch whose reader was stopped
         if reply[0] == "error":
@@ -364,32 +434,27 @@ class Worker:
             out.append(buf[start : start + n].view(d).reshape(shp))
         return out
 
-    def _attach_output(self, name: str) -> None:
+    def _attach_output(self, fd: int) -> None:
         if self.output is not None:
             self.output.close()
-        self.output = Segment(0, name)
-        self.output.unlink()
+        self.output = SharedBuffer(fd=fd)
+        self.output.close_fd()
 
     def stop(self, timeout: float = 1.0) -> None:
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.terminate()
+        """End the worker; in a process forked off the loader's, only drop this copy's handles."""
+        if self.owned:
+            try:
+                self.conn.send(None)
+            except (OSError, ValueError):
+                pass
             self.proc.join(timeout)
+            if self.proc.is_alive():
+                self.proc.terminate()
+                self.proc.join(timeout)
+            self.proc.close()
         self.conn.close()
-        self.proc.close()
-        # A worker killed between creating a segment and reporting it leaves a name behind.
-        prefix = f"fastload-{self.pid}-"
-        for name in os.listdir(SHM_DIR):
-            if name.startswith(prefix):
-                Segment.remove(name)
-        self.input.unlink()
         self.input.close()
         if self.output is not None:
-            self.output.unlink()
             self.output.close()
 
 
@@ -410,6 +475,8 @@ class WorkerPool:
         timeout: float | None = None,
         init_fn: Callable[[int], Any] | None = None,
     ) -> None:
+        refuse_start_while_bootstrapping(context)
+        check_transform_reaches_workers(transform, context)
         if threading.active_count() > 1 and context == "fork":
             import warnings
 
@@ -420,6 +487,7 @@ class WorkerPool:
                 stacklevel=3,
             )
         self.context = context
+        self.owner = os.getpid()
         ctx = multiprocessing.get_context(context)
         torch_info = "torch" in sys.modules  # torch's get_worker_info() only where torch is used
         seqs = np.random.SeedSequence(seed).spawn(num_workers)
@@ -427,8 +495,10 @@ class WorkerPool:
         self.workers: list[Worker] = []
         self._idle: list[Worker] = []
         self._cond = threading.Condition()
+        track_pool(self)
         try:
             for i in range(num_workers):
+                siblings = [w.conn.fileno() for w in self.workers]
                 self.workers.append(
                     Worker(
                         ctx,
@@ -437,6 +507,7 @@ class WorkerPool:
                         self.seeds[i],
                         transform,
                         input_bytes,
+                        siblings,
                         init_fn,
                         torch_info,
                     )
@@ -450,6 +521,14 @@ class WorkerPool:
             raise
         self._idle = list(self.workers)
         self._turn = list(range(num_workers))
+
+    @property
+    def owned(self) -> bool:
+        """False in a process forked off the loader's: these workers belong to the parent."""
+        return os.getpid() == self.owner
+
+    def processes(self) -> list[Any]:
+        return [w.proc for w in self.workers]
 
     @property
     def pids(self) -> list[int]:
@@ -479,6 +558,7 @@ class WorkerPool:
             self._cond.notify_all()
 
     def close(self) -> None:
+        """End the workers (in a forked copy of the loader: only drop this process's handles)."""
         for w in self.workers:
             w.stop()
         self.workers.clear()

@@ -10,7 +10,10 @@ the loader's ReadSettings say how (``reader_mode="range"``: parts of at most
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -67,9 +70,62 @@ def plan_batch(dataset: Dataset, indices: np.ndarray) -> BatchPlan:
     )
 
 
-def batch_slices(n_samples: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
-    """(start, stop) positions of each batch in an epoch's index order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    stop = n_samples - n_samples % batch_size if drop_last else n_samples
-    return [(s, min(s + batch_size, n_samples)) for s in range(0, stop, batch_size)]
+class BatchSlices(Sequence[tuple[int, int]]):
+    """(start, stop) positions of each batch in an epoch's index order, computed on demand.
+
+    Constant memory whatever the number of batches: an epoch of 10**7 batches of one
+    sample would otherwise be a list of 10**7 tuples (seconds to build, over a GiB)."""
+
+    __slots__ = ("n_samples", "batch_size", "_len")
+
+    def __init__(self, n_samples: int, batch_size: int, drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        stop = n_samples - n_samples % batch_size if drop_last else n_samples
+        self.n_samples = int(stop)
+        self.batch_size = int(batch_size)
+        self._len = -(-self.n_samples // self.batch_size)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, k: int) -> tuple[int, int]: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[tuple[int, int]]: ...
+    def __getitem__(self, k: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self._len))]
+        i = operator.index(k)
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(f"batch {k} of {self._len}")
+        start = i * self.batch_size
+        return start, min(start + self.batch_size, self.n_samples)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(
+            a == tuple(b) for a, b in zip(self, other, strict=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BatchSlices({self._len} batches of {self.batch_size} over {self.n_samples})"
+
+    def samples_in(self, batches: np.ndarray) -> int:
+        """How many samples the batches marked in the bool mask ``batches`` hold."""
+        mask = np.asarray(batches, dtype=bool)[: self._len]
+        total = int(np.count_nonzero(mask)) * self.batch_size
+        if self._len and len(mask) == self._len and mask[-1]:  # the last batch may be short
+            a, b = self[self._len - 1]
+            total -= self.batch_size - (b - a)
+        return total
+
+
+def batch_slices(n_samples: int, batch_size: int, drop_last: bool) -> BatchSlices:
+    """(start, stop) positions of each batch in an epoch's index order (a lazy sequence)."""
+    return BatchSlices(n_samples, batch_size, drop_last)

@@ -53,6 +53,55 @@ from fastload.plan.options import LoaderConfig, normalise_weights
 
 _INT32_MAX = np.iinfo(np.int32).max
 _ITER_CHUNK = 8192
+# Draws searched per sorted run: big enough to be cheap to sort, small enough to stay in cache.
+_SEARCH_CHUNK = 1 << 20
+# Scaled weights below this make exponential / weight overflow (2**-1010: room for draws < 2**13).
+_TINY_SCALED = 2.0**-1010
+
+
+def _power_of_two_scaled(weights: np.ndarray) -> np.ndarray:
+    """``weights`` times the power of two that puts the largest in [0.5, 1): an exact scaling
+    (no weight changes its bits but the exponent) unless a weight falls below 2**-1074."""
+    _, exponent = np.frexp(weights.max())
+    return np.ldexp(weights, -int(exponent))
+
+
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")``, the same permutation, about 3x faster on large
+    arrays: numpy's unstable sort (vectorised), then each run of equal keys (rare for random
+    floats) put back in index order. Ties are found in chunks: no second array of keys."""
+    perm = np.argsort(keys)
+    tied: list[np.ndarray] = []  # sorted positions p with keys[perm[p]] == keys[perm[p + 1]]
+    for a in range(0, max(len(keys) - 1, 0), _SEARCH_CHUNK):
+        ranked = keys[perm[a : a + _SEARCH_CHUNK + 1]]
+        tie = np.flatnonzero(ranked[1:] == ranked[:-1])
+        if len(tie):
+            tied.append(tie + a)
+    if not tied:
+        return perm
+    first = np.concatenate(tied)
+    pos = np.union1d(first, first + 1)  # every sorted position inside a run of equal keys
+    ranked = keys[perm[pos]]
+    # a run starts where the key changes or where the previous position is not in a run
+    starts = np.ones(len(pos), dtype=bool)
+    starts[1:] = (pos[1:] != pos[:-1] + 1) | (ranked[1:] != ranked[:-1])
+    members = perm[pos]
+    perm[pos] = members[np.lexsort((members, np.cumsum(starts)))]
+    return perm
+
+
+def searchsorted_unordered(cdf: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(cdf, values, side="right")``, the same result, but fast for many
+    values in random order over a large ``cdf``: a binary search per random value misses the
+    cache at every step (15 s for 10**7 over 10**7); sorted runs of values walk it in order."""
+    if len(values) <= 1024 or len(cdf) <= 1 << 16:  # small: the cdf stays in cache anyway
+        return np.searchsorted(cdf, values, side="right")
+    out = np.empty(len(values), dtype=np.intp)
+    for start in range(0, len(values), _SEARCH_CHUNK):
+        chunk = values[start : start + _SEARCH_CHUNK]
+        order = np.argsort(chunk)
+        out[start : start + len(chunk)][order] = np.searchsorted(cdf, chunk[order], side="right")
+    return out
 
 
 def seed_sequence(seed: int, epoch: int, *path: int) -> SeedSequence:
@@ -350,7 +399,11 @@ class WeightedRandomSampler(Sampler):
         self.replacement = bool(replacement)
         self.weights = w
         self._positive = np.flatnonzero(w > 0)
-        self._cdf = np.cumsum(w)
+        # Draws use the weights scaled by a power of two (exact: the same draws as the weights
+        # themselves), so that their sum cannot overflow (weights near 1e308) nor round to
+        # nothing (weights near 5e-324): any weights that pass validation sample correctly.
+        self._scaled = _power_of_two_scaled(w)
+        self._cdf = np.cumsum(self._scaled)
 
     def _identity(self) -> dict[str, Any]:
         # the weights are part of what fixes the order: compare them by digest
@@ -363,16 +416,23 @@ class WeightedRandomSampler(Sampler):
     def global_order(self, epoch: int) -> np.ndarray | None:
         if self.replacement:
             return None
-        keys = (
-            self._generator(epoch).exponential(size=len(self._positive))
-            / self.weights[self._positive]
-        )
-        return self._positive[np.argsort(keys, kind="stable")]
+        expo = self._generator(epoch).exponential(size=len(self._positive))
+        every = len(self._positive) == self.dataset_len  # no zero weight: skip two gathers
+        w = self._scaled if every else self._scaled[self._positive]
+        if len(w) and w.min() < _TINY_SCALED:
+            # exponential / weight would overflow or lose its bits: compare logarithms instead
+            keys = np.log(expo) - np.log(self.weights if every else self.weights[self._positive])
+        else:
+            keys = np.divide(expo, w, out=expo)
+        del expo, w
+        perm = stable_argsort(keys)
+        del keys
+        return perm if every else self._positive[perm]
 
     def _rank_indices(self, epoch: int) -> np.ndarray:
         if self.replacement:
             u = self._generator(epoch, self.rank).random(self.rank_len) * self._cdf[-1]
-            drawn = np.searchsorted(self._cdf, u, side="right")
+            drawn = searchsorted_unordered(self._cdf, u)
             # u * total can round up to total; the last positive index is the right answer
             return np.minimum(drawn, self._positive[-1])
         order = self.global_order(epoch)
@@ -506,8 +566,10 @@ __all__ = [
     "WeightedRandomSampler",
     "make_sampler",
     "rank_count",
+    "searchsorted_unordered",
     "seed_sequence",
     "split_for_worker",
+    "stable_argsort",
     "take_rank",
     "take_run",
     "worker_count",

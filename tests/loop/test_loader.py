@@ -364,15 +364,6 @@ def test_a_kept_batch_is_never_overwritten(recs):
 # -- transforms (in process; workers: test_workers.py) -------------------------------------
 
 
-def test_transform_runs_only_when_enabled(recs, tmp_path):
-    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.invert)
-    with pytest.warns(UserWarning, match="enable_transforms is off"):
-        x, y = next(iter(DataLoader(ds, batch_size=4)))
-    assert np.array_equal(x, recs[1][y])
-    x, y = next(iter(DataLoader(ds, batch_size=4, enable_transforms=True)))
-    assert np.array_equal(x, 255 - recs[1][y])
-
-
 def test_transform_changing_shape_and_ragged_output(recs, tmp_path):
     ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=H.crop_half)
     x, y = next(

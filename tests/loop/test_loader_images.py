@@ -59,7 +59,7 @@ def test_train_batches_are_the_pipeline_of_each_labelled_file(indexed):
                 assert np.array_equal(row, _expected(TRAIN, blobs, int(i), epoch, 3))
             seen.extend(y.tolist())
     assert sorted(seen) == sorted(list(range(len(ds))) * 2)
-    assert dl.stats["images"]["images"] == 2 * len(ds) and dl.report()["images"]["skipped"] == 0
+    assert dl.stats()["images"]["images"] == 2 * len(ds) and dl.report()["images"]["skipped"] == 0
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_bad_files_raise_naming_them_or_are_skipped(tmp_path):
     )
     ((x, y),) = list(dl)
     assert y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # replacements keep their own labels
-    s = dl.stats["images"]
+    s = dl.stats()["images"]
     assert s["skipped"] == 2 and {e["uri"] for e in s["skipped_samples"]} == {paths[1], paths[5]}
     assert np.array_equal(x[1], x[2]) and np.array_equal(x[5], x[6])
 

@@ -231,3 +231,58 @@ def test_transform_error_names_the_sample(recs):
         r"ValueError: bad sample 7",
     ):
         list(dl)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        H.to_python_int,
+        H.to_numpy_scalar,
+        H.to_0d_array,
+        H.to_1d,
+        H.to_transposed,
+        H.to_nested_list,
+        H.to_mixed_ranks,
+    ],
+)
+def test_a_batch_has_one_shape_whatever_the_worker_count(recs, transform):
+    # 0-d values make batches of shape (n,), n-d ones (n, *shape), mixed ranks a RaggedBatch:
+    # the same with and without worker processes (workers used to give (n, 1) for 0-d).
+    ds = RecordDataset(recs[0].uris, SHAPE, labels=np.arange(N), transform=transform)
+    runs = []
+    for workers in (0, 2):
+        dl = DataLoader(
+            ds,
+            batch_size=10,
+            num_workers=workers,
+            enable_transforms=True,
+            multiprocessing_context="fork",
+        )
+        runs.append([x for x, _ in dl])
+        dl.close()
+    here, there = runs
+    assert len(here) == len(there) == N // 10
+    for a, b in zip(here, there, strict=True):
+        if isinstance(a, np.ndarray):
+            one = np.asarray(transform(recs[1][0]))
+            assert a.shape == b.shape == (10, *one.shape) and a.dtype == b.dtype == one.dtype
+            assert np.array_equal(a, b)
+        else:  # ragged: the same bytes at the same offsets
+            assert type(a) is type(b) and np.array_equal(a.offsets, b.offsets)
+            assert np.array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_transform_returning_python_objects_names_the_sample(recs, workers):
+    ds = RecordDataset(recs[0].uris, SHAPE, transform=H.to_objects)
+    dl = DataLoader(
+        ds,
+        batch_size=5,
+        num_workers=workers,
+        enable_transforms=True,
+        multiprocessing_context="fork",
+    )
+    with pytest.raises(
+        RuntimeError, match=r"transform failed on sample 0 .*: TypeError: .*objects"
+    ):
+        list(dl)

@@ -81,3 +81,23 @@ def test_batch_slices():
     assert batch_slices(0, 4, False) == []
     with pytest.raises(ValueError, match="batch_size"):
         batch_slices(10, 0, False)
+    s = batch_slices(10, 4, False)
+    assert s[-1] == (8, 10) and s[1:] == [(4, 8), (8, 10)] and list(s) == s[:]
+    with pytest.raises(IndexError):
+        s[3]
+    assert s.samples_in(np.array([True, False, True])) == 6  # 4 + the short last batch's 2
+    assert batch_slices(10, 4, True).samples_in(np.array([False, True])) == 4
+
+
+def test_batch_slices_take_constant_memory():
+    # 10**6 batches of one sample: computed on demand, never a list of 10**6 tuples
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        s = batch_slices(10**6, 1, False)
+        assert len(s) == 10**6 and s[10**6 - 1] == (999_999, 10**6)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 10

@@ -375,6 +375,75 @@ def test_weighted_without_replacement_puts_heavy_samples_first():
     assert (order[:50] < 50).mean() > 0.9
 
 
+@pytest.mark.parametrize(
+    "weights, probs",
+    [
+        ([1e308] * 3, [1 / 3] * 3),  # the sum overflows float64
+        ([1.7976931348623157e308] * 3, [1 / 3] * 3),  # the largest finite weight
+        ([5e-324] * 3, [1 / 3] * 3),  # the smallest (subnormal): the sum rounds badly
+        ([2e307, 1e307, 1e307], [0.5, 0.25, 0.25]),
+        ([1e-310, 3e-310, 0.0], [0.25, 0.75, 0.0]),
+    ],
+)
+def test_weights_near_the_float_limits_sample_correctly(weights, probs):
+    probs = np.array(probs)
+    # with replacement: frequencies over 60k draws (20k copies of the weights)
+    counts = np.bincount(
+        WeightedRandomSampler(weights * 20_000, seed=4).indices(0) % 3, minlength=3
+    )
+    expected = probs * counts.sum()
+    live = probs > 0
+    assert (counts[~live] == 0).all()
+    chi2 = (((counts[live] - expected[live]) ** 2) / expected[live]).sum()
+    assert chi2 < 13.82  # chi-square, <= 2 degrees of freedom, p = 0.001
+    # without replacement: which index comes first, over 900 epochs, is weights / sum
+    first = [
+        WeightedRandomSampler(weights, replacement=False, seed=9).indices(e)[0] for e in range(900)
+    ]
+    counts = np.bincount(first, minlength=3)
+    expected = probs * 900
+    assert (counts[~live] == 0).all()
+    chi2 = (((counts[live] - expected[live]) ** 2) / expected[live]).sum()
+    assert chi2 < 13.82
+
+
+def test_weighted_draws_are_the_plain_formula_bit_for_bit(monkeypatch):
+    # The scaled weights and the sorted-run search change speed, never an order: the draws are
+    # what searchsorted(cumsum(w), u * sum) and argsort(exponential / w) give.
+    import fastload.plan.samplers as samplers
+
+    monkeypatch.setattr(samplers, "_SEARCH_CHUNK", 5000)  # several sorted runs
+    rng = np.random.default_rng(0)
+    for scale, zeros in ((1.0, 100), (1e-3, 0), (7e5, 5)):
+        w = rng.random(70_000) * scale
+        w[rng.integers(0, len(w), zeros)] = 0.0
+        s = WeightedRandomSampler(w, seed=3)
+        u = np.random.Generator(np.random.PCG64(samplers.seed_sequence(3, 1, 0))).random(len(w))
+        cdf = np.cumsum(w)
+        plain = np.minimum(np.searchsorted(cdf, u * cdf[-1], side="right"), np.flatnonzero(w)[-1])
+        assert np.array_equal(s.indices(1), plain)
+        pos = np.flatnonzero(w > 0)
+        e = np.random.Generator(np.random.PCG64(samplers.seed_sequence(3, 1))).exponential(
+            size=len(pos)
+        )
+        plain = pos[np.argsort(e / w[pos], kind="stable")]
+        assert np.array_equal(WeightedRandomSampler(w, replacement=False, seed=3).indices(1), plain)
+
+
+@pytest.mark.parametrize("levels", [2, 7, 1000, None])
+def test_stable_argsort_is_numpys_stable_argsort(levels, monkeypatch):
+    import fastload.plan.samplers as samplers
+    from fastload.plan.samplers import stable_argsort
+
+    monkeypatch.setattr(samplers, "_SEARCH_CHUNK", 7)  # ties across chunk borders too
+    rng = np.random.default_rng(levels or 0)
+    for n in (0, 1, 2, 5, 10_000):
+        keys = rng.random(n) if levels is None else rng.integers(0, levels, n).astype(float)
+        if n > 3:
+            keys[:3] = -np.inf  # a run of equal keys at the start
+        assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+
+
 def test_weighted_sampling_knob_via_options():
     cfg = LoaderOptions().weighted_sampling([0, 0, 1, 0]).config
     assert set(make_sampler(cfg, 4).indices(0).tolist()) == {2}

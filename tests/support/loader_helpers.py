@@ -122,3 +122,59 @@ def kill_on_marker(sample: np.ndarray) -> np.ndarray:
 
         os.kill(os.getpid(), signal.SIGKILL)
     return sample
+
+
+# Transforms returning values of every rank (the batch's shape must not depend on num_workers).
+def to_python_int(sample: np.ndarray) -> int:
+    return int(sample.reshape(-1)[0])
+
+
+def to_numpy_scalar(sample: np.ndarray) -> np.float32:
+    return np.float32(sample.reshape(-1)[0]) / 2
+
+
+def to_0d_array(sample: np.ndarray) -> np.ndarray:
+    return np.array(sample.reshape(-1)[0], dtype=np.uint16)
+
+
+def to_1d(sample: np.ndarray) -> np.ndarray:
+    return sample.reshape(-1)[:5]
+
+
+def to_transposed(sample: np.ndarray) -> np.ndarray:
+    return sample.T  # n-d and not C-contiguous
+
+
+def to_nested_list(sample: np.ndarray) -> list[list[int]]:
+    return sample[:2, :2, 0].tolist()
+
+
+def to_mixed_ranks(sample: np.ndarray) -> np.ndarray:
+    """0-d for even first bytes, 1-d for odd ones: a ragged batch."""
+    first = sample.reshape(-1)[0]
+    return np.array(first) if first % 2 == 0 else np.array([first, first])
+
+
+def to_objects(sample: np.ndarray) -> np.ndarray:
+    return np.array([None, 1])
+
+
+def pause_on_marker(sample: np.ndarray) -> np.ndarray:
+    """Sample 7 takes 2 s (a slow transform, short enough for its thread to end soon)."""
+    if int(sample.reshape(-1)[0]) == 7:
+        import time
+
+        time.sleep(2)
+    return sample
+
+
+class LockedTransform:
+    """A transform object holding a lock: it cannot be pickled for spawned workers."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __call__(self, sample: np.ndarray) -> np.ndarray:
+        return sample

@@ -638,3 +638,51 @@ def fault_proxy_s3(rclone_s3):
 def fault_proxy_http(http_server):
     with proxy_to(http_server.port) as p:
         yield p
+
+
+# -- a random fault mode for the proxy (soak tests) ------------------------------------------
+
+
+class RandomFaults:
+    """An endless fault queue for the proxy: each request draws a transient fault with
+    probability ``rate`` (reset, short body, 503 SlowDown, 500, stall), else passes.
+    ``drawn`` counts what was drawn, by kind."""
+
+    KINDS = ("reset", "short", "slowdown", "status", "stall")
+
+    def __init__(self, rate: float, seed: int = 0) -> None:
+        import random
+
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.drawn: dict[str, int] = dict.fromkeys(("pass", *self.KINDS), 0)
+
+    def __bool__(self) -> bool:  # the proxy pops a fault while its queue is true
+        return True
+
+    def __len__(self) -> int:  # FaultProxy.pending(): nothing queued
+        return 0
+
+    def extend(self, faults: object) -> None:
+        raise TypeError("the proxy draws random faults: it takes no queued ones")
+
+    def popleft(self) -> Fault:  # called under the proxy's lock
+        if self.rng.random() >= self.rate:
+            self.drawn["pass"] += 1
+            return Fault()
+        kind = self.rng.choice(self.KINDS)
+        self.drawn[kind] += 1
+        after = self.rng.randrange(0, 300)
+        if kind == "status":
+            return Fault("status", status=500, code="InternalError")
+        if kind == "stall":
+            return Fault("stall", after=after, seconds=0.2)
+        return Fault(kind, after=after)
+
+
+def random_faults(proxy: FaultProxy, rate: float, seed: int = 0) -> RandomFaults:
+    """Switch ``proxy`` to drawing a random transient fault for every request."""
+    faults = RandomFaults(rate, seed)
+    with proxy.server.lock:
+        proxy.server.faults = faults
+    return faults
