@@ -24,6 +24,8 @@ typedef enum {
     FL_E_CANCELLED = 11,
     FL_E_UNSUPPORTED = 12,  /* e.g. O_DIRECT on a filesystem without it */
     FL_E_TLS = 13,          /* certificate verification failed */
+    FL_E_CHANGED = 14,      /* the object changed during a read (ETag, Last-Modified or size) */
+    FL_E_NOT_REGULAR = 15,  /* a local path is no regular file (directory, FIFO, device, socket, /proc) */
 } fl_status;
 
 typedef struct {
