@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from fastload._native.buffer import AlignedBuffer
 from fastload.app.progress import Progress
 from fastload.storage.engine import RangeEngine
-from fastload.storage.uri import parse_uri
+from fastload.storage.uri import parse_uri, redact
 
 MIB = 1 << 20
 
@@ -40,11 +40,13 @@ def _engine(args: argparse.Namespace) -> RangeEngine:
 def cmd_get(args: argparse.Namespace) -> int:
     with _engine(args) as eng:
         size = eng.size(args.uri)
-        target = args.output or os.path.basename(args.uri.rstrip("/")) or "download.bin"
+        # the name from the path alone: a presigned URL's query holds its signature
+        name = os.path.basename(parse_uri(args.uri).path.rstrip("/"))
+        target = args.output or name or "download.bin"
         chunk = max(args.part_size * eng.inflight_for(parse_uri(args.uri).scheme), 64 * MIB)
         buf = AlignedBuffer(min(chunk, max(size, 1)))
         view = memoryview(buf)
-        progress = Progress(size, os.path.basename(target) if target != "-" else args.uri)
+        progress = Progress(size, os.path.basename(target) if target != "-" else redact(args.uri))
         out = sys.stdout.buffer if target == "-" else open(target + ".part", "wb")
         try:
             for off in range(0, size, len(buf)):
@@ -63,7 +65,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             out.close()
             os.replace(target + ".part", target)
     if target != "-":
-        print(f"{args.uri} -> {target}: {size} bytes", file=sys.stderr)
+        print(f"{redact(args.uri)} -> {target}: {size} bytes", file=sys.stderr)
     return 0
 
 

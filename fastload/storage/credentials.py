@@ -29,10 +29,9 @@ class Credentials:
     secret_key: Secret
     session_token: Secret | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # whoever built it: never held in the clear
         object.__setattr__(self, "secret_key", Secret(self.secret_key))
-        if self.session_token is not None:
-            object.__setattr__(self, "session_token", Secret(self.session_token))
+        object.__setattr__(self, "session_token", _secret(self.session_token))
 
 
 @dataclass(frozen=True)
@@ -91,14 +90,14 @@ def resolve(
     if not anonymous:
         if access_key_id and secret_access_key:
             creds, source = (
-                Credentials(access_key_id, secret_access_key, session_token),
+                Credentials(access_key_id, Secret(secret_access_key), _secret(session_token)),
                 "arguments",
             )
         elif env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not profile:
             creds = Credentials(
                 env["AWS_ACCESS_KEY_ID"],
                 Secret(env["AWS_SECRET_ACCESS_KEY"]),
-                session_token or _env_secret("AWS_SESSION_TOKEN"),
+                _secret(session_token or os.environ.get("AWS_SESSION_TOKEN")),
             )
             source = "environment"
         else:
@@ -107,7 +106,7 @@ def resolve(
                 creds = Credentials(
                     merged["aws_access_key_id"],
                     merged["aws_secret_access_key"],
-                    session_token or merged.get("aws_session_token"),
+                    _secret(session_token or merged.get("aws_session_token")),
                 )
                 source = f"profile {prof_name!r}"
             else:
@@ -129,6 +128,5 @@ def resolve(
     return S3Config(creds, reg, endpoint.rstrip("/") if endpoint else None, source)
 
 
-def _env_secret(name: str) -> Secret | None:
-    value = os.environ.get(name)
+def _secret(value: Secret | str | None) -> Secret | None:
     return Secret(value) if value else None

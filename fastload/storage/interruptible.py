@@ -25,10 +25,11 @@ def on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def interruptible_slices(table: np.ndarray, limit: int = SLICE_BYTES) -> Iterator[np.ndarray]:
+def interruptible_slices(table: np.ndarray, limit: int | None = None) -> Iterator[np.ndarray]:
     """``table`` (rows src, offset, length, dst) as consecutive tables of at most ``limit``
-    bytes each (a longer row is cut into pieces); the whole table when it is small or
-    when not on the main thread."""
+    (default ``SLICE_BYTES``) bytes each, a longer row cut into pieces; the whole table
+    when it is small or when not on the main thread."""
+    limit = limit or SLICE_BYTES
     if len(table) == 0 or not on_main_thread() or int(table[:, LENGTH].sum()) <= limit:
         yield table
         return

@@ -100,7 +100,7 @@ class NetworkBackend:
             )
         except ObjectChangedError as exc:
             # the pinned version is gone: the next size() or read sees the new one
-            for s, n in zip(sources, names):
+            for s, n in zip(sources, names, strict=True):
                 if n == exc.uri:
                     self.forget_version(s)
             raise

@@ -34,7 +34,13 @@ CA_BUNDLE_ENV = ("AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
 # Counts and rates past these are typos, and would overflow the C types they go to.
 MAX_RETRIES = 1_000_000
 MAX_LOW_SPEED_LIMIT = 1 << 40  # bytes/s
-SECONDS_KNOBS = ("retry_deadline", "backoff_base", "backoff_cap", "connect_timeout", "request_timeout")
+SECONDS_KNOBS = (
+    "retry_deadline",
+    "backoff_base",
+    "backoff_cap",
+    "connect_timeout",
+    "request_timeout",
+)
 # Values that end up in a request line or header: a control character would inject one.
 HEADER_KNOBS = ("endpoint_url", "region", "access_key_id", "session_token", "user_agent")
 
@@ -114,7 +120,14 @@ class NetworkOptions:
         return opts
 
     def _check(self) -> None:
-        for name in ("endpoint_url", "region", "access_key_id", "profile", "ca_bundle", "libcurl_path"):
+        for name in (
+            "endpoint_url",
+            "region",
+            "access_key_id",
+            "profile",
+            "ca_bundle",
+            "libcurl_path",
+        ):
             check_str(name, getattr(self, name), optional=True)
         for name in SECRET_OPTIONS:
             check_str(name, reveal(getattr(self, name)), optional=True)
@@ -134,12 +147,16 @@ class NetworkOptions:
         check_int("low_speed_time", self.low_speed_time, 0, int(MAX_TIMEOUT_S))  # seconds
         check_int("buffer_size", self.buffer_size, 1024, 10 << 20)  # libcurl's limits
         for name in SECONDS_KNOBS:
-            check_number(name, getattr(self, name), maximum=MAX_TIMEOUT_S, what="a number of seconds")
+            check_number(
+                name, getattr(self, name), maximum=MAX_TIMEOUT_S, what="a number of seconds"
+            )
         check_str("user_agent", self.user_agent, empty=True)
         if self.endpoint_url is not None and not self.endpoint_url.startswith(
             ("http://", "https://")
         ):
-            raise fail("endpoint_url", redact(self.endpoint_url), "must be an http:// or https:// URL")
+            raise fail(
+                "endpoint_url", redact(self.endpoint_url), "must be an http:// or https:// URL"
+            )
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ValueError(f"ca_bundle: no such file {self.ca_bundle!r}")
         if self.anonymous and (self.access_key_id or self.secret_access_key):

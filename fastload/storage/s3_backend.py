@@ -300,6 +300,4 @@ def _check_resolved(config: S3Config) -> None:
     check_header_value("endpoint_url", redact(config.endpoint_url or ""))
     if config.credentials is not None:
         check_header_value("access_key_id", config.credentials.access_key)
-        check_header_value(
-            "session_token", reveal(config.credentials.session_token), secret=True
-        )
+        check_header_value("session_token", reveal(config.credentials.session_token), secret=True)

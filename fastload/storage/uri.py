@@ -65,10 +65,15 @@ def redact(uri: str) -> str:
         return uri
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:cut], rest[cut:]
-    if "@" in authority:
-        userinfo, _, host = authority.rpartition("@")
+    userinfo, at, host = authority.rpartition("@")
+    if at:
         user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+        userinfo = f"{user}:***" if colon else "***"
+    # a "port" that is no number is often a password whose "@" was forgotten (user:pw/x)
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if colon and port and not port.isdigit():
+        host = f"{name}:***"
+    authority = f"{userinfo}{at}{host}"
     if scheme.lower() in ("http", "https"):
         tail, hash_sep, fragment = tail.partition("#")
         path, q_sep, query = tail.partition("?")
