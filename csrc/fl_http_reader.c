@@ -266,7 +266,7 @@ static void check_response(slot_t *s) {
     int64_t total;
     int whole;
     if (status == 206 || (status == 200 && s->have_cr)) {
-        total = s->cr_total;
+        total = s->have_cr ? s->cr_total : -1; /* a 206 without Content-Range says nothing */
         whole = s->stream;
         if (s->have_cr && s->cr_start != (s->stream ? 0 : s->req_start)) {
             s->mode = BODY_MISMATCH;

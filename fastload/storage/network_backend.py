@@ -59,16 +59,19 @@ class NetworkBackend:
         self.pins.forget(self.pin_key(src))
 
     def _native_pins(self, sources: Sequence[ParsedURI]) -> list[Any] | None:
+        """Per source None or (total, etag, last_modified, range_ignored) for the native
+        reader; None when nothing is known (the common case of a first read)."""
+        hosts = self._range_ignoring_hosts
         out: list[Any] = []
         known = False
-        for s in sources:
+        for s in sources:  # a loader batch has hundreds of sources: kept lean
             pin = self.pin_of(s)
-            ignored = self.host(s) in self._range_ignoring_hosts
+            ignored = bool(hosts) and self.host(s) in hosts
             if pin is None and not ignored:
                 out.append(None)
             else:
                 known = True
-                out.append((pin or Pin()).for_native(ignored))
+                out.append((*(pin or Pin()), ignored))
         return out if known else None
 
     def read_into(

@@ -249,7 +249,26 @@ class S3Backend(NetworkBackend):
         size, head = self._sizes.get(key), self.pins.get(key)
         if head is None:
             return None if size is None else Pin(size)
-        return Pin(size if size is not None else head.total, head.etag, head.last_modified)
+        return head if size is None else head._replace(total=size)
+
+    def _native_pins(self, sources: Sequence[ParsedURI]) -> builtins.list[Any] | None:
+        """As the base class, in one lean pass (one endpoint, two dicts to look in)."""
+        sizes, heads = self._sizes, self.pins.table
+        ignored = self._host in self._range_ignoring_hosts
+        out: builtins.list[Any] = []
+        known = ignored
+        for s in sources:
+            key = (s.bucket, s.path)
+            head, size = heads.get(key), sizes.get(key)
+            if head is not None:
+                out.append((head[0] if size is None else size, head[1], head[2], ignored))
+                known = True
+            elif size is not None or ignored:
+                out.append((size, None, None, ignored))
+                known = True
+            else:
+                out.append(None)
+        return out if known else None
 
     def forget_version(self, src: ParsedURI) -> None:
         super().forget_version(src)

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PIN_LIMIT = 1 << 16  # objects remembered per backend; the oldest go first
 
 
-@dataclass(frozen=True)
-class Pin:
+class Pin(NamedTuple):
+    """A version (a tuple: cheap, since a loader batch pins hundreds of objects)."""
+
     total: int | None = None  # size in bytes
     etag: str | None = None
     last_modified: str | None = None
-
-    def for_native(self, range_ignored: bool) -> tuple[int | None, str | None, str | None, bool]:
-        """The tuple the native reader takes (see fastload._native.http_reader)."""
-        return (self.total, self.etag, self.last_modified, range_ignored)
 
 
 class VersionPins:
@@ -45,6 +42,11 @@ class VersionPins:
 
     def get(self, key: Hashable) -> Pin | None:
         return self._pins.get(key)
+
+    @property
+    def table(self) -> dict[Hashable, Pin]:
+        """The pins by key, for lookups in a tight loop (do not modify)."""
+        return self._pins
 
     def forget(self, key: Hashable) -> None:
         with self._lock:
