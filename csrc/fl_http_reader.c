@@ -361,9 +361,15 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *ud) {
     return len;
 }
 
+static int header_line_ok(const char *line, size_t k);
+
 fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err) {
     if (!C.lib) {
         fl_error_set(err, FL_E_UNSUPPORTED, 0, -1, 0, 0, "libcurl is not loaded");
+        return NULL;
+    }
+    if (cfg->user_agent && !header_line_ok(cfg->user_agent, strlen(cfg->user_agent))) {
+        fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "user_agent holds a control character");
         return NULL;
     }
     fl_http_ctx *ctx = calloc(1, sizeof(*ctx));

@@ -11,40 +11,31 @@ Quick run without asv: ``python asv_bench/benchmarks/bench_range_ignored.py``.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
 try:
-    from .common import MB, data_dir, die_with_parent, random_file, stop_server
+    from . import common
 except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import MB, data_dir, die_with_parent, random_file, stop_server
+    import common  # type: ignore[no-redef]
 
 SIZE_MIB = int(os.environ.get("FASTLOAD_BENCH_NORANGE_MIB", "256"))
 ROUNDS = int(os.environ.get("FASTLOAD_BENCH_NORANGE_ROUNDS", "3"))
 
 
 def _serve(folder: str) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = common.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", folder],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
+        preexec_fn=common.die_with_parent,
     )
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("http.server did not start")
+    common.wait_for_port(proc, port, "python -m http.server")
+    return proc, port
 
 
 def _curl_get(url: str, out: memoryview) -> int:
@@ -73,11 +64,13 @@ def run_all(rounds: int = ROUNDS) -> dict[str, dict[str, float]]:
     from fastload._native.buffer import AlignedBuffer
     from fastload.storage.engine import RangeEngine
 
-    folder = os.path.join(data_dir(), "norange")
+    folder = os.path.join(common.data_dir(), "norange")
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, "big.bin")
-    src = random_file(f"norange-{SIZE_MIB}.bin", SIZE_MIB << 20)
-    if not os.path.exists(target):
+    src = common.random_file(f"norange-{SIZE_MIB}.bin", SIZE_MIB << 20)
+    if not (os.path.exists(target) and os.path.samefile(src, target)):
+        if os.path.exists(target):
+            os.remove(target)
         os.link(src, target)
     size = os.path.getsize(target)
     proc, port = _serve(folder)
@@ -100,9 +93,9 @@ def run_all(rounds: int = ROUNDS) -> dict[str, dict[str, float]]:
                 assert _curl_get(url, memoryview(buf)) == size
                 times["curl"].append(time.perf_counter() - t)
     finally:
-        stop_server(proc)
+        common.stop_server(proc)
     out = {
-        k: {"min_s": min(v), "median_s": statistics.median(v), "mb_s": size / min(v) / MB}
+        k: {"min_s": min(v), "median_s": statistics.median(v), "mb_s": size / min(v) / common.MB}
         for k, v in times.items()
     }
     out["fastload"]["requests_two_reads"] = requests

@@ -94,15 +94,10 @@ def test_collate_refuses_object_buffers():
     # an object slab used to come back as the bytes of its pointers
     with pytest.raises(TypeError, match="src: .*holds Python objects"):
         collate_slab(objs, np.array([0, 8]), (8,), np.uint8)
+    raw_copy = {"src_dtype": native_collate.DT_RAW, "dst_dtype": native_collate.DT_RAW}
+    layout = {"channels": 1, "src_channels_last": True, "dst_channels_last": True}
     plan = native_collate.CollatePlan(
-        pixels=8,
-        channels=1,
-        src_channels_last=True,
-        dst_channels_last=True,
-        src_dtype=native_collate.DT_RAW,
-        dst_dtype=native_collate.DT_RAW,
-        src_itemsize=1,
-        dst_itemsize=1,
+        pixels=8, src_itemsize=1, dst_itemsize=1, **raw_copy, **layout
     )
     good = np.zeros(16, np.uint8)
     with pytest.raises(TypeError, match="src: .*holds Python objects"):

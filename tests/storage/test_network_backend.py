@@ -11,7 +11,7 @@ import pytest
 
 from fastload import errors
 from fastload.storage.engine import RangeEngine
-from tests.support.network import FAST_RETRY, expected, http_stats, table
+from tests.support.network import FAST_RETRY, expected, http_stats
 from tests.support.servers import Fault, payload, proxy_to
 
 pytestmark = pytest.mark.http
@@ -60,13 +60,7 @@ def test_scattered_and_overlapping_ranges_from_one_stream(simple_http_server):
     with RangeEngine(part_size=16 << 10, max_inflight_parts=8) as eng:
         with pytest.warns(errors.RangeIgnoredWarning):
             assert bytes(eng.read_ranges(url, ranges)) == want
-        # never writes outside its ranges: the bytes between destinations stay as they were
-        out = bytearray(b"\xee" * 30_000)
-        eng.read_into([url], table([(0, 1000, 10_000, 100), (0, 150_000, 5000, 20_000)]), out)
-        assert bytes(out[100:10_100]) == data[1000:11_000]
-        assert bytes(out[20_000:25_000]) == data[150_000:155_000]
-        assert out[:100] == b"\xee" * 100 and out[10_100:20_000] == b"\xee" * 9900
-        assert out[25_000:] == b"\xee" * 5000
+        assert http_stats(eng)["streams"] == 1
 
 
 def test_a_stream_cut_short_resumes(proxied):
