@@ -51,6 +51,12 @@ class NetworkBackend:
         """The server of ``src`` (whether it honours Range is remembered per server)."""
         return src.netloc.rpartition("@")[2]
 
+    def ignores_range(self, src: ParsedURI) -> bool:
+        """Whether the server of ``src`` is known to ignore Range (then every read of one of
+        its objects is one streamed GET from byte 0: read an object in one call, not in
+        chunks, or each chunk streams the object again from its start)."""
+        return self.host(src) in self._range_ignoring_hosts
+
     def pin_of(self, src: ParsedURI) -> Pin | None:
         """The version reads of ``src`` must see, when one is known."""
         return self.pins.get(self.pin_key(src))

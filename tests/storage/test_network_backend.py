@@ -11,6 +11,7 @@ import pytest
 
 from fastload import errors
 from fastload.storage.engine import RangeEngine
+from fastload.storage.uri import parse_uri
 from tests.support.network import FAST_RETRY, expected, http_stats
 from tests.support.servers import Fault, payload, proxy_to
 
@@ -32,6 +33,7 @@ def test_python_http_server_is_read_with_one_get_per_object(simple_http_server):
         with pytest.warns(errors.RangeIgnoredWarning, match="ignores Range") as caught:
             assert bytes(eng.read(url)) == data
         assert len(caught) == 1
+        assert eng.backend("http").ignores_range(parse_uri(url))
         first = len(_gets(log))
         assert first <= 4  # the first wave of GETs, all but one stopped at their first bytes
         assert http_stats(eng)["streams"] == 1
