@@ -193,6 +193,14 @@ def check_header_value(knob: str, value: Any, *, secret: bool = False) -> Any:
 def check_int_table(knob: str, value: Any, columns: int) -> np.ndarray:
     """An int64 table of ``columns`` columns from integers only: floats and strings are
     refused (numpy would truncate 0.5 to 0, or parse "5"), as are ints past int64."""
+    if (
+        isinstance(value, np.ndarray)
+        and value.dtype == np.int64
+        and value.ndim == 2
+        and value.shape[1] == columns
+        and value.flags.c_contiguous
+    ):
+        return value  # the common case, as the loader builds its tables: nothing to do
     if not isinstance(value, np.ndarray):
         value = list(value)
         try:

@@ -30,7 +30,13 @@ def interruptible_slices(table: np.ndarray, limit: int | None = None) -> Iterato
     (default ``SLICE_BYTES``) bytes each, a longer row cut into pieces; the whole table
     when it is small or when not on the main thread."""
     limit = limit or SLICE_BYTES
-    if len(table) == 0 or not on_main_thread() or int(table[:, LENGTH].sum()) <= limit:
+    # reader threads (the loader's) first: they never pay for the sum below
+    if (
+        not on_main_thread()
+        or len(table) == 0
+        or (len(table) == 1 and table[0, LENGTH] <= limit)
+        or int(table[:, LENGTH].sum()) <= limit
+    ):
         yield table
         return
     lengths = table[:, LENGTH]
