@@ -850,7 +850,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             for (int si = 0; si < inflight_max && !p; si++) p = ctx->slots[si].part;
             if (!p && r.nwaiting) p = &r.parts[r.waiting[0]];
             char msg[96];
-            snprintf(msg, sizeof(msg), "the read did not finish within timeout=%.3gs", opts->timeout);
+            snprintf(msg, sizeof(msg), "the read did not finish in the %.3g s it had", opts->timeout);
             fail(&r, FL_E_TIMEOUT, p, 0, 0, "%s", msg);
             break;
         }

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import ObjectChangedError, RangeIgnoredWarning
+from fastload.errors import ObjectChangedError, RangeIgnoredWarning, ReadTimeoutError
 from fastload.storage.read_settings import ReadSettings
 from fastload.storage.transport import Transport
 from fastload.storage.uri import ParsedURI, redact
@@ -112,6 +112,10 @@ class NetworkBackend:
             for s, n in zip(sources, names, strict=True):
                 if n == exc.uri:
                     self.forget_version(s)
+            raise
+        except ReadTimeoutError as exc:
+            if settings.timeout is not None:  # the knob, not only the time that was left
+                exc.args = (f"{exc.args[0]} (timeout={settings.timeout:g}s)",)
             raise
         if ignored:
             self._note_range_ignored([sources[i] for i in ignored])
