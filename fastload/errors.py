@@ -41,6 +41,12 @@ class InvalidRequestError(FastloadError, ValueError):
     """An argument the native layer could not act on."""
 
 
+class NotRegularFileError(InvalidRequestError):
+    """A local path names no regular file: a directory, FIFO, socket, device or a /proc or
+    /sys pseudo-file (whose size says nothing about what a read returns). Refused before
+    anything is opened that could block."""
+
+
 class ReadTimeoutError(FastloadError, TimeoutError):
     """A read did not finish in time."""
 
@@ -59,6 +65,12 @@ class HTTPStatusError(FastloadError, OSError):
 
 class CancelledReadError(FastloadError, OSError):
     """The read was cancelled (loader shut down)."""
+
+
+class ObjectChangedError(FastloadError, OSError):
+    """The object changed while it was read (another ETag, Last-Modified or size than the
+    version the read started on, or than its size, stat or listing said): its bytes would
+    be a mix of two versions, so none are delivered."""
 
 
 class UnsupportedError(FastloadError, OSError):
@@ -186,6 +198,11 @@ class CacheLockError(CacheError):
     fetch the same block twice or read one half-evicted."""
 
 
+class RangeIgnoredWarning(UserWarning):
+    """A server answered a ranged GET with the whole object: fastload reads each of its
+    objects with one streamed GET from then on (no parallel parts)."""
+
+
 # Status (csrc/fl_error.h) -> exception class; Status.NOMEM raises MemoryError.
 NATIVE_ERRORS: dict[int, type[FastloadError]] = {
     Status.NOT_FOUND: ObjectNotFoundError,
@@ -203,6 +220,8 @@ NATIVE_ERRORS: dict[int, type[FastloadError]] = {
     Status.CORRUPT: ImageDecodeError,
     Status.TOO_LARGE: ImageTooLargeError,
     Status.FORMAT: UnsupportedImageError,
+    Status.CHANGED: ObjectChangedError,
+    Status.NOT_REGULAR: NotRegularFileError,
 }
 
 

@@ -42,6 +42,7 @@ from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.storage.read_settings import (
     DEFAULT_PART_SIZE,
     MAX_INFLIGHT_PARTS,
+    MAX_PART_SIZE,
     MAX_TIMEOUT_S,
     MIN_PART_SIZE,
     PAGE_CACHE_MODES,
@@ -145,7 +146,7 @@ class LoaderConfig:
         check_int("seed", self.seed, 0)
         check_int("num_workers", self.num_workers, 0)
         check_int("prefetch", self.prefetch, 1)
-        check_int("part_size", self.part_size, MIN_PART_SIZE)
+        check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE)
         check_int(
             "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True
         )

@@ -11,20 +11,23 @@ import builtins
 import ipaddress
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 from fastload._native.status import Status
+from fastload.checks import check_header_value
 from fastload.errors import raise_native_error
 from fastload.storage import sigv4
 from fastload.storage.credentials import S3Config, resolve
-from fastload.storage.http_backend import size_from_headers
+from fastload.storage.http_backend import pin_from_headers, size_from_headers
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
 from fastload.storage.object_version import Version, version_tag
+from fastload.storage.secret import RedactedList, reveal
 from fastload.storage.transport import Transport
-from fastload.storage.uri import ParsedURI
+from fastload.storage.uri import ParsedURI, redact
+from fastload.storage.version_pins import Pin
 
 # A SigV4 request is accepted up to 15 minutes from its x-amz-date; reuse a
 # signed GET for at most 5 and cap the cache so long runs do not grow it.
@@ -47,6 +50,7 @@ def _strip_ns(tag: str) -> str:
 
 class S3Backend(NetworkBackend):
     def __init__(self, opts: NetworkOptions) -> None:
+        super().__init__()
         self.opts = opts
         self.config: S3Config = resolve(
             access_key_id=opts.access_key_id,
@@ -57,6 +61,7 @@ class S3Backend(NetworkBackend):
             endpoint_url=opts.endpoint_url,
             anonymous=opts.anonymous,
         )
+        _check_resolved(self.config)
         self.transport = Transport(
             opts, follow_redirects=False
         )  # a redirect would void the signature
@@ -105,10 +110,11 @@ class S3Backend(NetworkBackend):
 
     def _auth_headers(
         self, method: str, host: str, path: str, query: str, uri: str
-    ) -> dict[str, str]:
+    ) -> RedactedList[str]:
+        """The signing header lines ("name: value"): never shown (a token, a signature)."""
         creds = self.config.credentials
         if self.opts.anonymous:
-            return {}
+            return RedactedList([])
         if creds is None:
             raise_native_error(
                 Status.PERMISSION,
@@ -118,15 +124,20 @@ class S3Backend(NetworkBackend):
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use anonymous=True)"
                 ),
             )
-        return sigv4.sign(
-            method,
-            host,
-            path,
-            query,
-            access_key=creds.access_key,
-            secret_key=creds.secret_key,
-            session_token=creds.session_token,
-            region=self.config.region,
+        return RedactedList(
+            [
+                f"{k}: {v}"
+                for k, v in sigv4.sign(
+                    method,
+                    host,
+                    path,
+                    query,
+                    access_key=creds.access_key,
+                    secret_key=creds.secret_key,
+                    session_token=creds.session_token,
+                    region=self.config.region,
+                ).items()
+            ]
         )
 
     def _request(
@@ -140,11 +151,10 @@ class S3Backend(NetworkBackend):
     ) -> Any:
         url, host, path = self._location(bucket, key)
         query = sigv4.canonical_query(params)
-        headers = self._auth_headers(method, host, path, query, uri)
         return self.transport.request(
             method,
             f"{url}?{query}" if query else url,
-            [f"{k}: {v}" for k, v in headers.items()],
+            self._auth_headers(method, host, path, query, uri),
             uri,
             accept=accept,
         )
@@ -169,6 +179,7 @@ class S3Backend(NetworkBackend):
                 message="HEAD answered without Content-Length",
             )
         self._sizes[(src.bucket, src.path)] = n
+        self.pins.remember((src.bucket, src.path), pin_from_headers(resp, n))
         return {
             "size": n,
             "etag": resp.headers.get("etag"),
@@ -275,20 +286,60 @@ class S3Backend(NetworkBackend):
                 )
             params = {**params, "continuation-token": token}
 
+    # -- versions --------------------------------------------------------------
+    def pin_key(self, src: ParsedURI) -> Hashable:
+        return (src.bucket, src.path)
+
+    def pin_of(self, src: ParsedURI) -> Pin | None:
+        """A listing's size (list() keeps them) and a HEAD's ETag and Last-Modified."""
+        key = (src.bucket, src.path)
+        size, head = self._sizes.get(key), self.pins.get(key)
+        if head is None:
+            return None if size is None else Pin(size)
+        return head if size is None else head._replace(total=size)
+
+    def _native_pins(self, sources: Sequence[ParsedURI]) -> builtins.list[Any] | None:
+        """As the base class, in one lean pass (one endpoint, two dicts to look in)."""
+        sizes, heads = self._sizes, self.pins.table
+        ignored = self._host in self._range_ignoring_hosts
+        out: builtins.list[Any] = []
+        known = ignored
+        for s in sources:
+            key = (s.bucket, s.path)
+            head, size = heads.get(key), sizes.get(key)
+            if head is not None:
+                out.append((head[0] if size is None else size, head[1], head[2], ignored))
+                known = True
+            elif size is not None or ignored:
+                out.append((size, None, None, ignored))
+                known = True
+            else:
+                out.append(None)
+        return out if known else None
+
+    def forget_version(self, src: ParsedURI) -> None:
+        super().forget_version(src)
+        self._sizes.pop((src.bucket, src.path), None)
+
+    def host(self, src: ParsedURI) -> str:
+        return self._host
+
     # -- data ------------------------------------------------------------------
     def _signed_get(self, src: ParsedURI, now: float) -> tuple[bytes, bytes | None]:
         """URL and signed headers of a GET of ``src``, reused for a few minutes."""
         cache_key = (src.bucket, src.path)
         hit = self._signed.get(cache_key)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
-        url, host, path = self._location(src.bucket, src.path)
-        headers = self._auth_headers("GET", host, path, "", src.uri)
-        blob = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode() if headers else None
-        if len(self._signed) >= _SIGNATURE_CACHE_MAX:
-            self._signed.clear()
-        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, url.encode(), blob)
-        return url.encode(), blob
+        if hit is None or hit[0] <= now:
+            url, host, path = self._location(src.bucket, src.path)
+            lines = self._auth_headers("GET", host, path, "", src.uri)
+            if len(self._signed) >= _SIGNATURE_CACHE_MAX:
+                self._signed.clear()
+            hit = self._signed[cache_key] = (
+                now + _SIGNATURE_REUSE_S,
+                url.encode(),
+                "\n".join(lines).encode() if lines else None,
+            )
+        return hit[1], hit[2]
 
     @staticmethod
     def _check_key(src: ParsedURI) -> None:
@@ -300,12 +351,19 @@ class S3Backend(NetworkBackend):
     # builtins.list: the method ``list`` shadows the builtin in this class body.
     def _requests(
         self, sources: Sequence[ParsedURI]
-    ) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
+    ) -> tuple[builtins.list[bytes], RedactedList[bytes | None]]:
         now = time.monotonic()
-        urls, headers = [], []
         for s in sources:
             self._check_key(s)
-            url, blob = self._signed_get(s, now)
-            urls.append(url)
-            headers.append(blob)
-        return urls, headers
+        signed = [self._signed_get(s, now) for s in sources]
+        # the signed headers (a signature, a session token) are never shown in a traceback
+        return [url for url, _ in signed], RedactedList([blob for _, blob in signed])
+
+
+def _check_resolved(config: S3Config) -> None:
+    """What the environment or a profile file gave goes into headers too: no CR or LF."""
+    check_header_value("region", config.region)
+    check_header_value("endpoint_url", redact(config.endpoint_url or ""))
+    if config.credentials is not None:
+        check_header_value("access_key_id", config.credentials.access_key)
+        check_header_value("session_token", reveal(config.credentials.session_token), secret=True)

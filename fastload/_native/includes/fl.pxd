@@ -23,6 +23,8 @@ cdef extern from "fl_error.h" nogil:
         FL_E_CORRUPT
         FL_E_TOO_LARGE
         FL_E_FORMAT
+        FL_E_CHANGED
+        FL_E_NOT_REGULAR
 
     ctypedef struct fl_error:
         int code
