@@ -95,7 +95,7 @@ class DataLoader(TorchAttributes):
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = self.torch_args.make_sampler(cfg, len(dataset))
+        self.sampler = self.torch_args.make_sampler(cfg, dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
             warnings.warn(
@@ -155,6 +155,14 @@ class DataLoader(TorchAttributes):
         self.pool = BufferPool(pin=self.pin, keep=cfg.prefetch + max(cfg.num_workers, 1) + 2)
         self._raw_pool = BufferPool(keep=cfg.prefetch + 1)  # read slabs that collate reads from
         self.use_workers = cfg.num_workers > 0 and self.transforms_on
+        if self.use_workers and hasattr(dataset, "read_batch"):  # decoded in this process
+            warnings.warn(
+                f"{type(dataset).__name__} decodes its samples in this process: its transform "
+                "runs here too, no worker process is started",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.use_workers = False
         if cfg.num_workers > 0 and not self.transforms_on:
             warnings.warn(
                 "num_workers > 0 without a transform to run (enable_transforms and a dataset "
@@ -391,6 +399,8 @@ class DataLoader(TorchAttributes):
     def _choose_batch_maker(self) -> Any:
         """The one way every batch of this loader is made (a function of the loader)."""
         cls = type(self)
+        if hasattr(self.dataset, "read_batch"):  # it reads its own batches (ParquetDataset)
+            return cls._batch_from_dataset
         if self.use_workers:
             return cls._batch_from_workers
         if self.transforms_on:
@@ -407,6 +417,18 @@ class DataLoader(TorchAttributes):
         )
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
+
+    def _batch_from_dataset(
+        self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
+    ) -> Any:
+        """A dataset that reads its own samples (views); transforms run here, then collate."""
+        ep.status[k] = f"reading {len(plan.indices)} samples of {self._describe(plan)}"
+        samples = self.dataset.read_batch(  # type: ignore[attr-defined]
+            plan.indices, self.engine, self.read_settings, ep.cancel
+        )
+        if self.transforms_on:
+            samples = self._transform_here_samples(samples, plan, k)
+        return self._collate_samples(samples, leases)
 
     def _batch_ragged(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
         slab = self._lease(self.pool, plan.nbytes, leases)
@@ -494,6 +516,21 @@ class DataLoader(TorchAttributes):
                     TransformError,
                 ) from exc
         return samples
+
+    def _transform_here_samples(self, samples: list[Any], plan: BatchPlan, k: int) -> list[Any]:
+        ds = self.dataset
+        out = []
+        for pos, sample in enumerate(samples):
+            try:
+                out.append(np.asarray(ds.transform(sample)))  # type: ignore[misc]
+            except Exception as exc:
+                raise as_original(
+                    type(exc),
+                    f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
+                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}",
+                    TransformError,
+                ) from exc
+        return out
 
     def _collate_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}
