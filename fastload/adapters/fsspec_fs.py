@@ -65,21 +65,25 @@ class SequentialReadAhead(BaseCache):
         self.last_end = -1
 
     def _fetch(self, start: int | None, stop: int | None) -> bytes:
+        return bytes(self.fetch_view(start, stop))
+
+    def fetch_view(self, start: int | None, stop: int | None) -> memoryview:
+        """The bytes [start, stop) as a view of the fetched buffer (no copy)."""
         a = 0 if start is None else start
         b = self.size if stop is None else min(stop, self.size)
         if a >= b:
-            return b""
+            return memoryview(b"")
         sequential = a == self.last_end
         self.last_end = b
         if self.start <= a and b <= self.end:
             self.hit_count += 1
-            return bytes(self.held[a - self.start : b - self.start])
+            return self.held[a - self.start : b - self.start]
         self.miss_count += 1
         end = min(self.size, b + self.blocksize) if sequential else b
         self.total_requested_bytes += end - a
         self.held = self.fetcher(a, end)
         self.start, self.end = a, end
-        return bytes(self.held[: b - a])
+        return self.held[: b - a]
 
 
 class FastloadFile(AbstractBufferedFile):
@@ -99,9 +103,23 @@ class FastloadFile(AbstractBufferedFile):
         part = min(settings.part_size, max(MIN_SPLIT_PART, -(-n // SPLIT)))
         if part != settings.part_size:
             settings = settings.replace(part_size=part)
+        # (pre-faulted buffers measured faster here than faulting pages in while writing)
         return memoryview(
             fs.engine.read_ranges(fs._src(self.path), [(start, n)], settings=settings)
         )
+
+    def read_buffer(self, nbytes: int = -1) -> memoryview:
+        """A read without a copy: a view of the engine's buffer. pyarrow's PythonFile calls
+        this instead of ``read`` when a file has it (``read`` still returns bytes)."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        left = self.size - self.loc
+        n = left if nbytes is None or nbytes < 0 else min(int(nbytes), left)
+        if n <= 0:
+            return memoryview(b"")
+        view = self.cache.fetch_view(self.loc, self.loc + n)
+        self.loc += len(view)
+        return view
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         end = min(end, self.size)

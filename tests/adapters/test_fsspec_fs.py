@@ -226,3 +226,21 @@ def test_open_reads_ahead_only_when_sequential_and_splits_reads(tmp_path):
         assert f.read(8 << 20) == data[: 8 << 20]
         # one 8 MiB read went out as 8 parallel parts of 1 MiB
         assert fs.engine.backend("file").stats()["requests"] - before == 8
+
+
+def test_pyarrow_reads_through_read_buffer_without_a_copy(tmp_path, monkeypatch):
+    from fastload.adapters.fsspec_fs import FastloadFile
+
+    path = str(tmp_path / "t.parquet")
+    pq.write_table(_table(), path, row_group_size=10_000)
+    fs = fastload.filesystem(skip_instance_cache=True)
+    with fs.open(path) as f:
+        view = f.read_buffer(4)
+        assert isinstance(view, memoryview) and view == b"PAR1" and f.tell() == 4
+        assert f.read(0) == b"" and f.read_buffer(-1).nbytes == f.size - 4
+
+    def no_read(self, length=-1):
+        raise AssertionError("pyarrow called read(): it copies")
+
+    monkeypatch.setattr(FastloadFile, "read", no_read)
+    assert pq.read_table(path, filesystem=fs, columns=["id"]).equals(_table().select(["id"]))
