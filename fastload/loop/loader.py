@@ -504,18 +504,10 @@ class DataLoader(TorchAttributes):
     def _transform_here(self, raw: np.ndarray, plan: BatchPlan, k: int) -> list[np.ndarray]:
         """The transform of each sample of batch ``k``, in this process; a failure names the sample."""
         ds = self.dataset
-        samples = []
-        for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
-            try:
-                samples.append(np.asarray(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
-            except Exception as exc:  # the transform's own type, and a TransformError
-                raise as_original(
-                    type(exc),
-                    f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
-                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}",
-                    TransformError,
-                ) from exc
-        return samples
+        views = [
+            ds.view_sample(raw[o : o + n]) for o, n in zip(plan.offsets, plan.lengths, strict=True)
+        ]
+        return self._transform_here_samples(views, plan, k)
 
     def _transform_here_samples(self, samples: list[Any], plan: BatchPlan, k: int) -> list[Any]:
         ds = self.dataset
@@ -523,7 +515,7 @@ class DataLoader(TorchAttributes):
         for pos, sample in enumerate(samples):
             try:
                 out.append(np.asarray(ds.transform(sample)))  # type: ignore[misc]
-            except Exception as exc:
+            except Exception as exc:  # the transform's own type, and a TransformError
                 raise as_original(
                     type(exc),
                     f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
