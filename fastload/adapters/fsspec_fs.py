@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -189,11 +190,14 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         return f"{PROTOCOL}://{name}"
 
     def _src(self, path: str) -> ParsedURI:
-        return parse_uri(self._strip_protocol(path))
+        return parse_uri(_uri_of(self._strip_protocol(path))[0])
 
     # -- metadata -----------------------------------------------------------------------
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        name = self._strip_protocol(path)
+        name, slashed = _uri_of(self._strip_protocol(path))
+        return _slashed(self._info(name), slashed)
+
+    def _info(self, name: str) -> dict[str, Any]:
         src = parse_uri(name)
         if src.is_local:
             try:
@@ -240,7 +244,11 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         super().invalidate_cache(path)
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        name = self._strip_protocol(path)
+        name, slashed = _uri_of(self._strip_protocol(path))
+        out = [_slashed(d, slashed) for d in self._ls(name)]
+        return out if detail else [d["name"] for d in out]
+
+    def _ls(self, name: str) -> list[dict[str, Any]]:
         src = parse_uri(name)
         if src.is_local:
             if os.path.isfile(src.path):
@@ -251,7 +259,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                         (_local_info(e.path, self._join(name, e.name)) for e in it),
                         key=lambda d: d["name"],
                     )
-            return out if detail else [d["name"] for d in out]
+            return out
         if src.scheme != "s3":
             self.engine.list(src)  # http(s): the backend says there is no listing
         base = name.rstrip("/")
@@ -265,11 +273,10 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                 entries[full] = {"name": full, "size": size, "type": "file"}
         if not entries:
             try:
-                return [self.info(name)] if detail else [name]
+                return [self._info(name)]
             except FileNotFoundError:
                 raise FileNotFoundError(name) from None
-        out = [entries[k] for k in sorted(entries)]
-        return out if detail else [d["name"] for d in out]
+        return [entries[k] for k in sorted(entries)]
 
     @staticmethod
     def _join(base: str, name: str) -> str:
@@ -284,7 +291,14 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         **kwargs: Any,
     ) -> Any:
         """Every object under ``path`` from one recursive listing (folders with ``withdirs``)."""
-        name = self._strip_protocol(path)
+        name, slashed = _uri_of(self._strip_protocol(path))
+        found = {
+            _slash(n, slashed): _slashed(d, slashed)
+            for n, d in self._find(name, maxdepth, withdirs).items()
+        }
+        return found if detail else list(found)
+
+    def _find(self, name: str, maxdepth: int | None, withdirs: bool) -> dict[str, dict[str, Any]]:
         src = parse_uri(name)
         found: dict[str, dict[str, Any]] = {}
         if src.is_local:
@@ -323,8 +337,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                     found[full] = {"name": full, "size": size, "type": "file"}
         else:
             found[name] = self.info(name)
-        names = sorted(found)
-        return {n: found[n] for n in names} if detail else names
+        return {n: found[n] for n in sorted(found)}
 
     def modified(self, path: str) -> _dt.datetime:
         info = self.info(path)
@@ -437,7 +450,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         name = self._strip_protocol(path)
         size = kwargs.pop("size", None)
         if size is None:
-            size = self.engine.size(parse_uri(name))
+            size = self.engine.size(self._src(name))
         return FastloadFile(self, name, self.blocksize if block_size is None else block_size, size)
 
     # -- writes: not offered ------------------------------------------------------------
@@ -446,6 +459,33 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     pipe_file = put_file = rm_file = rm = mkdir = makedirs = rmdir = touch = _read_only
     cp_file = mv = _read_only
+
+
+_SLASHED = re.compile(r"(s3|https?|direct)/(?!/)")
+
+
+def _uri_of(path: str) -> tuple[str, bool]:
+    """(the engine's URI, whether ``path`` was in the slash form ``s3/bucket/key``).
+
+    Loaders that take any path holding ``://`` for a URL of its own protocol (Hugging Face
+    ``datasets``) need paths without it: ``fastload://s3/bucket/key`` names
+    ``s3://bucket/key`` (also ``https/host/path``, ``http/...``, ``direct/abs/path``), and
+    names come back in the form they were asked in."""
+    if "://" not in path and _SLASHED.match(path):
+        scheme, _, rest = path.partition("/")
+        return f"{scheme}://{'/' if scheme == 'direct' else ''}{rest}", True
+    return path, False
+
+
+def _slash(name: str, slashed: bool) -> str:
+    if not slashed:
+        return name
+    scheme, _, rest = name.partition("://")
+    return f"{scheme}/{rest.lstrip('/') if scheme == 'direct' else rest}"
+
+
+def _slashed(info: dict[str, Any], slashed: bool) -> dict[str, Any]:
+    return {**info, "name": _slash(info["name"], True)} if slashed else info
 
 
 def _absolute(start: int | None, end: int | None, size: int) -> tuple[int, int]:

@@ -244,3 +244,30 @@ def test_pyarrow_reads_through_read_buffer_without_a_copy(tmp_path, monkeypatch)
 
     monkeypatch.setattr(FastloadFile, "read", no_read)
     assert pq.read_table(path, filesystem=fs, columns=["id"]).equals(_table().select(["id"]))
+
+
+@pytest.mark.s3
+def test_slash_form_paths_and_hugging_face_datasets(store, s3fs_, tmp_path):
+    """``s3/bucket/key`` names ``s3://bucket/key`` and names come back in the form asked:
+    loaders that read any ``://`` in a path as a URL of its own (datasets) need it."""
+    _, blobs, server = store
+    fs = s3fs_
+    assert fs.cat_file("s3/lake/blobs/b1.bin") == blobs["blobs/b1.bin"]
+    assert fs.ls("fastload://s3/lake/blobs", detail=False)[0] == "s3/lake/blobs/b0.bin"
+    assert fs.info("s3/lake/blobs/b0.bin")["name"] == "s3/lake/blobs/b0.bin"
+    assert fs.glob("s3/lake/blobs/deep/*.bin") == [
+        "s3/lake/blobs/deep/b3.bin",
+        "s3/lake/blobs/deep/b4.bin",
+    ]
+    with fs.open("s3/lake/blobs/b2.bin") as f:
+        assert f.read() == blobs["blobs/b2.bin"]
+    datasets = pytest.importorskip("datasets")
+    register()
+    ds = datasets.load_dataset(
+        "parquet",
+        data_files="fastload://s3/lake/tables/*.parquet",
+        storage_options=server.options,
+        split="train",
+        cache_dir=str(tmp_path / "hf"),
+    )
+    assert ds.num_rows == ROWS and ds[7]["name"] == "row-7"
