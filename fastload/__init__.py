@@ -7,6 +7,7 @@ The package has three layers: C kernels (``csrc/``), their Cython bridges
 """
 
 import importlib as _importlib
+import logging as _logging
 import sys as _sys
 
 # fastload.collate is a callable module: fastload.collate(samples, ...) and
@@ -29,6 +30,7 @@ from fastload.loop.loader import DataLoader
 from fastload.loop.workers import get_worker_info
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
 from fastload.plan.options import LoaderConfig, LoaderOptions, PyLoaderOptions
+from fastload.plan.tar_shards import TarShardDataset
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine, read, read_many, read_ranges
 
@@ -51,6 +53,9 @@ _MOVED = {
 for _old, _new in _MOVED.items():
     _sys.modules[f"{__name__}.{_old}"] = globals()[_old] = _importlib.import_module(_new)
 del _old, _new
+
+# A library logs and lets the application decide where it goes (silent by default).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 
@@ -81,6 +86,7 @@ __all__ = [
     "RangeError",
     "ReadTimeoutError",
     "RecordDataset",
+    "TarShardDataset",
     "TransferError",
     "TransformError",
     "WorkerError",

@@ -159,3 +159,25 @@ def check_str(knob: str, value: Any, *, optional: bool = False, empty: bool = Fa
             "must be a non-empty str" + (" or None" if optional else ""),
         )
     return value
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def check_byte_size(knob: str, value: Any, minimum: int = 1) -> int:
+    """A byte count: an integer, or a string like ``"64MiB"``, ``"512KiB"``, ``"2GB"``
+    (binary units: K, M, G, T with or without ``iB``/``B``)."""
+    if is_int(value):
+        n = int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().removesuffix("ib").removesuffix("b").strip()
+        unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+        try:
+            n = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except ValueError:
+            raise fail(knob, value, "must be a number of bytes like 4096 or '64MiB'") from None
+    else:
+        raise fail(knob, value, "must be a number of bytes like 4096 or '64MiB'")
+    if n < minimum:
+        raise fail(knob, value, f"must be >= {minimum} bytes")
+    return n

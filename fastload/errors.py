@@ -122,6 +122,55 @@ class SharedMemoryFull(OSError):
     """The shared-memory folder has no room for another segment of batch slots."""
 
 
+# -- tar shards (fastload.plan.tar_shards) ----------------------------------------------
+
+
+class TarFormatError(FastloadError, ValueError):
+    """A tar shard is not readable as one: a header fails its checksum (so the member
+    before it lies about its size, or the object is no tar), the shard ends inside a
+    header or a member, or it is compressed. ``uri`` and ``offset`` say where."""
+
+
+class MissingFieldError(FastloadError, KeyError):
+    """A sample of a tar shard has no member for a field the dataset needs (its data
+    field or its label field); the message names the shard and the sample's key."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class LabelError(FastloadError, ValueError):
+    """A label member's bytes do not hold a label (``.cls`` text that is no integer,
+    ``.json`` that is not JSON or lacks the key)."""
+
+
+class ShardChangedError(FastloadError, OSError):
+    """A shard (or object) vanished or changed (size, ETag, modification time) after its
+    index was built: its member offsets can no longer be trusted."""
+
+
+# -- the node-local cache (fastload.storage.cache) -------------------------------------
+
+
+class CacheError(FastloadError, OSError):
+    """The node-local cache cannot do its job; ``on_error="skip"`` reads around it instead
+    (counted in the cache's ``skipped``)."""
+
+
+class CacheFullError(CacheError):
+    """The cache's file system has no room for an entry, even after evicting (ENOSPC,
+    EDQUOT, EFBIG), or one entry is larger than ``cache_limit``."""
+
+
+class CacheReadOnlyError(CacheError):
+    """The cache folder cannot be written (permissions, a read-only file system)."""
+
+
+class CacheLockError(CacheError):
+    """The cache folder's file system refuses file locks, so processes sharing it could
+    fetch the same block twice or read one half-evicted."""
+
+
 # Status (csrc/fl_error.h) -> exception class; Status.NOMEM raises MemoryError.
 NATIVE_ERRORS: dict[int, type[FastloadError]] = {
     Status.NOT_FOUND: ObjectNotFoundError,

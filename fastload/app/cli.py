@@ -1,4 +1,4 @@
-"""`python -m fastload` / `fastload`: demo, get and bench commands."""
+"""`python -m fastload` / `fastload`: demo, get, bench, index and profile commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from fastload._native.buffer import AlignedBuffer
+from fastload.app import profile
 from fastload.app.progress import Progress
 from fastload.storage.engine import RangeEngine
 from fastload.storage.uri import parse_uri
@@ -86,6 +87,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from fastload.plan.tar_index import write_index
+
+    t = time.perf_counter()
+    with _engine(args) as eng:
+        shards = write_index(eng, args.uris, args.output)
+    members = sum(len(s) for s in shards)
+    print(
+        f"{args.output}: {len(shards)} shards, {members} members ({time.perf_counter() - t:.2f} s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fastload.app.demo import run_demo
 
@@ -133,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3)
     engine_args(bench)
     bench.set_defaults(func=cmd_bench)
+
+    index = sub.add_parser(
+        "index", help="index tar shards (member offsets from their headers) into a sidecar file"
+    )
+    index.add_argument("uris", nargs="+", help="shards: URIs, prefixes or brace patterns")
+    index.add_argument("-o", "--output", required=True, help="the index file to write")
+    engine_args(index)
+    index.set_defaults(func=cmd_index)
+
+    prof = sub.add_parser(
+        "profile", help="load N batches, print where the time went and whether the step waits"
+    )
+    profile.add_arguments(prof)
+    prof.set_defaults(func=profile.run)
     return p
 
 

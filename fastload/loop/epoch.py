@@ -65,6 +65,9 @@ class Epoch:
             None  # set when something else ended the epoch under its iterator
         )
         self.cancel = CancelToken()
+        self.stats = loader.begin_epoch_stats(
+            progress.epoch, len(self.todo)
+        )  # before any reader runs
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
         n = min(depth, len(self.todo))
@@ -89,8 +92,8 @@ class Epoch:
                 k = self.todo[job]
                 self.next_job += 1
                 self.ahead += 1
-                stats = self.loader.stats
-                stats["max_read_ahead"] = max(stats["max_read_ahead"], self.ahead)
+                counters = self.loader._counters
+                counters["max_read_ahead"] = max(counters["max_read_ahead"], self.ahead)
             try:
                 res: Any = self.loader.produce(k, job, self)
             except BaseException as exc:
@@ -104,6 +107,7 @@ class Epoch:
         if self.next_out >= len(self.todo):
             self.finish(failed=False)
             raise StopIteration
+        asked = time.perf_counter()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         late: TimeoutError | None = None
         with self.cond:
@@ -133,6 +137,7 @@ class Epoch:
             self.finish(failed=True)
             raise late
         assert k is not None  # the loop ends with a ready batch, or a timeout raised above
+        self.loader.observer.batch_taken(self.stats, k, asked, time.perf_counter())
         self.slots.release()
         if isinstance(res, Failure):
             self.finish(failed=True)

@@ -10,6 +10,8 @@ complete, so one slow object does not hold the others back.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 import weakref
@@ -24,8 +26,12 @@ from fastload.checks import check_int
 from fastload.errors import TransformError, as_original
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
+from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
+from fastload.loop.stage_stats import COLLATE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
 from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
+from fastload.loop.trace import TraceRecorder
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
@@ -78,6 +84,7 @@ class DataLoader(TorchAttributes):
         engine: RangeEngine | None = None,
         device: Any = None,
         output: OutputStage | None = None,
+        progress: bool = False,
         **knobs: Any,
     ) -> None:
         if not isinstance(dataset, Dataset):
@@ -138,6 +145,8 @@ class DataLoader(TorchAttributes):
         )
         self._owns_engine = engine is None
         self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
+        # blocks, the node-local cache and shard version checks, or the engine itself
+        self._reader = make_read_path(self.engine, cfg, dataset, self.sampler)
         # The scheme whose default in-flight depth this loader starts from (its first source's).
         self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
         self.tuner = (
@@ -178,12 +187,15 @@ class DataLoader(TorchAttributes):
         self._progress: Progress | None = None
         self._resume: Progress | None = None
         self._current: weakref.ref[Epoch] | None = None
-        self.stats: dict[str, Any] = {
+        self._counters: dict[str, Any] = {
             "max_read_ahead": 0,
             "worker_starts": 0,
             "epoch_start_s": [],
             "epoch_pids": [],
         }
+        names = ", ".join(src.display for src in dataset.sources[:2])
+        more = " ..." if len(dataset.sources) > 2 else ""
+        self.observer = LoaderObserver(names + more, progress)
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
         if self.pin and self.pool.pin_error is None:
             self._check_pinning()
@@ -237,31 +249,58 @@ class DataLoader(TorchAttributes):
         self._resume = None
         self._progress = None  # state_dict() now describes the epoch chosen, not the one left
 
-    def report(self) -> dict[str, Any]:
-        """What the loader really does: pinning, workers, tuning, read-ahead."""
-        return {
-            "pin_memory": self.config.pin_memory,
-            "pin_mode": self.pool.pin_mode,
-            "pin_error": self.pool.pin_error,
-            "part_size": self.read_settings.part_size,
-            "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
-            "page_cache_mode": self.read_settings.page_cache_mode,
-            "workers": None
-            if self.workers is None
-            else {
-                "pids": self.workers.pids,
-                "context": self.workers.context,
-                "seeds": self.workers.seeds,
+    def report(self) -> LoaderReport:
+        """What the loader really does: pinning, workers, tuning, read-ahead, and the last
+        epoch's stage breakdown. ``print(loader.report())`` shows the breakdown as a table
+        with a one-line verdict (is the step waiting for data, and on what)."""
+        return LoaderReport(
+            self.observer.render(),
+            {
+                "pin_memory": self.config.pin_memory,
+                "pin_mode": self.pool.pin_mode,
+                "pin_error": self.pool.pin_error,
+                "part_size": self.read_settings.part_size,
+                "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
+                "page_cache_mode": self.read_settings.page_cache_mode,
+                "workers": None
+                if self.workers is None
+                else {
+                    "pids": self.workers.pids,
+                    "context": self.workers.context,
+                    "seeds": self.workers.seeds,
+                },
+                "worker_starts": self._counters["worker_starts"],
+                "epoch_pids": list(self._counters["epoch_pids"]),
+                "epoch_start_s": list(self._counters["epoch_start_s"]),
+                "max_read_ahead": self._counters["max_read_ahead"],
+                "buffers": len(self.pool),
+                "buffer_allocations": self.pool.allocations,
+                "auto_tune": None if self.tuner is None else self.tuner.report(),
+                "collate": self._counters.get("collate"),
+                "verdict": self.observer.epochs()[-1]["verdict"]
+                if self.observer.epochs()
+                else None,
+                **read_path_report(self._reader),  # "blocks" and "cache" counters
             },
-            "worker_starts": self.stats["worker_starts"],
-            "epoch_pids": list(self.stats["epoch_pids"]),
-            "epoch_start_s": list(self.stats["epoch_start_s"]),
-            "max_read_ahead": self.stats["max_read_ahead"],
-            "buffers": len(self.pool),
-            "buffer_allocations": self.pool.allocations,
-            "auto_tune": None if self.tuner is None else self.tuner.report(),
-            "collate": self.stats.get("collate"),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Where the time went, per epoch: stage totals and p50/p99 per batch (plan, read,
+        decode, transform, collate, output; the consumer's wait and step), samples, bytes,
+        requests, retries and the verdict (``epochs[-1]`` is the running epoch, if any);
+        the block reader's and the node-local cache's counters."""
+        return {
+            "epochs": self.observer.epochs(),
+            "index_s": getattr(self.dataset, "index_seconds", None),
+            "max_read_ahead": self._counters["max_read_ahead"],
+            **read_path_report(self._reader),
         }
+
+    def trace(self, path: str | os.PathLike[str]) -> TraceRecorder:
+        """Record a Chrome / Perfetto trace of the stages of every batch, per thread, into
+        ``path`` from now on; written when the returned recorder stops (``with``, ``.stop()``)
+        or the loader closes."""
+        return self.observer.trace(path)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: resume with :meth:`load_state_dict` at the exact next sample."""
@@ -333,8 +372,9 @@ class DataLoader(TorchAttributes):
             self._start_workers(progress.epoch)
         if self.workers is not None:
             self.workers.start_epoch()
-        self.stats["epoch_start_s"].append(time.perf_counter() - t0)
+        self._counters["epoch_start_s"].append(time.perf_counter() - t0)
         epoch = Epoch(self, progress)
+        plan_epoch(self._reader, self.dataset, epoch)  # blocks read ahead, in the epoch's order
         self._current = weakref.ref(epoch)
         return EpochIterator(epoch)
 
@@ -354,8 +394,8 @@ class DataLoader(TorchAttributes):
             cfg.timeout_seconds,
             self.torch_args.worker_init_fn,
         )
-        self.stats["worker_starts"] += 1
-        self.stats["epoch_pids"].append(self.workers.pids)
+        self._counters["worker_starts"] += 1
+        self._counters["epoch_pids"].append(self.workers.pids)
 
     def _stop_current(self) -> None:
         ep = self._current() if self._current else None
@@ -365,8 +405,20 @@ class DataLoader(TorchAttributes):
                 "use a second DataLoader to read two at once)"
             )
 
+    def begin_epoch_stats(self, epoch: int, batches: int) -> EpochStats:
+        """The stats the epoch about to start records into (called before its threads start)."""
+        return self.observer.begin_epoch(epoch, batches, self._engine_counters())
+
+    def _engine_counters(self) -> dict[str, int]:
+        try:
+            return self.engine.stats()
+        except Exception:  # a user's engine without counters: the epoch reports none
+            return {}
+
     def end_epoch(self, failed: bool) -> None:
-        """After an epoch's threads stopped: drop workers unless persistent (always after a failure)."""
+        """After an epoch's threads stopped: close its stats; drop workers unless persistent
+        (always after a failure)."""
+        self.observer.end_epoch(failed, self._engine_counters())
         if self.workers is not None and (failed or not self.config.persistent_workers):
             self.workers.close()
             self.workers = None
@@ -384,9 +436,11 @@ class DataLoader(TorchAttributes):
     # -- one batch ----------------------------------------------------------------
     def produce(self, k: int, job: int, ep: Epoch) -> Any:
         """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it."""
+        clock = _batch_clock.clock = self.observer.clock()
         a, b = ep.slices[k]
         idx = ep.order[a:b]
         plan = plan_batch(self.dataset, idx)
+        clock.lap(PLAN)
         leases: Leases = []
         try:
             ep.status[k] = f"reading {self._describe(plan)}"
@@ -394,7 +448,10 @@ class DataLoader(TorchAttributes):
         finally:
             for pool, buf in leases:
                 pool.release(buf)
-        return self.output_stage(x, self.dataset.labels_for(idx), self.pool)
+        out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
+        clock.lap(OUTPUT)
+        self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
+        return out
 
     def _choose_batch_maker(self) -> Any:
         """The one way every batch of this loader is made (a function of the loader)."""
@@ -412,9 +469,11 @@ class DataLoader(TorchAttributes):
         return cls._batch_collated
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
-        self.engine.read_into(
+        clock = _batch_clock.clock
+        self._reader.read_into(
             plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
         )
+        debug_read(plan, clock.lap(READ), self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
 
@@ -426,6 +485,7 @@ class DataLoader(TorchAttributes):
         samples = self.dataset.read_batch(  # type: ignore[attr-defined]
             plan.indices, self.engine, self.read_settings, ep.cancel
         )
+        _batch_clock.clock.lap(READ)  # its reads and its decoding
         if self.transforms_on:
             samples = self._transform_here_samples(samples, plan, k)
         return self._collate_samples(samples, leases)
@@ -455,7 +515,9 @@ class DataLoader(TorchAttributes):
         self._read(plan, slab, ep)
         ep.status[k] = "collating"
         out = self._out_array(len(plan.indices), cp, leases)
-        return cp.run_slab(slab, plan.offsets, out, self._collate_stats())
+        x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
+        _batch_clock.clock.lap(COLLATE)
+        return x
 
     def _batch_transformed_here(
         self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
@@ -473,6 +535,7 @@ class DataLoader(TorchAttributes):
         ds = self.dataset
         ep.status[k] = "waiting for an idle worker"
         worker = workers.checkout(job, ep.stopped)
+        _batch_clock.clock.lap(TRANSFORM)  # waiting for a worker: the transforms set the pace
         try:
             ep.status[k] = f"reading {self._describe(plan)} for worker {worker.id}"
             slab: Any = worker.input_view(plan.nbytes, ep.stopped)
@@ -489,6 +552,7 @@ class DataLoader(TorchAttributes):
                 ep.stopped,
                 lambda pos: ds.describe(int(idx[pos])),
             )
+            _batch_clock.clock.lap(TRANSFORM)
             x = self._collate_samples(samples, leases)
             del samples
             return x
@@ -522,11 +586,12 @@ class DataLoader(TorchAttributes):
                     f"position {pos} of batch {k}: {type(exc).__name__}: {exc}",
                     TransformError,
                 ) from exc
+        _batch_clock.clock.lap(TRANSFORM)
         return out
 
     def _collate_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}
-        self.stats["collate"] = stats  # what the kernel did for the latest batch
+        self._counters["collate"] = stats  # what the kernel did for the latest batch
         return stats
 
     def _out_array(self, n: int, plan: CollatePlan, leases: Leases) -> np.ndarray:
@@ -542,6 +607,11 @@ class DataLoader(TorchAttributes):
 
     def _collate_samples(self, samples: list[np.ndarray], leases: Leases) -> Any:
         """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
+        x = self._collate_samples_now(samples, leases)
+        _batch_clock.clock.lap(COLLATE)
+        return x
+
+    def _collate_samples_now(self, samples: list[np.ndarray], leases: Leases) -> Any:
         first = samples[0] if samples else None
         if first is not None and all(
             s.shape == first.shape and s.dtype == first.dtype for s in samples
@@ -567,6 +637,21 @@ class DataLoader(TorchAttributes):
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
 
 
+# The StageClock of the batch this reader thread is making (set by produce()).
+_batch_clock = threading.local()
+
+
+class LoaderReport(dict):  # type: ignore[type-arg]
+    """``report()``'s dict; printed, the last epoch's stage table and verdict."""
+
+    def __init__(self, table: str, fields: dict[str, Any]) -> None:
+        super().__init__(fields)
+        self.table = table
+
+    def __str__(self) -> str:
+        return self.table
+
+
 class _TunedSettings:
     """The ReadSettings the loader reads with; the auto-tuner swaps them (and holds no
     reference to the loader)."""
@@ -588,7 +673,10 @@ def _shutdown(state: dict[str, Any]) -> None:
     if workers is not None:
         workers.close()
         state["workers"] = None
+    state["observer"].close()
     state["pool"].close()
     state["_raw_pool"].close()
+    if state.get("_reader") is not state.get("engine"):
+        state["_reader"].close()
     if state.get("_owns_engine"):
         state["engine"].close()

@@ -36,6 +36,7 @@ import numpy as np
 
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
+from fastload.plan.datasets import Dataset
 from fastload.plan.external_sampler import ExternalBatchSampler, ExternalSampler
 from fastload.plan.options import LoaderConfig, LoaderOptions
 from fastload.plan.samplers import Sampler, make_sampler
@@ -71,7 +72,7 @@ class TorchArgs:
     unbatched: bool = False  # batch_size=None
     context: Any = None  # a multiprocessing context object, when one was given
 
-    def make_sampler(self, config: LoaderConfig, dataset: Any) -> Sampler | ExternalSampler:
+    def make_sampler(self, config: LoaderConfig, dataset: Dataset) -> Sampler | ExternalSampler:
         """The caller's sampler / batch sampler, else the dataset's own (``make_sampler``,
         e.g. ParquetDataset's row-group order), else fastload's for ``config``."""
         if self.batch_sampler is not None:
@@ -81,7 +82,7 @@ class TorchArgs:
         own = getattr(dataset, "make_sampler", None)
         if own is not None:
             return own(config)  # type: ignore[no-any-return]
-        return make_sampler(config, len(dataset))
+        return make_sampler(config, len(dataset), dataset)
 
     def wrap_output(self, stage: Any) -> Any:
         if self.unbatched:
@@ -137,7 +138,8 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     if batch_size is not _UNSET:
         knobs["batch_size"] = batch_size
     if shuffle is not None:
-        knobs["shuffle"] = bool(shuffle)
+        # torch's truthy shuffle is True; fastload's "block" shuffle stays a string
+        knobs["shuffle"] = shuffle if shuffle == "block" else bool(shuffle)
     args.sampler, args.batch_sampler = sampler, batch_sampler
 
     workers = knobs.get("num_workers", options.get("num_workers"))

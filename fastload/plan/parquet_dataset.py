@@ -292,7 +292,8 @@ class ParquetDataset(Dataset):
         worker, workers = worker_and_num_workers(config)
         return RowGroupSampler(
             self.group_rows,
-            shuffle=config.shuffle or config.sampler_type in ("random", "distributed_random"),
+            # any shuffle ("block" too) is the row-group shuffle: row groups are the blocks
+            shuffle=bool(config.shuffle) or config.sampler_type in ("random", "distributed_random"),
             seed=config.sampler_seed,
             rank=rank,
             world_size=world,

@@ -138,6 +138,15 @@ class RangeEngine:
                     b = self._backends[scheme] = make_backend(scheme, options)
         return b
 
+    def stats(self) -> dict[str, int]:
+        """Counters summed over this engine's backends: requests, bytes, and for http(s)/s3
+        retries, connects and write callbacks."""
+        total: dict[str, int] = {}
+        for b in list(self._backends.values()):
+            for k, v in b.stats().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
     def close(self) -> None:
         for b in self._backends.values():
             b.close()

@@ -22,6 +22,7 @@ from fastload.storage.credentials import S3Config, resolve
 from fastload.storage.http_backend import size_from_headers
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
+from fastload.storage.object_version import Version, version_tag
 from fastload.storage.transport import Transport
 from fastload.storage.uri import ParsedURI
 
@@ -60,6 +61,7 @@ class S3Backend(NetworkBackend):
             opts, follow_redirects=False
         )  # a redirect would void the signature
         self._sizes: dict[tuple[str, str], int] = {}
+        self._tags: dict[tuple[str, str], str | None] = {}  # version tags from listings
         self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
         ep = self.config.endpoint_url
         if ep is not None:
@@ -173,6 +175,13 @@ class S3Backend(NetworkBackend):
             "last_modified": resp.headers.get("last-modified"),
         }
 
+    def known_version(self, src: ParsedURI) -> Version | None:
+        """(size, version tag) from an earlier list() of the object's prefix, or None."""
+        key = (src.bucket, src.path)
+        if key not in self._sizes or key not in self._tags:
+            return None
+        return self._sizes[key], self._tags[key]
+
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
         out = [
@@ -238,6 +247,9 @@ class S3Backend(NetworkBackend):
                     if key and not key.endswith("/"):
                         size = int(fields.get("Size", "0") or 0)
                         self._sizes[(prefix.bucket, key)] = size
+                        self._tags[(prefix.bucket, key)] = version_tag(
+                            fields.get("ETag"), fields.get("LastModified")
+                        )
                         page.append((key, size))
                 elif tag == "NextContinuationToken":
                     token = el.text

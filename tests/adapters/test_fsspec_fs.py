@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
-import tomllib
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -64,6 +64,7 @@ def s3fs_(store, clean_aws_env):
 
 
 def test_entry_point_is_declared():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     with open(os.path.join(os.path.dirname(fastload.__file__), "..", "pyproject.toml"), "rb") as f:
         eps = tomllib.load(f)["project"]["entry-points"]["fsspec.specs"]
     module, _, cls = eps["fastload"].partition(":")
@@ -263,11 +264,18 @@ def test_slash_form_paths_and_hugging_face_datasets(store, s3fs_, tmp_path):
         assert f.read() == blobs["blobs/b2.bin"]
     datasets = pytest.importorskip("datasets")
     register()
-    ds = datasets.load_dataset(
-        "parquet",
-        data_files="fastload://s3/lake/tables/*.parquet",
-        storage_options=server.options,
-        split="train",
-        cache_dir=str(tmp_path / "hf"),
-    )
+    datasets.disable_progress_bars()  # no tqdm monitor thread left to later (forking) tests
+    try:
+        ds = datasets.load_dataset(
+            "parquet",
+            data_files="fastload://s3/lake/tables/*.parquet",
+            storage_options=server.options,
+            split="train",
+            cache_dir=str(tmp_path / "hf"),
+        )
+    finally:
+        datasets.enable_progress_bars()
+        for t in threading.enumerate():  # tqdm subclasses each keep a monitor of their own
+            if t.name == "tqdm_monitor":
+                t.exit()
     assert ds.num_rows == ROWS and ds[7]["name"] == "row-7"
