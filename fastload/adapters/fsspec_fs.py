@@ -36,8 +36,6 @@ from fastload.storage.uri import ParsedURI, parse_uri
 PROTOCOL = "fastload"
 DEFAULT_BLOCK_SIZE = 4 << 20  # read-ahead of open files: one engine call fetches this much more
 DEFAULT_MAX_GAP = 64 << 10  # cat_ranges reads a gap up to this size rather than split a request
-SPLIT = 8  # an open file's read is cut into up to this many parts ...
-MIN_SPLIT_PART = 1 << 20  # ... of at least this size
 
 
 def _local_info(path: str, name: str) -> dict[str, Any]:
@@ -96,18 +94,11 @@ class FastloadFile(AbstractBufferedFile):
         self.cache = SequentialReadAhead(self.blocksize, self._fetch_view, self.size)
 
     def _fetch_view(self, start: int, end: int) -> memoryview:
+        # one engine call: parts of the engine's part_size read in parallel (measured over
+        # rclone S3: 8 MiB parts beat cutting each read into 8 smaller ones, 0.16 s vs 0.33 s
+        # for a Parquet file's 143 MB of columns)
         fs: FastloadFileSystem = self.fs
-        n = end - start
-        settings = fs.engine.settings
-        # Readers like pyarrow call one file from several threads but one read at a time:
-        # a read is cut into up to SPLIT parts (not below 1 MiB) so it runs in parallel.
-        part = min(settings.part_size, max(MIN_SPLIT_PART, -(-n // SPLIT)))
-        if part != settings.part_size:
-            settings = settings.replace(part_size=part)
-        # (pre-faulted buffers measured faster here than faulting pages in while writing)
-        return memoryview(
-            fs.engine.read_ranges(fs._src(self.path), [(start, n)], settings=settings)
-        )
+        return memoryview(fs.engine.read_ranges(fs._src(self.path), [(start, end - start)]))
 
     def read_buffer(self, nbytes: int = -1) -> memoryview:
         """A read without a copy: a view of the engine's buffer. pyarrow's PythonFile calls

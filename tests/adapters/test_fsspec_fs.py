@@ -210,10 +210,10 @@ def test_access_key_never_in_repr(store):
     assert SECRET_KEY not in repr(fs) and ACCESS_KEY in str(server.options)
 
 
-def test_open_reads_ahead_only_when_sequential_and_splits_reads(tmp_path):
+def test_open_reads_ahead_only_when_sequential_in_one_engine_call(tmp_path):
     data = payload(16 << 20, 5)
     (tmp_path / "big").write_bytes(data)
-    fs = fastload.filesystem(skip_instance_cache=True, block_size=1 << 20)
+    fs = fastload.filesystem(skip_instance_cache=True, block_size=1 << 20, part_size=1 << 20)
     with fs.open(str(tmp_path / "big")) as f:
         f.seek(5 << 20)
         assert f.read(100) == data[5 << 20 : (5 << 20) + 100]  # random: exactly what it asked
@@ -225,7 +225,7 @@ def test_open_reads_ahead_only_when_sequential_and_splits_reads(tmp_path):
         before = fs.engine.backend("file").stats()["requests"]
         f.seek(0)
         assert f.read(8 << 20) == data[: 8 << 20]
-        # one 8 MiB read went out as 8 parallel parts of 1 MiB
+        # one 8 MiB read: one engine call, 8 parallel parts of the engine's 1 MiB part_size
         assert fs.engine.backend("file").stats()["requests"] - before == 8
 
 
