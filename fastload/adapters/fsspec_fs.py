@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,8 +36,6 @@ from fastload.storage.uri import ParsedURI, parse_uri
 PROTOCOL = "fastload"
 DEFAULT_BLOCK_SIZE = 4 << 20  # read-ahead of open files: one engine call fetches this much more
 DEFAULT_MAX_GAP = 64 << 10  # cat_ranges reads a gap up to this size rather than split a request
-SPLIT = 8  # an open file's read is cut into up to this many parts ...
-MIN_SPLIT_PART = 1 << 20  # ... of at least this size
 
 
 def _local_info(path: str, name: str) -> dict[str, Any]:
@@ -65,21 +64,25 @@ class SequentialReadAhead(BaseCache):
         self.last_end = -1
 
     def _fetch(self, start: int | None, stop: int | None) -> bytes:
+        return bytes(self.fetch_view(start, stop))
+
+    def fetch_view(self, start: int | None, stop: int | None) -> memoryview:
+        """The bytes [start, stop) as a view of the fetched buffer (no copy)."""
         a = 0 if start is None else start
         b = self.size if stop is None else min(stop, self.size)
         if a >= b:
-            return b""
+            return memoryview(b"")
         sequential = a == self.last_end
         self.last_end = b
         if self.start <= a and b <= self.end:
             self.hit_count += 1
-            return bytes(self.held[a - self.start : b - self.start])
+            return self.held[a - self.start : b - self.start]
         self.miss_count += 1
         end = min(self.size, b + self.blocksize) if sequential else b
         self.total_requested_bytes += end - a
         self.held = self.fetcher(a, end)
         self.start, self.end = a, end
-        return bytes(self.held[: b - a])
+        return self.held[: b - a]
 
 
 class FastloadFile(AbstractBufferedFile):
@@ -91,17 +94,24 @@ class FastloadFile(AbstractBufferedFile):
         self.cache = SequentialReadAhead(self.blocksize, self._fetch_view, self.size)
 
     def _fetch_view(self, start: int, end: int) -> memoryview:
+        # one engine call: parts of the engine's part_size read in parallel (measured over
+        # rclone S3: 8 MiB parts beat cutting each read into 8 smaller ones, 0.16 s vs 0.33 s
+        # for a Parquet file's 143 MB of columns)
         fs: FastloadFileSystem = self.fs
-        n = end - start
-        settings = fs.engine.settings
-        # Readers like pyarrow call one file from several threads but one read at a time:
-        # a read is cut into up to SPLIT parts (not below 1 MiB) so it runs in parallel.
-        part = min(settings.part_size, max(MIN_SPLIT_PART, -(-n // SPLIT)))
-        if part != settings.part_size:
-            settings = settings.replace(part_size=part)
-        return memoryview(
-            fs.engine.read_ranges(fs._src(self.path), [(start, n)], settings=settings)
-        )
+        return memoryview(fs.engine.read_ranges(fs._src(self.path), [(start, end - start)]))
+
+    def read_buffer(self, nbytes: int = -1) -> memoryview:
+        """A read without a copy: a view of the engine's buffer. pyarrow's PythonFile calls
+        this instead of ``read`` when a file has it (``read`` still returns bytes)."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        left = self.size - self.loc
+        n = left if nbytes is None or nbytes < 0 else min(int(nbytes), left)
+        if n <= 0:
+            return memoryview(b"")
+        view = self.cache.fetch_view(self.loc, self.loc + n)
+        self.loc += len(view)
+        return view
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
@@ -171,11 +181,14 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         return f"{PROTOCOL}://{name}"
 
     def _src(self, path: str) -> ParsedURI:
-        return parse_uri(self._strip_protocol(path))
+        return parse_uri(_uri_of(self._strip_protocol(path))[0])
 
     # -- metadata -----------------------------------------------------------------------
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        name = self._strip_protocol(path)
+        name, slashed = _uri_of(self._strip_protocol(path))
+        return _slashed(self._info(name), slashed)
+
+    def _info(self, name: str) -> dict[str, Any]:
         src = parse_uri(name)
         if src.is_local:
             try:
@@ -222,7 +235,11 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         super().invalidate_cache(path)
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        name = self._strip_protocol(path)
+        name, slashed = _uri_of(self._strip_protocol(path))
+        out = [_slashed(d, slashed) for d in self._ls(name)]
+        return out if detail else [d["name"] for d in out]
+
+    def _ls(self, name: str) -> list[dict[str, Any]]:
         src = parse_uri(name)
         if src.is_local:
             if os.path.isfile(src.path):
@@ -233,7 +250,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                         (_local_info(e.path, self._join(name, e.name)) for e in it),
                         key=lambda d: d["name"],
                     )
-            return out if detail else [d["name"] for d in out]
+            return out
         if src.scheme != "s3":
             self.engine.list(src)  # http(s): the backend says there is no listing
         base = name.rstrip("/")
@@ -247,11 +264,10 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                 entries[full] = {"name": full, "size": size, "type": "file"}
         if not entries:
             try:
-                return [self.info(name)] if detail else [name]
+                return [self._info(name)]
             except FileNotFoundError:
                 raise FileNotFoundError(name) from None
-        out = [entries[k] for k in sorted(entries)]
-        return out if detail else [d["name"] for d in out]
+        return [entries[k] for k in sorted(entries)]
 
     @staticmethod
     def _join(base: str, name: str) -> str:
@@ -266,7 +282,14 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         **kwargs: Any,
     ) -> Any:
         """Every object under ``path`` from one recursive listing (folders with ``withdirs``)."""
-        name = self._strip_protocol(path)
+        name, slashed = _uri_of(self._strip_protocol(path))
+        found = {
+            _slash(n, slashed): _slashed(d, slashed)
+            for n, d in self._find(name, maxdepth, withdirs).items()
+        }
+        return found if detail else list(found)
+
+    def _find(self, name: str, maxdepth: int | None, withdirs: bool) -> dict[str, dict[str, Any]]:
         src = parse_uri(name)
         found: dict[str, dict[str, Any]] = {}
         if src.is_local:
@@ -305,8 +328,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                     found[full] = {"name": full, "size": size, "type": "file"}
         else:
             found[name] = self.info(name)
-        names = sorted(found)
-        return {n: found[n] for n in names} if detail else names
+        return {n: found[n] for n in sorted(found)}
 
     def modified(self, path: str) -> _dt.datetime:
         info = self.info(path)
@@ -419,7 +441,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         name = self._strip_protocol(path)
         size = kwargs.pop("size", None)
         if size is None:
-            size = self.engine.size(parse_uri(name))
+            size = self.engine.size(self._src(name))
         return FastloadFile(self, name, self.blocksize if block_size is None else block_size, size)
 
     # -- writes: not offered ------------------------------------------------------------
@@ -428,6 +450,33 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     pipe_file = put_file = rm_file = rm = mkdir = makedirs = rmdir = touch = _read_only
     cp_file = mv = _read_only
+
+
+_SLASHED = re.compile(r"(s3|https?|direct)/(?!/)")
+
+
+def _uri_of(path: str) -> tuple[str, bool]:
+    """(the engine's URI, whether ``path`` was in the slash form ``s3/bucket/key``).
+
+    Loaders that take any path holding ``://`` for a URL of its own protocol (Hugging Face
+    ``datasets``) need paths without it: ``fastload://s3/bucket/key`` names
+    ``s3://bucket/key`` (also ``https/host/path``, ``http/...``, ``direct/abs/path``), and
+    names come back in the form they were asked in."""
+    if "://" not in path and _SLASHED.match(path):
+        scheme, _, rest = path.partition("/")
+        return f"{scheme}://{'/' if scheme == 'direct' else ''}{rest}", True
+    return path, False
+
+
+def _slash(name: str, slashed: bool) -> str:
+    if not slashed:
+        return name
+    scheme, _, rest = name.partition("://")
+    return f"{scheme}/{rest.lstrip('/') if scheme == 'direct' else rest}"
+
+
+def _slashed(info: dict[str, Any], slashed: bool) -> dict[str, Any]:
+    return {**info, "name": _slash(info["name"], True)} if slashed else info
 
 
 def _absolute(start: int | None, end: int | None, size: int) -> tuple[int, int]:

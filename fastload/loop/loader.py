@@ -107,7 +107,7 @@ class DataLoader(TorchAttributes):
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = self.torch_args.make_sampler(cfg, len(dataset), dataset)
+        self.sampler = self.torch_args.make_sampler(cfg, dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:  # never silently skipped
             name = getattr(dataset.transform, "__qualname__", type(dataset.transform).__name__)
@@ -181,6 +181,14 @@ class DataLoader(TorchAttributes):
         self.pool = BufferPool(pin=self.pin, keep=cfg.prefetch + max(cfg.num_workers, 1) + 2)
         self._raw_pool = BufferPool(keep=cfg.prefetch + 1)  # read slabs that collate reads from
         self.use_workers = cfg.num_workers > 0 and self.transforms_on
+        if self.use_workers and hasattr(dataset, "read_batch"):  # decoded in this process
+            warnings.warn(
+                f"{type(dataset).__name__} decodes its samples in this process: its transform "
+                "runs here too, no worker process is started",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.use_workers = False
         if cfg.num_workers > 0 and not self.transforms_on:
             warnings.warn(
                 "num_workers > 0 without a transform to run (enable_transforms and a dataset "
@@ -474,6 +482,8 @@ class DataLoader(TorchAttributes):
         cls = type(self)
         if self.images is not None:
             return cls._batch_images
+        if hasattr(self.dataset, "read_batch"):  # it reads its own batches (ParquetDataset)
+            return cls._batch_from_dataset
         if self.use_workers:
             return cls._batch_from_workers
         if self.transforms_on:
@@ -492,6 +502,19 @@ class DataLoader(TorchAttributes):
         debug_read(plan, clock.lap(READ), self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
+
+    def _batch_from_dataset(
+        self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
+    ) -> Any:
+        """A dataset that reads its own samples (views); transforms run here, then collate."""
+        ep.status[k] = f"reading {len(plan.indices)} samples of {self._describe(plan)}"
+        samples = self.dataset.read_batch(  # type: ignore[attr-defined]
+            plan.indices, self.engine, self.read_settings, ep.cancel
+        )
+        _batch_clock.clock.lap(READ)  # its reads and its decoding
+        if self.transforms_on:
+            samples = self._transform_here_samples(samples, plan, k)
+        return self._collate_samples(samples, leases)
 
     def _batch_ragged(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
         slab = self._lease(self.pool, plan.nbytes, leases)
@@ -598,10 +621,17 @@ class DataLoader(TorchAttributes):
     def _transform_here(self, raw: np.ndarray, plan: BatchPlan, k: int) -> list[np.ndarray]:
         """The transform of each sample of batch ``k``, in this process; a failure names the sample."""
         ds = self.dataset
-        samples = []
-        for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
+        views = [
+            ds.view_sample(raw[o : o + n]) for o, n in zip(plan.offsets, plan.lengths, strict=True)
+        ]
+        return self._transform_here_samples(views, plan, k)
+
+    def _transform_here_samples(self, samples: list[Any], plan: BatchPlan, k: int) -> list[Any]:
+        ds = self.dataset
+        out = []
+        for pos, sample in enumerate(samples):
             try:
-                samples.append(sample_array(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
+                out.append(sample_array(ds.transform(sample)))  # type: ignore[misc]
             except Exception as exc:  # the transform's own type, and a TransformError
                 raise as_original(
                     type(exc),
@@ -610,7 +640,7 @@ class DataLoader(TorchAttributes):
                     TransformError,
                 ) from exc
         _batch_clock.clock.lap(TRANSFORM)
-        return samples
+        return out
 
     def _collate_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}

@@ -72,14 +72,17 @@ class TorchArgs:
     unbatched: bool = False  # batch_size=None
     context: Any = None  # a multiprocessing context object, when one was given
 
-    def make_sampler(
-        self, config: LoaderConfig, dataset_len: int, dataset: Dataset | None = None
-    ) -> Sampler | ExternalSampler:
+    def make_sampler(self, config: LoaderConfig, dataset: Dataset) -> Sampler | ExternalSampler:
+        """The caller's sampler / batch sampler, else the dataset's own (``make_sampler``,
+        e.g. ParquetDataset's row-group order), else fastload's for ``config``."""
         if self.batch_sampler is not None:
-            return ExternalBatchSampler(self.batch_sampler, dataset_len)
+            return ExternalBatchSampler(self.batch_sampler, len(dataset))
         if self.sampler is not None:
-            return ExternalSampler(self.sampler, dataset_len)
-        return make_sampler(config, dataset_len, dataset)
+            return ExternalSampler(self.sampler, len(dataset))
+        own = getattr(dataset, "make_sampler", None)
+        if own is not None:
+            return own(config)  # type: ignore[no-any-return]
+        return make_sampler(config, len(dataset), dataset)
 
     def wrap_output(self, stage: Any) -> Any:
         if self.unbatched:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
-import tomllib
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -64,6 +64,7 @@ def s3fs_(store, clean_aws_env):
 
 
 def test_entry_point_is_declared():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     with open(os.path.join(os.path.dirname(fastload.__file__), "..", "pyproject.toml"), "rb") as f:
         eps = tomllib.load(f)["project"]["entry-points"]["fsspec.specs"]
     module, _, cls = eps["fastload"].partition(":")
@@ -209,10 +210,10 @@ def test_access_key_never_in_repr(store):
     assert SECRET_KEY not in repr(fs) and ACCESS_KEY in str(server.options)
 
 
-def test_open_reads_ahead_only_when_sequential_and_splits_reads(tmp_path):
+def test_open_reads_ahead_only_when_sequential_in_one_engine_call(tmp_path):
     data = payload(16 << 20, 5)
     (tmp_path / "big").write_bytes(data)
-    fs = fastload.filesystem(skip_instance_cache=True, block_size=1 << 20)
+    fs = fastload.filesystem(skip_instance_cache=True, block_size=1 << 20, part_size=1 << 20)
     with fs.open(str(tmp_path / "big")) as f:
         f.seek(5 << 20)
         assert f.read(100) == data[5 << 20 : (5 << 20) + 100]  # random: exactly what it asked
@@ -224,5 +225,57 @@ def test_open_reads_ahead_only_when_sequential_and_splits_reads(tmp_path):
         before = fs.engine.backend("file").stats()["requests"]
         f.seek(0)
         assert f.read(8 << 20) == data[: 8 << 20]
-        # one 8 MiB read went out as 8 parallel parts of 1 MiB
+        # one 8 MiB read: one engine call, 8 parallel parts of the engine's 1 MiB part_size
         assert fs.engine.backend("file").stats()["requests"] - before == 8
+
+
+def test_pyarrow_reads_through_read_buffer_without_a_copy(tmp_path, monkeypatch):
+    from fastload.adapters.fsspec_fs import FastloadFile
+
+    path = str(tmp_path / "t.parquet")
+    pq.write_table(_table(), path, row_group_size=10_000)
+    fs = fastload.filesystem(skip_instance_cache=True)
+    with fs.open(path) as f:
+        view = f.read_buffer(4)
+        assert isinstance(view, memoryview) and view == b"PAR1" and f.tell() == 4
+        assert f.read(0) == b"" and f.read_buffer(-1).nbytes == f.size - 4
+
+    def no_read(self, length=-1):
+        raise AssertionError("pyarrow called read(): it copies")
+
+    monkeypatch.setattr(FastloadFile, "read", no_read)
+    assert pq.read_table(path, filesystem=fs, columns=["id"]).equals(_table().select(["id"]))
+
+
+@pytest.mark.s3
+def test_slash_form_paths_and_hugging_face_datasets(store, s3fs_, tmp_path):
+    """``s3/bucket/key`` names ``s3://bucket/key`` and names come back in the form asked:
+    loaders that read any ``://`` in a path as a URL of its own (datasets) need it."""
+    _, blobs, server = store
+    fs = s3fs_
+    assert fs.cat_file("s3/lake/blobs/b1.bin") == blobs["blobs/b1.bin"]
+    assert fs.ls("fastload://s3/lake/blobs", detail=False)[0] == "s3/lake/blobs/b0.bin"
+    assert fs.info("s3/lake/blobs/b0.bin")["name"] == "s3/lake/blobs/b0.bin"
+    assert fs.glob("s3/lake/blobs/deep/*.bin") == [
+        "s3/lake/blobs/deep/b3.bin",
+        "s3/lake/blobs/deep/b4.bin",
+    ]
+    with fs.open("s3/lake/blobs/b2.bin") as f:
+        assert f.read() == blobs["blobs/b2.bin"]
+    datasets = pytest.importorskip("datasets")
+    register()
+    datasets.disable_progress_bars()  # no tqdm monitor thread left to later (forking) tests
+    try:
+        ds = datasets.load_dataset(
+            "parquet",
+            data_files="fastload://s3/lake/tables/*.parquet",
+            storage_options=server.options,
+            split="train",
+            cache_dir=str(tmp_path / "hf"),
+        )
+    finally:
+        datasets.enable_progress_bars()
+        for t in threading.enumerate():  # tqdm subclasses each keep a monitor of their own
+            if t.name == "tqdm_monitor":
+                t.exit()
+    assert ds.num_rows == ROWS and ds[7]["name"] == "row-7"
