@@ -25,6 +25,13 @@ from fastload.errors import TransformError
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.progress_state import (
+    base_sampler,
+    dataset_digest,
+    global_progress,
+    resume_elsewhere,
+    wants_elastic,
+)
 from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
@@ -209,7 +216,7 @@ class DataLoader:
 
     # -- the public surface -------------------------------------------------------
     def __len__(self) -> int:
-        return len(batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last))
+        return len(self._slices(self.epoch))
 
     @property
     def pin_mode(self) -> str:
@@ -265,12 +272,14 @@ class DataLoader:
         p = self._progress
         if p is None or p.finished:
             p = self._resume or Progress(self._next_epoch)
+        slices = self._slices(p.epoch)
         return {
             "epoch": p.epoch,
             "batches_done": sorted(p.done),
-            "samples_done": int(
-                sum(b - a for k, (a, b) in enumerate(self._slices()) if k in p.done)
-            ),
+            "samples_done": int(sum(b - a for k, (a, b) in enumerate(slices) if k in p.done)),
+            # the progress against the epoch's global order: resume on other ranks with it
+            "global": global_progress(self.sampler, p.epoch, p.done, slices),
+            "dataset": dataset_digest(self.dataset),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
@@ -282,8 +291,18 @@ class DataLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state``; refuses one from a loader with another order (the next sample
-        of another order would repeat some samples and skip others)."""
+        of another order would repeat some samples and skip others). A state from another
+        world size, rank, batch size or worker split resumes the rest of its epoch through
+        the global order (``fastload.loop.progress_state``)."""
+        self.sampler = base_sampler(self.sampler)
         mine_state = self.state_dict()
+        if wants_elastic(state, mine_state):
+            self.sampler = resumed = resume_elsewhere(self.sampler, state, mine_state)
+            self._resume = Progress(resumed.resume_epoch)
+            self._next_epoch = resumed.resume_epoch
+            return
+        if state.get("dataset", mine_state["dataset"]) != mine_state["dataset"]:
+            raise ValueError("load_state_dict: the state is of another dataset (URIs or length)")
         for key in ("batch_size", "dataset_len", "sampler_len"):
             mine = mine_state[key]
             if state.get(key) != mine:
@@ -305,8 +324,10 @@ class DataLoader:
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
-    def _slices(self) -> list[tuple[int, int]]:
-        return batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last)
+    def _slices(self, epoch: int) -> list[tuple[int, int]]:
+        return batch_slices(
+            self.sampler.epoch_len(epoch), self.config.batch_size, self.config.drop_last
+        )
 
     def __iter__(self) -> Iterator[Any]:
         self._stop_current()
