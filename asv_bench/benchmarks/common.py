@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -108,6 +109,8 @@ def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
             "",
             "--config",
             "/dev/null",
+            # e.g. "--buffer-size 0": rclone without its read-ahead (see scripts/probe_s3_ranges.py)
+            *shlex.split(os.environ.get("FASTLOAD_BENCH_RCLONE_ARGS", "")),
             root,
         ],
         stdout=subprocess.DEVNULL,
