@@ -26,6 +26,7 @@ from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.output import OutputStage, make_output
 from fastload.loop.progress_state import (
+    ResumedSampler,
     base_sampler,
     dataset_digest,
     global_progress,
@@ -37,7 +38,7 @@ from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
 from fastload.plan.planner import BatchPlan, batch_slices, plan_batch
-from fastload.plan.samplers import make_sampler
+from fastload.plan.samplers import Sampler, make_sampler
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
@@ -104,7 +105,7 @@ class DataLoader:
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = make_sampler(cfg, len(dataset), dataset)
+        self.sampler: Sampler | ResumedSampler = make_sampler(cfg, len(dataset), dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:
             warnings.warn(

@@ -21,7 +21,7 @@ import numpy as np
 from fastload.plan.block_map import BlockMap
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderConfig
-from fastload.plan.samplers import BlockShuffleSampler, Sampler
+from fastload.plan.samplers import BlockShuffleSampler
 from fastload.storage.block_reader import BlockReader
 from fastload.storage.cache import NodeCache
 from fastload.storage.engine import RangeEngine
@@ -40,7 +40,7 @@ def window_bytes(cfg: LoaderConfig, blocks: BlockMap) -> int:
 
 
 def make_read_path(
-    engine: RangeEngine, cfg: LoaderConfig, dataset: Dataset, sampler: Sampler
+    engine: RangeEngine, cfg: LoaderConfig, dataset: Dataset, sampler: object
 ) -> RangeEngine | BlockReader:
     """What the loader's reads go through (see the module notes)."""
     remote = any(not s.is_local for s in dataset.sources)
