@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -89,9 +89,10 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
+def start_rclone(root: str, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
     """``rclone serve s3`` over ``root`` (buckets are its folders) on a free 127.0.0.1 port,
-    with the auth key (S3_KEY, S3_SECRET); returns the process and its endpoint URL."""
+    with the auth key (S3_KEY, S3_SECRET) and ``extra`` flags; returns the process and its
+    endpoint URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -111,6 +112,7 @@ def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
             "/dev/null",
             # e.g. "--buffer-size 0": rclone without its read-ahead (see scripts/probe_s3_ranges.py)
             *shlex.split(os.environ.get("FASTLOAD_BENCH_RCLONE_ARGS", "")),
+            *extra,
             root,
         ],
         stdout=subprocess.DEVNULL,
