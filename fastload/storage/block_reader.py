@@ -67,7 +67,7 @@ class BlockReader:
         self._memory: OrderedDict[Key, np.ndarray] = OrderedDict()
         self._held = 0
         self._pending: dict[Key, threading.Event] = {}
-        self._pool = BufferPool(keep=8)
+        self._pool = BufferPool(keep=4)  # idle fetch buffers kept for reuse (pre-faulted)
         self._fetched: set[Key] = set()
         self.counters = dict.fromkeys(
             (
