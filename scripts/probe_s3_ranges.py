@@ -17,7 +17,6 @@ import argparse
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "asv_bench"))
-from benchmarks.common import S3_KEY, S3_SECRET, die_with_parent  # noqa: E402
+from benchmarks.common import S3_KEY, S3_SECRET, start_rclone  # noqa: E402
 
 
 def cpu_of(pid: int) -> float:
@@ -39,30 +38,6 @@ def read_bytes_of(pid: int) -> int:
     """Bytes process ``pid`` read through read() system calls (page cache hits included)."""
     with open(f"/proc/{pid}/io") as f:
         return int(next(line for line in f if line.startswith("rchar:")).split()[1])
-
-
-def start(root: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [shutil.which("rclone") or "rclone", "serve", "s3", "--addr", f"127.0.0.1:{port}"]
-    cmd += ["--auth-key", f"{S3_KEY},{S3_SECRET}", "--etag-hash", "", "--config", "/dev/null"]
-    proc = subprocess.Popen(
-        [*cmd, *extra, root],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("rclone did not start")
 
 
 def main() -> None:
@@ -85,7 +60,7 @@ def main() -> None:
     for i in range(args.reads):
         with open(os.path.join(root, "b", "small", f"o{i:05d}"), "wb") as f:
             f.write(rng.integers(0, 256, args.record, dtype=np.uint8).tobytes())
-    proc, endpoint = start(root, shlex.split(args.rclone_args))
+    proc, endpoint = start_rclone(root, shlex.split(args.rclone_args))
     try:
         eng = fastload.RangeEngine(
             endpoint_url=endpoint,

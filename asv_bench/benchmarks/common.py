@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -108,9 +109,10 @@ def wait_for_port(proc: subprocess.Popen, port: int, what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
+def start_rclone(root: str, extra: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
     """``rclone serve s3`` over ``root`` (buckets are its folders) on a free 127.0.0.1 port,
-    with the auth key (S3_KEY, S3_SECRET); returns the process and its endpoint URL."""
+    with the auth key (S3_KEY, S3_SECRET) and ``extra`` flags; returns the process and its
+    endpoint URL."""
     port = free_port()
     exe = shutil.which("rclone") or "rclone"
     proc = subprocess.Popen(
@@ -126,6 +128,9 @@ def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
             "",
             "--config",
             "/dev/null",
+            # e.g. "--buffer-size 0": rclone without its read-ahead (see scripts/probe_s3_ranges.py)
+            *shlex.split(os.environ.get("FASTLOAD_BENCH_RCLONE_ARGS", "")),
+            *extra,
             root,
         ],
         stdout=subprocess.DEVNULL,

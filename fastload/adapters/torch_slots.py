@@ -25,6 +25,7 @@ import torch
 
 from fastload.errors import SharedMemoryFull
 from fastload.loop.shared_memory import Segment
+from fastload.storage.pids import pid_alive
 
 _HEADER = 4096  # the segment starts with one "busy" byte per slot
 _SLOTS = 2  # per ring; a worker adds rings while the main process holds more batches
@@ -225,14 +226,7 @@ _SWEEP_S = 1.0
 _swept = 0.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+_pid_alive = pid_alive  # the name this module's callers use
 
 
 def _mapping(name: str, pid: int) -> Any:

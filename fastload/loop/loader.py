@@ -29,6 +29,13 @@ from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.progress_state import (
+    base_sampler,
+    dataset_digest,
+    global_progress,
+    resume_elsewhere,
+    wants_elastic,
+)
 from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
 from fastload.loop.stage_stats import COLLATE, DECODE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
 from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
@@ -107,7 +114,7 @@ class DataLoader(TorchAttributes):
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = self.torch_args.make_sampler(cfg, dataset)
+        self.sampler: Any = self.torch_args.make_sampler(cfg, dataset)  # or a ResumedSampler
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:  # never silently skipped
             name = getattr(dataset.transform, "__qualname__", type(dataset.transform).__name__)
@@ -243,7 +250,7 @@ class DataLoader(TorchAttributes):
 
     # -- the public surface -------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._slices())
+        return len(self._slices(self.epoch))
 
     @property
     def pin_mode(self) -> str:
@@ -327,10 +334,16 @@ class DataLoader(TorchAttributes):
         p = self._progress
         if p is None or p.finished:
             p = self._resume or Progress(self._next_epoch)
+        slices = self._slices(p.epoch)
+        done = p.done.tolist()
+        samples_done = _samples_in(slices, p.done)
         return {
             "epoch": p.epoch,
-            "batches_done": p.done.tolist(),
-            "samples_done": _samples_in(self._slices(), p.done),
+            "batches_done": done,
+            "samples_done": samples_done,
+            # the progress against the epoch's global order: resume on other ranks with it
+            "global": global_progress(self.sampler, p.epoch, done, samples_done),
+            "dataset": dataset_digest(self.dataset),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
@@ -342,8 +355,18 @@ class DataLoader(TorchAttributes):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state``; refuses one from a loader with another order (the next sample
-        of another order would repeat some samples and skip others)."""
+        of another order would repeat some samples and skip others). A state from another
+        world size, rank, batch size or worker split resumes the rest of its epoch through
+        the global order (``fastload.loop.progress_state``)."""
+        self.sampler = base_sampler(self.sampler)
         mine_state = self.state_dict()
+        if wants_elastic(state, mine_state):
+            self.sampler = resumed = resume_elsewhere(self.sampler, state, mine_state)
+            self._resume = Progress(resumed.resume_epoch)
+            self._next_epoch = resumed.resume_epoch
+            return
+        if state.get("dataset", mine_state["dataset"]) != mine_state["dataset"]:
+            raise ValueError("load_state_dict: the state is of another dataset (URIs or length)")
         for key in ("batch_size", "dataset_len", "sampler_len"):
             mine = mine_state[key]
             if state.get(key) != mine:
@@ -365,8 +388,13 @@ class DataLoader(TorchAttributes):
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
-    def _slices(self) -> BatchSlices | list[tuple[int, int]]:
-        return self.epoch_slices(self.epoch, len(self.sampler))
+    def _slices(self, epoch: int) -> BatchSlices | list[tuple[int, int]]:
+        n = (
+            self.sampler.epoch_len(epoch)
+            if hasattr(self.sampler, "epoch_len")
+            else len(self.sampler)
+        )
+        return self.epoch_slices(epoch, n)
 
     def epoch_slices(self, epoch: int, n: int) -> BatchSlices | list[tuple[int, int]]:
         """(start, stop) of each batch of ``epoch``'s ``n`` indices (a batch_sampler's own cut)."""

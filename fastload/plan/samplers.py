@@ -203,6 +203,17 @@ class Sampler:
         rank), or None for draws with replacement, which have no such order."""
         return None
 
+    @property
+    def has_global_order(self) -> bool:
+        """Whether :meth:`global_order` gives an order (so progress can be re-split)."""
+        return type(self).global_order is not Sampler.global_order and not getattr(
+            self, "replacement", False
+        )
+
+    def epoch_len(self, epoch: int) -> int:
+        """Indices of ``epoch`` for this rank and worker (the same every epoch here)."""
+        return len(self)
+
     def _population(self) -> int:
         """How many indices one epoch has before the split between ranks."""
         return self.dataset_len

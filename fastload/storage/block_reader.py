@@ -38,7 +38,8 @@ from fastload.storage.uri import ParsedURI, parse_uri
 Key = tuple[str, int]  # (URI, block start)
 Pieces = dict[Key, list[tuple[int, int, int]]]  # block -> (offset in block, length, dst)
 _WAIT_S = 0.02
-_PREFETCH_CALL_BYTES = 64 << 20  # blocks fetched ahead per engine call
+_PREFETCH_CALL_BYTES = 32 << 20  # blocks fetched ahead per engine call
+_AHEAD_THREADS = 2
 
 
 class BlockReader:
@@ -66,7 +67,7 @@ class BlockReader:
         self._memory: OrderedDict[Key, np.ndarray] = OrderedDict()
         self._held = 0
         self._pending: dict[Key, threading.Event] = {}
-        self._pool = BufferPool(keep=8)
+        self._pool = BufferPool(keep=4)  # idle fetch buffers kept for reuse (pre-faulted)
         self._fetched: set[Key] = set()
         self.counters = dict.fromkeys(
             (
@@ -84,7 +85,8 @@ class BlockReader:
         self._schedule: dict[Key, int] = {}
         self._progress = -1
         self._generation = 0
-        self._thread: threading.Thread | None = None
+        self._cursor = 0
+        self._threads: list[threading.Thread] = []
 
     # -- versions ------------------------------------------------------------------------
     def _version(self, src: ParsedURI) -> Version:
@@ -372,8 +374,13 @@ class BlockReader:
     # -- reading ahead -------------------------------------------------------------------
     def plan(self, keys: list[Key], settings: ReadSettings, cancel: Any) -> None:
         """The blocks an epoch will need, in order of first use: fetch them ahead of the
-        readers from now on (a previous plan's thread stops)."""
+        readers from now on (a previous plan's threads stop, and the blocks kept in memory
+        for the previous epoch are let go)."""
         self.stop_ahead()
+        with self._lock:  # a new epoch: last epoch's blocks are not what it needs first
+            self._memory.clear()
+            self._held = 0
+            self._fetched.clear()
         if not keys or self.ahead_bytes <= 0:
             return
         sizes = np.array([self._extent(k) for k in keys], dtype=np.int64)
@@ -381,14 +388,21 @@ class BlockReader:
             self._generation += 1
             self._schedule = {k: i for i, k in enumerate(keys)}
             self._progress = -1
+            self._cursor = 0
             gen = self._generation
-        self._thread = threading.Thread(
-            target=self._ahead,
-            args=(keys, np.concatenate(([0], np.cumsum(sizes))), settings, cancel, gen),
-            name="fastload-blocks-ahead",
-            daemon=True,
-        )
-        self._thread.start()
+        prefix = np.concatenate(([0], np.cumsum(sizes)))
+        # two fetchers: one call's slowest block does not leave the network idle
+        self._threads = [
+            threading.Thread(
+                target=self._ahead,
+                args=(keys, prefix, settings, cancel, gen),
+                name=f"fastload-blocks-ahead-{n}",
+                daemon=True,
+            )
+            for n in range(_AHEAD_THREADS)
+        ]
+        for t in self._threads:
+            t.start()
 
     def _touched(self, pieces: Pieces) -> None:
         if not self._schedule:
@@ -402,10 +416,12 @@ class BlockReader:
     def _ahead(
         self, keys: list[Key], prefix: np.ndarray, settings: ReadSettings, cancel: Any, gen: int
     ) -> None:
-        i = 0
-        while i < len(keys):
+        while True:
             with self._cond:
                 while gen == self._generation:
+                    i = self._cursor
+                    if i >= len(keys):
+                        return
                     done = self._progress + 1
                     room = self.ahead_bytes - (prefix[i] - prefix[min(done, i)])
                     if room > 0:
@@ -413,11 +429,12 @@ class BlockReader:
                     self._cond.wait(0.1)
                 if gen != self._generation:
                     return
-            # one call for as many blocks as the room ahead allows (at least one)
-            budget = min(room, _PREFETCH_CALL_BYTES)
-            j = i + 1
-            while j < len(keys) and prefix[j + 1] - prefix[i] <= budget:
-                j += 1
+                # one call for as many blocks as the room ahead allows (at least one)
+                budget = min(room, _PREFETCH_CALL_BYTES)
+                j = i + 1
+                while j < len(keys) and prefix[j + 1] - prefix[i] <= budget:
+                    j += 1
+                self._cursor = j
             chunk = keys[i:j]
             try:
                 if self.cache is not None:
@@ -429,16 +446,16 @@ class BlockReader:
                 return  # the readers meet the same error themselves, with their context
             with self._lock:
                 self.counters["prefetched"] += len(chunk)
-            i = j
 
     def stop_ahead(self) -> None:
         with self._cond:
             self._generation += 1
             self._schedule = {}
             self._cond.notify_all()
-        t, self._thread = self._thread, None
-        if t is not None and t is not threading.current_thread():
-            t.join(10.0)
+        threads, self._threads = self._threads, []
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(10.0)
 
     # -- reporting -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fastload.errors import CacheError, CacheFullError, CacheLockError, CacheReadOnlyError
+from fastload.storage.pids import pid_alive
 
 HEADER = 4096
 MAGIC = b"FLCACHE1"
@@ -41,16 +42,6 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _LOCK_POLL_S = 0.005
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class NodeCache:
@@ -125,7 +116,7 @@ class NodeCache:
         for name in os.listdir(tmp):
             parts = name.split(".")
             pid = int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
-            if pid is None or not _pid_alive(pid):
+            if pid is None or not pid_alive(pid):
                 try:
                     os.unlink(os.path.join(tmp, name))
                 except FileNotFoundError:

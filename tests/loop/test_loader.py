@@ -253,8 +253,13 @@ def test_state_dict_resumes_at_the_exact_next_sample(recs, mode):
 
 def test_load_state_dict_rejects_another_loader(recs):
     state = DataLoader(recs[0], batch_size=8).state_dict()
-    with pytest.raises(ValueError, match="batch_size=8, this loader 16"):
+    state["global"] = None  # an older state: no progress against the global order
+    with pytest.raises(ValueError, match="batch size or worker split and cannot be resumed here"):
         DataLoader(recs[0], batch_size=16).load_state_dict(state)
+    # with it, another batch size resumes at the next sample (tests/loop/test_progress_state.py)
+    DataLoader(recs[0], batch_size=16).load_state_dict(
+        DataLoader(recs[0], batch_size=8).state_dict()
+    )
 
 
 @pytest.mark.parametrize(
@@ -263,8 +268,7 @@ def test_load_state_dict_rejects_another_loader(recs):
         {"seed": 4},
         {"shuffle": False},
         {"generator_seed": 9},
-        {"shard_rank": 1, "shard_world_size": 2},
-    ],
+    ],  # another rank or world size resumes through the global order (test_progress_state)
 )
 def test_load_state_dict_rejects_a_loader_with_another_order(recs, other):
     opts = LoaderOptions(batch_size=10, shuffle=True, seed=3)

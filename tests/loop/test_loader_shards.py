@@ -117,14 +117,14 @@ def test_cache_serves_later_epochs(s3, tmp_path):
     blocks = len(BlockMap.of(ds, 16384))
     for shuffle in ("block", True):
         cache = tmp_path / f"cache-{shuffle}"
-        dl = DataLoader(
-            ds,
-            batch_size=64,
-            engine=engine,
-            shuffle=shuffle,
-            block_size=16384,
-            cache_dir=str(cache),
-        )
+
+        def cached_loader(shuffle=shuffle, cache=cache):
+            return DataLoader(
+                ds, batch_size=64, engine=engine, shuffle=shuffle, block_size=16384,
+                cache_dir=str(cache),
+            )  # fmt: skip
+
+        dl = cached_loader()
         got = []
         for _ in range(2):
             before = requests(engine)
@@ -136,15 +136,7 @@ def test_cache_serves_later_epochs(s3, tmp_path):
         assert c["evictions"] == 0 and c["dir"] == str(cache)
         # a new loader (a new run) starts from the cache too
         before = requests(engine)
-        again = DataLoader(
-            ds,
-            batch_size=64,
-            engine=engine,
-            shuffle=shuffle,
-            block_size=16384,
-            cache_dir=str(cache),
-        )
-        epoch_of(again, data)
+        epoch_of(cached_loader(), data)
         assert requests(engine) == before
 
 
