@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,28 +20,7 @@ import numpy as np
 
 from fastload._native.status import Status
 
-_pool_lock = threading.Lock()
-_pools: dict[int, ThreadPoolExecutor] = {}
-
 Decoded = tuple[np.ndarray | None, int, str]
-
-
-def _forget_pools() -> None:
-    # A forked child has none of the parent's pool threads: it starts its own pools.
-    global _pool_lock
-    _pool_lock = threading.Lock()
-    _pools.clear()
-
-
-os.register_at_fork(after_in_child=_forget_pools)
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    with _pool_lock:
-        pool = _pools.get(threads)
-        if pool is None:
-            pool = _pools[threads] = ThreadPoolExecutor(threads, "fastload-pillow")
-        return pool
 
 
 def decode_one(data: Any, max_pixels: int, apply_orientation: bool) -> Decoded:
@@ -86,11 +64,13 @@ def decode_one(data: Any, max_pixels: int, apply_orientation: bool) -> Decoded:
 def decode_many(
     blobs: Sequence[Any], max_pixels: int, apply_orientation: bool, threads: int = 0
 ) -> list[Decoded]:
-    """Every blob through :func:`decode_one`, on ``threads`` pool threads (0: one per CPU)."""
+    """Every blob through :func:`decode_one`, on ``threads`` threads (0: one per CPU)."""
     if not blobs:
         return []
     if len(blobs) == 1:
         return [decode_one(blobs[0], max_pixels, apply_orientation)]
-    n = threads or len(os.sched_getaffinity(0))
-    pool = _pool(max(1, min(n, 64)))
-    return list(pool.map(lambda b: decode_one(b, max_pixels, apply_orientation), blobs))
+    n = max(1, min(threads or len(os.sched_getaffinity(0)), len(blobs), 64))
+    # A pool per call: no thread outlives the batch (a forked child or a leak check sees
+    # none), and starting a few threads costs far less than one Pillow decode.
+    with ThreadPoolExecutor(n, "fastload-pillow") as pool:
+        return list(pool.map(lambda b: decode_one(b, max_pixels, apply_orientation), blobs))

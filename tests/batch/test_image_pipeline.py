@@ -291,7 +291,7 @@ def test_pillow_pool_works_in_a_forked_child():
     with ctx.Pool(1) as pool:
         shapes = pool.apply_async(_decode_shapes, (pngs,)).get(
             timeout=60
-        )  # hangs without a fork hook
+        )  # a pool kept from the parent would hang
     assert shapes == [(8, 9, 3)] * 3
 
 
