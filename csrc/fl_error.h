@@ -24,6 +24,11 @@ typedef enum {
     FL_E_CANCELLED = 11,
     FL_E_UNSUPPORTED = 12,  /* e.g. O_DIRECT on a filesystem without it */
     FL_E_TLS = 13,          /* certificate verification failed */
+    FL_E_CORRUPT = 14,      /* encoded data that cannot be decoded (corrupt, truncated) */
+    FL_E_TOO_LARGE = 15,    /* declared size above the configured limit (decompression bomb) */
+    FL_E_FORMAT = 16,       /* not a format this decoder reads */
+    FL_E_CHANGED = 17,      /* the object changed during a read (ETag, Last-Modified or size) */
+    FL_E_NOT_REGULAR = 18,  /* a local path is no regular file (directory, FIFO, device, socket, /proc) */
 } fl_status;
 
 typedef struct {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,17 +164,45 @@ static void worker(void *ctx, int tid) {
     fl_buffer_free(bounce, bounce_mapped);
 }
 
+/* Only regular files have a size that says what a read returns: a FIFO or device
+ * would block or never end, a /proc or /sys file reports 0 or 4096 bytes whatever it
+ * holds. Refused from stat alone, before an open that could block or have effects. */
+static int not_regular(const struct stat *st, const struct statfs *fs, int src, fl_error *err) {
+    const char *what = NULL;
+    if (S_ISDIR(st->st_mode)) what = "is a directory";
+    else if (S_ISFIFO(st->st_mode)) what = "is a FIFO (named pipe), not a regular file";
+    else if (S_ISSOCK(st->st_mode)) what = "is a socket, not a regular file";
+    else if (S_ISCHR(st->st_mode)) what = "is a character device, not a regular file";
+    else if (S_ISBLK(st->st_mode)) what = "is a block device, not a regular file";
+    else if (!S_ISREG(st->st_mode)) what = "is not a regular file";
+    else if (fs) {
+        switch ((unsigned long)fs->f_type) {
+            case 0x9fa0:      /* proc */
+            case 0x62656572:  /* sysfs */
+            case 0x64626720:  /* debugfs */
+            case 0x74726163:  /* tracefs */
+            case 0x73636673:  /* securityfs */
+            case 0x27e0eb:    /* cgroup */
+            case 0x63677270:  /* cgroup2 */
+            case 0x62656570:  /* configfs */
+            case 0xcafe4a11:  /* bpf */
+                what = "is a pseudo-file (/proc, /sys, ...) whose size is not its content";
+        }
+    }
+    if (!what) return 0;
+    fl_error_set(err, FL_E_NOT_REGULAR, S_ISDIR(st->st_mode) ? EISDIR : 0, src, 0, 0, "%s", what);
+    return -1;
+}
+
 int64_t fl_file_size(const char *path, fl_error *err) {
     struct stat st;
+    struct statfs fs;
     if (stat(path, &st) != 0) {
         int e = errno;
         fl_error_set(err, status_for_errno(e), e, 0, 0, 0, "cannot stat");
         return -1;
     }
-    if (S_ISDIR(st.st_mode)) {
-        fl_error_set(err, FL_E_INVALID, EISDIR, 0, 0, 0, "is a directory");
-        return -1;
-    }
+    if (not_regular(&st, statfs(path, &fs) == 0 ? &fs : NULL, 0, err)) return -1;
     return (int64_t)st.st_size;
 }
 
@@ -233,9 +262,15 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
         counts[r->src]++;
     }
 
-    int flags = O_RDONLY | O_CLOEXEC | (opts->direct ? O_DIRECT : 0);
+    /* O_NONBLOCK: a FIFO swapped in after the stat still cannot block the open */
+    int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (opts->direct ? O_DIRECT : 0);
     for (int s = 0; s < npaths; s++) {
         if (!counts[s]) continue;
+        struct stat pre;
+        if (stat(paths[s], &pre) == 0 && not_regular(&pre, NULL, s, err)) {
+            rc = err->code;
+            goto out_close;
+        }
         fds[s] = open(paths[s], flags);
         if (fds[s] < 0) {
             int e = errno;
@@ -244,10 +279,14 @@ int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges, i
             goto out_close;
         }
         struct stat st;
-        int bad = fstat(fds[s], &st) != 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : 0);
-        if (bad) {
-            int e = bad;
-            rc = fl_error_set(err, FL_E_INVALID, e, s, 0, 0, "cannot read");
+        struct statfs fs;
+        if (fstat(fds[s], &st) != 0) {
+            int e = errno;
+            rc = fl_error_set(err, FL_E_IO, e, s, 0, 0, "cannot stat");
+            goto out_close;
+        }
+        if (not_regular(&st, fstatfs(fds[s], &fs) == 0 ? &fs : NULL, s, err)) {
+            rc = err->code;
             goto out_close;
         }
         sizes[s] = (int64_t)st.st_size;

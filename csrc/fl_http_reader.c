@@ -22,34 +22,68 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+struct slot_s;
+struct read_s;
+
+/* What a part's bytes come from: its own ranged GET, or the one whole-object GET of
+ * its source (the server ignored Range): the leader's GET fills every member. */
+enum { ROLE_NORMAL = 0, ROLE_LEADER = 1, ROLE_MEMBER = 2 };
+
 typedef struct {
     int32_t src;
+    int32_t role;
     int64_t offset, length, dst;
     int64_t got;           /* bytes delivered so far (kept across retries: resume) */
     int attempts;
     double first_fail, not_before;
+    struct slot_s *slot;   /* the slot fetching it; NULL when none */
+    int64_t wait_pos;      /* its place in the retry queue; -1 when not waiting */
 } part_t;
 
-enum { BODY_UNCHECKED = 0, BODY_DATA, BODY_ERROR, BODY_MISMATCH, BODY_PAST_END };
+enum {
+    BODY_UNCHECKED = 0,
+    BODY_DATA,     /* the bytes of the part's range */
+    BODY_STREAM,   /* the whole object: scattered to every part of the source */
+    BODY_ERROR,
+    BODY_MISMATCH,
+    BODY_PAST_END,
+    BODY_CHANGED,  /* another version than the one the read is pinned to */
+};
 
-typedef struct {
+typedef struct slot_s {
     CURL *easy;
-    part_t *part;          /* NULL when idle */
-    char *base;            /* destination buffer */
+    struct read_s *r;      /* the read it serves */
+    part_t *part;          /* NULL when idle; a stream's leader */
     int64_t req_start;     /* first byte asked for in this GET */
     int64_t got;           /* bytes delivered by this GET */
-    int64_t skip;          /* bytes to drop first (200 without Content-Range) */
+    int64_t pos;           /* stream: object offset of the next body byte */
     int64_t writes;        /* write-callback calls of this GET */
     int mode;
+    int stream;            /* asked for the whole object (no Range) */
+    int abort;             /* its part went to a stream: stop it after this turn */
     int done_early;        /* all wanted bytes came, the rest of the body was refused */
     int have_cr;
     int64_t cr_start, cr_end, cr_total;
+    int64_t content_length;
     double retry_after;
+    char etag[FL_PIN_ETAG_LEN];
+    char last_modified[FL_PIN_DATE_LEN];
+    char why[200];         /* what changed, for BODY_CHANGED */
     size_t elen;
     char ebody[768];
     char range[64];
     char errbuf[CURL_ERROR_SIZE];
 } slot_t;
+
+/* Per source: its parts (sorted by offset once it streams) and the stream's progress. */
+typedef struct {
+    int64_t first, count;  /* its parts: part_idx[first .. first + count) */
+    int64_t lo;            /* stream cursor: the parts before it are complete */
+    int64_t left;          /* stream: parts not complete yet */
+    int64_t finished;      /* stream: parts completed and not counted yet */
+    int64_t need_end;      /* stream: one past the last byte a part wants */
+    int streaming;
+} src_t;
 
 struct fl_http_ctx {
     CURLM *multi;
@@ -73,6 +107,15 @@ static int64_t parse_i64(const char **p) {
     return any ? v : -1;
 }
 
+/* Copies a header value (leading blanks and the trailing CR LF dropped), cut to n - 1 bytes. */
+static void header_value(char *out, size_t n, const char *p, size_t len) {
+    while (len && (*p == ' ' || *p == '\t')) p++, len--;
+    while (len && (p[len - 1] == '\r' || p[len - 1] == '\n' || p[len - 1] == ' ')) len--;
+    if (len >= n) len = n - 1;
+    memcpy(out, p, len);
+    out[len] = 0;
+}
+
 static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
     slot_t *s = (slot_t *)ud;
     size_t len = size * n;
@@ -80,6 +123,8 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
         /* a new response (after 100-continue or a redirect): forget the last one's headers */
         s->have_cr = 0;
         s->retry_after = 0;
+        s->content_length = -1;
+        s->etag[0] = s->last_modified[0] = 0;
         return len;
     }
     if (len > 14 && strncasecmp(ptr, "content-range:", 14) == 0) {
@@ -99,6 +144,14 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
             s->cr_total = parse_i64(&p);
         }
         s->have_cr = 1;
+    } else if (len > 15 && strncasecmp(ptr, "content-length:", 15) == 0) {
+        const char *p = ptr + 15;
+        while (*p == ' ') p++;
+        s->content_length = parse_i64(&p);
+    } else if (len > 5 && strncasecmp(ptr, "etag:", 5) == 0) {
+        header_value(s->etag, sizeof(s->etag), ptr + 5, len - 5);
+    } else if (len > 14 && strncasecmp(ptr, "last-modified:", 14) == 0) {
+        header_value(s->last_modified, sizeof(s->last_modified), ptr + 14, len - 14);
     } else if (len > 12 && strncasecmp(ptr, "retry-after:", 12) == 0) {
         const char *p = ptr + 12;
         while (*p == ' ') p++;
@@ -108,34 +161,181 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
     return len;
 }
 
+typedef struct read_s {
+    fl_http_ctx *ctx;
+    const char *const *urls;
+    struct curl_slist **hdrs;
+    part_t *parts;
+    int64_t nparts;
+    char *dst;
+    const fl_http_opts *opts;
+    fl_error *err;
+    int failed;
+    int64_t *waiting;      /* parts waiting for a retry */
+    int64_t nwaiting;
+    fl_http_pin *pins;     /* per source: the version this read is pinned to */
+    src_t *srcs;
+    int64_t *part_idx;     /* part indices grouped by source (src_t.first/count) */
+} read_t;
+
+static void wait_push(read_t *r, part_t *p) {
+    p->wait_pos = r->nwaiting;
+    r->waiting[r->nwaiting++] = p - r->parts;
+}
+
+static void wait_remove(read_t *r, part_t *p) {
+    int64_t w = p->wait_pos;
+    if (w < 0) return;
+    int64_t moved = r->waiting[--r->nwaiting];
+    r->waiting[w] = moved;
+    r->parts[moved].wait_pos = w;
+    p->wait_pos = -1;
+}
+
+/* An ETag worth comparing: rclone without hashes sends "" for every object. */
+static const char *usable_etag(const char *etag) {
+    return strcmp(etag, "\"\"") == 0 ? "" : etag;
+}
+
+/* Does a response of total size `total` (-1: unknown) come from the pinned version?
+ * Unknown parts of the pin are taken from it. */
+static int pin_accepts(read_t *r, slot_t *s, fl_http_pin *pin, int64_t total) {
+    if (!r->ctx->cfg.pin_version) return 1;
+    const char *etag = usable_etag(s->etag);
+    const char *pinned = usable_etag(pin->etag);
+    if (pinned[0] && etag[0]) {
+        if (strcmp(pinned, etag) != 0) {
+            snprintf(s->why, sizeof(s->why), "ETag %.80s became %.80s", pinned, etag);
+            return 0;
+        }
+    } else if (!pinned[0] && !etag[0] && pin->last_modified[0] && s->last_modified[0] &&
+               strcmp(pin->last_modified, s->last_modified) != 0) {
+        snprintf(s->why, sizeof(s->why), "Last-Modified %.60s became %.60s", pin->last_modified,
+                 s->last_modified);
+        return 0;
+    }
+    if (pin->total >= 0 && total >= 0 && pin->total != total) {
+        snprintf(s->why, sizeof(s->why), "its size was %lld bytes, the server now says %lld",
+                 (long long)pin->total, (long long)total);
+        return 0;
+    }
+    if (pin->total < 0) pin->total = total;
+    if (!pinned[0] && etag[0]) snprintf(pin->etag, sizeof(pin->etag), "%s", etag);
+    if (!pin->last_modified[0] && s->last_modified[0])
+        snprintf(pin->last_modified, sizeof(pin->last_modified), "%s", s->last_modified);
+    return 1;
+}
+
+static int cmp_offset(const void *a, const void *b, void *parts) {
+    const part_t *pa = &((const part_t *)parts)[*(const int64_t *)a];
+    const part_t *pb = &((const part_t *)parts)[*(const int64_t *)b];
+    return pa->offset < pb->offset ? -1 : pa->offset > pb->offset;
+}
+
+/* The server ignores Range: `leader`'s GET (whole object, no Range) fills every part of
+ * its source that is not complete. Parts fetched by other GETs are taken over (those
+ * GETs are stopped after this turn: no curl call may remove a handle from a callback). */
+static void begin_stream(read_t *r, part_t *leader) {
+    src_t *st = &r->srcs[leader->src];
+    int64_t *idx = r->part_idx + st->first;
+    qsort_r(idx, (size_t)st->count, sizeof(int64_t), cmp_offset, r->parts);
+    st->streaming = 1;
+    st->lo = st->left = st->finished = st->need_end = 0;
+    leader->role = ROLE_LEADER;
+    for (int64_t i = 0; i < st->count; i++) {
+        part_t *q = &r->parts[idx[i]];
+        if (q->got == q->length) continue;
+        st->left++;
+        if (q->offset + q->length > st->need_end) st->need_end = q->offset + q->length;
+        if (q == leader) continue;
+        q->role = ROLE_MEMBER;
+        if (q->slot) q->slot->abort = 1;
+        wait_remove(r, q);
+    }
+    r->ctx->stats.streams++;
+}
+
 /* Decides, at the first body byte (headers complete), what the body is. */
 static void check_response(slot_t *s) {
+    read_t *r = s->r;
     long status = 0;
     C.easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     part_t *p = s->part;
+    fl_http_pin *pin = &r->pins[p->src];
     int64_t req_end = p->offset + p->length; /* exclusive */
+    int64_t total;
+    int whole;
     if (status == 206 || (status == 200 && s->have_cr)) {
-        if (!s->have_cr) {
-            s->mode = BODY_DATA; /* 206 without Content-Range: trust it */
-        } else if (s->cr_start != s->req_start) {
+        total = s->have_cr ? s->cr_total : -1; /* a 206 without Content-Range says nothing */
+        whole = s->stream;
+        if (s->have_cr && s->cr_start != (s->stream ? 0 : s->req_start)) {
             s->mode = BODY_MISMATCH;
-        } else if (s->cr_total >= 0 && req_end > s->cr_total) {
-            s->mode = BODY_PAST_END;
-        } else {
-            s->mode = BODY_DATA;
+            return;
         }
+        if (!s->stream && pin->range_mode == FL_RANGE_UNKNOWN) pin->range_mode = FL_RANGE_HONOURED;
     } else if (status == 200) {
-        s->mode = BODY_DATA;
-        s->skip = s->req_start; /* the server ignored Range: this is the whole object */
+        total = s->content_length; /* the whole object, whatever Range asked for */
+        whole = 1;
     } else {
         s->mode = BODY_ERROR;
+        return;
     }
+    if (!pin_accepts(r, s, pin, total)) {
+        s->cr_total = total;
+        s->mode = BODY_CHANGED;
+        return;
+    }
+    if (!whole) {
+        s->mode = total >= 0 && req_end > total ? BODY_PAST_END : BODY_DATA;
+        return;
+    }
+    if (!s->stream) { /* asked for a range, got the whole object */
+        pin->range_mode = FL_RANGE_IGNORED;
+        if (!r->srcs[p->src].streaming) begin_stream(r, p);
+        s->stream = 1;
+    }
+    s->pos = 0;
+    s->cr_total = total;
+    s->mode = total >= 0 && r->srcs[p->src].need_end > total ? BODY_PAST_END : BODY_STREAM;
+}
+
+/* A chunk of a whole-object body: its bytes go to every part of the source that
+ * wants them next (parts are filled front to back, so a resumed stream skips what
+ * a part already holds). */
+static size_t stream_write(slot_t *s, const char *ptr, size_t len) {
+    read_t *r = s->r;
+    src_t *st = &r->srcs[s->part->src];
+    int64_t *idx = r->part_idx + st->first;
+    int64_t pos = s->pos, end = pos + (int64_t)len;
+    while (st->lo < st->count && r->parts[idx[st->lo]].got == r->parts[idx[st->lo]].length) st->lo++;
+    for (int64_t i = st->lo; i < st->count; i++) {
+        part_t *q = &r->parts[idx[i]];
+        if (q->offset >= end) break;
+        if (q->role == ROLE_NORMAL || q->got == q->length) continue;
+        int64_t want = q->offset + q->got;
+        if (want < pos || want >= end) continue;
+        int64_t stop = q->offset + q->length < end ? q->offset + q->length : end;
+        memcpy(r->dst + q->dst + q->got, ptr + (want - pos), (size_t)(stop - want));
+        q->got += stop - want;
+        s->got += stop - want;
+        if (q->got == q->length) {
+            st->left--;
+            st->finished++;
+        }
+    }
+    s->pos = end;
+    if (st->left == 0) {
+        s->done_early = 1; /* every part is complete: the rest of the body is not needed */
+        return 0;
+    }
+    return len;
 }
 
 static size_t write_cb(char *ptr, size_t size, size_t n, void *ud) {
     slot_t *s = (slot_t *)ud;
     size_t len = size * n;
     s->writes++;
+    if (s->abort) return 0; /* its part went to a stream */
     if (s->mode == BODY_UNCHECKED) check_response(s);
     if (s->mode == BODY_ERROR) {
         size_t room = sizeof(s->ebody) - 1 - s->elen;
@@ -145,31 +345,31 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *ud) {
         s->ebody[s->elen] = 0;
         return len;
     }
+    if (s->mode == BODY_STREAM) return stream_write(s, ptr, len);
     if (s->mode != BODY_DATA) return 0; /* abort: reported at completion */
-    size_t off = 0;
-    if (s->skip > 0) {
-        size_t k = (int64_t)len < s->skip ? len : (size_t)s->skip;
-        s->skip -= (int64_t)k;
-        off = k;
-        if (off == len) return len;
-    }
     part_t *p = s->part;
     int64_t room = p->length - p->got;
-    size_t k = len - off;
+    size_t k = len;
     if ((int64_t)k > room) k = (size_t)room;
-    memcpy(s->base + p->dst + p->got, ptr + off, k);
+    memcpy(s->r->dst + p->dst + p->got, ptr, k);
     p->got += (int64_t)k;
     s->got += (int64_t)k;
-    if (off + k < len) {
+    if (k < len) {
         s->done_early = 1; /* never write past the part's end */
         return 0;
     }
     return len;
 }
 
+static int header_line_ok(const char *line, size_t k);
+
 fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err) {
     if (!C.lib) {
         fl_error_set(err, FL_E_UNSUPPORTED, 0, -1, 0, 0, "libcurl is not loaded");
+        return NULL;
+    }
+    if (cfg->user_agent && !header_line_ok(cfg->user_agent, strlen(cfg->user_agent))) {
+        fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "user_agent holds a control character");
         return NULL;
     }
     fl_http_ctx *ctx = calloc(1, sizeof(*ctx));
@@ -263,40 +463,31 @@ static int ensure_slots(fl_http_ctx *ctx, int n) {
     return 0;
 }
 
-typedef struct {
-    fl_http_ctx *ctx;
-    const char *const *urls;
-    struct curl_slist **hdrs;
-    part_t *parts;
-    int64_t nparts;
-    char *dst;
-    const fl_http_opts *opts;
-    fl_error *err;
-    int failed;
-    int64_t *waiting;      /* parts waiting for a retry */
-    int64_t nwaiting;
-} read_t;
-
 static int start_get(read_t *r, slot_t *s, part_t *p) {
+    s->r = r;
     s->part = p;
-    s->base = r->dst;
+    s->stream = p->role == ROLE_LEADER;
     s->req_start = p->offset + p->got;
-    s->got = s->skip = s->writes = 0;
+    s->got = s->pos = s->writes = 0;
     s->mode = BODY_UNCHECKED;
-    s->done_early = s->have_cr = 0;
+    s->abort = s->done_early = s->have_cr = 0;
+    s->content_length = -1;
     s->retry_after = 0;
+    s->etag[0] = s->last_modified[0] = s->why[0] = 0;
     s->elen = 0;
     s->ebody[0] = 0;
     s->errbuf[0] = 0;
     snprintf(s->range, sizeof(s->range), "%lld-%lld", (long long)s->req_start,
              (long long)(p->offset + p->length - 1));
     C.easy_setopt(s->easy, CURLOPT_URL, r->urls[p->src]);
-    C.easy_setopt(s->easy, CURLOPT_RANGE, s->range);
+    /* a stream asks for the whole object: its server ignores Range anyway */
+    C.easy_setopt(s->easy, CURLOPT_RANGE, s->stream ? NULL : s->range);
     C.easy_setopt(s->easy, CURLOPT_HTTPHEADER, r->hdrs[p->src]);
     if (C.multi_add_handle(r->ctx->multi, s->easy) != 0) {
         s->part = NULL;
         return -1;
     }
+    p->slot = s;
     r->ctx->stats.requests++;
     if (p->attempts > 0) r->ctx->stats.retries++;
     return 0;
@@ -305,7 +496,18 @@ static int start_get(read_t *r, slot_t *s, part_t *p) {
 static void stop_get(read_t *r, slot_t *s) {
     C.multi_remove_handle(r->ctx->multi, s->easy);
     C.easy_setopt(s->easy, CURLOPT_HTTPHEADER, (void *)NULL);
+    if (s->part) s->part->slot = NULL;
     s->part = NULL;
+    s->abort = 0;
+}
+
+/* Counters of a GET that ended (finished, failed or stopped). */
+static void account(read_t *r, slot_t *s) {
+    long nc = 0;
+    C.easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &nc);
+    r->ctx->stats.connects += nc;
+    r->ctx->stats.bytes += s->got;
+    r->ctx->stats.writes += s->writes;
 }
 
 static void fail(read_t *r, int code, const part_t *p, long status, int curl_code, const char *fmt,
@@ -334,7 +536,18 @@ static void s3_error_code(const char *body, char *out, size_t n) {
     out[k] = 0;
 }
 
-/* A transient failure: schedule the part again, or give up when retries ran out. */
+/* The retry budget, as errors show it. */
+static void budget_text(const fl_http_config *c, char *out, size_t n) {
+    char count[32];
+    if (c->max_retries < 0)
+        snprintf(count, sizeof(count), "None");
+    else
+        snprintf(count, sizeof(count), "%d", c->max_retries);
+    snprintf(out, n, "max_retries=%s, retry_deadline=%gs, backoff %g-%gs", count, c->retry_deadline,
+             c->backoff_base, c->backoff_cap);
+}
+
+/* A transient failure: schedule the part again, or give up when the budget is spent. */
 static void retry_or_fail(read_t *r, part_t *p, int code, long status, int curl_code, double retry_after,
                           const char *cause) {
     const fl_http_config *c = &r->ctx->cfg;
@@ -342,46 +555,62 @@ static void retry_or_fail(read_t *r, part_t *p, int code, long status, int curl_
     if (p->first_fail == 0) p->first_fail = t;
     double delay = fl_http_backoff(p->attempts - 1, c->backoff_base, c->backoff_cap, retry_after, &r->ctx->rng);
     const char *why = NULL;
-    if (p->attempts > c->max_retries)
-        why = "retries exhausted (max_retries)";
+    if (c->max_retries >= 0 && p->attempts > c->max_retries)
+        why = "max_retries";
     else if (t + delay - p->first_fail > c->retry_deadline)
-        why = "retries exhausted (retry_deadline)";
+        why = "retry_deadline";
     if (why) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "%s; last failure: %s", why, cause);
+        char budget[128], msg[256];
+        budget_text(c, budget, sizeof(budget));
+        snprintf(msg, sizeof(msg), "retries exhausted (%s) after %.1f s of retries (budget: %s); last failure: %s",
+                 why, t - p->first_fail, budget, cause);
         fail(r, code, p, status, curl_code, "%s", msg);
         return;
     }
     p->not_before = t + delay;
-    r->waiting[r->nwaiting++] = p - r->parts;
+    wait_push(r, p);
 }
 
-/* A GET finished (well or not): account for it. Returns 1 when the part is complete. */
-static int finish_get(read_t *r, slot_t *s, CURLcode res) {
+/* A GET ended (well or not): account for it. Returns how many parts it completed. */
+static int64_t finish_get(read_t *r, slot_t *s, CURLcode res) {
     part_t *p = s->part;
     long status = 0;
-    int conns = 0;
-    long nc = 0;
     C.easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
-    C.easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &nc);
-    conns = (int)nc;
-    r->ctx->stats.connects += conns;
-    r->ctx->stats.bytes += s->got;
-    r->ctx->stats.writes += s->writes;
+    account(r, s);
     p->attempts++;
+    /* headers came but no body byte (an empty body): decide what it was now */
+    if (s->mode == BODY_UNCHECKED && status != 0) {
+        if (status == 200 || status == 206)
+            check_response(s);
+        else
+            s->mode = BODY_ERROR;
+    }
+    src_t *st = &r->srcs[p->src];
+    int64_t completed = 0;
+    if (s->stream) {
+        completed = st->finished;
+        st->finished = 0;
+    } else if (p->got == p->length) {
+        return 1; /* every byte came (a failure after the last one does not matter) */
+    }
     char cause[240];
     int transient;
-    if (s->mode == BODY_UNCHECKED && status != 0 && status != 200 && status != 206) s->mode = BODY_ERROR;
     if (s->mode == BODY_MISMATCH) {
         snprintf(cause, sizeof(cause), "server answered bytes %lld-%lld for a request of %s",
-                 (long long)s->cr_start, (long long)s->cr_end, s->range);
+                 (long long)s->cr_start, (long long)s->cr_end, s->stream ? "the whole object" : s->range);
         fail(r, FL_E_HTTP, p, status, 0, "%s", cause);
-        return 0;
+        return completed;
+    }
+    if (s->mode == BODY_CHANGED) {
+        snprintf(cause, sizeof(cause), "the object changed during the read (%s)", s->why);
+        fail(r, FL_E_CHANGED, p, status, 0, "%s", cause);
+        r->err->obj_size = s->cr_total;
+        return completed;
     }
     if (s->mode == BODY_PAST_END) {
         fail(r, FL_E_RANGE, p, status, 0, "%s", "range ends past the end of the object");
         r->err->obj_size = s->cr_total;
-        return 0;
+        return completed;
     }
     if (s->mode == BODY_ERROR) {
         int code = fl_http_classify_status(status, &transient);
@@ -400,14 +629,18 @@ static int finish_get(read_t *r, slot_t *s, CURLcode res) {
             fail(r, code, p, status, 0, "%s", cause);
             if (status == 416 && s->have_cr) r->err->obj_size = s->cr_total;
         }
-        return 0;
+        return completed;
     }
     if (res == CURLE_OK || (res == CURLE_WRITE_ERROR && s->done_early)) {
-        if (p->got == p->length) return 1;
-        snprintf(cause, sizeof(cause), "body ended after %lld of %lld bytes", (long long)p->got,
-                 (long long)p->length);
+        if (s->stream && st->left == 0) return completed;
+        if (s->stream)
+            snprintf(cause, sizeof(cause), "whole-object body ended after %lld bytes",
+                     (long long)s->pos);
+        else
+            snprintf(cause, sizeof(cause), "body ended after %lld of %lld bytes", (long long)p->got,
+                     (long long)p->length);
         retry_or_fail(r, p, FL_E_SHORT, status, 0, 0, cause);
-        return 0;
+        return completed;
     }
     int code = fl_http_classify_curl(res, &transient);
     /* A long curl message is cut to the buffer: the cause stays readable. */
@@ -418,8 +651,21 @@ static int finish_get(read_t *r, slot_t *s, CURLcode res) {
         retry_or_fail(r, p, code, status, res, 0, cause);
     else
         fail(r, code, p, status, res, "%s", cause);
-    return 0;
+    return completed;
 }
+
+/* A header value may hold any byte but a control character (HTAB aside): a CR or LF
+ * would end the header and start another one the caller never wrote. */
+static int header_line_ok(const char *line, size_t k) {
+    for (size_t i = 0; i < k; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
+    }
+    return 1;
+}
+
+#define HEADERS_NOMEM ((struct curl_slist *)-1)
+#define HEADERS_BAD ((struct curl_slist *)-2)
 
 static struct curl_slist *header_list(const char *lines) {
     struct curl_slist *l = NULL;
@@ -429,6 +675,10 @@ static struct curl_slist *header_list(const char *lines) {
         const char *e = strchr(p, '\n');
         size_t k = e ? (size_t)(e - p) : strlen(p);
         if (k > 0) {
+            if (!header_line_ok(p, k)) {
+                C.slist_free_all(l);
+                return HEADERS_BAD;
+            }
             /* any length: a session token has no fixed size, and a dropped
              * signed header voids the signature */
             char *line = strndup(p, k);
@@ -436,7 +686,7 @@ static struct curl_slist *header_list(const char *lines) {
             free(line);
             if (!n) {
                 C.slist_free_all(l);
-                return (struct curl_slist *)-1;
+                return HEADERS_NOMEM;
             }
             l = n;
         }
@@ -444,6 +694,21 @@ static struct curl_slist *header_list(const char *lines) {
         if (*p == '\n') p++;
     }
     return l;
+}
+
+/* The parts of each source, grouped (src_t.first/count into part_idx). */
+static void group_by_source(read_t *r, int nsrc) {
+    for (int64_t i = 0; i < r->nparts; i++) r->srcs[r->parts[i].src].count++;
+    int64_t at = 0;
+    for (int k = 0; k < nsrc; k++) {
+        r->srcs[k].first = at;
+        at += r->srcs[k].count;
+        r->srcs[k].count = 0;
+    }
+    for (int64_t i = 0; i < r->nparts; i++) {
+        src_t *st = &r->srcs[r->parts[i].src];
+        r->part_idx[st->first + st->count++] = i;
+    }
 }
 
 int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *headers, int nsrc,
@@ -467,18 +732,34 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
     int inflight_max = opts->max_inflight > 0 ? opts->max_inflight : 1;
     if (inflight_max > nparts) inflight_max = (int)nparts;
     read_t r = {.ctx = ctx, .urls = urls, .dst = dst, .opts = opts, .err = err, .nparts = nparts};
+    fl_http_pin *own_pins = NULL;
+    size_t nsrc_alloc = (size_t)(nsrc > 0 ? nsrc : 1);
     r.parts = calloc((size_t)nparts, sizeof(part_t));
     r.waiting = calloc((size_t)nparts, sizeof(int64_t));
-    r.hdrs = calloc((size_t)(nsrc > 0 ? nsrc : 1), sizeof(*r.hdrs));
-    if (!r.parts || !r.waiting || !r.hdrs || ensure_slots(ctx, inflight_max) != 0) {
+    r.part_idx = calloc((size_t)nparts, sizeof(int64_t));
+    r.hdrs = calloc(nsrc_alloc, sizeof(*r.hdrs));
+    r.srcs = calloc(nsrc_alloc, sizeof(src_t));
+    r.pins = opts->pins;
+    if (!r.pins) {
+        r.pins = own_pins = calloc(nsrc_alloc, sizeof(fl_http_pin));
+        if (own_pins)
+            for (int i = 0; i < nsrc; i++) own_pins[i].total = -1;
+    }
+    if (!r.parts || !r.waiting || !r.part_idx || !r.hdrs || !r.srcs || !r.pins ||
+        ensure_slots(ctx, inflight_max) != 0) {
         fl_error_set(err, FL_E_NOMEM, 0, -1, 0, 0, "cannot allocate the transfer table");
         goto out;
     }
     for (int i = 0; i < nsrc; i++) {
         r.hdrs[i] = header_list(headers ? headers[i] : NULL);
-        if (r.hdrs[i] == (struct curl_slist *)-1) {
+        if (r.hdrs[i] == HEADERS_NOMEM || r.hdrs[i] == HEADERS_BAD) {
+            int bad = r.hdrs[i] == HEADERS_BAD;
             r.hdrs[i] = NULL;
-            fl_error_set(err, FL_E_NOMEM, 0, i, 0, 0, "cannot allocate request headers");
+            if (bad)
+                fl_error_set(err, FL_E_INVALID, 0, i, 0, 0,
+                             "a request header holds a control character (CR, LF, ...)");
+            else
+                fl_error_set(err, FL_E_NOMEM, 0, i, 0, 0, "cannot allocate request headers");
             goto out;
         }
     }
@@ -490,10 +771,13 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             p->offset = ranges[i].offset + o;
             p->length = ranges[i].length - o < psz ? ranges[i].length - o : psz;
             p->dst = ranges[i].dst + o;
+            p->wait_pos = -1;
         }
     }
+    group_by_source(&r, nsrc);
 
     double t0 = now_s(), deadline = opts->timeout > 0 ? t0 + opts->timeout : 0;
+    double last_interrupt_check = t0;
     int64_t next_fresh = 0, done = 0;
     int inflight = 0;
     while (!r.failed && done < nparts) {
@@ -506,12 +790,19 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             for (int64_t w = 0; w < r.nwaiting; w++) {
                 if (r.parts[r.waiting[w]].not_before <= t) {
                     p = &r.parts[r.waiting[w]];
-                    r.waiting[w] = r.waiting[--r.nwaiting];
+                    wait_remove(&r, p);
                     break;
                 }
             }
-            if (!p && next_fresh < nparts) p = &r.parts[next_fresh++];
+            while (!p && next_fresh < nparts) {
+                part_t *q = &r.parts[next_fresh++];
+                if (q->role != ROLE_MEMBER && q->got < q->length) p = q; /* members: a stream fills them */
+            }
             if (!p) break;
+            /* a server known to ignore Range: one GET of the whole object serves every part */
+            if (p->role == ROLE_NORMAL && r.pins[p->src].range_mode == FL_RANGE_IGNORED &&
+                !r.srcs[p->src].streaming)
+                begin_stream(&r, p);
             if (start_get(&r, s, p) != 0) {
                 fail(&r, FL_E_INVALID, p, 0, 0, "%s", "curl_multi_add_handle failed");
                 break;
@@ -533,12 +824,24 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             for (int si = 0; si < inflight_max; si++)
                 if (ctx->slots[si].easy == m->easy_handle) s = &ctx->slots[si];
             if (!s || !s->part) continue;
-            CURLcode res = m->data.result;
-            int complete = finish_get(&r, s, res);
+            if (s->abort) { /* its part went to a stream */
+                account(&r, s);
+            } else {
+                done += finish_get(&r, s, m->data.result);
+            }
             stop_get(&r, s);
             inflight--;
             finished++;
-            done += complete;
+        }
+        /* GETs whose parts a stream took over */
+        for (int si = 0; si < inflight_max; si++) {
+            slot_t *s = &ctx->slots[si];
+            if (s->part && s->abort) {
+                account(&r, s);
+                stop_get(&r, s);
+                inflight--;
+                finished++;
+            }
         }
         if (r.failed || done == nparts) break;
         t = now_s();
@@ -547,7 +850,7 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             for (int si = 0; si < inflight_max && !p; si++) p = ctx->slots[si].part;
             if (!p && r.nwaiting) p = &r.parts[r.waiting[0]];
             char msg[96];
-            snprintf(msg, sizeof(msg), "the read did not finish within timeout=%.3gs", opts->timeout);
+            snprintf(msg, sizeof(msg), "the read did not finish in the %.3g s it had", opts->timeout);
             fail(&r, FL_E_TIMEOUT, p, 0, 0, "%s", msg);
             break;
         }
@@ -555,7 +858,15 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
             fail(&r, FL_E_CANCELLED, NULL, 0, 0, "%s", "read cancelled");
             break;
         }
-        double wait = opts->cancel ? 0.02 : 0.1; /* a cancel is seen within 20 ms */
+        if (opts->interrupt && t - last_interrupt_check >= 0.02) {
+            last_interrupt_check = t;
+            if (opts->interrupt(opts->interrupt_arg)) {
+                fail(&r, FL_E_CANCELLED, NULL, 0, 0, "%s", "read interrupted");
+                break;
+            }
+        }
+        /* a cancel or an interrupt is seen within 20 ms */
+        double wait = opts->cancel || opts->interrupt ? 0.02 : 0.1;
         for (int64_t w = 0; w < r.nwaiting; w++) {
             double d = r.parts[r.waiting[w]].not_before - t;
             if (d < wait) wait = d;
@@ -577,11 +888,17 @@ int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *h
 out:
     if (ctx->slots)
         for (int si = 0; si < ctx->nslots; si++)
-            if (ctx->slots[si].part) stop_get(&r, &ctx->slots[si]);
+            if (ctx->slots[si].part) {
+                account(&r, &ctx->slots[si]);
+                stop_get(&r, &ctx->slots[si]);
+            }
     if (r.hdrs)
         for (int i = 0; i < nsrc; i++) C.slist_free_all(r.hdrs[i]);
     free(r.hdrs);
     free(r.parts);
     free(r.waiting);
+    free(r.part_idx);
+    free(r.srcs);
+    free(own_pins);
     return err->code;
 }

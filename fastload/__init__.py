@@ -7,6 +7,7 @@ The package has three layers: C kernels (``csrc/``), their Cython bridges
 """
 
 import importlib as _importlib
+import logging as _logging
 import sys as _sys
 
 # fastload.collate is a callable module: fastload.collate(samples, ...) and
@@ -25,12 +26,14 @@ from fastload.errors import (
     TransformError,
     WorkerError,
 )
+from fastload.images import ImageDecodeError, ImageFolder, ImageList, ImagePipeline
 from fastload.loop.loader import DataLoader
 from fastload.loop.workers import get_worker_info
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
 from fastload.plan.options import LoaderConfig, LoaderOptions, PyLoaderOptions
+from fastload.plan.tar_shards import TarShardDataset
 from fastload.storage.buffer_pool import BufferPool
-from fastload.storage.engine import RangeEngine, read, read_ranges
+from fastload.storage.engine import RangeEngine, read, read_many, read_ranges
 
 # Where the policy modules lived before the layered tree: ``from fastload.samplers import
 # ...`` and friends keep working (the same module objects, no copies). New code imports
@@ -52,7 +55,19 @@ for _old, _new in _MOVED.items():
     _sys.modules[f"{__name__}.{_old}"] = globals()[_old] = _importlib.import_module(_new)
 del _old, _new
 
+# A library logs and lets the application decide where it goes (silent by default).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
 __version__ = "0.1.0"
+
+
+def filesystem(engine: RangeEngine | None = None, **options: object) -> object:
+    """An fsspec filesystem on the engine (needs fsspec: ``pip install "fastload[fsspec]"``);
+    see ``fastload.adapters.fsspec_fs``."""
+    from fastload.adapters.fsspec_fs import filesystem as _filesystem
+
+    return _filesystem(engine, **options)
+
 
 __all__ = [
     "AccessDeniedError",
@@ -61,6 +76,10 @@ __all__ = [
     "DataLoader",
     "Dataset",
     "FastloadError",
+    "ImageDecodeError",
+    "ImageFolder",
+    "ImageList",
+    "ImagePipeline",
     "LoaderConfig",
     "LoaderOptions",
     "NpyDataset",
@@ -72,13 +91,16 @@ __all__ = [
     "RangeError",
     "ReadTimeoutError",
     "RecordDataset",
+    "TarShardDataset",
     "TransferError",
     "TransformError",
     "WorkerError",
     "collate",
     "collate_ragged",
     "cuda_available",
+    "filesystem",
     "get_worker_info",
     "read",
+    "read_many",
     "read_ranges",
 ]

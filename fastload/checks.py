@@ -14,6 +14,8 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from fastload._native.buffer import plain_format_fault
+
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
@@ -159,3 +161,92 @@ def check_str(knob: str, value: Any, *, optional: bool = False, empty: bool = Fa
             "must be a non-empty str" + (" or None" if optional else ""),
         )
     return value
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def check_byte_size(knob: str, value: Any, minimum: int = 1) -> int:
+    """A byte count: an integer, or a string like ``"64MiB"``, ``"512KiB"``, ``"2GB"``
+    (binary units: K, M, G, T with or without ``iB``/``B``)."""
+    if is_int(value):
+        n = int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().removesuffix("ib").removesuffix("b").strip()
+        unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+        try:
+            n = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except ValueError:
+            raise fail(knob, value, "must be a number of bytes like 4096 or '64MiB'") from None
+    else:
+        raise fail(knob, value, "must be a number of bytes like 4096 or '64MiB'")
+    if n < minimum:
+        raise fail(knob, value, f"must be >= {minimum} bytes")
+    return n
+
+
+def hidden(knob: str, value: Any) -> Any:
+    """``value`` as a message may show it: never the value of a secret or token."""
+    return "<hidden>" if "secret" in knob or "token" in knob else value
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` (HTAB aside), or None."""
+    for ch in text:
+        if (ch < " " and ch != "\t") or ch == "\x7f":
+            return ch
+    return None
+
+
+def check_header_value(knob: str, value: Any, *, secret: bool = False) -> Any:
+    """A value that goes into a request line or header: a CR or LF in it would end the
+    header and start one the caller never wrote, so every control character is refused."""
+    if isinstance(value, str):
+        bad = control_character(value)
+        if bad is not None:
+            raise fail(
+                knob,
+                "<hidden>" if secret else hidden(knob, value),
+                f"holds the control character {bad!r} (a CR or LF would inject a header)",
+            )
+    return value
+
+
+def check_int_table(knob: str, value: Any, columns: int) -> np.ndarray:
+    """An int64 table of ``columns`` columns from integers only: floats and strings are
+    refused (numpy would truncate 0.5 to 0, or parse "5"), as are ints past int64."""
+    if (
+        isinstance(value, np.ndarray)
+        and value.dtype == np.int64
+        and value.ndim == 2
+        and value.shape[1] == columns
+        and value.flags.c_contiguous
+    ):
+        return value  # the common case, as the loader builds its tables: nothing to do
+    if not isinstance(value, np.ndarray):
+        value = list(value)
+        try:
+            arr = np.asarray(value)
+        except (ValueError, OverflowError) as exc:  # ragged rows, ints past any dtype
+            raise fail(knob, value, f"is not a table of integers ({exc})") from None
+    else:
+        arr = value
+    if arr.size == 0:
+        return np.zeros((0, columns), dtype=np.int64)
+    if arr.dtype.kind not in "iu" or (arr.dtype == np.uint64 and bool((arr > INT64_MAX).any())):
+        kinds = {"f": "floats", "U": "strings", "S": "bytes", "b": "bools", "c": "complex numbers"}
+        what = kinds.get(arr.dtype.kind, "values that are not int64 integers")
+        raise fail(knob, value, f"must hold integers, not {what}", TypeError)
+    if arr.ndim != 2 or arr.shape[1] != columns:
+        raise fail(knob, value, f"must be rows of {columns} integers, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_plain_buffer(what: str, fmt: str | None) -> None:
+    """TypeError when a buffer of struct format ``fmt`` holds no plain data (Python objects,
+    pointers): native code must never read or write such memory as bytes."""
+    fault = plain_format_fault(fmt) if fmt and fmt not in ("B", "b", "c") else None
+    if fault is not None:
+        raise TypeError(
+            f"{what}: a buffer of format {fmt!r} cannot be read or written as raw bytes: {fault}"
+        )

@@ -41,6 +41,12 @@ class InvalidRequestError(FastloadError, ValueError):
     """An argument the native layer could not act on."""
 
 
+class NotRegularFileError(InvalidRequestError):
+    """A local path names no regular file: a directory, FIFO, socket, device or a /proc or
+    /sys pseudo-file (whose size says nothing about what a read returns). Refused before
+    anything is opened that could block."""
+
+
 class ReadTimeoutError(FastloadError, TimeoutError):
     """A read did not finish in time."""
 
@@ -61,6 +67,12 @@ class CancelledReadError(FastloadError, OSError):
     """The read was cancelled (loader shut down)."""
 
 
+class ObjectChangedError(FastloadError, OSError):
+    """The object changed while it was read (another ETag, Last-Modified or size than the
+    version the read started on, or than its size, stat or listing said): its bytes would
+    be a mix of two versions, so none are delivered."""
+
+
 class UnsupportedError(FastloadError, OSError):
     """The storage cannot do what was asked (O_DIRECT on tmpfs, for example)."""
 
@@ -71,6 +83,21 @@ class CertificateError(TransferError):
 
 class NativeIOError(FastloadError, OSError):
     """Any other OS error while reading."""
+
+
+class ImageDecodeError(FastloadError, ValueError):
+    """An image file could not be decoded: corrupt, truncated, empty or not an image.
+    ``uri`` names the file; ``sample`` (when a loader raised it) the dataset index."""
+
+    sample: int | None = None
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image declares more pixels than the pipeline's ``max_pixels`` (a decompression bomb)."""
+
+
+class UnsupportedImageError(ImageDecodeError):
+    """The file is in a format fastload cannot decode (or needs Pillow, which is missing)."""
 
 
 class TransformError(RuntimeError):
@@ -86,8 +113,94 @@ class WorkerTransformError(WorkerError, TransformError):
     """The transform raised inside a worker process (both kinds of error at once)."""
 
 
+_AS_ORIGINAL: dict[tuple[type, type], type | None] = {}
+
+
+def as_original(
+    original: type[BaseException] | None, message: str, base: type[Exception]
+) -> Exception:
+    """An exception of ``original``'s type that is also a ``base`` (a fastload error), with
+    ``message``: ``except KeyError`` and ``except TransformError`` both catch what a transform
+    raised (torch re-raises a worker's exception with its type too). A type that cannot be
+    combined or built from one message gives a plain ``base``."""
+    if original is None or not issubclass(original, Exception) or issubclass(base, original):
+        return base(message)
+    key = (original, base)
+    if key not in _AS_ORIGINAL:
+        try:
+            combined: type | None = type(
+                original.__name__,
+                (original, base),
+                {"__module__": original.__module__, "__qualname__": original.__qualname__},
+            )
+        except TypeError:  # incompatible layouts
+            combined = None
+        _AS_ORIGINAL[key] = combined
+    cls = _AS_ORIGINAL[key]
+    if cls is not None:
+        try:
+            return cls(message)  # type: ignore[no-any-return]
+        except Exception:  # a constructor that needs other arguments
+            pass
+    return base(message)
+
+
 class SharedMemoryFull(OSError):
     """The shared-memory folder has no room for another segment of batch slots."""
+
+
+# -- tar shards (fastload.plan.tar_shards) ----------------------------------------------
+
+
+class TarFormatError(FastloadError, ValueError):
+    """A tar shard is not readable as one: a header fails its checksum (so the member
+    before it lies about its size, or the object is no tar), the shard ends inside a
+    header or a member, or it is compressed. ``uri`` and ``offset`` say where."""
+
+
+class MissingFieldError(FastloadError, KeyError):
+    """A sample of a tar shard has no member for a field the dataset needs (its data
+    field or its label field); the message names the shard and the sample's key."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class LabelError(FastloadError, ValueError):
+    """A label member's bytes do not hold a label (``.cls`` text that is no integer,
+    ``.json`` that is not JSON or lacks the key)."""
+
+
+class ShardChangedError(FastloadError, OSError):
+    """A shard (or object) vanished or changed (size, ETag, modification time) after its
+    index was built: its member offsets can no longer be trusted."""
+
+
+# -- the node-local cache (fastload.storage.cache) -------------------------------------
+
+
+class CacheError(FastloadError, OSError):
+    """The node-local cache cannot do its job; ``on_error="skip"`` reads around it instead
+    (counted in the cache's ``skipped``)."""
+
+
+class CacheFullError(CacheError):
+    """The cache's file system has no room for an entry, even after evicting (ENOSPC,
+    EDQUOT, EFBIG), or one entry is larger than ``cache_limit``."""
+
+
+class CacheReadOnlyError(CacheError):
+    """The cache folder cannot be written (permissions, a read-only file system)."""
+
+
+class CacheLockError(CacheError):
+    """The cache folder's file system refuses file locks, so processes sharing it could
+    fetch the same block twice or read one half-evicted."""
+
+
+class RangeIgnoredWarning(UserWarning):
+    """A server answered a ranged GET with the whole object: fastload reads each of its
+    objects with one streamed GET from then on (no parallel parts)."""
 
 
 # Status (csrc/fl_error.h) -> exception class; Status.NOMEM raises MemoryError.
@@ -104,6 +217,11 @@ NATIVE_ERRORS: dict[int, type[FastloadError]] = {
     Status.CANCELLED: CancelledReadError,
     Status.UNSUPPORTED: UnsupportedError,
     Status.TLS: CertificateError,
+    Status.CORRUPT: ImageDecodeError,
+    Status.TOO_LARGE: ImageTooLargeError,
+    Status.FORMAT: UnsupportedImageError,
+    Status.CHANGED: ObjectChangedError,
+    Status.NOT_REGULAR: NotRegularFileError,
 }
 
 

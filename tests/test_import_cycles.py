@@ -10,7 +10,18 @@ import fastload
 
 PKG_DIR = os.path.dirname(os.path.abspath(fastload.__file__))
 # Lower layers never import higher ones (the loop never imports the adapters).
-LAYERS = ["_native", "checks", "errors", "storage", "batch", "plan", "loop", "adapters", "app"]
+LAYERS = [
+    "_native",
+    "checks",
+    "errors",
+    "storage",
+    "batch",
+    "plan",
+    "loop",
+    "adapters",
+    "compat",
+    "app",
+]
 
 
 def _modules() -> dict[str, str]:

@@ -12,8 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(fastload.__file__))
 
 
 def test_import_does_not_import_torch():
-    """torch is an optional extra: ``import fastload`` must not pay for it."""
-    script = "import sys, fastload; print('torch' in sys.modules)"
+    """torch and Pillow are optional extras: ``import fastload`` must not pay for them (nor
+    bind libjpeg)."""
+    script = (
+        "import sys, fastload; from fastload._native import jpeg; "
+        "print('torch' in sys.modules or 'PIL' in sys.modules or jpeg.libjpeg_loaded())"
+    )
     res = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,

@@ -88,12 +88,30 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(proc: subprocess.Popen, port: int, what: str) -> None:
+    """Return once ``proc`` listens on 127.0.0.1:``port``; kill it and raise if it never does."""
+    for _ in range(400):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
 def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
     """``rclone serve s3`` over ``root`` (buckets are its folders) on a free 127.0.0.1 port,
     with the auth key (S3_KEY, S3_SECRET); returns the process and its endpoint URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     exe = shutil.which("rclone") or "rclone"
     proc = subprocess.Popen(
         [
@@ -114,16 +132,8 @@ def start_rclone(root: str) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("rclone serve s3 did not start")
+    wait_for_port(proc, port, "rclone serve s3")
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -9,6 +9,8 @@ from fastload._native.includes.fl cimport (
     fl_buffer_pin, fl_buffer_unpin, fl_cuda_available,
 )
 
+include "plain_buffer.pxi"
+
 import operator
 import os
 

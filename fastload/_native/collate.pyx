@@ -8,7 +8,8 @@ the kernel.
 """
 
 from cpython.buffer cimport (
-    PyBUF_C_CONTIGUOUS, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer,
+    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+    PyObject_GetBuffer,
 )
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, malloc
@@ -21,6 +22,7 @@ from fastload._native.includes.collate cimport (
 from fastload._native.includes.fl cimport fl_error, fl_error_clear
 
 include "native_error.pxi"
+include "plain_buffer.pxi"
 
 import numpy as np
 
@@ -46,10 +48,12 @@ def cpu_count():
 
 
 cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1:
+    """``obj``'s memory in ``view``; only plain data (never object or pointer arrays)."""
     try:
-        PyObject_GetBuffer(obj, view, flags)
+        PyObject_GetBuffer(obj, view, flags | PyBUF_FORMAT)
     except (BufferError, TypeError) as exc:
         raise ValueError(f"{what}: {exc}") from None
+    _check_plain(view, what)
     return 0
 
 
@@ -208,10 +212,11 @@ def gather_ragged(object samples, int nthreads, int64_t unit_bytes):
         offsets_view = offsets
         for i in range(n):
             try:
-                PyObject_GetBuffer(samples[i], &views[i], PyBUF_C_CONTIGUOUS)
+                PyObject_GetBuffer(samples[i], &views[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
             except (BufferError, TypeError) as exc:
                 raise TypeError(f"sample {i} ({type(samples[i]).__name__}) is not a contiguous "
                                 f"bytes-like object: {exc}") from None
+            _check_plain(&views[i], f"sample {i}")
             acquired += 1
             ptrs[i] = <const char *>views[i].buf
             offsets_view[i + 1] = offsets_view[i] + views[i].len

@@ -1,4 +1,5 @@
 # Types of the compiled fastload._native.http_reader (fastload/_native/http_reader.pyx), for py.typed users.
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,18 +26,19 @@ class HttpContext:
         buffer_size: int = 1 << 20,
         http2: bool = True,
         follow_redirects: bool = False,
-        max_retries: int = 5,
-        retry_deadline: float = 60.0,
+        pin_version: bool = True,
+        max_retries: int | None = None,
+        retry_deadline: float = 180.0,
         backoff_base: float = 0.1,
-        backoff_cap: float = 5.0,
+        backoff_cap: float = 15.0,
         user_agent: str = "fastload",
     ) -> None: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, int]: ...
     def read(
         self,
-        urls: list[bytes],
-        headers: list[bytes | None],
+        urls: Sequence[bytes],
+        headers: Sequence[bytes | None],
         uris: list[str],
         table: npt.NDArray[np.int64],
         out: Any,
@@ -44,4 +46,7 @@ class HttpContext:
         max_inflight: int,
         timeout: float,
         cancel: CancelToken | None = None,
-    ) -> None: ...
+        pins: Sequence[tuple[int | None, str | None, str | None, bool] | None] | None = None,
+    ) -> list[int]: ...
+
+def plain_format_fault(fmt: str) -> str | None: ...

@@ -7,8 +7,10 @@ serves one read at a time with the GIL released.
 """
 
 from cpython.buffer cimport PyBuffer_Release
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport strncpy
 
 from fastload._native.includes.curl cimport (
     fl_curl_abi_count,
@@ -26,6 +28,8 @@ from fastload._native.includes.curl cimport (
     fl_http_ctx_new,
     fl_http_ctx_stats,
     fl_http_opts,
+    fl_http_pin,
+    FL_RANGE_IGNORED,
     fl_http_read,
     fl_http_stats,
 )
@@ -37,6 +41,7 @@ include "out_buffer.pxi"
 
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -93,6 +98,42 @@ def backoff(int attempt, double base, double cap, double retry_after=0.0):
     return fl_http_backoff(attempt, base, cap, retry_after, &_jitter_state)
 
 
+cdef class _SignalWatch:
+    """Polled by the transfer loop on the main thread: a pending Ctrl-C stops the read."""
+    cdef object exc
+
+    cdef int poll(self):
+        try:
+            PyErr_CheckSignals()
+        except BaseException as exc:  # KeyboardInterrupt, or what a signal handler raised
+            self.exc = exc
+            return 1
+        return 0
+
+
+cdef int _poll_signals(void *arg) noexcept nogil:
+    with gil:
+        return (<_SignalWatch>arg).poll()
+
+
+cdef void _fill_pin(fl_http_pin *pin, object known):
+    """``known``: None, or (total, etag, last_modified, range_ignored) from a HEAD or listing."""
+    cdef bytes text
+    pin.total = -1
+    if known is None:
+        return
+    total, etag, last_modified, range_ignored = known
+    pin.total = total if total is not None and total >= 0 else -1
+    if etag:
+        text = etag.encode("latin-1", "replace")
+        strncpy(pin.etag, text, sizeof(pin.etag) - 1)
+    if last_modified:
+        text = last_modified.encode("latin-1", "replace")
+        strncpy(pin.last_modified, text, sizeof(pin.last_modified) - 1)
+    if range_ignored:
+        pin.range_mode = FL_RANGE_IGNORED
+
+
 cdef class HttpContext:
     """A long-lived libcurl multi handle with its connection pool and easy handles.
 
@@ -103,9 +144,9 @@ cdef class HttpContext:
 
     def __cinit__(self, *, ca_bundle=None, bint verify=True, double connect_timeout=10.0,
                   long low_speed_limit=1024, long low_speed_time=30, long buffer_size=1 << 20,
-                  bint http2=True, bint follow_redirects=False, int max_retries=5,
-                  double retry_deadline=60.0, double backoff_base=0.1, double backoff_cap=5.0,
-                  str user_agent="fastload"):
+                  bint http2=True, bint follow_redirects=False, bint pin_version=True,
+                  object max_retries=None, double retry_deadline=180.0, double backoff_base=0.1,
+                  double backoff_cap=15.0, str user_agent="fastload"):
         cdef fl_http_config cfg
         cdef fl_error err
         cdef bytes ca = os.fsencode(ca_bundle) if ca_bundle is not None else None
@@ -118,7 +159,8 @@ cdef class HttpContext:
         cfg.buffer_size = buffer_size
         cfg.http2 = http2
         cfg.follow_redirects = follow_redirects
-        cfg.max_retries = max_retries
+        cfg.pin_version = pin_version
+        cfg.max_retries = -1 if max_retries is None else max_retries  # -1: no count limit
         cfg.retry_deadline = retry_deadline
         cfg.backoff_base = backoff_base
         cfg.backoff_cap = backoff_cap
@@ -147,67 +189,90 @@ cdef class HttpContext:
             raise ValueError("the HTTP context is closed")
         fl_http_ctx_stats(self.ctx, &st)
         return {"requests": st.requests, "retries": st.retries, "connects": st.connects,
-                "bytes": st.bytes, "writes": st.writes}
+                "bytes": st.bytes, "writes": st.writes, "streams": st.streams}
 
-    def read(self, list urls, list headers, list uris, const int64_t[:, ::1] table, object out,
-             int64_t part_size, int max_inflight, double timeout, CancelToken cancel=None):
+    def read(self, object urls, object headers, list uris, const int64_t[:, ::1] table, object out,
+             int64_t part_size, int max_inflight, double timeout, CancelToken cancel=None,
+             object pins=None):
         """GET rows (src, offset, length, dst) of ``table`` from ``urls[src]`` into ``out``.
 
-        ``urls`` and ``headers`` (None, or '\\n'-joined header lines) are bytes per
-        source; ``uris`` name the sources in errors; ``cancel`` (a CancelToken) stops
-        the read within 20 ms of being set. Releases the GIL throughout.
+        ``urls`` and ``headers`` (None, or '\\n'-joined header lines) are sequences of bytes
+        per source; ``uris`` name the sources in errors; ``cancel`` (a CancelToken) stops
+        the read within 20 ms of being set, and so does Ctrl-C on the main thread.
+        ``pins``: None, or per source None or (total, etag, last_modified, range_ignored)
+        that every response must agree with. Releases the GIL throughout. Returns the
+        sources whose server ignored Range (each was read with one whole-object GET).
         """
         cdef Py_ssize_t n = table.shape[0], i
         cdef int nsrc = len(urls)
         cdef const char **curls = NULL
         cdef const char **chdrs = NULL
+        cdef fl_http_pin *cpins = NULL
         cdef const fl_range *cranges = NULL
         cdef const int64_t[:, ::1] rows
         cdef Py_buffer view
         cdef fl_http_opts opts
         cdef fl_error err
         cdef int rc
+        cdef _SignalWatch watch = None
         if self.ctx == NULL or self.owner_pid != os.getpid():
             raise ValueError("the HTTP context is closed (or was inherited through fork)")
         if table.shape[1] != 4:
             raise ValueError("the range table must have 4 columns: src, offset, length, dst")
-        if len(headers) != nsrc or len(uris) != nsrc:
-            raise ValueError("urls, headers and uris must have one entry per source")
+        if len(headers) != nsrc or len(uris) != nsrc or (pins is not None and len(pins) != nsrc):
+            raise ValueError("urls, headers, uris and pins must have one entry per source")
         for i in range(n):
             if table[i, 0] < 0 or table[i, 0] >= nsrc:
                 raise ValueError(f"range table row {i} names source {table[i, 0]}, not one of 0..{nsrc - 1}")
         if sizeof(fl_range) != 4 * sizeof(int64_t):
             raise RuntimeError("fl_range does not have the layout of an int64 table row")
         rows = table if sys.byteorder == "little" else _src_to_low_bytes(table)
+        url_list = [bytes(u) for u in urls]  # held until the read ends: C keeps the pointers
+        hdr_list = [None if h is None else bytes(h) for h in headers]
         curls = <const char **>malloc(sizeof(char *) * max(nsrc, 1))
         chdrs = <const char **>malloc(sizeof(char *) * max(nsrc, 1))
+        cpins = <fl_http_pin *>calloc(max(nsrc, 1), sizeof(fl_http_pin))
         if n > 0:
             # An int64 row (src, offset, length, dst) has fl_range's layout: on a
             # little-endian machine src's low half is fl_range.src and its high half
             # (zero for any valid index) the padding, so the table is passed as is.
             cranges = <const fl_range *>&rows[0, 0]
         try:
-            if curls == NULL or chdrs == NULL:
+            if curls == NULL or chdrs == NULL or cpins == NULL:
                 raise MemoryError("cannot allocate the request table")
             for i in range(nsrc):
-                curls[i] = <const char *>(<bytes>urls[i])
-                h = headers[i]
+                curls[i] = <const char *>(<bytes>url_list[i])
+                h = hdr_list[i]
                 chdrs[i] = <const char *>(<bytes>h) if h is not None else NULL
+                _fill_pin(&cpins[i], None if pins is None else pins[i])
             _get_out_buffer(out, &view)
             opts.part_size = part_size
             opts.max_inflight = max_inflight
             opts.timeout = timeout
             # C polls the token's flag itself, without the GIL (``cancel`` keeps the token alive).
             opts.cancel = &cancel.flag if cancel is not None else NULL
+            opts.pins = cpins
+            opts.interrupt = NULL
+            opts.interrupt_arg = NULL
+            if threading.get_ident() == threading.main_thread().ident:
+                # only the main thread receives Ctrl-C: poll for it there (the GIL is taken
+                # for a moment every 20 ms), so a stalled server cannot hold the user up
+                watch = _SignalWatch()
+                opts.interrupt = _poll_signals
+                opts.interrupt_arg = <void *>watch
             try:
                 with nogil:
                     rc = fl_http_read(self.ctx, curls, chdrs, nsrc, cranges, n, <char *>view.buf,
                                       view.len, &opts, &err)
             finally:
                 PyBuffer_Release(&view)
+            if watch is not None and watch.exc is not None:
+                raise watch.exc
             if rc != 0:
                 uri = uris[err.src_index] if 0 <= err.src_index < nsrc else (uris[0] if nsrc == 1 else f"{nsrc} sources")
                 _raise_fl_error(&err, uri)
+            return [i for i in range(nsrc) if cpins[i].range_mode == FL_RANGE_IGNORED]
         finally:
             free(curls)
             free(chdrs)
+            free(cpins)

@@ -28,7 +28,7 @@ Signature = tuple[tuple[tuple[int | None, ...], np.dtype], ...]
 def map_batch(batch: Any, fn: Callable[[Any], Any]) -> Any:
     """Apply ``fn`` to every array of a batch: ``x``, ``(x, y)`` or a RaggedBatch."""
     if isinstance(batch, RaggedBatch):
-        return RaggedBatch(fn(batch.data), fn(batch.offsets))
+        return batch.with_arrays(fn(batch.data), fn(batch.offsets))
     if isinstance(batch, tuple):
         return tuple(map_batch(part, fn) for part in batch)
     if isinstance(batch, np.ndarray) and batch.dtype.kind not in "biufc":

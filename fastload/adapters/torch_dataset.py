@@ -142,7 +142,9 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         )
         return len(
             batch_slices(
-                make_sampler(cfg, len(self.dataset)).rank_len, cfg.batch_size, cfg.drop_last
+                make_sampler(cfg, len(self.dataset), self.dataset).rank_len,
+                cfg.batch_size,
+                cfg.drop_last,
             )
         )
 

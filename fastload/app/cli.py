@@ -1,6 +1,8 @@
-"""`python -m fastload` / `fastload`: copy, inspect and benchmark objects; a demo.
+"""`python -m fastload` / `fastload`: copy, inspect and benchmark objects; index tar shards;
+profile a loader; a demo.
 
-Verbs: ``get URI [-o FILE|-]``, ``ls PREFIX``, ``stat URI``, ``bench URI``, ``demo``. Every
+Verbs: ``get URI [-o FILE|-]``, ``ls PREFIX``, ``stat URI``, ``bench URI``, ``index URI...``,
+``profile DATASET_URI``, ``demo``. Every
 verb that reads storage takes the S3 settings ``--endpoint-url``, ``--profile``, ``--region``
 and ``--no-sign-request`` (else they come the way the AWS tools find them). A missing
 object or a refusal is one line naming the URI ("not found", "access denied"), never a
@@ -16,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fastload.app import profile
 from fastload.app.progress import Progress, human_bytes
 from fastload.app.transfer import read_in_chunks
 from fastload.errors import FastloadError
@@ -148,10 +151,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from fastload.app.demo import run_demo
+def cmd_index(args: argparse.Namespace) -> int:
+    from fastload.plan.tar_index import write_index
 
-    run_demo(root=args.dir, epochs=args.epochs, n_images=args.images, batch_size=args.batch_size)
+    t = time.perf_counter()
+    with _engine(args) as eng:
+        shards = write_index(eng, args.uris, args.output)
+    members = sum(len(s) for s in shards)
+    print(
+        f"{args.output}: {len(shards)} shards, {members} members ({time.perf_counter() - t:.2f} s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fastload.app.demo import run_demo, run_jpeg_demo
+
+    demo = run_jpeg_demo if args.mode == "jpeg" else run_demo
+    demo(root=args.dir, epochs=args.epochs, n_images=args.images, batch_size=args.batch_size)
     return 0
 
 
@@ -192,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="write a synthetic image dataset and load it")
     demo.add_argument("--dir", default=None, help="where to write it (a temp folder)")
     demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument(
+        "--mode",
+        choices=["records", "jpeg"],
+        default="records",
+        help="records: raw image records; jpeg: a JPEG class folder, decoded and augmented",
+    )
     demo.add_argument("--images", type=int, default=2000)
     demo.add_argument("--batch-size", type=int, default=64)
     demo.set_defaults(func=cmd_demo)
@@ -217,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("uri")
     bench.add_argument("--repeat", type=int, default=3)
     bench.set_defaults(func=cmd_bench)
+
+    index = sub.add_parser(
+        "index",
+        parents=[reads, storage],
+        help="index tar shards (member offsets from their headers) into a sidecar file",
+    )
+    index.add_argument("uris", nargs="+", help="shards: URIs, prefixes or brace patterns")
+    index.add_argument("-o", "--output", required=True, help="the index file to write")
+    index.set_defaults(func=cmd_index)
+
+    prof = sub.add_parser(
+        "profile", help="load N batches, print where the time went and whether the step waits"
+    )
+    profile.add_arguments(prof)
+    prof.set_defaults(func=profile.run)
     return p
 
 

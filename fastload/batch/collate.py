@@ -129,6 +129,10 @@ class CollatePlan:
     layout: LayoutPlan | None  # None: not an image (no layout conversion)
     normalised: bool
     native: _native.CollatePlan
+    # The kernel's view of the same decisions, for other kernels that convert the same way
+    # (the image decoder): dtype codes and the per-channel x * scale + shift (None: raw copy).
+    kernel_dtypes: tuple[int, int] = (0, 0)
+    affine: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def sample_nbytes(self) -> int:
@@ -272,6 +276,8 @@ def plan_collate(
         plan,
         normalised,
         native,
+        (src_code, dst_code),
+        None if scale_arr is None or shift_arr is None else (scale_arr, shift_arr),
     )
 
 

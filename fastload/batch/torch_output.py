@@ -125,7 +125,7 @@ class TorchOutput:
         if self.device is not None:
             out = self.to_device(out, arrays, pool)
         batch = (
-            RaggedBatch(out[0], torch.from_numpy(x.offsets))
+            x.with_arrays(out[0], torch.from_numpy(x.offsets))
             if isinstance(x, RaggedBatch)
             else out[0]
         )

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastload._native.file_reader import CancelToken
-from fastload.plan.planner import batch_slices
 
 if TYPE_CHECKING:
     from fastload.loop.loader import DataLoader
@@ -103,7 +102,7 @@ class Epoch:
         self.pid = os.getpid()
         self.progress = progress
         self.order = np.asarray(loader.sampler.indices(progress.epoch), dtype=np.int64)
-        self.slices = batch_slices(len(self.order), cfg.batch_size, cfg.drop_last)
+        self.slices = loader.epoch_slices(progress.epoch, len(self.order))
         progress.done.reserve(len(self.slices))
         # The batches to run, in order; todo[:next_out] are those handed out (async: in
         # completion order). An array, not a list: no Python object per batch.
@@ -122,6 +121,9 @@ class Epoch:
             None  # set when something else ended the epoch under its iterator
         )
         self.cancel = CancelToken()
+        self.stats = loader.begin_epoch_stats(
+            progress.epoch, len(self.todo)
+        )  # before any reader runs
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
         n = min(depth, len(self.todo))
@@ -146,8 +148,8 @@ class Epoch:
                 k = int(self.todo[job])
                 self.next_job += 1
                 self.ahead += 1
-                stats = self.loader.stats
-                stats["max_read_ahead"] = max(stats["max_read_ahead"], self.ahead)
+                counters = self.loader._counters
+                counters["max_read_ahead"] = max(counters["max_read_ahead"], self.ahead)
             try:
                 res: Any = self.loader.produce(k, job, self)
             except BaseException as exc:
@@ -161,6 +163,7 @@ class Epoch:
         if self.next_out >= len(self.todo):
             self.finish(failed=False)
             raise StopIteration
+        asked = time.perf_counter()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         late: TimeoutError | None = None
         with self.cond:
@@ -191,6 +194,7 @@ class Epoch:
             self.finish(failed=True)
             raise late
         assert k is not None  # the loop ends with a ready batch, or a timeout raised above
+        self.loader.observer.batch_taken(self.stats, k, asked, time.perf_counter())
         self.slots.release()
         if isinstance(res, Failure):
             self.finish(failed=True)

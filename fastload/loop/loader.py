@@ -10,6 +10,8 @@ complete, so one slow object does not hold the others back.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 import weakref
@@ -19,18 +21,23 @@ from typing import Any
 import numpy as np
 
 from fastload.batch.collate import CollatePlan, collate_ragged, plan_collate
+from fastload.batch.image_pipeline import ImageBatch, ImagePipeline, image_batcher_for
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
-from fastload.errors import TransformError
+from fastload.errors import TransformError, as_original
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
+from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
+from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
+from fastload.loop.stage_stats import COLLATE, DECODE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
+from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
+from fastload.loop.trace import TraceRecorder
 from fastload.loop.transform_result import sample_array
 from fastload.loop.workers import WorkerPool
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderOptions
 from fastload.plan.planner import BatchPlan, BatchSlices, batch_slices, plan_batch
-from fastload.plan.samplers import make_sampler
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
@@ -40,7 +47,7 @@ __all__ = ["DataLoader", "RaggedBatch"]
 Leases = list[tuple[BufferPool, Any]]
 
 
-class DataLoader:
+class DataLoader(TorchAttributes):
     """Iterates batches of ``dataset`` as configured by ``options`` (a LoaderOptions).
 
     Keyword arguments that are LoaderOptions knobs override ``options``
@@ -53,8 +60,10 @@ class DataLoader:
     (torch consumer only: copy each batch there, asynchronously with
     ``non_blocking``), ``engine`` (a RangeEngine to read with, e.g. one configured for
     an S3 endpoint; the loader reads with its own ReadSettings from the options and
-    never changes the engine), and ``output`` (an output stage that turns each batch
-    into what the consumer wants, instead of the one ``consumer`` names).
+    never changes the engine), ``output`` (an output stage that turns each batch
+    into what the consumer wants, instead of the one ``consumer`` names), and
+    ``transform`` (an ImagePipeline: the dataset's files are images, decoded, cropped,
+    resized and flipped natively into fixed-size batches; see fastload.batch.image_pipeline).
 
     Yields ``x``, or ``(x, y)`` when the dataset has labels. ``x`` is a
     zero-copy view of a pooled buffer: keep it as long as you like (the pool
@@ -69,7 +78,7 @@ class DataLoader:
     def __init__(
         self,
         dataset: Dataset,
-        options: LoaderOptions | None = None,
+        options: LoaderOptions | int | None = None,
         *,
         dtype: Any = None,
         mean: Any = None,
@@ -79,25 +88,26 @@ class DataLoader:
         engine: RangeEngine | None = None,
         device: Any = None,
         output: OutputStage | None = None,
+        progress: bool = False,
+        transform: ImagePipeline | None = None,
         **knobs: Any,
     ) -> None:
         if not isinstance(dataset, Dataset):
             raise TypeError(f"DataLoader needs a fastload Dataset, got {type(dataset).__name__}")
-        options = options if options is not None else LoaderOptions()
-        if knobs:
-            options = options.replace(**knobs)
+        # torch's keywords (sampler, collate_fn, batch_size=None ...): fastload.loop.torch_compat
+        options, self.torch_args = torch_arguments(options, knobs)
         options.validate_for(len(dataset))
         self.options = options
         self.config = cfg = options.config
         self.dataset = dataset
         self.consumer = consumer
         # before any buffer exists: pinning must see torch's CUDA runtime
-        self.output_stage = (
+        self.output_stage = self.torch_args.wrap_output(
             output
             if output is not None
             else make_output(consumer, cfg, dataset.layout, dtype, device)
         )
-        self.sampler = make_sampler(cfg, len(dataset))
+        self.sampler = self.torch_args.make_sampler(cfg, len(dataset), dataset)
         self.transforms_on = cfg.enable_transforms and dataset.transform is not None
         if dataset.transform is not None and not cfg.enable_transforms:  # never silently skipped
             name = getattr(dataset.transform, "__qualname__", type(dataset.transform).__name__)
@@ -119,10 +129,21 @@ class DataLoader:
         }
         self._plans: dict[tuple[tuple[int, ...], np.dtype], CollatePlan] = {}
         self.collate_plan: CollatePlan | None = None
+        # Encoded images: decoded natively with the same output options (batch.image_pipeline).
+        self.images = image_batcher_for(
+            dataset,
+            transform,
+            self._kernel_args,
+            cfg.sampler_seed,
+            self.transforms_on,
+            cfg.on_error,
+        )
         if dataset.sample_shape is not None:
             self.collate_plan = self._plan_for(tuple(dataset.sample_shape), dataset.dtype)
-        elif not self.transforms_on and not (
-            dtype is None and mean is None and std is None and scale is None
+        elif (
+            self.images is None
+            and not self.transforms_on
+            and not (dtype is None and mean is None and std is None and scale is None)
         ):
             raise ValueError(
                 "dtype/mean/std/scale need fixed-shape samples; this dataset's are ragged "
@@ -141,6 +162,8 @@ class DataLoader:
         )
         self._owns_engine = engine is None
         self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
+        # blocks, the node-local cache and shard version checks, or the engine itself
+        self._reader = make_read_path(self.engine, cfg, dataset, self.sampler)
         # The scheme whose default in-flight depth this loader starts from (its first source's).
         self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
         self.tuner = (
@@ -173,12 +196,16 @@ class DataLoader:
         self._progress: Progress | None = None
         self._resume: Progress | None = None
         self._current: weakref.ref[Epoch] | None = None
-        self.stats: dict[str, Any] = {
+        self._counters: dict[str, Any] = {
             "max_read_ahead": 0,
             "worker_starts": 0,
             "epoch_start_s": [],
             "epoch_pids": [],
+            "images": None if self.images is None else self.images.stats,
         }
+        names = ", ".join(src.display for src in dataset.sources[:2])
+        more = " ..." if len(dataset.sources) > 2 else ""
+        self.observer = LoaderObserver(names + more, progress)
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
         if self.pin and self.pool.pin_error is None:
             self._check_pinning()
@@ -208,7 +235,7 @@ class DataLoader:
 
     # -- the public surface -------------------------------------------------------
     def __len__(self) -> int:
-        return len(batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last))
+        return len(self._slices())
 
     @property
     def pin_mode(self) -> str:
@@ -232,31 +259,60 @@ class DataLoader:
         self._resume = None
         self._progress = None  # state_dict() now describes the epoch chosen, not the one left
 
-    def report(self) -> dict[str, Any]:
-        """What the loader really does: pinning, workers, tuning, read-ahead."""
-        return {
-            "pin_memory": self.config.pin_memory,
-            "pin_mode": self.pool.pin_mode,
-            "pin_error": self.pool.pin_error,
-            "part_size": self.read_settings.part_size,
-            "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
-            "page_cache_mode": self.read_settings.page_cache_mode,
-            "workers": None
-            if self.workers is None
-            else {
-                "pids": self.workers.pids,
-                "context": self.workers.context,
-                "seeds": self.workers.seeds,
+    def report(self) -> LoaderReport:
+        """What the loader really does: pinning, workers, tuning, read-ahead, and the last
+        epoch's stage breakdown. ``print(loader.report())`` shows the breakdown as a table
+        with a one-line verdict (is the step waiting for data, and on what)."""
+        return LoaderReport(
+            self.observer.render(),
+            {
+                "pin_memory": self.config.pin_memory,
+                "pin_mode": self.pool.pin_mode,
+                "pin_error": self.pool.pin_error,
+                "part_size": self.read_settings.part_size,
+                "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
+                "page_cache_mode": self.read_settings.page_cache_mode,
+                "workers": None
+                if self.workers is None
+                else {
+                    "pids": self.workers.pids,
+                    "context": self.workers.context,
+                    "seeds": self.workers.seeds,
+                },
+                "worker_starts": self._counters["worker_starts"],
+                "epoch_pids": list(self._counters["epoch_pids"]),
+                "epoch_start_s": list(self._counters["epoch_start_s"]),
+                "max_read_ahead": self._counters["max_read_ahead"],
+                "buffers": len(self.pool),
+                "buffer_allocations": self.pool.allocations,
+                "auto_tune": None if self.tuner is None else self.tuner.report(),
+                "collate": self._counters.get("collate"),
+                "images": self._counters["images"],
+                "verdict": self.observer.epochs()[-1]["verdict"]
+                if self.observer.epochs()
+                else None,
+                **read_path_report(self._reader),  # "blocks" and "cache" counters
             },
-            "worker_starts": self.stats["worker_starts"],
-            "epoch_pids": list(self.stats["epoch_pids"]),
-            "epoch_start_s": list(self.stats["epoch_start_s"]),
-            "max_read_ahead": self.stats["max_read_ahead"],
-            "buffers": len(self.pool),
-            "buffer_allocations": self.pool.allocations,
-            "auto_tune": None if self.tuner is None else self.tuner.report(),
-            "collate": self.stats.get("collate"),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Where the time went, per epoch: stage totals and p50/p99 per batch (plan, read,
+        decode, transform, collate, output; the consumer's wait and step), samples, bytes,
+        requests, retries and the verdict (``epochs[-1]`` is the running epoch, if any);
+        the block reader's and the node-local cache's counters."""
+        return {
+            "epochs": self.observer.epochs(),
+            "index_s": getattr(self.dataset, "index_seconds", None),
+            "max_read_ahead": self._counters["max_read_ahead"],
+            "images": self._counters["images"],  # the image decoder's counters, skips named
+            **read_path_report(self._reader),
         }
+
+    def trace(self, path: str | os.PathLike[str]) -> TraceRecorder:
+        """Record a Chrome / Perfetto trace of the stages of every batch, per thread, into
+        ``path`` from now on; written when the returned recorder stops (``with``, ``.stop()``)
+        or the loader closes."""
+        return self.observer.trace(path)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: resume with :meth:`load_state_dict` at the exact next sample."""
@@ -266,7 +322,7 @@ class DataLoader:
         return {
             "epoch": p.epoch,
             "batches_done": p.done.tolist(),
-            "samples_done": self._slices().samples_in(p.done.mask(len(self._slices()))),
+            "samples_done": _samples_in(self._slices(), p.done),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),
             "sampler_len": len(self.sampler),
@@ -301,8 +357,17 @@ class DataLoader:
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
-    def _slices(self) -> BatchSlices:
-        return batch_slices(len(self.sampler), self.config.batch_size, self.config.drop_last)
+    def _slices(self) -> BatchSlices | list[tuple[int, int]]:
+        return self.epoch_slices(self.epoch, len(self.sampler))
+
+    def epoch_slices(self, epoch: int, n: int) -> BatchSlices | list[tuple[int, int]]:
+        """(start, stop) of each batch of ``epoch``'s ``n`` indices (a batch_sampler's own cut)."""
+        cut = batch_slices_of(self.sampler, epoch)
+        return (
+            cut
+            if cut is not None
+            else batch_slices(n, self.config.batch_size, self.config.drop_last)
+        )
 
     def __iter__(self) -> Iterator[Any]:
         self._stop_current()
@@ -320,8 +385,9 @@ class DataLoader:
             self._start_workers(progress.epoch)
         if self.workers is not None:
             self.workers.start_epoch()
-        self.stats["epoch_start_s"].append(time.perf_counter() - t0)
+        self._counters["epoch_start_s"].append(time.perf_counter() - t0)
         epoch = Epoch(self, progress)
+        plan_epoch(self._reader, self.dataset, epoch)  # blocks read ahead, in the epoch's order
         self._current = weakref.ref(epoch)
         return EpochIterator(epoch)
 
@@ -339,9 +405,10 @@ class DataLoader:
             seed,
             nbytes,
             cfg.timeout_seconds,
+            self.torch_args.worker_init_fn,
         )
-        self.stats["worker_starts"] += 1
-        self.stats["epoch_pids"].append(self.workers.pids)
+        self._counters["worker_starts"] += 1
+        self._counters["epoch_pids"].append(self.workers.pids)
 
     def _stop_current(self) -> None:
         ep = self._current() if self._current else None
@@ -351,8 +418,20 @@ class DataLoader:
                 "use a second DataLoader to read two at once)"
             )
 
+    def begin_epoch_stats(self, epoch: int, batches: int) -> EpochStats:
+        """The stats the epoch about to start records into (called before its threads start)."""
+        return self.observer.begin_epoch(epoch, batches, self._engine_counters())
+
+    def _engine_counters(self) -> dict[str, int]:
+        try:
+            return self.engine.stats()
+        except Exception:  # a user's engine without counters: the epoch reports none
+            return {}
+
     def end_epoch(self, failed: bool) -> None:
-        """After an epoch's threads stopped: drop workers unless persistent (always after a failure)."""
+        """After an epoch's threads stopped: close its stats; drop workers unless persistent
+        (always after a failure)."""
+        self.observer.end_epoch(failed, self._engine_counters())
         if self.workers is not None and (failed or not self.config.persistent_workers):
             self.workers.close()
             self.workers = None
@@ -370,9 +449,11 @@ class DataLoader:
     # -- one batch ----------------------------------------------------------------
     def produce(self, k: int, job: int, ep: Epoch) -> Any:
         """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it."""
+        clock = _batch_clock.clock = self.observer.clock()
         a, b = ep.slices[k]
         idx = ep.order[a:b]
         plan = plan_batch(self.dataset, idx)
+        clock.lap(PLAN)
         leases: Leases = []
         try:
             ep.status[k] = f"reading {self._describe(plan)}"
@@ -380,12 +461,19 @@ class DataLoader:
         finally:
             for pool, buf in leases:
                 pool.release(buf)
+        if isinstance(x, ImageBatch):  # failed images replaced: their labels follow
+            x, idx = x
         ep.status[k] = f"in the output stage ({type(self.output_stage).__name__})"
-        return self.output_stage(x, self.dataset.labels_for(idx), self.pool)
+        out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
+        clock.lap(OUTPUT)
+        self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
+        return out
 
     def _choose_batch_maker(self) -> Any:
         """The one way every batch of this loader is made (a function of the loader)."""
         cls = type(self)
+        if self.images is not None:
+            return cls._batch_images
         if self.use_workers:
             return cls._batch_from_workers
         if self.transforms_on:
@@ -397,9 +485,11 @@ class DataLoader:
         return cls._batch_collated
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
-        self.engine.read_into(
+        clock = _batch_clock.clock
+        self._reader.read_into(
             plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
         )
+        debug_read(plan, clock.lap(READ), self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
 
@@ -428,7 +518,32 @@ class DataLoader:
         self._read(plan, slab, ep)
         ep.status[k] = f"collating its {len(plan.indices)} samples"
         out = self._out_array(len(plan.indices), cp, leases)
-        return cp.run_slab(slab, plan.offsets, out, self._collate_stats())
+        x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
+        _batch_clock.clock.lap(COLLATE)
+        return x
+
+    def _batch_images(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
+        """Encoded image files -> decoded, cropped, converted batch (native threads)."""
+        images = self.images
+        assert images is not None
+        slab = self._lease(self._raw_pool, plan.nbytes, leases)
+        self._read(plan, slab, ep)
+        ep.status[k] = f"decoding {len(plan.indices)} images"
+        x = images.decode(
+            slab,
+            plan.offsets,
+            plan.lengths,
+            plan.indices,
+            ep.progress.epoch,
+            lambda nbytes: self._lease(self.pool, nbytes, leases),
+            self._uri_of,
+        )
+        _batch_clock.clock.lap(DECODE)
+        return x
+
+    def _uri_of(self, index: int) -> str:
+        src = int(self.dataset.sample_ranges(np.array([index]))[0][0])
+        return self.dataset.sources[src].display
 
     def _batch_transformed_here(
         self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
@@ -449,6 +564,7 @@ class DataLoader:
         ds = self.dataset
         ep.status[k] = "waiting for an idle worker"
         worker = workers.checkout(job, ep.stopped)
+        _batch_clock.clock.lap(TRANSFORM)  # waiting for a worker: the transforms set the pace
         try:
             ep.status[k] = f"reading {self._describe(plan)} for worker {worker.id}"
             slab: Any = worker.input_view(plan.nbytes, ep.stopped)
@@ -465,6 +581,7 @@ class DataLoader:
                 ep.stopped,
                 lambda pos: ds.describe(int(idx[pos])),
             )
+            _batch_clock.clock.lap(TRANSFORM)
             ep.status[k] = f"collating the {len(samples)} samples worker {worker.id} transformed"
             x = self._collate_samples(samples, leases)
             del samples
@@ -485,16 +602,19 @@ class DataLoader:
         for pos, (o, n) in enumerate(zip(plan.offsets, plan.lengths, strict=True)):
             try:
                 samples.append(sample_array(ds.transform(ds.view_sample(raw[o : o + n]))))  # type: ignore[misc]
-            except Exception as exc:
-                raise TransformError(
+            except Exception as exc:  # the transform's own type, and a TransformError
+                raise as_original(
+                    type(exc),
                     f"fastload: the transform failed on {ds.describe(int(plan.indices[pos]))}, "
-                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}"
+                    f"position {pos} of batch {k}: {type(exc).__name__}: {exc}",
+                    TransformError,
                 ) from exc
+        _batch_clock.clock.lap(TRANSFORM)
         return samples
 
     def _collate_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}
-        self.stats["collate"] = stats  # what the kernel did for the latest batch
+        self._counters["collate"] = stats  # what the kernel did for the latest batch
         return stats
 
     def _out_array(self, n: int, plan: CollatePlan, leases: Leases) -> np.ndarray:
@@ -510,6 +630,11 @@ class DataLoader:
 
     def _collate_samples(self, samples: list[np.ndarray], leases: Leases) -> Any:
         """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
+        x = self._collate_samples_now(samples, leases)
+        _batch_clock.clock.lap(COLLATE)
+        return x
+
+    def _collate_samples_now(self, samples: list[np.ndarray], leases: Leases) -> Any:
         first = samples[0] if samples else None
         if first is not None and all(
             s.shape == first.shape and s.dtype == first.dtype for s in samples
@@ -535,6 +660,29 @@ class DataLoader:
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
 
 
+def _samples_in(slices: BatchSlices | list[tuple[int, int]], done: Any) -> int:
+    """Samples in the batches ``done`` marks (a caller's batch_sampler cuts its own list)."""
+    mask = done.mask(len(slices))
+    if isinstance(slices, BatchSlices):
+        return slices.samples_in(mask)
+    return int(sum(b - a for k, (a, b) in enumerate(slices) if mask[k]))
+
+
+# The StageClock of the batch this reader thread is making (set by produce()).
+_batch_clock = threading.local()
+
+
+class LoaderReport(dict):  # type: ignore[type-arg]
+    """``report()``'s dict; printed, the last epoch's stage table and verdict."""
+
+    def __init__(self, table: str, fields: dict[str, Any]) -> None:
+        super().__init__(fields)
+        self.table = table
+
+    def __str__(self) -> str:
+        return self.table
+
+
 class _TunedSettings:
     """The ReadSettings the loader reads with; the auto-tuner swaps them (and holds no
     reference to the loader)."""
@@ -556,7 +704,10 @@ def _shutdown(state: dict[str, Any]) -> None:
     if workers is not None:
         workers.close()
         state["workers"] = None
+    state["observer"].close()
     state["pool"].close()
     state["_raw_pool"].close()
+    if state.get("_reader") is not state.get("engine"):
+        state["_reader"].close()
     if state.get("_owns_engine"):
         state["engine"].close()

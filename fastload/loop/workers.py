@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import WorkerError, WorkerTransformError
+from fastload.errors import WorkerError, WorkerTransformError, as_original
 from fastload.loop.shared_memory import SharedBuffer
 from fastload.loop.transform_result import sample_array
 from fastload.loop.worker_lifetime import (
@@ -124,6 +126,29 @@ def _pack(
     )
 
 
+def _picklable_type(exc: BaseException) -> type[BaseException] | None:
+    """The exception's class when it can cross the pipe (by reference), else None."""
+    try:
+        pickle.dumps(type(exc))
+    except Exception:
+        return None
+    return type(exc)
+
+
+def _set_torch_worker_info(worker_id: int, num_workers: int, seed: int) -> None:
+    """torch.utils.data.get_worker_info() and torch's seed, as in a torch DataLoader worker."""
+    import torch
+    from torch.utils.data._utils import worker as torch_worker
+
+    torch.manual_seed(seed % 2**63)
+    torch_worker._worker_info = torch_worker.WorkerInfo(
+        id=worker_id,
+        num_workers=num_workers,
+        seed=seed % 2**63,
+        dataset=None,  # type: ignore[arg-type]  # fastload workers run transforms, not a dataset
+    )
+
+
 def _worker_main(
     worker_id: int,
     num_workers: int,
@@ -133,13 +158,15 @@ def _worker_main(
     parent_pid: int | None,
     death_signal: bool,
     inherited: list[int],
+    init_fn: Callable[[int], Any] | None = None,
+    torch_info: bool = False,
 ) -> None:
     parent = os.getppid() if parent_pid is None else parent_pid  # forkserver: the server
     die_with_parent(parent, death_signal)
     close_inherited(inherited)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the loader's to handle
     try:
-        _serve(worker_id, num_workers, seed, transform, conn, parent)
+        _serve(worker_id, num_workers, seed, transform, conn, parent, init_fn, torch_info)
     except (EOFError, OSError):  # the loader closed the pipe or is gone: nothing to report to
         pass
 
@@ -151,6 +178,8 @@ def _serve(
     transform: Callable[[Any], Any],
     conn: Any,
     parent: int,
+    init_fn: Callable[[int], Any] | None,
+    torch_info: bool,
 ) -> None:
     global _worker_info
     # Independent, reproducible streams per worker for the usual random modules.
@@ -159,6 +188,7 @@ def _serve(
     _worker_info = WorkerInfo(worker_id, num_workers, seed, os.getpid())
     inp: SharedBuffer | None = None
     out: SharedBuffer | None = None
+    initialised = False
     while True:
         while not conn.poll(_PARENT_CHECK_S):
             if parent_gone(parent):
@@ -171,6 +201,19 @@ def _serve(
                 inp.close()
             inp = SharedBuffer(fd=recv_handle(conn))
             inp.close_fd()
+            if not initialised:  # after the first hand-over: the loader then waits for a reply
+                initialised = True
+                try:
+                    if torch_info:
+                        _set_torch_worker_info(worker_id, num_workers, seed)
+                    if init_fn is not None:
+                        init_fn(worker_id)  # torch's worker_init_fn
+                except Exception as exc:
+                    tb = "".join(traceback.format_exception(exc))
+                    conn.send(
+                        ("init_failed", f"{type(exc).__name__}: {exc}", tb, _picklable_type(exc))
+                    )
+                    return
             conn.send(("ready", os.getpid()))
             continue
         _, batch, offsets, lengths, shape, dtype = msg
@@ -182,12 +225,14 @@ def _serve(
             )
             reply: tuple[Any, ...] = ("ok", batch, out.nbytes if new else None, meta)
         except _SampleError as err:  # reported to the loader, which raises it
-            exc = err.__cause__
-            assert exc is not None
-            what = f"{type(exc).__name__}: {exc}"
-            reply = ("error", batch, err.pos, what, "".join(traceback.format_exception(exc)))
+            cause = err.__cause__
+            assert cause is not None
+            what = f"{type(cause).__name__}: {cause}"
+            tb = "".join(traceback.format_exception(cause))
+            reply = ("error", batch, err.pos, what, tb, _picklable_type(cause))
         except Exception as exc:  # packing failed (no memory for the output segment ...)
-            reply = ("error", batch, -1, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            what = f"{type(exc).__name__}: {exc}"
+            reply = ("error", batch, -1, what, traceback.format_exc(), _picklable_type(exc))
         conn.send(reply)
         if reply[0] == "ok" and new:
             assert out is not None and out.fd is not None
@@ -207,6 +252,8 @@ class Worker:
         transform: Callable[[Any], Any],
         input_bytes: int,
         siblings: list[int],
+        init_fn: Callable[[int], Any] | None = None,
+        torch_info: bool = False,
     ) -> None:
         self.id = worker_id
         self.context = ctx.get_start_method()
@@ -229,6 +276,8 @@ class Worker:
                 None if self.context == "forkserver" else self.owner,
                 want_death_signal(self.context),
                 inherited,
+                init_fn,
+                torch_info,
             ),
             daemon=True,
         )
@@ -269,6 +318,15 @@ class Worker:
             reply = self._recv(
                 stopped, "starting" if self._seq == 0 else "mapping its input", deadline
             )
+            if reply[0] == "init_failed":
+                _, what, tb, exc_type = reply
+                self.proc.join(1.0)
+                raise as_original(
+                    exc_type,
+                    f"fastload worker {self.id} (pid {self.pid}): worker_init_fn failed: {what}"
+                    f"\n--- worker traceback ---\n{tb}",
+                    WorkerError,
+                )
             if reply[0] == "ready":
                 break
 
@@ -351,15 +409,21 @@ class Worker:
             if reply[0] in ("ok", "error") and reply[1] == self._seq:
                 break  # older replies belong to a batch whose reader was stopped
         if reply[0] == "error":
-            _, _, pos, what, tb = reply
+            # the worker's exception type comes back (as torch's ExceptionWrapper does),
+            # also a WorkerError / WorkerTransformError, with the worker's traceback text
+            _, _, pos, what, tb, exc_type = reply
             if pos < 0:
-                raise WorkerError(
+                raise as_original(
+                    exc_type,
                     f"fastload worker {self.id} (pid {self.pid}): packing the results of batch "
-                    f"{batch} failed: {what}\n--- worker traceback ---\n{tb}"
+                    f"{batch} failed: {what}\n--- worker traceback ---\n{tb}",
+                    WorkerError,
                 )
-            raise WorkerTransformError(
+            raise as_original(
+                exc_type,
                 f"fastload worker {self.id} (pid {self.pid}): the transform failed on {describe(pos)}, "
-                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}"
+                f"position {pos} of batch {batch}: {what}\n--- worker traceback ---\n{tb}",
+                WorkerTransformError,
             )
         assert self.output is not None
         buf = np.frombuffer(self.output.mm, dtype=np.uint8)
@@ -409,6 +473,7 @@ class WorkerPool:
         seed: int | list[int],
         input_bytes: int,
         timeout: float | None = None,
+        init_fn: Callable[[int], Any] | None = None,
     ) -> None:
         refuse_start_while_bootstrapping(context)
         check_transform_reaches_workers(transform, context)
@@ -424,6 +489,7 @@ class WorkerPool:
         self.context = context
         self.owner = os.getpid()
         ctx = multiprocessing.get_context(context)
+        torch_info = "torch" in sys.modules  # torch's get_worker_info() only where torch is used
         seqs = np.random.SeedSequence(seed).spawn(num_workers)
         self.seeds = [int(s.generate_state(1, np.uint64)[0]) for s in seqs]
         self.workers: list[Worker] = []
@@ -434,7 +500,17 @@ class WorkerPool:
             for i in range(num_workers):
                 siblings = [w.conn.fileno() for w in self.workers]
                 self.workers.append(
-                    Worker(ctx, i, num_workers, self.seeds[i], transform, input_bytes, siblings)
+                    Worker(
+                        ctx,
+                        i,
+                        num_workers,
+                        self.seeds[i],
+                        transform,
+                        input_bytes,
+                        siblings,
+                        init_fn,
+                        torch_info,
+                    )
                 )
             # Started in parallel, so one deadline for all (a hung start must not hang iter()).
             deadline = None if timeout is None else (time.monotonic() + timeout, timeout)

@@ -217,6 +217,7 @@ class _ShardedRecords(Dataset):
         self.counts = np.asarray(counts, dtype=np.int64)
         self.stride = int(stride)
         self.starts = np.concatenate(([0], np.cumsum(self.counts)))
+        self._record_nbytes = self.sample_nbytes or 0  # asked for every batch: computed once
         self._finish_init()
 
     def __len__(self) -> int:
@@ -230,7 +231,7 @@ class _ShardedRecords(Dataset):
         idx = self.check_indices(indices)
         shard = np.searchsorted(self.starts, idx, side="right") - 1
         offset = self.first_offset[shard] + (idx - self.starts[shard]) * self.stride
-        return shard, offset, np.full(len(idx), self.sample_nbytes, dtype=np.int64)
+        return shard, offset, np.full(len(idx), self._record_nbytes, dtype=np.int64)
 
 
 def _check_shape(shape: Any, what: str) -> tuple[int, ...]:

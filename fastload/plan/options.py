@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import multiprocessing
+import os
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,10 +29,20 @@ from typing import Any
 import numpy as np
 
 from fastload.batch.layout import MEMORY_FORMATS
-from fastload.checks import check_bool, check_choice, check_int, check_number, fail
+from fastload.checks import (
+    check_bool,
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_number,
+    check_str,
+    fail,
+)
+from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.storage.read_settings import (
     DEFAULT_PART_SIZE,
     MAX_INFLIGHT_PARTS,
+    MAX_PART_SIZE,
     MAX_TIMEOUT_S,
     MIN_PART_SIZE,
     PAGE_CACHE_MODES,
@@ -43,6 +54,14 @@ READER_MODES = ("sequential", "range")
 LOADER_MEMORY_FORMATS = tuple(f for f in MEMORY_FORMATS if f is not None)
 MP_CONTEXTS = ("spawn", "fork", "forkserver")
 SAMPLER_TYPES = ("sequential", "random", "weighted_random", "distributed_random")
+SHUFFLES = (False, True, "block")
+ON_ERROR = ("raise", "skip")
+DEFAULT_BLOCK_SIZE = 4 << 20  # one ranged GET per block: big enough to amortise a request
+DEFAULT_SHUFFLE_BUFFER = "64MiB"
+
+
+def _fspath(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def normalise_weights(value: Any) -> tuple[float, ...] | None:
@@ -79,11 +98,18 @@ class LoaderConfig:
     reader threads for local files, 32 transfers for ``http(s)://`` and ``s3://``,
     where a request's latency, not bandwidth, bounds small reads (measured figures in
     ``fastload.storage.read_settings``); an integer applies to every source.
+
+    ``shuffle="block"`` permutes blocks of ``block_size`` bytes (whole samples of one shard,
+    read as one request each) and shuffles samples inside windows of ``shuffle_buffer``
+    (samples, or bytes as ``"64MiB"``); ``cache_dir`` / ``cache_limit`` keep remote blocks
+    on local disk for later epochs; ``on_error`` says whether a cache that cannot work raises
+    or is read around ("skip").
     """
 
     batch_size: int = 32
     drop_last: bool = False
-    shuffle: bool = False
+    sampler_drop_last: bool | None = None
+    shuffle: bool | str = False
     seed: int = 0
     num_workers: int = 0
     prefetch: int = 2
@@ -109,13 +135,18 @@ class LoaderConfig:
     enable_transforms: bool = False
     collate_buffer_size: int = 0
     page_cache_mode: str = "auto"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    shuffle_buffer: int | str = DEFAULT_SHUFFLE_BUFFER
+    cache_dir: str | None = None
+    cache_limit: int | None = None
+    on_error: str = "raise"
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         check_int("num_workers", self.num_workers, 0)
         check_int("prefetch", self.prefetch, 1)
-        check_int("part_size", self.part_size, MIN_PART_SIZE)
+        check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE)
         check_int(
             "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True
         )
@@ -125,9 +156,30 @@ class LoaderConfig:
         check_int("num_workers_pytorch", self.num_workers_pytorch, 1, optional=True)
         check_int("generator_seed", self.generator_seed, 0, optional=True)
         check_int("collate_buffer_size", self.collate_buffer_size, 0)
+        if self.sampler_drop_last is not None:
+            check_bool("sampler_drop_last", self.sampler_drop_last)
+        check_int("block_size", self.block_size, MIN_PART_SIZE)
+        self.shuffle_buffer_spec  # noqa: B018 -- validates shuffle_buffer
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", check_str("cache_dir", _fspath(self.cache_dir)))
+        if self.cache_limit is not None:
+            object.__setattr__(
+                self, "cache_limit", check_byte_size("cache_limit", self.cache_limit, 1)
+            )
+        check_choice("on_error", self.on_error, ON_ERROR)
+        if not (isinstance(self.shuffle, (bool, np.bool_)) or self.shuffle == "block"):
+            raise fail("shuffle", self.shuffle, "must be True, False or 'block'")
+        if self.shuffle == "block" and self.sampler_type == "weighted_random":
+            raise fail(
+                "shuffle",
+                "block",
+                "block shuffle reads whole blocks; it cannot draw by weights "
+                "(sampler_type 'weighted_random')",
+            )
+        if self.shuffle == "block" and self.replacement:
+            raise fail("replacement", True, "block shuffle draws every sample once per epoch")
         for knob in (
             "drop_last",
-            "shuffle",
             "auto_tune",
             "pin_memory",
             "persistent_workers",
@@ -211,6 +263,20 @@ class LoaderConfig:
 
     # ---- derived values --------------------------------------------------------------
     @property
+    def rank_drop_last(self) -> bool:
+        """Whether the sampler drops the rank tail (``sampler_drop_last``; None: ``drop_last``)."""
+        return self.drop_last if self.sampler_drop_last is None else self.sampler_drop_last
+
+    @property
+    def shuffle_buffer_spec(self) -> tuple[str, int]:
+        """``("samples", n)`` for an integer ``shuffle_buffer``, ``("bytes", n)`` for a size
+        string like ``"64MiB"``."""
+        v = self.shuffle_buffer
+        if isinstance(v, str):
+            return "bytes", check_byte_size("shuffle_buffer", v, 1)
+        return "samples", check_int("shuffle_buffer", v, 1)
+
+    @property
     def sampler_seed(self) -> int:
         """The seed of every random order: ``generator_seed`` when set, else ``seed``."""
         return self.seed if self.generator_seed is None else self.generator_seed
@@ -240,6 +306,8 @@ class LoaderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoaderConfig:
+        """From ``to_dict()`` output, fastload's or s3dlio's (``sampler_rank`` ...)."""
+        data = from_s3dlio_dict(data)
         _reject_unknown(data)
         return cls(**data)
 
@@ -353,11 +421,20 @@ class LoaderOptions:
         return self._with(batch_size=size)
 
     def drop_last(self, enabled: bool = True) -> LoaderOptions:
+        """Drop the last partial batch (and the rank tail, unless ``sampler_drop_last`` is set)."""
         return self._with(drop_last=enabled)
 
-    def shuffle(self, enabled: bool = True, seed: int | None = None) -> LoaderOptions:
-        """Shuffle each epoch (turns the sequential sampler random); ``seed`` None keeps the seed."""
-        return self._with(shuffle=enabled, seed=self._config.seed if seed is None else seed)
+    def shuffle(self, enabled: bool | str = True, seed: int | None = None) -> LoaderOptions:
+        """Shuffle each epoch (turns the sequential sampler random; ``"block"``: block
+        shuffle, see :meth:`block_shuffle`); ``seed`` None keeps the seed.
+
+        ``shuffle(False)`` after ``distributed_sampling()`` keeps the rank's share but in
+        order, as torch's ``DistributedSampler(shuffle=False)`` (the sequential sampler,
+        which splits between ranks the same way)."""
+        seed = self._config.seed if seed is None else seed
+        if enabled is False and self._config.sampler_type == "distributed_random":
+            return self._with(shuffle=False, seed=seed, sampler_type="sequential")
+        return self._with(shuffle=enabled, seed=seed)
 
     def num_workers(self, n: int) -> LoaderOptions:
         return self._with(num_workers=n)
@@ -406,16 +483,22 @@ class LoaderOptions:
         return self._with(sampler_type="weighted_random", weights=weights, replacement=replacement)
 
     def distributed_sampling(
-        self, rank: int | None = None, world_size: int | None = None
+        self,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool | None = None,
     ) -> LoaderOptions:
         """Shuffle and shard across ranks (torch DistributedSampler semantics); ``None``
-        discovers the value from torch.distributed or RANK / WORLD_SIZE at run time."""
+        discovers the value from torch.distributed or RANK / WORLD_SIZE at run time.
+        ``drop_last``: the sampler's own (drop the rank tail instead of padding), apart from
+        the loader's partial-batch ``drop_last``; None follows that one."""
         return self._with(
             sampler_type="distributed_random",
             shard_rank=rank,
             shard_world_size=world_size,
             replacement=False,
             weights=None,
+            sampler_drop_last=drop_last,
         )
 
     def sequential_sampling(self) -> LoaderOptions:
@@ -445,6 +528,44 @@ class LoaderOptions:
 
     def page_cache_mode(self, mode: str) -> LoaderOptions:
         return self._with(page_cache_mode=mode)
+
+    def block_size(self, nbytes: int) -> LoaderOptions:
+        """Bytes per block of ``shuffle="block"`` and of the node-local cache: one ranged
+        GET each (blocks hold whole samples)."""
+        return self._with(block_size=nbytes)
+
+    def shuffle_buffer(self, size: int | str) -> LoaderOptions:
+        """Block shuffle's window: samples (an int) or bytes (``"64MiB"``) of blocks whose
+        samples are shuffled together."""
+        return self._with(shuffle_buffer=size)
+
+    def block_shuffle(
+        self,
+        block_size: int | None = None,
+        shuffle_buffer: int | str | None = None,
+        seed: int | None = None,
+    ) -> LoaderOptions:
+        """``shuffle="block"``: blocks permuted, samples shuffled inside a bounded window."""
+        cfg = self._config
+        return self._with(
+            shuffle="block",
+            block_size=cfg.block_size if block_size is None else block_size,
+            shuffle_buffer=cfg.shuffle_buffer if shuffle_buffer is None else shuffle_buffer,
+            seed=cfg.seed if seed is None else seed,
+        )
+
+    def cache_dir(self, path: str | None) -> LoaderOptions:
+        """A node-local folder that keeps remote blocks for later epochs (None: no cache)."""
+        return self._with(cache_dir=path)
+
+    def cache_limit(self, nbytes: int | str | None) -> LoaderOptions:
+        """Bytes the cache may hold (least recently used blocks go first); None: no limit."""
+        return self._with(cache_limit=nbytes)
+
+    def on_error(self, mode: str) -> LoaderOptions:
+        """What a cache that cannot work does: "raise" a CacheError, or "skip" it (read
+        around it, counted)."""
+        return self._with(on_error=mode)
 
     # ---- presets ---------------------------------------------------------------------
     @_preset

@@ -42,17 +42,28 @@ def plan_batch(dataset: Dataset, indices: np.ndarray) -> BatchPlan:
     """Plan the reads of ``dataset[indices]`` into one packed slab."""
     idx = np.asarray(indices, dtype=np.int64)
     src, off, length = dataset.sample_ranges(idx)
-    dst = np.concatenate(([0], np.cumsum(length)))
+    dst = np.empty(len(idx) + 1, dtype=np.int64)
+    dst[0] = 0
+    np.cumsum(length, out=dst[1:])
     offsets, nbytes = dst[:-1], int(dst[-1])
-    # Only the objects this batch touches go to the engine, renumbered.
-    used, local_src = np.unique(src, return_inverse=True)
-    table = np.stack([local_src.astype(np.int64), off, length, offsets], axis=1)
-    table = table[length > 0]  # empty objects need no read
+    # Only the objects this batch touches go to the engine, renumbered (most batches of a
+    # sharded dataset touch one or two: skip the sort of np.unique for one).
+    if len(src) and src.min() == src.max():
+        used, local_src = src[:1], np.zeros(len(src), dtype=np.int64)
+    else:
+        used, local_src = np.unique(src, return_inverse=True)
+    table = np.empty((len(idx), 4), dtype=np.int64)
+    table[:, 0] = local_src
+    table[:, 1] = off
+    table[:, 2] = length
+    table[:, 3] = offsets
+    if not length.all():
+        table = table[length > 0]  # empty objects need no read
     table, _ = coalesce(table)
     return BatchPlan(
         indices=idx,
         sources=[dataset.sources[int(i)] for i in used],
-        table=np.ascontiguousarray(table, dtype=np.int64),
+        table=table,
         offsets=offsets,
         lengths=length,
         nbytes=nbytes,

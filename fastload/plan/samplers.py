@@ -2,7 +2,8 @@
 
 An epoch's indices are a pure function of (seed, epoch, rank, world size, worker, worker
 count): the same in any process, on any machine, with no state carried between epochs.
-Every order is built with numpy in O(n) vector operations, never a Python loop per index.
+Every order is built with numpy in O(n) vector operations, never a Python loop per index
+(block shuffle loops once per window of blocks).
 
 Three steps, each a plain array in, array out:
 
@@ -40,6 +41,8 @@ import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 
 from fastload.checks import check_bool, check_int
+from fastload.plan.block_map import BlockMap
+from fastload.plan.datasets import Dataset
 from fastload.plan.distributed import (
     rank_and_world_size,
     resolve_rank,
@@ -190,7 +193,16 @@ class Sampler:
         self._epoch = 0
         self._position = 0
 
+    # How the epoch's global order is dealt to ranks: "interleave" (rank r takes positions
+    # r, r + world_size, ...: take_rank) or "contiguous" (rank r takes one run: take_run).
+    split = "interleave"
+
     # ---- what subclasses provide ---------------------------------------------------
+    def global_order(self, epoch: int) -> np.ndarray | None:
+        """The epoch's order before the split between ranks (one order shared by every
+        rank), or None for draws with replacement, which have no such order."""
+        return None
+
     def _population(self) -> int:
         """How many indices one epoch has before the split between ranks."""
         return self.dataset_len
@@ -302,6 +314,9 @@ class Sampler:
 class SequentialSampler(Sampler):
     """0, 1, ..., n-1 every epoch (split between ranks and workers as described above)."""
 
+    def global_order(self, epoch: int) -> np.ndarray:
+        return np.arange(self.dataset_len, dtype=np.int64)
+
     def _rank_indices(self, epoch: int) -> np.ndarray:
         n, total = self.dataset_len, self.rank_len * self.world_size
         positions = np.arange(self.rank, total, self.world_size, dtype=np.int64)
@@ -320,6 +335,9 @@ class RandomSampler(Sampler):
 
     def _identity(self) -> dict[str, Any]:
         return {**super()._identity(), "replacement": self.replacement}
+
+    def global_order(self, epoch: int) -> np.ndarray | None:
+        return None if self.replacement else self._permutation(epoch, self.dataset_len)
 
     def _rank_indices(self, epoch: int) -> np.ndarray:
         if self.replacement:
@@ -395,12 +413,9 @@ class WeightedRandomSampler(Sampler):
     def _population(self) -> int:
         return self.dataset_len if self.replacement else len(self._positive)
 
-    def _rank_indices(self, epoch: int) -> np.ndarray:
+    def global_order(self, epoch: int) -> np.ndarray | None:
         if self.replacement:
-            u = self._generator(epoch, self.rank).random(self.rank_len) * self._cdf[-1]
-            drawn = searchsorted_unordered(self._cdf, u)
-            # u * total can round up to total; the last positive index is the right answer
-            return np.minimum(drawn, self._positive[-1])
+            return None
         expo = self._generator(epoch).exponential(size=len(self._positive))
         every = len(self._positive) == self.dataset_len  # no zero weight: skip two gathers
         w = self._scaled if every else self._scaled[self._positive]
@@ -412,16 +427,102 @@ class WeightedRandomSampler(Sampler):
         del expo, w
         perm = stable_argsort(keys)
         del keys
-        order = perm if every else self._positive[perm]
+        return perm if every else self._positive[perm]
+
+    def _rank_indices(self, epoch: int) -> np.ndarray:
+        if self.replacement:
+            u = self._generator(epoch, self.rank).random(self.rank_len) * self._cdf[-1]
+            drawn = searchsorted_unordered(self._cdf, u)
+            # u * total can round up to total; the last positive index is the right answer
+            return np.minimum(drawn, self._positive[-1])
+        order = self.global_order(epoch)
+        assert order is not None
         return take_rank(order, self.rank, self.world_size, self.rank_len)
 
 
-def make_sampler(config: LoaderConfig, dataset_len: int) -> Sampler:
+def take_run(order: np.ndarray, rank: int, world_size: int, count: int) -> np.ndarray:
+    """Rank ``rank``'s ``count`` indices of ``order`` as one run: positions rank * count ...
+    (rank + 1) * count - 1 of the order padded by repeating it from its start. Each rank then
+    reads its own blocks (an interleaved split would make every rank read every block)."""
+    n = len(order)
+    start = rank * count
+    if start + count <= n:
+        if world_size == 1 and count == n:
+            return order
+        return order[start : start + count].copy()
+    return order[np.arange(start, start + count) % n]
+
+
+class BlockShuffleSampler(Sampler):
+    """``shuffle="block"``: an order that keeps reads large and is still a full shuffle of
+    blocks. Each epoch the blocks (``fastload.plan.block_map``: runs of samples of one
+    shard, one request each) are permuted, cut into windows of ``shuffle_buffer`` (samples,
+    or bytes of blocks), and the samples of each window shuffled together. Every sample
+    appears once per epoch; a reader needs only the blocks of one or two windows at a time.
+    Ranks take runs of the order (``take_run``), equal in length as every sampler's."""
+
+    split = "contiguous"
+
+    def __init__(
+        self,
+        blocks: BlockMap,
+        *,
+        shuffle_buffer: tuple[str, int] = ("samples", 1),
+        **common: Any,
+    ) -> None:
+        super().__init__(int(blocks.bounds[-1]), **common)
+        self.blocks = blocks
+        self.buffer_kind, self.buffer = shuffle_buffer
+        self._memo: tuple[int, np.ndarray] | None = None
+
+    def _identity(self) -> dict[str, Any]:
+        b = self.blocks
+        digest = hashlib.blake2b(
+            b.bounds.tobytes() + b.src.tobytes() + b.start.tobytes(), digest_size=16
+        ).hexdigest()
+        return {
+            **super()._identity(),
+            "block_size": b.block_size,
+            "blocks_digest": digest,
+            "shuffle_buffer": [self.buffer_kind, self.buffer],
+        }
+
+    def windows(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(block permutation, window of each permuted block) of ``epoch``."""
+        gen = self._generator(epoch)
+        perm = gen.permutation(len(self.blocks))
+        sizes = (self.blocks.counts if self.buffer_kind == "samples" else self.blocks.nbytes)[perm]
+        return perm, (np.cumsum(sizes) - sizes) // self.buffer
+
+    def global_order(self, epoch: int) -> np.ndarray:
+        if self._memo is not None and self._memo[0] == epoch:
+            return self._memo[1]
+        gen = self._generator(epoch, 1 << 30)  # the in-window shuffles' own stream
+        perm, window = self.windows(epoch)
+        counts = self.blocks.counts[perm]
+        first = np.cumsum(counts) - counts  # where each permuted block starts in the order
+        order = np.repeat(self.blocks.bounds[:-1][perm] - first, counts) + np.arange(
+            self.dataset_len, dtype=np.int64
+        )
+        edges = np.flatnonzero(np.diff(window)) + 1
+        cuts = np.concatenate(([0], first[edges], [self.dataset_len]))
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            gen.shuffle(order[a:b])
+        self._memo = (epoch, order)
+        return order
+
+    def _rank_indices(self, epoch: int) -> np.ndarray:
+        return take_run(self.global_order(epoch), self.rank, self.world_size, self.rank_len)
+
+
+def make_sampler(config: LoaderConfig, dataset_len: int, dataset: Dataset | None = None) -> Sampler:
     """The sampler ``config`` asks for over ``dataset_len`` samples.
 
     ``sampler_type`` picks the class; ``"sequential"`` with ``shuffle=True`` becomes a
-    ``RandomSampler``. Rank and worker come from ``fastload.plan.distributed`` (explicit values
-    win, ``None`` discovers); the seed is ``config.sampler_seed``.
+    ``RandomSampler``, and any sampler but the weighted one with ``shuffle="block"`` a
+    ``BlockShuffleSampler`` over ``dataset``'s blocks. Rank and worker come from
+    ``fastload.plan.distributed`` (explicit values win, ``None`` discovers); the seed is
+    ``config.sampler_seed``.
     """
     config.validate_for(dataset_len)
     rank, world_size = rank_and_world_size(config)
@@ -430,12 +531,20 @@ def make_sampler(config: LoaderConfig, dataset_len: int) -> Sampler:
         "seed": config.sampler_seed,
         "rank": rank,
         "world_size": world_size,
-        "drop_last": config.drop_last,
+        "drop_last": config.rank_drop_last,
         "worker_id": worker_id,
         "num_workers": num_workers,
         "batch_size": config.batch_size,
     }
     kind = config.sampler_type
+    if config.shuffle == "block":
+        if dataset is None or len(dataset) != dataset_len:
+            raise ValueError("shuffle='block' needs the dataset (its blocks) to build the order")
+        return BlockShuffleSampler(
+            BlockMap.of(dataset, config.block_size),
+            shuffle_buffer=config.shuffle_buffer_spec,
+            **common,
+        )
     if kind == "sequential" and not config.shuffle:
         return SequentialSampler(dataset_len, **common)
     if kind in ("sequential", "random"):
@@ -449,6 +558,7 @@ def make_sampler(config: LoaderConfig, dataset_len: int) -> Sampler:
 
 
 __all__ = [
+    "BlockShuffleSampler",
     "DistributedRandomSampler",
     "RandomSampler",
     "Sampler",
@@ -461,6 +571,7 @@ __all__ = [
     "split_for_worker",
     "stable_argsort",
     "take_rank",
+    "take_run",
     "worker_count",
     "worker_generator",
 ]

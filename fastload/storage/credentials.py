@@ -12,18 +12,26 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass
+from typing import Any
+
+from fastload.storage.secret import Secret
 
 DEFAULT_REGION = "us-east-1"
+# Profile-file keys whose values are secrets: held as Secret from the moment they are read.
+_SECRET_KEYS = ("aws_secret_access_key", "aws_session_token")
 
 
 @dataclass(frozen=True)
 class Credentials:
-    access_key: str
-    secret_key: str
-    session_token: str | None = None
+    """An access key id (not a secret: AWS shows it in errors) and its Secret parts."""
 
-    def __repr__(self) -> str:  # never print a secret
-        return f"Credentials(access_key={self.access_key!r}, secret_key='***')"
+    access_key: str
+    secret_key: Secret
+    session_token: Secret | None = None
+
+    def __post_init__(self) -> None:  # whoever built it: never held in the clear
+        object.__setattr__(self, "secret_key", Secret(self.secret_key))
+        object.__setattr__(self, "session_token", _secret(self.session_token))
 
 
 @dataclass(frozen=True)
@@ -39,27 +47,28 @@ def _read_ini(path: str) -> configparser.ConfigParser:
     try:
         cp.read(os.path.expanduser(path))
     except configparser.Error as exc:
-        # configparser quotes the offending line, which may hold a secret: name only where it is
+        # configparser quotes the offending line, which may hold a secret: name only where
+        # it is, and raise outside the handler so the error is not kept as __context__
         lines = [n for n, _ in getattr(exc, "errors", [])] or [getattr(exc, "lineno", "?")]
-        where = ", ".join(str(n) for n in lines)
-        raise ValueError(
-            f"{path}: cannot parse AWS configuration ({type(exc).__name__} at line {where})"
-        ) from None
-    return cp
+        problem = f"{type(exc).__name__} at line {', '.join(str(n) for n in lines)}"
+    else:
+        return cp
+    raise ValueError(f"{path}: cannot parse AWS configuration ({problem})")
 
 
-def _section(cp: configparser.ConfigParser, *names: str) -> dict[str, str]:
+def _section(cp: configparser.ConfigParser, *names: str) -> dict[str, Any]:
+    """The first section of ``names`` that exists, its secrets wrapped in Secret."""
     for name in names:
         if cp.has_section(name):
-            return dict(cp.items(name))
+            return {k: Secret(v) if k in _SECRET_KEYS else v for k, v in cp.items(name)}
     return {}
 
 
 def resolve(
     *,
     access_key_id: str | None = None,
-    secret_access_key: str | None = None,
-    session_token: str | None = None,
+    secret_access_key: Secret | str | None = None,
+    session_token: Secret | str | None = None,
     profile: str | None = None,
     region: str | None = None,
     endpoint_url: str | None = None,
@@ -81,14 +90,14 @@ def resolve(
     if not anonymous:
         if access_key_id and secret_access_key:
             creds, source = (
-                Credentials(access_key_id, secret_access_key, session_token),
+                Credentials(access_key_id, Secret(secret_access_key), _secret(session_token)),
                 "arguments",
             )
         elif env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not profile:
             creds = Credentials(
                 env["AWS_ACCESS_KEY_ID"],
-                env["AWS_SECRET_ACCESS_KEY"],
-                session_token or env.get("AWS_SESSION_TOKEN"),
+                Secret(env["AWS_SECRET_ACCESS_KEY"]),
+                _secret(session_token or os.environ.get("AWS_SESSION_TOKEN")),
             )
             source = "environment"
         else:
@@ -97,7 +106,7 @@ def resolve(
                 creds = Credentials(
                     merged["aws_access_key_id"],
                     merged["aws_secret_access_key"],
-                    session_token or merged.get("aws_session_token"),
+                    _secret(session_token or merged.get("aws_session_token")),
                 )
                 source = f"profile {prof_name!r}"
             else:
@@ -117,3 +126,7 @@ def resolve(
         or None
     )
     return S3Config(creds, reg, endpoint.rstrip("/") if endpoint else None, source)
+
+
+def _secret(value: Secret | str | None) -> Secret | None:
+    return Secret(value) if value else None

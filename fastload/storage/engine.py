@@ -7,16 +7,21 @@ released.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from fastload._native.buffer import AlignedBuffer
+from fastload.checks import check_int_table, check_plain_buffer
+from fastload.errors import ObjectChangedError, RangeError
 from fastload.storage.backends import make_backend
+from fastload.storage.network_options import NetworkOptions
 from fastload.storage.range_table import split_by_source
 from fastload.storage.read_settings import (
     DEFAULT_PART_SIZE,
@@ -24,6 +29,7 @@ from fastload.storage.read_settings import (
     ReadSettings,
     default_inflight,
 )
+from fastload.storage.secret import wrap_secret_options
 from fastload.storage.uri import ParsedURI, parse_uri
 
 __all__ = [
@@ -33,11 +39,17 @@ __all__ = [
     "ReadSettings",
     "default_inflight",
     "read",
+    "read_many",
     "read_ranges",
     "writable_view",
 ]
 
 _INT64_MAX = np.iinfo(np.int64).max
+# read_ranges without ``out`` checks the ranges against the object's size before it
+# allocates (and pre-faults) a buffer this large: a bad range must not cost seconds.
+_CHECK_SIZE_BEFORE_ALLOCATING = 16 << 20
+# read() starts over this many times when the object changed under it (a new version)
+_READ_RESTARTS = 1
 
 Range = tuple[int, int]
 URI = str | os.PathLike[str] | ParsedURI
@@ -59,6 +71,7 @@ def writable_view(out: Any, needed: int, what: str) -> memoryview:
         raise ValueError(f"{what}: the destination buffer is read-only")
     if not view.contiguous:
         raise ValueError(f"{what}: the destination buffer is not contiguous")
+    check_plain_buffer(what, view.format)  # before the casts below hide an object array
     if view.nbytes < needed:
         raise ValueError(
             f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed"
@@ -94,8 +107,11 @@ class RangeEngine:
         timeout: float | None = None,
         **network_options: Any,
     ) -> None:
+        network_options = wrap_secret_options(network_options)  # first: no secret in the clear
         self.settings = ReadSettings(part_size, max_inflight_parts, page_cache_mode, timeout)
-        self.network_options = network_options
+        NetworkOptions.from_kwargs(**network_options)  # refused here, not at the first read
+        # read-only, and its secrets are Secret objects: repr() never shows them
+        self.network_options = MappingProxyType(network_options)
         self._backends: dict[str, Any] = {}
         self._backends_lock = threading.Lock()  # loader reader threads share one engine
 
@@ -136,6 +152,15 @@ class RangeEngine:
                     b = self._backends[scheme] = make_backend(scheme, options)
         return b
 
+    def stats(self) -> dict[str, int]:
+        """Counters summed over this engine's backends: requests, bytes, and for http(s)/s3
+        retries, connects and write callbacks."""
+        total: dict[str, int] = {}
+        for b in list(self._backends.values()):
+            for k, v in b.stats().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
     def close(self) -> None:
         for b in self._backends.values():
             b.close()
@@ -169,9 +194,17 @@ class RangeEngine:
         settings = settings or self.settings
         deadline = _deadline(settings)
         src = _parsed(uri)
-        size = self.size(src)
-        ranges = np.array([[0, size]] if size else [], dtype=np.int64).reshape(-1, 2)
-        return self._read_ranges(src, ranges, out, pin, settings, deadline, size)
+        for restart in range(_READ_RESTARTS + 1):
+            size = self.size(src)
+            ranges = np.array([[0, size]] if size else [], dtype=np.int64).reshape(-1, 2)
+            try:
+                return self._read_ranges(src, ranges, out, pin, settings, deadline, size)
+            except ObjectChangedError:
+                # a new version between the size and the read (or during it): the backend
+                # forgot the old one, so a fresh size() reads the new version whole
+                if restart == _READ_RESTARTS:
+                    raise
+        raise AssertionError("unreachable")
 
     def read_ranges(
         self,
@@ -187,15 +220,7 @@ class RangeEngine:
         Returns ``out`` or, when it is None, a new AlignedBuffer of the total length.
         """
         src = _parsed(uri)
-        arr = np.asarray(
-            list(ranges) if not isinstance(ranges, np.ndarray) else ranges, dtype=np.int64
-        )
-        if arr.size == 0:
-            arr = arr.reshape(0, 2)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(
-                f"{src.display}: ranges must be (offset, length) pairs, got shape {arr.shape}"
-            )
+        arr = check_int_table(f"{src.display}: ranges", ranges, 2)  # (offset, length) pairs
         settings = settings or self.settings
         return self._read_ranges(src, arr, out, pin, settings, _deadline(settings), 0)
 
@@ -216,9 +241,31 @@ class RangeEngine:
         _check_table([src], table)  # before allocating: a bad range must not cost a buffer
         total = int(lengths.sum()) if len(arr) else size
         if out is None:
+            if total >= _CHECK_SIZE_BEFORE_ALLOCATING and not size:
+                self._check_ends(src, arr)
             out = AlignedBuffer(total, pin=pin)
         self._read_checked([src], table, out, settings, None, deadline)
         return out
+
+    def read_many(self, uris: Sequence[URI], **kwargs: Any) -> builtins.list[memoryview]:
+        """Whole objects in one call, one memoryview each (``fastload.storage.read_many``)."""
+        from fastload.storage.read_many import read_many
+
+        return read_many(self, uris, **kwargs)
+
+    def _check_ends(self, src: ParsedURI, arr: np.ndarray) -> None:
+        """RangeError when a range ends past the object (asked before a big allocation)."""
+        ends = arr[:, 0] + arr[:, 1]
+        i = int(ends.argmax())
+        size = self.size(src)
+        if int(ends[i]) > size:
+            err = RangeError(
+                f"{src.display} bytes {int(arr[i, 0])}-{int(ends[i]) - 1}: range ends past the "
+                f"end of the object; object size is {size} bytes"
+            )
+            err.uri, err.offset, err.length = src.display, int(arr[i, 0]), int(arr[i, 1])
+            err.object_size = size
+            raise err
 
     def read_into(
         self,
@@ -238,11 +285,7 @@ class RangeEngine:
         settings = settings or self.settings
         deadline = _deadline(settings)
         srcs = [_parsed(s) for s in sources]
-        table = np.ascontiguousarray(table, dtype=np.int64)
-        if table.ndim != 2 or table.shape[1] != 4:
-            raise ValueError(
-                f"the range table must have 4 columns (src, offset, length, dst), got {table.shape}"
-            )
+        table = check_int_table("table", table, 4)  # rows (src, offset, length, dst)
         if len(table) == 0:
             return
         _check_table(srcs, table)
@@ -321,6 +364,11 @@ def read(uri: str | os.PathLike[str], out: Any = None, **options: Any) -> Any:
     pin = options.pop("pin", False)
     with RangeEngine(**options) as eng:
         return eng.read(uri, out, pin=pin)
+
+
+def read_many(uris: Sequence[URI], **kwargs: Any) -> list[memoryview]:
+    """Whole objects in one call with the default engine (see RangeEngine.read_many)."""
+    return default_engine().read_many(uris, **kwargs)
 
 
 def read_ranges(

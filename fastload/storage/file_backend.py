@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from fastload._native import file_reader
+from fastload.storage.interruptible import interruptible_slices
 from fastload.storage.read_settings import ReadSettings
 from fastload.storage.uri import ParsedURI
 
@@ -53,19 +55,23 @@ class FileBackend:
         timeout: float | None = None,
     ) -> None:
         # timeout bounds the whole call; the C reader checks it between parts
-        # (a pread once started is not cut short).
-        parts = file_reader.read_file_ranges(
-            [s.path for s in sources],
-            [s.uri for s in sources],
-            table,
-            out,
-            settings.part_size,
-            settings.inflight_for("direct" if self.direct else "file"),
-            self.direct,
-            int(settings.cache_mode),
-            cancel,
-            0.0 if timeout is None else timeout,
-        )
+        # (a pread once started is not cut short). On the main thread a big read is
+        # several calls, so Ctrl-C is seen between them.
+        parts = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for piece in interruptible_slices(table):
+            parts += file_reader.read_file_ranges(
+                [s.path for s in sources],
+                [s.uri for s in sources],
+                piece,
+                out,
+                settings.part_size,
+                settings.inflight_for("direct" if self.direct else "file"),
+                self.direct,
+                int(settings.cache_mode),
+                cancel,
+                0.0 if deadline is None else max(deadline - time.monotonic(), 1e-9),
+            )
         with self._lock:
             self._requests += parts
             self._bytes += int(table[:, 2].sum())

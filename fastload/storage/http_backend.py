@@ -10,14 +10,21 @@ from fastload._native.status import Status
 from fastload.errors import raise_native_error
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
-from fastload.storage.transport import Transport
+from fastload.storage.secret import RedactedList
+from fastload.storage.transport import Response, Transport
 from fastload.storage.uri import ParsedURI, redact
+from fastload.storage.version_pins import Pin
 
 
 def content_range_total(value: str) -> int | None:
     """N of ``bytes a-b/N`` (or ``bytes */N``); None when unknown."""
     total = value.rpartition("/")[2].strip()
     return int(total) if total.isdigit() else None
+
+
+def pin_from_headers(resp: Response, size: int | None) -> Pin:
+    """The version a HEAD (or first-byte GET) answered about: reads must see the same."""
+    return Pin(size, resp.headers.get("etag") or None, resp.headers.get("last-modified") or None)
 
 
 def size_from_headers(resp: Any) -> int | None:
@@ -33,6 +40,7 @@ class HttpBackend(NetworkBackend):
     """Plain HTTP(S) servers that honour Range (or answer 200 with the whole body)."""
 
     def __init__(self, opts: NetworkOptions) -> None:
+        super().__init__()
         self.opts = opts
         self.transport = Transport(opts, follow_redirects=opts.follow_redirects)
 
@@ -55,6 +63,7 @@ class HttpBackend(NetworkBackend):
                 http_status=resp.status,
                 message="the server reported no object size",
             )
+        self.pins.remember(self.pin_key(src), pin_from_headers(resp, n))
         return n
 
     def list(self, prefix: ParsedURI) -> list[str]:
@@ -70,5 +79,6 @@ class HttpBackend(NetworkBackend):
     # builtins.list: the method ``list`` shadows the builtin in this class body.
     def _requests(
         self, sources: Sequence[ParsedURI]
-    ) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
-        return [s.uri.encode() for s in sources], [None] * len(sources)
+    ) -> tuple[RedactedList[bytes], builtins.list[None]]:
+        # a URL may carry a password or a presigned signature: never shown in a traceback
+        return RedactedList([s.uri.encode() for s in sources]), [None] * len(sources)

@@ -10,7 +10,18 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastload.checks import check_bool, check_choice, check_int, check_number, check_str, fail
+from fastload.checks import (
+    check_bool,
+    check_choice,
+    check_header_value,
+    check_int,
+    check_number,
+    check_str,
+    fail,
+)
+from fastload.storage.read_settings import MAX_TIMEOUT_S
+from fastload.storage.secret import SECRET_OPTIONS, Secret, reveal
+from fastload.storage.uri import redact
 
 # Where Debian/Ubuntu, RHEL/Fedora, SUSE and Alpine keep the system CA bundle.
 SYSTEM_CA_BUNDLES = (
@@ -20,6 +31,18 @@ SYSTEM_CA_BUNDLES = (
     "/etc/ssl/cert.pem",
 )
 CA_BUNDLE_ENV = ("AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
+# Counts and rates past these are typos, and would overflow the C types they go to.
+MAX_RETRIES = 1_000_000
+MAX_LOW_SPEED_LIMIT = 1 << 40  # bytes/s
+SECONDS_KNOBS = (
+    "retry_deadline",
+    "backoff_base",
+    "backoff_cap",
+    "connect_timeout",
+    "request_timeout",
+)
+# Values that end up in a request line or header: a control character would inject one.
+HEADER_KNOBS = ("endpoint_url", "region", "access_key_id", "session_token", "user_agent")
 
 
 @dataclass(frozen=True)
@@ -34,10 +57,16 @@ class NetworkOptions:
       "path"; "virtual"), list_page_size (keys per ListObjectsV2 page).
     TLS: ca_bundle (a PEM file; default: AWS_CA_BUNDLE, SSL_CERT_FILE,
       CURL_CA_BUNDLE, then the system bundle), verify (check certificates).
-    Faults: max_retries (retries per request of a transient failure),
-      retry_deadline (seconds after a request's first failure past which it
-      is not retried), backoff_base / backoff_cap (seconds: first backoff,
-      doubling up to the cap, with jitter; Retry-After is honoured),
+    Faults: the retry budget is time-based, like obstore's: a transient
+      failure (5xx, 429, SlowDown, resets, short bodies) is retried for
+      retry_deadline seconds (180) from a request's first failure, with
+      backoff_base / backoff_cap (0.1 -> 15 s: first backoff, doubling up
+      to the cap, with jitter; Retry-After is honoured); max_retries (None:
+      no count limit) also caps the retries per request. The error that ends
+      the retries shows the budget. pin_version (True): a read whose object
+      changes under it (another ETag, Last-Modified or size than its first
+      response, HEAD or listing) raises ObjectChangedError instead of
+      mixing two versions (False: for servers whose ETags differ per node),
       connect_timeout (seconds), low_speed_limit / low_speed_time (a
       transfer under low_speed_limit bytes/s for low_speed_time seconds is
       abandoned and retried; low_speed_time=0 turns this off),
@@ -51,18 +80,19 @@ class NetworkOptions:
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: Secret | None = None  # a str given is held as a Secret
+    session_token: Secret | None = None
     profile: str | None = None
     anonymous: bool = False
     addressing_style: str = "auto"
     list_page_size: int = 1000
     ca_bundle: str | None = None
     verify: bool = True
-    max_retries: int = 5
-    retry_deadline: float = 60.0
+    pin_version: bool = True
+    max_retries: int | None = None
+    retry_deadline: float = 180.0
     backoff_base: float = 0.1
-    backoff_cap: float = 5.0
+    backoff_cap: float = 15.0
     connect_timeout: float = 10.0
     low_speed_limit: int = 1024
     low_speed_time: int = 30
@@ -73,12 +103,11 @@ class NetworkOptions:
     user_agent: str = "fastload"
     libcurl_path: str | None = None
 
-    def __repr__(self) -> str:  # never print a secret
-        shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        for k in ("secret_access_key", "session_token"):
-            if shown[k] is not None:
-                shown[k] = "***"
-        return "NetworkOptions(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+    def __post_init__(self) -> None:
+        for name in SECRET_OPTIONS:  # never held in the clear, whoever built the options
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Secret):
+                object.__setattr__(self, name, Secret(value))
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> NetworkOptions:
@@ -95,34 +124,39 @@ class NetworkOptions:
             "endpoint_url",
             "region",
             "access_key_id",
-            "secret_access_key",
-            "session_token",
             "profile",
             "ca_bundle",
             "libcurl_path",
         ):
             check_str(name, getattr(self, name), optional=True)
-        for name in ("anonymous", "verify", "http2", "follow_redirects"):
+        for name in SECRET_OPTIONS:
+            check_str(name, reveal(getattr(self, name)), optional=True)
+        for name in HEADER_KNOBS:
+            value = reveal(getattr(self, name))
+            if name == "endpoint_url" and isinstance(value, str):
+                value = redact(value)  # shown in the message: without its credentials
+            check_header_value(name, value, secret=name in SECRET_OPTIONS)
+        if self.secret_access_key is not None:  # goes into no header, but a CR is a paste error
+            check_header_value("secret_access_key", self.secret_access_key.reveal(), secret=True)
+        for name in ("anonymous", "verify", "http2", "follow_redirects", "pin_version"):
             check_bool(name, getattr(self, name))
         check_choice("addressing_style", self.addressing_style, ("auto", "path", "virtual"))
         check_int("list_page_size", self.list_page_size, 1, 1000)
-        check_int("max_retries", self.max_retries, 0)
-        check_int("low_speed_limit", self.low_speed_limit, 1)  # bytes/s
-        check_int("low_speed_time", self.low_speed_time, 0)  # seconds
+        check_int("max_retries", self.max_retries, 0, MAX_RETRIES, optional=True)
+        check_int("low_speed_limit", self.low_speed_limit, 1, MAX_LOW_SPEED_LIMIT)  # bytes/s
+        check_int("low_speed_time", self.low_speed_time, 0, int(MAX_TIMEOUT_S))  # seconds
         check_int("buffer_size", self.buffer_size, 1024, 10 << 20)  # libcurl's limits
-        for name in (
-            "retry_deadline",
-            "backoff_base",
-            "backoff_cap",
-            "connect_timeout",
-            "request_timeout",
-        ):
-            check_number(name, getattr(self, name), what="a number of seconds")
+        for name in SECONDS_KNOBS:
+            check_number(
+                name, getattr(self, name), maximum=MAX_TIMEOUT_S, what="a number of seconds"
+            )
         check_str("user_agent", self.user_agent, empty=True)
         if self.endpoint_url is not None and not self.endpoint_url.startswith(
             ("http://", "https://")
         ):
-            raise fail("endpoint_url", self.endpoint_url, "must be an http:// or https:// URL")
+            raise fail(
+                "endpoint_url", redact(self.endpoint_url), "must be an http:// or https:// URL"
+            )
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ValueError(f"ca_bundle: no such file {self.ca_bundle!r}")
         if self.anonymous and (self.access_key_id or self.secret_access_key):

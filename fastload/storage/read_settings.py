@@ -17,6 +17,7 @@ MIN_PART_SIZE = 4096  # one page: O_DIRECT needs page-aligned parts
 DEFAULT_PART_SIZE = 8 << 20
 # A part size that never cuts a range: one request per range (reader_mode="sequential").
 WHOLE_RANGES = 1 << 62
+MAX_PART_SIZE = WHOLE_RANGES  # past it, part arithmetic in C could overflow int64
 # In-flight parts when none is asked, per kind of source. Local files: reader
 # threads; 4 keep two cores' page-cache copies busy (unchanged). http(s)/s3:
 # transfers, where a request's first-byte latency, not bandwidth, bounds small
@@ -52,7 +53,9 @@ class ReadSettings:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE))
+        object.__setattr__(
+            self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE)
+        )
         object.__setattr__(
             self,
             "max_inflight_parts",

@@ -1,7 +1,8 @@
 """Retries of transient failures for the control plane (HEAD, LIST).
 
-The data plane retries in C (csrc/fl_curl.c); both use the same
-classification and backoff, exported by the bridge, so there is one rule.
+The data plane retries in C (csrc/fl_http_reader.c); both use the same
+classification, backoff and budget (time-based: retry_deadline seconds from the
+first failure, max_retries None = no count limit), so there is one rule.
 """
 
 from __future__ import annotations
@@ -42,10 +43,17 @@ def curl_failure(curl_code: int, cause: str) -> Failure:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_retries: int
+    max_retries: int | None  # None: no count limit (the budget is retry_deadline)
     retry_deadline: float
     backoff_base: float
     backoff_cap: float
+
+    def budget(self) -> str:
+        """The budget as errors show it (the same words as the data plane's)."""
+        return (
+            f"max_retries={self.max_retries}, retry_deadline={self.retry_deadline:g}s, "
+            f"backoff {self.backoff_base:g}-{self.backoff_cap:g}s"
+        )
 
     def run(
         self, attempt: Callable[[float], T | Failure], budget: float
@@ -69,7 +77,7 @@ class RetryPolicy:
             )
             limit = (
                 "max_retries"
-                if tries > self.max_retries
+                if self.max_retries is not None and tries > self.max_retries
                 else "retry_deadline"
                 if now + delay - first_fail > self.retry_deadline
                 else "request_timeout"
@@ -80,7 +88,9 @@ class RetryPolicy:
                 return Failure(
                     result.code,
                     False,
-                    f"retries exhausted ({limit}); last failure: {result.cause}",
+                    f"retries exhausted ({limit}) after {now - first_fail:.1f} s of retries "
+                    f"(budget: {self.budget()}, request_timeout={budget:g}s); "
+                    f"last failure: {result.cause}",
                     result.http_status,
                     result.curl_code,
                 ), tries

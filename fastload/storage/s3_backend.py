@@ -11,19 +11,23 @@ import builtins
 import ipaddress
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 from fastload._native.status import Status
+from fastload.checks import check_header_value
 from fastload.errors import raise_native_error
 from fastload.storage import sigv4
 from fastload.storage.credentials import S3Config, resolve
-from fastload.storage.http_backend import size_from_headers
+from fastload.storage.http_backend import pin_from_headers, size_from_headers
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
+from fastload.storage.object_version import Version, version_tag
+from fastload.storage.secret import RedactedList, reveal
 from fastload.storage.transport import Transport
-from fastload.storage.uri import ParsedURI
+from fastload.storage.uri import ParsedURI, redact
+from fastload.storage.version_pins import Pin
 
 # A SigV4 request is accepted up to 15 minutes from its x-amz-date; reuse a
 # signed GET for at most 5 and cap the cache so long runs do not grow it.
@@ -46,6 +50,7 @@ def _strip_ns(tag: str) -> str:
 
 class S3Backend(NetworkBackend):
     def __init__(self, opts: NetworkOptions) -> None:
+        super().__init__()
         self.opts = opts
         self.config: S3Config = resolve(
             access_key_id=opts.access_key_id,
@@ -56,10 +61,12 @@ class S3Backend(NetworkBackend):
             endpoint_url=opts.endpoint_url,
             anonymous=opts.anonymous,
         )
+        _check_resolved(self.config)
         self.transport = Transport(
             opts, follow_redirects=False
         )  # a redirect would void the signature
         self._sizes: dict[tuple[str, str], int] = {}
+        self._tags: dict[tuple[str, str], str | None] = {}  # version tags from listings
         self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
         ep = self.config.endpoint_url
         if ep is not None:
@@ -103,10 +110,11 @@ class S3Backend(NetworkBackend):
 
     def _auth_headers(
         self, method: str, host: str, path: str, query: str, uri: str
-    ) -> dict[str, str]:
+    ) -> RedactedList[str]:
+        """The signing header lines ("name: value"): never shown (a token, a signature)."""
         creds = self.config.credentials
         if self.opts.anonymous:
-            return {}
+            return RedactedList([])
         if creds is None:
             raise_native_error(
                 Status.PERMISSION,
@@ -116,15 +124,20 @@ class S3Backend(NetworkBackend):
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or use anonymous=True)"
                 ),
             )
-        return sigv4.sign(
-            method,
-            host,
-            path,
-            query,
-            access_key=creds.access_key,
-            secret_key=creds.secret_key,
-            session_token=creds.session_token,
-            region=self.config.region,
+        return RedactedList(
+            [
+                f"{k}: {v}"
+                for k, v in sigv4.sign(
+                    method,
+                    host,
+                    path,
+                    query,
+                    access_key=creds.access_key,
+                    secret_key=creds.secret_key,
+                    session_token=creds.session_token,
+                    region=self.config.region,
+                ).items()
+            ]
         )
 
     def _request(
@@ -138,11 +151,10 @@ class S3Backend(NetworkBackend):
     ) -> Any:
         url, host, path = self._location(bucket, key)
         query = sigv4.canonical_query(params)
-        headers = self._auth_headers(method, host, path, query, uri)
         return self.transport.request(
             method,
             f"{url}?{query}" if query else url,
-            [f"{k}: {v}" for k, v in headers.items()],
+            self._auth_headers(method, host, path, query, uri),
             uri,
             accept=accept,
         )
@@ -155,7 +167,7 @@ class S3Backend(NetworkBackend):
         return known if known is not None else self.stat(src)["size"]
 
     def stat(self, src: ParsedURI) -> dict[str, Any]:
-        """HEAD the object: {"size": bytes, "etag": the ETag or None}."""
+        """HEAD the object: {"size": bytes, "etag", "last_modified": the headers or None}."""
         self._check_key(src)
         resp = self._request("HEAD", src.bucket, src.path, {}, src.uri)
         n = size_from_headers(resp)
@@ -167,17 +179,58 @@ class S3Backend(NetworkBackend):
                 message="HEAD answered without Content-Length",
             )
         self._sizes[(src.bucket, src.path)] = n
-        return {"size": n, "etag": resp.headers.get("etag")}
+        self.pins.remember((src.bucket, src.path), pin_from_headers(resp, n))
+        return {
+            "size": n,
+            "etag": resp.headers.get("etag"),
+            "last_modified": resp.headers.get("last-modified"),
+        }
+
+    def known_version(self, src: ParsedURI) -> Version | None:
+        """(size, version tag) from an earlier list() of the object's prefix, or None."""
+        key = (src.bucket, src.path)
+        if key not in self._sizes or key not in self._tags:
+            return None
+        return self._sizes[key], self._tags[key]
 
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
-        out: list[str] = []
+        out = [
+            f"s3://{prefix.bucket}/{key}"
+            for page in self._list_pages(prefix, {})
+            for key, _ in page
+        ]
+        return sorted(out)
+
+    def known_size(self, src: ParsedURI) -> int | None:
+        """The size an earlier list() or HEAD found for ``src``, or None (no request)."""
+        return self._sizes.get((src.bucket, src.path))
+
+    def list_sizes(self, prefix: ParsedURI, start_after: str, last: str, max_pages: int) -> int:
+        """List keys under ``prefix`` after ``start_after`` up to ``last`` (at most
+        ``max_pages`` pages), keeping their sizes for size(); returns the pages read.
+
+        A batched read of many keys learns their sizes from a few listing pages instead of
+        one HEAD per key; ``max_pages`` bounds the cost when the keys are sparse."""
+        pages = 0
+        for page in self._list_pages(prefix, {"start-after": start_after} if start_after else {}):
+            pages += 1
+            if pages >= max_pages or not page or page[-1][0] >= last:
+                break
+        return pages
+
+    def _list_pages(
+        self, prefix: ParsedURI, extra: dict[str, str]
+    ) -> Iterator[builtins.list[tuple[str, int]]]:
+        """ListObjectsV2 pages under ``prefix`` (continuation followed), as (key, size)
+        lists in key order; every size is kept for size()."""
         # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
         params = {
             "list-type": "2",
             "prefix": prefix.path,
             "max-keys": str(self.opts.list_page_size),
             "encoding-type": "url",
+            **extra,
         }
         while True:
             resp = self._request("GET", prefix.bucket, "", params, prefix.uri)
@@ -196,20 +249,26 @@ class S3Backend(NetworkBackend):
                 _strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url"
                 for el in root
             )
+            page: builtins.list[tuple[str, int]] = []
             for el in root:
                 tag = _strip_ns(el.tag)
                 if tag == "Contents":
                     fields = {_strip_ns(c.tag): (c.text or "") for c in el}
                     key = unquote_plus(fields.get("Key", "")) if encoded else fields.get("Key", "")
                     if key and not key.endswith("/"):
-                        self._sizes[(prefix.bucket, key)] = int(fields.get("Size", "0") or 0)
-                        out.append(f"s3://{prefix.bucket}/{key}")
+                        size = int(fields.get("Size", "0") or 0)
+                        self._sizes[(prefix.bucket, key)] = size
+                        self._tags[(prefix.bucket, key)] = version_tag(
+                            fields.get("ETag"), fields.get("LastModified")
+                        )
+                        page.append((key, size))
                 elif tag == "NextContinuationToken":
                     token = el.text
                 elif tag == "IsTruncated":
                     truncated = (el.text or "").strip().lower() == "true"
+            yield page
             if not truncated:
-                break
+                return
             if not token or token == params.get("continuation-token"):
                 # going on would loop forever; stopping would lose keys
                 raise_native_error(
@@ -226,22 +285,61 @@ class S3Backend(NetworkBackend):
                     ),
                 )
             params = {**params, "continuation-token": token}
-        return sorted(out)
+
+    # -- versions --------------------------------------------------------------
+    def pin_key(self, src: ParsedURI) -> Hashable:
+        return (src.bucket, src.path)
+
+    def pin_of(self, src: ParsedURI) -> Pin | None:
+        """A listing's size (list() keeps them) and a HEAD's ETag and Last-Modified."""
+        key = (src.bucket, src.path)
+        size, head = self._sizes.get(key), self.pins.get(key)
+        if head is None:
+            return None if size is None else Pin(size)
+        return head if size is None else head._replace(total=size)
+
+    def _native_pins(self, sources: Sequence[ParsedURI]) -> builtins.list[Any] | None:
+        """As the base class, in one lean pass (one endpoint, two dicts to look in)."""
+        sizes, heads = self._sizes, self.pins.table
+        ignored = self._host in self._range_ignoring_hosts
+        out: builtins.list[Any] = []
+        known = ignored
+        for s in sources:
+            key = (s.bucket, s.path)
+            head, size = heads.get(key), sizes.get(key)
+            if head is not None:
+                out.append((head[0] if size is None else size, head[1], head[2], ignored))
+                known = True
+            elif size is not None or ignored:
+                out.append((size, None, None, ignored))
+                known = True
+            else:
+                out.append(None)
+        return out if known else None
+
+    def forget_version(self, src: ParsedURI) -> None:
+        super().forget_version(src)
+        self._sizes.pop((src.bucket, src.path), None)
+
+    def host(self, src: ParsedURI) -> str:
+        return self._host
 
     # -- data ------------------------------------------------------------------
     def _signed_get(self, src: ParsedURI, now: float) -> tuple[bytes, bytes | None]:
         """URL and signed headers of a GET of ``src``, reused for a few minutes."""
         cache_key = (src.bucket, src.path)
         hit = self._signed.get(cache_key)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
-        url, host, path = self._location(src.bucket, src.path)
-        headers = self._auth_headers("GET", host, path, "", src.uri)
-        blob = "\n".join(f"{k}: {v}" for k, v in headers.items()).encode() if headers else None
-        if len(self._signed) >= _SIGNATURE_CACHE_MAX:
-            self._signed.clear()
-        self._signed[cache_key] = (now + _SIGNATURE_REUSE_S, url.encode(), blob)
-        return url.encode(), blob
+        if hit is None or hit[0] <= now:
+            url, host, path = self._location(src.bucket, src.path)
+            lines = self._auth_headers("GET", host, path, "", src.uri)
+            if len(self._signed) >= _SIGNATURE_CACHE_MAX:
+                self._signed.clear()
+            hit = self._signed[cache_key] = (
+                now + _SIGNATURE_REUSE_S,
+                url.encode(),
+                "\n".join(lines).encode() if lines else None,
+            )
+        return hit[1], hit[2]
 
     @staticmethod
     def _check_key(src: ParsedURI) -> None:
@@ -253,12 +351,19 @@ class S3Backend(NetworkBackend):
     # builtins.list: the method ``list`` shadows the builtin in this class body.
     def _requests(
         self, sources: Sequence[ParsedURI]
-    ) -> tuple[builtins.list[bytes], builtins.list[bytes | None]]:
+    ) -> tuple[builtins.list[bytes], RedactedList[bytes | None]]:
         now = time.monotonic()
-        urls, headers = [], []
         for s in sources:
             self._check_key(s)
-            url, blob = self._signed_get(s, now)
-            urls.append(url)
-            headers.append(blob)
-        return urls, headers
+        signed = [self._signed_get(s, now) for s in sources]
+        # the signed headers (a signature, a session token) are never shown in a traceback
+        return [url for url, _ in signed], RedactedList([blob for _, blob in signed])
+
+
+def _check_resolved(config: S3Config) -> None:
+    """What the environment or a profile file gave goes into headers too: no CR or LF."""
+    check_header_value("region", config.region)
+    check_header_value("endpoint_url", redact(config.endpoint_url or ""))
+    if config.credentials is not None:
+        check_header_value("access_key_id", config.credentials.access_key)
+        check_header_value("session_token", reveal(config.credentials.session_token), secret=True)

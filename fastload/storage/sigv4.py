@@ -12,6 +12,8 @@ import hmac
 from functools import lru_cache
 from urllib.parse import quote
 
+from fastload.storage.secret import Secret, reveal
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 
@@ -21,9 +23,9 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 
 @lru_cache(maxsize=64)
-def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+def signing_key(secret: Secret | str, date: str, region: str, service: str) -> bytes:
     """The derived key for one day, region and service (cached: four HMACs saved per request)."""
-    k = _hmac(("AWS4" + secret).encode(), date)
+    k = _hmac(("AWS4" + reveal(secret)).encode(), date)
     k = _hmac(k, region)
     k = _hmac(k, service)
     return _hmac(k, "aws4_request")
@@ -53,9 +55,9 @@ def sign(
     query: str,
     *,
     access_key: str,
-    secret_key: str,
+    secret_key: Secret | str,
     region: str,
-    session_token: str | None = None,
+    session_token: Secret | str | None = None,
     payload_hash: str = EMPTY_SHA256,
     timestamp: str | None = None,
     service: str = "s3",
@@ -67,7 +69,7 @@ def sign(
     date = ts[:8]
     headers = {"host": host, "x-amz-content-sha256": payload_hash, "x-amz-date": ts}
     if session_token:
-        headers["x-amz-security-token"] = session_token
+        headers["x-amz-security-token"] = reveal(session_token)
     names = sorted(headers)
     signed = ";".join(names)
     canonical = "\n".join(

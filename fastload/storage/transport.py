@@ -13,7 +13,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from fastload._native import http_reader
 from fastload._native.status import Status
+from fastload.checks import control_character
 from fastload.errors import CertificateError, RangeError, raise_native_error
 from fastload.storage import libcurl
 from fastload.storage.network_options import NetworkOptions
@@ -35,6 +36,21 @@ class Response:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+
+
+def _check_header_lines(uri: str, headers: Sequence[str]) -> None:
+    """A CR or LF would inject a header. No frame keeps a header line (a signature, a
+    token) as a local: the failure names the header by its number."""
+    bad = next((i for i, line in enumerate(headers) if control_character(line)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{uri}: request header #{bad} holds a control character (a CR or LF would "
+            "inject a header)"
+        )
+
+
+def _no_op_progress(*_: int) -> int:
+    return 0
 
 
 def s3_error_code(body: bytes) -> str:
@@ -81,6 +97,7 @@ class Transport:
             buffer_size=o.buffer_size,
             http2=o.http2,
             follow_redirects=self.follow_redirects,
+            pin_version=o.pin_version,
             max_retries=o.max_retries,
             retry_deadline=o.retry_deadline,
             backoff_base=o.backoff_base,
@@ -93,8 +110,8 @@ class Transport:
 
     def read(
         self,
-        urls: list[bytes],
-        headers: list[bytes | None],
+        urls: Sequence[bytes],
+        headers: Sequence[bytes | None],
         uris: list[str],
         table: np.ndarray,
         out: Any,
@@ -103,20 +120,26 @@ class Transport:
         timeout: float | None,
         cancel: Any,
         size_of: Callable[[int], int] | None = None,
-    ) -> None:
-        """The data plane. ``size_of(i)`` finds source i's size for a 416 that did not say it."""
+        pins: Sequence[Any] | None = None,
+    ) -> list[int]:
+        """The data plane. ``size_of(i)`` finds source i's size for a 416 that did not say it;
+        ``pins`` (per source, see the native reader) the versions the read must see.
+        Returns the sources whose server ignored Range."""
         ctx = self._acquire()
         try:
-            ctx.read(
-                urls,
-                headers,
-                uris,
-                table,
-                out,
-                part_size,
-                max_inflight,
-                float(timeout) if timeout else 0.0,
-                cancel,
+            return list(
+                ctx.read(
+                    urls,
+                    headers,
+                    uris,
+                    table,
+                    out,
+                    part_size,
+                    max_inflight,
+                    float(timeout) if timeout else 0.0,
+                    cancel,
+                    pins,
+                )
             )
         except CertificateError as exc:
             exc.args = (exc.args[0] + _CA_HINT,)
@@ -132,8 +155,9 @@ class Transport:
                     self._contexts.append(ctx)
 
     def stats(self) -> dict[str, int]:
-        """Totals over this backend's contexts: requests, retries, connects, bytes, writes."""
-        total = {"requests": 0, "retries": 0, "connects": 0, "bytes": 0, "writes": 0}
+        """Totals over this backend's contexts: requests, retries, connects, bytes, writes,
+        streams (objects read whole because the server ignored Range)."""
+        total = {"requests": 0, "retries": 0, "connects": 0, "bytes": 0, "writes": 0, "streams": 0}
         with self._lock:
             for ctx in self._all:
                 for k, v in ctx.stats().items():
@@ -145,13 +169,19 @@ class Transport:
         self,
         method: str,
         url: str,
-        headers: list[str],
+        headers: Sequence[str],
         uri: str,
         *,
         accept: tuple[int, ...] = (200,),
     ) -> Response:
-        """One HEAD/GET with retries; a Response when its status is in ``accept``, else raise."""
+        """One HEAD/GET with retries; a Response when its status is in ``accept``, else raise.
+
+        On the main thread, Ctrl-C ends it within about a second (libcurl's progress
+        callback runs Python at least once a second, where the KeyboardInterrupt is raised).
+        """
         import pycurl
+
+        _check_header_lines(uri, headers)
 
         with self._lock:
             self._check_fork()
@@ -181,7 +211,7 @@ class Transport:
         c: Any,
         method: str,
         url: str,
-        headers: list[str],
+        headers: Sequence[str],
         accept: tuple[int, ...],
         seconds_left: float,
     ) -> Response | Failure:
@@ -189,6 +219,7 @@ class Transport:
 
         body = io.BytesIO()
         hdrs: dict[str, str] = {}
+        on_main = threading.current_thread() is threading.main_thread()
 
         def on_header(line: bytes) -> None:
             text = line.decode("latin-1")
@@ -201,7 +232,12 @@ class Transport:
         o = self.opts
         c.reset()
         c.setopt(pycurl.URL, url)
-        c.setopt(pycurl.HTTPHEADER, headers)
+        c.setopt(pycurl.HTTPHEADER, list(headers))
+        if on_main:
+            # a Python callback at least once a second: where a pending Ctrl-C is raised
+            # (pycurl aborts the transfer and re-raises it from perform())
+            c.setopt(pycurl.NOPROGRESS, 0)
+            c.setopt(pycurl.XFERINFOFUNCTION, _no_op_progress)
         c.setopt(pycurl.NOBODY, 1 if method == "HEAD" else 0)
         c.setopt(pycurl.WRITEFUNCTION, body.write)
         c.setopt(pycurl.HEADERFUNCTION, on_header)

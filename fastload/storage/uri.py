@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 LOCAL_SCHEMES = ("file", "direct")
 NETWORK_SCHEMES = ("http", "https", "s3")
@@ -32,33 +32,53 @@ class ParsedURI:
     @property
     def display(self) -> str:
         """The URI as error messages show it: no password or presigned credentials."""
-        return redact(self.uri) if self.scheme in ("http", "https") else self.uri
+        return redact(self.uri) if self.scheme in NETWORK_SCHEMES else self.uri
 
     @property
     def is_local(self) -> bool:
         return self.scheme in LOCAL_SCHEMES
 
+    def __repr__(self) -> str:  # a traceback's captured locals show it: no credentials
+        return f"ParsedURI({self.display!r}, scheme={self.scheme!r})"
 
-# Query parameters that carry credentials in presigned / SAS URLs (matched as substrings)
-_SECRET_PARAMS = ("signature", "credential", "token", "secret", "password", "sig")
+
+# Query parameters that carry credentials in presigned / SAS / API-key URLs (substrings)
+_SECRET_PARAMS = ("signature", "credential", "token", "secret", "password", "sig", "key", "auth")
+
+
+def _redact_query(query: str) -> str:
+    return "&".join(
+        f"{k}=***" if sep and any(w in k.lower() for w in _SECRET_PARAMS) else f"{k}{sep}{v}"
+        for k, sep, v in (p.partition("=") for p in query.split("&"))
+    )
 
 
 def redact(uri: str) -> str:
-    """``uri`` with a userinfo password and presigned-URL credentials replaced by ***."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = (
-        "&".join(
-            f"{k}=***" if any(w in k.lower() for w in _SECRET_PARAMS) and sep else f"{k}{sep}{v}"
-            for k, sep, v in (p.partition("=") for p in parts.query.split("&"))
-        )
-        if parts.query
-        else ""
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """``uri`` with its credentials replaced by ***: a userinfo password (``user:***@``), a
+    user name alone (``***@``: often a token) and presigned-URL parameters.
+
+    Plain string work, no URL parser: it never raises, so a malformed URL (a bad port, a
+    space, a broken IPv6 host) is redacted as well as a good one.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon else "***"
+    # a "port" that is no number is often a password whose "@" was forgotten (user:pw/x)
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if colon and port and not port.isdigit():
+        host = f"{name}:***"
+    authority = f"{userinfo}{at}{host}"
+    if scheme.lower() in ("http", "https"):
+        tail, hash_sep, fragment = tail.partition("#")
+        path, q_sep, query = tail.partition("?")
+        tail = path + q_sep + (_redact_query(query) if q_sep else "") + hash_sep + fragment
+    return f"{scheme}{sep}{authority}{tail}"
 
 
 def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:
@@ -71,45 +91,57 @@ def parse_uri(uri: str | os.PathLike[str]) -> ParsedURI:
         raise ValueError("empty URI")
     if "://" not in uri:
         return ParsedURI(uri, "file", os.path.abspath(uri))
+    shown = redact(uri)  # every message below names the URI without its credentials
     scheme, rest = uri.split("://", 1)
     scheme = scheme.lower()
     if scheme not in SCHEMES:
         raise ValueError(
-            f"{uri}: unsupported scheme {scheme!r} (supported: {', '.join(SCHEMES)}, or a plain path)"
+            f"{shown}: unsupported scheme {scheme!r} (supported: {', '.join(SCHEMES)}, or a plain path)"
         )
     if scheme in LOCAL_SCHEMES:
         host, sep, path = rest.partition("/")
         if host not in ("", "localhost"):
             raise ValueError(
-                f"{uri}: {scheme}:// URIs name a local path (file:///abs/path), not host {host!r}"
+                f"{shown}: {scheme}:// URIs name a local path (file:///abs/path), not host "
+                f"{redact('x://' + host)[4:]!r}"
             )
         if not sep or not path:
-            raise ValueError(f"{uri}: no path after {scheme}://")
+            raise ValueError(f"{shown}: no path after {scheme}://")
         return ParsedURI(uri, scheme, unquote("/" + path))
     if scheme == "s3":
         # Like the AWS CLI: the key is everything after "bucket/", taken literally
         # ('%', '?' and '#' are key characters), so listed keys read back as they are.
         bucket, _, key = rest.partition("/")
         if not bucket:
-            raise ValueError(f"{uri}: s3:// URI has no bucket (expected s3://bucket/key)")
+            raise ValueError(f"{shown}: s3:// URI has no bucket (expected s3://bucket/key)")
         if not _BUCKET.match(bucket):
             raise ValueError(
-                f"{uri}: {bucket!r} is not a valid S3 bucket name (letters, digits, '.', '-', '_')"
+                f"{shown}: {redact('s3://' + bucket)[5:]!r} is not a valid S3 bucket name "
+                "(letters, digits, '.', '-', '_')"
             )
         return ParsedURI(uri, "s3", key, bucket=bucket)
     bad = _BAD_URL_CHARS.search(uri)
     if bad:
         raise ValueError(
-            f"{uri!r}: {scheme}:// URLs cannot hold {bad.group()!r} (percent-encode it)"
+            f"{shown!r}: {scheme}:// URLs cannot hold {bad.group()!r} (percent-encode it)"
         )
+    # urllib's messages can quote a part of the URL (a "port" that is really a password,
+    # a netloc): none is repeated, and none is kept as __context__ either
+    problem = None
     try:
         parts = urlsplit(uri)
-    except ValueError as exc:
-        raise ValueError(f"{uri}: malformed URL ({exc})") from None
-    if not parts.hostname:
-        raise ValueError(f"{uri}: {scheme}:// URI has no host")
-    try:
         parts.port  # noqa: B018 -- raises on a port that is not a number in 0..65535
     except ValueError as exc:
-        raise ValueError(f"{uri}: bad port ({exc})") from None
+        text = str(exc).lower()
+        problem = (
+            "bad port (not a number in 0..65535)"
+            if "port" in text
+            else "malformed URL (broken IPv6 host)"
+            if "ipv6" in text
+            else "malformed URL"
+        )
+    if problem is not None:
+        raise ValueError(f"{shown}: {problem}")
+    if not parts.hostname:
+        raise ValueError(f"{shown}: {scheme}:// URI has no host")
     return ParsedURI(uri, scheme, parts.path or "/", netloc=parts.netloc)

@@ -3,11 +3,16 @@ without relying on the Python checks above it (regressions found by tests/fuzz/f
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+
 import numpy as np
 import pytest
 
 from fastload._native import file_reader
-from fastload.errors import InvalidRequestError, RangeError
+from fastload.errors import InvalidRequestError, NotRegularFileError, RangeError
+from fastload.storage.engine import RangeEngine
 
 I64_MAX = np.iinfo(np.int64).max
 
@@ -58,3 +63,65 @@ def test_native_option_errors_name_the_knob(blob, part, inflight, paths, match):
             False,
             0,
         )
+
+
+# -- only regular files: refused before any open that could block ---------------------
+
+
+def _in_thread(call):
+    """Run ``call`` on a daemon thread: (finished, exception). A hang cannot hang the suite."""
+    result = {}
+
+    def run():
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the test
+            result["exc"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    return not t.is_alive(), result.get("exc")
+
+
+def _unix_socket(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    return s
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "dev_zero", "proc", "directory"])
+def test_non_regular_files_are_refused_with_a_named_error(tmp_path, kind):
+    """A FIFO blocked in open() forever (RangeEngine(timeout=2) did not help); /dev/zero
+    and /proc files read as size 0."""
+    keep = None
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    elif kind == "socket":
+        path = str(tmp_path / "sock")
+        keep = _unix_socket(path)
+    elif kind == "dev_zero":
+        path = "/dev/zero"
+    elif kind == "proc":
+        path = "/proc/self/status"
+    else:
+        path = str(tmp_path)
+    try:
+        eng = RangeEngine(timeout=2)
+        calls = [
+            lambda: eng.size(path),
+            lambda: eng.read_ranges(path, [(0, 10)]),
+            lambda: file_reader.read_file_ranges(
+                [path], [path], np.array([[0, 0, 10, 0]]), bytearray(10), 4096, 1, False, 0
+            ),
+            lambda: eng.read(path),
+        ]
+        for call in calls:
+            finished, exc = _in_thread(call)
+            assert finished, f"{kind}: the call blocked"
+            assert isinstance(exc, NotRegularFileError), exc
+            assert isinstance(exc, ValueError) and path in str(exc)
+    finally:
+        if keep is not None:
+            keep.close()

@@ -21,3 +21,14 @@ def test_abi_constants_match_pycurl():
                     assert getattr(pycurl, pyname) == value, name
                     checked += 1
     assert checked >= 25
+
+
+def test_a_user_agent_with_a_control_character_is_refused_by_the_bridge():
+    """Checked in C too, whoever builds the context: a CR LF would inject a header."""
+    from fastload.errors import InvalidRequestError
+    from fastload.storage import libcurl
+
+    libcurl.load()
+    with pytest.raises(InvalidRequestError, match="user_agent holds a control character"):
+        http_reader.HttpContext(user_agent="fastload\r\nX-Injected: 1")
+    http_reader.HttpContext(user_agent="fastload\t(tab is fine)").close()

@@ -16,6 +16,7 @@ from fastload.plan.samplers import make_sampler
 ISSUE_DEFAULTS = {
     "batch_size": 32,
     "drop_last": False,
+    "sampler_drop_last": None,  # issue 15: the rank tail's own knob (None: follows drop_last)
     "shuffle": False,
     "seed": 0,
     "num_workers": 0,
@@ -43,6 +44,12 @@ ISSUE_DEFAULTS = {
     "enable_transforms": False,
     "collate_buffer_size": 0,
     "page_cache_mode": "auto",
+    # issue 13: block shuffle, the node-local cache, and what a broken cache does
+    "block_size": 4 << 20,
+    "shuffle_buffer": "64MiB",
+    "cache_dir": None,
+    "cache_limit": None,
+    "on_error": "raise",
 }
 
 
@@ -92,6 +99,18 @@ FLUENT = [
     (lambda o: o.max_inflight_parts(16), {"max_inflight_parts": 16}),
     (lambda o: o.loading_mode("async_pool"), {"loading_mode": "async_pool"}),
     (lambda o: o.page_cache_mode("dont_need"), {"page_cache_mode": "dont_need"}),
+    (lambda o: o.shuffle("block", 4), {"shuffle": "block", "seed": 4}),
+    (lambda o: o.block_size(1 << 20), {"block_size": 1 << 20}),
+    (lambda o: o.shuffle_buffer(5000), {"shuffle_buffer": 5000}),
+    (lambda o: o.shuffle_buffer("1GiB"), {"shuffle_buffer": "1GiB"}),
+    (
+        lambda o: o.block_shuffle(1 << 16, "8MiB", 9),
+        {"shuffle": "block", "block_size": 1 << 16, "shuffle_buffer": "8MiB", "seed": 9},
+    ),
+    (lambda o: o.cache_dir("/tmp/c"), {"cache_dir": "/tmp/c"}),
+    (lambda o: o.cache_limit(1 << 30), {"cache_limit": 1 << 30}),
+    (lambda o: o.cache_limit("2GiB"), {"cache_limit": 2 << 30}),
+    (lambda o: o.on_error("skip"), {"on_error": "skip"}),
 ]
 
 
@@ -250,6 +269,21 @@ BAD = [
     ({"weights": [1, 2]}, "weights", "only act with sampler_type 'weighted_random'"),
     ({"replacement": True}, "replacement", "shuffle=True"),
     ({"sampler_type": "distributed_random", "replacement": True}, "replacement", "without"),
+    ({"shuffle": "blocks"}, "shuffle", "'block'"),
+    ({"shuffle": 1}, "shuffle", "True, False or 'block'"),
+    ({"shuffle": "block", "replacement": True}, "replacement", "once per epoch"),
+    (
+        {"shuffle": "block", "sampler_type": "weighted_random", "weights": [1]},
+        "shuffle",
+        "weights",
+    ),
+    ({"block_size": 4095}, "block_size", "4095"),
+    ({"shuffle_buffer": 0}, "shuffle_buffer", "0"),
+    ({"shuffle_buffer": "lots"}, "shuffle_buffer", "'lots'"),
+    ({"shuffle_buffer": 2.5}, "shuffle_buffer", "2.5"),
+    ({"cache_limit": 0}, "cache_limit", "0"),
+    ({"cache_dir": ""}, "cache_dir", "non-empty"),
+    ({"on_error": "ignore"}, "on_error", "'ignore'"),
 ]
 
 
@@ -350,6 +384,11 @@ VALID = {
     "enable_transforms": st.booleans(),
     "collate_buffer_size": st.integers(0, 1 << 20),
     "page_cache_mode": st.sampled_from(["sequential", "random", "dont_need", "normal", "auto"]),
+    "block_size": st.integers(4096, 1 << 30),
+    "shuffle_buffer": st.integers(1, 1 << 20) | st.sampled_from(["64MiB", "1GiB", "512k"]),
+    "cache_dir": st.none() | st.sampled_from(["/tmp/fastload-cache", "rel/cache"]),
+    "cache_limit": st.none() | st.integers(1, 1 << 40),
+    "on_error": st.sampled_from(["raise", "skip"]),
 }
 
 

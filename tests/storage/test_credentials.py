@@ -7,7 +7,8 @@ import pytest
 
 from fastload.storage import credentials
 from fastload.storage.engine import RangeEngine
-from tests.support.network import expected, no_secret, table
+from fastload.storage.secret import reveal
+from tests.support.network import expected, no_secret, table, traceback_locals
 from tests.support.servers import ACCESS_KEY, S3_OBJECTS, SECRET_KEY
 
 pytestmark = [pytest.mark.s3, pytest.mark.usefixtures("clean_aws_env")]
@@ -75,7 +76,7 @@ def test_credentials_region_and_endpoint_precedence(monkeypatch, tmp_path):
 
     def creds(**kw):
         c = credentials.resolve(**kw).credentials
-        return c.access_key, c.secret_key, c.session_token
+        return c.access_key, reveal(c.secret_key), reveal(c.session_token)
 
     assert creds() == ("file-ak", "file-sk", "file-tok")
     cfg = credentials.resolve()
@@ -117,4 +118,54 @@ def test_a_broken_credentials_file_is_named_without_its_secrets(monkeypatch, tmp
         ) as ei:
             RangeEngine(anonymous=False).backend("s3")
         no_secret(str(ei.value) + repr(ei.value))
-        assert ei.value.__cause__ is None and ei.value.__suppress_context__
+        # not even kept out of sight: configparser's error quotes the secret line
+        assert ei.value.__cause__ is None and ei.value.__context__ is None
+
+
+# -- secrets are held as Secret: no repr, str or captured local shows them -----------------
+
+
+def _raised(call):
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 -- the test looks at it
+        return exc
+    raise AssertionError("no exception")
+
+
+def test_network_options_hold_the_secret_in_a_redacting_type(rclone_s3):
+    opts = {**rclone_s3.options, "session_token": "TOKEN-xyz"}
+    with RangeEngine(**opts) as eng:
+        for text in (repr(eng.network_options), str(eng.network_options), repr(vars(eng))):
+            no_secret(text)
+        assert not isinstance(eng.network_options, dict)
+        with pytest.raises(TypeError):  # read-only
+            eng.network_options["secret_access_key"] = "x"  # type: ignore[index]
+        for thing in (
+            eng.backend("s3").opts,
+            eng.backend("s3").config,
+            eng.backend("s3").config.credentials,
+        ):
+            no_secret(repr(thing) + str(thing))
+        assert reveal(eng.network_options["secret_access_key"]) == SECRET_KEY  # still usable
+        with RangeEngine(**eng.network_options) as again:  # and passed on
+            assert again.size("s3://data/big.bin") == S3_OBJECTS["data/big.bin"][0]
+
+
+def test_captured_locals_of_failures_show_no_secret(rclone_s3, monkeypatch, tmp_path):
+    """What --showlocals prints for each frame of a failure, down to the native call."""
+    bad = {**rclone_s3.options, "secret_access_key": SECRET_KEY + "x", "session_token": "TOKEN-xyz"}
+    eng = RangeEngine(**bad)
+    failures = [
+        lambda: RangeEngine(**{**bad, "max_retries": -1}),  # a bad knob after the secrets
+        lambda: eng.size("s3://data/big.bin"),
+        lambda: eng.read_into(["s3://data/big.bin"], table([(0, 0, 10, 0)]), bytearray(10)),
+        lambda: eng.read("s3://data/big.bin"),
+        lambda: eng.list("s3://data/"),
+    ]
+    for call in failures:
+        no_secret(traceback_locals(_raised(call)))
+    (tmp_path / "credentials").write_text(f"[default]\naws_access_key_id = a\n{SECRET_KEY}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    no_secret(traceback_locals(_raised(lambda: RangeEngine().backend("s3"))))
+    eng.close()

@@ -97,3 +97,84 @@ def test_buffer_too_small_names_a_uri_with_many_sources(blob, tmp_path):
 def test_bad_engine_options_name_the_knob(kw, knob):
     with pytest.raises(ValueError, match=knob):
         RangeEngine(**kw)
+
+
+# -- ranges are integers, checked before a buffer is allocated ----------------------
+
+
+@pytest.mark.parametrize(
+    "ranges,what",
+    [
+        ([(0.5, 10)], "floats"),
+        ([(0, 10.0)], "floats"),
+        ([("5", 10)], "strings"),
+        (np.array([[0.0, 8.0]]), "floats"),
+        ([(0, 2**64)], "not int64"),
+        ([(0, None)], "not int64"),
+    ],
+)
+def test_ranges_that_are_not_integers_are_refused_not_truncated(blob, ranges, what):
+    """0.5 was read as 0 and "5" as 5: now a TypeError naming the URI and the ranges."""
+    path, _ = blob
+    with pytest.raises(TypeError, match=f"{path}: ranges=.* must hold integers, not .*{what}"):
+        RangeEngine().read_ranges(path, ranges)
+    with pytest.raises(TypeError, match="table=.* must hold integers"):
+        table = (
+            [(0, *r, 0) for r in ranges]
+            if not isinstance(ranges, np.ndarray)
+            else [[0, 0.0, 8.0, 0]]
+        )
+        RangeEngine().read_into([path], table, bytearray(100))
+
+
+def test_a_range_past_the_end_is_refused_before_the_buffer_is_allocated(blob, monkeypatch):
+    """A 2 GiB range of a 12 kB file used to pre-fault 2 GiB (7.5 s) before the size check."""
+    from fastload.storage import engine as engine_mod
+
+    path, data = blob
+    allocated = []
+    real = engine_mod.AlignedBuffer
+    monkeypatch.setattr(
+        engine_mod, "AlignedBuffer", lambda n, **kw: allocated.append(n) or real(n, **kw)
+    )
+    with pytest.raises(fastload.RangeError, match=f"object size is {len(data)} bytes") as ei:
+        RangeEngine().read_ranges(path, [(0, 10), (100, 2 << 30)])
+    assert allocated == [] and ei.value.object_size == len(data)
+    assert bytes(RangeEngine().read_ranges(path, [(0, 10)])) == data[:10]  # small: no extra stat
+
+
+@pytest.mark.http
+def test_a_network_range_past_the_end_is_refused_before_allocating(http_server, monkeypatch):
+    from fastload.storage import engine as engine_mod
+
+    url = http_server.put("small.bin", b"x" * 1000)
+    monkeypatch.setattr(engine_mod, "AlignedBuffer", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(fastload.RangeError, match="object size is 1000 bytes"):
+        RangeEngine().read_ranges(url, [(0, 64 << 20)])
+
+
+# -- knobs are refused at construction, before they can overflow ----------------------
+
+
+@pytest.mark.parametrize(
+    "knob,value",
+    [
+        ("timeout", 1e300),
+        ("max_inflight_parts", 2**31),
+        ("part_size", 2**70),
+        ("connect_timeout", float("inf")),
+        ("connect_timeout", 1e300),
+        ("request_timeout", 1e300),
+        ("retry_deadline", 1e300),
+        ("backoff_base", float("nan")),
+        ("backoff_cap", 1e300),
+        ("low_speed_limit", 2**63),
+        ("low_speed_time", 2**62),
+        ("max_retries", 2**40),
+        ("list_page_size", 2**31),
+        ("buffer_size", 2**40),
+    ],
+)
+def test_knobs_that_would_overflow_are_refused_at_construction(knob, value):
+    with pytest.raises(ValueError, match=f"{knob}=.* is invalid"):
+        RangeEngine(**{knob: value})

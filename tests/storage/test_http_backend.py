@@ -46,7 +46,7 @@ def test_server_ignoring_range_never_writes_past_the_part(http_server):
     url = http_server.put("r.bin", data)
     http_server.server.ignore_range = True
     out = bytearray(b"\xee" * 50_000)
-    with RangeEngine(part_size=8192) as eng:
+    with RangeEngine(part_size=8192) as eng, pytest.warns(errors.RangeIgnoredWarning):
         eng.read_into([url], table([(0, 1000, 10_000, 100), (0, 150_000, 20_000, 20_000)]), out)
     assert bytes(out[100:10_100]) == data[1000:11_000]
     assert bytes(out[20_000:40_000]) == data[150_000:170_000]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from fastload import errors
 from fastload._native import http_reader
 from fastload.storage.engine import RangeEngine
+from fastload.storage.network_options import NetworkOptions
 from tests.support.network import FAST_RETRY, http_stats, table
 from tests.support.servers import Fault, free_port
 
@@ -139,3 +141,55 @@ def test_backoff_is_capped_exponential_with_jitter():
         assert all(d / 2 <= g <= d for g in got)
         assert len(set(got)) > 1  # jittered
     assert http_reader.backoff(0, 0.05, 1.0, retry_after=7.0) == 7.0
+
+
+# -- the default budget is time-based (like obstore's) ------------------------------
+
+
+def test_default_budget_is_time_based():
+    opts = NetworkOptions()
+    assert opts.max_retries is None  # no count limit ...
+    assert opts.retry_deadline == 180.0  # ... 3 minutes from a request's first failure
+    assert (opts.backoff_base, opts.backoff_cap) == (0.1, 15.0)
+
+
+def test_a_count_never_ends_a_time_budget(proxied):
+    """Ten failures in a row used to exhaust max_retries=5; now only the time does, and the
+    error says what the budget was."""
+    proxy, url, data = proxied
+    proxy.queue(*[Fault("slowdown")] * 10)
+    with RangeEngine(**FAST_RETRY) as eng:
+        assert bytes(eng.read_ranges(url, [(0, 1000)])) == data[:1000]
+        assert http_stats(eng)["retries"] == 10
+    proxy.queue(*[Fault("slowdown")] * 10)
+    with RangeEngine(**FAST_RETRY) as eng:
+        assert eng.size(url) == len(data)  # the control plane keeps the same budget
+    proxy.queue(*[Fault("slowdown")] * 400)
+    with RangeEngine(retry_deadline=0.5, **FAST_RETRY) as eng:
+        with pytest.raises(
+            errors.HTTPStatusError,
+            match=r"retries exhausted \(retry_deadline\) after 0\.\d s of retries \(budget: "
+            r"max_retries=None, retry_deadline=0.5s, backoff 0.01-0.05s\)",
+        ) as ei:
+            eng.read_ranges(url, [(0, 1000)])
+        assert ei.value.attempts > 6
+    with RangeEngine(max_retries=2, **FAST_RETRY) as eng:
+        with pytest.raises(OSError, match=r"budget: max_retries=2, retry_deadline=180s, backoff"):
+            eng.size(url)
+
+
+def test_half_the_requests_failing_still_delivers_byte_exact(proxied):
+    """A 50% rate of 503 SlowDown and connection resets over many parts (with one long run of
+    failures): every part is delivered byte-exact, none exhausts the default budget."""
+    proxy, url, data = proxied
+    rng = np.random.default_rng(7)
+    faults = [
+        Fault("slowdown") if r < 0.25 else Fault("reset", after=int(a)) if r < 0.5 else Fault()
+        for r, a in zip(rng.random(600), rng.integers(0, 4096, 600), strict=True)
+    ]
+    faults[20:20] = [Fault("slowdown")] * 8  # more in a row than the old max_retries=5 allowed
+    proxy.queue(*faults)
+    with RangeEngine(part_size=8192, max_inflight_parts=1, **FAST_RETRY) as eng:
+        assert bytes(eng.read_ranges(url, [(0, 300_000)])) == data[:300_000]
+        st = http_stats(eng)
+    assert st["retries"] > 30 and st["requests"] > 37 + 30

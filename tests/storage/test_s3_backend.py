@@ -3,6 +3,7 @@ addressing, faults and TLS."""
 
 from __future__ import annotations
 
+import email.utils
 import os
 import ssl
 
@@ -93,7 +94,9 @@ def test_many_small_objects_in_one_call_match_boto3(rclone_s3):
     with RangeEngine(**rclone_s3.options) as eng:
         info = eng.backend("s3").stat(eng_parse(f"s3://{keys[0]}"))
     head = s3.head_object(Bucket="data", Key=keys[0].split("/", 1)[1])
-    assert info == {"size": head["ContentLength"], "etag": head.get("ETag")}
+    assert info["size"] == head["ContentLength"] and info["etag"] == head.get("ETag")
+    modified = email.utils.parsedate_to_datetime(info["last_modified"])
+    assert modified == head["LastModified"]
     for i, k in enumerate(keys):
         bucket, key = k.split("/", 1)
         want = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,26 @@ def proxied(http_server, fault_proxy_http):
     data = payload(600_000, 6)
     http_server.put("f.bin", data)
     return fault_proxy_http, f"{fault_proxy_http.endpoint}/f.bin", data
+
+
+def traceback_locals(exc):
+    """repr() of every local of every fastload frame of ``exc`` and of the exceptions chained
+    to it: what ``pytest --showlocals`` or an error reporter that captures locals would print
+    (the caller's own frames hold what the caller wrote, so they are left out)."""
+    import fastload
+
+    package = os.path.dirname(os.path.abspath(fastload.__file__))
+    seen, texts = set(), []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        texts.append(repr(exc) + str(exc))
+        tb, frames = exc.__traceback__, 0
+        while tb is not None:
+            if os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package):
+                frames += 1
+                for name, value in tb.tb_frame.f_locals.items():
+                    texts.append(f"{name}={value!r}")
+            tb = tb.tb_next
+        assert frames or exc.__traceback__ is None, "no fastload frame in the traceback"
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(texts)

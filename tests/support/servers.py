@@ -1,16 +1,19 @@
 """Real servers on 127.0.0.1 for the network tests (a pytest plugin, listed in tests/conftest.py).
 
 - ``http_server``: a threaded HTTP/1.1 server with Range support over a folder.
+- ``simple_http_server``: the standard library's ``http.server`` (ignores Range).
 - ``https_server``: the same behind TLS, with a self-signed CA (``tls_ca``).
 - ``rclone_s3``: ``rclone serve s3`` over a temp folder with an auth key.
 - ``fault_proxy``: an HTTP proxy that forwards to an upstream and injects the
-  faults queued on it (drops, 503 SlowDown, short bodies, stalls).
+  faults queued on it (drops, 503 SlowDown, short bodies, stalls, a new version of
+  the object between two requests, a server that ignores Range, a lying HEAD).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import http.client
 import ipaddress
 import os
@@ -23,8 +26,9 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -70,7 +74,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class RangeHandler(BaseHTTPRequestHandler):
-    """GET/HEAD of files under server.root; one byte range per request (206, 416)."""
+    """GET/HEAD of files under server.root; one byte range per request (206, 416), with
+    an ETag and Last-Modified per version of a file (as nginx makes them: mtime and size)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -102,7 +107,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         if path is None:
             self._send(404, {"Content-Length": "9"}, b"not found")
             return
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        size = st.st_size
         rng = self.headers.get("Range")
         start, end = 0, size - 1
         status = 200
@@ -119,6 +125,9 @@ class RangeHandler(BaseHTTPRequestHandler):
                 return
             status = 206
         headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
+        if self.server.validators:
+            headers["ETag"] = f'"{st.st_mtime_ns:x}-{size:x}"'
+            headers["Last-Modified"] = self.date_time_string(int(st.st_mtime))
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self.send_response(status)
@@ -158,6 +167,7 @@ def _serve(root: str, ssl_ctx: ssl.SSLContext | None = None) -> HttpServer:
     srv = _Server(("127.0.0.1", 0), RangeHandler)
     srv.root = os.path.realpath(root)
     srv.ignore_range = False
+    srv.validators = True
     srv.agents = []
     srv.seen_headers = []
     if ssl_ctx is not None:
@@ -174,6 +184,35 @@ def http_server(tmp_path):
     yield s
     s.server.shutdown()
     s.server.server_close()
+
+
+class _SimpleHandler(SimpleHTTPRequestHandler):
+    """``python -m http.server`` as it is: it ignores Range (200 with the whole body)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send_head(self):  # noqa: ANN201 -- the stdlib's signature
+        with self.server.lock:
+            self.server.log.append((self.command, self.path, self.headers.get("Range")))
+        return super().send_head()
+
+
+@pytest.fixture
+def simple_http_server(tmp_path):
+    """The standard library's http.server over a folder (no Range support)."""
+    root = tmp_path / "simple"
+    root.mkdir()
+    srv = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_SimpleHandler, directory=str(root))
+    )
+    srv.daemon_threads = True
+    srv.log, srv.lock = [], threading.Lock()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server = HttpServer(str(root), srv.server_address[1], "http", srv)
+    yield server
+    srv.shutdown()
+    srv.server_close()
 
 
 @pytest.fixture
@@ -491,7 +530,19 @@ def rclone_s3(tmp_path_factory):
 
 # -- a fault-injecting proxy ---------------------------------------------------------
 
-FAULTS = ("pass", "reset", "short", "slowdown", "stall", "status", "as200", "trickle")
+FAULTS = (
+    "pass",
+    "reset",
+    "short",
+    "slowdown",
+    "stall",
+    "status",
+    "as200",
+    "trickle",
+    "new_version",
+    "ignore_range",
+    "head_size",
+)
 
 
 @dataclass
@@ -503,7 +554,13 @@ class Fault:
     | stall (send ``after`` bytes, then hold the connection ``seconds``) |
     status (answer ``status`` with an S3 error ``code``) | as200 (forward the
     body but answer 200, as rclone does, with the Content-Range start moved by
-    ``shift`` bytes) | trickle (the whole body, ``after`` bytes every 0.1 s).
+    ``shift`` bytes) | trickle (the whole body, ``after`` bytes every 0.1 s) |
+    new_version (``action()`` first, e.g. a PUT of a new version of the object, then
+    forward: the object changed between two requests of one read) | ignore_range
+    (forward without the Range header and answer 200 with the whole body, as
+    ``python -m http.server`` does; ``FaultProxy.ignore_range`` does it to every
+    request, under the other faults) | head_size (a HEAD that reports Content-Length
+    ``size``).
     """
 
     kind: str = "pass"
@@ -513,6 +570,8 @@ class Fault:
     status: int = 500
     code: str = "InternalError"
     shift: int = 0
+    action: Callable[[], object] | None = None
+    size: int = 0
 
 
 class ProxyHandler(BaseHTTPRequestHandler):
@@ -528,7 +587,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             fault = srv.faults.popleft() if srv.faults else Fault()
+            # the server ignores Range: for this request, or for all (faults come on top)
+            whole = fault.kind == "ignore_range" or srv.ignore_range
             srv.log.append((self.command, self.path, self.headers.get("Range"), fault.kind))
+        if fault.kind == "new_version" and fault.action is not None:
+            fault.action()
         if fault.kind in ("slowdown", "status"):
             status = 503 if fault.kind == "slowdown" else fault.status
             code = "SlowDown" if fault.kind == "slowdown" else fault.code
@@ -546,14 +609,19 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
             return
         up = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=30)
+        forwarded = dict(self.headers.items())
+        if whole:
+            forwarded = {k: v for k, v in forwarded.items() if k.lower() != "range"}
         try:
-            up.request(self.command, self.path, headers=dict(self.headers.items()))
+            up.request(self.command, self.path, headers=forwarded)
             resp = up.getresponse()
             body = resp.read()
         finally:
             up.close()
-        self.send_response(200 if fault.kind == "as200" else resp.status)
+        self.send_response(200 if fault.kind == "as200" or whole else resp.status)
         for k, v in resp.getheaders():
+            if k.lower() == "content-length" and fault.kind == "head_size":
+                continue
             if k.lower() == "content-range" and fault.kind == "as200":
                 m = re.match(r"bytes (\d+)-(\d+)/(\d+)", v)
                 if m:
@@ -562,11 +630,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
             if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
                 self.send_header(k, v)
         length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        if fault.kind == "head_size":
+            length = str(fault.size)
         self.send_header("Content-Length", length or str(len(body)))
         self.end_headers()
         if self.command == "HEAD":
             return
-        if fault.kind in ("pass", "as200"):
+        if fault.kind in ("pass", "as200", "new_version", "ignore_range", "head_size"):
             self.wfile.write(body)
             return
         if fault.kind == "trickle":
@@ -594,6 +664,16 @@ class FaultProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ignore_range(self) -> bool:
+        """When set, every request is forwarded without Range (and any fault queued for it
+        is applied to the whole-object answer)."""
+        return self.server.ignore_range
+
+    @ignore_range.setter
+    def ignore_range(self, on: bool) -> None:
+        self.server.ignore_range = on
+
     def queue(self, *faults: Fault) -> None:
         with self.server.lock:
             self.server.faults.extend(faults)
@@ -611,6 +691,7 @@ class FaultProxy:
 def start_proxy(upstream_port: int) -> FaultProxy:
     srv = _Server(("127.0.0.1", 0), ProxyHandler)
     srv.upstream_port = upstream_port
+    srv.ignore_range = False
     srv.faults = deque()
     srv.log = []
     srv.lock = threading.Lock()

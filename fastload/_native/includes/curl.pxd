@@ -23,6 +23,7 @@ cdef extern from "fl_http_reader.h" nogil:
         long buffer_size
         int http2
         int follow_redirects
+        int pin_version
         int max_retries
         double retry_deadline
         double backoff_base
@@ -38,12 +39,29 @@ cdef extern from "fl_http_reader.h" nogil:
         int64_t connects
         int64_t bytes
         int64_t writes
+        int64_t streams
+
+    enum:
+        FL_RANGE_UNKNOWN
+        FL_RANGE_HONOURED
+        FL_RANGE_IGNORED
+        FL_PIN_ETAG_LEN
+        FL_PIN_DATE_LEN
+
+    ctypedef struct fl_http_pin:
+        int64_t total
+        char etag[128]
+        char last_modified[64]
+        int range_mode
 
     ctypedef struct fl_http_opts:
         int64_t part_size
         int max_inflight
         double timeout
         volatile int *cancel
+        fl_http_pin *pins
+        int (*interrupt)(void *arg) noexcept nogil
+        void *interrupt_arg
 
     fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err)
     void fl_http_ctx_free(fl_http_ctx *ctx)

@@ -20,6 +20,11 @@ cdef extern from "fl_error.h" nogil:
         FL_E_CANCELLED
         FL_E_UNSUPPORTED
         FL_E_TLS
+        FL_E_CORRUPT
+        FL_E_TOO_LARGE
+        FL_E_FORMAT
+        FL_E_CHANGED
+        FL_E_NOT_REGULAR
 
     ctypedef struct fl_error:
         int code

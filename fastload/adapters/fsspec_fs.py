@@ -1,0 +1,452 @@
+"""An fsspec filesystem on the range engine, for loaders that read through fsspec.
+
+pyarrow, pandas, zarr, Hugging Face ``datasets`` and webdataset open files through fsspec;
+``fastload.filesystem(**engine_options)`` gives them fastload's engine: ``cat_file``,
+``cat_ranges`` (every range of every path in one engine call, neighbours coalesced),
+``open`` (a random-access file whose reads go through the engine, with read-ahead),
+``info``, ``ls``, ``find``, ``glob``, ``exists``. Reads only: fastload has no write path.
+
+Paths are the engine's URIs: ``s3://bucket/key``, ``http(s)://host/path``, ``file:///abs``
+or a plain local path. Under the fsspec protocol ``fastload`` (the ``fsspec.specs`` entry
+point), ``fastload://s3://bucket/key`` names the same object, so
+``fsspec.open("fastload://s3://b/k")`` and ``pandas.read_parquet("fastload://s3://b/k.parquet",
+storage_options={"endpoint_url": ...})`` work. Listings: S3 prefixes list recursively (one
+ListObjectsV2 walk, folders derived from the keys), local folders with ``os.scandir`` /
+``os.walk``; http(s) has no listing. fsspec is imported only with this module.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import fsspec
+import numpy as np
+from fsspec.caching import BaseCache
+from fsspec.spec import AbstractBufferedFile
+
+from fastload.errors import FastloadError, ObjectNotFoundError
+from fastload.storage.engine import RangeEngine
+from fastload.storage.uri import ParsedURI, parse_uri
+
+PROTOCOL = "fastload"
+DEFAULT_BLOCK_SIZE = 4 << 20  # read-ahead of open files: one engine call fetches this much more
+DEFAULT_MAX_GAP = 64 << 10  # cat_ranges reads a gap up to this size rather than split a request
+SPLIT = 8  # an open file's read is cut into up to this many parts ...
+MIN_SPLIT_PART = 1 << 20  # ... of at least this size
+
+
+def _local_info(path: str, name: str) -> dict[str, Any]:
+    st = os.stat(path)
+    kind = "directory" if os.path.isdir(path) else "file"
+    return {
+        "name": name,
+        "size": st.st_size if kind == "file" else 0,
+        "type": kind,
+        "mtime": st.st_mtime,
+    }
+
+
+class SequentialReadAhead(BaseCache):
+    """Read-ahead where it pays: a read that continues the previous one fetches
+    ``blocksize`` more bytes with it; a read elsewhere (a Parquet column chunk, a zarr
+    chunk) fetches just what it asks for, so random access never drags extra bytes in.
+    The last fetch is kept: re-reads and reads inside it cost no request."""
+
+    name = "fastload-sequential"
+
+    def __init__(self, blocksize: int, fetcher: Any, size: int) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self.held: memoryview = memoryview(b"")
+        self.start = self.end = 0
+        self.last_end = -1
+
+    def _fetch(self, start: int | None, stop: int | None) -> bytes:
+        a = 0 if start is None else start
+        b = self.size if stop is None else min(stop, self.size)
+        if a >= b:
+            return b""
+        sequential = a == self.last_end
+        self.last_end = b
+        if self.start <= a and b <= self.end:
+            self.hit_count += 1
+            return bytes(self.held[a - self.start : b - self.start])
+        self.miss_count += 1
+        end = min(self.size, b + self.blocksize) if sequential else b
+        self.total_requested_bytes += end - a
+        self.held = self.fetcher(a, end)
+        self.start, self.end = a, end
+        return bytes(self.held[: b - a])
+
+
+class FastloadFile(AbstractBufferedFile):
+    """A read-only random-access file: each cache miss is one engine read (its parts read
+    in parallel), with :class:`SequentialReadAhead` of ``block_size`` bytes."""
+
+    def __init__(self, fs: FastloadFileSystem, path: str, block_size: int, size: int) -> None:
+        super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="none", size=size)
+        self.cache = SequentialReadAhead(self.blocksize, self._fetch_view, self.size)
+
+    def _fetch_view(self, start: int, end: int) -> memoryview:
+        fs: FastloadFileSystem = self.fs
+        n = end - start
+        settings = fs.engine.settings
+        # Readers like pyarrow call one file from several threads but one read at a time:
+        # a read is cut into up to SPLIT parts (not below 1 MiB) so it runs in parallel.
+        part = min(settings.part_size, max(MIN_SPLIT_PART, -(-n // SPLIT)))
+        if part != settings.part_size:
+            settings = settings.replace(part_size=part)
+        return memoryview(
+            fs.engine.read_ranges(fs._src(self.path), [(start, n)], settings=settings)
+        )
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        return bytes(self._fetch_view(start, end)) if end > start else b""
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        raise NotImplementedError("fastload's filesystem is read-only")
+
+    def _initiate_upload(self) -> None:
+        raise NotImplementedError("fastload's filesystem is read-only")
+
+
+class FastloadFileSystem(fsspec.AbstractFileSystem):
+    """fsspec over a :class:`~fastload.storage.engine.RangeEngine`.
+
+    ``engine``: the engine to read with (else one is made from ``engine_options``:
+    ``endpoint_url``, ``region``, credentials, ``part_size``, ``max_inflight_parts`` ...);
+    ``block_size``: read-ahead of open files; ``max_gap``: gap that ``cat_ranges`` reads
+    through to join two ranges into one request.
+    """
+
+    protocol = (PROTOCOL,)
+    root_marker = ""
+    cachable = True
+
+    def __init__(
+        self,
+        engine: RangeEngine | None = None,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        max_gap: int = DEFAULT_MAX_GAP,
+        **engine_options: Any,
+    ) -> None:
+        engine_options.pop("asynchronous", None)  # fsspec / zarr pass it; the engine is sync
+        super().__init__(engine=engine, block_size=block_size, max_gap=max_gap, **engine_options)
+        self.engine = engine if engine is not None else RangeEngine(**engine_options)
+        if engine is None:
+            # fsspec caches instances until exit; an engine whose connections were used from
+            # other threads (zarr's, pyarrow's) must close before the interpreter tears down
+            weakref.finalize(self, self.engine.close)
+        self.blocksize = int(block_size)
+        self.max_gap = int(max_gap)
+        self._listings: dict[str, list[tuple[str, int]]] = {}
+
+    # -- paths --------------------------------------------------------------------------
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, (list, tuple)):
+            return [cls._strip_protocol(p) for p in path]
+        path = os.fspath(path)
+        if path.startswith(f"{PROTOCOL}://"):
+            path = path[len(PROTOCOL) + 3 :]
+        elif path.startswith(f"{PROTOCOL}::"):
+            path = path[len(PROTOCOL) + 2 :]
+        if path.endswith("/") and not path.endswith("://") and len(path) > 1:
+            path = path.rstrip("/")
+        return path
+
+    @classmethod
+    def _parent(cls, path: str) -> str:
+        path = cls._strip_protocol(path)
+        scheme, sep, rest = path.rpartition("://")
+        head = rest.rpartition("/")[0]
+        return f"{scheme}{sep}{head}" if head else f"{scheme}{sep}{rest}"
+
+    def unstrip_protocol(self, name: str) -> str:
+        return f"{PROTOCOL}://{name}"
+
+    def _src(self, path: str) -> ParsedURI:
+        return parse_uri(self._strip_protocol(path))
+
+    # -- metadata -----------------------------------------------------------------------
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        name = self._strip_protocol(path)
+        src = parse_uri(name)
+        if src.is_local:
+            try:
+                return _local_info(src.path, name)
+            except FileNotFoundError:
+                raise FileNotFoundError(name) from None
+        if src.scheme == "s3":
+            if src.path:
+                try:
+                    meta = self.engine.backend("s3").stat(src)
+                    return {
+                        "name": name,
+                        "size": meta["size"],
+                        "type": "file",
+                        "ETag": meta["etag"],
+                        "LastModified": meta["last_modified"],
+                    }
+                except ObjectNotFoundError:
+                    pass
+            if self._listing(src):  # a prefix with objects under it is a folder
+                return {"name": name, "size": 0, "type": "directory"}
+            raise FileNotFoundError(name)
+        return {"name": name, "size": self.engine.size(src), "type": "file"}
+
+    def size(self, path: str) -> int:
+        return int(self.info(path)["size"])
+
+    def _listing(self, src: ParsedURI) -> list[tuple[str, int]]:
+        """(name, size) of every object under an S3 prefix, recursively (cached)."""
+        key = src.uri.rstrip("/")
+        hit = self._listings.get(key)
+        if hit is None:
+            prefix_uri = key + "/" if src.path else key + "/"
+            prefix = parse_uri(prefix_uri) if src.path else src
+            backend = self.engine.backend("s3")
+            uris = backend.list(prefix)
+            hit = self._listings[key] = [
+                (u, int(backend.known_size(parse_uri(u)) or 0)) for u in uris
+            ]
+        return hit
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        self._listings.clear()
+        super().invalidate_cache(path)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        name = self._strip_protocol(path)
+        src = parse_uri(name)
+        if src.is_local:
+            if os.path.isfile(src.path):
+                out = [_local_info(src.path, name)]
+            else:
+                with os.scandir(src.path) as it:
+                    out = sorted(
+                        (_local_info(e.path, self._join(name, e.name)) for e in it),
+                        key=lambda d: d["name"],
+                    )
+            return out if detail else [d["name"] for d in out]
+        if src.scheme != "s3":
+            self.engine.list(src)  # http(s): the backend says there is no listing
+        base = name.rstrip("/")
+        entries: dict[str, dict[str, Any]] = {}
+        for full, size in self._listing(src):
+            rest = full[len(base) + 1 :]
+            if "/" in rest:
+                sub = f"{base}/{rest.split('/', 1)[0]}"
+                entries.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
+            else:
+                entries[full] = {"name": full, "size": size, "type": "file"}
+        if not entries:
+            try:
+                return [self.info(name)] if detail else [name]
+            except FileNotFoundError:
+                raise FileNotFoundError(name) from None
+        out = [entries[k] for k in sorted(entries)]
+        return out if detail else [d["name"] for d in out]
+
+    @staticmethod
+    def _join(base: str, name: str) -> str:
+        return f"{base.rstrip('/')}/{name}"
+
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Every object under ``path`` from one recursive listing (folders with ``withdirs``)."""
+        name = self._strip_protocol(path)
+        src = parse_uri(name)
+        found: dict[str, dict[str, Any]] = {}
+        if src.is_local:
+            if os.path.isfile(src.path):
+                found[name] = _local_info(src.path, name)
+            elif os.path.isdir(src.path):
+                for dirpath, dirnames, filenames in os.walk(src.path):
+                    rel = os.path.relpath(dirpath, src.path)
+                    depth = 0 if rel == "." else rel.count(os.sep) + 1
+                    here = name if rel == "." else self._join(name, rel.replace(os.sep, "/"))
+                    if maxdepth is not None and depth >= maxdepth:
+                        dirnames.clear()
+                    for d in dirnames if withdirs else ():
+                        sub = self._join(here, d)
+                        found[sub] = {"name": sub, "size": 0, "type": "directory"}
+                    if maxdepth is None or depth < maxdepth:
+                        for f in filenames:
+                            full = self._join(here, f)
+                            found[full] = _local_info(os.path.join(dirpath, f), full)
+        elif src.scheme == "s3":
+            base = name.rstrip("/")
+            if src.path:
+                try:
+                    info = self.info(name)
+                    if info["type"] == "file":
+                        found[name] = info
+                except FileNotFoundError:
+                    pass
+            for full, size in self._listing(src):
+                rest = full[len(base) + 1 :].split("/")
+                if withdirs:
+                    for k in range(1, min(len(rest), (maxdepth or len(rest)) + 1)):
+                        sub = base + "/" + "/".join(rest[:k])
+                        found.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
+                if maxdepth is None or len(rest) <= maxdepth:
+                    found[full] = {"name": full, "size": size, "type": "file"}
+        else:
+            found[name] = self.info(name)
+        names = sorted(found)
+        return {n: found[n] for n in names} if detail else names
+
+    def modified(self, path: str) -> _dt.datetime:
+        info = self.info(path)
+        if "mtime" in info:
+            return _dt.datetime.fromtimestamp(info["mtime"], _dt.timezone.utc)
+        raise NotImplementedError(f"{path}: the storage gives no modification time here")
+
+    # -- data ---------------------------------------------------------------------------
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        src = self._src(path)
+        if start is None and end is None:
+            return bytes(self.engine.read(src))
+        a, b = _absolute(start, end, self.engine.size(src))
+        if b <= a:
+            return b""
+        return bytes(self.engine.read_ranges(src, [(a, b - a)]))
+
+    def cat_ranges(
+        self,
+        paths: Sequence[str],
+        starts: Sequence[int | None] | int | None,
+        ends: Sequence[int | None] | int | None,
+        max_gap: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Byte ranges of many files, read together in ONE engine call: the ranges of each
+        file are sorted and neighbours (gaps up to ``max_gap``) joined, then every request
+        runs in parallel on the engine's threads or transfers."""
+        paths = list(paths)
+        n = len(paths)
+        starts_l = list(starts) if isinstance(starts, Iterable) else [starts] * n
+        ends_l = list(ends) if isinstance(ends, Iterable) else [ends] * n
+        if len(starts_l) != n or len(ends_l) != n:
+            raise ValueError(
+                f"cat_ranges: {n} paths, {len(starts_l)} starts and {len(ends_l)} ends"
+            )
+        gap = self.max_gap if max_gap is None else int(max_gap)
+        srcs: list[ParsedURI] = []
+        index: dict[str, int] = {}
+        rows = np.zeros((n, 3), dtype=np.int64)  # src, start, end
+        results: list[Any] = [None] * n
+        sizes: dict[int, int] = {}
+        for i, (p, s, e) in enumerate(zip(paths, starts_l, ends_l, strict=True)):
+            try:
+                src = self._src(p)
+                k = index.setdefault(src.uri, len(srcs))
+                if k == len(srcs):
+                    srcs.append(src)
+                if k not in sizes:
+                    sizes[k] = self.engine.size(src)
+                a, b = _absolute(s, e, sizes[k])
+                rows[i] = (k, a, max(b, a))
+            except (FastloadError, OSError, ValueError) as exc:
+                if on_error != "return":
+                    raise
+                results[i] = exc
+                rows[i] = (-1, 0, 0)
+        live = np.flatnonzero((rows[:, 0] >= 0) & (rows[:, 2] > rows[:, 1]))
+        for empty in np.flatnonzero((rows[:, 0] >= 0) & (rows[:, 2] <= rows[:, 1])).tolist():
+            results[empty] = b""
+        if len(live):
+            data, where = self._read_coalesced(srcs, rows[live], gap)
+            for j, i in enumerate(live.tolist()):
+                a, b = where[j]
+                results[i] = data[a:b].tobytes()
+        return results
+
+    def _read_coalesced(
+        self, srcs: list[ParsedURI], rows: np.ndarray, gap: int
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Read (src, start, end) rows as merged requests; the data and each row's place."""
+        order = np.lexsort((rows[:, 1], rows[:, 0]))
+        merged: list[list[int]] = []  # src, start, end
+        member = np.empty(len(rows), dtype=np.int64)
+        for j in order.tolist():
+            s, a, b = (int(v) for v in rows[j])
+            last = merged[-1] if merged else None
+            if last is not None and last[0] == s and a <= last[2] + gap:
+                last[2] = max(last[2], b)
+            else:
+                merged.append([s, a, b])
+            member[j] = len(merged) - 1
+        m = np.asarray(merged, dtype=np.int64)
+        lengths = m[:, 2] - m[:, 1]
+        dst = np.concatenate(([0], np.cumsum(lengths)))
+        table = np.stack([m[:, 0], m[:, 1], lengths, dst[:-1]], axis=1)
+        out = np.empty(int(dst[-1]), dtype=np.uint8)
+        self.engine.read_into(srcs, table, out)
+        where = []
+        for j in range(len(rows)):
+            g = int(member[j])
+            a = int(dst[g] + rows[j, 1] - m[g, 1])
+            where.append((a, a + int(rows[j, 2] - rows[j, 1])))
+        return out, where
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> FastloadFile:
+        if "r" not in mode or any(c in mode for c in "wa+x"):
+            raise NotImplementedError(f"{path}: fastload's filesystem is read-only (mode {mode!r})")
+        name = self._strip_protocol(path)
+        size = kwargs.pop("size", None)
+        if size is None:
+            size = self.engine.size(parse_uri(name))
+        return FastloadFile(self, name, self.blocksize if block_size is None else block_size, size)
+
+    # -- writes: not offered ------------------------------------------------------------
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("fastload's filesystem is read-only (fastload has no write path)")
+
+    pipe_file = put_file = rm_file = rm = mkdir = makedirs = rmdir = touch = _read_only
+    cp_file = mv = _read_only
+
+
+def _absolute(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+    """[start, end) of a read of an object of ``size`` bytes, with Python's slice rules
+    (negative counts from the end, None is open, past the end is cut)."""
+    a = 0 if start is None else (max(size + start, 0) if start < 0 else min(start, size))
+    b = size if end is None else (max(size + end, 0) if end < 0 else min(end, size))
+    return a, b
+
+
+def filesystem(engine: RangeEngine | None = None, **options: Any) -> FastloadFileSystem:
+    """A fastload fsspec filesystem (``options``: engine options, ``block_size``, ``max_gap``)."""
+    return FastloadFileSystem(engine, **options)
+
+
+def register() -> None:
+    """Register the ``fastload`` protocol with fsspec in this process (the package's entry
+    point does it for an installed fastload)."""
+    fsspec.register_implementation(PROTOCOL, FastloadFileSystem, clobber=True)
+
+
+__all__ = ["FastloadFile", "FastloadFileSystem", "filesystem", "register"]

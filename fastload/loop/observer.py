@@ -1,0 +1,166 @@
+"""What the loader tells about itself: per-epoch stage stats, logs, a progress bar, a trace.
+
+The loader owns one :class:`LoaderObserver` and calls it at four points: an epoch starts, a
+batch is made (its :class:`~fastload.loop.stage_stats.StageClock`), the consumer takes a
+batch (how long it waited, how long its step took), an epoch ends. Everything else (the
+``fastload`` logger's lines, the bar, the Chrome trace) hangs off those calls.
+
+Logging is through the standard ``logging`` module under the ``fastload`` logger and silent
+by default (the package installs a ``NullHandler``): INFO, one line per epoch; WARNING when
+retries pass ``RETRY_WARN_FRACTION`` of the epoch's requests or samples were skipped; DEBUG,
+one line per batch read (URIs shown redacted, as in errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Any
+
+from fastload.loop.epoch_bar import EpochBar
+from fastload.loop.stage_stats import EpochStats, StageClock
+from fastload.loop.trace import TraceRecorder
+from fastload.loop.verdict import render, verdict
+
+log = logging.getLogger("fastload")
+
+RETRY_WARN_FRACTION = 0.01  # past 1% of requests retried, storage is struggling: say so
+_HISTORY = 1000  # epochs whose summaries stats() keeps
+
+
+class LoaderObserver:
+    def __init__(self, source: str, progress: bool) -> None:
+        self.source = source  # how the verdict and logs name the data (redacted URI)
+        self.progress = progress
+        self.current: EpochStats | None = None
+        self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
+        self.tracer: TraceRecorder | None = None
+        self._bar: EpochBar | None = None
+        self._engine_before: dict[str, int] = {}
+        self._last_return: float | None = None
+        self._lock = threading.Lock()
+
+    # -- the loader's calls -------------------------------------------------------------
+    def clock(self) -> StageClock:
+        """A clock for the next batch (keeping spans while a trace records)."""
+        return StageClock(self.tracer is not None and self.tracer.active)
+
+    def begin_epoch(self, epoch: int, batches: int, engine_counters: dict[str, int]) -> EpochStats:
+        stats = EpochStats(epoch, batches)
+        with self._lock:
+            self.current = stats
+            self._engine_before = engine_counters
+            self._last_return = None
+        if self.progress:
+            self._bar = EpochBar(epoch, batches)
+        return stats
+
+    def batch_made(
+        self, stats: EpochStats, k: int, clock: StageClock, nbytes: int, samples: int
+    ) -> None:
+        """On the reader thread that made batch ``k``."""
+        stats.made[k] = (clock.row, nbytes, samples)  # EpochStats.record_batch, inlined: hot
+        if clock.spans is not None and self.tracer is not None:
+            tid = threading.get_ident()
+            for stage, t0, t1 in clock.spans:
+                self.tracer.span(stage, t0, t1, tid, batch=k, epoch=stats.epoch)
+
+    def batch_taken(self, stats: EpochStats, k: int, asked: float, got: float) -> None:
+        """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``."""
+        last = self._last_return
+        step = 0.0 if last is None else asked - last
+        wait = got - asked
+        stats.taken[k] = (wait, step)  # EpochStats.record_consumer, inlined: hot
+        stats._waited += wait
+        stats._stepped += step
+        if self.tracer is not None:
+            tid = threading.get_ident()
+            if last is not None:
+                self.tracer.span("step", last, asked, tid, epoch=stats.epoch)
+            self.tracer.span("wait", asked, got, tid, batch=k, epoch=stats.epoch)
+        self._last_return = got  # the step starts when next() returns
+        if self._bar is not None:
+            self._bar.update(stats)
+
+    def end_epoch(self, failed: bool, engine_counters: dict[str, int]) -> dict[str, Any] | None:
+        with self._lock:
+            stats, self.current = self.current, None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if stats is None:
+            return None
+        stats.finish()
+        for name, value in engine_counters.items():
+            stats.count(name, value - self._engine_before.get(name, 0))
+        summary = stats.summary()
+        summary["failed"] = failed
+        summary["verdict"] = verdict(summary, self.source)
+        self.history.append(summary)
+        self._log_epoch(summary)
+        return summary
+
+    # -- what users read ----------------------------------------------------------
+    def epochs(self) -> list[dict[str, Any]]:
+        """Summaries of the finished epochs and, last, the one running (if any)."""
+        out = list(self.history)
+        cur = self.current
+        if cur is not None:
+            live = cur.summary()
+            live["running"] = True
+            live["verdict"] = verdict(live, self.source)
+            out.append(live)
+        return out
+
+    def render(self) -> str:
+        epochs = self.epochs()
+        return render(epochs[-1], self.source) if epochs else "no epoch has run yet"
+
+    def trace(self, path: Any) -> TraceRecorder:
+        if self.tracer is not None and self.tracer.active:
+            self.tracer.stop()
+        self.tracer = TraceRecorder(path)
+        return self.tracer
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self.tracer is not None:
+            self.tracer.stop()
+
+    # -- logging ---------------------------------------------------------------------
+    def _log_epoch(self, s: dict[str, Any]) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "epoch %d%s: %d batches, %.0f samples/s, %.1f MB/s, waited %.0f%% of the step "
+                "time (%s)",
+                s["epoch"],
+                " (failed)" if s["failed"] else "",
+                s["batches"],
+                s["samples_per_s"],
+                s["mb_per_s"],
+                100 * s["wait_fraction"],
+                s["verdict"],
+            )
+        retries, requests = s.get("retries", 0), s.get("requests", 0)
+        if retries and retries > RETRY_WARN_FRACTION * max(requests, 1):
+            log.warning(
+                "epoch %d: %d of %d requests to %s were retries: the storage is failing or "
+                "throttling (see retry budget options)",
+                s["epoch"],
+                retries,
+                requests,
+                self.source,
+            )
+        if s.get("skipped"):
+            log.warning(
+                "epoch %d: %d samples were skipped (on_error='skip')", s["epoch"], s["skipped"]
+            )
+
+
+def debug_read(plan: Any, seconds: float, describe: Any) -> None:
+    """One DEBUG line per batch read (``describe(plan)`` names the sources redacted; it is
+    only called when DEBUG is on)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("read %s in %.2f ms", describe(plan), seconds * 1e3)

@@ -1,0 +1,124 @@
+"""How a loader reads: straight through the engine, or through blocks and the node cache.
+
+The loader reads every batch with ``read_into(sources, table, out, settings, cancel)``;
+this module decides, once per loader, what answers that call:
+
+- the engine itself, when nothing below applies (today's path, unchanged);
+- a ``BlockReader`` over the dataset's blocks when remote sources are read with
+  ``shuffle="block"`` (blocks in memory: two shuffle windows' worth) or with a
+  ``cache_dir`` (blocks in the node-local cache), and whenever the dataset knows the
+  versions its index was built from (tar shards), so a shard that changed since is
+  refused instead of read at stale offsets.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from fastload.plan.block_map import BlockMap
+from fastload.plan.datasets import Dataset
+from fastload.plan.options import LoaderConfig
+from fastload.plan.samplers import BlockShuffleSampler
+from fastload.storage.block_reader import BlockReader
+from fastload.storage.cache import NodeCache
+from fastload.storage.engine import RangeEngine
+
+CACHE_AHEAD_BYTES = 256 << 20
+
+
+def window_bytes(cfg: LoaderConfig, blocks: BlockMap) -> int:
+    """Bytes of one shuffle window (a window ends one block past its budget)."""
+    kind, size = cfg.shuffle_buffer_spec
+    biggest = int(blocks.nbytes.max()) if len(blocks) else 0
+    if kind == "bytes":
+        return size + biggest
+    per_sample = float(blocks.nbytes.sum()) / max(int(blocks.bounds[-1]), 1)
+    return int(size * per_sample) + biggest
+
+
+def make_read_path(
+    engine: RangeEngine, cfg: LoaderConfig, dataset: Dataset, sampler: object
+) -> RangeEngine | BlockReader:
+    """What the loader's reads go through (see the module notes)."""
+    remote = any(not s.is_local for s in dataset.sources)
+    versions = getattr(dataset, "versions", None)
+    expected = (
+        {s.uri: v for s, v in zip(dataset.sources, versions, strict=True)} if versions else {}
+    )
+    if cfg.cache_dir is not None and not remote:
+        warnings.warn(
+            "cache_dir: every source of this dataset is local; there is nothing to cache",
+            UserWarning,
+            stacklevel=3,
+        )
+    with_blocks = remote and (cfg.shuffle == "block" or cfg.cache_dir is not None)
+    if not with_blocks and not expected:
+        return engine
+    blocks: BlockMap | None = None
+    if with_blocks:
+        blocks = (
+            sampler.blocks
+            if isinstance(sampler, BlockShuffleSampler)
+            else BlockMap.of(dataset, cfg.block_size)
+        )
+    cache = (
+        NodeCache(cfg.cache_dir, cfg.cache_limit, cfg.on_error)
+        if with_blocks and cfg.cache_dir is not None
+        else None
+    )
+    memory = ahead = 0
+    if blocks is not None:
+        window = window_bytes(cfg, blocks)
+        if cache is None and cfg.shuffle == "block":
+            # the window being read and the next one (read ahead), plus the batches in flight
+            memory = 2 * window + (cfg.prefetch + 2) * int(blocks.nbytes.max())
+            ahead = window
+        elif cache is not None:
+            ahead = max(window, CACHE_AHEAD_BYTES)  # on disk: room to read further ahead
+    return BlockReader(
+        engine,
+        blocks.extents_by_uri() if blocks is not None else {},
+        memory_bytes=memory,
+        cache=cache,
+        versions=expected,
+        ahead_bytes=ahead,
+    )
+
+
+def plan_epoch(reader: Any, dataset: Dataset, epoch: Any) -> None:
+    """Tell a block reader which blocks ``epoch`` needs, in order of first use, so it reads
+    them ahead of the loader's reader threads (nothing to do for the plain engine)."""
+    if not isinstance(reader, BlockReader) or not reader.blocks or reader.ahead_bytes <= 0:
+        return
+    parts = [epoch.order[a:b] for a, b in (epoch.slices[k] for k in epoch.todo)]
+    order = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    if not len(order):
+        return
+    src, off, _ = dataset.sample_ranges(order)
+    firsts: list[tuple[int, str, int]] = []  # (position of first use, uri, block start)
+    for s in np.unique(src):
+        uri = dataset.uris[int(s)]
+        ext = reader.blocks.get(uri)
+        if ext is None:
+            continue
+        pos = np.flatnonzero(src == s)
+        k = np.searchsorted(ext[0], off[pos], side="right") - 1
+        used, first = np.unique(k, return_index=True)
+        firsts.extend(
+            (int(pos[f]), uri, int(ext[0][b])) for b, f in zip(used, first, strict=True) if b >= 0
+        )
+    keys = [(uri, start) for _, uri, start in sorted(firsts)]
+    reader.plan(keys, epoch.loader.read_settings, epoch.cancel)
+
+
+def read_path_report(reader: Any) -> dict[str, Any]:
+    """``{"blocks": ..., "cache": ...}``: the counters of a loader's read path (the block
+    reader's fetches and memory hits; the cache's hits, misses, bytes, evictions ...), None
+    for what it does not have."""
+    if not isinstance(reader, BlockReader):
+        return {"blocks": None, "cache": None}
+    stats = reader.stats()
+    return {"cache": stats.pop("cache"), "blocks": stats}

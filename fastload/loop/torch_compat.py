@@ -1,0 +1,310 @@
+"""torch DataLoader keyword arguments with torch's meanings, for ``fastload.DataLoader``.
+
+``torch_arguments(options, knobs)`` takes what a torch script passes
+(``DataLoader(ds, 64, shuffle=True, sampler=..., collate_fn=..., timeout=30, ...)``) and
+returns fastload's options plus a :class:`TorchArgs` holding the torch-only parts:
+
+- ``batch_size`` (also positional), ``shuffle`` (None = False), ``drop_last``,
+  ``num_workers``, ``pin_memory``, ``persistent_workers``, ``multiprocessing_context``
+  (a name or a context object): the fastload knobs of the same meaning, checked as torch
+  checks them (``persistent_workers`` needs ``num_workers > 0``, ...).
+- ``sampler`` / ``batch_sampler``: the caller's order (any iterable of indices / of index
+  lists); the exclusions torch makes (with ``shuffle``, ``batch_size``, ``drop_last``).
+- ``batch_size=None``: no batching: single samples, as torch's ``default_convert``.
+- ``collate_fn``: called with the batch as a list of samples (``x`` or ``(x, y)`` numpy
+  views), its result is the batch.
+- ``worker_init_fn``: called with the worker id in each worker process fastload starts.
+- ``generator``: seeds fastload's sampler (``generator.initial_seed()``); fastload's random
+  orders are its own (numpy PCG64), not torch's.
+- ``prefetch_factor``: batches read ahead per worker (``prefetch = prefetch_factor *
+  max(num_workers, 1)``); only with ``num_workers > 0``, as torch.
+- ``timeout``: seconds, 0 = none (fastload's ``timeout_seconds``).
+- ``in_order=False``: batches as they complete (``loading_mode="async_pool"``).
+- ``pin_memory_device``: "" or a CUDA device (fastload pins for CUDA).
+
+:class:`TorchAttributes` gives the loader torch's attributes (``batch_size``,
+``drop_last``, ``num_workers``, ``timeout``, ``collate_fn`` ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastload.batch.ragged import RaggedBatch
+from fastload.checks import check_int
+from fastload.plan.datasets import Dataset
+from fastload.plan.external_sampler import ExternalBatchSampler, ExternalSampler
+from fastload.plan.options import LoaderConfig, LoaderOptions
+from fastload.plan.samplers import Sampler, make_sampler
+
+# keywords only torch's DataLoader has; fastload's own knobs pass through LoaderOptions
+TORCH_ONLY = (
+    "sampler",
+    "batch_sampler",
+    "collate_fn",
+    "worker_init_fn",
+    "generator",
+    "prefetch_factor",
+    "timeout",
+    "in_order",
+    "pin_memory_device",
+)
+_UNSET = object()
+
+
+@dataclass
+class TorchArgs:
+    """The torch-only arguments of one loader (all None / defaults when none was given)."""
+
+    sampler: Any = None
+    batch_sampler: Any = None
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    worker_init_fn: Callable[[int], Any] | None = None
+    generator: Any = None
+    prefetch_factor: int | None = None
+    timeout: float = 0.0
+    in_order: bool = True
+    pin_memory_device: str = ""
+    unbatched: bool = False  # batch_size=None
+    context: Any = None  # a multiprocessing context object, when one was given
+
+    def make_sampler(
+        self, config: LoaderConfig, dataset_len: int, dataset: Dataset | None = None
+    ) -> Sampler | ExternalSampler:
+        if self.batch_sampler is not None:
+            return ExternalBatchSampler(self.batch_sampler, dataset_len)
+        if self.sampler is not None:
+            return ExternalSampler(self.sampler, dataset_len)
+        return make_sampler(config, dataset_len, dataset)
+
+    def wrap_output(self, stage: Any) -> Any:
+        if self.unbatched:
+            return _Unbatched(stage)
+        if self.collate_fn is not None:
+            return _CollateFn(stage, self.collate_fn)
+        return stage
+
+
+def _fail(knob: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"{knob}={value!r} is invalid: {why}")
+
+
+def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions, TorchArgs]:
+    """fastload's options and the torch-only arguments from a DataLoader call."""
+    knobs = dict(knobs)
+    args = TorchArgs()
+    if options is not None and not isinstance(options, LoaderOptions):
+        if isinstance(options, (int, np.integer)) and not isinstance(options, bool):
+            knobs.setdefault("batch_size", int(options))  # torch's second positional
+            options = None
+        else:
+            raise TypeError(
+                f"DataLoader's second argument is a LoaderOptions or torch's batch_size, "
+                f"not {type(options).__name__}"
+            )
+    options = options if options is not None else LoaderOptions()
+    if not knobs:
+        return options, args
+    given = {k: knobs.pop(k) for k in TORCH_ONLY if k in knobs}
+
+    batch_size = knobs.pop("batch_size", _UNSET)
+    shuffle = knobs.pop("shuffle", None)
+    sampler, batch_sampler = given.get("sampler"), given.get("batch_sampler")
+    drop_last = knobs.get("drop_last", False)
+    if sampler is not None and shuffle:
+        raise ValueError("sampler option is mutually exclusive with shuffle")
+    if batch_sampler is not None:
+        if (batch_size not in (_UNSET, 1)) or shuffle or sampler is not None or drop_last:
+            raise ValueError(
+                "batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, "
+                "and drop_last"
+            )
+        batch_size = 1  # unused: the batch sampler cuts the batches
+    if batch_size is None:
+        if drop_last:
+            raise ValueError(
+                "batch_size=None option disables auto-batching and is mutually exclusive with "
+                "drop_last"
+            )
+        args.unbatched = True
+        batch_size = 1
+    if batch_size is not _UNSET:
+        knobs["batch_size"] = batch_size
+    if shuffle is not None:
+        # torch's truthy shuffle is True; fastload's "block" shuffle stays a string
+        knobs["shuffle"] = shuffle if shuffle == "block" else bool(shuffle)
+    args.sampler, args.batch_sampler = sampler, batch_sampler
+
+    workers = knobs.get("num_workers", options.get("num_workers"))
+    check_int("num_workers", workers, 0)
+    if knobs.get("persistent_workers") and workers == 0:
+        raise ValueError("persistent_workers option needs num_workers > 0")
+    ctx = knobs.get("multiprocessing_context")
+    if ctx is not None and not isinstance(ctx, str):
+        args.context = ctx
+        knobs["multiprocessing_context"] = ctx.get_start_method()
+    elif ctx is None and "multiprocessing_context" in knobs:
+        del knobs["multiprocessing_context"]
+
+    prefetch_factor = given.get("prefetch_factor")
+    if prefetch_factor is not None:
+        if workers == 0:
+            raise ValueError(
+                "prefetch_factor option could only be specified in multiprocessing. "
+                "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor "
+                "to None."
+            )
+        check_int("prefetch_factor", prefetch_factor, 1)
+        knobs["prefetch"] = int(prefetch_factor) * workers
+    args.prefetch_factor = prefetch_factor
+
+    timeout = given.get("timeout", 0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+        raise ValueError("timeout option should be non-negative")
+    args.timeout = float(timeout)
+    if timeout:
+        knobs["timeout_seconds"] = float(timeout)
+
+    in_order = given.get("in_order", True)
+    if not isinstance(in_order, bool):
+        raise _fail("in_order", in_order, "must be True or False")
+    args.in_order = in_order
+    if not in_order:
+        knobs["loading_mode"] = "async_pool"
+
+    generator = given.get("generator")
+    if generator is not None:
+        if not hasattr(generator, "initial_seed"):
+            raise _fail("generator", generator, "must be a torch.Generator (initial_seed())")
+        args.generator = generator
+        knobs["generator_seed"] = int(generator.initial_seed()) % 2**63
+
+    device = given.get("pin_memory_device", "")
+    if not isinstance(device, str) or (device and not device.startswith("cuda")):
+        raise _fail(
+            "pin_memory_device", device, "fastload pins host memory for CUDA: '' or 'cuda[:N]'"
+        )
+    args.pin_memory_device = device
+
+    for name in ("collate_fn", "worker_init_fn"):
+        fn = given.get(name)
+        if fn is not None and not callable(fn):
+            raise _fail(name, fn, "must be callable")
+    args.collate_fn = given.get("collate_fn")
+    args.worker_init_fn = given.get("worker_init_fn")
+    return options.replace(**knobs), args
+
+
+def _samples(x: Any, y: Any) -> list[Any]:
+    """A batch as torch's list of samples: ``x[i]`` or ``(x[i], y[i])``."""
+    n = len(x)
+    xs = list(x) if isinstance(x, RaggedBatch) else [x[i] for i in range(n)]
+    return xs if y is None else [(xs[i], y[i]) for i in range(n)]
+
+
+class _CollateFn:
+    """The caller's ``collate_fn`` on the batch's samples."""
+
+    def __init__(self, stage: Any, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.stage = stage
+        self.collate_fn = collate_fn
+
+    def __call__(self, x: Any, y: Any, pool: Any) -> Any:
+        return self.collate_fn(_samples(x, y))
+
+
+class _Unbatched:
+    """``batch_size=None``: each sample on its own (the consumer's type, no batch axis)."""
+
+    def __init__(self, stage: Any) -> None:
+        self.stage = stage
+
+    def __call__(self, x: Any, y: Any, pool: Any) -> Any:
+        out = self.stage(x, y, pool)
+        if isinstance(out, tuple):
+            return tuple(o[0] for o in out)
+        return out[0]
+
+
+class TorchAttributes:
+    """torch DataLoader's attributes, read from the loader's config and torch arguments."""
+
+    config: LoaderConfig
+    torch_args: TorchArgs
+
+    @property
+    def batch_size(self) -> int | None:
+        t = self.torch_args
+        return None if t.unbatched or t.batch_sampler is not None else self.config.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        return self.config.drop_last
+
+    @property
+    def num_workers(self) -> int:
+        return self.config.num_workers
+
+    @property
+    def timeout(self) -> float:
+        return self.torch_args.timeout or (self.config.timeout_seconds or 0.0)
+
+    @property
+    def batch_sampler(self) -> Any:
+        return self.torch_args.batch_sampler
+
+    @property
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        return self.torch_args.collate_fn
+
+    @property
+    def worker_init_fn(self) -> Callable[[int], Any] | None:
+        return self.torch_args.worker_init_fn
+
+    @property
+    def generator(self) -> Any:
+        return self.torch_args.generator
+
+    @property
+    def prefetch_factor(self) -> int | None:
+        """torch's: batches ahead per worker (2 unless given), None without workers."""
+        if not self.config.num_workers:
+            return None
+        return self.torch_args.prefetch_factor or 2
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.config.pin_memory
+
+    @property
+    def pin_memory_device(self) -> str:
+        return self.torch_args.pin_memory_device
+
+    @property
+    def persistent_workers(self) -> bool:
+        return self.config.persistent_workers
+
+    @property
+    def multiprocessing_context(self) -> Any:
+        return self.torch_args.context or self.config.multiprocessing_context
+
+    @property
+    def in_order(self) -> bool:
+        return self.config.loading_mode == "sequential"
+
+
+def batch_slices_of(sampler: Any, epoch: int) -> list[tuple[int, int]] | None:
+    """The batches a caller's batch_sampler cut for ``epoch`` (None for every other sampler)."""
+    cut = (
+        getattr(sampler, "batch_slices", None)
+        if isinstance(sampler, ExternalBatchSampler)
+        else None
+    )
+    return cut(epoch) if cut is not None else None
+
+
+__all__ = ["TORCH_ONLY", "TorchArgs", "TorchAttributes", "batch_slices_of", "torch_arguments"]

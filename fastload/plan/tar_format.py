@@ -1,0 +1,144 @@
+"""The tar format, as far as finding members by byte range needs it.
+
+A tar is a sequence of 512-byte headers, each followed by its member's data padded to
+512 bytes, and ends with zero blocks. Only headers are parsed here: ustar (name + prefix),
+v7, GNU long names (``L``) and pax extended headers (``x``: ``path`` and ``size``; ``g``
+global headers are skipped). Every header's checksum is verified, so a member whose
+header lies about its size is caught at the next header. Compressed tars are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastload.errors import TarFormatError
+
+BLOCK = 512
+REGULAR = (b"0", b"\0", b"7")  # file, old-style file, contiguous file
+LONG_NAME = b"L"
+PAX = b"x"
+PAX_GLOBAL = b"g"
+_GZIP = b"\x1f\x8b"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+_XZ = b"\xfd7zXZ"
+_BZIP2 = b"BZh"
+
+
+@dataclass(frozen=True)
+class Header:
+    """One parsed header: member ``name``, data ``size`` and ``typeflag``."""
+
+    name: str
+    size: int
+    typeflag: bytes
+
+    @property
+    def is_file(self) -> bool:
+        return self.typeflag in REGULAR
+
+
+def padded(size: int) -> int:
+    """Bytes a member's data takes in the archive (rounded up to whole blocks)."""
+    return -(-size // BLOCK) * BLOCK
+
+
+def _octal(field: bytes, what: str, uri: str, offset: int) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256: big-endian, top bit set
+        value = int.from_bytes(field, "big") & ~(0x80 << (8 * (len(field) - 1)))
+        return value
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise TarFormatError(
+            f"{uri}: the tar header at byte {offset} has a bad {what} field {text[:16]!r}"
+        ) from None
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def is_zero_block(block: bytes) -> bool:
+    return block.count(0) == len(block)
+
+
+def refuse_compressed(head: bytes, uri: str) -> None:
+    """A TarFormatError when ``head`` (the first bytes of a shard) is compressed."""
+    for magic, name in ((_GZIP, "gzip"), (_ZSTD, "zstd"), (_XZ, "xz"), (_BZIP2, "bzip2")):
+        if head.startswith(magic):
+            raise TarFormatError(
+                f"{uri}: a {name}-compressed tar; members of a compressed tar cannot be read "
+                f"by range (store shards as plain .tar)"
+            )
+
+
+def parse_header(block: bytes, uri: str, offset: int) -> Header | None:
+    """The header in the 512 bytes ``block`` read at ``offset`` of ``uri``; None for a zero
+    block (the end of the archive). A checksum that does not match raises TarFormatError."""
+    if len(block) < BLOCK:
+        raise TarFormatError(
+            f"{uri}: the shard ends inside the tar header at byte {offset} "
+            f"({len(block)} of {BLOCK} bytes): truncated"
+        )
+    if is_zero_block(block):
+        return None
+    try:
+        stored = _octal(block[148:156], "checksum", uri, offset)
+    except TarFormatError:
+        stored = -1
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:BLOCK])
+    # some old writers summed signed chars
+    signed = unsigned - 256 * (
+        sum(1 for b in block[:148] if b > 127) + sum(1 for b in block[156:BLOCK] if b > 127)
+    )
+    if stored not in (unsigned, signed):
+        raise TarFormatError(
+            f"{uri}: no valid tar header at byte {offset} (its checksum does not match)"
+        )
+    name = _text(block[0:100])
+    if block[257:263] == b"ustar\0":  # POSIX ustar: a prefix holds the leading directories
+        prefix = _text(block[345:500])
+        if prefix:
+            name = f"{prefix}/{name}"
+    size = _octal(block[124:136], "size", uri, offset)
+    return Header(name, size, block[156:157] or b"\0")
+
+
+def parse_pax(data: bytes, uri: str, offset: int) -> dict[str, str]:
+    """The records ``"<len> <key>=<value>\\n"`` of a pax extended header's data."""
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        if data[pos] == 0:  # padding after the last record
+            break
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            length = -1
+        end = pos + length
+        if space < 0 or length <= 0 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise TarFormatError(
+                f"{uri}: a malformed pax record in the extended header at byte {offset}"
+            )
+        key, sep, value = data[space + 1 : end - 1].partition(b"=")
+        if not sep:
+            raise TarFormatError(
+                f"{uri}: a pax record without '=' in the extended header at byte {offset}"
+            )
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos = end
+    return out
+
+
+def split_key(name: str) -> tuple[str, str] | None:
+    """WebDataset's (key, extension) of a member name: the extension starts at the first dot
+    of the last path component (``a/b/x.seg.png`` -> ``a/b/x``, ``seg.png``); None without one."""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    if dot <= slash:  # no dot, or a name starting with one (hidden file): not a sample field
+        return None
+    return name[:dot], name[dot + 1 :].lower()

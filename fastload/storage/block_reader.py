@@ -1,0 +1,464 @@
+"""Reads through blocks: each block of a remote object fetched once, with one request.
+
+``BlockReader.read_into`` takes the engine's arguments (sources, a range table, a buffer),
+so the loader reads through it exactly as through the engine. Rows of remote objects that
+fall inside known blocks (``blocks``: per URI, sorted block extents) are served from whole
+blocks: a block not at hand is fetched with ONE ranged GET (every block missing from one
+call in one engine call, in parallel) and kept, in memory (least recently used first out,
+up to ``memory_bytes``) or in the node-local cache (``fastload.storage.cache``), where other
+processes find it too and later epochs read it from disk. Other rows go straight to the
+engine.
+
+``plan(keys)`` hands over the order in which an epoch will first need its blocks; a
+background thread then fetches them ahead of the readers (up to ``ahead_bytes`` past the
+latest block a read touched), so the network works while batches are consumed.
+
+A source whose expected version is given is checked once, at its first read: a shard that
+vanished or changed since it was indexed raises ``ShardChangedError``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastload.errors import CancelledReadError, ObjectNotFoundError, ShardChangedError
+from fastload.storage.buffer_pool import BufferPool
+from fastload.storage.cache import NodeCache
+from fastload.storage.engine import RangeEngine, writable_view
+from fastload.storage.object_version import Version, object_version
+from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
+from fastload.storage.uri import ParsedURI, parse_uri
+
+Key = tuple[str, int]  # (URI, block start)
+Pieces = dict[Key, list[tuple[int, int, int]]]  # block -> (offset in block, length, dst)
+_WAIT_S = 0.02
+_PREFETCH_CALL_BYTES = 64 << 20  # blocks fetched ahead per engine call
+
+
+class BlockReader:
+    """The engine's ``read_into``, through blocks (see the module notes)."""
+
+    def __init__(
+        self,
+        engine: RangeEngine,
+        blocks: dict[str, tuple[np.ndarray, np.ndarray]],
+        *,
+        memory_bytes: int = 0,
+        cache: NodeCache | None = None,
+        versions: dict[str, Version] | None = None,
+        ahead_bytes: int = 0,
+    ) -> None:
+        self.engine = engine
+        self.blocks = blocks
+        self.memory_bytes = memory_bytes
+        self.ahead_bytes = ahead_bytes
+        self.cache = cache if cache is not None and cache.disabled is None else None
+        self._any_cache = cache  # a disabled cache still reports why
+        self.expected = dict(versions or {})
+        self._checked: dict[str, Version] = {}
+        self._lock = threading.Lock()
+        self._memory: OrderedDict[Key, np.ndarray] = OrderedDict()
+        self._held = 0
+        self._pending: dict[Key, threading.Event] = {}
+        self._pool = BufferPool(keep=8)
+        self._fetched: set[Key] = set()
+        self.counters = dict.fromkeys(
+            (
+                "block_fetches",
+                "block_bytes",
+                "memory_hits",
+                "refetches",
+                "direct_rows",
+                "prefetched",
+            ),
+            0,
+        )
+        # the prefetcher: the epoch's blocks in order of first use, and how far reads got
+        self._cond = threading.Condition()
+        self._schedule: dict[Key, int] = {}
+        self._progress = -1
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+
+    # -- versions ------------------------------------------------------------------------
+    def _version(self, src: ParsedURI) -> Version:
+        """The version of ``src`` this reader serves (checked against the index once)."""
+        v = self._checked.get(src.uri)
+        if v is not None:
+            return v
+        want = self.expected.get(src.uri)
+        try:
+            now = object_version(self.engine, src, fresh=want is not None)
+        except (FileNotFoundError, ObjectNotFoundError) as exc:
+            if want is None:
+                raise
+            err = ShardChangedError(f"{src.display}: the shard vanished after it was indexed")
+            err.uri = src.uri
+            raise err from exc
+        if want is not None and now != want:
+            err = ShardChangedError(
+                f"{src.display}: the shard changed after it was indexed (size, version: "
+                f"{want[0]}, {want[1]} then; {now[0]}, {now[1]} now); index it again"
+            )
+            err.uri = src.uri
+            raise err
+        with self._lock:
+            self._checked[src.uri] = now
+        return now
+
+    # -- the read ------------------------------------------------------------------------
+    def read_into(
+        self,
+        sources: Sequence[Any],
+        table: np.ndarray,
+        out: Any,
+        *,
+        settings: ReadSettings | None = None,
+        cancel: Any = None,
+    ) -> None:
+        settings = settings or self.engine.settings
+        srcs = [s if isinstance(s, ParsedURI) else parse_uri(s) for s in sources]
+        table = np.ascontiguousarray(table, dtype=np.int64).reshape(-1, 4)
+        for i in np.unique(table[:, 0]) if len(table) else ():
+            if srcs[int(i)].uri in self.expected or self.cache is not None:
+                self._version(srcs[int(i)])
+        direct, pieces = self._split(srcs, table)
+        if len(direct):
+            with self._lock:
+                self.counters["direct_rows"] += len(direct)
+            self.engine.read_into(srcs, direct, out, settings=settings, cancel=cancel)
+        if not pieces:
+            return
+        self._touched(pieces)
+        view = writable_view(out, int((table[:, 3] + table[:, 2]).max()), "BlockReader")
+        dst = np.frombuffer(view, dtype=np.uint8)
+        deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+        if self.cache is not None:
+            self._cached(srcs, pieces, dst, settings, cancel, deadline)
+        else:
+            blocks = self._in_memory(list(pieces), settings, cancel, deadline)
+            for key, parts in pieces.items():
+                block = blocks[key]
+                for off, length, d in parts:
+                    dst[d : d + length] = block[off : off + length]
+
+    def _split(self, srcs: list[ParsedURI], table: np.ndarray) -> tuple[np.ndarray, Pieces]:
+        """Rows to read directly, and the pieces of blocks the other rows are made of."""
+        direct = []
+        pieces: Pieces = {}
+        for i in np.unique(table[:, 0]) if len(table) else ():
+            rows = table[table[:, 0] == i]
+            ext = self.blocks.get(srcs[int(i)].uri)
+            if ext is None or srcs[int(i)].is_local:
+                direct.append(rows)
+                continue
+            starts, ends = ext
+            k = np.searchsorted(starts, rows[:, 1], side="right") - 1
+            kk = np.maximum(k, 0)
+            inside = (k >= 0) & (rows[:, 1] < ends[kk])
+            whole = inside & (rows[:, 1] + rows[:, 2] <= ends[kk])
+            direct.append(rows[~inside])
+            uri = srcs[int(i)].uri
+            for (_, off, length, d), b in zip(rows[whole].tolist(), k[whole].tolist(), strict=True):
+                start = int(starts[b])
+                pieces.setdefault((uri, start), []).append((off - start, length, d))
+            for _, off, length, d in rows[inside & ~whole].tolist():  # rows across block ends
+                while length > 0:
+                    b = int(np.searchsorted(starts, off, side="right")) - 1
+                    if b < 0 or off >= ends[b]:
+                        direct.append(np.array([[i, off, length, d]], dtype=np.int64))
+                        break
+                    n = min(length, int(ends[b]) - off)
+                    pieces.setdefault((uri, int(starts[b])), []).append(
+                        (off - int(starts[b]), n, d)
+                    )
+                    off, length, d = off + n, length - n, d + n
+        flat = np.concatenate(direct) if direct else np.empty((0, 4), np.int64)
+        return flat, pieces
+
+    def _extent(self, key: Key) -> int:
+        starts, ends = self.blocks[key[0]]
+        k = int(np.searchsorted(starts, key[1]))
+        return int(ends[k] - starts[k])
+
+    def _fetch(self, keys: list[Key], settings: ReadSettings, cancel: Any) -> dict[Key, np.ndarray]:
+        """Blocks ``keys`` from the remote store: one request each, all in one engine call."""
+        uris = sorted({u for u, _ in keys})
+        index = {u: n for n, u in enumerate(uris)}
+        lengths = np.array([self._extent(k) for k in keys], dtype=np.int64)
+        dst = np.concatenate(([0], np.cumsum(lengths)))
+        table = np.array(
+            [(index[u], s, n, d) for (u, s), n, d in zip(keys, lengths, dst[:-1], strict=True)],
+            dtype=np.int64,
+        ).reshape(-1, 4)
+        # a pooled buffer: reused once every block viewing it was dropped (no page faults)
+        raw: Any = self._pool.acquire(int(dst[-1]))
+        try:
+            buf = np.frombuffer(raw, dtype=np.uint8, count=int(dst[-1]))
+            one_request = settings.replace(part_size=WHOLE_RANGES)  # never cut a block in parts
+            self.engine.read_into(
+                [parse_uri(u) for u in uris], table, buf, settings=one_request, cancel=cancel
+            )
+        finally:
+            self._pool.release(raw)
+        with self._lock:
+            self.counters["block_fetches"] += len(keys)
+            self.counters["block_bytes"] += int(dst[-1])
+            self.counters["refetches"] += sum(1 for k in keys if k in self._fetched)
+            self._fetched.update(keys)
+        return {k: buf[dst[i] : dst[i + 1]] for i, k in enumerate(keys)}
+
+    # -- blocks in memory --------------------------------------------------------------
+    def _in_memory(
+        self, keys: list[Key], settings: ReadSettings, cancel: Any, deadline: float | None
+    ) -> dict[Key, np.ndarray]:
+        """Blocks ``keys``: kept ones, ones another thread is fetching (waited for), and
+        the rest fetched now in one call."""
+        mine, waits, have = [], [], {}
+        with self._lock:
+            for key in keys:
+                if key in self._memory:
+                    self._memory.move_to_end(key)
+                    have[key] = self._memory[key]
+                    self.counters["memory_hits"] += 1
+                elif key in self._pending:
+                    waits.append((key, self._pending[key]))
+                else:
+                    self._pending[key] = threading.Event()
+                    mine.append(key)
+        try:
+            if mine:
+                got = self._fetch(mine, settings, cancel)
+                have.update(got)
+                self._keep(got)
+        finally:
+            with self._lock:
+                for key in mine:
+                    self._pending.pop(key).set()
+        for key, event in waits:
+            while not event.wait(_WAIT_S):
+                _check_wait(cancel, deadline, key)
+            with self._lock:
+                block = self._memory.get(key)
+            have[key] = block if block is not None else self._fetch([key], settings, cancel)[key]
+        return have
+
+    def _keep(self, got: dict[Key, np.ndarray]) -> None:
+        with self._lock:
+            for key, block in got.items():
+                self._memory[key] = block
+                self._held += len(block)
+            while self._held > self.memory_bytes and self._memory:
+                _, old = self._memory.popitem(last=False)
+                self._held -= len(old)
+
+    # -- blocks in the node-local cache --------------------------------------------------
+    def _meta(self, by_uri: dict[str, ParsedURI], key: Key) -> dict[str, Any]:
+        size, tag = self._version(by_uri[key[0]])
+        return {
+            "uri": key[0],
+            "start": key[1],
+            "length": self._extent(key),
+            "size": size,
+            "tag": tag,
+        }
+
+    def _cached(
+        self,
+        srcs: list[ParsedURI],
+        pieces: Pieces,
+        dst: np.ndarray | None,
+        settings: ReadSettings,
+        cancel: Any,
+        deadline: float | None,
+    ) -> None:
+        """Serve ``pieces`` from the cache (``dst`` None: only make sure the blocks are
+        there). Blocks nobody else is fetching are locked and fetched in one call; the
+        others are waited for one by one, holding no lock meanwhile (no lock-order
+        deadlock between processes)."""
+        cache = self.cache
+        assert cache is not None
+        by_uri = {s.uri: s for s in srcs}
+        metas = {key: self._meta(by_uri, key) for key in pieces}
+        names = {key: cache.key(key[0], key[1], metas[key]["length"]) for key in pieces}
+        todo = [k for k in pieces if not self._from_entry(names[k], metas[k], pieces[k], dst)]
+        if not todo:
+            return
+        held: dict[Key, int] = {}
+        waits = []
+        try:
+            for key in todo:
+                fd = cache.try_lock(names[key])
+                if fd is None:
+                    waits.append(key)
+                elif self._from_entry(names[key], metas[key], pieces[key], dst):
+                    cache.unlock(fd)  # written while we looked
+                else:
+                    held[key] = fd
+            if held:
+                self._fill(held, names, metas, pieces, dst, settings, cancel)
+        finally:
+            for fd in held.values():
+                cache.unlock(fd)
+        for key in waits:
+            fd = cache.lock(
+                names[key], deadline, None if cancel is None else lambda: cancel.cancelled
+            )
+            one = {key: fd}
+            try:
+                if not self._from_entry(names[key], metas[key], pieces[key], dst):
+                    self._fill(one, names, metas, pieces, dst, settings, cancel)
+            finally:
+                for left in one.values():
+                    cache.unlock(left)
+
+    def _from_entry(
+        self,
+        name: str,
+        meta: dict[str, Any],
+        parts: list[tuple[int, int, int]],
+        dst: np.ndarray | None,
+    ) -> bool:
+        cache = self.cache
+        assert cache is not None
+        fd = cache.lookup(name, meta)
+        if fd is None:
+            return False
+        try:
+            if dst is not None:
+                for off, length, d in parts:
+                    cache.read(fd, off, dst[d : d + length].data)
+        finally:
+            cache.unlock(fd)
+        if dst is not None:
+            cache.count("hits")
+            cache.count("bytes_read", sum(n for _, n, _ in parts))
+        return True
+
+    def _fill(
+        self,
+        held: dict[Key, int],
+        names: dict[Key, str],
+        metas: dict[Key, dict[str, Any]],
+        pieces: Pieces,
+        dst: np.ndarray | None,
+        settings: ReadSettings,
+        cancel: Any,
+    ) -> None:
+        """Fetch the blocks of ``held`` (key -> its lock), store each and release its lock
+        (so the limit can be kept while the others are stored), serve their pieces."""
+        cache = self.cache
+        assert cache is not None
+        got = self._fetch(list(held), settings, cancel)
+        for key in list(held):
+            cache.count("misses")
+            try:
+                if cache.store(names[key], metas[key], got[key]):
+                    cache.count("bytes", len(got[key]))
+            finally:
+                cache.unlock(held.pop(key))
+            if dst is not None:
+                block = got[key]
+                for off, length, d in pieces[key]:
+                    dst[d : d + length] = block[off : off + length]
+        cache.trim()
+
+    # -- reading ahead -------------------------------------------------------------------
+    def plan(self, keys: list[Key], settings: ReadSettings, cancel: Any) -> None:
+        """The blocks an epoch will need, in order of first use: fetch them ahead of the
+        readers from now on (a previous plan's thread stops)."""
+        self.stop_ahead()
+        if not keys or self.ahead_bytes <= 0:
+            return
+        sizes = np.array([self._extent(k) for k in keys], dtype=np.int64)
+        with self._cond:
+            self._generation += 1
+            self._schedule = {k: i for i, k in enumerate(keys)}
+            self._progress = -1
+            gen = self._generation
+        self._thread = threading.Thread(
+            target=self._ahead,
+            args=(keys, np.concatenate(([0], np.cumsum(sizes))), settings, cancel, gen),
+            name="fastload-blocks-ahead",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _touched(self, pieces: Pieces) -> None:
+        if not self._schedule:
+            return
+        pos = max((self._schedule.get(k, -1) for k in pieces), default=-1)
+        with self._cond:
+            if pos > self._progress:
+                self._progress = pos
+                self._cond.notify_all()
+
+    def _ahead(
+        self, keys: list[Key], prefix: np.ndarray, settings: ReadSettings, cancel: Any, gen: int
+    ) -> None:
+        i = 0
+        while i < len(keys):
+            with self._cond:
+                while gen == self._generation:
+                    done = self._progress + 1
+                    room = self.ahead_bytes - (prefix[i] - prefix[min(done, i)])
+                    if room > 0:
+                        break
+                    self._cond.wait(0.1)
+                if gen != self._generation:
+                    return
+            # one call for as many blocks as the room ahead allows (at least one)
+            budget = min(room, _PREFETCH_CALL_BYTES)
+            j = i + 1
+            while j < len(keys) and prefix[j + 1] - prefix[i] <= budget:
+                j += 1
+            chunk = keys[i:j]
+            try:
+                if self.cache is not None:
+                    srcs = [parse_uri(u) for u in sorted({u for u, _ in chunk})]
+                    self._cached(srcs, {k: [] for k in chunk}, None, settings, cancel, None)
+                else:
+                    self._in_memory(chunk, settings, cancel, None)
+            except Exception:
+                return  # the readers meet the same error themselves, with their context
+            with self._lock:
+                self.counters["prefetched"] += len(chunk)
+            i = j
+
+    def stop_ahead(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._schedule = {}
+            self._cond.notify_all()
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(10.0)
+
+    # -- reporting -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self.counters)
+            out["memory_held"] = self._held
+        c = self._any_cache
+        out["cache"] = None if c is None else c.stats()
+        return out
+
+    def close(self) -> None:
+        self.stop_ahead()
+        with self._lock:
+            self._memory.clear()
+            self._held = 0
+        self._pool.close()
+
+
+def _check_wait(cancel: Any, deadline: float | None, key: Key) -> None:
+    if cancel is not None and cancel.cancelled:
+        raise CancelledReadError(f"{key[0]}: cancelled while another reader fetched a block")
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError(f"{key[0]}: timed out waiting for block at byte {key[1]}")

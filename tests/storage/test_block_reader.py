@@ -1,0 +1,186 @@
+"""BlockReader (fastload.storage.block_reader) against the rclone S3 server: one request
+per block, rows split at block ends, memory bounded, threads fetching a block once,
+reading ahead, and shard versions checked at the first read."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fastload.errors import ShardChangedError
+from fastload.storage.block_reader import BlockReader
+from fastload.storage.cache import NodeCache
+from fastload.storage.engine import RangeEngine
+from fastload.storage.object_version import object_version
+from fastload.storage.read_settings import ReadSettings
+from fastload.storage.uri import parse_uri
+from tests.support.servers import start_rclone, stop
+
+pytestmark = pytest.mark.s3
+
+MIB = 1 << 20
+URI = "s3://bucket/obj.bin"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    root = tmp_path_factory.mktemp("s3blocks")
+    data = np.random.default_rng(5).integers(0, 256, 3 * MIB, dtype=np.uint8)
+    (root / "bucket").mkdir()
+    (root / "bucket" / "obj.bin").write_bytes(data.tobytes())
+    server = start_rclone(str(root))
+    engine = RangeEngine(**server.options)
+    yield engine, data
+    engine.close()
+    stop(server)
+
+
+THREE = {URI: (np.array([0, MIB, 2 * MIB]), np.array([MIB, 2 * MIB, 3 * MIB]))}
+
+
+def rows(pairs):
+    """A packed range table of (offset, length) pairs of source 0."""
+    out, dst = [], 0
+    for off, n in pairs:
+        out.append((0, off, n, dst))
+        dst += n
+    return np.array(out, dtype=np.int64), dst
+
+
+def expect(data, pairs):
+    return np.concatenate([data[o : o + n] for o, n in pairs])
+
+
+def requests(engine):
+    return engine.backend("s3").stats()["requests"]
+
+
+def test_one_request_per_block_then_from_memory(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB)
+    pairs = [(10, 100), (MIB - 50, 50), (2 * MIB + 7, 4096), (2 * MIB + 9000, 10), (500, 1)]
+    table, n = rows(pairs)
+    out = np.zeros(n, np.uint8)
+    before = requests(engine)
+    r.read_into([URI], table, out)
+    assert requests(engine) - before == 2  # blocks 0 and 2, one GET each
+    assert np.array_equal(out, expect(data, pairs))
+    out[:] = 0
+    r.read_into([URI], table, out)
+    assert requests(engine) - before == 2 and np.array_equal(out, expect(data, pairs))
+    s = r.stats()
+    assert s["block_fetches"] == 2 and s["memory_hits"] == 2 and s["block_bytes"] == 2 * MIB
+
+
+def test_rows_across_block_ends_and_outside_blocks(s3):
+    engine, data = s3
+    gap = {URI: (np.array([0, 2 * MIB]), np.array([MIB, 3 * MIB]))}  # [1, 2) MiB: no block
+    r = BlockReader(engine, gap, memory_bytes=8 * MIB)
+    pairs = [(MIB - 100, 300), (MIB + 5, 10), (2 * MIB - 10, 20), (3 * MIB - 5, 5)]
+    table, n = rows(pairs)
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert np.array_equal(out, expect(data, pairs))
+    assert r.stats()["direct_rows"] >= 2 and r.stats()["block_fetches"] == 2
+
+
+def test_memory_is_bounded_and_refetches_counted(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=MIB + MIB // 2)
+    for off in (0, MIB, 2 * MIB, 0):
+        table, n = rows([(off + 3, 1000)])
+        out = np.zeros(n, np.uint8)
+        r.read_into([URI], table, out)
+        assert np.array_equal(out, data[off + 3 : off + 1003])
+    s = r.stats()
+    assert s["memory_held"] <= MIB + MIB // 2 and s["refetches"] == 1 and s["block_fetches"] == 4
+
+
+def test_threads_fetch_a_block_once(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB)
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        pairs = [(int(o), 777) for o in rng.integers(0, 3 * MIB - 777, 20)]
+        table, n = rows(pairs)
+        out = np.zeros(n, np.uint8)
+        try:
+            r.read_into([URI], table, out)
+            assert np.array_equal(out, expect(data, pairs))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    ts = [threading.Thread(target=work, args=(s,)) for s in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errors and r.stats()["block_fetches"] == 3
+
+
+def test_planned_blocks_are_read_ahead(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB, ahead_bytes=8 * MIB)
+    r.plan([(URI, 2 * MIB), (URI, 0), (URI, MIB)], ReadSettings(), None)
+    end = time.monotonic() + 20
+    while r.stats()["prefetched"] < 3 and time.monotonic() < end:
+        time.sleep(0.01)
+    before = requests(engine)
+    table, n = rows([(5, 10), (MIB + 5, 10), (2 * MIB + 5, 10)])
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert requests(engine) == before and r.stats()["memory_hits"] == 3
+    assert np.array_equal(out, expect(data, [(5, 10), (MIB + 5, 10), (2 * MIB + 5, 10)]))
+    r.close()
+
+
+def test_ahead_stays_within_its_budget(s3):
+    engine, _ = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB, ahead_bytes=MIB)
+    r.plan([(URI, 0), (URI, MIB), (URI, 2 * MIB)], ReadSettings(), None)
+    time.sleep(0.5)
+    assert r.stats()["block_fetches"] == 1  # one block ahead of a reader that has not started
+    table, n = rows([(5, 10)])
+    r.read_into([URI], table, np.zeros(n, np.uint8))  # the reader reaches block 0
+    end = time.monotonic() + 20
+    while r.stats()["block_fetches"] < 2 and time.monotonic() < end:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert r.stats()["block_fetches"] == 2
+    r.close()
+
+
+def test_versions_are_checked_at_the_first_read(s3, tmp_path):
+    engine, data = s3
+    now = object_version(engine, parse_uri(URI))
+    table, n = rows([(1, 10)])
+    ok = BlockReader(engine, THREE, memory_bytes=MIB * 4, versions={URI: now})
+    ok.read_into([URI], table, np.zeros(n, np.uint8))
+    stale = BlockReader(engine, THREE, versions={URI: (now[0] + 1, now[1])})
+    with pytest.raises(ShardChangedError, match=r"obj.bin: the shard changed after it was indexed"):
+        stale.read_into([URI], table, np.zeros(n, np.uint8))
+    gone = "s3://bucket/gone.tar"
+    r = BlockReader(engine, {}, versions={gone: (10, None)})
+    with pytest.raises(ShardChangedError, match="gone.tar: the shard vanished"):
+        r.read_into([gone], table, np.zeros(n, np.uint8))
+
+
+def test_through_the_cache_then_from_disk(s3, tmp_path):
+    engine, data = s3
+    cache = NodeCache(tmp_path / "c")
+    pairs = [(10, 100), (2 * MIB + 7, 4096)]
+    table, n = rows(pairs)
+    for expected_requests in (2, 0):
+        r = BlockReader(engine, THREE, cache=cache)  # a new reader: nothing in memory
+        before = requests(engine)
+        out = np.zeros(n, np.uint8)
+        r.read_into([URI], table, out)
+        assert requests(engine) - before == expected_requests
+        assert np.array_equal(out, expect(data, pairs))
+    s = cache.stats()
+    assert (s["misses"], s["hits"], s["bytes"]) == (2, 2, 2 * MIB)
