@@ -10,6 +10,8 @@ for the sequential, shuffled and weighted (without replacement, 10**7 weights) o
 - ``track_first_batch_extra_mib``: the same difference measured inside one process (the
   peak resident set reset through /proc/self/clear_refs just before the epoch starts).
 - ``track_first_batch_s``: min and median over 3 epochs, printed; the min returned.
+- ``track_first_batch_over_order``: the first batch's time over the time of the sampler's
+  order alone (the floor), interleaved in the same run.
 
 The record file is sparse (40 MB of zeros) and written once under FASTLOAD_BENCH_DIR.
 """
@@ -25,7 +27,7 @@ import numpy as np
 from fastload.loop.loader import DataLoader
 from fastload.plan.datasets import RecordDataset
 
-from .common import data_dir
+from .common import data_dir, interleaved_best
 
 N = 10_000_000
 RECORD = 4
@@ -111,6 +113,19 @@ class LoaderScale:
 
     track_first_batch_s.unit = "s"
 
+    def track_first_batch_over_order(self, order: str) -> float:
+        """First batch / the sampler's order alone (the floor, measured in the same run,
+        interleaved, best of 3): what the epoch's set-up adds on top of making the order."""
+        sampler = self.dl.sampler
+        best = interleaved_best(
+            {"epoch": lambda: _first_batch(self.dl), "order": lambda: sampler.indices(0)},
+            repeat=3,
+        )
+        print(f"first batch {best['epoch']:.3f} s, order alone {best['order']:.3f} s ({order})")
+        return best["epoch"] / best["order"]
+
+    track_first_batch_over_order.unit = "ratio"
+
 
 if __name__ == "__main__":  # python -m benchmarks.bench_loader_scale (from asv_bench/)
     for order in LoaderScale.params[0]:
@@ -121,4 +136,5 @@ if __name__ == "__main__":  # python -m benchmarks.bench_loader_scale (from asv_
         print(f"{order}: len {n} in {time.perf_counter() - t:.6f} s")
         print(f"{order}: extra {b.track_first_batch_extra_mib(order):.1f} MiB")
         b.track_first_batch_s(order)
+        print(f"{order}: first batch / order {b.track_first_batch_over_order(order):.2f}")
         b.teardown(order)
