@@ -8,6 +8,7 @@ The defaults live here once; the options layer and the engine both take them fro
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from fastload._native.status import CacheMode
@@ -77,8 +78,8 @@ class ReadSettings:
         """The parts a read of ``scheme`` sources keeps in flight."""
         return self.max_inflight_parts or default_inflight(scheme)
 
-    @property
-    def cache_mode(self) -> CacheMode:
+    @functools.cached_property
+    def cache_mode(self) -> CacheMode:  # looked up once: every read of the loader asks
         return CacheMode[self.page_cache_mode.upper()]
 
     def replace(self, **changes: object) -> ReadSettings:
