@@ -114,3 +114,9 @@ cdef extern from "fl_range_check.h" nogil:
 cdef extern from "fl_cancel.h" nogil:
     int fl_cancel_requested(const volatile int *flag)
     void fl_cancel_request(volatile int *flag)
+
+
+cdef extern from "fl_plan.h" nogil:
+    int fl_plan_pack(const int64_t *src, const int64_t *offset, const int64_t *length,
+                     int64_t n, int64_t *offsets_out, int64_t *nbytes, int64_t *used_out,
+                     int64_t *nused, int64_t *table_out, int64_t *nrows, fl_error *err)
