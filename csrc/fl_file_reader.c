@@ -493,8 +493,10 @@ static int acquire_sources(fl_file_reader *r, const char *const *paths, int npat
         if (!counts[s]) continue;
         fd_entry *e = src[s].entry;
         if (e) {
-            if (stat(paths[s], &src[s].st) != 0) {
+            if (stat(paths[s], &src[s].st) != 0) { /* gone: drop the descriptor (its space) */
                 int en = errno;
+                src[s].stale = e;
+                src[s].entry = NULL;
                 rc = fl_error_set(err, status_for_errno(en), en, s, 0, 0, "cannot open");
                 break;
             }

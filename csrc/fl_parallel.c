@@ -132,10 +132,9 @@ void fl_pool_post(fl_pool *pool, fl_pool_job *job, fl_task_fn fn, void *ctx, int
         else
             pool->jobs = job;
         pool->tail = job;
-        if (helpers == 1)
-            pthread_cond_signal(&pool->work);
-        else
-            pthread_cond_broadcast(&pool->work);
+        /* One wake-up per helper wanted: a broadcast would wake every idle thread
+         * only for most of them to find the job staffed and sleep again. */
+        for (int i = 0; i < helpers && i < pool->nthreads; i++) pthread_cond_signal(&pool->work);
     }
     pthread_mutex_unlock(&pool->lock);
 }

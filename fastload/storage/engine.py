@@ -20,6 +20,7 @@ from fastload._native.range_check import check_ranges
 from fastload.checks import check_int
 from fastload.storage.backends import make_backend
 from fastload.storage.file_backend import DEFAULT_MAX_OPEN_FILES
+from fastload.storage.listing import ListedSources
 from fastload.storage.range_table import split_by_source
 from fastload.storage.read_settings import (
     DEFAULT_PART_SIZE,
@@ -226,6 +227,19 @@ class RangeEngine:
         names = list(backend.list(src))
         return names, [int(backend.size(_parsed(n))) for n in names]
 
+    def list_sources(self, prefix: URI) -> tuple[Sequence[ParsedURI], np.ndarray]:
+        """The objects under a prefix, parsed (each when first used), and their sizes as
+        int64: what a dataset over a prefix needs, at the cost of the listing alone."""
+        src = _parsed(prefix)
+        names, sizes = self.list_sizes(src)
+        start = _path_start(src, names)
+        sources: Sequence[ParsedURI] = (
+            ListedSources(names, src.scheme, start, bucket=src.bucket)
+            if start is not None
+            else [_parsed(n) for n in names]
+        )
+        return sources, np.asarray(sizes, dtype=np.int64).reshape(len(names))
+
     # -- reads ----------------------------------------------------------------
     def read(
         self, uri: URI, out: Any = None, *, pin: bool = False, settings: ReadSettings | None = None
@@ -346,6 +360,18 @@ class RangeEngine:
                 cancel=cancel,
                 timeout=None if deadline is None else max(deadline - time.monotonic(), 1e-9),
             )
+
+
+def _path_start(prefix: ParsedURI, names: list[str]) -> int | None:
+    """Where the path (or key) starts in each URI a listing of ``prefix`` made, or None
+    when the listing's URIs must be parsed one by one."""
+    if prefix.scheme == "s3":
+        return len(f"s3://{prefix.bucket}/")
+    if prefix.scheme in ("file", "direct"):
+        if not names or "://" not in names[0]:
+            return 0  # plain absolute paths
+        return len(prefix.scheme) + 3
+    return None
 
 
 def _deadline(settings: ReadSettings) -> float | None:

@@ -133,7 +133,7 @@ def _scan(folder: str, lead: str, names: list[str], sizes: list[int] | None) -> 
             if not e.is_symlink():
                 subdirs.append(e.path)
             continue
-        names.append(lead + e.path)
+        names.append(lead + e.path if lead else e.path)
         if sizes is not None:
             try:
                 sizes.append(e.stat().st_size)

@@ -295,3 +295,45 @@ def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
     assert _open_fds() <= fds
     assert _native_threads() <= threads
     assert threading.active_count() >= 1  # the engine starts no Python threads either
+
+
+# -- descriptors kept open, listing ---------------------------------------------------
+
+
+def test_max_open_files_reaches_the_backend(tmp_path):
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"{i}.bin"))
+        (tmp_path / f"{i}.bin").write_bytes(bytes([i]) * 100)
+    for bound in (0, 2, 256):
+        with RangeEngine(max_open_files=bound) as eng:
+            for _ in range(2):
+                for p in paths:
+                    assert bytes(memoryview(eng.read(p))) == bytes([int(p[-5])]) * 100
+            st = eng.backend("file").stats()
+            assert st["open_files"] == min(bound, 6)
+            assert st["opens"] == (12 if bound < 6 else 6)
+    with pytest.raises(ValueError, match="max_open_files=-1 is invalid"):
+        RangeEngine(max_open_files=-1)
+
+
+def test_listing_matches_os_walk_and_sizes_come_with_it(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "z.bin").write_bytes(b"12345")
+    (tmp_path / "b" / "x.bin").write_bytes(b"1")
+    (tmp_path / "top.bin").write_bytes(b"123")
+    (tmp_path / "link").symlink_to(tmp_path / "a")  # a folder link: not followed
+    want = []
+    for d, dirs, files in os.walk(tmp_path):
+        dirs.sort()
+        want += [os.path.join(d, f) for f in sorted(files)]
+    eng = RangeEngine()
+    assert eng.list(str(tmp_path)) == want
+    names, sizes = eng.list_sizes(f"file://{tmp_path}")
+    assert names == [f"file://{p}" for p in want]
+    assert sizes == [os.path.getsize(p) for p in want]
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    assert str(tmp_path / "broken") in eng.list(str(tmp_path))  # as os.walk lists it
+    with pytest.raises(FileNotFoundError, match="broken"):
+        eng.list_sizes(str(tmp_path))
