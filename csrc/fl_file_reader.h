@@ -21,6 +21,10 @@ enum {
  * files: waking pool threads costs more than it saves below this. */
 #define FL_INLINE_MAX_BYTES (1 << 20)
 
+/* page_cache_mode auto, a source read in a few large ranges: parts of at least this
+ * many bytes whose pages are mostly not in the page cache are read with O_DIRECT. */
+#define FL_DIRECT_MIN_PART (1 << 20)
+
 typedef struct {
     int64_t part_size;      /* ranges are cut into parts of at most this many bytes */
     int max_inflight;       /* native threads reading parts at once */
@@ -42,6 +46,7 @@ typedef struct {
     int64_t opens;         /* open() calls (cache misses) */
     int64_t reopens;       /* of those, for a cached file that had changed */
     int64_t hits;          /* sources served by a cached descriptor */
+    int64_t direct_parts;  /* cold parts read with O_DIRECT by auto */
     int64_t open_files;    /* descriptors cached now */
     int64_t threads;       /* pool threads alive now */
 } fl_file_stats;
@@ -69,7 +74,10 @@ int64_t fl_file_size(const char *path, fl_error *err);
  * while stat(path) still shows the file it was opened on (device, inode, size and
  * mtime); otherwise the path is opened again. Up to FL_INLINE_MAX_BYTES in all, the
  * parts are read on the calling thread, and pool threads join only if a part waits
- * for the disk; larger reads use min(max_inflight, parts) threads from the start. */
+ * for the disk; larger reads use min(max_inflight, parts) threads from the start.
+ * With FL_CACHE_AUTO, a source read in a few large ranges (read-ahead advice) has
+ * each part of FL_DIRECT_MIN_PART bytes or more that is mostly not in the page cache
+ * read with O_DIRECT (and not cached afterwards); cached parts are copied as before. */
 int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
                  const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
                  const fl_file_opts *opts, fl_error *err, int64_t *nparts);

@@ -12,6 +12,7 @@ class CancelToken:
     def cancelled(self) -> bool: ...
 
 INLINE_MAX_BYTES: int
+DIRECT_MIN_PART: int
 
 class FileReader:
     max_open_files: int

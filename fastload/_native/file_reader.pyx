@@ -8,7 +8,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport strlen
 
 from fastload._native.includes.fl cimport (
-    FL_INLINE_MAX_BYTES, fl_cancel_request, fl_cancel_requested, fl_error, fl_error_clear,
+    FL_DIRECT_MIN_PART, FL_INLINE_MAX_BYTES, fl_cancel_request, fl_cancel_requested, fl_error, fl_error_clear,
     fl_file_opts, fl_file_read, fl_file_reader, fl_file_reader_close, fl_file_reader_free,
     fl_file_reader_new, fl_file_reader_stats, fl_file_size, fl_file_stats, fl_range,
 )
@@ -21,6 +21,8 @@ import sys
 
 # Bytes a read may total and still run on the calling thread alone (fl_file_reader.h).
 INLINE_MAX_BYTES = FL_INLINE_MAX_BYTES
+# Parts at least this long of a cold large read (page_cache_mode auto) go O_DIRECT.
+DIRECT_MIN_PART = FL_DIRECT_MIN_PART
 
 # Where the file system encoding is UTF-8 a str's cached UTF-8 form is its path as C sees
 # it (no copy per call); paths holding surrogate escapes go through os.fsencode.
@@ -72,14 +74,15 @@ cdef class FileReader:
 
     def stats(self):
         """Counters since creation (reads, parts, bytes, inline_reads, opens, reopens,
-        hits) and the state now (open_files, threads)."""
+        hits, direct_parts) and the state now (open_files, threads)."""
         cdef fl_file_stats st
         with nogil:
             fl_file_reader_stats(self.reader, &st)
         return {
             "reads": st.reads, "parts": st.parts, "bytes": st.bytes,
             "inline_reads": st.inline_reads, "opens": st.opens, "reopens": st.reopens,
-            "hits": st.hits, "open_files": st.open_files, "threads": st.threads,
+            "hits": st.hits, "direct_parts": st.direct_parts, "open_files": st.open_files,
+            "threads": st.threads,
         }
 
 

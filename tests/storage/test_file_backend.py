@@ -337,3 +337,37 @@ def test_listing_matches_os_walk_and_sizes_come_with_it(tmp_path):
     assert str(tmp_path / "broken") in eng.list(str(tmp_path))  # as os.walk lists it
     with pytest.raises(FileNotFoundError, match="broken"):
         eng.list_sizes(str(tmp_path))
+
+
+@needs_fincore
+def test_auto_reads_cold_large_parts_direct_and_warm_ones_from_the_cache(tmp_path):
+    """page_cache_mode auto: a large read of a file that is not in the page cache goes
+    O_DIRECT (several threads' buffered reads defeat read-ahead); a cached one is
+    copied from the cache; sequential always reads through the cache."""
+    path = str(tmp_path / "big.bin")
+    data = np.random.default_rng(9).integers(0, 256, (8 << 20) + 4321, dtype=np.uint8)
+    data.tofile(path)
+    kw = {"part_size": 1 << 20, "max_inflight_parts": 4}
+    evict(path)
+    if resident_bytes(path) > data.nbytes // 10:
+        pytest.skip("this file system keeps pages cached despite POSIX_FADV_DONTNEED")
+    with RangeEngine(**kw) as eng:
+        buf = eng.read(path)
+        assert np.array_equal(np.asarray(buf), data)
+        assert eng.backend("file").stats()["direct_parts"] >= 8  # every full part
+    assert resident_bytes(path) < data.nbytes // 4  # direct reads leave nothing cached
+    with RangeEngine(page_cache_mode="sequential", **kw) as eng:
+        assert np.array_equal(np.asarray(eng.read(path)), data)
+        assert eng.backend("file").stats()["direct_parts"] == 0
+    assert resident_bytes(path) > data.nbytes * 0.9
+    with RangeEngine(**kw) as eng:  # now warm: from the cache
+        assert np.array_equal(np.asarray(eng.read(path)), data)
+        assert eng.backend("file").stats()["direct_parts"] == 0
+    # many small ranges never go direct, cold or not
+    evict(path)
+    with RangeEngine(**kw) as eng:
+        got = eng.read_ranges(path, [(k * 65536, 100) for k in range(64)])
+        assert bytes(memoryview(got)) == b"".join(
+            data[k * 65536 : k * 65536 + 100].tobytes() for k in range(64)
+        )
+        assert eng.backend("file").stats()["direct_parts"] == 0

@@ -68,6 +68,7 @@ cdef extern from "fl_file_reader.h" nogil:
 
     enum:
         FL_INLINE_MAX_BYTES
+        FL_DIRECT_MIN_PART
 
     ctypedef struct fl_file_opts:
         int64_t part_size
@@ -88,6 +89,7 @@ cdef extern from "fl_file_reader.h" nogil:
         int64_t opens
         int64_t reopens
         int64_t hits
+        int64_t direct_parts
         int64_t open_files
         int64_t threads
 
