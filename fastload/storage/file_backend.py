@@ -90,7 +90,7 @@ class FileBackend:
             _Uris(sources),
             table,
             out,
-            settings.part_size,
+            settings.part_size_for(self.scheme),
             settings.inflight_for(self.scheme),
             self.direct,
             settings.cache_mode,

@@ -46,7 +46,7 @@ class NetworkBackend:
             [self.name(s) for s in sources],
             table,
             out,
-            settings.part_size,
+            settings.part_size_for(sources[0].scheme),
             settings.inflight_for(sources[0].scheme),
             timeout,
             cancel,

@@ -26,8 +26,15 @@ WHOLE_RANGES = 1 << 62
 # 10 ms delay: 4 -> 32 in flight took records/s 640 -> 3,700-4,200 and objects/s
 # 620 -> 2,400-3,200 (64: -19% to +27% more); on bare loopback 4-32 are within
 # noise and 64 lost up to 40% (client and server share two cores).
+# Part size of http(s)/s3 reads when none is asked: RangeEngine.read_into of 128 KiB to
+# 1 GiB objects over rclone serve s3, loopback and behind 10 / 50 ms
+# (scripts/sweep_engine_s3.py, table in the README): objects of 256 MiB and more went
+# 1.2-1.6x faster in 32 MiB parts than in 8 MiB ones at the same depth; parts do not
+# act on objects smaller than a part. 32 in flight stays: 64 helped 128 KiB objects
+# behind a delay (1.3-1.7x) and lost on loopback for 1 MiB ones (0.84x).
 DEFAULT_MAX_INFLIGHT_PARTS = 4
 NETWORK_MAX_INFLIGHT_PARTS = 32
+NETWORK_PART_SIZE = 32 << 20
 MAX_INFLIGHT_PARTS = 4096  # native threads or transfers: far past any useful depth
 MAX_TIMEOUT_S = 365 * 24 * 3600.0  # past a year a deadline is a typo (and overflows C time)
 PAGE_CACHE_MODES = tuple(m.name.lower() for m in CacheMode)
@@ -40,20 +47,28 @@ def default_inflight(scheme: str) -> int:
     )
 
 
+def default_part_size(scheme: str) -> int:
+    """``part_size`` when none is set, for a source of ``scheme``."""
+    return DEFAULT_PART_SIZE if scheme in ("file", "direct") else NETWORK_PART_SIZE
+
+
 @dataclass(frozen=True)
 class ReadSettings:
     """``part_size``: ranges are cut into parts of at most this many bytes (in one place:
-    the native readers); ``max_inflight_parts``: native threads or transfers at once (None:
-    per scheme, see :func:`default_inflight`); ``page_cache_mode``: posix_fadvise hint
-    for local files; ``timeout``: seconds one whole call may take (None: no limit)."""
+    the native readers; None: per scheme, see :func:`default_part_size`);
+    ``max_inflight_parts``: native threads or transfers at once (None: per scheme, see
+    :func:`default_inflight`); ``page_cache_mode``: posix_fadvise hint for local files;
+    ``timeout``: seconds one whole call may take (None: no limit)."""
 
-    part_size: int = DEFAULT_PART_SIZE
+    part_size: int | None = None
     max_inflight_parts: int | None = None
     page_cache_mode: str = "auto"
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE))
+        object.__setattr__(
+            self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE, optional=True)
+        )
         object.__setattr__(
             self,
             "max_inflight_parts",
@@ -77,6 +92,10 @@ class ReadSettings:
     def inflight_for(self, scheme: str) -> int:
         """The parts a read of ``scheme`` sources keeps in flight."""
         return self.max_inflight_parts or default_inflight(scheme)
+
+    def part_size_for(self, scheme: str) -> int:
+        """The part size a read of ``scheme`` sources is cut into."""
+        return self.part_size or default_part_size(scheme)
 
     @functools.cached_property
     def cache_mode(self) -> CacheMode:  # looked up once: every read of the loader asks
