@@ -25,7 +25,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "asv_bench"), os.path.join(REPO, "scripts")]
 
 import numpy as np  # noqa: E402
-
 from benchmarks.common import S3_KEY, S3_SECRET, data_dir, rclone_server  # noqa: E402
 from sweep_loader_s3 import delayed  # noqa: E402
 
@@ -56,9 +55,7 @@ def write_objects() -> str:
     return root
 
 
-def measure(
-    endpoint: str, size: int, settings: list[tuple[int, int]], rounds: int, delay: float
-):
+def measure(endpoint: str, size: int, settings: list[tuple[int, int]], rounds: int, delay: float):
     import fastload
 
     # behind a delay, fewer small objects: a round at 4 in flight would take minutes
@@ -76,8 +73,7 @@ def measure(
         "region": "us-east-1",
     }
     engines = {
-        (p, d): fastload.RangeEngine(part_size=p, max_inflight_parts=d, **opts)
-        for p, d in settings
+        (p, d): fastload.RangeEngine(part_size=p, max_inflight_parts=d, **opts) for p, d in settings
     }
     times: dict[tuple[int, int], list[float]] = {k: [] for k in engines}
     try:
@@ -92,7 +88,9 @@ def measure(
         for eng in engines.values():
             eng.close()
     nbytes = count * size
-    return {k: (nbytes / min(v) / 1e6, nbytes / statistics.median(v) / 1e6) for k, v in times.items()}
+    return {
+        k: (nbytes / min(v) / 1e6, nbytes / statistics.median(v) / 1e6) for k, v in times.items()
+    }
 
 
 def main() -> None:
@@ -120,7 +118,9 @@ def main() -> None:
                         )
                     top = max(res, key=lambda k: res[k][1])
                     summary.append((delay, size, top, res[top][1], res[default][1]))
-    print("\n| latency | object | best part x in flight | best MB/s | defaults MB/s | defaults/best |")
+    print(
+        "\n| latency | object | best part x in flight | best MB/s | defaults MB/s | defaults/best |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for delay, size, (p, d), best, dflt in summary:
         obj = f"{size >> 20} MiB" if size >= MIB else f"{size >> 10} KiB"

@@ -38,7 +38,9 @@ GIB = 1 << 30
 STATS = ["min", "median"]
 
 
-def rounds(fns: dict[str, Callable[[], object]], repeat: int, before: Callable[[], None] | None = None):
+def rounds(
+    fns: dict[str, Callable[[], object]], repeat: int, before: Callable[[], None] | None = None
+):
     """Seconds of each function over ``repeat`` interleaved rounds (after one warm-up),
     ``before`` run untimed ahead of every call."""
     for fn in fns.values():
@@ -95,6 +97,34 @@ def drop_cache(path: str) -> None:
         os.close(fd)
 
 
+def _small_read_times(path: str, size: int) -> dict[str, list[float]]:
+    """Seconds per call of each way to read ``size`` bytes of ``path``, interleaved."""
+    buf = fastload.AlignedBuffer(size)
+    view = memoryview(buf)
+    table = np.array([[0, 0, size, 0]], dtype=np.int64)
+    eng = fastload.RangeEngine()
+    fd = os.open(path, os.O_RDONLY)
+    n = 200 if size == 4096 else 20  # calls per timing: above the timer's noise
+
+    def loop(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(n):
+                fn()
+
+        return run
+
+    fns = {
+        "fastload": loop(lambda: eng.read_into([path], table, buf)),
+        "open_readinto": loop(lambda: readinto(path, view)),
+        "preadv_open_fd": loop(lambda: os.preadv(fd, [view], 0)),
+    }
+    try:
+        return {k: [t / n for t in v] for k, v in rounds(fns, 100).items()}
+    finally:
+        os.close(fd)
+        eng.close()
+
+
 class SmallReads:
     """Seconds per call and fastload's time over each baseline's (goal <= 1.5x at 4 KiB,
     <= 1.0x at 1 MiB against open + readinto)."""
@@ -106,31 +136,7 @@ class SmallReads:
     def setup_cache(self):
         path = random_file("file-16mib.bin", 16 << 20)
         warm_page_cache(path)
-        out = {}
-        for size in self.params[0]:
-            buf = fastload.AlignedBuffer(size)
-            view = memoryview(buf)
-            table = np.array([[0, 0, size, 0]], dtype=np.int64)
-            eng = fastload.RangeEngine()
-            fd = os.open(path, os.O_RDONLY)
-            n = 200 if size == 4096 else 20  # calls per timing: above the timer's noise
-
-            def loop(fn: Callable[[], object]) -> Callable[[], None]:
-                def run() -> None:
-                    for _ in range(n):
-                        fn()
-
-                return run
-
-            fns = {
-                "fastload": loop(lambda: eng.read_into([path], table, buf)),
-                "open_readinto": loop(lambda: readinto(path, view)),
-                "preadv_open_fd": loop(lambda: os.preadv(fd, [view], 0)),
-            }
-            out[size] = {k: [t / n for t in v] for k, v in rounds(fns, 100).items()}
-            os.close(fd)
-            eng.close()
-        return out
+        return {size: _small_read_times(path, size) for size in self.params[0]}
 
     def track_ratio(self, times, size, ratio, stat):
         num, den = ratio.split("/")

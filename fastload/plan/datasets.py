@@ -201,9 +201,7 @@ class ObjectDataset(Dataset):
         self._set_sources(sources)
         if sizes is None:
             sizes = (
-                listed_sizes
-                if listed_sizes is not None
-                else [engine.size(s) for s in self.sources]
+                listed_sizes if listed_sizes is not None else [engine.size(s) for s in self.sources]
             )
         self.sizes = np.asarray(sizes, dtype=np.int64)
         if self.sizes.shape != (len(self.uris),) or (self.sizes < 0).any():
@@ -307,9 +305,7 @@ class RecordDataset(_ShardedRecords):
         self._set_sources(sources)
         if sizes is None:
             sizes = (
-                listed_sizes
-                if listed_sizes is not None
-                else [engine.size(s) for s in self.sources]
+                listed_sizes if listed_sizes is not None else [engine.size(s) for s in self.sources]
             )
         sizes = np.asarray(sizes, dtype=np.int64)
         body = sizes - header_bytes
@@ -426,7 +422,7 @@ class NpyDataset(_ShardedRecords):
 
     @staticmethod
     def _probe(
-        engine: RangeEngine, sources: list[ParsedURI], lengths: np.ndarray
+        engine: RangeEngine, sources: Sequence[ParsedURI], lengths: np.ndarray
     ) -> list[tuple[np.dtype, tuple[int, ...], int]]:
         dst = np.concatenate(([0], np.cumsum(lengths)))
         table = np.stack(

@@ -7,6 +7,7 @@ released.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -107,8 +108,7 @@ def writable_view(out: Any, needed: int, what: str | Callable[[], str]) -> Any:
         raise ValueError(f"{_name(what)}: the destination buffer is not contiguous")
     if view.nbytes < needed:
         raise ValueError(
-            f"{_name(what)}: the destination buffer holds {view.nbytes} bytes, "
-            f"{needed} are needed"
+            f"{_name(what)}: the destination buffer holds {view.nbytes} bytes, {needed} are needed"
         )
     if view.format == "B" and view.ndim == 1:
         return view
@@ -221,7 +221,7 @@ class RangeEngine:
         src = _parsed(prefix)
         return list(self.backend(src.scheme).list(src))
 
-    def list_sizes(self, prefix: URI) -> tuple[list[str], list[int]]:
+    def list_sizes(self, prefix: URI) -> tuple[builtins.list[str], builtins.list[int]]:
         """:meth:`list` and the size of each object, from the listing itself (one stat per
         local file, the sizes ListObjectsV2 reports on S3): no request per object."""
         src = _parsed(prefix)
@@ -351,9 +351,7 @@ class RangeEngine:
         view = writable_view(out, end, lambda: _end_name(srcs, table))
         scheme = _one_scheme(srcs)
         if scheme is not None:  # one backend: no split (the common case)
-            parts: Iterable[tuple[Any, Sequence[ParsedURI], np.ndarray]] = (
-                (scheme, srcs, table),
-            )
+            parts: Iterable[tuple[Any, Sequence[ParsedURI], np.ndarray]] = ((scheme, srcs, table),)
         else:
             parts = split_by_source(srcs, table, lambda s: s.scheme)
         for sub_scheme, sub_srcs, sub_table in parts:

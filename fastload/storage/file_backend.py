@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -59,11 +60,11 @@ class FileBackend:
         _scan(self._root(prefix), _lead(prefix), names, None)
         return names
 
-    def list_sizes(self, prefix: ParsedURI) -> tuple[list[str], list[int]]:
+    def list_sizes(self, prefix: ParsedURI) -> tuple[builtins.list[str], builtins.list[int]]:
         """:meth:`list` and each file's size, from one ``os.scandir`` pass (the size
         comes from the one ``stat`` of each file)."""
-        names: list[str] = []
-        sizes: list[int] = []
+        names: builtins.list[str] = []
+        sizes: builtins.list[int] = []
         _scan(self._root(prefix), _lead(prefix), names, sizes)
         return names, sizes
 

@@ -61,7 +61,12 @@ class ListedSources(Sequence[ParsedURI]):
         return f"ListedSources({len(self.uris)} objects under {self.scheme}://)"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uris": self.uris, "scheme": self.scheme, "start": self.start, "bucket": self.bucket}
+        return {
+            "uris": self.uris,
+            "scheme": self.scheme,
+            "start": self.start,
+            "bucket": self.bucket,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():

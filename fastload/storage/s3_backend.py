@@ -12,8 +12,8 @@ import html
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -81,6 +81,7 @@ def _parse_page(resp: Any, uri: str, token: str | None) -> _Page:
             http_status=resp.status,
             message="ListObjectsV2 answer is not XML (no ListBucketResult)",
         )
+
     def top(name: bytes) -> bytes | None:
         # no <Contents> holds these names, and key text is escaped: the first match is it
         m = _TOP[name].search(body)
@@ -274,14 +275,15 @@ class S3Backend(NetworkBackend):
             keys = list(top.keys)
             if top.token is not None:  # more top-level keys and sub-prefixes
                 rest = self._list_chain(
-                    prefix, prefix.path, self._list_page(prefix, prefix.path, top.token, "/"),
-                    pool, delimiter="/",
+                    prefix,
+                    prefix.path,
+                    self._list_page(prefix, prefix.path, top.token, "/"),
+                    pool,
+                    delimiter="/",
                 )
                 keys += [k for k in rest if not k[0].endswith("/")]
                 top.prefixes += [k for k, _ in rest if k.endswith("/")]
-            chains = [
-                pool.submit(self._list_all, prefix, sub) for sub in sorted(set(top.prefixes))
-            ]
+            chains = [pool.submit(self._list_all, prefix, sub) for sub in sorted(set(top.prefixes))]
             for c in chains:
                 keys += c.result()
             return keys

@@ -32,9 +32,7 @@ def reference(src, off, length):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 5), st.integers(0, 40), st.integers(0, 3)), max_size=60
-    ),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40), st.integers(0, 3)), max_size=60),
     st.sampled_from([1, 1 << 40]),  # small span (bitmap) and a huge one (sort)
 )
 def test_pack_matches_the_numpy_recipe(samples, spread):

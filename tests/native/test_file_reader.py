@@ -68,8 +68,17 @@ def test_native_option_errors_name_the_knob(blob, part, inflight, paths, match):
 
 def _read(reader, paths, table, out, part=4096, inflight=4, mode=0):
     return file_reader.read_file_ranges(
-        paths, paths, np.asarray(table, dtype=np.int64), out, part, inflight, False, mode,
-        None, 0.0, reader,
+        paths,
+        paths,
+        np.asarray(table, dtype=np.int64),
+        out,
+        part,
+        inflight,
+        False,
+        mode,
+        None,
+        0.0,
+        reader,
     )
 
 
@@ -132,7 +141,7 @@ def test_open_descriptors_are_bounded_by_max_open_files(tmp_path):
         _write(paths[-1], bytes([i]) * 5000)
     for bound in (0, 3):
         reader = file_reader.FileReader(bound)
-        for rnd in range(2):
+        for _ in range(2):
             for i, p in enumerate(paths):
                 out = bytearray(10)
                 _read(reader, [p], [[0, 100, 10, 0]], out)
