@@ -49,6 +49,7 @@ typedef struct {
      * the rest read with O_DIRECT through dfds[src] (opened on first need; -2: refused). */
     const int *cold_direct; /* per source: 1 when its parts may go direct */
     int *dfds;
+    char **maps; /* per source: its mapping for mincore, NULL until one is asked */
     int nsources;
     atomic_llong direct_parts;
 } job_t;
@@ -389,27 +390,38 @@ static int direct_fd(job_t *j, int src) {
 
 #define FL_RESIDENT_SAMPLES 16
 
-/* Of FL_RESIDENT_SAMPLES pages spread over [off, off+len) of fd, how many are in the
- * page cache (mincore over a mapping that is never touched: no I/O); -1 when the file
- * cannot be mapped. Sampled: asking about every page of an 8 MiB part cost ~20% of a
- * warm read of it. */
-static int resident_samples(int fd, int64_t off, int64_t len) {
-    int64_t start = off & ~(int64_t)(FL_ALIGN - 1);
-    size_t maplen = (size_t)(off + len - start);
-    int64_t npages = (int64_t)((maplen + FL_ALIGN - 1) / FL_ALIGN);
-    char *m = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, (off_t)start);
+/* A mapping of the whole of a source, never touched, for mincore (made by the first
+ * part that asks, unmapped at the end of the read); MAP_FAILED when it cannot be. */
+static char *source_map(job_t *j, int src) {
+    char *m = __atomic_load_n(&j->maps[src], __ATOMIC_ACQUIRE);
+    if (m) return m;
+    char *mine = j->sizes[src] > 0 ? mmap(NULL, (size_t)j->sizes[src], PROT_READ, MAP_SHARED,
+                                          j->fds[src], 0)
+                                   : MAP_FAILED;
+    char *expected = NULL;
+    if (!__atomic_compare_exchange_n(&j->maps[src], &expected, mine, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        if (mine != MAP_FAILED) munmap(mine, (size_t)j->sizes[src]);
+        return expected;
+    }
+    return mine;
+}
+
+/* Of FL_RESIDENT_SAMPLES pages spread over part p, how many are in the page cache
+ * (mincore: no I/O); -1 when the file cannot be mapped. Sampled, over one mapping per
+ * source and read: a mapping per part, or every page, cost ~20% of a warm read. */
+static int resident_samples(job_t *j, const part_t *p) {
+    char *m = source_map(j, p->src);
     if (m == MAP_FAILED) return -1;
+    int64_t first = p->offset / FL_ALIGN;
+    int64_t npages = (p->offset + p->length + FL_ALIGN - 1) / FL_ALIGN - first;
     int in = 0;
     for (int k = 0; k < FL_RESIDENT_SAMPLES; k++) {
         unsigned char v = 0;
-        int64_t page = npages * k / FL_RESIDENT_SAMPLES;
-        if (mincore(m + page * FL_ALIGN, FL_ALIGN, &v) != 0) {
-            in = -1;
-            break;
-        }
+        int64_t page = first + npages * k / FL_RESIDENT_SAMPLES;
+        if (mincore(m + page * FL_ALIGN, FL_ALIGN, &v) != 0) return -1;
         in += v & 1;
     }
-    munmap(m, maplen);
     return in;
 }
 
@@ -421,7 +433,7 @@ static int resident_samples(int fd, int64_t off, int64_t len) {
  * would not do: on a miss it starts read-ahead before saying EAGAIN, so the part
  * was read twice.) The bytes read direct do not enter the page cache. */
 static int read_part_auto(job_t *j, const part_t *p, char **bounce, size_t *bounce_mapped) {
-    int in = resident_samples(j->fds[p->src], p->offset, p->length);
+    int in = resident_samples(j, p);
     if (in < 0 || 2 * in >= FL_RESIDENT_SAMPLES) return read_part_buffered(j, p);
     int dfd = direct_fd(j, p->src);
     if (dfd < 0) return read_part_buffered(j, p);
@@ -695,11 +707,12 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
     int64_t *counts = calloc((size_t)npaths, sizeof(int64_t));
     int *cold = calloc((size_t)npaths, sizeof(int));
     int *dfds = malloc(sizeof(int) * (size_t)npaths);
+    char **maps = calloc((size_t)npaths, sizeof(char *));
     part_t *parts = NULL;
     int entered = 0;
     if (dfds)
         for (int s = 0; s < npaths; s++) dfds[s] = -1;
-    if (!src || !fds || !sizes || !totals || !counts || !cold || !dfds) {
+    if (!src || !fds || !sizes || !totals || !counts || !cold || !dfds || !maps) {
         rc = fl_error_set(err, FL_E_NOMEM, ENOMEM, -1, 0, 0, "out of memory");
         goto out_free;
     }
@@ -769,13 +782,16 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
         .deadline = opts->timeout_s > 0 ? started + opts->timeout_s : 0,
         .pool = reader ? reader->pool : fl_pool_global(), .helpers = nthreads - 1,
     };
-    /* auto: a source read in a few large ranges may have its cold parts read direct */
+    /* auto: a source read in a few large ranges, FL_DIRECT_MIN_READ bytes or more, may
+     * have its cold parts read direct (below that, checking costs more than it saves) */
     for (int s = 0; s < npaths; s++)
         cold[s] = opts->cache_mode == FL_CACHE_AUTO && !opts->direct && counts[s] &&
+                  totals[s] >= FL_DIRECT_MIN_READ &&
                   advice_for(opts->cache_mode, counts[s], totals[s], sizes[s]) ==
                       POSIX_FADV_SEQUENTIAL;
     job.cold_direct = cold;
     job.dfds = dfds;
+    job.maps = maps;
     job.nsources = npaths;
     atomic_init(&job.direct_parts, 0);
     atomic_init(&job.next, 0);
@@ -790,8 +806,10 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
     int ran = job.posted ? fl_pool_wait(job.pool, &job.pool_job) : 1;
     pthread_mutex_destroy(&job.err_lock);
     rc = err->code;
-    for (int s = 0; s < npaths; s++)
+    for (int s = 0; s < npaths; s++) {
         if (dfds[s] >= 0) close(dfds[s]);
+        if (maps[s] && maps[s] != MAP_FAILED) munmap(maps[s], (size_t)sizes[s]);
+    }
     if (reader) {
         stat_add(&reader->direct_parts, atomic_load(&job.direct_parts));
         stat_add(&reader->reads, 1);
@@ -812,5 +830,6 @@ out_free:
     free(counts);
     free(cold);
     free(dfds);
+    free(maps);
     return rc;
 }
