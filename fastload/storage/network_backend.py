@@ -47,7 +47,7 @@ class NetworkBackend:
             table,
             out,
             settings.part_size_for(sources[0].scheme),
-            settings.inflight_for(sources[0].scheme),
+            settings.inflight_for_parts(sources[0].scheme, table[:, 2]),
             timeout,
             cancel,
             size_of=lambda i: self.size(sources[i]),
