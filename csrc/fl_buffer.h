@@ -1,4 +1,4 @@
-/* Aligned, pre-faulted, optionally page-locked host memory. */
+/* Aligned, zeroed, optionally pre-faulted and page-locked host memory. */
 #ifndef FL_BUFFER_H
 #define FL_BUFFER_H
 
@@ -8,9 +8,10 @@
 
 enum { FL_PIN_NONE = 0, FL_PIN_MLOCK = 1, FL_PIN_CUDA = 2 };
 
-/* Allocates at least `size` bytes (rounded up to FL_ALIGN), 4096-byte aligned.
- * Large blocks are mmap'ed with MADV_HUGEPAGE when `hugepages`; `prefault` touches
- * every page now so the first read does not pay for page faults.
+/* Allocates at least `size` zeroed bytes (rounded up to FL_ALIGN), 4096-byte aligned.
+ * Blocks of 2 MiB and more are mmap'ed with MADV_HUGEPAGE when `hugepages`, and
+ * `prefault` faults their pages in now, in one call, so the first read does not pay
+ * for page faults one by one; smaller blocks are never pre-faulted (see fl_buffer.c).
  * Returns NULL and sets *err_errno on failure. *mapped_size gets the real size. */
 void *fl_buffer_alloc(size_t size, int hugepages, int prefault, size_t *mapped_size,
                       int *err_errno);

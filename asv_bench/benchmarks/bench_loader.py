@@ -7,11 +7,20 @@ Measured in the same run, interleaved:
   workers' collate_fn (the usual recipe);
 - s3dlio's async loader over the same shard files: its loader yields whole
   objects (it has no record/range datasets), so records are sliced out of each
-  shard and collated + normalised with numpy, in file order (no shuffling).
+  shard and collated + normalised with the strongest numpy (into one preallocated
+  batch, sample by sample, cast in the copy, two in-place operations), in file order
+  (no shuffling).
 
 Each measurement iterates ``BATCHES`` batches from a fresh iterator. Goal:
 fastload >= 3x PyTorch's samples/s. Data (20,000 images, 3 GB) is written once
 by ``setup_cache`` under FASTLOAD_BENCH_DIR (default: the temp dir).
+
+``LoaderSmallRecords``: the fixed cost of a batch: 512,000 records of 16 bytes, batch
+256 in order, no conversion; baseline PyTorch's DataLoader over a map-style dataset
+whose ``__getitems__`` gathers a whole batch from a ``numpy.memmap`` (one fancy index,
+no per-sample Python, no workers: the fastest torch recipe for tiny records).
+Goal: <= 2x its time per batch (and <= 250 us). ``LoaderBatchSize``: time per sample
+at batch 32 against batch 256 on the images (goal: within 1.2x).
 """
 
 from __future__ import annotations
@@ -114,19 +123,31 @@ def make_torch(folder: str):
     )
 
 
+SCALE = (1.0 / STD).astype(np.float32).reshape(3, 1, 1)
+SHIFT = (-MEAN / STD).astype(np.float32).reshape(3, 1, 1)
+
+
 def s3dlio_batches(folder: str):
-    """s3dlio's loader yields whole shard objects; slice records and normalise with numpy."""
+    """s3dlio's loader yields whole shard objects; slice records and normalise them with
+    the strongest numpy into a preallocated batch (sample by sample: cast in the copy,
+    then two in-place operations while the sample is in cache)."""
     import s3dlio
 
-    mean = MEAN.reshape(1, 3, 1, 1).astype(np.float32)
-    std = STD.reshape(1, 3, 1, 1).astype(np.float32)
+    out = np.empty((BATCH, 3, *SHAPE[:2]), np.float32)
     for obj in s3dlio.create_async_loader(f"file://{folder}/", {"batch_size": 1}):
         view = memoryview(obj)
         if view.nbytes % RECORD:
             continue  # the .complete marker
         recs = np.frombuffer(view, dtype=np.uint8).reshape(-1, *SHAPE)
         for a in range(0, len(recs), BATCH):
-            yield (recs[a : a + BATCH].transpose(0, 3, 1, 2).astype(np.float32) - mean) / std
+            part = recs[a : a + BATCH]
+            x = out[: len(part)]
+            for i, r in enumerate(part):
+                o = x[i]
+                o[...] = r.transpose(2, 0, 1)
+                o *= SCALE
+                o += SHIFT
+            yield x
 
 
 def samples_per_s(batches, n_batches: int = BATCHES) -> float:
@@ -228,3 +249,157 @@ class WorkerEpochStart:
         return float(np.median(self.dl.report()["epoch_start_s"][1:]))
 
     track_epoch_start_s.unit = "s"
+
+
+# -- the fixed cost of a batch --------------------------------------------------------
+
+SMALL_REC = 16
+SMALL_N = 512_000
+SMALL_BATCH = 256
+
+
+def small_records() -> str:
+    """One file of SMALL_N records of SMALL_REC bytes, written once."""
+    path = os.path.join(data_dir(), f"small-{SMALL_REC}x{SMALL_N}.rec")
+    if not (os.path.exists(path) and os.path.getsize(path) == SMALL_REC * SMALL_N):
+        rng = np.random.default_rng(0)
+        rng.integers(0, 256, SMALL_REC * SMALL_N, dtype=np.uint8).tofile(path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return path
+
+
+class MemmapBatches:
+    """A torch map-style dataset that fetches a whole batch at once from a memmap."""
+
+    def __init__(self, path: str) -> None:
+        self.mm = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, SMALL_REC)
+
+    def __len__(self) -> int:
+        return len(self.mm)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        return torch.from_numpy(np.array(self.mm[i]))
+
+    def __getitems__(self, indices: list[int]):
+        import torch
+
+        return torch.from_numpy(self.mm[indices])
+
+
+def _as_is(batch):
+    return batch
+
+
+def epoch_seconds_per_batch(loader) -> float:
+    t = time.perf_counter()
+    n = 0
+    for _ in loader:
+        n += 1
+    return (time.perf_counter() - t) / n
+
+
+class LoaderSmallRecords:
+    """Microseconds per batch of 256 x 16-byte records, in order, and fastload's time
+    over torch's memmap batch-fetch dataset's (goal <= 2x; best and median of 5
+    interleaved epochs)."""
+
+    timeout = 900
+    params = [["fastload", "torch_memmap_batch"], ["min", "median"]]
+    param_names = ["loader", "stat"]
+
+    def setup_cache(self):
+        path = small_records()
+        with open(path, "rb") as f:  # page-cached, as for both loaders
+            f.read()
+        ds = RecordDataset(path, (SMALL_REC,), np.uint8)
+        fl = fastload.DataLoader(ds, batch_size=SMALL_BATCH)
+        runs = {"fastload": lambda: epoch_seconds_per_batch(fl)}
+        try:
+            import torch.utils.data as tud
+
+            tl = tud.DataLoader(
+                MemmapBatches(path), batch_size=SMALL_BATCH, collate_fn=_as_is, num_workers=0
+            )
+            runs["torch_memmap_batch"] = lambda: epoch_seconds_per_batch(tl)
+        except ImportError:
+            pass
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for fn in runs.values():
+            fn()
+        for _ in range(5):
+            for k, fn in runs.items():
+                times[k].append(fn())
+        fl.close()
+        return times
+
+    def _pick(self, times, loader, stat):
+        if loader not in times:
+            raise NotImplementedError(f"{loader} is not installed")
+        return min(times[loader]) if stat == "min" else float(np.median(times[loader]))
+
+    def track_us_per_batch(self, times, loader, stat):
+        return self._pick(times, loader, stat) * 1e6
+
+    track_us_per_batch.unit = "us"
+
+    def track_fastload_time_ratio(self, times, loader, stat):
+        """fastload's time per batch over this loader's (< 1: fastload faster)."""
+        return self._pick(times, "fastload", stat) / self._pick(times, loader, stat)
+
+    track_fastload_time_ratio.unit = "ratio"
+
+
+class LoaderBatchSize:
+    """Microseconds per sample at batch 32 and 256 (images, shuffled, float32 NCHW
+    normalised, prefetch 2), and their ratio (goal: batch 32 within 1.2x)."""
+
+    timeout = 1800
+    params = [["32", "256", "32/256"], ["min", "median"]]
+    param_names = ["batch", "stat"]
+
+    def setup_cache(self):
+        folder = write_shards()
+        samples = 4096
+        loaders = {}
+        for bs in (32, 256):
+            ds = RecordDataset(folder, SHAPE)
+            loaders[bs] = fastload.DataLoader(
+                ds,
+                batch_size=bs,
+                shuffle=True,
+                memory_format="channels_first",
+                dtype=np.float32,
+                mean=MEAN,
+                std=STD,
+                prefetch=2,
+            )
+
+        def per_sample(dl) -> float:
+            it = iter(dl)
+            n = 0
+            t = time.perf_counter()
+            while n < samples:
+                n += len(next(it))
+            dt = time.perf_counter() - t
+            it.close()
+            return dt / n
+
+        times: dict[int, list[float]] = {32: [], 256: []}
+        for dl in loaders.values():
+            per_sample(dl)  # page cache, first allocations
+        for _ in range(5):
+            for bs, dl in loaders.items():
+                times[bs].append(per_sample(dl))
+        for dl in loaders.values():
+            dl.close()
+        return times
+
+    def track_us_per_sample(self, times, batch, stat):
+        pick = min if stat == "min" else (lambda v: float(np.median(v)))
+        if batch == "32/256":
+            return pick(times[32]) / pick(times[256])
+        return pick(times[int(batch)]) * 1e6
+
+    track_us_per_sample.unit = "us (ratio for 32/256)"

@@ -47,6 +47,22 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int = 5) -> d
     return best
 
 
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], repeat: int = 5
+) -> dict[str, list[float]]:
+    """Every timing of each function (after one warm-up call each), runs interleaved so
+    drift hits all alike: report the best and the median."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
 def data_dir() -> str:
     """Where benchmark data lives between runs (FASTLOAD_BENCH_DIR or the temp dir)."""
     d = os.environ.get("FASTLOAD_BENCH_DIR") or os.path.join(

@@ -7,11 +7,20 @@ included for curl), and bytes. A fresh process per client keeps one
 client's threads and caches from touching another's figures (s3dlio's SDK
 client is a process-wide singleton, for one).
 
-Scenarios: ``big`` (one large object) and ``small`` (many small objects).
+Scenarios: ``big`` (one large object), ``small`` (many small objects),
+``list_nested`` and ``list_flat`` (listing 10,000 keys with their sizes, in 10
+sub-prefixes or all under one).
+
+Clients: ``fastload`` (its big-object setting, 32 MiB x 8, as the README states it),
+``fastload_defaults`` (no part_size / max_inflight_parts: the per-scheme defaults),
+``s3dlio`` (``get`` / ``get_many``: bytes objects), ``s3dlio_into`` (its fastest API,
+``get_into_async`` into a preallocated buffer; many at once for small objects), boto3,
+curl.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -35,7 +44,7 @@ def _split(size: int, n: int) -> list[tuple[int, int]]:
     return [(o, min(step, size - o)) for o in range(0, size, step)]
 
 
-def _fastload(cfg: dict, scenario: str) -> Callable[[], int]:
+def _fastload(cfg: dict, scenario: str, defaults: bool = False) -> Callable[[], int]:
     import numpy as np
 
     import fastload
@@ -47,14 +56,25 @@ def _fastload(cfg: dict, scenario: str) -> Callable[[], int]:
         "secret_access_key": cfg["secret"],
         "region": REGION,
     }
+    if scenario.startswith("list"):
+        eng = fastload.RangeEngine(**opts)
+        prefix = cfg[f"{scenario}_prefix"]
+        return lambda: len(eng.list_sizes(prefix)[0])
+    if defaults:
+        eng = fastload.RangeEngine(**opts)
+        knobs: dict = {}
+    elif scenario == "big":
+        knobs = {"part_size": 32 << 20, "max_inflight_parts": 8}
+    else:
+        knobs = {"max_inflight_parts": 16}
     if scenario == "big":
-        eng = fastload.RangeEngine(part_size=32 << 20, max_inflight_parts=8, **opts)
+        eng = fastload.RangeEngine(**knobs, **opts)
         size = cfg["big_size"]
         buf = fastload.AlignedBuffer(size)
         table = np.array([[0, 0, size, 0]], dtype=np.int64)
         uris = [cfg["big_uri"]]
     else:
-        eng = fastload.RangeEngine(max_inflight_parts=16, **opts)
+        eng = fastload.RangeEngine(**knobs, **opts)
         listed = eng.list(cfg["small_prefix"])  # sizes come with the listing: no HEADs
         backend = eng.backend("s3")
         sizes = np.array([backend.size(parse_uri(u)) for u in listed], dtype=np.int64)
@@ -76,10 +96,45 @@ def _s3dlio(cfg: dict, scenario: str) -> Callable[[], int]:
     import s3dlio
 
     s3dlio.configure_s3(endpoint_url=cfg["endpoint"], region=REGION)
+    if scenario.startswith("list"):
+        prefix = cfg[f"{scenario}_prefix"]
+        return lambda: len(s3dlio.list(prefix, recursive=True))
     if scenario == "big":
         return lambda: len(s3dlio.get(cfg["big_uri"]))
     uris = cfg["small_uris"]
     return lambda: sum(len(v) for _, v in s3dlio.get_many(uris, max_in_flight=64))
+
+
+def _s3dlio_into(cfg: dict, scenario: str) -> Callable[[], int]:
+    """s3dlio's fastest read: ``get_into_async`` straight into a preallocated buffer."""
+    import numpy as np
+    import s3dlio
+
+    s3dlio.configure_s3(endpoint_url=cfg["endpoint"], region=REGION)
+    if scenario == "big":
+        size = cfg["big_size"]
+        buf = np.empty(size, dtype=np.uint8)
+        uri = cfg["big_uri"]
+
+        async def one() -> int:
+            return await s3dlio.get_into_async(uri, buf, expected_len=size)
+
+        return lambda: asyncio.run(one())
+    uris = cfg["small_uris"]
+    n = cfg["small_size"]
+    buf = np.empty(len(uris) * n, dtype=np.uint8)
+    limit = 64  # in flight at once, as get_many above
+
+    async def many() -> int:
+        sem = asyncio.Semaphore(limit)
+
+        async def get(i: int, uri: str) -> int:
+            async with sem:
+                return await s3dlio.get_into_async(uri, buf[i * n : (i + 1) * n], expected_len=n)
+
+        return sum(await asyncio.gather(*(get(i, u) for i, u in enumerate(uris))))
+
+    return lambda: asyncio.run(many())
 
 
 def _boto3_client(cfg: dict, pool: int):
@@ -161,19 +216,32 @@ def _curl(cfg: dict, scenario: str) -> Callable[[], int]:
     return run
 
 
-CLIENTS = {"fastload": _fastload, "s3dlio": _s3dlio, "boto3": _boto3, "curl": _curl}
+CLIENTS = {
+    "fastload": _fastload,
+    "fastload_defaults": lambda cfg, scenario: _fastload(cfg, scenario, defaults=True),
+    "s3dlio": _s3dlio,
+    "s3dlio_into": _s3dlio_into,
+    "boto3": _boto3,
+    "curl": _curl,
+}
 
 
 def measure(client: str, scenario: str, cfg: dict, repeat: int) -> dict:
+    """The fastest run's seconds, CPU seconds and bytes (keys for a listing), and every
+    run's seconds and CPU seconds (``all``)."""
     run = CLIENTS[client](cfg, scenario)
     run()  # warm-up: connections, caches, first-touch of buffers
     best = None
+    runs = []
     for _ in range(repeat):
         c0, t0 = _cpu(), time.perf_counter()
         nbytes = run()
         t, c = time.perf_counter() - t0, _cpu() - c0
+        runs.append((t, c))
         if best is None or t < best["seconds"]:
             best = {"seconds": t, "cpu_seconds": c, "bytes": nbytes}
+    assert best is not None
+    best["all"] = runs
     return best
 
 

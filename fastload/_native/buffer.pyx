@@ -1,5 +1,5 @@
 # distutils: sources = csrc/fl_buffer.c
-"""AlignedBuffer: 4096-byte aligned, pre-faulted, optionally pinned host memory."""
+"""AlignedBuffer: 4096-byte aligned, zeroed, optionally pinned host memory."""
 
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -25,7 +25,11 @@ def cuda_available():
 
 
 cdef class AlignedBuffer:
-    """Writable host memory, 4096-byte aligned, exposed through the buffer protocol.
+    """Writable host memory, 4096-byte aligned and zeroed, exposed through the buffer protocol.
+
+    From 2 MiB it is mapped on huge pages (``hugepages``) and faulted in at once
+    (``prefault``), so reads into it do not pay for page faults one page at a time;
+    smaller buffers are never pre-faulted (their first read faults the few pages).
 
     ``numpy.asarray(buf)`` and ``memoryview(buf)`` are zero-copy; the memory is
     freed when the last view is gone. With ``pin=True`` the pages are locked:

@@ -1,4 +1,5 @@
 # Types of the compiled fastload._native.file_reader (fastload/_native/file_reader.pyx), for py.typed users.
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,10 +11,19 @@ class CancelToken:
     @property
     def cancelled(self) -> bool: ...
 
+INLINE_MAX_BYTES: int
+DIRECT_MIN_PART: int
+
+class FileReader:
+    max_open_files: int
+    def __init__(self, max_open_files: int = 256) -> None: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+
 def file_size(path: str, uri: str) -> int: ...
 def read_file_ranges(
     paths: list[str],
-    uris: list[str],
+    uris: Sequence[str],
     ranges: npt.NDArray[np.int64],
     out: Any,
     part_size: int,
@@ -22,5 +32,6 @@ def read_file_ranges(
     cache_mode: int,
     cancel: CancelToken | None = None,
     timeout: float = 0.0,
+    reader: FileReader | None = None,
 ) -> int: ...
 def plain_format_fault(fmt: str) -> str | None: ...

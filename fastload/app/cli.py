@@ -68,7 +68,8 @@ def _engine(args: argparse.Namespace) -> RangeEngine:
 
 def _chunk(eng: RangeEngine, src: ParsedURI) -> int:
     """Bytes per chunk: every part in flight at once, up to MAX_CHUNK."""
-    return max(eng.part_size, min(eng.part_size * eng.inflight_for(src.scheme), MAX_CHUNK))
+    part = eng.settings.part_size_for(src.scheme)
+    return max(part, min(part * eng.inflight_for(src.scheme), MAX_CHUNK))
 
 
 def _live_bytes(eng: RangeEngine, src: ParsedURI) -> Any:

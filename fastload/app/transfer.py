@@ -48,7 +48,7 @@ def read_in_chunks(
     chunk = max(1, min(chunk, size))
     buffers = [AlignedBuffer(chunk) for _ in range(IN_FLIGHT + 1)]
     cancel = CancelToken()
-    plan = chunk_plan(size, settings.part_size, chunk)
+    plan = chunk_plan(size, settings.part_size_for(src.scheme), chunk)
     pending: deque[tuple[Future[None], memoryview]] = deque()
 
     def read(off: int, n: int, buf: AlignedBuffer) -> None:

@@ -175,7 +175,7 @@ class DataLoader(TorchAttributes):
         self._scheme = dataset.sources[0].scheme if dataset.sources else "file"
         self.tuner = (
             AutoTuner(
-                self.read_settings.part_size,
+                self.read_settings.part_size_for(self._scheme),
                 self.read_settings.inflight_for(self._scheme),
                 apply=self._settings.apply,
                 tune_part_size=not sequential,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fastload.storage.engine import RangeEngine, default_engine
+from fastload.storage.listing import ListedSources
 from fastload.storage.uri import ParsedURI, parse_uri
 
 UriSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -28,25 +29,33 @@ _NPY_MAGIC = b"\x93NUMPY"
 _NPY_PROBE = 4096  # bytes read to find a .npy header; longer headers are read again
 
 
-def resolve_uris(spec: UriSpec, engine: RangeEngine, what: str) -> list[ParsedURI]:
-    """The objects of a list, a single object, or a prefix (folder / ``s3://b/p/``), each
-    URI parsed once here.
+def resolve_sources(
+    spec: UriSpec, engine: RangeEngine, what: str
+) -> tuple[Sequence[ParsedURI], np.ndarray | None]:
+    """The objects of a list, a single object, or a prefix (folder / ``s3://b/p/``), and
+    their sizes when a listing gave them (None otherwise).
 
-    A string is a prefix when it ends with ``/`` or is a local directory.
+    A string is a prefix when it ends with ``/`` or is a local directory; a listed
+    object is parsed when first used.
     """
     if isinstance(spec, (str, os.PathLike)):
         s = os.fspath(spec)
         parsed = parse_uri(s)
         if s.endswith("/") or (parsed.is_local and os.path.isdir(parsed.path)):
-            uris = engine.list(parsed)
-            if not uris:
+            sources, sizes = engine.list_sources(parsed)
+            if not len(sources):
                 raise ValueError(f"{what}: no objects under {s}")
-            return [parse_uri(u) for u in uris]
-        return [parsed]
-    sources = [parse_uri(u) for u in spec]
-    if not sources:
+            return sources, sizes
+        return [parsed], None
+    listed = [parse_uri(u) for u in spec]
+    if not listed:
         raise ValueError(f"{what}: the list of objects is empty")
-    return sources
+    return listed, None
+
+
+def resolve_uris(spec: UriSpec, engine: RangeEngine, what: str) -> list[ParsedURI]:
+    """:func:`resolve_sources` without the sizes, each URI parsed."""
+    return list(resolve_sources(spec, engine, what)[0])
 
 
 class Dataset:
@@ -58,7 +67,7 @@ class Dataset:
     """
 
     uris: list[str]
-    sources: list[ParsedURI]
+    sources: Sequence[ParsedURI]
     sample_shape: tuple[int, ...] | None
     dtype: np.dtype
     layout: str
@@ -74,9 +83,11 @@ class Dataset:
         elif labels is not None:
             self._labels = np.asarray(labels)
 
-    def _set_sources(self, sources: list[ParsedURI]) -> None:
+    def _set_sources(self, sources: Sequence[ParsedURI]) -> None:
         self.sources = sources
-        self.uris = [s.uri for s in sources]
+        self.uris = (
+            list(sources.uris) if isinstance(sources, ListedSources) else [s.uri for s in sources]
+        )
 
     def _finish_init(self) -> None:
         if getattr(self, "sources", None) is None or len(self.sources) != len(self.uris):
@@ -186,9 +197,12 @@ class ObjectDataset(Dataset):
     ) -> None:
         super().__init__(labels, transform)
         engine = self._engine = engine or default_engine()
-        self._set_sources(resolve_uris(uris, engine, "ObjectDataset"))
+        sources, listed_sizes = resolve_sources(uris, engine, "ObjectDataset")
+        self._set_sources(sources)
         if sizes is None:
-            sizes = [engine.size(s) for s in self.sources]
+            sizes = (
+                listed_sizes if listed_sizes is not None else [engine.size(s) for s in self.sources]
+            )
         self.sizes = np.asarray(sizes, dtype=np.int64)
         if self.sizes.shape != (len(self.uris),) or (self.sizes < 0).any():
             raise ValueError(f"ObjectDataset: sizes must be {len(self.uris)} non-negative integers")
@@ -288,10 +302,13 @@ class RecordDataset(_ShardedRecords):
         if header_bytes < 0:
             raise ValueError(f"RecordDataset: header_bytes must be >= 0, got {header_bytes}")
         engine = self._engine = engine or default_engine()
-        self._set_sources(resolve_uris(shards, engine, "RecordDataset"))
-        sizes = np.asarray(
-            [engine.size(s) for s in self.sources] if sizes is None else sizes, dtype=np.int64
-        )
+        sources, listed_sizes = resolve_sources(shards, engine, "RecordDataset")
+        self._set_sources(sources)
+        if sizes is None:
+            sizes = (
+                listed_sizes if listed_sizes is not None else [engine.size(s) for s in self.sources]
+            )
+        sizes = np.asarray(sizes, dtype=np.int64)
         body = sizes - header_bytes
         # The last record may omit the stride's padding.
         counts = np.where(body >= nbytes, (body - nbytes) // stride + 1, 0)
@@ -406,7 +423,7 @@ class NpyDataset(_ShardedRecords):
 
     @staticmethod
     def _probe(
-        engine: RangeEngine, sources: list[ParsedURI], lengths: np.ndarray
+        engine: RangeEngine, sources: Sequence[ParsedURI], lengths: np.ndarray
     ) -> list[tuple[np.dtype, tuple[int, ...], int]]:
         dst = np.concatenate(([0], np.cumsum(lengths)))
         table = np.stack(

@@ -17,8 +17,8 @@ from typing import overload
 
 import numpy as np
 
+from fastload._native.batch_plan import pack_ranges
 from fastload.plan.datasets import Dataset
-from fastload.storage.range_table import coalesce
 from fastload.storage.uri import ParsedURI
 
 
@@ -39,30 +39,22 @@ class BatchPlan:
 
 
 def plan_batch(dataset: Dataset, indices: np.ndarray) -> BatchPlan:
-    """Plan the reads of ``dataset[indices]`` into one packed slab."""
+    """Plan the reads of ``dataset[indices]`` into one packed slab.
+
+    One native pass (fastload._native.batch_plan) packs the samples, renumbers the
+    objects the batch touches (only those go to the engine) and coalesces neighbours:
+    a batch's plan costs microseconds, not a chain of numpy calls.
+    """
     idx = np.asarray(indices, dtype=np.int64)
     src, off, length = dataset.sample_ranges(idx)
-    dst = np.empty(len(idx) + 1, dtype=np.int64)
-    dst[0] = 0
-    np.cumsum(length, out=dst[1:])
-    offsets, nbytes = dst[:-1], int(dst[-1])
-    # Only the objects this batch touches go to the engine, renumbered (most batches of a
-    # sharded dataset touch one or two: skip the sort of np.unique for one).
-    if len(src) and src.min() == src.max():
-        used, local_src = src[:1], np.zeros(len(src), dtype=np.int64)
-    else:
-        used, local_src = np.unique(src, return_inverse=True)
-    table = np.empty((len(idx), 4), dtype=np.int64)
-    table[:, 0] = local_src
-    table[:, 1] = off
-    table[:, 2] = length
-    table[:, 3] = offsets
-    if not length.all():
-        table = table[length > 0]  # empty objects need no read
-    table, _ = coalesce(table)
+    length = np.ascontiguousarray(length, dtype=np.int64)
+    offsets, nbytes, used, table = pack_ranges(
+        np.ascontiguousarray(src, dtype=np.int64), np.ascontiguousarray(off, dtype=np.int64), length
+    )
+    sources = dataset.sources
     return BatchPlan(
         indices=idx,
-        sources=[dataset.sources[int(i)] for i in used],
+        sources=[sources[i] for i in used.tolist()],
         table=table,
         offsets=offsets,
         lengths=length,

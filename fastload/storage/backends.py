@@ -12,12 +12,18 @@ from typing import Any
 from fastload.storage.backend import Backend
 
 
-def make_backend(scheme: str, network_options: Mapping[str, Any]) -> Backend:
-    """A backend for ``scheme``; ``network_options`` are the fields of NetworkOptions."""
+def make_backend(
+    scheme: str, network_options: Mapping[str, Any], *, max_open_files: int | None = None
+) -> Backend:
+    """A backend for ``scheme``; ``network_options`` are the fields of NetworkOptions,
+    ``max_open_files`` the local backends' descriptor cache (None: their default)."""
     if scheme in ("file", "direct"):
-        from fastload.storage.file_backend import FileBackend
+        from fastload.storage.file_backend import DEFAULT_MAX_OPEN_FILES, FileBackend
 
-        return FileBackend(direct=scheme == "direct")
+        return FileBackend(
+            direct=scheme == "direct",
+            max_open_files=DEFAULT_MAX_OPEN_FILES if max_open_files is None else max_open_files,
+        )
     from fastload.storage.network_options import NetworkOptions
 
     opts = NetworkOptions.from_kwargs(**network_options)

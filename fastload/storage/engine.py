@@ -11,16 +11,19 @@ import builtins
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from fastload._native.buffer import AlignedBuffer
-from fastload.checks import check_int_table, check_plain_buffer
+from fastload._native.range_check import check_ranges
+from fastload.checks import check_int, check_int_table, check_plain_buffer
 from fastload.errors import ObjectChangedError, RangeError
 from fastload.storage.backends import make_backend
+from fastload.storage.file_backend import DEFAULT_MAX_OPEN_FILES
+from fastload.storage.listing import ListedSources
 from fastload.storage.network_options import NetworkOptions
 from fastload.storage.range_table import split_by_source
 from fastload.storage.read_settings import (
@@ -51,30 +54,74 @@ _CHECK_SIZE_BEFORE_ALLOCATING = 16 << 20
 # read() starts over this many times when the object changed under it (a new version)
 _READ_RESTARTS = 1
 
+MAX_OPEN_FILES = 1 << 20  # descriptors: past any process limit
 Range = tuple[int, int]
 URI = str | os.PathLike[str] | ParsedURI
 
 
+# URIs parsed before, by their text: parsing is ~1 us (abspath) a call, and programs read
+# the same few paths over and over. Only absolute ones: a relative path follows the cwd.
+_PARSED: dict[str, ParsedURI] = {}
+_PARSED_MAX = 4096
+
+
 def _parsed(uri: URI) -> ParsedURI:
+    if type(uri) is ParsedURI:
+        return uri
+    if type(uri) is str:
+        hit = _PARSED.get(uri)
+        if hit is not None:
+            return hit
+        parsed = parse_uri(uri)
+        if uri.startswith("/") or "://" in uri:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[uri] = parsed
+        return parsed
     return uri if isinstance(uri, ParsedURI) else parse_uri(uri)
 
 
-def writable_view(out: Any, needed: int, what: str) -> memoryview:
-    """A flat writable byte view of ``out``; ValueError when it is read-only or too small."""
+def _parsed_all(sources: Sequence[URI]) -> Sequence[ParsedURI]:
+    """``sources`` parsed; a list that is all ParsedURI already (the loader's) as it is."""
+    if type(sources) is list:
+        for s in sources:  # a plain loop: a generator costs more than the check
+            if type(s) is not ParsedURI:
+                break
+        else:
+            return sources
+    return [_parsed(s) for s in sources]
+
+
+def _one_scheme(srcs: Sequence[ParsedURI]) -> str | None:
+    """The scheme every source has, or None when they mix."""
+    scheme = srcs[0].scheme
+    for s in srcs:
+        if s.scheme != scheme:
+            return None
+    return scheme
+
+
+def writable_view(out: Any, needed: int, what: str | Callable[[], str]) -> Any:
+    """A flat writable byte view of ``out``; ValueError when it is read-only or too small.
+
+    An AlignedBuffer is one already and comes back as it is. ``what`` names the read in
+    messages (a callable is called only for a message)."""
+    if type(out) is AlignedBuffer and out.nbytes >= needed:
+        return out
     try:
         view = memoryview(out)
     except TypeError:
         raise TypeError(
-            f"{what}: out must support the buffer protocol, got {type(out).__name__}"
+            f"{_name(what)}: out must support the buffer protocol, got {type(out).__name__}"
         ) from None
     if view.readonly:
-        raise ValueError(f"{what}: the destination buffer is read-only")
+        raise ValueError(f"{_name(what)}: the destination buffer is read-only")
     if not view.contiguous:
-        raise ValueError(f"{what}: the destination buffer is not contiguous")
-    check_plain_buffer(what, view.format)  # before the casts below hide an object array
+        raise ValueError(f"{_name(what)}: the destination buffer is not contiguous")
+    check_plain_buffer(_name(what), view.format)  # before the casts below hide an object array
     if view.nbytes < needed:
         raise ValueError(
-            f"{what}: the destination buffer holds {view.nbytes} bytes, {needed} are needed"
+            f"{_name(what)}: the destination buffer holds {view.nbytes} bytes, {needed} are needed"
         )
     if view.format == "B" and view.ndim == 1:
         return view
@@ -86,30 +133,40 @@ def writable_view(out: Any, needed: int, what: str) -> memoryview:
     return flat.view(np.uint8).data
 
 
+def _name(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
 class RangeEngine:
     """Reads objects and byte ranges from any supported URI into aligned buffers.
 
     ``part_size``, ``max_inflight_parts``, ``page_cache_mode`` and ``timeout`` are this
     engine's default :class:`ReadSettings` (see there); a call may pass its own
     ``settings`` instead (the loader does), so an engine is never re-configured under
-    the readers sharing it. ``max_inflight_parts`` None (the default) picks per scheme:
-    4 for local files, 32 for http(s):// and s3://. ``timeout`` bounds one whole call
+    the readers sharing it. ``part_size`` and ``max_inflight_parts`` None (the defaults)
+    pick per scheme: 8 MiB x 4 for local files, 32 MiB x 32 for http(s):// and s3://
+    (measured: ``fastload.storage.read_settings``). ``timeout`` bounds one whole call
     (network reads and their HEAD / LIST; local reads check it between parts).
-    Other keyword arguments are the network options (``fastload.storage.network_options``).
+    ``max_open_files``: local files kept open between reads (per file:// and direct://
+    backend; 0 opens and closes a file on every read). Threads and open files stay until
+    :meth:`close`. Other keyword arguments are the network options
+    (``fastload.storage.network_options``).
     """
 
     def __init__(
         self,
         *,
-        part_size: int = DEFAULT_PART_SIZE,
+        part_size: int | None = None,
         max_inflight_parts: int | None = None,
         page_cache_mode: str = "auto",
         timeout: float | None = None,
+        max_open_files: int = DEFAULT_MAX_OPEN_FILES,
         **network_options: Any,
     ) -> None:
         network_options = wrap_secret_options(network_options)  # first: no secret in the clear
         self.settings = ReadSettings(part_size, max_inflight_parts, page_cache_mode, timeout)
         NetworkOptions.from_kwargs(**network_options)  # refused here, not at the first read
+        self.max_open_files = check_int("max_open_files", max_open_files, 0, MAX_OPEN_FILES)
         # read-only, and its secrets are Secret objects: repr() never shows them
         self.network_options = MappingProxyType(network_options)
         self._backends: dict[str, Any] = {}
@@ -117,7 +174,7 @@ class RangeEngine:
 
     # The default settings, read-only: pass settings= to a call to read otherwise.
     @property
-    def part_size(self) -> int:
+    def part_size(self) -> int | None:
         return self.settings.part_size
 
     @property
@@ -136,6 +193,10 @@ class RangeEngine:
         """The parts a read of ``scheme`` sources keeps in flight by default."""
         return self.settings.inflight_for(scheme)
 
+    def part_size_for(self, scheme: str) -> int:
+        """The part size a read of ``scheme`` sources is cut into by default."""
+        return self.settings.part_size_for(scheme)
+
     # -- backends -------------------------------------------------------------
     def backend(self, scheme: str) -> Any:
         """The backend of ``scheme`` (one per scheme: file and direct differ in O_DIRECT)."""
@@ -149,7 +210,9 @@ class RangeEngine:
                         options["request_timeout"] = (
                             self.timeout
                         )  # HEAD and LIST obey the read timeout too
-                    b = self._backends[scheme] = make_backend(scheme, options)
+                    b = self._backends[scheme] = make_backend(
+                        scheme, options, max_open_files=self.max_open_files
+                    )
         return b
 
     def stats(self) -> dict[str, int]:
@@ -182,6 +245,30 @@ class RangeEngine:
         """Every object under a prefix (a local folder, s3://bucket/prefix/), sorted."""
         src = _parsed(prefix)
         return list(self.backend(src.scheme).list(src))
+
+    def list_sizes(self, prefix: URI) -> tuple[builtins.list[str], builtins.list[int]]:
+        """:meth:`list` and the size of each object, from the listing itself (one stat per
+        local file, the sizes ListObjectsV2 reports on S3): no request per object."""
+        src = _parsed(prefix)
+        backend = self.backend(src.scheme)
+        if hasattr(backend, "list_sizes"):
+            names, sizes = backend.list_sizes(src)
+            return list(names), list(sizes)
+        names = list(backend.list(src))
+        return names, [int(backend.size(_parsed(n))) for n in names]
+
+    def list_sources(self, prefix: URI) -> tuple[Sequence[ParsedURI], np.ndarray]:
+        """The objects under a prefix, parsed (each when first used), and their sizes as
+        int64: what a dataset over a prefix needs, at the cost of the listing alone."""
+        src = _parsed(prefix)
+        names, sizes = self.list_sizes(src)
+        start = _path_start(src, names)
+        sources: Sequence[ParsedURI] = (
+            ListedSources(names, src.scheme, start, bucket=src.bucket)
+            if start is not None
+            else [_parsed(n) for n in names]
+        )
+        return sources, np.asarray(sizes, dtype=np.int64).reshape(len(names))
 
     # -- reads ----------------------------------------------------------------
     def read(
@@ -238,13 +325,13 @@ class RangeEngine:
         table[:, 1:3] = arr
         lengths = arr[:, 1]
         table[:, 3] = np.cumsum(lengths) - lengths
-        _check_table([src], table)  # before allocating: a bad range must not cost a buffer
-        total = int(lengths.sum()) if len(arr) else size
+        srcs = [src]
+        end = _check_table(srcs, table)  # before allocating: a bad range must not cost a buffer
         if out is None:
-            if total >= _CHECK_SIZE_BEFORE_ALLOCATING and not size:
+            if end >= _CHECK_SIZE_BEFORE_ALLOCATING and not size:
                 self._check_ends(src, arr)
-            out = AlignedBuffer(total, pin=pin)
-        self._read_checked([src], table, out, settings, None, deadline)
+            out = AlignedBuffer(end if len(arr) else size, pin=pin)
+        self._read_checked(srcs, table, out, settings, None, deadline, end)
         return out
 
     def read_many(self, uris: Sequence[URI], **kwargs: Any) -> builtins.list[memoryview]:
@@ -284,12 +371,11 @@ class RangeEngine:
         """
         settings = settings or self.settings
         deadline = _deadline(settings)
-        srcs = [_parsed(s) for s in sources]
+        srcs = _parsed_all(sources)
         table = check_int_table("table", table, 4)  # rows (src, offset, length, dst)
         if len(table) == 0:
             return
-        _check_table(srcs, table)
-        self._read_checked(srcs, table, out, settings, cancel, deadline)
+        self._read_checked(srcs, table, out, settings, cancel, deadline, _check_table(srcs, table))
 
     def _read_checked(
         self,
@@ -299,17 +385,20 @@ class RangeEngine:
         settings: ReadSettings,
         cancel: Any,
         deadline: float | None,
+        end: int,
     ) -> None:
-        """``table`` was checked against ``srcs``: split it by scheme, once, and read."""
+        """``table`` was checked against ``srcs`` (its rows end by ``end``): split it by
+        scheme, once, and read."""
         if len(table) == 0:
             return
-        ends = table[:, 3] + table[:, 2]  # cannot wrap: _check_table bounds each row
-        last = int(ends.argmax())
-        view = writable_view(
-            out, int(ends[last]), f"{srcs[int(table[last, 0])].display} (range #{last})"
-        )
-        for scheme, sub_srcs, sub_table in split_by_source(srcs, table, lambda s: s.scheme):
-            self.backend(str(scheme)).read_into(
+        view = writable_view(out, end, lambda: _end_name(srcs, table))
+        scheme = _one_scheme(srcs)
+        if scheme is not None:  # one backend: no split (the common case)
+            parts: Iterable[tuple[Any, Sequence[ParsedURI], np.ndarray]] = ((scheme, srcs, table),)
+        else:
+            parts = split_by_source(srcs, table, lambda s: s.scheme)
+        for sub_scheme, sub_srcs, sub_table in parts:
+            self.backend(str(sub_scheme)).read_into(
                 sub_srcs,
                 sub_table,
                 view,
@@ -319,19 +408,34 @@ class RangeEngine:
             )
 
 
+def _path_start(prefix: ParsedURI, names: list[str]) -> int | None:
+    """Where the path (or key) starts in each URI a listing of ``prefix`` made, or None
+    when the listing's URIs must be parsed one by one."""
+    if prefix.scheme == "s3":
+        return len(f"s3://{prefix.bucket}/")
+    if prefix.scheme in ("file", "direct"):
+        if not names or "://" not in names[0]:
+            return 0  # plain absolute paths
+        return len(prefix.scheme) + 3
+    return None
+
+
 def _deadline(settings: ReadSettings) -> float | None:
     """When a call starting now must end (monotonic clock), or None without a timeout."""
     return None if settings.timeout is None else time.monotonic() + settings.timeout
 
 
-def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
-    """Every row names a source and a non-empty range whose ends fit in int64."""
-    src, off, length, dst = table.T
-    bad = (src < 0) | (src >= len(srcs)) | (off < 0) | (length <= 0) | (dst < 0)
-    # offset + length and dst + length must not wrap int64 (checked without adding)
-    bad |= (length > _INT64_MAX - np.maximum(off, 0)) | (length > _INT64_MAX - np.maximum(dst, 0))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+def _end_name(srcs: Sequence[ParsedURI], table: np.ndarray) -> str:
+    """The read whose range ends last in the destination, for a message about it."""
+    last = int((table[:, 3] + table[:, 2]).argmax())
+    return f"{srcs[int(table[last, 0])].display} (range #{last})"
+
+
+def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> int:
+    """Every row names a source and a non-empty range whose ends fit in int64 (one C pass
+    over the table); returns the end of the destination the rows write."""
+    i, _, end, _ = check_ranges(table, len(srcs))
+    if i >= 0:
         s, o, n, d = (int(v) for v in table[i])
         name = srcs[s].display if 0 <= s < len(srcs) else "range table"
         if not 0 <= s < len(srcs):
@@ -345,6 +449,7 @@ def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> None:
         else:
             what = "the end of the range does not fit in 64 bits"
         raise ValueError(f"{name}: invalid range #{i} (offset={o}, length={n}, dst={d}): {what}")
+    return int(end)
 
 
 _default_engine: RangeEngine | None = None

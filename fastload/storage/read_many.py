@@ -90,7 +90,7 @@ def _s3_listed(backend: Any, srcs: list[ParsedURI], idx: list[int]) -> None:
         # a strict prefix of the first key sorts just before it: the listing starts there
         start_after = keys[0][:-1]
         pages_needed = -(-len(keys) // max(int(backend.opts.list_page_size), 1))
-        backend.list_sizes(
+        backend.list_pages_after(
             ParsedURI(f"s3://{bucket}/{prefix}", "s3", prefix, bucket=bucket),
             start_after,
             keys[-1],
@@ -125,8 +125,9 @@ def _network_sizes(
             out[i] = n
 
 
-def object_sizes(engine: _Engine, srcs: list[ParsedURI]) -> np.ndarray:
+def object_sizes(engine: _Engine, sources: Sequence[ParsedURI]) -> np.ndarray:
     """The size of every object, int64, in one pass per scheme (see the module docstring)."""
+    srcs = list(sources)
     sizes = np.zeros(len(srcs), dtype=np.int64)
     by_scheme: dict[str, list[int]] = {}
     for i, s in enumerate(srcs):

@@ -8,7 +8,10 @@ The defaults live here once; the options layer and the engine both take them fro
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
+
+import numpy as np
 
 from fastload._native.status import CacheMode
 from fastload.checks import check_choice, check_int, check_number
@@ -26,8 +29,21 @@ MAX_PART_SIZE = WHOLE_RANGES  # past it, part arithmetic in C could overflow int
 # 10 ms delay: 4 -> 32 in flight took records/s 640 -> 3,700-4,200 and objects/s
 # 620 -> 2,400-3,200 (64: -19% to +27% more); on bare loopback 4-32 are within
 # noise and 64 lost up to 40% (client and server share two cores).
+# Part size of http(s)/s3 reads when none is asked: RangeEngine.read_into of 128 KiB to
+# 1 GiB objects over rclone serve s3, loopback and behind 10 / 50 ms
+# (scripts/sweep_engine_s3.py, table in the README): objects of 256 MiB and more went
+# 1.2-1.6x faster in 32 MiB parts than in 8 MiB ones at the same depth; parts do not
+# act on objects smaller than a part. 32 in flight stays for small parts (64 helped
+# 128 KiB objects behind a delay, 1.3-1.7x, and lost on loopback for 1 MiB ones,
+# 0.84x), but not for large ones: one 1 GiB object in 32 MiB parts went 1.7-2.2x
+# faster 8 at a time than 32 at a time (asv bench_s3, same run, taking turns; the
+# server then reads 32 streams of the file at once). So unless asked, http(s)/s3 keep
+# about NETWORK_INFLIGHT_BYTES in flight: 8 to 32 parts, by the size of the parts read.
 DEFAULT_MAX_INFLIGHT_PARTS = 4
 NETWORK_MAX_INFLIGHT_PARTS = 32
+NETWORK_MIN_INFLIGHT_PARTS = 8
+NETWORK_INFLIGHT_BYTES = 256 << 20
+NETWORK_PART_SIZE = 32 << 20
 MAX_INFLIGHT_PARTS = 4096  # native threads or transfers: far past any useful depth
 MAX_TIMEOUT_S = 365 * 24 * 3600.0  # past a year a deadline is a typo (and overflows C time)
 PAGE_CACHE_MODES = tuple(m.name.lower() for m in CacheMode)
@@ -40,21 +56,36 @@ def default_inflight(scheme: str) -> int:
     )
 
 
+def network_inflight(part_bytes: int) -> int:
+    """http(s)/s3 parts in flight when none is asked, for parts of about ``part_bytes``:
+    NETWORK_INFLIGHT_BYTES in flight, at least 8 and at most 32 parts."""
+    fit = NETWORK_INFLIGHT_BYTES // max(int(part_bytes), 1)
+    return max(NETWORK_MIN_INFLIGHT_PARTS, min(NETWORK_MAX_INFLIGHT_PARTS, fit))
+
+
+def default_part_size(scheme: str) -> int:
+    """``part_size`` when none is set, for a source of ``scheme``."""
+    return DEFAULT_PART_SIZE if scheme in ("file", "direct") else NETWORK_PART_SIZE
+
+
 @dataclass(frozen=True)
 class ReadSettings:
     """``part_size``: ranges are cut into parts of at most this many bytes (in one place:
-    the native readers); ``max_inflight_parts``: native threads or transfers at once (None:
-    per scheme, see :func:`default_inflight`); ``page_cache_mode``: posix_fadvise hint
-    for local files; ``timeout``: seconds one whole call may take (None: no limit)."""
+    the native readers; None: per scheme, see :func:`default_part_size`);
+    ``max_inflight_parts``: native threads or transfers at once (None: per scheme, see
+    :func:`default_inflight`); ``page_cache_mode``: posix_fadvise hint for local files;
+    ``timeout``: seconds one whole call may take (None: no limit)."""
 
-    part_size: int = DEFAULT_PART_SIZE
+    part_size: int | None = None
     max_inflight_parts: int | None = None
     page_cache_mode: str = "auto"
     timeout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "part_size", check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE)
+            self,
+            "part_size",
+            check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE, optional=True),
         )
         object.__setattr__(
             self,
@@ -80,8 +111,19 @@ class ReadSettings:
         """The parts a read of ``scheme`` sources keeps in flight."""
         return self.max_inflight_parts or default_inflight(scheme)
 
-    @property
-    def cache_mode(self) -> CacheMode:
+    def inflight_for_parts(self, scheme: str, lengths: np.ndarray) -> int:
+        """The parts in flight for a read of ranges ``lengths`` of ``scheme`` sources: the
+        knob when set; for http(s)/s3, by the size of the parts (see network_inflight)."""
+        if self.max_inflight_parts or scheme in ("file", "direct") or not len(lengths):
+            return self.inflight_for(scheme)
+        return network_inflight(min(self.part_size_for(scheme), int(np.median(lengths))))
+
+    def part_size_for(self, scheme: str) -> int:
+        """The part size a read of ``scheme`` sources is cut into."""
+        return self.part_size or default_part_size(scheme)
+
+    @functools.cached_property
+    def cache_mode(self) -> CacheMode:  # looked up once: every read of the loader asks
         return CacheMode[self.page_cache_mode.upper()]
 
     def replace(self, **changes: object) -> ReadSettings:

@@ -206,7 +206,14 @@ class S3Backend(NetworkBackend):
         """The size an earlier list() or HEAD found for ``src``, or None (no request)."""
         return self._sizes.get((src.bucket, src.path))
 
-    def list_sizes(self, prefix: ParsedURI, start_after: str, last: str, max_pages: int) -> int:
+    def list_sizes(self, prefix: ParsedURI) -> tuple[builtins.list[str], builtins.list[int]]:
+        """Every key under the prefix (s3:// URIs, sorted) and its size, from the listing."""
+        keys = sorted(kv for page in self._list_pages(prefix, {}) for kv in page)
+        return [f"s3://{prefix.bucket}/{k}" for k, _ in keys], [n for _, n in keys]
+
+    def list_pages_after(
+        self, prefix: ParsedURI, start_after: str, last: str, max_pages: int
+    ) -> int:
         """List keys under ``prefix`` after ``start_after`` up to ``last`` (at most
         ``max_pages`` pages), keeping their sizes for size(); returns the pages read.
 

@@ -137,6 +137,8 @@ class FileFuzz:
             if os.environ.get("FUZZ_SHOW_ERRORS"):
                 print(type(exc).__name__, str(exc)[:160])
             return
+        finally:
+            engine.close()  # an engine keeps descriptors and threads until closed
         if not valid:
             raise AssertionError(f"invalid table did not raise: {uris} {rows} out={out_len}")
         if overlapping:

@@ -26,8 +26,34 @@ def test_aligned_and_zero_copy(n):
     assert memoryview(buf)[n - 1] == 7
 
 
-def test_prefaulted_memory_is_zero():
-    assert not np.asarray(AlignedBuffer(5 << 20)).any()
+@pytest.mark.parametrize("n", [100, 60_000, 1 << 20, 5 << 20])
+def test_memory_is_zero(n):
+    for _ in range(3):  # also when the heap hands back memory a freed buffer used
+        buf = AlignedBuffer(n)
+        assert not np.asarray(buf).any()
+        np.asarray(buf)[:] = 0xFF
+        del buf
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_only_large_buffers_are_prefaulted():
+    """Small buffers are not touched at allocation (their first read faults the pages it
+    writes); from 2 MiB, prefault=True faults every page in at once."""
+    before = _resident_bytes()
+    small = [AlignedBuffer(1 << 20) for _ in range(64)]
+    grown = _resident_bytes() - before
+    assert grown < 16 << 20, grown  # 64 MiB asked, (almost) nothing resident
+    np.asarray(small[0])[:] = 1
+    before = _resident_bytes()
+    big = AlignedBuffer(64 << 20)
+    assert _resident_bytes() - before >= 48 << 20  # faulted in by the allocation
+    lazy = AlignedBuffer(64 << 20, prefault=False)
+    assert _resident_bytes() - before < 96 << 20
+    del small, big, lazy
 
 
 def test_view_keeps_memory_alive():

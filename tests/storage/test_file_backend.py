@@ -258,17 +258,20 @@ def _native_threads() -> int:
 
 def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
     """Reads that succeed, and reads that fail after opening files (range past the end,
-    O_DIRECT bounce, cancellation, a directory, a missing file), leave nothing open."""
+    O_DIRECT bounce, cancellation, a directory, a missing file), leave nothing open but
+    the engine's own reader threads and cached descriptors (bounded), which close()
+    ends."""
     path, data = blob
     missing = str(tmp_path / "missing.bin")
-    eng = RangeEngine(part_size=4096, max_inflight_parts=4)
     good = np.array([[0, 0, len(data), 0], [1, 5, 9000, len(data)]])
     past_end = np.array([[0, 0, 10, 0], [1, len(data) - 1, 2, 10]])
     out = np.zeros(2 * len(data), np.uint8)
+    with RangeEngine() as warm:  # warm up imports and caches
+        warm.read_into([path, f"direct://{path}"], good, out)
+    fds, threads = _open_fds(), _native_threads()
+    eng = RangeEngine(part_size=4096, max_inflight_parts=4)
     cancelled = CancelToken()
     cancelled.cancel()
-    eng.read_into([path, f"direct://{path}"], good, out)  # warm up imports and caches
-    fds, threads = _open_fds(), _native_threads()
     for i in range(1500):
         srcs = [path, f"direct://{path}" if i % 2 else path]
         eng.read_into(srcs, good, out)
@@ -282,8 +285,89 @@ def test_no_fd_or_thread_leaks_over_thousands_of_calls(blob, tmp_path):
             with pytest.raises(OSError, match="cancelled"):
                 eng.read_into(srcs, good, out, cancel=cancelled)
     assert out[: len(data)].tobytes() == data
+    # file:// and direct:// keep 3 helper threads each (4 in flight) and one descriptor
+    # of the file each: nothing grows with the number of calls.
+    assert _open_fds() <= fds + 2
+    assert _native_threads() <= threads + 2 * 3
+    eng.close()
     # <=, not ==: threads and sockets of servers that earlier tests started in this process
     # may close meanwhile; a leak would only add.
     assert _open_fds() <= fds
     assert _native_threads() <= threads
     assert threading.active_count() >= 1  # the engine starts no Python threads either
+
+
+# -- descriptors kept open, listing ---------------------------------------------------
+
+
+def test_max_open_files_reaches_the_backend(tmp_path):
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"{i}.bin"))
+        (tmp_path / f"{i}.bin").write_bytes(bytes([i]) * 100)
+    for bound in (0, 2, 256):
+        with RangeEngine(max_open_files=bound) as eng:
+            for _ in range(2):
+                for p in paths:
+                    assert bytes(memoryview(eng.read(p))) == bytes([int(p[-5])]) * 100
+            st = eng.backend("file").stats()
+            assert st["open_files"] == min(bound, 6)
+            assert st["opens"] == (12 if bound < 6 else 6)
+    with pytest.raises(ValueError, match="max_open_files=-1 is invalid"):
+        RangeEngine(max_open_files=-1)
+
+
+def test_listing_matches_os_walk_and_sizes_come_with_it(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "z.bin").write_bytes(b"12345")
+    (tmp_path / "b" / "x.bin").write_bytes(b"1")
+    (tmp_path / "top.bin").write_bytes(b"123")
+    (tmp_path / "link").symlink_to(tmp_path / "a")  # a folder link: not followed
+    want = []
+    for d, dirs, files in os.walk(tmp_path):
+        dirs.sort()
+        want += [os.path.join(d, f) for f in sorted(files)]
+    eng = RangeEngine()
+    assert eng.list(str(tmp_path)) == want
+    names, sizes = eng.list_sizes(f"file://{tmp_path}")
+    assert names == [f"file://{p}" for p in want]
+    assert sizes == [os.path.getsize(p) for p in want]
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    assert str(tmp_path / "broken") in eng.list(str(tmp_path))  # as os.walk lists it
+    with pytest.raises(FileNotFoundError, match="broken"):
+        eng.list_sizes(str(tmp_path))
+
+
+@needs_fincore
+def test_auto_reads_cold_large_parts_direct_and_warm_ones_from_the_cache(tmp_path):
+    """page_cache_mode auto: a large read of a file that is not in the page cache goes
+    O_DIRECT (several threads' buffered reads defeat read-ahead); a cached one is
+    copied from the cache; sequential always reads through the cache."""
+    path = str(tmp_path / "big.bin")
+    data = np.random.default_rng(9).integers(0, 256, (8 << 20) + 4321, dtype=np.uint8)
+    data.tofile(path)
+    kw = {"part_size": 1 << 20, "max_inflight_parts": 4}
+    evict(path)
+    if resident_bytes(path) > data.nbytes // 10:
+        pytest.skip("this file system keeps pages cached despite POSIX_FADV_DONTNEED")
+    with RangeEngine(**kw) as eng:
+        buf = eng.read(path)
+        assert np.array_equal(np.asarray(buf), data)
+        assert eng.backend("file").stats()["direct_parts"] >= 8  # every full part
+    assert resident_bytes(path) < data.nbytes // 4  # direct reads leave nothing cached
+    with RangeEngine(page_cache_mode="sequential", **kw) as eng:
+        assert np.array_equal(np.asarray(eng.read(path)), data)
+        assert eng.backend("file").stats()["direct_parts"] == 0
+    assert resident_bytes(path) > data.nbytes * 0.9
+    with RangeEngine(**kw) as eng:  # now warm: from the cache
+        assert np.array_equal(np.asarray(eng.read(path)), data)
+        assert eng.backend("file").stats()["direct_parts"] == 0
+    # many small ranges never go direct, cold or not
+    evict(path)
+    with RangeEngine(**kw) as eng:
+        got = eng.read_ranges(path, [(k * 65536, 100) for k in range(64)])
+        assert bytes(memoryview(got)) == b"".join(
+            data[k * 65536 : k * 65536 + 100].tobytes() for k in range(64)
+        )
+        assert eng.backend("file").stats()["direct_parts"] == 0

@@ -41,6 +41,24 @@ def test_many_objects_one_call_and_part_size_knob(http_server):
             assert http_stats(eng)["requests"] == sum(per_obj(len(d)) for d in objs)
 
 
+def test_default_part_size_is_per_scheme(http_server, tmp_path):
+    """No part_size: 32 MiB parts over the network, 8 MiB ones for local files
+    (fastload.storage.read_settings says what was measured)."""
+    data = payload((40 << 20) + 5, 4)
+    url = http_server.put("big.bin", data)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    with RangeEngine() as eng:
+        assert eng.part_size is None
+        assert (eng.part_size_for("http"), eng.part_size_for("file")) == (32 << 20, 8 << 20)
+        assert bytes(eng.read(url)) == data and http_stats(eng)["requests"] == 2
+        assert bytes(eng.read(str(path))) == data
+        assert eng.backend("file").stats()["requests"] == 6
+    with RangeEngine(part_size=8 << 20) as eng:  # an explicit size applies to every scheme
+        eng.read(url)
+        assert http_stats(eng)["requests"] == 6
+
+
 def test_server_ignoring_range_never_writes_past_the_part(http_server):
     data = payload(200_000, 3)
     url = http_server.put("r.bin", data)

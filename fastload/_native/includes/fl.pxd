@@ -71,6 +71,10 @@ cdef extern from "fl_file_reader.h" nogil:
         FL_CACHE_DONT_NEED
         FL_CACHE_NORMAL
 
+    enum:
+        FL_INLINE_MAX_BYTES
+        FL_DIRECT_MIN_PART
+
     ctypedef struct fl_file_opts:
         int64_t part_size
         int max_inflight
@@ -78,12 +82,48 @@ cdef extern from "fl_file_reader.h" nogil:
         int cache_mode
         volatile int *cancel
         double timeout_s
+
+    ctypedef struct fl_file_reader:
+        pass
+
+    ctypedef struct fl_file_stats:
+        int64_t reads
+        int64_t parts
+        int64_t bytes
+        int64_t inline_reads
+        int64_t opens
+        int64_t reopens
+        int64_t hits
+        int64_t direct_parts
+        int64_t open_files
+        int64_t threads
+
+    fl_file_reader *fl_file_reader_new(int max_open)
+    void fl_file_reader_close(fl_file_reader *r)
+    void fl_file_reader_free(fl_file_reader *r)
+    void fl_file_reader_stats(fl_file_reader *r, fl_file_stats *out)
     int64_t fl_file_size(const char *path, fl_error *err)
-    int fl_file_read(const char *const *paths, int npaths, const fl_range *ranges,
-                     int64_t nranges, char *dst, int64_t dst_len, const fl_file_opts *opts,
-                     fl_error *err, int64_t *nparts)
+    int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
+                     const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
+                     const fl_file_opts *opts, fl_error *err, int64_t *nparts)
+
+
+cdef extern from "fl_range_check.h" nogil:
+    ctypedef struct fl_range_summary:
+        int64_t bad_row
+        int64_t end_row
+        int64_t end
+        int64_t total
+    void fl_range_check(const int64_t *table, int64_t nrows, int64_t nsources,
+                        fl_range_summary *out)
 
 
 cdef extern from "fl_cancel.h" nogil:
     int fl_cancel_requested(const volatile int *flag)
     void fl_cancel_request(volatile int *flag)
+
+
+cdef extern from "fl_plan.h" nogil:
+    int fl_plan_pack(const int64_t *src, const int64_t *offset, const int64_t *length,
+                     int64_t n, int64_t *offsets_out, int64_t *nbytes, int64_t *used_out,
+                     int64_t *nused, int64_t *table_out, int64_t *nrows, fl_error *err)
