@@ -159,7 +159,7 @@ def test_s3_listing_is_bounded_for_sparse_keys(rclone_s3):
     with RangeEngine(list_page_size=1, **rclone_s3.options) as eng:
         backend = eng.backend("s3")
         prefix = fastload.uri.parse_uri("s3://data/")
-        assert backend.list_sizes(prefix, keys[4][5:-1], keys[-1][5:], 3) == 3
+        assert backend.list_pages_after(prefix, keys[4][5:-1], keys[-1][5:], 3) == 3
         known = [k for k in keys if backend.known_size(fastload.uri.parse_uri(f"s3://{k}"))]
         assert known == keys[4:7]  # three pages of one key from just before keys[4]
         sparse = [keys[0], *keys[-15:]]  # 16 keys, 32 others between the first two

@@ -112,10 +112,8 @@ def test_list_prefix_past_one_page(rclone_s3):
             listed = eng.list("s3://data/small/")
             assert listed == sorted(f"s3://{k}" for k in S3_OBJECTS if k.startswith("data/small/"))
             pages = [p for (_, p, _, _) in proxy.log if "list-type=2" in p]
-            # every page once, and one question about sub-prefixes (a flat prefix: none)
-            shape = [p for p in pages if "delimiter=" in p]
-            assert len(pages) == -(-40 // 7) + 1 and len(shape) == 1
-            assert all("continuation-token" in p for p in pages[1:] if p not in shape)
+            assert len(pages) == -(-40 // 7)
+            assert all("continuation-token" in p for p in pages[1:])
             n_before = len(proxy.log)
             assert eng.size(listed[3]) == S3_OBJECTS["data/small/obj-003.bin"][0]
             assert len(proxy.log) == n_before  # the listing's sizes answer size() without a HEAD
@@ -143,8 +141,7 @@ def test_a_listing_that_cannot_continue_is_an_error(http_server):
         )
         with pytest.raises(errors.HTTPStatusError, match="the same NextContinuationToken"):
             eng.list("s3://bkt/")
-        # 1 + (the first page, then the second beside the sub-prefix question)
-        assert len(http_server.server.seen_headers) == 4
+        assert len(http_server.server.seen_headers) == 3
 
 
 # -- errors -------------------------------------------------------------------------
@@ -325,29 +322,3 @@ def test_https_s3_with_ca_bundle_from_environment(tmp_path, monkeypatch):
     finally:
         stop(server)
         os.environ.pop("AWS_CA_BUNDLE", None)
-
-
-def test_a_large_listing_lists_its_sub_prefixes_in_parallel(rclone_s3):
-    """More than one page and several sub-prefixes: each sub-prefix is listed on its own
-    chain of pages; the result (keys, order, sizes) is the flat listing's."""
-    s3 = rclone_s3.boto3()
-    s3.create_bucket(Bucket="nested")
-    want = {}
-    for d in ("a", "b", "c"):
-        for i in range(9):
-            key = f"top/{d}/k{i:02d}.bin"
-            want[key] = i + 1
-            s3.put_object(Bucket="nested", Key=key, Body=b"x" * (i + 1))
-    s3.put_object(Bucket="nested", Key="top/root.bin", Body=b"yy")
-    want["top/root.bin"] = 2
-    with proxy_to(rclone_s3.port) as proxy:
-        opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint}
-        with RangeEngine(list_page_size=4, **opts) as eng:
-            names, sizes = eng.list_sizes("s3://nested/top/")
-            assert names == sorted(f"s3://nested/{k}" for k in want)
-            assert sizes == [want[n[len("s3://nested/") :]] for n in names]
-            pages = [p for (_, p, _, _) in proxy.log if "list-type=2" in p]
-            for d in ("a", "b", "c"):  # each sub-prefix its own chain: 9 keys, 3 pages
-                assert sum(f"prefix=top%2F{d}%2F" in p for p in pages) == 3
-            assert eng.size(names[0]) == want["top/a/k00.bin"]  # sizes kept: no HEAD
-            assert not [p for (m, p, _, _) in proxy.log if m == "HEAD"]
