@@ -435,7 +435,8 @@ def test_no_leaks_over_20_epochs(recs, workers):
                 pass
         del dl  # deleting the loader ends everything
     after = _resources()
-    assert after[0] == set(), "threads left"
+    # process-wide pools (the Pillow decode pool) live on by design: a leak is what grew
+    assert after[0] - before[0] == set(), "threads left"
     assert after[2] - before[2] == set(), "shared-memory segments left"
     assert after[3] == 0, "worker processes left"
     assert after[1] <= before[1], f"fds: {before[1]} before, {after[1]} after: {_fd_targets()}"
