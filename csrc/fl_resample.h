@@ -38,6 +38,8 @@ typedef struct {
     int64_t ring;      /* output rows open at once (accumulators) */
     float *acc;        /* ring x (h.hi - h.lo) x 3 floats (+ padding), then the input row as floats */
     int64_t acc_cap;   /* floats allocated */
+    float *pairs;      /* AVX2 path: per output, its weights two taps at a time (8 floats) */
+    int64_t pairs_cap;
     int64_t next_open, next_done;
     uint8_t *dst;      /* out rows of h.out x 3 bytes */
     int64_t dst_stride;

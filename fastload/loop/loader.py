@@ -24,7 +24,7 @@ from fastload.batch.collate import CollatePlan, collate_ragged, plan_collate
 from fastload.batch.image_pipeline import ImageBatch, ImagePipeline, image_batcher_for
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
-from fastload.errors import TransformError, as_original
+from fastload.errors import ReadTimeoutError, TransformError, as_original
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
@@ -524,9 +524,15 @@ class DataLoader(TorchAttributes):
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
         clock = _batch_clock.clock
-        self._reader.read_into(
-            plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
-        )
+        try:
+            self._reader.read_into(
+                plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
+            )
+        except ReadTimeoutError as exc:  # the loader's knob bounds each batch's reads: name it
+            exc.args = (
+                f"{exc.args[0]} (reading a batch; timeout_seconds={self.config.timeout_seconds:g})",
+            )
+            raise
         debug_read(plan, clock.lap(READ), self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)

@@ -165,15 +165,20 @@ def test_distributed_ranks_split_the_images(indexed):
     assert y.tolist() == [0] * 5
 
 
-def test_drop_last_and_timeout(indexed):
+def test_drop_last_and_timeout(indexed, tmp_path):
     ds, _ = indexed
     assert [len(y) for _, y in DataLoader(ds, batch_size=6, drop_last=True, transform=EVAL)] == [
         6,
         6,
         6,
     ]
+    # big files, so the batch takes far longer to decode than the timeout (no race with it)
+    big = [str(tmp_path / f"big{i}.jpg") for i in range(4)]
+    for i, path in enumerate(big):
+        with open(path, "wb") as f:
+            f.write(img.jpeg(1500, 2000, i))
     with pytest.raises(TimeoutError, match="timeout_seconds"):
-        next(iter(DataLoader(ds, batch_size=20, timeout_seconds=1e-6, transform=EVAL)))
+        next(iter(DataLoader(ImageList(big), batch_size=4, timeout_seconds=1e-6, transform=EVAL)))
 
 
 def test_folder_without_pipeline_gives_decoded_images_with_shapes(folder):
