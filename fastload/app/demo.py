@@ -40,6 +40,18 @@ def write_image_records(
     return paths
 
 
+def _check_sizes(epochs: int, n_images: int, batch_size: int) -> None:
+    if epochs < 1 or n_images < 1 or batch_size < 1:
+        raise ValueError(
+            f"epochs, n_images and batch_size must be >= 1, got {epochs}, {n_images}, {batch_size}"
+        )
+
+
+def _demo_folder(root: str | None, name: str) -> str:
+    """A fresh temp folder when ``root`` is None (the caller removes it), else root/name."""
+    return tempfile.mkdtemp(prefix=f"{name}-") if root is None else os.path.join(root, name)
+
+
 def run_demo(
     root: str | None = None, epochs: int = 3, n_images: int = 2000, batch_size: int = 64
 ) -> dict:
@@ -49,16 +61,9 @@ def run_demo(
     from fastload.loop.loader import DataLoader
     from fastload.plan.datasets import RecordDataset
 
-    if epochs < 1 or n_images < 1 or batch_size < 1:
-        raise ValueError(
-            f"epochs, n_images and batch_size must be >= 1, got {epochs}, {n_images}, {batch_size}"
-        )
+    _check_sizes(epochs, n_images, batch_size)
     owned = root is None
-    folder = (
-        tempfile.mkdtemp(prefix="fastload-demo-")
-        if root is None
-        else os.path.join(root, "fastload-demo")
-    )
+    folder = _demo_folder(root, "fastload-demo")
     try:
         write_image_records(folder, n_images)
         labels = np.arange(n_images) % 10
@@ -144,16 +149,9 @@ def run_jpeg_demo(
     from fastload.loop.loader import DataLoader
     from fastload.plan.image_datasets import ImageFolder
 
-    if epochs < 1 or n_images < 1 or batch_size < 1:
-        raise ValueError(
-            f"epochs, n_images and batch_size must be >= 1, got {epochs}, {n_images}, {batch_size}"
-        )
+    _check_sizes(epochs, n_images, batch_size)
     owned = root is None
-    folder = (
-        tempfile.mkdtemp(prefix="fastload-jpeg-demo-")
-        if root is None
-        else os.path.join(root, "fastload-jpeg-demo")
-    )
+    folder = _demo_folder(root, "fastload-jpeg-demo")
     try:
         write_jpeg_folder(folder, n_images)
         ds = ImageFolder(folder)
