@@ -38,7 +38,6 @@ class LoaderObserver:
         self.tracer: TraceRecorder | None = None
         self._bar: EpochBar | None = None
         self._engine_before: dict[str, int] = {}
-        self._last_return: float | None = None
         self._lock = threading.Lock()
 
     # -- the loader's calls -------------------------------------------------------------
@@ -51,7 +50,6 @@ class LoaderObserver:
         with self._lock:
             self.current = stats
             self._engine_before = engine_counters
-            self._last_return = None
         if self.progress:
             self._bar = EpochBar(epoch, batches)
         return stats
@@ -60,7 +58,7 @@ class LoaderObserver:
         self, stats: EpochStats, k: int, clock: StageClock, nbytes: int, samples: int
     ) -> None:
         """On the reader thread that made batch ``k``."""
-        stats.made[k] = (clock.row, nbytes, samples)  # EpochStats.record_batch, inlined: hot
+        stats.table.made(k, clock, nbytes, samples)  # EpochStats.record_batch, inlined: hot
         if clock.spans is not None and self.tracer is not None:
             tid = threading.get_ident()
             for stage, t0, t1 in clock.spans:
@@ -68,18 +66,13 @@ class LoaderObserver:
 
     def batch_taken(self, stats: EpochStats, k: int, asked: float, got: float) -> None:
         """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``."""
-        last = self._last_return
-        step = 0.0 if last is None else asked - last
-        wait = got - asked
-        stats.taken[k] = (wait, step)  # EpochStats.record_consumer, inlined: hot
-        stats._waited += wait
-        stats._stepped += step
+        table = stats.table
         if self.tracer is not None:
             tid = threading.get_ident()
-            if last is not None:
-                self.tracer.span("step", last, asked, tid, epoch=stats.epoch)
+            if table.last_return >= 0:  # the step starts when next() returns
+                self.tracer.span("step", table.last_return, asked, tid, epoch=stats.epoch)
             self.tracer.span("wait", asked, got, tid, batch=k, epoch=stats.epoch)
-        self._last_return = got  # the step starts when next() returns
+        table.taken(k, asked, got)  # EpochStats.record_consumer, inlined: hot
         if self._bar is not None:
             self._bar.update(stats)
 

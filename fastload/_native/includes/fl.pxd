@@ -127,3 +127,22 @@ cdef extern from "fl_plan.h" nogil:
     int fl_plan_pack(const int64_t *src, const int64_t *offset, const int64_t *length,
                      int64_t n, int64_t *offsets_out, int64_t *nbytes, int64_t *used_out,
                      int64_t *nused, int64_t *table_out, int64_t *nrows, fl_error *err)
+
+
+cdef extern from "fl_stage_table.h" nogil:
+    enum:
+        FL_STAGE_BATCH_COLUMNS
+        FL_STAGE_COLUMNS
+    ctypedef struct fl_stage_table:
+        int64_t capacity
+        int64_t made
+        int64_t taken
+        int64_t nbytes
+        int64_t samples
+        double totals[FL_STAGE_COLUMNS]
+    fl_status fl_stage_table_init(fl_stage_table *t, int64_t capacity)
+    void fl_stage_table_free(fl_stage_table *t)
+    fl_status fl_stage_table_made(fl_stage_table *t, int64_t k, const double *seconds,
+                                  int64_t nbytes, int64_t samples)
+    fl_status fl_stage_table_taken(fl_stage_table *t, int64_t k, double wait, double step)
+    fl_status fl_stage_table_percentiles(const fl_stage_table *t, double *p50, double *p99)

@@ -1,0 +1,137 @@
+#include "fl_stage_table.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+fl_status fl_stage_table_init(fl_stage_table *t, int64_t capacity) {
+    memset(t, 0, sizeof(*t));
+    if (capacity < 1) capacity = 1;
+    t->rows = malloc((size_t)capacity * FL_STAGE_COLUMNS * sizeof(float));
+    t->flags = calloc((size_t)capacity, 1);
+    if (!t->rows || !t->flags) {
+        fl_stage_table_free(t);
+        return FL_E_NOMEM;
+    }
+    t->capacity = capacity;
+    return FL_OK;
+}
+
+void fl_stage_table_free(fl_stage_table *t) {
+    free(t->rows);
+    free(t->flags);
+    t->rows = NULL;
+    t->flags = NULL;
+    t->capacity = 0;
+}
+
+/* Room for batch k: doubling, so a resumed or growing epoch pays O(1) per batch. */
+static fl_status reserve(fl_stage_table *t, int64_t k) {
+    if (k < 0) return FL_E_INVALID;
+    if (k < t->capacity) return FL_OK;
+    int64_t cap = t->capacity * 2 > k + 1 ? t->capacity * 2 : k + 1;
+    float *rows = realloc(t->rows, (size_t)cap * FL_STAGE_COLUMNS * sizeof(float));
+    if (!rows) return FL_E_NOMEM;
+    t->rows = rows;
+    uint8_t *flags = realloc(t->flags, (size_t)cap);
+    if (!flags) return FL_E_NOMEM;
+    memset(flags + t->capacity, 0, (size_t)(cap - t->capacity));
+    t->flags = flags;
+    t->capacity = cap;
+    return FL_OK;
+}
+
+fl_status fl_stage_table_made(fl_stage_table *t, int64_t k, const double *seconds,
+                              int64_t nbytes, int64_t samples) {
+    fl_status st = reserve(t, k);
+    if (st != FL_OK) return st;
+    float *row = t->rows + k * FL_STAGE_COLUMNS;
+    if (t->flags[k] & FL_STAGE_MADE) { /* made again (a retried batch): replace it */
+        for (int c = 0; c < FL_STAGE_BATCH_COLUMNS; c++) t->totals[c] -= row[c];
+        t->made--;
+    }
+    for (int c = 0; c < FL_STAGE_BATCH_COLUMNS; c++) {
+        row[c] = (float)seconds[c];
+        t->totals[c] += seconds[c];
+    }
+    t->flags[k] |= FL_STAGE_MADE;
+    t->made++;
+    t->nbytes += nbytes;
+    t->samples += samples;
+    return FL_OK;
+}
+
+fl_status fl_stage_table_taken(fl_stage_table *t, int64_t k, double wait, double step) {
+    fl_status st = reserve(t, k);
+    if (st != FL_OK) return st;
+    float *row = t->rows + k * FL_STAGE_COLUMNS + FL_STAGE_BATCH_COLUMNS;
+    if (t->flags[k] & FL_STAGE_TAKEN) {
+        t->totals[FL_STAGE_BATCH_COLUMNS] -= row[0];
+        t->totals[FL_STAGE_BATCH_COLUMNS + 1] -= row[1];
+        t->taken--;
+    }
+    row[0] = (float)wait;
+    row[1] = (float)step;
+    t->totals[FL_STAGE_BATCH_COLUMNS] += wait;
+    t->totals[FL_STAGE_BATCH_COLUMNS + 1] += step;
+    t->flags[k] |= FL_STAGE_TAKEN;
+    t->taken++;
+    return FL_OK;
+}
+
+/* The k-th smallest of a[0..n-1] (0-based), moving it to a[k] with everything after it
+ * no smaller (Hoare's selection: O(n) expected). */
+static float select_kth(float *a, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float pivot = a[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i <= j) {
+                float x = a[i];
+                a[i] = a[j];
+                a[j] = x;
+                i++;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            break; /* a[j+1..i-1] all equal the pivot, and k is among them */
+    }
+    return a[k];
+}
+
+/* numpy.percentile(a, q) with linear interpolation; reorders a. */
+static double percentile(float *a, int64_t n, double q) {
+    double pos = q / 100.0 * (double)(n - 1);
+    int64_t below = (int64_t)pos;
+    double frac = pos - (double)below;
+    double lo = select_kth(a, n, below);
+    if (frac == 0.0 || below + 1 >= n) return lo;
+    float next = a[below + 1]; /* the smallest of the part after the k-th */
+    for (int64_t i = below + 2; i < n; i++)
+        if (a[i] < next) next = a[i];
+    return lo + frac * ((double)next - lo);
+}
+
+fl_status fl_stage_table_percentiles(const fl_stage_table *t, double p50[FL_STAGE_COLUMNS],
+                                     double p99[FL_STAGE_COLUMNS]) {
+    int64_t most = t->made > t->taken ? t->made : t->taken;
+    float *col = malloc((size_t)(most > 0 ? most : 1) * sizeof(float));
+    if (!col) return FL_E_NOMEM;
+    for (int c = 0; c < FL_STAGE_COLUMNS; c++) {
+        unsigned flag = c < FL_STAGE_BATCH_COLUMNS ? FL_STAGE_MADE : FL_STAGE_TAKEN;
+        int64_t n = 0;
+        for (int64_t k = 0; k < t->capacity; k++)
+            if (t->flags[k] & flag) col[n++] = t->rows[k * FL_STAGE_COLUMNS + c];
+        p50[c] = n ? percentile(col, n, 50.0) : 0.0;
+        p99[c] = n ? percentile(col, n, 99.0) : 0.0;
+    }
+    free(col);
+    return FL_OK;
+}

@@ -1,0 +1,150 @@
+# distutils: sources = csrc/fl_stage_table.c
+"""Bridge to csrc/fl_stage_table.c: the loader's always-on stage timing.
+
+Always on, so a batch must cost well under a microsecond of it: a :class:`StageClock`
+keeps its laps in C doubles (``lap`` is one call, no Python float or list per lap) and a
+:class:`StageTable` stores each batch's row in a C table whose totals grow as rows come;
+an epoch's end only runs the percentile selection in C.
+"""
+
+cimport cython
+from libc.stdint cimport int64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from fastload._native.includes.fl cimport (
+    FL_OK, FL_STAGE_BATCH_COLUMNS, FL_STAGE_COLUMNS, fl_stage_table, fl_stage_table_free,
+    fl_stage_table_init, fl_stage_table_made, fl_stage_table_percentiles, fl_stage_table_taken,
+    fl_status,
+)
+from fastload.errors import raise_native_error as _raise_native_error
+
+# Stages in the order a batch meets them (the C table's columns, then the consumer's).
+BATCH_STAGES = ("plan", "read", "decode", "transform", "collate", "output")
+CONSUMER_STAGES = ("wait", "step")
+assert len(BATCH_STAGES) == FL_STAGE_BATCH_COLUMNS
+assert len(BATCH_STAGES) + len(CONSUMER_STAGES) == FL_STAGE_COLUMNS
+
+
+cdef inline double _now() noexcept nogil:
+    # CLOCK_MONOTONIC is what time.perf_counter() reads on Linux, so laps, the consumer's
+    # times and the trace share one time line
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def now():
+    """The clock laps are taken on, in seconds (time.perf_counter's time line)."""
+    return _now()
+
+
+cdef int _check(fl_status st, int64_t k) except -1:
+    if st != FL_OK:
+        _raise_native_error(st, "stage table", message=f"cannot record batch {k}")
+    return 0
+
+
+@cython.freelist(16)  # one per batch: reuse the memory of the last ones
+cdef class StageClock:
+    """One batch's stage durations: ``lap(stage)`` charges the time since the last lap.
+
+    ``row`` gives seconds per BATCH_STAGES; ``spans``, kept only while a trace records
+    (``traced``), the (stage, start, end) of each lap."""
+
+    cdef double _row[FL_STAGE_BATCH_COLUMNS]
+    cdef public double last
+    cdef public object spans
+
+    def __cinit__(self, bint traced=False):
+        cdef int i
+        for i in range(FL_STAGE_BATCH_COLUMNS):
+            self._row[i] = 0.0
+        self.last = _now()
+        self.spans = [] if traced else None
+
+    cpdef double lap(self, int stage) except -1.0:
+        """Charge the time since the last lap to ``stage`` (an index into BATCH_STAGES);
+        returns those seconds."""
+        if stage < 0 or stage >= FL_STAGE_BATCH_COLUMNS:
+            raise ValueError(f"stage={stage} is invalid: must be an index into {BATCH_STAGES}")
+        cdef double t = _now()
+        cdef double seconds = t - self.last
+        self._row[stage] += seconds
+        if self.spans is not None:
+            self.spans.append((BATCH_STAGES[stage], self.last, t))
+        self.last = t
+        return seconds
+
+    cpdef skip(self):
+        """Start the next stage now (time since the last lap belongs to no stage)."""
+        self.last = _now()
+
+    @property
+    def row(self):
+        return [self._row[i] for i in range(FL_STAGE_BATCH_COLUMNS)]
+
+    @row.setter
+    def row(self, seconds):
+        """Seconds per BATCH_STAGES, all of them (a row measured elsewhere)."""
+        values = [float(x) for x in seconds]
+        if len(values) != FL_STAGE_BATCH_COLUMNS:
+            raise ValueError(
+                f"row={values!r} is invalid: needs one value per stage of {BATCH_STAGES}"
+            )
+        for i in range(FL_STAGE_BATCH_COLUMNS):
+            self._row[i] = values[i]
+
+
+cdef class StageTable:
+    """Every batch's row of one epoch: stage seconds, bytes, samples, the consumer's wait
+    and step. Reader threads and the consumer record without a lock: each call runs under
+    the GIL, start to end."""
+
+    cdef fl_stage_table t
+    cdef public double last_return  # when next() last returned (the consumer's step starts)
+
+    def __cinit__(self, int64_t capacity=1):
+        if fl_stage_table_init(&self.t, capacity) != FL_OK:
+            raise MemoryError(f"stage table: cannot hold {capacity} batches")
+        self.last_return = -1.0
+
+    def __dealloc__(self):
+        fl_stage_table_free(&self.t)
+
+    def made(self, int64_t k, StageClock clock not None, int64_t nbytes, int64_t samples):
+        """Batch ``k`` is made: its clock's row, its bytes and samples."""
+        _check(fl_stage_table_made(&self.t, k, clock._row, nbytes, samples), k)
+
+    def taken(self, int64_t k, double asked, double got):
+        """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``: its wait,
+        and its step since the previous ``next()`` returned (0 for the first)."""
+        cdef double step = 0.0 if self.last_return < 0 else asked - self.last_return
+        _check(fl_stage_table_taken(&self.t, k, got - asked, step), k)
+        self.last_return = got
+
+    @property
+    def batches(self):
+        """Batches made."""
+        return self.t.made
+
+    @property
+    def samples(self):
+        return self.t.samples
+
+    @property
+    def nbytes(self):
+        return self.t.nbytes
+
+    def totals(self):
+        """Seconds per stage, summed over the epoch: {stage: seconds}."""
+        names = BATCH_STAGES + CONSUMER_STAGES
+        return {names[i]: self.t.totals[i] for i in range(FL_STAGE_COLUMNS)}
+
+    def percentiles(self):
+        """{stage: (p50, p99)} seconds per batch (0 for a stage no batch has)."""
+        cdef double p50[FL_STAGE_COLUMNS]
+        cdef double p99[FL_STAGE_COLUMNS]
+        if fl_stage_table_percentiles(&self.t, p50, p99) != FL_OK:
+            raise MemoryError("stage table: no memory for the percentiles")
+        names = BATCH_STAGES + CONSUMER_STAGES
+        return {names[i]: (p50[i], p99[i]) for i in range(FL_STAGE_COLUMNS)}

@@ -1,0 +1,95 @@
+"""The native stage table: rows, running totals and numpy-equal percentiles."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from fastload._native.stage_table import BATCH_STAGES, CONSUMER_STAGES, StageClock, StageTable, now
+
+
+def _clock_with(row: list[float]) -> StageClock:
+    c = StageClock()
+    c.row = row
+    return c
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 1001])
+def test_percentiles_and_totals_equal_numpy(n):
+    rng = np.random.default_rng(n)
+    table = StageTable(4)  # smaller than n: the table grows
+    rows = rng.exponential(1e-3, (n, len(BATCH_STAGES)))
+    rows[: n // 3, 1] = 5e-4  # ties
+    waits = rng.exponential(1e-3, n)
+    order = rng.permutation(n)  # batches arrive out of order
+    asked = 1000.0
+    for k in order:
+        table.made(int(k), _clock_with(rows[k].tolist()), 10, 2)
+        table.taken(int(k), asked, asked + waits[k])
+        asked += waits[k] + 0.25
+    assert table.batches == n and table.samples == 2 * n and table.nbytes == 10 * n
+    cuts, totals = table.percentiles(), table.totals()
+    f32 = rows.astype(np.float32).astype(np.float64)  # cells are stored as float32
+    for i, s in enumerate(BATCH_STAGES):
+        assert cuts[s][0] == pytest.approx(np.percentile(f32[:, i], 50), rel=1e-6, abs=1e-12)
+        assert cuts[s][1] == pytest.approx(np.percentile(f32[:, i], 99), rel=1e-6, abs=1e-12)
+        assert totals[s] == pytest.approx(rows[:, i].sum(), rel=1e-9)
+    w32 = waits.astype(np.float32).astype(np.float64)
+    assert cuts["wait"][0] == pytest.approx(np.percentile(w32, 50), rel=1e-5)
+    assert cuts["wait"][1] == pytest.approx(np.percentile(w32, 99), rel=1e-5)
+    assert totals["wait"] == pytest.approx(waits.sum(), rel=1e-6)
+    assert totals["step"] == pytest.approx(0.25 * (n - 1), rel=1e-6)  # none before the first
+
+
+def test_a_batch_recorded_again_replaces_its_row():
+    table = StageTable(2)
+    table.made(0, _clock_with([1.0, 0, 0, 0, 0, 0]), 100, 4)
+    table.made(0, _clock_with([2.0, 0, 0, 0, 0, 0]), 100, 4)
+    assert table.batches == 1
+    assert table.totals()["plan"] == pytest.approx(2.0, rel=1e-6)
+    assert table.percentiles()["plan"] == pytest.approx((2.0, 2.0), rel=1e-6)
+
+
+def test_an_empty_table_and_unrecorded_batches_count_nothing():
+    table = StageTable(10)
+    assert table.percentiles() == {s: (0.0, 0.0) for s in BATCH_STAGES + CONSUMER_STAGES}
+    assert table.batches == 0 and all(v == 0 for v in table.totals().values())
+    table.made(7, _clock_with([0, 3.0, 0, 0, 0, 0]), 1, 1)  # batches 0..6 never made
+    assert table.percentiles()["read"] == pytest.approx((3.0, 3.0), rel=1e-6)
+    assert table.percentiles()["wait"] == (0.0, 0.0)  # made, never taken
+
+
+def test_a_negative_batch_number_is_refused_by_name():
+    with pytest.raises(Exception, match="batch -1"):
+        StageTable(1).made(-1, StageClock(), 1, 1)
+
+
+def test_a_lap_outside_the_stages_or_a_short_row_is_refused():
+    with pytest.raises(ValueError, match="stage=6 is invalid"):
+        StageClock().lap(len(BATCH_STAGES))
+    with pytest.raises(ValueError, match="row=.* is invalid: needs one value per stage"):
+        StageClock().row = [1.0]
+
+
+def test_the_clock_reads_perf_counters_time_line():
+    before = time.perf_counter()
+    t = now()
+    after = time.perf_counter()
+    assert before <= t <= after
+    c = StageClock(traced=True)
+    c.lap(0)
+    ((_, t0, t1),) = c.spans
+    assert before <= t0 <= t1 <= time.perf_counter()
+
+
+def test_the_consumer_step_runs_from_one_return_to_the_next_ask():
+    table = StageTable(3)
+    table.taken(0, 10.0, 10.5)  # first batch: no step before it
+    table.taken(1, 11.5, 11.75)  # stepped 1.0 s after the first return
+    table.taken(2, 12.0, 12.0)
+    totals = table.totals()
+    assert totals["wait"] == pytest.approx(0.75)
+    assert totals["step"] == pytest.approx(1.25)
+    assert table.last_return == 12.0
