@@ -284,7 +284,7 @@ class DataLoader(TorchAttributes):
                 "pin_memory": self.config.pin_memory,
                 "pin_mode": self.pool.pin_mode,
                 "pin_error": self.pool.pin_error,
-                "part_size": self.read_settings.part_size,
+                "part_size": self.read_settings.part_size_for(self._scheme),
                 "max_inflight_parts": self.read_settings.inflight_for(self._scheme),
                 "page_cache_mode": self.read_settings.page_cache_mode,
                 "workers": None

@@ -40,7 +40,6 @@ from fastload.checks import (
 )
 from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.storage.read_settings import (
-    DEFAULT_PART_SIZE,
     MAX_INFLIGHT_PARTS,
     MAX_PART_SIZE,
     MAX_TIMEOUT_S,
@@ -116,7 +115,7 @@ class LoaderConfig:
     auto_tune: bool = False
     loading_mode: str = "sequential"
     reader_mode: str = "sequential"
-    part_size: int = DEFAULT_PART_SIZE
+    part_size: int | None = None
     max_inflight_parts: int | None = None
     shard_rank: int | None = None
     shard_world_size: int | None = None
@@ -146,7 +145,7 @@ class LoaderConfig:
         check_int("seed", self.seed, 0)
         check_int("num_workers", self.num_workers, 0)
         check_int("prefetch", self.prefetch, 1)
-        check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE)
+        check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE, optional=True)
         check_int(
             "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True
         )

@@ -164,3 +164,23 @@ def test_a_stalled_s3_read_is_cancelled_when_the_loop_stops(s3, silent_server):
         it.close()  # joins the reader (up to 10 s): it must be done, not waiting on the server
         assert not any(t.is_alive() for t in readers)
         dl.close()
+
+
+def test_network_reads_take_the_measured_part_size_unless_one_is_set(http_server):
+    """LoaderOptions.part_size unset: http(s)/s3 objects go in 32 MiB parts (the sweep's
+    default), not the 8 MiB ones local files keep; a set part_size still acts."""
+    data = bytes(range(256)) * (40 << 12)  # 40 MiB
+    url = http_server.put("big.bin", data)
+
+    def gets(**knobs: object) -> int:
+        with RangeEngine() as engine:
+            ds = ObjectDataset([url], engine=engine)
+            loader = DataLoader(ds, batch_size=1, engine=engine, reader_mode="range", **knobs)
+            before = engine.backend("http").stats()["requests"]
+            (batch,) = list(loader)
+            assert bytes(batch[0]) == data
+            assert loader.report()["part_size"] == knobs.get("part_size", 32 << 20)
+            return engine.backend("http").stats()["requests"] - before
+
+    assert gets() == 2  # 40 MiB in 32 MiB parts
+    assert gets(part_size=8 << 20) == 5
