@@ -29,24 +29,3 @@ def split_by_source(
         if len(sub):
             sub[:, SRC] = remap[sub[:, SRC]]
             yield k, [sources[i] for i in idx], sub
-
-
-def coalesce(table: np.ndarray, max_gap: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Merge rows that read adjacent bytes of one source into adjacent destinations.
-
-    Returns the merged table and, per original row, the index of its merged row.
-    """
-    if len(table) <= 1:
-        return table, np.zeros(len(table), dtype=np.int64)
-    src, off, length, dst = table.T
-    joins = (
-        (src[1:] == src[:-1])
-        & (off[1:] == off[:-1] + length[:-1])
-        & (dst[1:] == dst[:-1] + length[:-1])
-    )
-    starts = np.concatenate(([True], ~joins))
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    merged = table[first].copy()
-    merged[:, LENGTH] = np.add.reduceat(length, first)
-    return merged, group
