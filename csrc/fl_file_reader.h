@@ -23,7 +23,10 @@ enum {
 
 /* page_cache_mode auto, a source read in a few large ranges of FL_DIRECT_MIN_READ
  * bytes or more in all: parts of at least FL_DIRECT_MIN_PART bytes whose pages are
- * mostly not in the page cache are read with O_DIRECT. Smaller reads are never
+ * mostly not in the page cache are cold. A cold part of a source no larger than
+ * `cache_fit` is read through the page cache, the kernel first asked to read the whole
+ * part ahead (POSIX_FADV_WILLNEED: the device sees every thread's part at once), so the
+ * next epoch finds it cached; a cold part of a larger source is read with O_DIRECT. Smaller reads are never
  * checked: finding out costs ~25 us a source (a mapping), a third of a warm 1 MiB read. */
 #define FL_DIRECT_MIN_PART (1 << 20)
 #define FL_DIRECT_MIN_READ (8 << 20)
@@ -35,6 +38,7 @@ typedef struct {
     int cache_mode;         /* FL_CACHE_*: posix_fadvise hint */
     volatile int *cancel;   /* optional: set non-zero to stop early */
     double timeout_s;       /* > 0: fail with FL_E_TIMEOUT once the read has taken longer */
+    int64_t cache_fit;      /* auto: cold sources up to this size stay in the page cache */
 } fl_file_opts;
 
 /* What a reader keeps between reads: its threads and a bounded cache of open
@@ -50,6 +54,7 @@ typedef struct {
     int64_t reopens;       /* of those, for a cached file that had changed */
     int64_t hits;          /* sources served by a cached descriptor */
     int64_t direct_parts;  /* cold parts read with O_DIRECT by auto */
+    int64_t ahead_parts;   /* cold parts read through the page cache, read ahead, by auto */
     int64_t open_files;    /* descriptors cached now */
     int64_t threads;       /* pool threads alive now */
 } fl_file_stats;

@@ -33,5 +33,6 @@ def read_file_ranges(
     cancel: CancelToken | None = None,
     timeout: float = 0.0,
     reader: FileReader | None = None,
+    cache_fit: int = 0,
 ) -> int: ...
 def plain_format_fault(fmt: str) -> str | None: ...

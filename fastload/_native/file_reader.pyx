@@ -74,15 +74,15 @@ cdef class FileReader:
 
     def stats(self):
         """Counters since creation (reads, parts, bytes, inline_reads, opens, reopens,
-        hits, direct_parts) and the state now (open_files, threads)."""
+        hits, direct_parts, ahead_parts) and the state now (open_files, threads)."""
         cdef fl_file_stats st
         with nogil:
             fl_file_reader_stats(self.reader, &st)
         return {
             "reads": st.reads, "parts": st.parts, "bytes": st.bytes,
             "inline_reads": st.inline_reads, "opens": st.opens, "reopens": st.reopens,
-            "hits": st.hits, "direct_parts": st.direct_parts, "open_files": st.open_files,
-            "threads": st.threads,
+            "hits": st.hits, "direct_parts": st.direct_parts, "ahead_parts": st.ahead_parts,
+            "open_files": st.open_files, "threads": st.threads,
         }
 
 
@@ -125,14 +125,17 @@ def file_size(str path, str uri):
 
 def read_file_ranges(list paths, object uris, const int64_t[:, ::1] ranges, object out,
                      int64_t part_size, int max_inflight, bint direct, int cache_mode,
-                     CancelToken cancel=None, double timeout=0.0, FileReader reader=None):
+                     CancelToken cancel=None, double timeout=0.0, FileReader reader=None,
+                     int64_t cache_fit=0):
     """Read ranges (rows of src, offset, length, dst) of the files ``paths`` into ``out``.
 
     The GIL is released for the whole transfer. Errors name ``uris[src]`` (any sequence
     of names, looked up only on an error). ``timeout`` (seconds, 0 = none) is checked
     between parts: a part once started runs to its end. ``reader`` keeps threads and
     open descriptors between calls (None: open and close every file, threads of a
-    process-wide pool). Returns how many parts (preads) the ranges were cut into.
+    process-wide pool). ``cache_fit``: with cache_mode auto, cold sources of at most this
+    many bytes are read through the page cache (read ahead) and larger ones with O_DIRECT
+    (see fl_file_reader.h). Returns how many parts (preads) the ranges were cut into.
     """
     cdef Py_ssize_t n = ranges.shape[0], i
     cdef int npaths = len(paths)
@@ -171,6 +174,7 @@ def read_file_ranges(list paths, object uris, const int64_t[:, ::1] ranges, obje
         opts.cache_mode = cache_mode
         opts.cancel = &cancel.flag if cancel is not None else NULL
         opts.timeout_s = timeout
+        opts.cache_fit = cache_fit
         try:
             with nogil:
                 rc = fl_file_read(c_reader, cpaths, npaths, cranges, n, <char *>view.buf,

@@ -140,8 +140,8 @@ def _name(what: str | Callable[[], str]) -> str:
 class RangeEngine:
     """Reads objects and byte ranges from any supported URI into aligned buffers.
 
-    ``part_size``, ``max_inflight_parts``, ``page_cache_mode`` and ``timeout`` are this
-    engine's default :class:`ReadSettings` (see there); a call may pass its own
+    ``part_size``, ``max_inflight_parts``, ``page_cache_mode``, ``timeout`` and
+    ``cache_fit`` are this engine's default :class:`ReadSettings` (see there); a call may pass its own
     ``settings`` instead (the loader does), so an engine is never re-configured under
     the readers sharing it. ``part_size`` and ``max_inflight_parts`` None (the defaults)
     pick per scheme: 8 MiB x 4 for local files, 32 MiB x 32 for http(s):// and s3://
@@ -161,10 +161,13 @@ class RangeEngine:
         page_cache_mode: str = "auto",
         timeout: float | None = None,
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+        cache_fit: int | None = None,
         **network_options: Any,
     ) -> None:
         network_options = wrap_secret_options(network_options)  # first: no secret in the clear
-        self.settings = ReadSettings(part_size, max_inflight_parts, page_cache_mode, timeout)
+        self.settings = ReadSettings(
+            part_size, max_inflight_parts, page_cache_mode, timeout, cache_fit
+        )
         NetworkOptions.from_kwargs(**network_options)  # refused here, not at the first read
         self.max_open_files = check_int("max_open_files", max_open_files, 0, MAX_OPEN_FILES)
         # read-only, and its secrets are Secret objects: repr() never shows them

@@ -104,6 +104,7 @@ class FileBackend:
                 cancel,
                 0.0 if deadline is None else max(deadline - time.monotonic(), 1e-9),
                 self._reader,
+                settings.cache_fit_bytes,
             )
 
     def stats(self) -> dict[str, int]:

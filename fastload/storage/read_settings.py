@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,16 @@ def network_inflight(part_bytes: int) -> int:
     return max(NETWORK_MIN_INFLIGHT_PARTS, min(NETWORK_MAX_INFLIGHT_PARTS, fit))
 
 
+def default_cache_fit() -> int:
+    """``cache_fit`` when none is set: half of this machine's memory. A cold file that size or
+    smaller is read into the page cache (the next epoch copies it from memory); a larger one
+    would evict the files read before it, so it goes O_DIRECT."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):  # no such sysconf name here: keep the page cache
+        return 1 << 62
+
+
 def default_part_size(scheme: str) -> int:
     """``part_size`` when none is set, for a source of ``scheme``."""
     return DEFAULT_PART_SIZE if scheme in ("file", "direct") else NETWORK_PART_SIZE
@@ -74,12 +85,15 @@ class ReadSettings:
     the native readers; None: per scheme, see :func:`default_part_size`);
     ``max_inflight_parts``: native threads or transfers at once (None: per scheme, see
     :func:`default_inflight`); ``page_cache_mode``: posix_fadvise hint for local files;
-    ``timeout``: seconds one whole call may take (None: no limit)."""
+    ``timeout``: seconds one whole call may take (None: no limit); ``cache_fit``: with
+    ``page_cache_mode="auto"``, cold files of at most this many bytes are read into the page
+    cache and larger ones with O_DIRECT (None: :func:`default_cache_fit`)."""
 
     part_size: int | None = None
     max_inflight_parts: int | None = None
     page_cache_mode: str = "auto"
     timeout: float | None = None
+    cache_fit: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -95,6 +109,11 @@ class ReadSettings:
             ),
         )
         check_choice("page_cache_mode", self.page_cache_mode, PAGE_CACHE_MODES)
+        object.__setattr__(
+            self,
+            "cache_fit",
+            check_int("cache_fit", self.cache_fit, 0, optional=True),
+        )
         object.__setattr__(
             self,
             "timeout",
@@ -121,6 +140,10 @@ class ReadSettings:
     def part_size_for(self, scheme: str) -> int:
         """The part size a read of ``scheme`` sources is cut into."""
         return self.part_size or default_part_size(scheme)
+
+    @functools.cached_property
+    def cache_fit_bytes(self) -> int:
+        return default_cache_fit() if self.cache_fit is None else self.cache_fit
 
     @functools.cached_property
     def cache_mode(self) -> CacheMode:  # looked up once: every read of the loader asks

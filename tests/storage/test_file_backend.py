@@ -341,13 +341,14 @@ def test_listing_matches_os_walk_and_sizes_come_with_it(tmp_path):
 
 @needs_fincore
 def test_auto_reads_cold_large_parts_direct_and_warm_ones_from_the_cache(tmp_path):
-    """page_cache_mode auto: a large read of a file that is not in the page cache goes
-    O_DIRECT (several threads' buffered reads defeat read-ahead); a cached one is
-    copied from the cache; sequential always reads through the cache."""
+    """page_cache_mode auto: a large read of a file that is not in the page cache and
+    larger than cache_fit goes O_DIRECT (several threads' buffered reads defeat
+    read-ahead); a cached one is copied from the cache; sequential always reads through
+    the cache."""
     path = str(tmp_path / "big.bin")
     data = np.random.default_rng(9).integers(0, 256, (8 << 20) + 4321, dtype=np.uint8)
     data.tofile(path)
-    kw = {"part_size": 1 << 20, "max_inflight_parts": 4}
+    kw = {"part_size": 1 << 20, "max_inflight_parts": 4, "cache_fit": data.nbytes - 1}
     evict(path)
     if resident_bytes(path) > data.nbytes // 10:
         pytest.skip("this file system keeps pages cached despite POSIX_FADV_DONTNEED")
@@ -355,6 +356,7 @@ def test_auto_reads_cold_large_parts_direct_and_warm_ones_from_the_cache(tmp_pat
         buf = eng.read(path)
         assert np.array_equal(np.asarray(buf), data)
         assert eng.backend("file").stats()["direct_parts"] >= 8  # every full part
+        assert eng.backend("file").stats()["ahead_parts"] == 0
     assert resident_bytes(path) < data.nbytes // 4  # direct reads leave nothing cached
     with RangeEngine(page_cache_mode="sequential", **kw) as eng:
         assert np.array_equal(np.asarray(eng.read(path)), data)

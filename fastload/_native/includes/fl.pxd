@@ -82,6 +82,7 @@ cdef extern from "fl_file_reader.h" nogil:
         int cache_mode
         volatile int *cancel
         double timeout_s
+        int64_t cache_fit
 
     ctypedef struct fl_file_reader:
         pass
@@ -95,6 +96,7 @@ cdef extern from "fl_file_reader.h" nogil:
         int64_t reopens
         int64_t hits
         int64_t direct_parts
+        int64_t ahead_parts
         int64_t open_files
         int64_t threads
 
