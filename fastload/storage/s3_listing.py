@@ -189,16 +189,19 @@ def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
 @dataclass
 class _Chain:
     """One chain of pages: its query (the token is added page by page) and which keys it
-    keeps. ``folders``: a delimiter chain (its direct keys; its sub-prefixes start chains
-    of their own). ``low``/``high``: a run of sub-prefixes, keys of these only."""
+    keeps. ``folders``: a delimiter chain over ``root`` (its direct keys; its
+    sub-prefixes start chains of their own). ``low``/``high``: a run of sub-prefixes of
+    ``root``, keys of these only."""
 
     query: dict[str, str]
+    root: str
     folders: bool = False
     low: str | None = None
     high: str | None = None
+    pages: int = 0
 
-    def keeps(self, key: str, start: int) -> bool:
-        cut = key.find("/", start)
+    def keeps(self, key: str) -> bool:
+        cut = key.find("/", len(self.root))
         if cut < 0:  # a direct key: the delimiter chain has it
             return False
         sub = key[: cut + 1]
@@ -247,6 +250,7 @@ class Listing:
             self._query(self.root, delimiter="/")
             if self.concurrency > 1
             else self._query(self.root),
+            self.root,
             folders=self.concurrency > 1,
         )
         body, status = self.fetch(top.query)
@@ -283,14 +287,16 @@ class Listing:
         pending: set[Future[tuple[_Chain, Page, Future | None]]] = set()
         if token is not None:
             pending.add(pool.submit(self._page, pool, top, token))
-        self._handle(pool, pending, top, read_page(body, self.bucket_uri, status))
+        self._handle(
+            pool, pending, top, read_page(body, self.bucket_uri, status), token is not None
+        )
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 chain, page, nxt = f.result()
                 if nxt is not None:
                     pending.add(nxt)
-                self._handle(pool, pending, chain, page)
+                self._handle(pool, pending, chain, page, nxt is not None)
 
     def _page(
         self, pool: ThreadPoolExecutor, chain: _Chain, token: str | None
@@ -315,25 +321,38 @@ class Listing:
         pending: set[Future[tuple[_Chain, Page, Future | None]]],
         chain: _Chain,
         page: Page,
+        more: bool,
     ) -> None:
+        """Keep a page's keys; start a chain for each run of the sub-prefixes it names.
+        ``more``: the chain's next page is on its way."""
+        chain.pages += 1
         self._keep(chain, page)
-        if chain.folders and page.prefixes:
-            for low, high in self._runs(page.prefixes):
-                sub = (
-                    _Chain(self._query(low), low=low, high=high)
-                    if low == high
-                    else _Chain(
-                        self._query(_common(low, high), **{"start-after": low[:-1]}),
-                        low=low,
-                        high=high,
-                    )
-                )
+        if not (chain.folders and page.prefixes):
+            return
+        runs = self._runs(chain.root, page.prefixes)
+        if len(runs) == 1 and runs[0][0] == runs[0][1] and not (more or page.keys):
+            if chain.pages == 1:  # one folder and nothing else (s3://bucket, a prefix
+                # without its '/'): list that folder by its own sub-prefixes
+                sub = _Chain(self._query(runs[0][0], delimiter="/"), runs[0][0], folders=True)
                 pending.add(pool.submit(self._page, pool, sub, None))
+                return
+        for low, high in runs:
+            sub = (
+                _Chain(self._query(low), chain.root, low=low, high=high)
+                if low == high
+                else _Chain(
+                    self._query(_common(low, high), **{"start-after": low[:-1]}),
+                    chain.root,
+                    low=low,
+                    high=high,
+                )
+            )
+            pending.add(pool.submit(self._page, pool, sub, None))
 
-    def _runs(self, prefixes: list[str]) -> list[tuple[str, str]]:
+    def _runs(self, root: str, prefixes: list[str]) -> list[tuple[str, str]]:
         """The sub-prefixes of one page in at most CHAINS_PER_PAGE_PER_REQUEST x
         concurrency runs of adjacent ones (first, last)."""
-        ps = sorted(p for p in prefixes if p.startswith(self.root) and p.endswith("/"))
+        ps = sorted(p for p in prefixes if p.startswith(root) and p.endswith("/"))
         if not ps:
             return []
         n = -(-len(ps) // (CHAINS_PER_PAGE_PER_REQUEST * self.concurrency))
@@ -347,9 +366,8 @@ class Listing:
             self.etags += page.etags
             self.mtimes += page.mtimes
             return
-        start = len(self.root)
         for i, key in enumerate(page.keys):
-            if chain.keeps(key, start):
+            if chain.keeps(key):
                 self.keys.append(key)
                 self.sizes.append(page.sizes[i])
                 self.etags.append(page.etags[i])
