@@ -191,33 +191,77 @@ class _Chain:
     """One chain of pages: its query (the token is added page by page) and which keys it
     keeps. ``folders``: a delimiter chain over ``root`` (its direct keys; its
     sub-prefixes start chains of their own). ``low``/``high``: a run of sub-prefixes of
-    ``root``, keys of these only."""
+    ``root``, keys of these only. ``upto``: a stretch of the key space split off a long
+    chain (its query starts after the stretch before), keys and sub-prefixes up to this
+    one (inclusive). ``splits``: the chain may split its rest into stretches."""
 
     query: dict[str, str]
     root: str
     folders: bool = False
     low: str | None = None
     high: str | None = None
+    upto: str | None = None
+    splits: bool = False
     pages: int = 0
 
     def keeps(self, key: str) -> bool:
+        if self.upto is not None and key > self.upto:
+            return False
+        if self.low is None or self.low == self.high:
+            return True  # a chain over one prefix: every object it names is one of its own
         cut = key.find("/", len(self.root))
         if cut < 0:  # a direct key: the delimiter chain has it
             return False
-        sub = key[: cut + 1]
-        return self.low <= sub <= self.high  # type: ignore[operator]
+        return self.low <= key[: cut + 1] <= self.high  # type: ignore[operator]
 
-    def past(self, key: str) -> bool:
-        """Whether ``key`` and every key after it are past this chain's last sub-prefix."""
-        return self.high is not None and key > self.high and not key.startswith(self.high)
+    def done_after(self, last: str) -> bool:
+        """Whether no key after ``last`` (a page's last key or sub-prefix) is this chain's."""
+        if self.upto is not None and last >= self.upto:
+            return True
+        return self.high is not None and last > self.high and not last.startswith(self.high)
 
 
-def _last_key(body: bytes) -> bytes | None:
-    at = body.rfind(b"<Key>")
-    if at < 0:
-        return None
-    end = body.find(b"</Key>", at)
-    return body[at + 5 : end] if end > 0 else None
+_DIGITS = frozenset("0123456789")
+
+
+def split_points(keys: list[str], root: str, page_size: int, n: int) -> list[str]:
+    """Up to ``n`` guesses, past the last of ``keys`` (one page, in order), of where the
+    next pages of a numbered listing end: a zero-padded number in the keys
+    (``shard-000123``) that grows across the page is assumed to grow as fast after it.
+    Any guess is safe (each stretch is listed exactly, from after one point up to the
+    next); a wrong one costs a request. Keys with no such number: no guess."""
+    a, b = keys[0], keys[-1]
+    c = len(root)
+    while c < len(a) and c < len(b) and a[c] == b[c]:
+        c += 1
+    if c >= len(b) or b[c] not in _DIGITS:
+        return []
+    start, end = c, c
+    while start > len(root) and b[start - 1] in _DIGITS:
+        start -= 1
+    while end < len(b) and b[end] in _DIGITS:
+        end += 1
+    first = a[start:end]
+    if len(first) != end - start or not _DIGITS.issuperset(first):
+        return []
+    if end < len(a) and a[end] in _DIGITS:  # a longer number in the first key
+        return []
+    lo, hi = int(first), int(b[start:end])
+    # the numbers one page spans, from this page's density of keys per number
+    stride = max(1, round((hi - lo) * page_size / max(len(keys) - 1, 1)))
+    width = end - start
+    points = []
+    for k in range(1, n + 1):
+        v = hi + k * stride
+        if v >= 10**width:
+            break
+        points.append(b[:start] + str(v).zfill(width))
+    return points
+
+
+# A page of fewer keys gives a rough guess of where the next pages end; listings paged
+# that finely stay one chain.
+SPLIT_MIN_KEYS = 100
 
 
 @dataclass
@@ -246,16 +290,16 @@ class Listing:
         }
 
     def run(self) -> Listing:
+        parallel = self.concurrency > 1
         top = _Chain(
-            self._query(self.root, delimiter="/")
-            if self.concurrency > 1
-            else self._query(self.root),
+            self._query(self.root, delimiter="/") if parallel else self._query(self.root),
             self.root,
-            folders=self.concurrency > 1,
+            folders=parallel,
+            splits=parallel,
         )
         body, status = self.fetch(top.query)
         token = next_token(body, self.bucket_uri, status, None)
-        if self.concurrency == 1:
+        if not parallel:
             self._sequential(top, body, status, token)
             return self
         if token is None and b"CommonPrefixes" not in body:  # one page, no folders
@@ -287,9 +331,8 @@ class Listing:
         pending: set[Future[tuple[_Chain, Page, Future | None]]] = set()
         if token is not None:
             pending.add(pool.submit(self._page, pool, top, token))
-        self._handle(
-            pool, pending, top, read_page(body, self.bucket_uri, status), token is not None
-        )
+        page = read_page(body, self.bucket_uri, status)
+        self._handle(pool, pending, top, page, token is not None)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
@@ -301,19 +344,22 @@ class Listing:
     def _page(
         self, pool: ThreadPoolExecutor, chain: _Chain, token: str | None
     ) -> tuple[_Chain, Page, Future | None]:
-        """One page of ``chain`` (on a pool thread); the next page is asked for before this
-        one is parsed, unless this one already reaches past the chain's end."""
+        """One page of ``chain`` (on a pool thread). The next page is asked for before
+        this one is parsed; a chain with an end asks only when this page stops short of
+        it."""
         query = dict(chain.query)
         if token is not None:
             query["continuation-token"] = token
         body, status = self.fetch(query)
         nxt = next_token(body, self.bucket_uri, status, token)
-        later = None
-        if nxt is not None:
-            last = _last_key(body) if chain.high is not None else None
-            if last is None or not chain.past(_key_text(last, _encoded(body))):
-                later = pool.submit(self._page, pool, chain, nxt)
-        return chain, read_page(body, self.bucket_uri, status), later
+        if nxt is not None and chain.upto is None and chain.high is None:
+            later = pool.submit(self._page, pool, chain, nxt)
+            return chain, read_page(body, self.bucket_uri, status), later
+        page = read_page(body, self.bucket_uri, status)
+        last = max(page.keys[-1:] + page.prefixes[-1:], default=None)
+        if nxt is None or (last is not None and chain.done_after(last)):
+            return chain, page, None
+        return chain, page, pool.submit(self._page, pool, chain, nxt)
 
     def _handle(
         self,
@@ -323,22 +369,30 @@ class Listing:
         page: Page,
         more: bool,
     ) -> None:
-        """Keep a page's keys; start a chain for each run of the sub-prefixes it names.
+        """Keep a page's keys; start a chain for each run of the sub-prefixes it names,
+        and split the rest of a long numbered chain into stretches listed at once.
         ``more``: the chain's next page is on its way."""
         chain.pages += 1
         self._keep(chain, page)
-        if not (chain.folders and page.prefixes):
+        if more and chain.splits and len(page.keys) >= SPLIT_MIN_KEYS:
+            self._split(pool, pending, chain, page.keys)
+        prefixes = page.prefixes
+        if chain.upto is not None:
+            prefixes = [p for p in prefixes if p <= chain.upto]
+        if not (chain.folders and prefixes):
             return
-        runs = self._runs(chain.root, page.prefixes)
+        runs = self._runs(chain.root, prefixes)
         if len(runs) == 1 and runs[0][0] == runs[0][1] and not (more or page.keys):
             if chain.pages == 1:  # one folder and nothing else (s3://bucket, a prefix
                 # without its '/'): list that folder by its own sub-prefixes
-                sub = _Chain(self._query(runs[0][0], delimiter="/"), runs[0][0], folders=True)
+                sub = _Chain(
+                    self._query(runs[0][0], delimiter="/"), runs[0][0], folders=True, splits=True
+                )
                 pending.add(pool.submit(self._page, pool, sub, None))
                 return
         for low, high in runs:
             sub = (
-                _Chain(self._query(low), chain.root, low=low, high=high)
+                _Chain(self._query(low), chain.root, low=low, high=high, splits=True)
                 if low == high
                 else _Chain(
                     self._query(_common(low, high), **{"start-after": low[:-1]}),
@@ -346,6 +400,45 @@ class Listing:
                     low=low,
                     high=high,
                 )
+            )
+            pending.add(pool.submit(self._page, pool, sub, None))
+
+    def _split(
+        self,
+        pool: ThreadPoolExecutor,
+        pending: set[Future[tuple[_Chain, Page, Future | None]]],
+        chain: _Chain,
+        keys: list[str],
+    ) -> None:
+        """The rest of ``chain`` after ``keys`` as stretches between guessed points: the
+        chain's next page (on its way) starts the first. A stretch whose page comes back
+        full and short of its end splits again (a wrong guess costs a request).
+        The guesses hold no '/' past the chain's root when its keys are direct ones, so
+        no sub-prefix straddles a point."""
+        limit = chain.upto
+        points = [
+            p
+            for p in split_points(keys, chain.query["prefix"], self.page_size, self.concurrency)
+            if limit is None or p < limit
+        ]
+        if not points:
+            return
+        chain.upto = points[0]
+        ends: list[str | None] = [*points[1:], limit]
+        for after, upto in zip(points, ends, strict=True):
+            query = {
+                k: v
+                for k, v in chain.query.items()
+                if k not in ("continuation-token", "start-after")
+            }
+            sub = _Chain(
+                {**query, "start-after": after},
+                chain.root,
+                folders=chain.folders,
+                low=chain.low,
+                high=chain.high,
+                upto=upto,
+                splits=True,
             )
             pending.add(pool.submit(self._page, pool, sub, None))
 
@@ -359,8 +452,7 @@ class Listing:
         return [(ps[i], ps[min(i + n, len(ps)) - 1]) for i in range(0, len(ps), n)]
 
     def _keep(self, chain: _Chain, page: Page) -> None:
-        if chain.low is None or chain.low == chain.high:
-            # a chain over one prefix: every object it names is one of its own
+        if chain.upto is None and (chain.low is None or chain.low == chain.high):
             self.keys += page.keys
             self.sizes += page.sizes
             self.etags += page.etags

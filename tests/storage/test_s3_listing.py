@@ -14,7 +14,7 @@ import pytest
 from fastload import errors
 from fastload.storage.engine import RangeEngine
 from fastload.storage.object_version import object_version
-from fastload.storage.s3_listing import next_token, read_page
+from fastload.storage.s3_listing import SPLIT_MIN_KEYS, next_token, read_page, split_points
 from fastload.storage.uri import parse_uri
 from tests.support.network import FAST_RETRY, no_secret
 from tests.support.servers import SECRET_KEY, Fault, proxy_to, start_rclone, stop
@@ -26,6 +26,10 @@ TREE: dict[str, int] = {}
 TREE.update({f"flat/k{i:05d}": i % 13 for i in range(2500)})
 TREE.update({f"b1000/k{i:04d}": 1 for i in range(1000)})
 TREE.update({f"b1001/k{i:04d}": 2 for i in range(1001)})
+# sparse numbers, then dense ones: a stretch guessed as one page holds five
+TREE.update({f"denser/k{n:05d}": 1 for n in [*range(0, 1000, 10), *range(1000, 1500)]})
+# not numbered: no guess where its pages end
+TREE.update({f"hashed/{(i * 2654435761) % 2**32:08x}.bin": 3 for i in range(600)})
 TREE.update(
     {
         "nested/a.bin": 3,
@@ -144,7 +148,53 @@ def test_page_boundaries(tree_s3, concurrency, prefix, page_size, pages):
         opts = {**tree_s3.options, "endpoint_url": proxy.endpoint}
         with RangeEngine(list_concurrency=concurrency, list_page_size=page_size, **opts) as eng:
             assert eng.list_sizes(f"s3://tree/{prefix}") == reference(prefix)
-            assert len(list_requests(proxy)) in pages
+            sent = len(list_requests(proxy))
+            if concurrency == 1:
+                assert sent in pages
+            else:  # a numbered listing of full pages is split: a guess past the end costs
+                # one request, at most `concurrency` of them
+                assert min(pages) <= sent <= max(pages) + concurrency
+
+
+def test_a_long_numbered_listing_is_split_into_stretches_listed_at_once(tree_s3):
+    """2,500 numbered keys in pages of 250: after the first page, stretches from guessed
+    points (start-after) are listed at once, each exactly (no key twice, none lost)."""
+    with proxy_to(tree_s3.port) as proxy:
+        opts = {**tree_s3.options, "endpoint_url": proxy.endpoint}
+        with RangeEngine(list_page_size=250, list_concurrency=4, **opts) as eng:
+            assert eng.list_sizes("s3://tree/flat/") == reference("flat/")
+            sent = list_requests(proxy)
+            starts = [q["start-after"] for q in sent if "start-after" in q]
+            assert starts[:4] == [f"flat/k{n:05d}" for n in (499, 749, 999, 1249)]
+            # 10 pages' worth, a few guesses past the end
+            assert 10 <= len(sent) <= 10 + 4 + 4
+        n = len(proxy.log)
+        with RangeEngine(list_page_size=100, list_concurrency=4, **opts) as eng:
+            assert eng.list_sizes("s3://tree/denser/") == reference("denser/")
+            starts = [q["start-after"] for q in list_requests(proxy)[n:] if "start-after" in q]
+            assert starts[:3] == [f"denser/k{n:05d}" for n in (1990, 2990, 3990)]
+            assert "denser/k01199" in starts  # (990, 1990] held 5 pages: split again
+        n = len(proxy.log)
+        with RangeEngine(list_page_size=100, **opts) as eng:
+            assert eng.list_sizes("s3://tree/hashed/") == reference("hashed/")
+            sent = list_requests(proxy)[n:]
+            assert len(sent) == 6 and not [q for q in sent if "start-after" in q]
+
+
+def test_split_points():
+    keys = [f"list/flat/k{i:05d}" for i in range(1000)]
+    assert split_points(keys, "list/flat/", 1000, 3) == [
+        "list/flat/k01999",
+        "list/flat/k02999",
+        "list/flat/k03999",
+    ]
+    # every other number used: a page of 500 keys spans 1,000 numbers
+    assert split_points(keys[::2], "list/flat/", 500, 2) == ["list/flat/k01998", "list/flat/k02998"]
+    assert split_points(keys[:100], "list/flat/", 100, 10**6)[-1] == "list/flat/k99999"
+    assert split_points([f"s-{i:03d}.tar" for i in range(990, 1000)], "", 10, 5) == []  # full
+    assert split_points(["k1", "k10", "k100", "k1000"], "", 4, 4) == []  # not zero-padded
+    assert split_points(["a/x", "a/y"], "a/", 2, 4) == []  # no number
+    assert SPLIT_MIN_KEYS > 7  # the finely paged listings of the tests stay one chain
 
 
 def test_a_listing_keeps_sizes_and_version_tags(tree_s3):
@@ -276,11 +326,11 @@ def test_read_page_decodes_keys_as_the_server_says():
 
 def test_read_page_falls_back_to_an_xml_parser_for_what_the_expressions_miss():
     prefixed = (
-        "<s3:ListBucketResult xmlns:s3='http://s3.amazonaws.com/doc/2006-03-01/'>"
-        "<s3:Contents><s3:Key>k.bin</s3:Key><s3:Size>5</s3:Size></s3:Contents>"
-        "<s3:IsTruncated>true</s3:IsTruncated>"
-        "<s3:NextContinuationToken>t1</s3:NextContinuationToken></s3:ListBucketResult>"
-    ).encode()
+        b"<s3:ListBucketResult xmlns:s3='http://s3.amazonaws.com/doc/2006-03-01/'>"
+        b"<s3:Contents><s3:Key>k.bin</s3:Key><s3:Size>5</s3:Size></s3:Contents>"
+        b"<s3:IsTruncated>true</s3:IsTruncated>"
+        b"<s3:NextContinuationToken>t1</s3:NextContinuationToken></s3:ListBucketResult>"
+    )
     page = read_page(prefixed, "s3://b/", 200)
     assert page.keys == ["k.bin"] and page.sizes == [5]
     assert next_token(prefixed, "s3://b/", 200, None) == "t1"
