@@ -1,14 +1,22 @@
 """ListObjectsV2 listings of one prefix: pages read by regular expressions, the next page
-asked for before one is parsed, and the sub-prefixes of a prefix listed at once.
+asked for before one is parsed, sub-prefixes listed at once, and long numbered listings
+split into stretches listed at once.
 
 S3 pages one listing strictly in turn (each page names the next), so a listing of N
-pages costs N round trips plus the parsing. Two things shorten it. The next request is
-sent as soon as a page's continuation token is read, so parsing overlaps the next round
-trip. And a prefix with sub-prefixes (the CommonPrefixes of a ``delimiter=/`` page) is
+pages costs N round trips plus the parsing. Three things shorten it. The next request
+is sent as soon as a page's continuation token is read, so parsing overlaps the next
+round trip. A prefix with sub-prefixes (the CommonPrefixes of a ``delimiter=/`` page) is
 listed as several chains of pages at once, one per sub-prefix or run of adjacent
 sub-prefixes, each keeping only the keys of its own sub-prefixes; the chain over the
-prefix itself keeps its direct keys. With ``concurrency`` 1 a listing is one chain of
-pages without a delimiter, one request at a time.
+prefix itself keeps its direct keys. And a full page of numbered keys (``k00000`` ...
+``k00999``) gives guesses of where the next pages end: the rest is listed as stretches
+from after one guess (``start-after``) up to the next, at once. Each stretch keeps
+exactly its own keys, so a wrong guess costs a request, never a key.
+
+With ``concurrency`` 1 a listing is one chain of pages without a delimiter, one request
+at a time. Otherwise a prefix with folders costs one request more than its pages (the
+delimiter page), a page of many folders starts at most CHAINS_PER_PAGE_PER_REQUEST x
+concurrency chains, and a split at most ``concurrency`` requests past the last key.
 """
 
 from __future__ import annotations
@@ -270,7 +278,7 @@ class Listing:
     Last-Modified texts in no particular order, as parallel lists."""
 
     fetch: Fetch
-    bucket_uri: str
+    uri: str  # the prefix's URI: errors name it
     root: str
     page_size: int
     concurrency: int
@@ -298,12 +306,12 @@ class Listing:
             splits=parallel,
         )
         body, status = self.fetch(top.query)
-        token = next_token(body, self.bucket_uri, status, None)
+        token = next_token(body, self.uri, status, None)
         if not parallel:
             self._sequential(top, body, status, token)
             return self
         if token is None and b"CommonPrefixes" not in body:  # one page, no folders
-            self._keep(top, read_page(body, self.bucket_uri, status))
+            self._keep(top, read_page(body, self.uri, status))
             return self
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fastload-list")
         try:
@@ -318,12 +326,12 @@ class Listing:
 
     def _sequential(self, chain: _Chain, body: bytes, status: int, token: str | None) -> None:
         while True:
-            self._keep(chain, read_page(body, self.bucket_uri, status))
+            self._keep(chain, read_page(body, self.uri, status))
             if token is None:
                 return
             chain.query = {**chain.query, "continuation-token": token}
             body, status = self.fetch(chain.query)
-            token = next_token(body, self.bucket_uri, status, token)
+            token = next_token(body, self.uri, status, token)
 
     def _parallel(
         self, pool: ThreadPoolExecutor, top: _Chain, body: bytes, status: int, token: str | None
@@ -331,7 +339,7 @@ class Listing:
         pending: set[Future[tuple[_Chain, Page, Future | None]]] = set()
         if token is not None:
             pending.add(pool.submit(self._page, pool, top, token))
-        page = read_page(body, self.bucket_uri, status)
+        page = read_page(body, self.uri, status)
         self._handle(pool, pending, top, page, token is not None)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -351,11 +359,11 @@ class Listing:
         if token is not None:
             query["continuation-token"] = token
         body, status = self.fetch(query)
-        nxt = next_token(body, self.bucket_uri, status, token)
+        nxt = next_token(body, self.uri, status, token)
         if nxt is not None and chain.upto is None and chain.high is None:
             later = pool.submit(self._page, pool, chain, nxt)
-            return chain, read_page(body, self.bucket_uri, status), later
-        page = read_page(body, self.bucket_uri, status)
+            return chain, read_page(body, self.uri, status), later
+        page = read_page(body, self.uri, status)
         last = max(page.keys[-1:] + page.prefixes[-1:], default=None)
         if nxt is None or (last is not None and chain.done_after(last)):
             return chain, page, None

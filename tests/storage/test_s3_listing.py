@@ -165,14 +165,15 @@ def test_a_long_numbered_listing_is_split_into_stretches_listed_at_once(tree_s3)
             assert eng.list_sizes("s3://tree/flat/") == reference("flat/")
             sent = list_requests(proxy)
             starts = [q["start-after"] for q in sent if "start-after" in q]
-            assert starts[:4] == [f"flat/k{n:05d}" for n in (499, 749, 999, 1249)]
+            # the first page spans 250 numbers: guesses every 250 after it
+            assert set(starts) >= {f"flat/k{n:05d}" for n in (499, 749, 999, 1249)}
             # 10 pages' worth, a few guesses past the end
             assert 10 <= len(sent) <= 10 + 4 + 4
         n = len(proxy.log)
         with RangeEngine(list_page_size=100, list_concurrency=4, **opts) as eng:
             assert eng.list_sizes("s3://tree/denser/") == reference("denser/")
             starts = [q["start-after"] for q in list_requests(proxy)[n:] if "start-after" in q]
-            assert starts[:3] == [f"denser/k{n:05d}" for n in (1990, 2990, 3990)]
+            assert set(starts) >= {f"denser/k{n:05d}" for n in (1990, 2990, 3990)}
             assert "denser/k01199" in starts  # (990, 1990] held 5 pages: split again
         n = len(proxy.log)
         with RangeEngine(list_page_size=100, **opts) as eng:
