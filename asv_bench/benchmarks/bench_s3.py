@@ -7,7 +7,9 @@ boto3 with 8 parallel ranged GETs. (b) 2,000 objects of 128 KiB
 (FASTLOAD_BENCH_S3_SMALL_COUNT), baselines: s3dlio ``get_many``, 64
 ``get_into_async`` at once into one buffer, and a 16-thread boto3 pool. (c) listing
 10,000 keys with their sizes, in 10 sub-prefixes (``list_nested``) or under one
-(``list_flat``), against ``s3dlio.list(recursive=True)``. fastload runs with the
+(``list_flat``), against ``s3dlio.list(recursive=True)``; fastload with its default
+``list_concurrency`` (8: sub-prefixes listed at once, the next page asked for while one
+is parsed) and with 1 (``fastload_one_chain``: one request at a time). fastload runs with the
 settings the README names (32 MiB x 8 for the big object, 16 in flight for small
 ones) and with its defaults (``fastload_defaults``). Every client runs in its own
 process, all in one ``setup_cache``, taking turns for FASTLOAD_BENCH_S3_ROUNDS rounds
@@ -39,8 +41,8 @@ CLIENTS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3_cl
 RUNS = {
     "big": ("fastload", "fastload_defaults", "curl", "s3dlio", "s3dlio_into", "boto3"),
     "small": ("fastload", "fastload_defaults", "s3dlio", "s3dlio_into", "boto3"),
-    "list_nested": ("fastload", "s3dlio"),
-    "list_flat": ("fastload", "s3dlio"),
+    "list_nested": ("fastload", "fastload_one_chain", "s3dlio"),
+    "list_flat": ("fastload", "fastload_one_chain", "s3dlio"),
 }
 LIST_KEYS = 10_000
 STATS = ["min", "median"]
@@ -211,7 +213,7 @@ class S3SmallObjects(_S3Bench):
 class S3Listing(_S3Bench):
     """(c) 10,000 keys with sizes: keys/s and fastload's speed over s3dlio.list (goal >= 1)."""
 
-    params = [["list_nested", "list_flat"], ["fastload", "s3dlio"], STATS]
+    params = [["list_nested", "list_flat"], ["fastload", "fastload_one_chain", "s3dlio"], STATS]
     param_names = ["layout", "client", "stat"]
 
     def setup_cache(self):

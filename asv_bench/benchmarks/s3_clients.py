@@ -13,6 +13,8 @@ sub-prefixes or all under one).
 
 Clients: ``fastload`` (its big-object setting, 32 MiB x 8, as the README states it),
 ``fastload_defaults`` (no part_size / max_inflight_parts: the per-scheme defaults),
+``fastload_one_chain`` (a listing with ``list_concurrency=1``: one chain of pages, one
+request at a time, no sub-prefixes listed at once),
 ``s3dlio`` (``get`` / ``get_many``: bytes objects), ``s3dlio_into`` (its fastest API,
 ``get_into_async`` into a preallocated buffer; many at once for small objects), boto3,
 curl.
@@ -44,7 +46,9 @@ def _split(size: int, n: int) -> list[tuple[int, int]]:
     return [(o, min(step, size - o)) for o in range(0, size, step)]
 
 
-def _fastload(cfg: dict, scenario: str, defaults: bool = False) -> Callable[[], int]:
+def _fastload(
+    cfg: dict, scenario: str, defaults: bool = False, list_concurrency: int = 8
+) -> Callable[[], int]:
     import numpy as np
 
     import fastload
@@ -57,7 +61,7 @@ def _fastload(cfg: dict, scenario: str, defaults: bool = False) -> Callable[[], 
         "region": REGION,
     }
     if scenario.startswith("list"):
-        eng = fastload.RangeEngine(**opts)
+        eng = fastload.RangeEngine(list_concurrency=list_concurrency, **opts)
         prefix = cfg[f"{scenario}_prefix"]
         return lambda: len(eng.list_sizes(prefix)[0])
     if defaults:
@@ -219,6 +223,7 @@ def _curl(cfg: dict, scenario: str) -> Callable[[], int]:
 CLIENTS = {
     "fastload": _fastload,
     "fastload_defaults": lambda cfg, scenario: _fastload(cfg, scenario, defaults=True),
+    "fastload_one_chain": lambda cfg, scenario: _fastload(cfg, scenario, list_concurrency=1),
     "s3dlio": _s3dlio,
     "s3dlio_into": _s3dlio_into,
     "boto3": _boto3,

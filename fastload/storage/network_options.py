@@ -34,6 +34,7 @@ CA_BUNDLE_ENV = ("AWS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE")
 # Counts and rates past these are typos, and would overflow the C types they go to.
 MAX_RETRIES = 1_000_000
 MAX_LOW_SPEED_LIMIT = 1 << 40  # bytes/s
+MAX_LIST_CONCURRENCY = 64  # ListObjectsV2 requests of one listing in flight
 SECONDS_KNOBS = (
     "retry_deadline",
     "backoff_base",
@@ -54,7 +55,10 @@ class NetworkOptions:
       endpoint_url, region, access_key_id, secret_access_key, session_token,
       profile, anonymous (send unsigned requests), addressing_style
       ("auto": virtual-hosted for AWS, path-style for custom endpoints;
-      "path"; "virtual"), list_page_size (keys per ListObjectsV2 page).
+      "path"; "virtual"), list_page_size (keys per ListObjectsV2 page),
+      list_concurrency (ListObjectsV2 requests one listing keeps in flight: the next
+      page is asked for while one is parsed and sub-prefixes are listed at once; 1:
+      one chain of pages, one request at a time).
     TLS: ca_bundle (a PEM file; default: AWS_CA_BUNDLE, SSL_CERT_FILE,
       CURL_CA_BUNDLE, then the system bundle), verify (check certificates).
     Faults: the retry budget is time-based, like obstore's: a transient
@@ -86,6 +90,7 @@ class NetworkOptions:
     anonymous: bool = False
     addressing_style: str = "auto"
     list_page_size: int = 1000
+    list_concurrency: int = 8
     ca_bundle: str | None = None
     verify: bool = True
     pin_version: bool = True
@@ -142,6 +147,7 @@ class NetworkOptions:
             check_bool(name, getattr(self, name))
         check_choice("addressing_style", self.addressing_style, ("auto", "path", "virtual"))
         check_int("list_page_size", self.list_page_size, 1, 1000)
+        check_int("list_concurrency", self.list_concurrency, 1, MAX_LIST_CONCURRENCY)
         check_int("max_retries", self.max_retries, 0, MAX_RETRIES, optional=True)
         check_int("low_speed_limit", self.low_speed_limit, 1, MAX_LOW_SPEED_LIMIT)  # bytes/s
         check_int("low_speed_time", self.low_speed_time, 0, int(MAX_TIMEOUT_S))  # seconds

@@ -10,10 +10,9 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from fastload._native.status import Status
 from fastload.checks import check_header_value
@@ -24,6 +23,7 @@ from fastload.storage.http_backend import pin_from_headers, size_from_headers
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
 from fastload.storage.object_version import Version, version_tag
+from fastload.storage.s3_listing import Listing, next_token, read_page, tag_text
 from fastload.storage.secret import RedactedList, reveal
 from fastload.storage.transport import Transport
 from fastload.storage.uri import ParsedURI, redact
@@ -44,10 +44,6 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _strip_ns(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
 class S3Backend(NetworkBackend):
     def __init__(self, opts: NetworkOptions) -> None:
         super().__init__()
@@ -66,7 +62,8 @@ class S3Backend(NetworkBackend):
             opts, follow_redirects=False
         )  # a redirect would void the signature
         self._sizes: dict[tuple[str, str], int] = {}
-        self._tags: dict[tuple[str, str], str | None] = {}  # version tags from listings
+        # (ETag, Last-Modified) as listings sent them: the version tag is made on use
+        self._tags: dict[tuple[str, str], tuple[bytes | str | None, bytes | str | None]] = {}
         self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
         ep = self.config.endpoint_url
         if ep is not None:
@@ -191,25 +188,32 @@ class S3Backend(NetworkBackend):
         key = (src.bucket, src.path)
         if key not in self._sizes or key not in self._tags:
             return None
-        return self._sizes[key], self._tags[key]
+        etag, mtime = self._tags[key]
+        return self._sizes[key], version_tag(tag_text(etag), tag_text(mtime))
 
     def list(self, prefix: ParsedURI) -> list[str]:
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
-        out = [
-            f"s3://{prefix.bucket}/{key}"
-            for page in self._list_pages(prefix, {})
-            for key, _ in page
-        ]
-        return sorted(out)
+        return self.list_sizes(prefix)[0]
 
     def known_size(self, src: ParsedURI) -> int | None:
         """The size an earlier list() or HEAD found for ``src``, or None (no request)."""
         return self._sizes.get((src.bucket, src.path))
 
     def list_sizes(self, prefix: ParsedURI) -> tuple[builtins.list[str], builtins.list[int]]:
-        """Every key under the prefix (s3:// URIs, sorted) and its size, from the listing."""
-        keys = sorted(kv for page in self._list_pages(prefix, {}) for kv in page)
-        return [f"s3://{prefix.bucket}/{k}" for k, _ in keys], [n for _, n in keys]
+        """Every key under the prefix (s3:// URIs, sorted) and its size, from the listing
+        (``fastload.storage.s3_listing``: sub-prefixes listed at once, up to
+        ``list_concurrency`` requests in flight); sizes and version tags are kept."""
+        found = Listing(
+            self._list_fetch(prefix),
+            prefix.uri,
+            prefix.path,
+            self.opts.list_page_size,
+            self.opts.list_concurrency,
+        ).run()
+        self._remember_listed(prefix.bucket, found.keys, found.sizes, found.etags, found.mtimes)
+        pairs = sorted(zip(found.keys, found.sizes, strict=True))
+        head = f"s3://{prefix.bucket}/"
+        return [head + k for k, _ in pairs], [n for _, n in pairs]
 
     def list_pages_after(
         self, prefix: ParsedURI, start_after: str, last: str, max_pages: int
@@ -219,79 +223,45 @@ class S3Backend(NetworkBackend):
 
         A batched read of many keys learns their sizes from a few listing pages instead of
         one HEAD per key; ``max_pages`` bounds the cost when the keys are sparse."""
-        pages = 0
-        for page in self._list_pages(prefix, {"start-after": start_after} if start_after else {}):
-            pages += 1
-            if pages >= max_pages or not page or page[-1][0] >= last:
-                break
-        return pages
-
-    def _list_pages(
-        self, prefix: ParsedURI, extra: dict[str, str]
-    ) -> Iterator[builtins.list[tuple[str, int]]]:
-        """ListObjectsV2 pages under ``prefix`` (continuation followed), as (key, size)
-        lists in key order; every size is kept for size()."""
-        # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
-        params = {
+        fetch = self._list_fetch(prefix)
+        query = {
             "list-type": "2",
             "prefix": prefix.path,
             "max-keys": str(self.opts.list_page_size),
             "encoding-type": "url",
-            **extra,
         }
+        if start_after:
+            query["start-after"] = start_after
+        pages, token = 0, None
         while True:
-            resp = self._request("GET", prefix.bucket, "", params, prefix.uri)
-            try:
-                root = ET.fromstring(resp.body)
-            except ET.ParseError as exc:
-                raise_native_error(
-                    Status.HTTP,
-                    prefix.uri,
-                    http_status=resp.status,
-                    message=f"ListObjectsV2 answer is not XML: {exc}",
-                )
-            token = truncated = None
-            # decode keys only when the server says it encoded them (some ignore the request)
-            encoded = any(
-                _strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url"
-                for el in root
-            )
-            page: builtins.list[tuple[str, int]] = []
-            for el in root:
-                tag = _strip_ns(el.tag)
-                if tag == "Contents":
-                    fields = {_strip_ns(c.tag): (c.text or "") for c in el}
-                    key = unquote_plus(fields.get("Key", "")) if encoded else fields.get("Key", "")
-                    if key and not key.endswith("/"):
-                        size = int(fields.get("Size", "0") or 0)
-                        self._sizes[(prefix.bucket, key)] = size
-                        self._tags[(prefix.bucket, key)] = version_tag(
-                            fields.get("ETag"), fields.get("LastModified")
-                        )
-                        page.append((key, size))
-                elif tag == "NextContinuationToken":
-                    token = el.text
-                elif tag == "IsTruncated":
-                    truncated = (el.text or "").strip().lower() == "true"
-            yield page
-            if not truncated:
-                return
-            if not token or token == params.get("continuation-token"):
-                # going on would loop forever; stopping would lose keys
-                raise_native_error(
-                    Status.HTTP,
-                    prefix.uri,
-                    http_status=resp.status,
-                    message=(
-                        "ListObjectsV2 answered IsTruncated with "
-                        + (
-                            "the same NextContinuationToken again"
-                            if token
-                            else "no NextContinuationToken"
-                        )
-                    ),
-                )
-            params = {**params, "continuation-token": token}
+            body, status = fetch(query)
+            pages += 1
+            token = next_token(body, prefix.uri, status, token)
+            page = read_page(body, prefix.uri, status)
+            self._remember_listed(prefix.bucket, page.keys, page.sizes, page.etags, page.mtimes)
+            if token is None or pages >= max_pages or not page.keys or page.keys[-1] >= last:
+                return pages
+            query = {**query, "continuation-token": token}
+
+    def _list_fetch(self, prefix: ParsedURI) -> Callable[[dict[str, str]], tuple[bytes, int]]:
+        def fetch(query: dict[str, str]) -> tuple[bytes, int]:
+            resp = self._request("GET", prefix.bucket, "", query, prefix.uri)
+            return resp.body, resp.status
+
+        return fetch
+
+    def _remember_listed(
+        self,
+        bucket: str,
+        keys: builtins.list[str],
+        sizes: builtins.list[int],
+        etags: builtins.list[bytes | str | None],
+        mtimes: builtins.list[bytes | str | None],
+    ) -> None:
+        """Sizes for size(); ETag and Last-Modified as sent, made a version tag on use."""
+        names = [(bucket, k) for k in keys]
+        self._sizes.update(zip(names, sizes, strict=True))
+        self._tags.update(zip(names, zip(etags, mtimes, strict=True), strict=True))
 
     # -- versions --------------------------------------------------------------
     def pin_key(self, src: ParsedURI) -> Hashable:
