@@ -459,10 +459,17 @@ class DataLoader(TorchAttributes):
         return self.observer.begin_epoch(epoch, batches, self._engine_counters())
 
     def _engine_counters(self) -> dict[str, int]:
+        """The counters an epoch reports as its own (their growth over the epoch): the
+        engine's, and the node-local cache's as ``cache_hits``, ``cache_misses`` ..."""
         try:
-            return self.engine.stats()
+            counters = dict(self.engine.stats())
         except Exception:  # a user's engine without counters: the epoch reports none
-            return {}
+            counters = {}
+        cache = read_path_report(self._reader)["cache"]
+        for name, value in (cache or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool) and name != "limit":
+                counters[f"cache_{name}"] = value
+        return counters
 
     def end_epoch(self, failed: bool) -> None:
         """After an epoch's threads stopped: close its stats; drop workers unless persistent

@@ -134,6 +134,11 @@ def test_cache_serves_later_epochs(s3, tmp_path):
         c = dl.report()["cache"]
         assert c["misses"] == blocks and c["hits"] > 0 and c["bytes"] == N * 768
         assert c["evictions"] == 0 and c["dir"] == str(cache)
+        # and per epoch: the first filled the cache, the second only read it
+        first, second = dl.stats()["epochs"][-2:]
+        assert first["cache_misses"] == blocks and second["cache_misses"] == 0
+        assert second["cache_hits"] > 0
+        assert first["cache_hits"] + second["cache_hits"] == c["hits"]
         # a new loader (a new run) starts from the cache too
         before = requests(engine)
         epoch_of(cached_loader(), data)
