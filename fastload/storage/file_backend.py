@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fastload._native import file_reader
-from fastload.storage.interruptible import interruptible_slices
+from fastload.storage.interruptible import interruptible_slices, one_slice
 from fastload.storage.read_settings import ReadSettings
 from fastload.storage.uri import ParsedURI
 
@@ -89,22 +89,40 @@ class FileBackend:
         # timeout bounds the whole call; the C reader checks it between parts
         # (a pread once started is not cut short). On the main thread a big read is
         # several calls, so Ctrl-C is seen between them.
-        deadline = None if timeout is None else time.monotonic() + timeout
+        paths = [s.path for s in sources]
         uris = _Uris(sources)
+        if one_slice(table):  # one call, no generator: a small read's fixed cost counts
+            self._read_piece(paths, uris, table, out, settings, cancel, timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
         for piece in interruptible_slices(table):
-            file_reader.read_file_ranges(
-                [s.path for s in sources],
-                uris,
-                piece,
-                out,
-                settings.part_size_for(self.scheme),
-                settings.inflight_for(self.scheme),
-                self.direct,
-                settings.cache_mode,
-                cancel,
-                0.0 if deadline is None else max(deadline - time.monotonic(), 1e-9),
-                self._reader,
-            )
+            left = None if deadline is None else deadline - time.monotonic()
+            self._read_piece(paths, uris, piece, out, settings, cancel, left)
+
+    def _read_piece(
+        self,
+        paths: list[str],
+        uris: _Uris,
+        table: np.ndarray,
+        out: Any,
+        settings: ReadSettings,
+        cancel: Any,
+        timeout: float | None,
+    ) -> None:
+        part_size, inflight, cache_mode = settings.local_read_args
+        file_reader.read_file_ranges(
+            paths,
+            uris,
+            table,
+            out,
+            part_size,
+            inflight,
+            self.direct,
+            cache_mode,
+            cancel,
+            0.0 if timeout is None else max(timeout, 1e-9),  # 0: none; past the deadline: fail
+            self._reader,
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters since creation: requests (preads of one part each), bytes read, and
