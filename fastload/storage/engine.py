@@ -371,11 +371,10 @@ class RangeEngine:
         """
         settings = settings or self.settings
         srcs = _parsed_all(sources)
-        table = check_int_table("table", table, 4)  # rows (src, offset, length, dst)
-        if len(table) == 0:
-            return
-        end = _check_table(srcs, table)
-        scheme = _one_scheme(srcs)
+        table, end = _checked_table(srcs, table)
+        if end < 0:
+            return  # no rows
+        scheme = srcs[0].scheme if len(srcs) == 1 else _one_scheme(srcs)
         if scheme is None:
             self._read_checked(srcs, table, out, settings, cancel, _deadline(settings), end)
             return
@@ -439,6 +438,23 @@ def _end_name(srcs: Sequence[ParsedURI], table: np.ndarray) -> str:
     """The read whose range ends last in the destination, for a message about it."""
     last = int((table[:, 3] + table[:, 2]).argmax())
     return f"{srcs[int(table[last, 0])].display} (range #{last})"
+
+
+def _checked_table(srcs: Sequence[ParsedURI], table: Any) -> tuple[np.ndarray, int]:
+    """``table`` as an int64 table of rows (src, offset, length, dst), checked against
+    ``srcs`` (see :func:`_check_table`), and the end of the destination its rows write
+    (-1: no rows). A C-contiguous int64 ndarray (the loader's) goes straight to the C
+    check, which refuses any other; anything else is converted first."""
+    if type(table) is np.ndarray:
+        try:
+            bad, _, end, _ = check_ranges(table, len(srcs))
+        except (ValueError, TypeError, BufferError):
+            pass  # another dtype, shape or layout: converted (or refused by name) below
+        else:
+            if bad < 0:
+                return table, int(end) if len(table) else -1
+    table = check_int_table("table", table, 4)
+    return table, _check_table(srcs, table) if len(table) else -1
 
 
 def _check_table(srcs: Sequence[ParsedURI], table: np.ndarray) -> int:
