@@ -22,7 +22,8 @@ readers take over again. The decision is measured, batch by batch:
   tries inline;
 - inline, the consumer times each batch with nothing else competing: one slower than
   ``SLOW_S``, or ``SLOW_IN_ROW`` in a row slower than ``INLINE_BELOW_S``, hands the
-  epoch back to the readers, and the next try waits twice as long as the last.
+  epoch back to the readers, and the next try waits twice as long as the last (at most
+  ``MAX_TRY_AFTER`` batches).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SLOW_S = 1e-3  # one inline batch this slow: the data is not the fast kind (cold
 SLOW_IN_ROW = 3
 READER_FAST_S = 1e-3  # a reader's batch under this (wall, GIL shared): worth a try inline
 TRY_AFTER = 4
+MAX_TRY_AFTER = 64  # a burst of load (preemption) must not end the tries for the epoch
 
 # The batch makers of fastload.loop.loader that run no user code: engine reads and the
 # collate kernel only.
@@ -92,5 +94,5 @@ class InlinePolicy:
             return False
         self.active = False
         self.fast_in_row = 0
-        self.try_after *= 2  # each failed try waits longer before the next
+        self.try_after = min(2 * self.try_after, MAX_TRY_AFTER)  # each failed try waits longer
         return True

@@ -181,6 +181,12 @@ def test_the_policy_tries_inline_after_fast_batches_and_backs_off():
     assert p.active
     results = [p.inline_made(IB.INLINE_BELOW_S * 2) for _ in range(IB.SLOW_IN_ROW)]
     assert results == [False] * (IB.SLOW_IN_ROW - 1) + [True]  # slow in a row
+    for _ in range(10):  # tries keep coming, however often they failed
+        for _ in range(IB.MAX_TRY_AFTER):
+            p.reader_made(1e-5)
+        assert p.active
+        assert p.inline_made(IB.SLOW_S * 2)
+    assert p.try_after == IB.MAX_TRY_AFTER
     off = IB.InlinePolicy(allowed=False)
     for _ in range(10 * IB.TRY_AFTER):
         off.reader_made(1e-6)
