@@ -101,7 +101,7 @@ class FileBackend:
 
     def _read_piece(
         self,
-        paths: list[str],
+        paths: builtins.list[str],
         uris: _Uris,
         table: np.ndarray,
         out: Any,
