@@ -382,7 +382,8 @@ class RangeEngine:
         # checks above take a microsecond; a small read's fixed cost is what counts here).
         if type(out) is not AlignedBuffer or out.nbytes < end:  # else out is the view itself
             out = writable_view(out, end, lambda: _end_name(srcs, table))
-        self.backend(scheme).read_into(
+        backend = self._backends.get(scheme) or self.backend(scheme)
+        backend.read_into(
             srcs, table, out, settings=settings, cancel=cancel, timeout=settings.timeout
         )
 

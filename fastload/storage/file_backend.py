@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,39 +90,23 @@ class FileBackend:
         # (a pread once started is not cut short). On the main thread a big read is
         # several calls, so Ctrl-C is seen between them.
         paths = [s.path for s in sources]
-        uris = _Uris(sources)
-        if one_slice(table):  # one call, no generator: a small read's fixed cost counts
-            self._read_piece(paths, uris, table, out, settings, cancel, timeout)
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for piece in interruptible_slices(table):
-            left = None if deadline is None else deadline - time.monotonic()
-            self._read_piece(paths, uris, piece, out, settings, cancel, left)
-
-    def _read_piece(
-        self,
-        paths: builtins.list[str],
-        uris: _Uris,
-        table: np.ndarray,
-        out: Any,
-        settings: ReadSettings,
-        cancel: Any,
-        timeout: float | None,
-    ) -> None:
         part_size, inflight, cache_mode = settings.local_read_args
-        file_reader.read_file_ranges(
-            paths,
-            uris,
-            table,
-            out,
-            part_size,
-            inflight,
-            self.direct,
-            cache_mode,
-            cancel,
-            0.0 if timeout is None else max(timeout, 1e-9),  # 0: none; past the deadline: fail
-            self._reader,
-        )
+        # one call (no generator, no second deadline) for a small read: its fixed cost counts
+        pieces = ((table, timeout),) if one_slice(table) else _timed_slices(table, timeout)
+        for piece, left in pieces:
+            file_reader.read_file_ranges(
+                paths,
+                _Uris(sources),
+                piece,
+                out,
+                part_size,
+                inflight,
+                self.direct,
+                cache_mode,
+                cancel,
+                0.0 if left is None else max(left, 1e-9),  # 0: none; past the deadline: fail
+                self._reader,
+            )
 
     def stats(self) -> dict[str, int]:
         """Counters since creation: requests (preads of one part each), bytes read, and
@@ -134,6 +118,15 @@ class FileBackend:
     def close(self) -> None:
         """Join the reader threads and close the cached descriptors."""
         self._reader.close()
+
+
+def _timed_slices(
+    table: np.ndarray, timeout: float | None
+) -> Iterator[tuple[np.ndarray, float | None]]:
+    """The interruptible slices of ``table``, each with the time left of ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for piece in interruptible_slices(table):
+        yield piece, None if deadline is None else deadline - time.monotonic()
 
 
 def _lead(prefix: ParsedURI) -> str:
