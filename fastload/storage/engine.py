@@ -371,9 +371,14 @@ class RangeEngine:
         """
         settings = settings or self.settings
         srcs = _parsed_all(sources)
-        table, end = _checked_table(srcs, table)
-        if end < 0:
-            return  # no rows
+        try:  # a C-contiguous int64 array (the loader's) goes straight to the C check
+            bad, _, end, _ = check_ranges(table, len(srcs)) if type(table) is np.ndarray else _NO
+        except (ValueError, TypeError, BufferError):  # another dtype, shape or layout
+            bad = end = -2
+        if bad != -1 or end == 0:  # converted, or refused by name; end 0: no rows
+            table, end = _checked_table(srcs, table)
+            if end < 0:
+                return
         scheme = srcs[0].scheme if len(srcs) == 1 else _one_scheme(srcs)
         if scheme is None:
             self._read_checked(srcs, table, out, settings, cancel, _deadline(settings), end)
@@ -441,19 +446,14 @@ def _end_name(srcs: Sequence[ParsedURI], table: np.ndarray) -> str:
     return f"{srcs[int(table[last, 0])].display} (range #{last})"
 
 
+# what check_ranges would say of a table that is not an ndarray: "convert it first"
+_NO = (-2, 0, -2, 0)
+
+
 def _checked_table(srcs: Sequence[ParsedURI], table: Any) -> tuple[np.ndarray, int]:
     """``table`` as an int64 table of rows (src, offset, length, dst), checked against
-    ``srcs`` (see :func:`_check_table`), and the end of the destination its rows write
-    (-1: no rows). A C-contiguous int64 ndarray (the loader's) goes straight to the C
-    check, which refuses any other; anything else is converted first."""
-    if type(table) is np.ndarray:
-        try:
-            bad, _, end, _ = check_ranges(table, len(srcs))
-        except (ValueError, TypeError, BufferError):
-            pass  # another dtype, shape or layout: converted (or refused by name) below
-        else:
-            if bad < 0:
-                return table, int(end) if len(table) else -1
+    ``srcs`` (:func:`_check_table`; errors name the knob), and the end of the destination
+    its rows write (-1: no rows)."""
     table = check_int_table("table", table, 4)
     return table, _check_table(srcs, table) if len(table) else -1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -89,24 +89,39 @@ class FileBackend:
         # timeout bounds the whole call; the C reader checks it between parts
         # (a pread once started is not cut short). On the main thread a big read is
         # several calls, so Ctrl-C is seen between them.
-        paths = [s.path for s in sources]
+        if not one_slice(table):
+            self._read_slices(sources, table, out, settings, cancel, timeout)
+            return
         part_size, inflight, cache_mode = settings.local_read_args
-        # one call (no generator, no second deadline) for a small read: its fixed cost counts
-        pieces = ((table, timeout),) if one_slice(table) else _timed_slices(table, timeout)
-        for piece, left in pieces:
-            file_reader.read_file_ranges(
-                paths,
-                _Uris(sources),
-                piece,
-                out,
-                part_size,
-                inflight,
-                self.direct,
-                cache_mode,
-                cancel,
-                0.0 if left is None else max(left, 1e-9),  # 0: none; past the deadline: fail
-                self._reader,
-            )
+        file_reader.read_file_ranges(
+            [s.path for s in sources],
+            _Uris(sources),
+            table,
+            out,
+            part_size,
+            inflight,
+            self.direct,
+            cache_mode,
+            cancel,
+            0.0 if timeout is None else max(timeout, 1e-9),  # 0: none; past the deadline: fail
+            self._reader,
+        )
+
+    def _read_slices(
+        self,
+        sources: Sequence[ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        settings: ReadSettings,
+        cancel: Any,
+        timeout: float | None,
+    ) -> None:
+        """A big read on the main thread: one call per slice (each is one_slice), each with
+        the time left of ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for piece in interruptible_slices(table):
+            left = None if deadline is None else deadline - time.monotonic()
+            self.read_into(sources, piece, out, settings=settings, cancel=cancel, timeout=left)
 
     def stats(self) -> dict[str, int]:
         """Counters since creation: requests (preads of one part each), bytes read, and
@@ -118,15 +133,6 @@ class FileBackend:
     def close(self) -> None:
         """Join the reader threads and close the cached descriptors."""
         self._reader.close()
-
-
-def _timed_slices(
-    table: np.ndarray, timeout: float | None
-) -> Iterator[tuple[np.ndarray, float | None]]:
-    """The interruptible slices of ``table``, each with the time left of ``timeout``."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for piece in interruptible_slices(table):
-        yield piece, None if deadline is None else deadline - time.monotonic()
 
 
 def _lead(prefix: ParsedURI) -> str:
