@@ -2,7 +2,9 @@
 
 Reader threads take the epoch's batches in turn and hand each to the loader's
 ``produce(k, job, epoch)``; ``next()`` returns them in the sampler's order
-(``loading_mode="sequential"``) or as they complete (``"async_pool"``).
+(``loading_mode="sequential"``) or as they complete (``"async_pool"``). Batches that
+turn out faster to make than to hand over are made by ``next()`` itself while the
+readers wait (fastload.loop.inline_batches).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastload._native.file_reader import CancelToken
+from fastload.loop.inline_batches import InlinePolicy, can_inline
 
 if TYPE_CHECKING:
     from fastload.loop.loader import DataLoader
@@ -126,6 +129,7 @@ class Epoch:
         )  # before any reader runs
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
+        self.inline = InlinePolicy(can_inline(loader))
         n = min(depth, len(self.todo))
         self.threads = [
             threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
@@ -141,6 +145,8 @@ class Epoch:
         while True:
             self.slots.acquire()
             with self.cond:
+                while self.inline.active and not self.stop:  # next() makes the batches
+                    self.cond.wait()
                 if self.stop or self.next_job >= len(self.todo):
                     self.slots.release()
                     return
@@ -150,11 +156,14 @@ class Epoch:
                 self.ahead += 1
                 counters = self.loader._counters
                 counters["max_read_ahead"] = max(counters["max_read_ahead"], self.ahead)
+            began = time.perf_counter()
             try:
                 res: Any = self.loader.produce(k, job, self)
             except BaseException as exc:
                 res = Failure(exc)
+            made = time.perf_counter() - began
             with self.cond:
+                self.inline.reader_made(made)
                 self.results[k] = res
                 self.status.pop(k, None)
                 self.cond.notify_all()
@@ -166,15 +175,10 @@ class Epoch:
         asked = time.perf_counter()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         late: TimeoutError | None = None
+        own = -1  # the job this call makes itself (inline), if any
         with self.cond:
             while True:
-                if self.stop:
-                    if self.ended_by is not None:  # not a silent end: the rest of the epoch is lost
-                        raise RuntimeError(
-                            f"fastload: this iterator of epoch {self.progress.epoch} was "
-                            f"ended by {self.ended_by}"
-                        )
-                    raise StopIteration
+                self._raise_if_stopped()
                 k = self._ready()
                 if k is not None:
                     res = self.results.pop(k)
@@ -185,6 +189,11 @@ class Epoch:
                     self.next_out += 1
                     self.ahead -= 1
                     break
+                if self.inline.active and self.next_job == self.next_out:  # none in flight
+                    own = self.next_job
+                    k = int(self.todo[own])
+                    self.next_job += 1
+                    break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     late = self._timeout_error()
@@ -194,8 +203,11 @@ class Epoch:
             self.finish(failed=True)
             raise late
         assert k is not None  # the loop ends with a ready batch, or a timeout raised above
-        self.loader.observer.batch_taken(self.stats, k, asked, time.perf_counter())
-        self.slots.release()
+        if own >= 0:
+            res = self._make_inline(k, own, asked)
+        else:
+            self.loader.observer.batch_taken(self.stats, k, asked, time.perf_counter())
+            self.slots.release()
         if isinstance(res, Failure):
             self.finish(failed=True)
             raise res.exc
@@ -203,6 +215,31 @@ class Epoch:
         if self.next_out >= len(self.todo):
             self.finish(failed=False)
         return res
+
+    def _make_inline(self, k: int, job: int, asked: float) -> Any:
+        """Batch ``k`` made on the consumer's thread (its ``job`` claimed under the lock)."""
+        try:
+            res: Any = self.loader.produce(k, job, self)
+        except BaseException as exc:
+            res = Failure(exc)
+        got = time.perf_counter()
+        with self.cond:
+            if self.inline.inline_made(got - asked):
+                self.cond.notify_all()  # slow: the readers take over from the next batch
+            self.loader._counters["inline_batches"] += 1
+            self._raise_if_stopped()  # ended (close(), a newer iter()) while it was made
+            self.next_out += 1  # todo[next_out] is k: nothing else was in flight
+        self.loader.observer.batch_taken(self.stats, k, asked, got)
+        return res
+
+    def _raise_if_stopped(self) -> None:
+        if self.stop:
+            if self.ended_by is not None:  # not a silent end: the rest of the epoch is lost
+                raise RuntimeError(
+                    f"fastload: this iterator of epoch {self.progress.epoch} was "
+                    f"ended by {self.ended_by}"
+                )
+            raise StopIteration
 
     def _timeout_error(self) -> TimeoutError:
         k = int(self.todo[self.next_out])  # in order: the next batch; async: the oldest in flight

@@ -213,6 +213,7 @@ class DataLoader(TorchAttributes):
         self._current: weakref.ref[Epoch] | None = None
         self._counters: dict[str, Any] = {
             "max_read_ahead": 0,
+            "inline_batches": 0,  # made on the consumer's thread (fastload.loop.inline_batches)
             "worker_starts": 0,
             "epoch_start_s": [],
             "epoch_pids": [],
@@ -298,6 +299,7 @@ class DataLoader(TorchAttributes):
                 "epoch_pids": list(self._counters["epoch_pids"]),
                 "epoch_start_s": list(self._counters["epoch_start_s"]),
                 "max_read_ahead": self._counters["max_read_ahead"],
+                "inline_batches": self._counters["inline_batches"],
                 "buffers": len(self.pool),
                 "buffer_allocations": self.pool.allocations,
                 "auto_tune": None if self.tuner is None else self.tuner.report(),

@@ -124,7 +124,8 @@ class Dataset:
     def check_indices(self, indices: np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
         n = len(self)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
+        # one pass: as unsigned, a negative index is past any length too
+        if idx.size and int(idx.view(np.uint64).max()) >= n:
             bad = int(idx[(idx < 0) | (idx >= n)][0])
             raise IndexError(
                 f"{type(self).__name__}: sample index {bad} out of range for {n} samples"
@@ -243,9 +244,14 @@ class _ShardedRecords(Dataset):
 
     def sample_ranges(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = self.check_indices(indices)
+        lengths = np.full(len(idx), self._record_nbytes, dtype=np.int64)
+        if len(self.counts) == 1:  # one shard (a single file): no search, no gathers
+            offset = idx * self.stride
+            offset += int(self.first_offset[0])
+            return np.zeros(len(idx), dtype=np.int64), offset, lengths
         shard = np.searchsorted(self.starts, idx, side="right") - 1
         offset = self.first_offset[shard] + (idx - self.starts[shard]) * self.stride
-        return shard, offset, np.full(len(idx), self._record_nbytes, dtype=np.int64)
+        return shard, offset, lengths
 
 
 def _check_shape(shape: Any, what: str) -> tuple[int, ...]:

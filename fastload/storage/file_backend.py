@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fastload._native import file_reader
-from fastload.storage.interruptible import interruptible_slices
+from fastload.storage.interruptible import interruptible_slices, one_slice
 from fastload.storage.read_settings import ReadSettings
 from fastload.storage.uri import ParsedURI
 
@@ -89,23 +89,40 @@ class FileBackend:
         # timeout bounds the whole call; the C reader checks it between parts
         # (a pread once started is not cut short). On the main thread a big read is
         # several calls, so Ctrl-C is seen between them.
+        if not one_slice(table):
+            self._read_slices(sources, table, out, settings, cancel, timeout)
+            return
+        part_size, inflight, cache_mode, cache_fit = settings.local_read_args
+        file_reader.read_file_ranges(
+            [s.path for s in sources],
+            _Uris(sources),
+            table,
+            out,
+            part_size,
+            inflight,
+            self.direct,
+            cache_mode,
+            cancel,
+            0.0 if timeout is None else max(timeout, 1e-9),  # 0: none; past the deadline: fail
+            self._reader,
+            cache_fit,
+        )
+
+    def _read_slices(
+        self,
+        sources: Sequence[ParsedURI],
+        table: np.ndarray,
+        out: Any,
+        settings: ReadSettings,
+        cancel: Any,
+        timeout: float | None,
+    ) -> None:
+        """A big read on the main thread: one call per slice (each is one_slice), each with
+        the time left of ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        uris = _Uris(sources)
         for piece in interruptible_slices(table):
-            file_reader.read_file_ranges(
-                [s.path for s in sources],
-                uris,
-                piece,
-                out,
-                settings.part_size_for(self.scheme),
-                settings.inflight_for(self.scheme),
-                self.direct,
-                settings.cache_mode,
-                cancel,
-                0.0 if deadline is None else max(deadline - time.monotonic(), 1e-9),
-                self._reader,
-                settings.cache_fit_bytes,
-            )
+            left = None if deadline is None else deadline - time.monotonic()
+            self.read_into(sources, piece, out, settings=settings, cancel=cancel, timeout=left)
 
     def stats(self) -> dict[str, int]:
         """Counters since creation: requests (preads of one part each), bytes read, and

@@ -25,18 +25,21 @@ def on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def one_slice(table: np.ndarray, limit: int | None = None) -> bool:
+    """Whether ``table`` is read in one call (small, or not on the main thread)."""
+    limit = limit or SLICE_BYTES
+    if len(table) == 1 and table[0, LENGTH] <= limit:  # one small range: the most common
+        return True
+    # reader threads (the loader's) next: they never pay for the sum below
+    return not on_main_thread() or len(table) == 0 or int(table[:, LENGTH].sum()) <= limit
+
+
 def interruptible_slices(table: np.ndarray, limit: int | None = None) -> Iterator[np.ndarray]:
     """``table`` (rows src, offset, length, dst) as consecutive tables of at most ``limit``
     (default ``SLICE_BYTES``) bytes each, a longer row cut into pieces; the whole table
     when it is small or when not on the main thread."""
     limit = limit or SLICE_BYTES
-    # reader threads (the loader's) first: they never pay for the sum below
-    if (
-        not on_main_thread()
-        or len(table) == 0
-        or (len(table) == 1 and table[0, LENGTH] <= limit)
-        or int(table[:, LENGTH].sum()) <= limit
-    ):
+    if one_slice(table, limit):
         yield table
         return
     lengths = table[:, LENGTH]

@@ -149,5 +149,16 @@ class ReadSettings:
     def cache_mode(self) -> CacheMode:  # looked up once: every read of the loader asks
         return CacheMode[self.page_cache_mode.upper()]
 
+    @functools.cached_property
+    def local_read_args(self) -> tuple[int, int, CacheMode, int]:
+        """(part size, parts in flight, cache mode, cache fit) of a local read (file:// and
+        direct:// share their defaults): worked out once, not on every small read."""
+        return (
+            self.part_size_for("file"),
+            self.inflight_for("file"),
+            self.cache_mode,
+            self.cache_fit_bytes,
+        )
+
     def replace(self, **changes: object) -> ReadSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -127,6 +127,32 @@ def test_ranges_that_are_not_integers_are_refused_not_truncated(blob, ranges, wh
         RangeEngine().read_into([path], table, bytearray(100))
 
 
+def test_tables_that_are_not_plain_int64_arrays_are_converted_or_refused_by_name(blob):
+    """A C-contiguous int64 table goes straight to the C check; any other array is
+    converted (other int dtypes, byte order, strides) or refused naming the knob."""
+    path, data = blob
+    eng = RangeEngine()
+    rows = np.array([[0, 3, 5, 0], [0, 20, 4, 5]], dtype=np.int64)
+    for table in (
+        rows,
+        rows.astype(np.int32),
+        rows.astype(">i8"),
+        np.asfortranarray(rows),
+        np.repeat(rows, 2, axis=0)[::2],  # strided
+    ):
+        out = bytearray(9)
+        eng.read_into([path], table, out)
+        assert bytes(out) == data[3:8] + data[20:24]
+    with pytest.raises(TypeError, match=r"(?s)table=.* must hold integers, not floats"):
+        eng.read_into([path], rows.astype(np.float64), bytearray(9))
+    with pytest.raises(ValueError, match="table"):
+        eng.read_into([path], rows[:, :3].copy(), bytearray(9))
+    eng.read_into([path], np.zeros((0, 4), dtype=np.int64), bytearray(0))  # nothing to read
+    with pytest.raises(ValueError, match="negative destination offset"):
+        eng.read_into([path], np.array([[0, 0, 4, -1]]), bytearray(9))
+    eng.close()
+
+
 def test_a_range_past_the_end_is_refused_before_the_buffer_is_allocated(blob, monkeypatch):
     """A 2 GiB range of a 12 kB file used to pre-fault 2 GiB (7.5 s) before the size check."""
     from fastload.storage import engine as engine_mod

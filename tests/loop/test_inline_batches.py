@@ -1,0 +1,193 @@
+"""Small fast batches are made on the consumer's thread (fastload.loop.inline_batches), and
+every knob still acts on them: order, async_pool, resume, timeout_seconds, close()."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fastload.errors import ReadTimeoutError
+from fastload.loop import inline_batches as IB
+from fastload.loop.loader import DataLoader
+from fastload.plan.datasets import RecordDataset
+from fastload.plan.options import LoaderOptions
+from fastload.storage.file_backend import FileBackend
+from tests.support import loader_helpers as H
+
+SHAPE = (4,)
+N = 4000  # 500 batches of 8: plenty of fast batches in a row
+BATCH = 8
+
+
+@pytest.fixture
+def small(tmp_path):
+    data = H.write_records(str(tmp_path / "small"), N, SHAPE, 2)
+    return RecordDataset(str(tmp_path / "small"), SHAPE, labels=np.arange(N)), data
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]
+
+
+def _record_threads(monkeypatch, slow_path: str | None = None, stall: bool = False):
+    """Patch the file backend to note which thread reads which file; reads of
+    ``slow_path`` take 3 ms more, or (``stall``) wait for the deadline the loader gave."""
+    seen: list[tuple[str, str]] = []
+    real = FileBackend.read_into
+
+    def read_into(self, sources, table, out, *, settings, cancel=None, timeout=None):
+        path = sources[0].path
+        seen.append((threading.current_thread().name, path))
+        if path == slow_path and stall:
+            assert timeout is not None  # timeout_seconds reaches the read as its deadline
+            threading.Event().wait(timeout)
+            timeout = 1e-9  # the deadline has passed: the native reader must give up
+        elif path == slow_path:
+            time.sleep(0.003)
+        return real(self, sources, table, out, settings=settings, cancel=cancel, timeout=timeout)
+
+    monkeypatch.setattr(FileBackend, "read_into", read_into)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["sequential", "async_pool"])
+def test_fast_small_batches_are_made_inline_and_come_out_right(small, mode, monkeypatch):
+    ds, data = small
+    seen = _record_threads(monkeypatch)
+    dl = DataLoader(ds, batch_size=BATCH, loading_mode=mode)
+    xs, ys = [], []
+    for x, y in dl:
+        xs.append(np.array(x))
+        ys.append(np.array(y))
+    order = np.concatenate(ys)
+    if mode == "sequential":
+        assert np.array_equal(order, np.arange(N))
+    assert sorted(order.tolist()) == list(range(N))  # each sample once
+    assert np.array_equal(np.concatenate(xs), data[order])
+    inline = dl.report()["inline_batches"]
+    assert 0 < inline <= len(dl)
+    assert sum(name == threading.current_thread().name for name, _ in seen) == inline
+    # the observer saw every batch, made inline or not
+    assert dl.stats()["epochs"][-1]["batches"] == len(dl)
+    dl.close()
+    assert not _readers()
+
+
+def test_batches_that_turn_slow_go_back_to_the_readers(small, monkeypatch):
+    ds, _ = small
+    slow = ds.sources[1].path  # the second half of the epoch, in order
+    seen = _record_threads(monkeypatch, slow_path=slow)
+    dl = DataLoader(ds, batch_size=BATCH)
+    assert sum(len(y) for _, y in dl) == N
+    me = threading.current_thread().name
+    fast_inline = sum(name == me for name, path in seen if path != slow)
+    slow_inline = sum(name == me for name, path in seen if path == slow)
+    slow_readers = sum(name.startswith("fastload-reader") for name, path in seen if path == slow)
+    assert fast_inline > 0
+    assert slow_inline <= IB.SLOW_IN_ROW  # the first slow ones hand the epoch back
+    assert slow_readers >= N // 2 // BATCH - IB.SLOW_IN_ROW
+    dl.close()
+
+
+def test_loaders_that_run_user_code_never_make_batches_inline(small):
+    ds, _ = small
+    transformed = RecordDataset(ds.uris, SHAPE, labels=np.arange(N), transform=np.negative)
+    cases = [
+        DataLoader(transformed, batch_size=BATCH, enable_transforms=True),  # a transform
+        DataLoader(ds, batch_size=BATCH, output=lambda x, y, pool: (x, y)),  # an output stage
+        DataLoader(ds, batch_size=BATCH, engine=H.slow_engine(set(), 0.0)),  # an engine subclass
+    ]
+    for dl in cases:
+        assert sum(1 for _ in dl) == len(dl)
+        assert dl.report()["inline_batches"] == 0
+        dl.close()
+
+
+@pytest.mark.parametrize("mode", ["sequential", "async_pool"])
+def test_resume_from_a_state_taken_while_inline(small, mode):
+    ds, _ = small
+    opts = LoaderOptions(batch_size=BATCH, shuffle=True, seed=5, loading_mode=mode)
+    dl = DataLoader(ds, opts)
+    seen = []
+    for i, (_, y) in enumerate(dl):
+        seen.append(y.copy())
+        if i == 99:
+            state = dl.state_dict()
+            break
+    assert dl.report()["inline_batches"] > 0
+    assert state["samples_done"] == 100 * BATCH
+    dl.close()
+    fresh = DataLoader(ds, opts)
+    fresh.load_state_dict(state)
+    rest = [y for _, y in fresh]
+    assert len(rest) == len(fresh) - 100
+    assert sorted(np.concatenate(seen + rest).tolist()) == list(range(N))
+    fresh.close()
+
+
+def test_timeout_seconds_bounds_a_read_made_inline(small, monkeypatch):
+    ds, _ = small
+    seen = _record_threads(monkeypatch, slow_path=ds.sources[1].path, stall=True)
+    dl = DataLoader(ds, batch_size=BATCH, timeout_seconds=0.5)
+    it = iter(dl)
+    for _ in range(N // 2 // BATCH):  # shard 0: fast, made inline after the first few
+        next(it)
+    assert dl.report()["inline_batches"] > 0
+    t = time.monotonic()
+    with pytest.raises(TimeoutError) as err:
+        next(it)  # shard 1 stalls
+    assert time.monotonic() - t < 20
+    if seen[-1][0] == threading.current_thread().name:  # made inline (unless load ended it)
+        # the engine's deadline ended the read, and the loader names its knob
+        assert isinstance(err.value, ReadTimeoutError)
+        assert "timeout_seconds=0.5" in str(err.value)
+    it.close()
+    dl.close()
+    assert not _readers()
+
+
+def test_close_while_inline_ends_the_iterator(small):
+    ds, _ = small
+    dl = DataLoader(ds, batch_size=BATCH)
+    it = iter(dl)
+    for _ in range(50):
+        next(it)
+    assert dl.report()["inline_batches"] > 0
+    dl.close()
+    with pytest.raises(RuntimeError, match="ended by closing the loader"):
+        next(it)
+    assert not _readers()
+
+
+def test_the_policy_tries_inline_after_fast_batches_and_backs_off():
+    p = IB.InlinePolicy(allowed=True)
+    for _ in range(IB.TRY_AFTER - 1):
+        p.reader_made(1e-5)
+    assert not p.active
+    p.reader_made(1e-5)
+    assert p.active
+    assert not p.inline_made(1e-5)
+    assert p.inline_made(IB.SLOW_S * 2)  # one very slow batch: back to the readers
+    assert not p.active and p.try_after == 2 * IB.TRY_AFTER
+    for _ in range(2 * IB.TRY_AFTER - 1):
+        p.reader_made(1e-5)
+    p.reader_made(IB.READER_FAST_S * 2)  # a slow one resets the run
+    assert not p.active
+    for _ in range(2 * IB.TRY_AFTER):
+        p.reader_made(1e-5)
+    assert p.active
+    results = [p.inline_made(IB.INLINE_BELOW_S * 2) for _ in range(IB.SLOW_IN_ROW)]
+    assert results == [False] * (IB.SLOW_IN_ROW - 1) + [True]  # slow in a row
+    for _ in range(10):  # tries keep coming, however often they failed
+        for _ in range(IB.MAX_TRY_AFTER):
+            p.reader_made(1e-5)
+        assert p.active
+        assert p.inline_made(IB.SLOW_S * 2)
+    assert p.try_after == IB.MAX_TRY_AFTER
+    off = IB.InlinePolicy(allowed=False)
+    for _ in range(10 * IB.TRY_AFTER):
+        off.reader_made(1e-6)
+    assert not off.active
