@@ -5,6 +5,7 @@ CONSUMER_STAGES: tuple[str, str]
 def now() -> float: ...
 
 class StageClock:
+    start: float
     last: float
     spans: list[tuple[str, float, float]] | None
     def __init__(self, traced: bool = False) -> None: ...
@@ -18,7 +19,15 @@ class StageClock:
 class StageTable:
     last_return: float
     def __init__(self, capacity: int = 1) -> None: ...
-    def made(self, k: int, clock: StageClock, nbytes: int, samples: int) -> None: ...
+    def made(
+        self,
+        k: int,
+        clock: StageClock,
+        nbytes: int,
+        samples: int,
+        last_stage: int = -1,
+        asked: float = -1.0,
+    ) -> None: ...
     def taken(self, k: int, asked: float, got: float) -> None: ...
     @property
     def batches(self) -> int: ...

@@ -52,6 +52,7 @@ cdef class StageClock:
     (``traced``), the (stage, start, end) of each lap."""
 
     cdef double _row[FL_STAGE_BATCH_COLUMNS]
+    cdef public double start
     cdef public double last
     cdef public object spans
 
@@ -59,7 +60,7 @@ cdef class StageClock:
         cdef int i
         for i in range(FL_STAGE_BATCH_COLUMNS):
             self._row[i] = 0.0
-        self.last = _now()
+        self.start = self.last = _now()
         self.spans = [] if traced else None
 
     cpdef double lap(self, int stage) except -1.0:
@@ -111,16 +112,28 @@ cdef class StageTable:
     def __dealloc__(self):
         fl_stage_table_free(&self.t)
 
-    def made(self, int64_t k, StageClock clock not None, int64_t nbytes, int64_t samples):
-        """Batch ``k`` is made: its clock's row, its bytes and samples."""
+    def made(self, int64_t k, StageClock clock not None, int64_t nbytes, int64_t samples,
+             int last_stage=-1, double asked=-1.0):
+        """Batch ``k`` is made: its clock's row, its bytes and samples. ``last_stage`` (a
+        stage index): first charge the time since the clock's last lap to it (the batch's
+        last lap and its record in one call). ``asked`` (>= 0): the consumer made the batch
+        itself in ``next()``, called at ``asked``, and got it now: its wait is recorded too."""
+        if last_stage >= 0:
+            clock.lap(last_stage)
         _check(fl_stage_table_made(&self.t, k, clock._row, nbytes, samples), k)
+        if asked >= 0:
+            self._taken(k, asked, clock.last)
 
     def taken(self, int64_t k, double asked, double got):
         """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``: its wait,
         and its step since the previous ``next()`` returned (0 for the first)."""
+        self._taken(k, asked, got)
+
+    cdef int _taken(self, int64_t k, double asked, double got) except -1:
         cdef double step = 0.0 if self.last_return < 0 else asked - self.last_return
         _check(fl_stage_table_taken(&self.t, k, got - asked, step), k)
         self.last_return = got
+        return 0
 
     @property
     def batches(self):

@@ -11,7 +11,6 @@ complete, so one slow object does not hold the others back.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import warnings
 import weakref
@@ -36,7 +35,12 @@ from fastload.loop.progress_state import (
     resume_elsewhere,
     wants_elastic,
 )
-from fastload.loop.read_path import make_read_path, plan_epoch, read_path_report
+from fastload.loop.read_path import (
+    end_epoch_reads,
+    make_read_path,
+    plan_epoch,
+    read_path_report,
+)
 from fastload.loop.stage_stats import COLLATE, DECODE, OUTPUT, PLAN, READ, TRANSFORM, EpochStats
 from fastload.loop.torch_compat import TorchAttributes, batch_slices_of, torch_arguments
 from fastload.loop.trace import TraceRecorder
@@ -476,6 +480,7 @@ class DataLoader(TorchAttributes):
     def end_epoch(self, failed: bool) -> None:
         """After an epoch's threads stopped: close its stats; drop workers unless persistent
         (always after a failure)."""
+        end_epoch_reads(self._reader)
         self.observer.end_epoch(failed, self._engine_counters())
         if self.workers is not None and (failed or not self.config.persistent_workers):
             self.workers.close()
@@ -492,12 +497,15 @@ class DataLoader(TorchAttributes):
         self.close()
 
     # -- one batch ----------------------------------------------------------------
-    def produce(self, k: int, job: int, ep: Epoch) -> Any:
-        """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it."""
-        clock = _batch_clock.clock = self.observer.clock()
+    def produce(self, k: int, job: int, ep: Epoch, asked: float = -1.0) -> Any:
+        """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it.
+        ``asked`` (>= 0): ``next()`` makes it itself, called at that time (stage clock's
+        time line); the batch's record then holds the consumer's wait too."""
+        clock = self.observer.clock()
         a, b = ep.slices[k]
         idx = ep.order[a:b]
         plan = plan_batch(self.dataset, idx)
+        plan.clock = clock
         clock.lap(PLAN)
         leases: Leases = []
         try:
@@ -510,8 +518,11 @@ class DataLoader(TorchAttributes):
             x, idx = x
         ep.status[k] = f"in the output stage ({type(self.output_stage).__name__})"
         out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
-        clock.lap(OUTPUT)
-        self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
+        if clock.spans is None:  # the always-on path: the output lap and the record, one call
+            ep.stats.table.made(k, clock, plan.nbytes, len(idx), OUTPUT, asked)
+        else:
+            clock.lap(OUTPUT)
+            self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
         return out
 
     def _choose_batch_maker(self) -> Any:
@@ -532,7 +543,6 @@ class DataLoader(TorchAttributes):
         return cls._batch_collated
 
     def _read(self, plan: BatchPlan, slab: Any, ep: Epoch) -> None:
-        clock = _batch_clock.clock
         try:
             self._reader.read_into(
                 plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
@@ -542,7 +552,7 @@ class DataLoader(TorchAttributes):
                 f"{exc.args[0]} (reading a batch; timeout_seconds={self.config.timeout_seconds:g})",
             )
             raise
-        debug_read(plan, clock.lap(READ), self._describe)
+        debug_read(plan, plan.clock.lap(READ), self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
 
@@ -554,10 +564,10 @@ class DataLoader(TorchAttributes):
         samples = self.dataset.read_batch(  # type: ignore[attr-defined]
             plan.indices, self.engine, self.read_settings, ep.cancel
         )
-        _batch_clock.clock.lap(READ)  # its reads and its decoding
+        plan.clock.lap(READ)  # its reads and its decoding
         if self.transforms_on:
             samples = self._transform_here_samples(samples, plan, k)
-        return self._collate_samples(samples, leases)
+        return self._collate_samples(samples, plan, leases)
 
     def _batch_ragged(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
         slab = self._lease(self.pool, plan.nbytes, leases)
@@ -585,7 +595,7 @@ class DataLoader(TorchAttributes):
         ep.status[k] = f"collating its {len(plan.indices)} samples"
         out = self._out_array(len(plan.indices), cp, leases)
         x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
-        _batch_clock.clock.lap(COLLATE)
+        plan.clock.lap(COLLATE)
         return x
 
     def _batch_images(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
@@ -604,7 +614,7 @@ class DataLoader(TorchAttributes):
             lambda nbytes: self._lease(self.pool, nbytes, leases),
             self._uri_of,
         )
-        _batch_clock.clock.lap(DECODE)
+        plan.clock.lap(DECODE)
         return x
 
     def _uri_of(self, index: int) -> str:
@@ -620,7 +630,7 @@ class DataLoader(TorchAttributes):
         ep.status[k] = f"running the transform on its {len(plan.indices)} samples (in this process)"
         samples = self._transform_here(raw, plan, k)
         ep.status[k] = f"collating its {len(samples)} transformed samples"
-        return self._collate_samples(samples, leases)
+        return self._collate_samples(samples, plan, leases)
 
     def _batch_from_workers(
         self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases
@@ -630,7 +640,7 @@ class DataLoader(TorchAttributes):
         ds = self.dataset
         ep.status[k] = "waiting for an idle worker"
         worker = workers.checkout(job, ep.stopped)
-        _batch_clock.clock.lap(TRANSFORM)  # waiting for a worker: the transforms set the pace
+        plan.clock.lap(TRANSFORM)  # waiting for a worker: the transforms set the pace
         try:
             ep.status[k] = f"reading {self._describe(plan)} for worker {worker.id}"
             slab: Any = worker.input_view(plan.nbytes, ep.stopped)
@@ -647,9 +657,9 @@ class DataLoader(TorchAttributes):
                 ep.stopped,
                 lambda pos: ds.describe(int(idx[pos])),
             )
-            _batch_clock.clock.lap(TRANSFORM)
+            plan.clock.lap(TRANSFORM)
             ep.status[k] = f"collating the {len(samples)} samples worker {worker.id} transformed"
-            x = self._collate_samples(samples, leases)
+            x = self._collate_samples(samples, plan, leases)
             del samples
             return x
         finally:
@@ -682,7 +692,7 @@ class DataLoader(TorchAttributes):
                     f"position {pos} of batch {k}: {type(exc).__name__}: {exc}",
                     TransformError,
                 ) from exc
-        _batch_clock.clock.lap(TRANSFORM)
+        plan.clock.lap(TRANSFORM)
         return out
 
     def _collate_stats(self) -> dict[str, Any]:
@@ -701,10 +711,10 @@ class DataLoader(TorchAttributes):
         )
         return flat.reshape(plan.out_shape(n))
 
-    def _collate_samples(self, samples: list[np.ndarray], leases: Leases) -> Any:
+    def _collate_samples(self, samples: list[np.ndarray], plan: BatchPlan, leases: Leases) -> Any:
         """Transformed samples -> one batch (same shapes) or a RaggedBatch (different ones)."""
         x = self._collate_samples_now(samples, leases)
-        _batch_clock.clock.lap(COLLATE)
+        plan.clock.lap(COLLATE)
         return x
 
     def _collate_samples_now(self, samples: list[np.ndarray], leases: Leases) -> Any:
@@ -739,10 +749,6 @@ def _samples_in(slices: BatchSlices | list[tuple[int, int]], done: Any) -> int:
     if isinstance(slices, BatchSlices):
         return slices.samples_in(mask)
     return int(sum(b - a for k, (a, b) in enumerate(slices) if mask[k]))
-
-
-# The StageClock of the batch this reader thread is making (set by produce()).
-_batch_clock = threading.local()
 
 
 class LoaderReport(dict):  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from fastload.loop.epoch_bar import EpochBar
@@ -39,12 +40,18 @@ class LoaderObserver:
         self._bar: EpochBar | None = None
         self._engine_before: dict[str, int] = {}
         self._lock = threading.Lock()
+        # The hot path's switches, plain attributes (read per batch): ``clock()`` makes the
+        # next batch's clock, the bare native one unless a trace records; ``watching``: a
+        # trace or a bar wants each batch (else the loop records straight into the table).
+        self.clock: Callable[[], StageClock] = StageClock
+        self.watching = False
+
+    def _watch(self) -> None:
+        tracing = self.tracer is not None and self.tracer.active
+        self.clock = _traced_clock if tracing else StageClock
+        self.watching = tracing or self._bar is not None
 
     # -- the loader's calls -------------------------------------------------------------
-    def clock(self) -> StageClock:
-        """A clock for the next batch (keeping spans while a trace records)."""
-        return StageClock(self.tracer is not None and self.tracer.active)
-
     def begin_epoch(self, epoch: int, batches: int, engine_counters: dict[str, int]) -> EpochStats:
         stats = EpochStats(epoch, batches)
         with self._lock:
@@ -52,20 +59,23 @@ class LoaderObserver:
             self._engine_before = engine_counters
         if self.progress:
             self._bar = EpochBar(epoch, batches)
+        self._watch()  # a trace stopped since the last epoch: back to the bare clock
         return stats
 
     def batch_made(
         self, stats: EpochStats, k: int, clock: StageClock, nbytes: int, samples: int
     ) -> None:
-        """On the reader thread that made batch ``k``."""
-        stats.table.made(k, clock, nbytes, samples)  # EpochStats.record_batch, inlined: hot
+        """On the thread that made batch ``k``. (The loop records ``stats.table.made(...)``
+        itself and calls this only for a clock with spans: the hot path stays native.)"""
+        stats.table.made(k, clock, nbytes, samples)
         if clock.spans is not None and self.tracer is not None:
             tid = threading.get_ident()
             for stage, t0, t1 in clock.spans:
                 self.tracer.span(stage, t0, t1, tid, batch=k, epoch=stats.epoch)
 
     def batch_taken(self, stats: EpochStats, k: int, asked: float, got: float) -> None:
-        """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``."""
+        """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``. (The loop
+        records ``stats.table.taken(...)`` itself unless ``watching``.)"""
         table = stats.table
         if self.tracer is not None:
             tid = threading.get_ident()
@@ -82,6 +92,7 @@ class LoaderObserver:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+            self._watch()
         if stats is None:
             return None
         stats.finish()
@@ -114,6 +125,7 @@ class LoaderObserver:
         if self.tracer is not None and self.tracer.active:
             self.tracer.stop()
         self.tracer = TraceRecorder(path)
+        self._watch()
         return self.tracer
 
     def close(self) -> None:
@@ -157,3 +169,7 @@ def debug_read(plan: Any, seconds: float, describe: Any) -> None:
     only called when DEBUG is on)."""
     if log.isEnabledFor(logging.DEBUG):
         log.debug("read %s in %.2f ms", describe(plan), seconds * 1e3)
+
+
+def _traced_clock() -> StageClock:
+    return StageClock(True)

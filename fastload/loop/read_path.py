@@ -114,6 +114,13 @@ def plan_epoch(reader: Any, dataset: Dataset, epoch: Any) -> None:
     reader.plan(keys, epoch.loader.read_settings, epoch.cancel)
 
 
+def end_epoch_reads(reader: Any) -> None:
+    """An epoch ended (done, failed or dropped): a block reader stops reading its blocks
+    ahead (an abandoned epoch's fetchers would go on taking requests and memory)."""
+    if isinstance(reader, BlockReader):
+        reader.stop_ahead()
+
+
 def read_path_report(reader: Any) -> dict[str, Any]:
     """``{"blocks": ..., "cache": ...}``: the counters of a loader's read path (the block
     reader's fetches and memory hits; the cache's hits, misses, bytes, evictions ...), None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class BatchPlan:
     dataclass's ``__init__`` (``object.__setattr__`` per field) cost ~2 us of a ~30 us
     batch of small records."""
 
-    __slots__ = ("indices", "sources", "table", "offsets", "lengths", "nbytes")
+    __slots__ = ("indices", "sources", "table", "offsets", "lengths", "nbytes", "clock")
 
     def __init__(
         self,
@@ -45,6 +45,9 @@ class BatchPlan:
         self.offsets = offsets
         self.lengths = lengths
         self.nbytes = nbytes
+        # the loop's stage clock of this batch, set by the loader: every step that makes
+        # the batch laps it through the plan it is handed (no thread-local per batch)
+        self.clock: Any = None
 
     @property
     def requests(self) -> int:

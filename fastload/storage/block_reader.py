@@ -419,7 +419,9 @@ class BlockReader:
         while True:
             with self._cond:
                 while gen == self._generation:
-                    i = self._cursor
+                    # blocks the readers already reached are theirs (fetched, or being
+                    # fetched, on demand): fetching them again would only repeat the GET
+                    i = self._cursor = max(self._cursor, self._progress + 1)
                     if i >= len(keys):
                         return
                     done = self._progress + 1

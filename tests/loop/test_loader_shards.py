@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -89,6 +91,21 @@ def test_block_size_and_buffer_knobs_act(s3):
     )
     first = [np.unique(dl.sampler.indices(0)[:64] // 10).size for dl in (tight, wide)]
     assert first[0] < first[1]  # a wider window mixes more blocks into a batch
+
+
+def test_a_dropped_epoch_stops_reading_blocks_ahead(s3):
+    engine, data, _ = s3
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    dl = DataLoader(ds, batch_size=16, engine=engine, shuffle="block", block_size=8192)
+    it = iter(dl)
+    next(it)
+    it.close()  # a break: the epoch ends here
+    ahead = [t for t in threading.enumerate() if t.name.startswith("fastload-blocks-ahead")]
+    assert not ahead
+    before = requests(engine)
+    time.sleep(0.3)
+    assert requests(engine) == before  # nothing fetched for the dropped epoch
+    dl.close()
 
 
 def test_npy_rows_and_tar_shards_with_block_shuffle(s3):

@@ -155,6 +155,22 @@ def test_ahead_stays_within_its_budget(s3):
     r.close()
 
 
+def test_ahead_never_fetches_blocks_the_readers_passed(s3):
+    """A prefetcher that fell behind skips the blocks the readers already reached (they read
+    those themselves): each block is fetched once, however the threads interleave."""
+    engine, _ = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB, ahead_bytes=MIB)
+    r.plan([(URI, 0), (URI, MIB), (URI, 2 * MIB)], ReadSettings(), None)
+    end = time.monotonic() + 20
+    while r.stats()["block_fetches"] < 1 and time.monotonic() < end:
+        time.sleep(0.01)
+    table, n = rows([(2 * MIB + 5, 10)])  # the readers jump to the last block
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    time.sleep(0.5)  # room for the prefetcher to (wrongly) go on with block 1
+    assert r.stats()["block_fetches"] == 2 and r.stats()["refetches"] == 0
+    r.close()
+
+
 def test_versions_are_checked_at_the_first_read(s3, tmp_path):
     engine, data = s3
     now = object_version(engine, parse_uri(URI))
