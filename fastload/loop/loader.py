@@ -594,6 +594,7 @@ class DataLoader(TorchAttributes):
             ep.progress.epoch,
             lambda nbytes: self._lease(self.pool, nbytes, leases),
             self._uri_of,
+            self.dataset.member_name,
         )
         _batch_clock.clock.lap(DECODE)
         return x
