@@ -56,6 +56,19 @@ def expected(pipe, blobs, i, epoch, seed, **out):
     return pipe.apply([blobs[i]], indices=[i], epoch=epoch, seed=seed, **out)[0]
 
 
+def check_rows(out, blobs, pipe, epoch, seed):
+    """Every row of batches ``out`` (labels: the dataset index) is its image's pipeline."""
+    for x, y in out:
+        for row, i in zip(x, y, strict=True):
+            assert np.array_equal(row, expected(pipe, blobs, int(i), epoch, seed))
+
+
+def rank_loader(ds, rank, world, **kw):
+    return DataLoader(
+        ds, shuffle="block", shard_rank=rank, shard_world_size=world, transform=EVAL, **kw
+    )
+
+
 def test_tar_batches_equal_the_image_folder_batches(images):
     folder, blobs, shards = images
     ds = TarShardDataset(shards, field="jpg", label="cls")
@@ -80,11 +93,9 @@ def test_json_labels_and_block_shuffle_exactly_once(images):
     orders = []
     for epoch in range(2):
         dl = DataLoader(ds, batch_size=5, shuffle="block", block_size=4096, seed=7, transform=TRAIN)
-        seen = []
-        for x, y in batches(dl, epoch):
-            for row, i in zip(x, y, strict=True):
-                assert np.array_equal(row, expected(TRAIN, blobs, int(i), epoch, 7))
-            seen += y.tolist()
+        out = batches(dl, epoch)
+        check_rows(out, blobs, TRAIN, epoch, 7)
+        seen = [int(i) for _, y in out for i in y]
         assert sorted(seen) == list(range(N)) and seen != sorted(seen)
         orders.append(seen)
     assert orders[0] != orders[1]
@@ -102,21 +113,9 @@ def test_ranks_split_the_shards_exactly_once_with_equal_batches(images, world):
     ds = TarShardDataset(shards, field="jpg", label="json:meta.index")
     got, counts = [], []
     for rank in range(world):
-        dl = DataLoader(
-            ds,
-            batch_size=4,
-            shuffle="block",
-            block_size=4096,
-            seed=1,
-            shard_rank=rank,
-            shard_world_size=world,
-            transform=EVAL,
-        )
-        out = batches(dl)
+        out = batches(rank_loader(ds, rank, world, batch_size=4, block_size=4096, seed=1))
         counts.append(len(out))
-        for x, y in out:
-            for row, i in zip(x, y, strict=True):
-                assert np.array_equal(row, expected(EVAL, blobs, int(i), 0, 1))
+        check_rows(out, blobs, EVAL, 0, 1)
         got.append([int(i) for _, y in out for i in y])
     assert len(set(counts)) == 1  # DDP never waits on a rank with fewer batches
     flat = [i for g in got for i in g]
@@ -128,16 +127,7 @@ def test_two_ranks_resume_on_three_covering_the_rest_exactly_once(images):
     ds = TarShardDataset(shards, field="jpg", label="json:meta.index")
 
     def rank(r, world):
-        return DataLoader(
-            ds,
-            batch_size=2,
-            shuffle="block",
-            block_size=8192,
-            seed=9,
-            shard_rank=r,
-            shard_world_size=world,
-            transform=EVAL,
-        )
+        return rank_loader(ds, r, world, batch_size=2, block_size=8192, seed=9)
 
     old = [rank(r, 2) for r in range(2)]
     seen, its = [], []
@@ -152,9 +142,7 @@ def test_two_ranks_resume_on_three_covering_the_rest_exactly_once(images):
         dl = rank(r, 3)
         dl.load_state_dict(state)
         out = batches(dl)
-        for x, y in out:
-            for row, i in zip(x, y, strict=True):
-                assert np.array_equal(row, expected(EVAL, blobs, int(i), 0, 9))
+        check_rows(out, blobs, EVAL, 0, 9)
         shares.append([int(i) for _, y in out for i in y])
     assert len({len(s) for s in shares}) == 1  # equal batch counts on the new ranks
     rest = [i for s in shares for i in s]
@@ -307,11 +295,9 @@ def test_s3_shards_give_the_image_folder_batches(images, s3_images, tmp_path):
     block = dict(batch_size=8, shuffle="block", block_size=8192, seed=4, transform=EVAL)
     dl = DataLoader(ds, engine=engine, cache_dir=str(tmp_path / "cache"), **block)
     for epoch in range(2):
-        seen = []
-        for x, y in batches(dl, epoch):
-            for row, i in zip(x, y, strict=True):
-                assert np.array_equal(row, expected(EVAL, blobs, int(i), epoch, 4))
-            seen += y.tolist()
+        out = batches(dl, epoch)
+        check_rows(out, blobs, EVAL, epoch, 4)
+        seen = [int(i) for _, y in out for i in y]
         assert sorted(seen) == list(range(N))
     cache = dl.stats()["cache"]
     assert cache["hits"] > 0 and cache["misses"] > 0
