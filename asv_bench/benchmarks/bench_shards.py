@@ -33,7 +33,9 @@ median of ``ROUNDS`` rounds after a warm-up):
   per image of this process and of the rclone server are recorded with each S3 epoch
   (on 2 shared cores the server's CPU is taken from the decode).
 
-Quick run without asv: ``python asv_bench/benchmarks/bench_shards.py``.
+Quick run without asv: ``python asv_bench/benchmarks/bench_shards.py [records] [tars]
+[images]`` (all three by default; prints the load average before and after, since the
+wall figures depend on what else the cores run).
 """
 
 from __future__ import annotations
@@ -254,10 +256,10 @@ def _tar_runs(
     side = os.path.join(cache, "..", "tars.flidx")
     write_index(eng, ["s3://shards/tars/"], side)  # the header walk over S3
     extra["index_s3_s"] = time.perf_counter() - t
-    s3 = fastload.TarShardDataset(
-        "s3://shards/tars/", field="jpg", label="cls", index=side, engine=eng
-    )
-    local = fastload.TarShardDataset(os.path.join(root, "shards", "tars"), field="jpg", label="cls")
+    # random bytes named .jpg: handed on as bytes (decode=False), not to the image decoder
+    raw = {"field": "jpg", "label": "cls", "decode": False}
+    s3 = fastload.TarShardDataset("s3://shards/tars/", index=side, engine=eng, **raw)
+    local = fastload.TarShardDataset(os.path.join(root, "shards", "tars"), **raw)
     kw = {"batch_size": BATCH, "shuffle": "block"}
     loaders = {
         "tar_s3": fastload.DataLoader(s3, engine=eng, **kw),
