@@ -87,9 +87,11 @@ class NativeIOError(FastloadError, OSError):
 
 class ImageDecodeError(FastloadError, ValueError):
     """An image file could not be decoded: corrupt, truncated, empty or not an image.
-    ``uri`` names the file; ``sample`` (when a loader raised it) the dataset index."""
+    ``uri`` names the file; ``sample`` (when a loader raised it) the dataset index;
+    ``member`` the file inside ``uri`` where that is a tar shard (``key.jpg``)."""
 
     sample: int | None = None
+    member: str | None = None
 
 
 class ImageTooLargeError(ImageDecodeError):

@@ -153,25 +153,33 @@ class PilImages:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Any:
-        import torch
         from PIL import Image
 
-        img = Image.open(self.paths[i]).convert("RGB")
-        if self.kind == "train":
-            x0, y0, w, h = rrc_params(img.size[0], img.size[1])
-            img = img.crop((x0, y0, x0 + w, y0 + h)).resize((224, 224), Image.BILINEAR)
-            if torch.rand(1) < 0.5:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        else:
-            W, H = img.size
-            nw, nh = (256, int(256 * H / W)) if W <= H else (int(256 * W / H), 256)
-            img = img.resize((nw, nh), Image.BILINEAR)
-            top, left = int(round((nh - 224) / 2.0)), int(round((nw - 224) / 2.0))
-            img = img.crop((left, top, left + 224, top + 224))
-        t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)  # ToTensor (a copy)
-        mean = torch.tensor(MEAN).view(3, 1, 1) / 255
-        std = torch.tensor(STD).view(3, 1, 1) / 255
-        return (t - mean) / std, i % CLASSES  # Normalize
+        return pil_transform(Image.open(self.paths[i]), self.kind), i % CLASSES
+
+
+def pil_transform(img: Any, kind: str) -> Any:
+    """torchvision's train or eval transforms, written out, on one opened PIL image: a
+    normalised float32 CHW tensor (also the webdataset peer's of bench_shards)."""
+    import torch
+    from PIL import Image
+
+    img = img.convert("RGB")
+    if kind == "train":
+        x0, y0, w, h = rrc_params(img.size[0], img.size[1])
+        img = img.crop((x0, y0, x0 + w, y0 + h)).resize((224, 224), Image.BILINEAR)
+        if torch.rand(1) < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    else:
+        W, H = img.size
+        nw, nh = (256, int(256 * H / W)) if W <= H else (int(256 * W / H), 256)
+        img = img.resize((nw, nh), Image.BILINEAR)
+        top, left = int(round((nh - 224) / 2.0)), int(round((nw - 224) / 2.0))
+        img = img.crop((left, top, left + 224, top + 224))
+    t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)  # ToTensor (a copy)
+    mean = torch.tensor(MEAN).view(3, 1, 1) / 255
+    std = torch.tensor(STD).view(3, 1, 1) / 255
+    return (t - mean) / std  # Normalize
 
 
 def rrc_params(W: int, H: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, ...]:

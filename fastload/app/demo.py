@@ -119,19 +119,31 @@ def run_demo(
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def write_jpeg_folder(folder: str, n_images: int, classes: int = 10, seed: int = 0) -> list[str]:
-    """``n_images`` photo-like JPEGs (240-320 x 180-240, quality 90) in ``classes`` class folders."""
+def write_jpeg_folder(
+    folder: str,
+    n_images: int,
+    classes: int = 10,
+    seed: int = 0,
+    *,
+    widths: tuple[int, int] = (240, 320),
+    heights: tuple[int, int] = (180, 240),
+    grain: int = 16,
+) -> list[str]:
+    """``n_images`` photo-like JPEGs (``widths`` x ``heights`` px, inclusive ranges; quality
+    90; +-``grain`` noise) in ``classes`` class folders."""
     from PIL import Image  # the encoder; fastload itself only decodes
 
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(n_images):
-        w, h = int(rng.integers(240, 321)), int(rng.integers(180, 241))
+        w = int(rng.integers(widths[0], widths[1] + 1))
+        h = int(rng.integers(heights[0], heights[1] + 1))
         cells = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
         base = np.asarray(
             Image.fromarray(cells).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16
         )
-        pixels = np.clip(base + rng.integers(-16, 17, (h, w, 3)), 0, 255).astype(np.uint8)
+        noise = rng.integers(-grain, grain + 1, (h, w, 3))
+        pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
         sub = os.path.join(folder, f"class{i % classes:02d}")
         os.makedirs(sub, exist_ok=True)
         paths.append(os.path.join(sub, f"img{i:05d}.jpg"))

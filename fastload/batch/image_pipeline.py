@@ -478,10 +478,12 @@ class ImageBatcher:
         epoch: int,
         alloc: Allocator = _numpy_alloc,
         uri_of: Callable[[int], str] | None = None,
+        member_of: Callable[[int], str | None] | None = None,
     ) -> ImageBatch:
         """Encoded images at ``offsets`` of ``slab`` (dataset ``indices``) -> one batch in
         memory from ``alloc(nbytes)``. Raises an ImageDecodeError naming the URI
-        (``uri_of(index)``), or with on_error="skip" replaces failed samples."""
+        (``uri_of(index)``) and, where one source holds many images (a tar shard), the
+        member (``member_of(index)``), or with on_error="skip" replaces failed samples."""
         p = self.pipeline
         offs = np.ascontiguousarray(offsets, dtype=np.int64)
         lens = np.ascontiguousarray(lengths, dtype=np.int64)
@@ -529,7 +531,7 @@ class ImageBatcher:
             for stage in ("decode_s", "resample_s", "convert_s"):
                 s[stage] += float(stats.get(stage, 0.0))
         if failed.size:
-            x, idx = self._failures(x, idx, failed, codes, messages, uri_of)
+            x, idx = self._failures(x, idx, failed, codes, messages, uri_of, member_of)
         return ImageBatch(x, idx)
 
     def _allocate(
@@ -570,9 +572,11 @@ class ImageBatcher:
         codes: np.ndarray,
         messages: dict[int, str],
         uri_of: Callable[[int], str] | None,
+        member_of: Callable[[int], str | None] | None = None,
     ) -> tuple[Any, np.ndarray]:
         """Raise for the first failure, or replace each failed sample by the next good one."""
         describe = uri_of or (lambda i: f"image {i}")
+        member = member_of or (lambda i: None)
         first = int(failed[0])
         skippable = all(int(codes[i]) in _SKIPPABLE for i in failed)
         n = len(idx)
@@ -582,7 +586,8 @@ class ImageBatcher:
             why = messages.get(first, "decode failed")
             if self.on_error == "skip" and skippable:
                 why += f" (and every other sample of its batch of {n} failed too)"
-            _raise(int(codes[first]), describe(int(idx[first])), int(idx[first]), why)
+            at = int(idx[first])
+            _raise(int(codes[first]), describe(at), at, why, member(at))
         good = np.flatnonzero(ok)
         # the next good sample in batch order (wrapping round)
         nxt = good[np.searchsorted(good, failed) % good.size]
@@ -590,14 +595,16 @@ class ImageBatcher:
             self.stats["skipped"] += int(failed.size)
             log = self.stats["skipped_samples"]
             for i in failed:
-                log.append(
-                    {
-                        "index": int(idx[i]),
-                        "uri": describe(int(idx[i])),
-                        "error": Status(int(codes[i])).name,
-                        "message": messages.get(int(i), ""),
-                    }
-                )
+                entry = {
+                    "index": int(idx[i]),
+                    "uri": describe(int(idx[i])),
+                    "error": Status(int(codes[i])).name,
+                    "message": messages.get(int(i), ""),
+                }
+                name = member(int(idx[i]))
+                if name is not None:  # a member of a shard: the uri alone is not the file
+                    entry["member"] = name
+                log.append(entry)
             del log[:-1000]  # the latest thousand
         new_idx = idx.copy()
         new_idx[failed] = idx[nxt]
@@ -638,14 +645,14 @@ def image_batcher_for(
     return ImageBatcher(transform, seed=seed, on_error=on_error, **kernel_args)
 
 
-def _raise(code: int, uri: str, index: int, why: str) -> None:
+def _raise(code: int, uri: str, index: int, why: str, member: str | None = None) -> None:
+    where = f"member {member} (sample {index})" if member is not None else f"sample {index}"
     try:
-        raise_native_error(
-            code, uri, message=why if uri == f"image {index}" else f"sample {index}: {why}"
-        )
+        raise_native_error(code, uri, message=why if uri == f"image {index}" else f"{where}: {why}")
     except FastloadError as exc:
         if isinstance(exc, ImageDecodeError):
             exc.sample = index
+            exc.member = member
         raise
 
 

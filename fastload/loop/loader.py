@@ -613,6 +613,7 @@ class DataLoader(TorchAttributes):
             ep.progress.epoch,
             lambda nbytes: self._lease(self.pool, nbytes, leases),
             self._uri_of,
+            self.dataset.member_name,
         )
         plan.clock.lap(DECODE)
         return x

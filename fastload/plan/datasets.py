@@ -154,6 +154,11 @@ class Dataset:
         src, off, length = (int(a[0]) for a in self.sample_ranges(np.array([index])))
         return f"sample {index} ({self.sources[src].display} bytes {off}-{off + length - 1})"
 
+    def member_name(self, index: int) -> str | None:
+        """The name of sample ``index`` inside its source, where a source holds many named
+        members (a tar shard's ``key.jpg``); None where the source is the sample."""
+        return None
+
     def view_sample(self, raw: np.ndarray) -> np.ndarray:
         """A sample's bytes as an array of its shape and dtype (zero-copy)."""
         if self.sample_shape is None:

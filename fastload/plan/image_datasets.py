@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload.plan.datasets import Labels, ObjectDataset, UriSpec
+from fastload.plan.datasets import Dataset, Labels, ObjectDataset, UriSpec
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.uri import parse_uri
 
@@ -27,6 +27,16 @@ def _extensions(extensions: Sequence[str] | str) -> tuple[str, ...]:
     if not items or not all(isinstance(e, str) and e for e in items):
         raise ValueError(f"extensions={extensions!r} is invalid: must be non-empty strings")
     return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in items)
+
+
+def decoded_item(dataset: Dataset, item: Any, index: int) -> Any:
+    """``dataset[index]`` of encoded image bytes (with its label, when it has labels) as the
+    decoded ``(H, W, 3)`` uint8 image (with the label): one sample, by the native decoder."""
+    from fastload.batch.image_pipeline import ImagePipeline  # the native decoder, on use
+
+    raw, label = item if dataset.has_labels else (item, None)
+    image = ImagePipeline().apply([raw], indices=[index]).sample(0)
+    return image if label is None else (image, label)
 
 
 class ImageList(ObjectDataset):
@@ -52,12 +62,7 @@ class ImageList(ObjectDataset):
         self.layout = "HWC"  # what the decoder makes of every file
 
     def __getitem__(self, index: int) -> Any:
-        from fastload.batch.image_pipeline import ImagePipeline  # the native decoder, on use
-
-        item = super().__getitem__(index)
-        raw, label = item if self.has_labels else (item, None)
-        image = ImagePipeline().apply([raw], indices=[index]).sample(0)
-        return image if label is None else (image, label)
+        return decoded_item(self, super().__getitem__(index), index)
 
 
 class ImageFolder(ImageList):
@@ -132,4 +137,4 @@ class ImageFolder(ImageList):
         )
 
 
-__all__ = ["IMG_EXTENSIONS", "ImageFolder", "ImageList"]
+__all__ = ["IMG_EXTENSIONS", "ImageFolder", "ImageList", "decoded_item"]

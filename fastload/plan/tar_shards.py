@@ -12,9 +12,12 @@ Nothing but headers is read to find the members (``fastload.plan.tar_index``), a
 come from that same walk; with ``index=PATH`` the walk is kept in a sidecar file and reused
 while every shard keeps its size and version tag.
 
-Image fields: ``image_format`` says what the data field holds ("jpeg", "png", ...), so a
-decode stage can take the ragged bytes of a batch (``RaggedBatch``) and decode them;
-``sample_exts(indices)`` gives each sample's extension where a dataset mixes formats.
+Image fields (every data member a ``.jpg``/``.png``/... image, no ``shape``): the DataLoader
+decodes them natively, as it does ImageFolder's files (fastload.batch.image_pipeline):
+``transform=ImagePipeline(...)`` gives fixed-size batches, none gives each image decoded
+whole (a RaggedBatch with shapes), and a bad image is named by shard and member.
+``decode=False`` keeps the encoded bytes (``image_format`` says what they are: "jpeg",
+"png", ..., "mixed"; ``sample_exts(indices)`` each sample's extension).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from fastload.checks import check_choice
+from fastload.checks import check_bool, check_choice
 from fastload.errors import LabelError, MissingFieldError
 from fastload.plan.datasets import Dataset, Transform, _check_shape
+from fastload.plan.image_datasets import decoded_item
 from fastload.plan.shard_uris import resolve_shards
 from fastload.plan.tar_format import split_key
 from fastload.plan.tar_index import ShardIndex, index_shards, load_index, save_index
@@ -88,7 +92,9 @@ class TarShardDataset(Dataset):
     shards, written (local paths) when missing or stale. ``on_error="skip"``: a broken shard
     is indexed up to the break and samples without a needed field are left out, all counted
     in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
-    ``LabelError`` naming the shard, byte offset or sample key.
+    ``LabelError`` naming the shard, byte offset or sample key. ``decode``: None (default)
+    decodes image fields in the loader (``decodes_images``), False hands their bytes on,
+    True requires an image field.
     """
 
     def __init__(
@@ -103,10 +109,13 @@ class TarShardDataset(Dataset):
         transform: Transform | None = None,
         index: str | os.PathLike[str] | None = None,
         on_error: str = "raise",
+        decode: bool | None = None,
         engine: RangeEngine | None = None,
     ) -> None:
         super().__init__(None, transform)
         check_choice("on_error", on_error, ON_ERROR)
+        if decode is not None:
+            check_bool("decode", decode)
         self.on_error = on_error
         self.field_exts = _exts(field, "field")
         self._label = _label_spec(label)
@@ -132,6 +141,17 @@ class TarShardDataset(Dataset):
         used = {self.field_exts[int(i)] for i in np.unique(self._ext)} if len(self) else set()
         formats = {IMAGE_FORMATS.get(e) for e in used}
         self.image_format: str | None = formats.pop() if len(formats) == 1 else "mixed"
+        images = bool(used) and all(e in IMAGE_FORMATS for e in used) and shape is None
+        if decode and not images:
+            raise ValueError(
+                f"decode=True is invalid: the data field ({', '.join(sorted(used))}) is not "
+                "an image field of encoded files"
+                + (" (shape= makes it fixed-size records)" if shape is not None else "")
+            )
+        # the loader's image path decodes these samples (as ImageFolder's files)
+        self.decodes_images = images if decode is None else decode
+        if self.decodes_images:
+            self.layout = "HWC"
         self._finish_init()
 
     # -- the index -----------------------------------------------------------------------
@@ -348,6 +368,15 @@ class TarShardDataset(Dataset):
             f"sample {index} ({self.keys[index]}.{ext} in {self.sources[src].display} "
             f"bytes {off}-{off + length - 1})"
         )
+
+    def member_name(self, index: int) -> str:
+        return f"{self.keys[index]}.{self.field_exts[int(self._ext[index])]}"
+
+    def __getitem__(self, index: int) -> Any:
+        """One sample (with its label): decoded ``(H, W, 3)`` uint8 where ``decodes_images``,
+        its bytes otherwise. Not the fast path: use DataLoader."""
+        item = super().__getitem__(index)
+        return decoded_item(self, item, index) if self.decodes_images else item
 
     # -- more than the data field ------------------------------------------------------
     def sample_exts(self, indices: np.ndarray) -> list[str]:

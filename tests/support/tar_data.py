@@ -86,3 +86,29 @@ def set_member_size(path: str, name: str, size: int) -> None:
         block[148:156] = f"{sum(block):06o}\0 ".encode()
         f.seek(off)
         f.write(block)
+
+
+def write_image_shards(
+    folder: str,
+    blobs: list[bytes],
+    labels: list[int],
+    per_shard: int,
+    *,
+    exts: list[str] | None = None,
+) -> list[str]:
+    """Encoded images as WebDataset shards ``shard-NNNNNN.tar``: sample ``i`` is key
+    ``k{i:06d}`` with ``.jpg`` (or ``exts[i]``) = ``blobs[i]``, ``.cls`` = ``labels[i]`` and
+    ``.json`` = ``{"label": labels[i], "meta": {"index": i}}``; returns the shard paths."""
+    paths = []
+    for s in range(-(-len(blobs) // per_shard)):
+        members = []
+        for i in range(s * per_shard, min((s + 1) * per_shard, len(blobs))):
+            key = f"k{i:06d}"
+            meta = json.dumps({"label": labels[i], "meta": {"index": i}}).encode()
+            members += [
+                (f"{key}.{exts[i] if exts else 'jpg'}", blobs[i]),
+                (f"{key}.cls", str(labels[i]).encode()),
+                (f"{key}.json", meta),
+            ]
+        paths.append(write_tar(os.path.join(folder, f"shard-{s:06d}.tar"), members))
+    return paths
