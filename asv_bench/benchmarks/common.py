@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,7 @@ import numpy as np
 
 MB = 1e6
 S3_KEY, S3_SECRET = "benchkey", "benchsecret"  # the auth key of the benchmarks' rclone server
+S3_REGION = "us-east-1"
 
 
 def best_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -61,6 +63,17 @@ def interleaved_times(
             fn()
             times[name].append(time.perf_counter() - t)
     return times
+
+
+def min_and_median(
+    fns: dict[str, Callable[[], object]], repeat: int = 5
+) -> dict[str, dict[str, float]]:
+    """``{"min": s, "median": s}`` of each function, runs interleaved (see
+    :func:`interleaved_times`; each call's result is dropped before the next call)."""
+    return {
+        k: {"min": min(v), "median": statistics.median(v)}
+        for k, v in interleaved_times(fns, repeat).items()
+    }
 
 
 def data_dir() -> str:
@@ -175,3 +188,16 @@ def rclone_server(root: str) -> Iterator[str]:
         yield endpoint
     finally:
         stop_server(proc)
+
+
+@contextlib.contextmanager
+def rclone_s3(root: str) -> Iterator[dict[str, str]]:
+    """``rclone serve s3`` over ``root``; yields fastload's engine options for it
+    (``endpoint_url``, the auth key, ``region``) and always stops the server."""
+    with rclone_server(root) as endpoint:
+        yield {
+            "endpoint_url": endpoint,
+            "access_key_id": S3_KEY,
+            "secret_access_key": S3_SECRET,
+            "region": S3_REGION,
+        }
