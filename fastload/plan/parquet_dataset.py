@@ -107,7 +107,11 @@ class ParquetDataset(Dataset):
             if not md.schema.to_arrow_schema().equals(schema):
                 raise ValueError(f"{uri}: its schema differs from {self.uris[0]}'s")
         self.schema = schema
-        self.table_columns = [*self.columns, *([image] if image else []), *([label] if label else [])]
+        self.table_columns = [
+            *self.columns,
+            *([image] if image else []),
+            *([label] if label else []),
+        ]
         for name in self.table_columns:
             if schema.get_field_index(name) < 0:
                 raise ValueError(
