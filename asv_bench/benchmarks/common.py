@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -50,15 +51,22 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int = 5) -> d
 
 
 def interleaved_times(
-    fns: dict[str, Callable[[], object]], repeat: int = 5
+    fns: dict[str, Callable[[], object]], repeat: int = 5, shuffle: bool = False
 ) -> dict[str, list[float]]:
     """Every timing of each function (after one warm-up call each), runs interleaved so
-    drift hits all alike: report the best and the median."""
+    drift hits all alike: report the best and the median. ``shuffle``: each round runs the
+    functions in another (seeded) order, so none always runs first or after the same one
+    (what one run leaves behind, freed memory or a busy server, then hits all alike)."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = random.Random(0)
     for _ in range(repeat):
-        for name, fn in fns.items():
+        names = list(fns)
+        if shuffle:
+            order.shuffle(names)
+        for name in names:
+            fn = fns[name]
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -68,11 +76,11 @@ def interleaved_times(
 def min_and_median(
     fns: dict[str, Callable[[], object]], repeat: int = 5
 ) -> dict[str, dict[str, float]]:
-    """``{"min": s, "median": s}`` of each function, runs interleaved (see
+    """``{"min": s, "median": s}`` of each function, runs interleaved in shuffled order (see
     :func:`interleaved_times`; each call's result is dropped before the next call)."""
     return {
         k: {"min": min(v), "median": statistics.median(v)}
-        for k, v in interleaved_times(fns, repeat).items()
+        for k, v in interleaved_times(fns, repeat, shuffle=True).items()
     }
 
 

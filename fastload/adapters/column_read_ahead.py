@@ -62,15 +62,18 @@ def _chunk_spans(tail: bytes) -> dict[int, tuple[int, int, int]] | None:
     return spans
 
 
-class FooterCache:
-    """The chunk layouts of the last ``capacity`` Parquet files parsed, by the caller's key
-    (path and size); shared by a filesystem's open files, used from one thread at a time
-    per file but from many files at once, hence the lock."""
+class SharedReadAhead:
+    """What the open files of one filesystem share: the chunk layouts of the last
+    ``capacity`` Parquet files parsed, by the caller's key (path and size), and counts of
+    chunks read ahead and taken. Files are used from one thread at a time each, but many
+    files at once, hence the lock."""
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
         self._items: OrderedDict[Any, dict[int, tuple[int, int, int]]] = OrderedDict()
         self._lock = threading.Lock()
+        self.started = 0  # background reads started
+        self.taken = 0  # reads served from a background read
 
     def get(self, key: Any) -> dict[int, tuple[int, int, int]] | None:
         with self._lock:
@@ -86,6 +89,11 @@ class FooterCache:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
+    def count(self, started: int = 0, taken: int = 0) -> None:
+        with self._lock:
+            self.started += started
+            self.taken += taken
+
 
 class ColumnChunkReadAhead:
     """Background reads of the column chunks a Parquet reader will ask for next.
@@ -100,7 +108,7 @@ class ColumnChunkReadAhead:
         size: int,
         budget: int,
         pool: Callable[[], ThreadPoolExecutor],
-        footers: FooterCache | None = None,
+        shared: SharedReadAhead | None = None,
         key: Any = None,
     ) -> None:
         self.fetch = fetch
@@ -109,16 +117,15 @@ class ColumnChunkReadAhead:
         self.pool = pool
         self.tail = b""
         self.tail_start = size
-        self.footers = footers
+        self.shared = shared if shared is not None else SharedReadAhead(1)
         self.key = key
         # pyarrow reads a file's footer through the first file it opens and its chunks
         # through a second one: the footer parsed by the first serves the second
-        self.spans = footers.get(key) if footers is not None else None
+        self.spans = self.shared.get(key)
         self.ahead: dict[tuple[int, int], tuple[int, Future[Any]]] = {}  # (a, b): group, read
         self._groups: list[dict[int, tuple[int, int]]] | None = None
+        self.read: set[tuple[int, int]] = set()  # whole-chunk reads done: never read ahead
         self.held_bytes = 0
-        self.taken = 0  # reads served from a background read, for tests and reports
-        self.started = 0  # background reads started
 
     # -- what the file calls ----------------------------------------------------------
     def take(self, start: int, end: int) -> Any:
@@ -131,7 +138,7 @@ class ColumnChunkReadAhead:
             view = hit[1].result()
         except Exception:  # noqa: BLE001  # the caller's own read raises it with its context
             return None
-        self.taken += 1
+        self.shared.count(taken=1)
         return view
 
     def saw(self, start: int, end: int, view: Any) -> None:
@@ -157,6 +164,7 @@ class ColumnChunkReadAhead:
             j2, stop = nxt[1], nxt[2]
         if stop != end:
             return
+        self.read.add((start, end))
         self._drop_passed(g)
         self._schedule(g, j1, j2)
 
@@ -177,8 +185,7 @@ class ColumnChunkReadAhead:
         self.spans = _chunk_spans(self.tail)
         if self.spans is not None:
             self.tail = b""
-            if self.footers is not None:
-                self.footers.put(self.key, self.spans)
+            self.shared.put(self.key, self.spans)
 
     def _drop_passed(self, group: int) -> None:
         """Chunks of row groups well before ``group``: the reader went past them."""
@@ -193,13 +200,13 @@ class ColumnChunkReadAhead:
             span = self._span(by_group[g], j1, j2)
             if span is None:
                 return  # another layout of columns: stop guessing
-            if span in self.ahead:
-                continue
+            if span in self.ahead or span in self.read:
+                continue  # pyarrow's IO threads may have asked for a later one first
             n = span[1] - span[0]
             if self.held_bytes + n > self.budget:
                 return
             self.held_bytes += n
-            self.started += 1
+            self.shared.count(started=1)
             self.ahead[span] = (g, self.pool().submit(self.fetch, *span))
 
     def _group_starts(self) -> list[dict[int, tuple[int, int]]]:
@@ -225,4 +232,4 @@ class ColumnChunkReadAhead:
         return columns[j1][0], columns[j2][1]
 
 
-__all__ = ["ColumnChunkReadAhead", "FooterCache"]
+__all__ = ["ColumnChunkReadAhead", "SharedReadAhead"]

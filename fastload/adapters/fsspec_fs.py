@@ -31,7 +31,7 @@ import numpy as np
 from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
-from fastload.adapters.column_read_ahead import ColumnChunkReadAhead, FooterCache
+from fastload.adapters.column_read_ahead import ColumnChunkReadAhead, SharedReadAhead
 from fastload.checks import check_int
 from fastload.errors import FastloadError, ObjectNotFoundError
 from fastload.storage.engine import RangeEngine
@@ -118,7 +118,7 @@ class FastloadFile(AbstractBufferedFile):
             self.size,
             column_read_ahead,
             fs._read_ahead_pool,
-            fs._footers,
+            fs._read_ahead,
             (path, self.size),
         )
 
@@ -207,7 +207,12 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         self._listings: dict[str, list[tuple[str, int]]] = {}
         self._pool: tuple[int, ThreadPoolExecutor] | None = None
         self._pool_lock = threading.Lock()
-        self._footers = FooterCache()
+        self._read_ahead = SharedReadAhead()
+
+    def column_read_ahead_stats(self) -> dict[str, int]:
+        """Column chunks the open files of this filesystem read ahead, and how many of
+        those a reader then asked for (the rest were dropped or are still held)."""
+        return {"read_ahead": self._read_ahead.started, "taken": self._read_ahead.taken}
 
     def _read_ahead_pool(self) -> ThreadPoolExecutor:
         """The threads of open files' column read-ahead (made on first use; a forked child
@@ -295,7 +300,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     def invalidate_cache(self, path: str | None = None) -> None:
         self._listings.clear()
-        self._footers = FooterCache()
+        self._read_ahead = SharedReadAhead()
         super().invalidate_cache(path)
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
