@@ -7,6 +7,7 @@ so ratios are comparable on a shared, noisy machine.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import shlex
@@ -51,12 +52,18 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int = 5) -> d
 
 
 def interleaved_times(
-    fns: dict[str, Callable[[], object]], repeat: int = 5, shuffle: bool = False
+    fns: dict[str, Callable[[], object]],
+    repeat: int = 5,
+    shuffle: bool = False,
+    collect: bool = False,
 ) -> dict[str, list[float]]:
     """Every timing of each function (after one warm-up call each), runs interleaved so
     drift hits all alike: report the best and the median. ``shuffle``: each round runs the
     functions in another (seeded) order, so none always runs first or after the same one
-    (what one run leaves behind, freed memory or a busy server, then hits all alike)."""
+    (what one run leaves behind, freed memory or a busy server, then hits all alike).
+    ``collect``: a full garbage collection before each timed call, outside the timing, so
+    no call pays for freeing what the one before it left in reference cycles (an fsspec
+    file that pyarrow never closed, with its buffers and connections)."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -67,6 +74,8 @@ def interleaved_times(
             order.shuffle(names)
         for name in names:
             fn = fns[name]
+            if collect:
+                gc.collect()
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -76,11 +85,12 @@ def interleaved_times(
 def min_and_median(
     fns: dict[str, Callable[[], object]], repeat: int = 5
 ) -> dict[str, dict[str, float]]:
-    """``{"min": s, "median": s}`` of each function, runs interleaved in shuffled order (see
-    :func:`interleaved_times`; each call's result is dropped before the next call)."""
+    """``{"min": s, "median": s}`` of each function, runs interleaved in shuffled order,
+    garbage collected between calls (see :func:`interleaved_times`; each call's result is
+    dropped before the next call)."""
     return {
         k: {"min": min(v), "median": statistics.median(v)}
-        for k, v in interleaved_times(fns, repeat, shuffle=True).items()
+        for k, v in interleaved_times(fns, repeat, shuffle=True, collect=True).items()
     }
 
 

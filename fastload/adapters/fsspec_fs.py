@@ -112,9 +112,14 @@ class FastloadFile(AbstractBufferedFile):
         column_read_ahead: int = DEFAULT_COLUMN_READ_AHEAD,
     ) -> None:
         super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="none", size=size)
-        self.cache = SequentialReadAhead(self.blocksize, self._fetch_view, self.size)
+        # the caches call back through weak references: pyarrow drops a file without closing
+        # it, and a file in no reference cycle is freed (its buffers with it) at once, not at
+        # the next full garbage collection
+        me = weakref.WeakMethod(self._fetch_view)
+        read = weakref.WeakMethod(self._engine_read)
+        self.cache = SequentialReadAhead(self.blocksize, _call(me), self.size)
         self.columns = ColumnChunkReadAhead(
-            self._engine_read,
+            _call(read),
             self.size,
             column_read_ahead,
             fs._read_ahead_pool,
@@ -162,6 +167,19 @@ class FastloadFile(AbstractBufferedFile):
 
     def _initiate_upload(self) -> None:
         raise NotImplementedError("fastload's filesystem is read-only")
+
+
+def _call(method: weakref.WeakMethod) -> Any:
+    """A function calling ``method`` while its file lives (a closed, freed file: a read of
+    it is an error)."""
+
+    def call(start: int, end: int) -> memoryview:
+        bound = method()
+        if bound is None:
+            raise ValueError("I/O operation on closed file.")
+        return bound(start, end)
+
+    return call
 
 
 class FastloadFileSystem(fsspec.AbstractFileSystem):

@@ -122,3 +122,23 @@ def test_a_failed_background_read_is_read_again_by_the_caller(table_path):
     assert shared.taken == 1
     ahead.close()
     pool.shutdown()
+
+
+def test_a_dropped_file_is_freed_without_a_garbage_collection(table_path):
+    """pyarrow drops files without closing them: no reference cycle may keep one (and the
+    buffers it holds) alive until the next full collection."""
+    import gc
+    import weakref
+
+    path, table = table_path
+    fs = _fs()
+    gc.disable()
+    try:
+        f = fs.open(path)
+        alive = weakref.ref(f)
+        pf = pq.ParquetFile(f)
+        assert pf.read(columns=["c0"]).equals(table.select(["c0"]))
+        del f, pf
+        assert alive() is None
+    finally:
+        gc.enable()
