@@ -32,6 +32,7 @@ _KEEP_BEHIND = 4
 # read, so none takes it all (reading 4 columns of bench_fsspec's file, the first column
 # alone filled 128 MiB with 7 row groups and the other 3 read one at a time again).
 ROW_GROUPS_AHEAD = 2
+_MAX_FOOTER = 16 << 20  # footers kept and parsed at most (tens of thousands of chunks)
 _NO_FOOTER: dict[int, tuple[int, int, int]] = {}  # parsed: not a Parquet file (or malformed)
 
 
@@ -176,13 +177,24 @@ class ColumnChunkReadAhead:
 
     # -- inside ---------------------------------------------------------------------
     def _keep_tail(self, start: int, end: int, view: Any) -> None:
+        """Keep the file's last bytes (at most _MAX_FOOTER) until they hold the footer."""
         if end == self.size:
-            self.tail, self.tail_start = bytes(view), start
+            if bytes(view[-4:]) != _MAGIC:  # no Parquet file: nothing to keep
+                self.spans = _NO_FOOTER
+                return
+            keep = bytes(view[-_MAX_FOOTER:])  # a whole-file read copies only its tail
+            self.tail, self.tail_start = keep, end - len(keep)
         elif end == self.tail_start and start < end:  # a longer footer, read in front
+            if len(view) + len(self.tail) > _MAX_FOOTER:
+                self.spans = _NO_FOOTER
+                self.tail = b""
+                return
             self.tail, self.tail_start = bytes(view) + self.tail, start
         else:
             return
         self.spans = _chunk_spans(self.tail)
+        if self.spans is None and len(self.tail) >= _MAX_FOOTER:
+            self.spans = _NO_FOOTER  # a footer this large: no read-ahead for this file
         if self.spans is not None:
             self.tail = b""
             self.shared.put(self.key, self.spans)

@@ -139,6 +139,22 @@ def test_a_dropped_file_is_freed_without_a_garbage_collection(table_path):
         pf = pq.ParquetFile(f)
         assert pf.read(columns=["c0"]).equals(table.select(["c0"]))
         del f, pf
+        # a background read still running holds its file for the call: let them end
+        fs._read_ahead_pool().shutdown(wait=True)
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_a_whole_file_read_keeps_at_most_a_footer_sized_tail():
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = 20 << 20  # claims a 30 MiB footer: more than the read-ahead parses
+    data = bytearray(size)
+    data[-8:] = (30 << 20).to_bytes(4, "little") + b"PAR1"
+    shared = SharedReadAhead()
+    pool = ThreadPoolExecutor(1)
+    ahead = ColumnChunkReadAhead(lambda a, b: None, size, 64 << 20, lambda: pool, shared, "k")
+    ahead.saw(0, size, memoryview(data))
+    assert ahead.spans == {} and ahead.tail == b""  # given up: no copy of the file kept
+    pool.shutdown()
