@@ -1,11 +1,16 @@
-"""pyarrow reading a Parquet file's columns from S3 through three filesystems.
+"""pyarrow reading a Parquet file's columns from S3 through three filesystems, and
+fastload's own ParquetDataset reading the same columns.
 
 A ~1 GB Parquet file (FASTLOAD_BENCH_PQ_MB, default 1024; 8 float64 columns, 8 row
 groups, uncompressed so the figure is I/O, not decoding) on ``rclone serve s3``
-(127.0.0.1). ``pyarrow.parquet.read_table(path, columns=4 of them, filesystem=fs)`` with
-fs = fastload's fsspec filesystem, s3fs (the fsspec S3 filesystem) and pyarrow's own
-``S3FileSystem`` (C++, its IO thread pool). Runs are interleaved; min and median of 5.
-The server shares the machine's 2 cores with the clients.
+(127.0.0.1). ``pyarrow.parquet.read_table(path, columns=4 of them, filesystem=fs,
+pre_buffer=True)`` with fs = fastload's fsspec filesystem, s3fs (the fsspec S3 filesystem)
+and pyarrow's own ``S3FileSystem`` (C++, its default IO thread pool; pre_buffer is its best
+setting here and read_table's default). ``dataset``: ``ParquetDataset(uri, columns=the
+same 4).read_table()`` on the filesystem's engine (footer, then every column chunk of every
+row group in one engine call). Each client keeps its connections across runs. Runs are
+interleaved; min and median of FASTLOAD_BENCH_PQ_REPEAT (7). The server shares the
+machine's 2 cores with the clients.
 
 Quick run without asv: ``python asv_bench/benchmarks/bench_fsspec.py``.
 """
@@ -13,24 +18,21 @@ Quick run without asv: ``python asv_bench/benchmarks/bench_fsspec.py``.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 try:
-    from .common import MB, S3_KEY, S3_SECRET, data_dir, rclone_server
+    from .common import MB, S3_REGION, data_dir, min_and_median, rclone_s3
 except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import MB, S3_KEY, S3_SECRET, data_dir, rclone_server
+    from common import MB, S3_REGION, data_dir, min_and_median, rclone_s3
 
 PQ_MB = int(os.environ.get("FASTLOAD_BENCH_PQ_MB", "1024"))
 COLUMNS = [f"c{i}" for i in range(8)]
 READ = ["c1", "c2", "c5", "c6"]
-REPEAT = int(os.environ.get("FASTLOAD_BENCH_PQ_REPEAT", "5"))
-REGION = "us-east-1"
+REPEAT = int(os.environ.get("FASTLOAD_BENCH_PQ_REPEAT", "7"))
 
 
 def _parquet() -> str:
@@ -57,71 +59,61 @@ def _schema(pa):
     return pa.schema([(c, pa.float64()) for c in COLUMNS])
 
 
-def _timed(fns: dict[str, Callable[[], object]], repeat: int = REPEAT) -> dict[str, dict]:
-    for fn in fns.values():
-        fn()
-    runs: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            out = fn()
-            runs[name].append(time.perf_counter() - t)
-            del out
-    return {k: {"min": min(v), "median": statistics.median(v)} for k, v in runs.items()}
-
-
 def run_all() -> dict[str, dict]:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
     import s3fs
 
     import fastload
+    from fastload.plan.parquet_dataset import ParquetDataset
 
     root = _parquet()
     key = f"pq/t-{PQ_MB}.parquet"
-    with rclone_server(root) as endpoint:
-        ours = fastload.filesystem(
-            endpoint_url=endpoint,
-            access_key_id=S3_KEY,
-            secret_access_key=S3_SECRET,
-            region=REGION,
-            skip_instance_cache=True,
-        )
+    with rclone_s3(root) as opts:
+        endpoint = opts["endpoint_url"]
+        ours = fastload.filesystem(**opts, skip_instance_cache=True)
         theirs = s3fs.S3FileSystem(
-            key=S3_KEY,
-            secret=S3_SECRET,
-            client_kwargs={"endpoint_url": endpoint, "region_name": REGION},
+            key=opts["access_key_id"],
+            secret=opts["secret_access_key"],
+            client_kwargs={"endpoint_url": endpoint, "region_name": S3_REGION},
             skip_instance_cache=True,
         )
         native = pafs.S3FileSystem(
-            access_key=S3_KEY,
-            secret_key=S3_SECRET,
+            access_key=opts["access_key_id"],
+            secret_key=opts["secret_access_key"],
             endpoint_override=endpoint,
             scheme="http",
-            region=REGION,
+            region=S3_REGION,
         )
         want = pq.read_table(key, columns=READ, filesystem=native)
         nbytes = want.nbytes
 
         def read(fs: object, path: str) -> Callable[[], object]:
-            return lambda: pq.read_table(path, columns=READ, filesystem=fs)
+            return lambda: pq.read_table(path, columns=READ, filesystem=fs, pre_buffer=True)
 
-        got = read(ours, f"s3://{key}")()
-        assert got.equals(want)
-        res = _timed(
+        def dataset() -> object:
+            return ParquetDataset(f"s3://{key}", columns=READ, engine=ours.engine).read_table()
+
+        assert read(ours, f"s3://{key}")().equals(want)
+        assert dataset().equals(want)
+        res = min_and_median(
             {
                 "fastload": read(ours, f"s3://{key}"),
                 "s3fs": read(theirs, key),
                 "pyarrow_s3": read(native, key),
-            }
+                "dataset": dataset,
+            },
+            REPEAT,
         )
         for r in res.values():
             r["bytes"] = nbytes
+        res["load_average"] = {"1min": os.getloadavg()[0]}
         return res
 
 
 class FsspecParquetS3:
-    """Columns of a ~1 GB Parquet file over S3 (goals: >= 1.5x s3fs, >= 1x pyarrow S3)."""
+    """Columns of a ~1 GB Parquet file over S3 (goals: >= 1.5x s3fs, >= 1x pyarrow S3;
+    the dataset is fastload's own reader of the same columns)."""
 
     timeout = 1800
     repeat = 1
@@ -140,6 +132,16 @@ class FsspecParquetS3:
 
     track_ratio_vs_pyarrow_s3.unit = "ratio"
 
+    def track_ratio_vs_pyarrow_s3_median(self, r):
+        return r["pyarrow_s3"]["median"] / r["fastload"]["median"]
+
+    track_ratio_vs_pyarrow_s3_median.unit = "ratio"
+
+    def track_dataset_ratio_vs_pyarrow_s3(self, r):
+        return r["pyarrow_s3"]["min"] / r["dataset"]["min"]
+
+    track_dataset_ratio_vs_pyarrow_s3.unit = "ratio"
+
     def track_fastload_mb_per_s(self, r):
         return r["fastload"]["bytes"] / r["fastload"]["min"] / MB
 
@@ -148,10 +150,12 @@ class FsspecParquetS3:
 
 if __name__ == "__main__":
     res = run_all()
+    load = res.pop("load_average")["1min"]
     ref = res["fastload"]
     for name, r in res.items():
         print(
             f"{name:11s} min {r['min']:6.3f} s  median {r['median']:6.3f} s  "
-            f"{r['bytes'] / r['min'] / MB:7.0f} MB/s  fastload is {r['min'] / ref['min']:.2f}x "
+            f"{r['bytes'] / r['min'] / MB:7.0f} MB/s  fastload fsspec is {r['min'] / ref['min']:.2f}x "
             f"(median {r['median'] / ref['median']:.2f}x)"
         )
+    print(f"load average (1 min) at the end: {load:.2f}")

@@ -16,19 +16,16 @@ Quick run without asv: ``python asv_bench/benchmarks/bench_read_many.py``.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 try:
-    from .common import S3_KEY, S3_SECRET, data_dir, rclone_server
+    from .common import data_dir, min_and_median, rclone_s3
 except ImportError:  # run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import S3_KEY, S3_SECRET, data_dir, rclone_server
+    from common import data_dir, min_and_median, rclone_s3
 
 COUNT = int(os.environ.get("FASTLOAD_BENCH_RM_COUNT", "1000"))
 SIZE = 128 << 10
@@ -49,20 +46,6 @@ def _objects() -> tuple[str, list[str]]:
                 f.write(block[i % 251 : i % 251 + SIZE])
         paths.append(p)
     return root, paths
-
-
-def _timed(fns: dict[str, Callable[[], object]], repeat: int = REPEAT) -> dict[str, dict]:
-    """min and median seconds of each function, runs interleaved (results dropped)."""
-    for fn in fns.values():
-        fn()
-    runs: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            out = fn()
-            runs[name].append(time.perf_counter() - t)
-            del out
-    return {k: {"min": min(v), "median": statistics.median(v)} for k, v in runs.items()}
 
 
 def local_run() -> dict[str, dict]:
@@ -87,14 +70,15 @@ def local_run() -> dict[str, dict]:
     got = eng.read_many(paths)
     assert bytes(got[7]) == readinto_fresh(paths[7])
     del got
-    return _timed(
+    return min_and_median(
         {
             "read_many": lambda: eng.read_many(paths),
             "pool_readinto": lambda: list(pool.map(readinto_fresh, paths)),
             "pool_readinto_prealloc": lambda: list(
                 pool.map(readinto_fixed, zip(paths, fixed, strict=True))
             ),
-        }
+        },
+        REPEAT,
     )
 
 
@@ -102,13 +86,7 @@ def s3_run() -> dict[str, dict]:
     import fastload
 
     root, _ = _objects()
-    with rclone_server(root) as endpoint:
-        opts = {
-            "endpoint_url": endpoint,
-            "access_key_id": S3_KEY,
-            "secret_access_key": S3_SECRET,
-            "region": "us-east-1",
-        }
+    with rclone_s3(root) as opts:
         uris = [f"s3://rm/obj/o-{i:05d}.bin" for i in range(COUNT)]
         threads = ThreadPoolExecutor(16)
 
@@ -135,7 +113,7 @@ def s3_run() -> dict[str, dict]:
 
         from fastload.storage.uri import parse_uri as eng_uri
 
-        return _timed(
+        return min_and_median(
             {
                 "read_many": fresh_read_many,
                 "per_object_read": per_object,

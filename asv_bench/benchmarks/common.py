@@ -7,10 +7,13 @@ so ratios are comparable on a shared, noisy machine.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import random
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -20,6 +23,7 @@ import numpy as np
 
 MB = 1e6
 S3_KEY, S3_SECRET = "benchkey", "benchsecret"  # the auth key of the benchmarks' rclone server
+S3_REGION = "us-east-1"
 
 
 def best_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -48,19 +52,46 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeat: int = 5) -> d
 
 
 def interleaved_times(
-    fns: dict[str, Callable[[], object]], repeat: int = 5
+    fns: dict[str, Callable[[], object]],
+    repeat: int = 5,
+    shuffle: bool = False,
+    collect: bool = False,
 ) -> dict[str, list[float]]:
     """Every timing of each function (after one warm-up call each), runs interleaved so
-    drift hits all alike: report the best and the median."""
+    drift hits all alike: report the best and the median. ``shuffle``: each round runs the
+    functions in another (seeded) order, so none always runs first or after the same one
+    (what one run leaves behind, freed memory or a busy server, then hits all alike).
+    ``collect``: a full garbage collection before each timed call, outside the timing, so
+    no call pays for freeing what the one before it left in reference cycles (an fsspec
+    file that pyarrow never closed, with its buffers and connections)."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = random.Random(0)
     for _ in range(repeat):
-        for name, fn in fns.items():
+        names = list(fns)
+        if shuffle:
+            order.shuffle(names)
+        for name in names:
+            fn = fns[name]
+            if collect:
+                gc.collect()
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
     return times
+
+
+def min_and_median(
+    fns: dict[str, Callable[[], object]], repeat: int = 5
+) -> dict[str, dict[str, float]]:
+    """``{"min": s, "median": s}`` of each function, runs interleaved in shuffled order,
+    garbage collected between calls (see :func:`interleaved_times`; each call's result is
+    dropped before the next call)."""
+    return {
+        k: {"min": min(v), "median": statistics.median(v)}
+        for k, v in interleaved_times(fns, repeat, shuffle=True, collect=True).items()
+    }
 
 
 def data_dir() -> str:
@@ -175,3 +206,16 @@ def rclone_server(root: str) -> Iterator[str]:
         yield endpoint
     finally:
         stop_server(proc)
+
+
+@contextlib.contextmanager
+def rclone_s3(root: str) -> Iterator[dict[str, str]]:
+    """``rclone serve s3`` over ``root``; yields fastload's engine options for it
+    (``endpoint_url``, the auth key, ``region``) and always stops the server."""
+    with rclone_server(root) as endpoint:
+        yield {
+            "endpoint_url": endpoint,
+            "access_key_id": S3_KEY,
+            "secret_access_key": S3_SECRET,
+            "region": S3_REGION,
+        }

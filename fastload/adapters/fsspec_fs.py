@@ -20,8 +20,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -29,6 +31,8 @@ import numpy as np
 from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
+from fastload.adapters.column_read_ahead import ColumnChunkReadAhead, SharedReadAhead
+from fastload.checks import check_int
 from fastload.errors import FastloadError, ObjectNotFoundError
 from fastload.storage.engine import RangeEngine
 from fastload.storage.uri import ParsedURI, parse_uri
@@ -36,6 +40,11 @@ from fastload.storage.uri import ParsedURI, parse_uri
 PROTOCOL = "fastload"
 DEFAULT_BLOCK_SIZE = 4 << 20  # read-ahead of open files: one engine call fetches this much more
 DEFAULT_MAX_GAP = 64 << 10  # cat_ranges reads a gap up to this size rather than split a request
+# Parquet column chunks read ahead per open file (bytes in flight and held). 128 MiB keeps
+# several chunks in flight at once, as pyarrow's own S3 filesystem has; see
+# column_read_ahead.py for why a Python file needs it.
+DEFAULT_COLUMN_READ_AHEAD = 128 << 20
+COLUMN_READ_AHEAD_THREADS = 8  # pyarrow's default IO thread count
 
 
 def _local_info(path: str, name: str) -> dict[str, Any]:
@@ -50,10 +59,15 @@ def _local_info(path: str, name: str) -> dict[str, Any]:
 
 
 class SequentialReadAhead(BaseCache):
-    """Read-ahead where it pays: a read that continues the previous one fetches
-    ``blocksize`` more bytes with it; a read elsewhere (a Parquet column chunk, a zarr
-    chunk) fetches just what it asks for, so random access never drags extra bytes in.
-    The last fetch is kept: re-reads and reads inside it cost no request."""
+    """Read-ahead where it pays: a small read (under ``blocksize``) that continues the
+    previous one fetches ``blocksize`` more bytes with it; a read elsewhere, or one of
+    ``blocksize`` or more (a Parquet column chunk, a zarr chunk: a caller that knows its
+    ranges), fetches just what it asks for, so neither random access nor a big read drags
+    extra bytes in. The last fetch is kept: re-reads and reads inside it cost no request.
+
+    Why big reads get none: pyarrow reading 4 of 8 columns reads c1 then c2 (adjacent, so
+    "sequential") then skips to c5; a block after each such read was 64 MiB fetched and
+    dropped of 608 MiB for bench_fsspec's ~1 GB file."""
 
     name = "fastload-sequential"
 
@@ -72,13 +86,13 @@ class SequentialReadAhead(BaseCache):
         b = self.size if stop is None else min(stop, self.size)
         if a >= b:
             return memoryview(b"")
-        sequential = a == self.last_end
+        ahead = a == self.last_end and b - a < self.blocksize
         self.last_end = b
         if self.start <= a and b <= self.end:
             self.hit_count += 1
             return self.held[a - self.start : b - self.start]
         self.miss_count += 1
-        end = min(self.size, b + self.blocksize) if sequential else b
+        end = min(self.size, b + self.blocksize) if ahead else b
         self.total_requested_bytes += end - a
         self.held = self.fetcher(a, end)
         self.start, self.end = a, end
@@ -89,16 +103,47 @@ class FastloadFile(AbstractBufferedFile):
     """A read-only random-access file: each cache miss is one engine read (its parts read
     in parallel), with :class:`SequentialReadAhead` of ``block_size`` bytes."""
 
-    def __init__(self, fs: FastloadFileSystem, path: str, block_size: int, size: int) -> None:
+    def __init__(
+        self,
+        fs: FastloadFileSystem,
+        path: str,
+        block_size: int,
+        size: int,
+        column_read_ahead: int = DEFAULT_COLUMN_READ_AHEAD,
+    ) -> None:
         super().__init__(fs, path, mode="rb", block_size=block_size, cache_type="none", size=size)
-        self.cache = SequentialReadAhead(self.blocksize, self._fetch_view, self.size)
+        # the caches call back through weak references: pyarrow drops a file without closing
+        # it, and a file in no reference cycle is freed (its buffers with it) at once, not at
+        # the next full garbage collection
+        me = weakref.WeakMethod(self._fetch_view)
+        read = weakref.WeakMethod(self._engine_read)
+        self.cache = SequentialReadAhead(self.blocksize, _call(me), self.size)
+        self.columns = ColumnChunkReadAhead(
+            _call(read),
+            self.size,
+            column_read_ahead,
+            fs._read_ahead_pool,
+            fs._read_ahead,
+            (path, self.size),
+        )
 
     def _fetch_view(self, start: int, end: int) -> memoryview:
+        view = self.columns.take(start, end)
+        if view is None:
+            view = self._engine_read(start, end)
+        self.columns.saw(start, end, view)
+        return view
+
+    def _engine_read(self, start: int, end: int) -> memoryview:
         # one engine call: parts of the engine's part_size read in parallel (measured over
-        # rclone S3: 8 MiB parts beat cutting each read into 8 smaller ones, 0.16 s vs 0.33 s
-        # for a Parquet file's 143 MB of columns)
+        # rclone S3: cutting pyarrow's 17 MB column chunks into 8 or 4 MiB parts was slower
+        # than the default 32 MiB parts, 650 / 530-600 MB/s against 680-760)
         fs: FastloadFileSystem = self.fs
         return memoryview(fs.engine.read_ranges(fs._src(self.path), [(start, end - start)]))
+
+    def close(self) -> None:
+        self.columns.close()
+        super().close()
 
     def read_buffer(self, nbytes: int = -1) -> memoryview:
         """A read without a copy: a view of the engine's buffer. pyarrow's PythonFile calls
@@ -124,13 +169,28 @@ class FastloadFile(AbstractBufferedFile):
         raise NotImplementedError("fastload's filesystem is read-only")
 
 
+def _call(method: weakref.WeakMethod) -> Any:
+    """A function calling ``method`` while its file lives (a closed, freed file: a read of
+    it is an error)."""
+
+    def call(start: int, end: int) -> memoryview:
+        bound = method()
+        if bound is None:
+            raise ValueError("I/O operation on closed file.")
+        return bound(start, end)
+
+    return call
+
+
 class FastloadFileSystem(fsspec.AbstractFileSystem):
     """fsspec over a :class:`~fastload.storage.engine.RangeEngine`.
 
     ``engine``: the engine to read with (else one is made from ``engine_options``:
     ``endpoint_url``, ``region``, credentials, ``part_size``, ``max_inflight_parts`` ...);
     ``block_size``: read-ahead of open files; ``max_gap``: gap that ``cat_ranges`` reads
-    through to join two ranges into one request.
+    through to join two ranges into one request; ``column_read_ahead``: bytes of Parquet
+    column chunks an open file reads ahead in the background once a reader reads whole
+    column chunks (0: none; see :mod:`fastload.adapters.column_read_ahead`).
     """
 
     protocol = (PROTOCOL,)
@@ -143,10 +203,17 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_gap: int = DEFAULT_MAX_GAP,
+        column_read_ahead: int = DEFAULT_COLUMN_READ_AHEAD,
         **engine_options: Any,
     ) -> None:
         engine_options.pop("asynchronous", None)  # fsspec / zarr pass it; the engine is sync
-        super().__init__(engine=engine, block_size=block_size, max_gap=max_gap, **engine_options)
+        super().__init__(
+            engine=engine,
+            block_size=block_size,
+            max_gap=max_gap,
+            column_read_ahead=column_read_ahead,
+            **engine_options,
+        )
         self.engine = engine if engine is not None else RangeEngine(**engine_options)
         if engine is None:
             # fsspec caches instances until exit; an engine whose connections were used from
@@ -154,7 +221,26 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             weakref.finalize(self, self.engine.close)
         self.blocksize = int(block_size)
         self.max_gap = int(max_gap)
+        self.column_read_ahead = check_int("column_read_ahead", column_read_ahead, 0)
         self._listings: dict[str, list[tuple[str, int]]] = {}
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None
+        self._pool_lock = threading.Lock()
+        self._read_ahead = SharedReadAhead()
+
+    def column_read_ahead_stats(self) -> dict[str, int]:
+        """Column chunks the open files of this filesystem read ahead, and how many of
+        those a reader then asked for (the rest were dropped or are still held)."""
+        return {"read_ahead": self._read_ahead.started, "taken": self._read_ahead.taken}
+
+    def _read_ahead_pool(self) -> ThreadPoolExecutor:
+        """The threads of open files' column read-ahead (made on first use; a forked child
+        makes its own: the parent's threads are not in it)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool[0] != os.getpid():
+                pool = ThreadPoolExecutor(COLUMN_READ_AHEAD_THREADS, "fastload-fsspec")
+                self._pool = (os.getpid(), pool)
+                weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
+            return self._pool[1]
 
     # -- paths --------------------------------------------------------------------------
     @classmethod
@@ -232,6 +318,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     def invalidate_cache(self, path: str | None = None) -> None:
         self._listings.clear()
+        self._read_ahead = SharedReadAhead()
         super().invalidate_cache(path)
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -442,7 +529,13 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         size = kwargs.pop("size", None)
         if size is None:
             size = self.engine.size(self._src(name))
-        return FastloadFile(self, name, self.blocksize if block_size is None else block_size, size)
+        return FastloadFile(
+            self,
+            name,
+            self.blocksize if block_size is None else block_size,
+            size,
+            self.column_read_ahead,
+        )
 
     # -- writes: not offered ------------------------------------------------------------
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:

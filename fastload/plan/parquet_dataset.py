@@ -107,8 +107,12 @@ class ParquetDataset(Dataset):
             if not md.schema.to_arrow_schema().equals(schema):
                 raise ValueError(f"{uri}: its schema differs from {self.uris[0]}'s")
         self.schema = schema
-        wanted = [*self.columns, *([image] if image else []), *([label] if label else [])]
-        for name in wanted:
+        self.table_columns = [
+            *self.columns,
+            *([image] if image else []),
+            *([label] if label else []),
+        ]
+        for name in self.table_columns:
             if schema.get_field_index(name) < 0:
                 raise ValueError(
                     f"ParquetDataset: no column {name!r} in {self.uris[0]} "
@@ -316,6 +320,43 @@ class ParquetDataset(Dataset):
                 out.append(_Chunk(f, g, off, n))
         return out
 
+    def _fetch(
+        self,
+        groups: Sequence[int],
+        names: Sequence[str],
+        engine: RangeEngine,
+        settings: Any = None,
+        cancel: Any = None,
+    ) -> dict[int, Any]:
+        """Read the ``names`` column chunks of row groups ``groups`` in ONE engine call (its
+        ranges in parallel): each file's chunks land at their file offsets in its slice of
+        one sparse mapping. Returns a ``pq.ParquetFile`` over that slice for each file."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = sorted({int(self.group_file[g]) for g in groups})
+        place = {f: k for k, f in enumerate(files)}
+        sizes = [int(self.file_sizes[f]) for f in files]
+        bases = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64))).tolist()
+        rows = [
+            (place[c.file], c.offset, c.length, bases[place[c.file]] + c.offset)
+            for g in groups
+            for c in self._chunks(g, names)
+        ]
+        area = _sparse(bases[-1])
+        kw: dict[str, Any] = {"cancel": cancel}
+        if settings is not None:
+            kw["settings"] = settings
+        table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        engine.read_into([self.sources[f] for f in files], table, area, **kw)
+        whole = pa.py_buffer(area)
+        return {
+            f: pq.ParquetFile(
+                pa.BufferReader(whole.slice(bases[k], sizes[k])), metadata=self.metadata[f]
+            )
+            for k, f in enumerate(files)
+        }
+
     def _decode(
         self,
         group: int,
@@ -325,20 +366,53 @@ class ParquetDataset(Dataset):
         cancel: Any,
     ) -> dict[str, Any]:
         """Read and decode the ``names`` columns of row group ``group`` (no cache)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        f = int(self.group_file[group])
-        chunks = self._chunks(group, names)
-        area = _sparse(int(self.file_sizes[f]))
-        table = np.array([[0, c.offset, c.length, c.offset] for c in chunks], dtype=np.int64)
-        kw: dict[str, Any] = {"cancel": cancel}
-        if settings is not None:
-            kw["settings"] = settings
-        engine.read_into([self.sources[f]], table, area, **kw)
-        reader = pq.ParquetFile(pa.BufferReader(pa.py_buffer(area)), metadata=self.metadata[f])
+        reader = self._fetch([group], names, engine, settings, cancel)[int(self.group_file[group])]
         decoded = reader.read_row_group(int(self.group_index[group]), columns=names)
         return {name: self._column(decoded.column(name), name) for name in names}
+
+    def read_table(
+        self,
+        columns: Sequence[str] | None = None,
+        row_groups: Sequence[int] | None = None,
+        *,
+        engine: RangeEngine | None = None,
+    ) -> Any:
+        """Columns of row groups as one ``pyarrow.Table``, rows in the order given.
+
+        ``columns``: default the dataset's (its columns, image and label); ``row_groups``:
+        numbers over all files in order, as in ``group_rows`` (default all). Every column
+        chunk wanted is read in one engine call, so the ranges of all row groups and files
+        are in flight together. pyarrow then decodes them with its threads, straight from
+        the engine's buffer."""
+        import pyarrow as pa
+
+        names = list(columns) if columns is not None else self.table_columns
+        for name in names:
+            if self.schema.get_field_index(name) < 0:
+                raise ValueError(
+                    f"ParquetDataset.read_table: no column {name!r} in {self.uris[0]} "
+                    f"(columns: {', '.join(self.schema.names)})"
+                )
+        count = len(self.group_rows)
+        groups = list(range(count)) if row_groups is None else [int(g) for g in row_groups]
+        for g in groups:
+            if not 0 <= g < count:
+                raise ValueError(
+                    f"ParquetDataset.read_table: row group {g} is out of range (the dataset "
+                    f"has {count}: 0-{count - 1})"
+                )
+        readers = self._fetch(groups, names, engine or self._engine or default_engine())
+        parts = []
+        run: list[int] = []
+        for i, g in enumerate(groups):  # runs of one file's row groups: one decode call each
+            run.append(int(self.group_index[g]))
+            f = int(self.group_file[g])
+            if i + 1 == len(groups) or int(self.group_file[groups[i + 1]]) != f:
+                parts.append(readers[f].read_row_groups(run, columns=names))
+                run = []
+        if not parts:
+            return self.schema.empty_table().select(names)
+        return pa.concat_tables(parts)
 
     def _column(self, col: Any, name: str) -> Any:
         """One decoded column as numpy: records (rows, ...), scalars (rows,), images

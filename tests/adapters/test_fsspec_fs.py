@@ -187,6 +187,9 @@ def test_pyarrow_read_table_and_iter_batches_over_s3(s3fs_):
     assert pq.read_table(path, filesystem=s3fs_, filters=[("label", "=", 3)]).num_rows == int(
         (want.column("label").to_numpy() == 3).sum()
     )
+    # the column chunks after the first row group's came from background reads
+    stats = s3fs_.column_read_ahead_stats()
+    assert stats["taken"] >= 6 and stats["taken"] <= stats["read_ahead"]
 
 
 @pytest.mark.s3
@@ -227,6 +230,10 @@ def test_open_reads_ahead_only_when_sequential_in_one_engine_call(tmp_path):
         assert f.read(8 << 20) == data[: 8 << 20]
         # one 8 MiB read: one engine call, 8 parallel parts of the engine's 1 MiB part_size
         assert fs.engine.backend("file").stats()["requests"] - before == 8
+        # a sequential read of a block or more (a column chunk) fetches just its bytes
+        asked = f.cache.total_requested_bytes
+        assert f.read(2 << 20) == data[8 << 20 : 10 << 20]
+        assert f.cache.total_requested_bytes - asked == 2 << 20
 
 
 def test_pyarrow_reads_through_read_buffer_without_a_copy(tmp_path, monkeypatch):

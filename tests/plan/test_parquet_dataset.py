@@ -199,6 +199,28 @@ def test_errors_name_the_file_and_column(files, tmp_path):
         list(DataLoader(ParquetDataset(str(nulls), columns=["a"]), batch_size=2))
 
 
+def test_read_table_reads_row_groups_as_pyarrow_does(files):
+    paths, tables = files
+    ds = ParquetDataset(paths, columns=["a", "b"], label="y")
+    whole = pa.concat_tables([t for t, _ in tables])
+    assert ds.read_table().equals(whole.select(["a", "b", "y"]))
+    # row groups in the order given, across files (file 0 has 12 of 50 rows, file 1 10 of 64)
+    got = ds.read_table(["s", "jpeg"], row_groups=[13, 0, 11])
+    want = pa.concat_tables(
+        [
+            tables[1][0].slice(64, 64).select(["s", "jpeg"]),
+            tables[0][0].slice(0, 50).select(["s", "jpeg"]),
+            tables[0][0].slice(550, 50).select(["s", "jpeg"]),
+        ]
+    )
+    assert got.equals(want)
+    assert ds.read_table(row_groups=[]).num_rows == 0
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        ds.read_table(["nope"])
+    with pytest.raises(ValueError, match="row group 99 is out of range"):
+        ds.read_table(row_groups=[99])
+
+
 @pytest.mark.s3
 def test_over_s3(files, tmp_path, clean_aws_env):
     paths, tables = files
@@ -216,5 +238,13 @@ def test_over_s3(files, tmp_path, clean_aws_env):
                 for x, y in dl:
                     assert all(np.array_equal(x[i], want[int(y[i])][0]) for i in range(len(y)))
             assert ds.reads == len(ds.group_rows)
+            # read_table: every chunk of every row group in one engine call, one request
+            # per chunk (each is smaller than a part)
+            chunks = sum(len(ds._chunks(g, ["pix", "y"])) for g in range(len(ds.group_rows)))
+            before = eng.backend("s3").stats()["requests"]
+            got = ds.read_table()
+            assert eng.backend("s3").stats()["requests"] - before == chunks
+            whole = pa.concat_tables([t for t, _ in tables]).select(["pix", "y"])
+            assert got.equals(whole)
     finally:
         stop(server)
