@@ -64,14 +64,39 @@ def network_inflight(part_bytes: int) -> int:
     return max(NETWORK_MIN_INFLIGHT_PARTS, min(NETWORK_MAX_INFLIGHT_PARTS, fit))
 
 
-def default_cache_fit() -> int:
-    """``cache_fit`` when none is set: half of this machine's memory. A cold file that size or
-    smaller is read into the page cache (the next epoch copies it from memory); a larger one
-    would evict the files read before it, so it goes O_DIRECT."""
+# Where a container's memory limit is (cgroup v2, then v1): its page cache is charged to it.
+CGROUP_MEMORY_LIMITS = (
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
+def memory_limit(limits: tuple[str, ...] = CGROUP_MEMORY_LIMITS) -> int | None:
+    """This process's memory: the machine's, or its container's limit when lower (None when
+    neither can be read)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError):  # no such sysconf name here: keep the page cache
-        return 1 << 62
+        total: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # no such sysconf name here
+        total = None
+    for path in limits:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) or a huge number (v1) mean no limit
+            limit = int(text)
+            total = limit if total is None else min(total, limit)
+        break
+    return total
+
+
+def default_cache_fit() -> int:
+    """``cache_fit`` when none is set: half of this process's memory (:func:`memory_limit`).
+    A cold file that size or smaller is read into the page cache (the next epoch copies it
+    from memory); a larger one would evict the files read before it, so it goes O_DIRECT."""
+    memory = memory_limit()
+    return (1 << 62) if memory is None else memory // 2
 
 
 def default_part_size(scheme: str) -> int:
