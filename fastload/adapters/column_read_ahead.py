@@ -17,6 +17,7 @@ caller's thread, where its error is raised.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -75,6 +76,11 @@ class SharedReadAhead:
         self._lock = threading.Lock()
         self.started = 0  # background reads started
         self.taken = 0  # reads served from a background read
+        # a child forked while another thread held the lock would wait on it for ever
+        os.register_at_fork(after_in_child=self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def get(self, key: Any) -> dict[int, tuple[int, int, int]] | None:
         with self._lock:
@@ -127,10 +133,12 @@ class ColumnChunkReadAhead:
         self._groups: list[dict[int, tuple[int, int]]] | None = None
         self.read: set[tuple[int, int]] = set()  # whole-chunk reads done: never read ahead
         self.held_bytes = 0
+        self.pid = os.getpid()  # background reads belong to this process's threads
 
     # -- what the file calls ----------------------------------------------------------
     def take(self, start: int, end: int) -> Any:
         """The buffer of a background read of exactly [start, end), or None."""
+        self._after_fork()
         hit = self.ahead.pop((start, end), None)
         if hit is None:
             return None
@@ -147,6 +155,7 @@ class ColumnChunkReadAhead:
         of what comes next when it was whole column chunks."""
         if self.budget <= 0:
             return
+        self._after_fork()
         if self.spans is None:
             self._keep_tail(start, end, view)
             if self.spans is None:
@@ -176,6 +185,14 @@ class ColumnChunkReadAhead:
         self.held_bytes = 0
 
     # -- inside ---------------------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child the parent's background reads never finish (their threads
+        are not in it): forget them, so the child reads those bytes itself."""
+        if self.pid != os.getpid():
+            self.pid = os.getpid()
+            self.ahead.clear()
+            self.held_bytes = 0
+
     def _keep_tail(self, start: int, end: int, view: Any) -> None:
         """Keep the file's last bytes (at most _MAX_FOOTER) until they hold the footer."""
         if end == self.size:

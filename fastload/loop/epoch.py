@@ -232,6 +232,7 @@ class Epoch:
             if self.inline.inline_made(got - asked):
                 self.cond.notify_all()  # slow: the readers take over from the next batch
             self.loader._counters["inline_batches"] += 1
+            self.status.pop(k, None)  # as a reader does: one entry per batch in flight only
             self._raise_if_stopped()  # ended (close(), a newer iter()) while it was made
             self.next_out += 1  # todo[next_out] is k: nothing else was in flight
         if not recorded:

@@ -14,9 +14,10 @@ readers take over again. The decision is measured, batch by batch:
 - only loaders whose batches are made by fastload's own code from local files through
   a plain :class:`~fastload.storage.engine.RangeEngine` qualify (:func:`can_inline`): no
   user transform, collate_fn, output stage, engine subclass, worker process, image
-  decoding, remote source or block reader. Their reads honour ``timeout_seconds``
-  themselves (the engine's deadline, checked between parts), so a batch made inline is
-  still bounded by it;
+  decoding, remote source or block reader, and no ``timeout_seconds``: a batch made
+  inside ``next()`` could only be bounded by the engine's deadline, which is checked
+  between parts, so a read stuck in the kernel (a hung network mount) would block
+  ``next()`` past it, where the reader threads let ``next()`` raise ``TimeoutError``;
 - readers time each batch they make (wall time, so inflated by the GIL they share with
   the consumer): after ``TRY_AFTER`` batches in a row under ``READER_FAST_S`` the epoch
   tries inline;
@@ -57,6 +58,7 @@ def can_inline(loader: Any) -> bool:
         own_output
         and getattr(loader._make_batch, "__name__", "") in OWN_BATCH_MAKERS
         and not loader.use_workers
+        and loader.config.timeout_seconds is None
         and loader._reader is loader.engine
         and type(loader.engine) is RangeEngine
         and all(s.is_local for s in loader.dataset.sources)

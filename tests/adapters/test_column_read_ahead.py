@@ -158,3 +158,42 @@ def test_a_whole_file_read_keeps_at_most_a_footer_sized_tail():
     ahead.saw(0, size, memoryview(data))
     assert ahead.spans == {} and ahead.tail == b""  # given up: no copy of the file kept
     pool.shutdown()
+
+
+def test_a_forked_child_reads_itself_what_the_parent_read_ahead(tmp_path, monkeypatch):
+    """Background reads in flight at a fork never finish in the child (their threads are
+    the parent's): the child reads those bytes itself instead of waiting for ever."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from fastload.adapters import fsspec_fs
+
+    path = str(tmp_path / "t.parquet")
+    rng = np.random.default_rng(1)
+    pq.write_table(
+        pa.table({f"c{i}": rng.random(6000) for i in range(3)}),
+        path,
+        row_group_size=1000,
+        compression="none",
+    )
+    real = fsspec_fs.FastloadFile._engine_read
+
+    def slow_in_background(self, a, b):
+        if threading.current_thread().name.startswith("fastload-fsspec"):
+            time.sleep(1.0)  # still in flight when the process forks
+        return real(self, a, b)
+
+    monkeypatch.setattr(fsspec_fs.FastloadFile, "_engine_read", slow_in_background)
+    fs = _fs()
+    pf = pq.ParquetFile(path, filesystem=fs)
+    pf.read_row_group(0, columns=["c1"])
+    assert fs.column_read_ahead_stats()["read_ahead"] > 0
+    pid = os.fork()
+    if pid == 0:  # the child: a hang ends it by SIGALRM
+        signal.alarm(10)
+        got = pf.read_row_group(1, columns=["c1"]).column("c1").to_numpy()
+        os._exit(0 if len(got) == 1000 else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
