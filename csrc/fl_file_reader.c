@@ -54,6 +54,7 @@ typedef struct {
     int nsources;
     atomic_llong direct_parts;
     atomic_llong ahead_parts;
+    int64_t *cold_cached; /* cold bytes auto has read into the page cache (see read_part_auto) */
 } job_t;
 
 /* ---- the descriptor cache --------------------------------------------------- */
@@ -86,7 +87,7 @@ struct fl_file_reader {
     fl_pool *pool;
     unsigned gen;
     int64_t reads, parts, bytes, inline_reads, opens, reopens, hits, direct_parts,
-        ahead_parts; /* atomics */
+        ahead_parts, cold_cached; /* atomics */
 };
 
 static uint64_t path_hash(const char *p, int direct) {
@@ -429,6 +430,9 @@ static int resident_samples(job_t *j, const part_t *p) {
     return in;
 }
 
+/* Cold bytes read into the page cache by reads without a reader (see read_part_auto). */
+static int64_t process_cold_cached;
+
 /* Cold large reads (page_cache_mode auto): plain buffered reads of several threads at
  * once defeat the kernel's read-ahead (each thread's part is a new stream): measured
  * cold on this VM, 4 threads ~1.0 GB/s, one sequential reader ~1.5 GB/s, O_DIRECT with
@@ -441,10 +445,18 @@ static int resident_samples(job_t *j, const part_t *p) {
 static int read_part_auto(job_t *j, const part_t *p, char **bounce, size_t *bounce_mapped) {
     int in = resident_samples(j, p);
     if (in < 0 || 2 * in >= FL_RESIDENT_SAMPLES) return read_part_buffered(j, p);
-    if (j->sizes[p->src] <= j->opts->cache_fit) {
-        (void)posix_fadvise(j->fds[p->src], p->offset, p->length, POSIX_FADV_WILLNEED);
-        atomic_fetch_add(&j->ahead_parts, 1);
-        return read_part_buffered(j, p);
+    /* The page cache keeps the first cache_fit cold bytes this reader meets (a dataset
+     * of many files that fit one by one, but not all together, must not evict itself
+     * every epoch): past that budget, and for any file larger than it, O_DIRECT. */
+    int64_t fit = j->opts->cache_fit;
+    if (j->sizes[p->src] <= fit) {
+        int64_t before = __atomic_fetch_add(j->cold_cached, p->length, __ATOMIC_RELAXED);
+        if (before + p->length <= fit) {
+            (void)posix_fadvise(j->fds[p->src], p->offset, p->length, POSIX_FADV_WILLNEED);
+            atomic_fetch_add(&j->ahead_parts, 1);
+            return read_part_buffered(j, p);
+        }
+        __atomic_fetch_sub(j->cold_cached, p->length, __ATOMIC_RELAXED);
     }
     int dfd = direct_fd(j, p->src);
     if (dfd < 0) return read_part_buffered(j, p);
@@ -832,7 +844,9 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
         .dst = dst, .direct = opts->direct, .bounce_size = longest_part + 2 * FL_ALIGN,
         .opts = opts, .err = err,
         .deadline = opts->timeout_s > 0 ? started + opts->timeout_s : 0,
-        .pool = reader ? reader->pool : fl_pool_global(), .helpers = nthreads - 1,
+        .pool = reader ? reader->pool : fl_pool_global(),
+        .cold_cached = reader ? &reader->cold_cached : &process_cold_cached,
+        .helpers = nthreads - 1,
     };
     /* auto: a source read in a few large ranges, FL_DIRECT_MIN_READ bytes or more, may
      * have its cold parts read direct (below that, checking costs more than it saves) */

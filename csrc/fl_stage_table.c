@@ -7,8 +7,9 @@ fl_status fl_stage_table_init(fl_stage_table *t, int64_t capacity) {
     memset(t, 0, sizeof(*t));
     if (capacity < 1) capacity = 1;
     t->rows = malloc((size_t)capacity * FL_STAGE_COLUMNS * sizeof(float));
+    t->sizes = malloc((size_t)capacity * 2 * sizeof(int64_t));
     t->flags = calloc((size_t)capacity, 1);
-    if (!t->rows || !t->flags) {
+    if (!t->rows || !t->sizes || !t->flags) {
         fl_stage_table_free(t);
         return FL_E_NOMEM;
     }
@@ -18,8 +19,10 @@ fl_status fl_stage_table_init(fl_stage_table *t, int64_t capacity) {
 
 void fl_stage_table_free(fl_stage_table *t) {
     free(t->rows);
+    free(t->sizes);
     free(t->flags);
     t->rows = NULL;
+    t->sizes = NULL;
     t->flags = NULL;
     t->capacity = 0;
 }
@@ -32,6 +35,9 @@ static fl_status reserve(fl_stage_table *t, int64_t k) {
     float *rows = realloc(t->rows, (size_t)cap * FL_STAGE_COLUMNS * sizeof(float));
     if (!rows) return FL_E_NOMEM;
     t->rows = rows;
+    int64_t *sizes = realloc(t->sizes, (size_t)cap * 2 * sizeof(int64_t));
+    if (!sizes) return FL_E_NOMEM;
+    t->sizes = sizes;
     uint8_t *flags = realloc(t->flags, (size_t)cap);
     if (!flags) return FL_E_NOMEM;
     memset(flags + t->capacity, 0, (size_t)(cap - t->capacity));
@@ -45,10 +51,15 @@ fl_status fl_stage_table_made(fl_stage_table *t, int64_t k, const double *second
     fl_status st = reserve(t, k);
     if (st != FL_OK) return st;
     float *row = t->rows + k * FL_STAGE_COLUMNS;
+    int64_t *size = t->sizes + 2 * k;
     if (t->flags[k] & FL_STAGE_MADE) { /* made again (a retried batch): replace it */
         for (int c = 0; c < FL_STAGE_BATCH_COLUMNS; c++) t->totals[c] -= row[c];
         t->made--;
+        t->nbytes -= size[0];
+        t->samples -= size[1];
     }
+    size[0] = nbytes;
+    size[1] = samples;
     for (int c = 0; c < FL_STAGE_BATCH_COLUMNS; c++) {
         row[c] = (float)seconds[c];
         t->totals[c] += seconds[c];

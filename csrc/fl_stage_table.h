@@ -17,6 +17,7 @@
 
 typedef struct {
     float *rows;     /* capacity x FL_STAGE_COLUMNS seconds (float: 4 bytes a cell) */
+    int64_t *sizes;  /* capacity x 2: each made batch's bytes and samples */
     uint8_t *flags;  /* capacity flags, FL_STAGE_MADE | FL_STAGE_TAKEN */
     int64_t capacity;
     int64_t made, taken; /* how many rows carry each flag */

@@ -47,7 +47,7 @@ def test_a_batch_recorded_again_replaces_its_row():
     table = StageTable(2)
     table.made(0, _clock_with([1.0, 0, 0, 0, 0, 0]), 100, 4)
     table.made(0, _clock_with([2.0, 0, 0, 0, 0, 0]), 100, 4)
-    assert table.batches == 1
+    assert table.batches == 1 and table.nbytes == 100 and table.samples == 4
     assert table.totals()["plan"] == pytest.approx(2.0, rel=1e-6)
     assert table.percentiles()["plan"] == pytest.approx((2.0, 2.0), rel=1e-6)
 

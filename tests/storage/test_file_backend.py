@@ -373,3 +373,24 @@ def test_auto_reads_cold_large_parts_direct_and_warm_ones_from_the_cache(tmp_pat
             data[k * 65536 : k * 65536 + 100].tobytes() for k in range(64)
         )
         assert eng.backend("file").stats()["direct_parts"] == 0
+
+
+@needs_fincore
+def test_auto_keeps_only_cache_fit_cold_bytes_in_the_cache(tmp_path):
+    """Files that fit one by one but not together: the first cache_fit cold bytes the
+    reader meets are read into the page cache, the rest O_DIRECT (a dataset larger than
+    the budget must not evict itself every epoch)."""
+    paths, datas = [], []
+    for i in range(2):
+        path = str(tmp_path / f"f{i}.bin")
+        datas.append(np.random.default_rng(i).integers(0, 256, 8 << 20, dtype=np.uint8))
+        datas[-1].tofile(path)
+        paths.append(path)
+        evict(path)
+    if any(resident_bytes(p) > (8 << 20) // 10 for p in paths):
+        pytest.skip("this file system keeps pages cached despite POSIX_FADV_DONTNEED")
+    with RangeEngine(part_size=1 << 20, max_inflight_parts=4, cache_fit=12 << 20) as eng:
+        for path, data in zip(paths, datas, strict=True):
+            assert np.array_equal(np.asarray(eng.read(path)), data)
+        st = eng.backend("file").stats()
+        assert (st["ahead_parts"], st["direct_parts"]) == (12, 4)  # 12 MiB kept, 4 MiB direct
