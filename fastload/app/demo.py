@@ -69,8 +69,6 @@ def run_demo(
         labels = np.arange(n_images) % 10
         ds = RecordDataset(folder, IMAGE_SHAPE, labels=labels)
         record = ds.sample_nbytes or 0
-        results: list[dict[str, Any]] = []
-        batch_shape: tuple[int, ...] = ()
         with DataLoader(
             ds,
             batch_size=batch_size,
@@ -84,25 +82,7 @@ def run_demo(
                 f"fastload demo: {n_images} images {IMAGE_SHAPE} uint8 in {len(ds.uris)} shards "
                 f"under {folder}, batch {batch_size}, {len(loader)} batches per epoch"
             )
-            for epoch in range(epochs):
-                t = time.perf_counter()
-                samples = 0
-                for x, y in loader:
-                    samples += len(y)
-                    batch_shape = batch_shape or tuple(x.shape)
-                seconds = time.perf_counter() - t
-                row = {
-                    "epoch": epoch,
-                    "samples": samples,
-                    "seconds": seconds,
-                    "samples_per_s": samples / seconds,
-                    "mb_per_s": samples * record / seconds / 1e6,
-                }
-                results.append(row)
-                print(
-                    f"  epoch {epoch}: {samples} samples in {seconds:.3f} s: "
-                    f"{row['samples_per_s']:,.0f} samples/s, {row['mb_per_s']:,.1f} MB/s read"
-                )
+            results, batch_shape = _run_epochs(loader, epochs, record / 1e6, "samples", "read")
             report = loader.report()
         return {
             "folder": folder,
@@ -168,8 +148,6 @@ def run_jpeg_demo(
         write_jpeg_folder(folder, n_images)
         ds = ImageFolder(folder)
         pipeline = ImagePipeline(RandomResizedCrop(224), RandomHorizontalFlip())
-        results: list[dict[str, Any]] = []
-        batch_shape: tuple[int, ...] = ()
         with DataLoader(
             ds,
             batch_size=batch_size,
@@ -186,26 +164,7 @@ def run_jpeg_demo(
                 f"folders under {folder}; {pipeline}, float32 NCHW normalised, batch "
                 f"{batch_size}, {len(loader)} batches per epoch"
             )
-            for epoch in range(epochs):
-                loader.set_epoch(epoch)
-                t = time.perf_counter()
-                samples = 0
-                for x, y in loader:
-                    samples += len(y)
-                    batch_shape = batch_shape or tuple(x.shape)
-                seconds = time.perf_counter() - t
-                row = {
-                    "epoch": epoch,
-                    "samples": samples,
-                    "seconds": seconds,
-                    "samples_per_s": samples / seconds,
-                    "mb_per_s": mb * samples / len(ds) / seconds,
-                }
-                results.append(row)
-                print(
-                    f"  epoch {epoch}: {samples} images in {seconds:.3f} s: "
-                    f"{row['samples_per_s']:,.0f} images/s, {row['mb_per_s']:,.1f} MB/s of JPEG"
-                )
+            results, batch_shape = _run_epochs(loader, epochs, mb / len(ds), "images", "of JPEG")
             report = loader.report()
         return {
             "folder": folder,
@@ -221,3 +180,33 @@ def run_jpeg_demo(
     finally:
         if owned:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_epochs(
+    loader: Any, epochs: int, mb_per_sample: float, unit: str, read: str
+) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
+    """Run ``epochs`` epochs, printing one line each (``unit``/s and MB/s ``read``); the
+    per-epoch figures and the shape of the first batch."""
+    results: list[dict[str, Any]] = []
+    batch_shape: tuple[int, ...] = ()
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        t = time.perf_counter()
+        samples = 0
+        for x, y in loader:
+            samples += len(y)
+            batch_shape = batch_shape or tuple(x.shape)
+        seconds = time.perf_counter() - t
+        row = {
+            "epoch": epoch,
+            "samples": samples,
+            "seconds": seconds,
+            "samples_per_s": samples / seconds,
+            "mb_per_s": samples * mb_per_sample / seconds,
+        }
+        results.append(row)
+        print(
+            f"  epoch {epoch}: {samples} {unit} in {seconds:.3f} s: "
+            f"{row['samples_per_s']:,.0f} {unit}/s, {row['mb_per_s']:,.1f} MB/s {read}"
+        )
+    return results, batch_shape
