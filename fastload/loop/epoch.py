@@ -115,7 +115,7 @@ class Epoch:
         self.timeout = cfg.timeout_seconds
         self.cond = threading.Condition()
         self.results: dict[int, Any] = {}
-        self.status: dict[int, str] = {}
+        self.status: dict[int, object] = {}  # batch -> what it is doing (str() says it)
         self.next_job = 0
         self.next_out = 0
         self.ahead = 0
