@@ -224,6 +224,15 @@ class Epoch:
         recorded = not self.loader.observer.watching
         try:
             res: Any = self.loader.produce(k, job, self, asked if recorded else -1.0)
+        except KeyboardInterrupt:
+            # Ctrl-C while next() made the batch: give the batch back (the readers are
+            # parked, nothing was claimed after it), so the epoch goes on from it, as it
+            # does after Ctrl-C while next() waits for a reader
+            with self.cond:
+                self.status.pop(k, None)
+                if self.next_job == job + 1:
+                    self.next_job = job
+            raise
         except BaseException as exc:
             res = Failure(exc)
             recorded = False

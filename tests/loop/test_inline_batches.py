@@ -205,3 +205,35 @@ def test_inline_batches_leave_no_status_behind(small):
     assert len(it._epoch.status) <= dl.config.prefetch
     it.close()
     dl.close()
+
+
+def test_ctrl_c_while_next_makes_a_batch_leaves_the_epoch_usable(small, monkeypatch):
+    ds, data = small
+    dl = DataLoader(ds, batch_size=BATCH)
+    it = iter(dl)
+    got = [next(it) for _ in range(10)]
+    real = DataLoader.produce
+    calls = []
+    me = threading.current_thread()
+
+    def interrupted_once(self, k, job, ep, asked=-1.0):
+        if threading.current_thread() is me:  # made inside next()
+            calls.append(k)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+        return real(self, k, job, ep, asked)
+
+    monkeypatch.setattr(DataLoader, "produce", interrupted_once)
+    interrupted = False
+    while not interrupted:
+        try:
+            got.append(next(it))
+        except KeyboardInterrupt:
+            interrupted = True
+        except StopIteration:
+            pytest.skip("load kept every batch on the reader threads")
+    got += list(it)  # the epoch goes on from the interrupted batch
+    assert calls[0] == calls[1]  # the same batch, made again
+    ys = np.concatenate([y for _, y in got])
+    assert sorted(ys.tolist()) == list(range(N))
+    dl.close()
