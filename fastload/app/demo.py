@@ -82,18 +82,8 @@ def run_demo(
                 f"fastload demo: {n_images} images {IMAGE_SHAPE} uint8 in {len(ds.uris)} shards "
                 f"under {folder}, batch {batch_size}, {len(loader)} batches per epoch"
             )
-            results, batch_shape = _run_epochs(loader, epochs, record / 1e6, "samples", "read")
-            report = loader.report()
-        return {
-            "folder": folder,
-            "n_images": n_images,
-            "batch_size": batch_size,
-            "batch_shape": batch_shape,
-            "batch_dtype": "float32",
-            "epochs": results,
-            "best_samples_per_s": max(r["samples_per_s"] for r in results),
-            "report": report,
-        }
+            figures = _run_epochs(loader, epochs, record / 1e6, "samples", "read")
+        return {"folder": folder, "n_images": n_images, "batch_size": batch_size, **figures}
     finally:
         if owned:
             shutil.rmtree(folder, ignore_errors=True)
@@ -164,18 +154,13 @@ def run_jpeg_demo(
                 f"folders under {folder}; {pipeline}, float32 NCHW normalised, batch "
                 f"{batch_size}, {len(loader)} batches per epoch"
             )
-            results, batch_shape = _run_epochs(loader, epochs, mb / len(ds), "images", "of JPEG")
-            report = loader.report()
+            figures = _run_epochs(loader, epochs, mb / len(ds), "images", "of JPEG")
         return {
             "folder": folder,
             "n_images": n_images,
             "batch_size": batch_size,
-            "batch_shape": batch_shape,
-            "batch_dtype": "float32",
             "classes": ds.classes,
-            "epochs": results,
-            "best_samples_per_s": max(r["samples_per_s"] for r in results),
-            "report": report,
+            **figures,
         }
     finally:
         if owned:
@@ -184,9 +169,9 @@ def run_jpeg_demo(
 
 def _run_epochs(
     loader: Any, epochs: int, mb_per_sample: float, unit: str, read: str
-) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
-    """Run ``epochs`` epochs, printing one line each (``unit``/s and MB/s ``read``); the
-    per-epoch figures and the shape of the first batch."""
+) -> dict[str, Any]:
+    """Run ``epochs`` epochs of float32 batches, printing one line each (``unit``/s and MB/s
+    ``read``): the per-epoch figures, the best, the first batch's shape and the report."""
     results: list[dict[str, Any]] = []
     batch_shape: tuple[int, ...] = ()
     for epoch in range(epochs):
@@ -209,4 +194,10 @@ def _run_epochs(
             f"  epoch {epoch}: {samples} {unit} in {seconds:.3f} s: "
             f"{row['samples_per_s']:,.0f} {unit}/s, {row['mb_per_s']:,.1f} MB/s {read}"
         )
-    return results, batch_shape
+    return {
+        "batch_shape": batch_shape,
+        "batch_dtype": "float32",
+        "epochs": results,
+        "best_samples_per_s": max(r["samples_per_s"] for r in results),
+        "report": loader.report(),
+    }
