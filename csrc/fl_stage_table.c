@@ -117,12 +117,15 @@ static float select_kth(float *a, int64_t n, int64_t k) {
     return a[k];
 }
 
-/* numpy.percentile(a, q) with linear interpolation; reorders a. */
-static double percentile(float *a, int64_t n, double q) {
+/* numpy.percentile(a, q) with linear interpolation; reorders a. Every element before
+ * ``from`` must be no larger than any from ``from`` on, and ``from`` at most the q-th
+ * position: the selection then runs on a[from..n-1] only (a p99 after the p50 of the
+ * same column searches only the upper half). */
+static double percentile_from(float *a, int64_t n, int64_t from, double q) {
     double pos = q / 100.0 * (double)(n - 1);
     int64_t below = (int64_t)pos;
     double frac = pos - (double)below;
-    double lo = select_kth(a, n, below);
+    double lo = select_kth(a + from, n - from, below - from);
     if (frac == 0.0 || below + 1 >= n) return lo;
     float next = a[below + 1]; /* the smallest of the part after the k-th */
     for (int64_t i = below + 2; i < n; i++)
@@ -138,10 +141,20 @@ fl_status fl_stage_table_percentiles(const fl_stage_table *t, double p50[FL_STAG
     for (int c = 0; c < FL_STAGE_COLUMNS; c++) {
         unsigned flag = c < FL_STAGE_BATCH_COLUMNS ? FL_STAGE_MADE : FL_STAGE_TAKEN;
         int64_t n = 0;
+        int nonzero = 0; /* a stage this path never has (all zero) needs no selection */
         for (int64_t k = 0; k < t->capacity; k++)
-            if (t->flags[k] & flag) col[n++] = t->rows[k * FL_STAGE_COLUMNS + c];
-        p50[c] = n ? percentile(col, n, 50.0) : 0.0;
-        p99[c] = n ? percentile(col, n, 99.0) : 0.0;
+            if (t->flags[k] & flag) {
+                float x = t->rows[k * FL_STAGE_COLUMNS + c];
+                col[n++] = x;
+                nonzero |= x != 0.0f;
+            }
+        if (!nonzero) {
+            p50[c] = p99[c] = 0.0;
+            continue;
+        }
+        p50[c] = percentile_from(col, n, 0, 50.0);
+        /* col[0..median] now hold the smaller half: the p99 searches the rest */
+        p99[c] = percentile_from(col, n, (int64_t)(0.5 * (double)(n - 1)), 99.0);
     }
     free(col);
     return FL_OK;

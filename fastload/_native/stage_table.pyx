@@ -38,6 +38,7 @@ def now():
     return _now()
 
 
+
 cdef int _check(fl_status st, int64_t k) except -1:
     if st != FL_OK:
         _raise_native_error(st, "stage table", message=f"cannot record batch {k}")
@@ -56,16 +57,20 @@ cdef class StageClock:
     cdef public double last
     cdef public object spans
 
-    def __cinit__(self, bint traced=False):
+    def __cinit__(self, double start=-1.0, int lap=-1, bint traced=False):
+        """``start`` (>= 0, this clock's time line): when the batch began, if that was
+        read already (the consumer's ``next()``: its call time starts the batch it makes);
+        otherwise now. ``lap`` (a stage index): the time since ``start`` belongs to that
+        stage (made after the stage, the clock takes its first lap in the same call)."""
         cdef int i
         for i in range(FL_STAGE_BATCH_COLUMNS):
             self._row[i] = 0.0
-        self.start = self.last = _now()
+        self.start = self.last = start if start >= 0 else _now()
         self.spans = [] if traced else None
+        if lap >= 0:
+            self._lap(lap)
 
-    cpdef double lap(self, int stage) except -1.0:
-        """Charge the time since the last lap to ``stage`` (an index into BATCH_STAGES);
-        returns those seconds."""
+    cdef double _lap(self, int stage) except -1.0:
         if stage < 0 or stage >= FL_STAGE_BATCH_COLUMNS:
             raise ValueError(f"stage={stage} is invalid: must be an index into {BATCH_STAGES}")
         cdef double t = _now()
@@ -75,6 +80,26 @@ cdef class StageClock:
             self.spans.append((BATCH_STAGES[stage], self.last, t))
         self.last = t
         return seconds
+
+    # one positional argument, no keywords: a METH_O call, the cheapest Python call there
+    # is (a lap is taken several times per batch, always on)
+    @cython.always_allow_keywords(False)
+    def lap(self, stage):
+        """Charge the time since the last lap to ``stage`` (an index into BATCH_STAGES);
+        returns those seconds."""
+        return self._lap(stage)
+
+    def restart(self, double start, int lap):
+        """This clock, reset for the next batch as ``StageClock(start, lap)`` would make it
+        (no new object: the consumer's thread makes its batches one at a time)."""
+        cdef int i
+        for i in range(FL_STAGE_BATCH_COLUMNS):
+            self._row[i] = 0.0
+        self.start = self.last = start
+        if self.spans is not None:
+            self.spans = []
+        self._lap(lap)
+        return self
 
     cpdef skip(self):
         """Start the next stage now (time since the last lap belongs to no stage)."""
@@ -113,16 +138,22 @@ cdef class StageTable:
         fl_stage_table_free(&self.t)
 
     def made(self, int64_t k, StageClock clock not None, int64_t nbytes, int64_t samples,
-             int last_stage=-1, double asked=-1.0):
+             int last_stage=-1):
         """Batch ``k`` is made: its clock's row, its bytes and samples. ``last_stage`` (a
         stage index): first charge the time since the clock's last lap to it (the batch's
-        last lap and its record in one call). ``asked`` (>= 0): the consumer made the batch
-        itself in ``next()``, called at ``asked``, and got it now: its wait is recorded too."""
+        last lap and its record in one call)."""
         if last_stage >= 0:
-            clock.lap(last_stage)
+            clock._lap(last_stage)
         _check(fl_stage_table_made(&self.t, k, clock._row, nbytes, samples), k)
-        if asked >= 0:
-            self._taken(k, asked, clock.last)
+
+    def made_and_taken(self, int64_t k, StageClock clock not None, int64_t nbytes,
+                       int64_t samples):
+        """Batch ``k``, made by the consumer itself in ``next()``, whose call started
+        ``clock``: its output lap, its row and the consumer's wait (``clock.start`` to now),
+        in one call (the inline path's whole record; fewer arguments than ``made``)."""
+        clock._lap(FL_STAGE_BATCH_COLUMNS - 1)
+        _check(fl_stage_table_made(&self.t, k, clock._row, nbytes, samples), k)
+        self._taken(k, clock.start, clock.last)
 
     def taken(self, int64_t k, double asked, double got):
         """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``: its wait,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastload._native.file_reader import CancelToken
-from fastload._native.stage_table import now
+from fastload._native.stage_table import StageClock, now
 from fastload.loop.inline_batches import InlinePolicy, can_inline
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ class Epoch:
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
         self.inline = InlinePolicy(can_inline(loader))
+        # the stage clock of the batches next() makes, restarted for each (one at a time)
+        self.inline_clock = StageClock()
         n = min(depth, len(self.todo))
         self.threads = [
             threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
@@ -221,6 +223,9 @@ class Epoch:
         """Batch ``k`` made on the consumer's thread (its ``job`` claimed under the lock)."""
         # Unless a trace or a bar watches, the batch's record takes the consumer's wait too
         # (one native call for both sides of the always-on timing).
+        # Unless a trace or a bar watches, the batch's clock starts at the call and its
+        # record takes the consumer's wait too, ending at the call's end (``last_return``):
+        # the timing reads the clock no more often than the inline policy needs anyway.
         recorded = not self.loader.observer.watching
         try:
             res: Any = self.loader.produce(k, job, self, asked if recorded else -1.0)
@@ -236,7 +241,7 @@ class Epoch:
         except BaseException as exc:
             res = Failure(exc)
             recorded = False
-        got = now()
+        got = self.stats.table.last_return if recorded else now()
         with self.cond:
             if self.inline.inline_made(got - asked):
                 self.cond.notify_all()  # slow: the readers take over from the next batch

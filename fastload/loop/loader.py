@@ -500,13 +500,18 @@ class DataLoader(TorchAttributes):
     def produce(self, k: int, job: int, ep: Epoch, asked: float = -1.0) -> Any:
         """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it.
         ``asked`` (>= 0): ``next()`` makes it itself, called at that time (stage clock's
-        time line); the batch's record then holds the consumer's wait too."""
-        clock = self.observer.clock()
+        time line); the batch's clock starts then and its record holds the consumer's wait
+        too, ending at the record (``ep.stats.table.last_return``)."""
         a, b = ep.slices[k]
         idx = ep.order[a:b]
-        plan = plan_batch(self.dataset, idx)
+        if asked < 0:  # a reader's batch: its clock starts before its plan
+            clock = self.observer.clock()
+            plan = plan_batch(self.dataset, idx)
+            clock.lap(PLAN)
+        else:  # the clock started in next(): one call restarts it and laps the plan
+            plan = plan_batch(self.dataset, idx)
+            clock = ep.inline_clock.restart(asked, PLAN)
         plan.clock = clock
-        clock.lap(PLAN)
         leases: Leases = []
         try:
             ep.status[k] = _Reading(plan)
@@ -518,8 +523,10 @@ class DataLoader(TorchAttributes):
             x, idx = x
         ep.status[k] = _InOutputStage(self.output_stage)
         out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
-        if clock.spans is None:  # the always-on path: the output lap and the record, one call
-            ep.stats.table.made(k, clock, plan.nbytes, len(idx), OUTPUT, asked)
+        if asked >= 0:  # made in next(): the output lap, the row and the wait, one call
+            ep.stats.table.made_and_taken(k, clock, plan.nbytes, len(idx))
+        elif clock.spans is None:  # always on: the output lap and the row, one call
+            ep.stats.table.made(k, clock, plan.nbytes, len(idx), OUTPUT)
         else:
             clock.lap(OUTPUT)
             self.observer.batch_made(ep.stats, k, clock, plan.nbytes, len(idx))
@@ -552,7 +559,9 @@ class DataLoader(TorchAttributes):
                 f"{exc.args[0]} (reading a batch; timeout_seconds={self.config.timeout_seconds:g})",
             )
             raise
-        debug_read(plan, plan.clock.lap(READ), self._describe)
+        seconds = plan.clock.lap(READ)
+        if self.observer.debug_reads:
+            debug_read(plan, seconds, self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)
 

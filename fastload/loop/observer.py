@@ -42,14 +42,18 @@ class LoaderObserver:
         self._lock = threading.Lock()
         # The hot path's switches, plain attributes (read per batch): ``clock()`` makes the
         # next batch's clock, the bare native one unless a trace records; ``watching``: a
-        # trace or a bar wants each batch (else the loop records straight into the table).
-        self.clock: Callable[[], StageClock] = StageClock
+        # trace or a bar wants each batch (else the loop records straight into the table);
+        # ``debug_reads``: one DEBUG line per batch read (the level as the epoch began:
+        # asking the logger per batch cost more than the rest of a batch's timing).
+        self.clock: Callable[..., StageClock] = StageClock
         self.watching = False
+        self.debug_reads = False
 
     def _watch(self) -> None:
         tracing = self.tracer is not None and self.tracer.active
         self.clock = _traced_clock if tracing else StageClock
         self.watching = tracing or self._bar is not None
+        self.debug_reads = log.isEnabledFor(logging.DEBUG)
 
     # -- the loader's calls -------------------------------------------------------------
     def begin_epoch(self, epoch: int, batches: int, engine_counters: dict[str, int]) -> EpochStats:
@@ -165,11 +169,10 @@ class LoaderObserver:
 
 
 def debug_read(plan: Any, seconds: float, describe: Any) -> None:
-    """One DEBUG line per batch read (``describe(plan)`` names the sources redacted; it is
-    only called when DEBUG is on)."""
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("read %s in %.2f ms", describe(plan), seconds * 1e3)
+    """One DEBUG line per batch read (``describe(plan)`` names the sources redacted; the
+    loop calls this only when ``LoaderObserver.debug_reads``)."""
+    log.debug("read %s in %.2f ms", describe(plan), seconds * 1e3)
 
 
-def _traced_clock() -> StageClock:
-    return StageClock(True)
+def _traced_clock(start: float = -1.0, lap: int = -1) -> StageClock:
+    return StageClock(start, lap, True)

@@ -237,3 +237,28 @@ def test_ctrl_c_while_next_makes_a_batch_leaves_the_epoch_usable(small, monkeypa
     ys = np.concatenate([y for _, y in got])
     assert sorted(ys.tolist()) == list(range(N))
     dl.close()
+
+
+def test_an_inline_batch_waits_exactly_as_long_as_its_stages_took(small, monkeypatch):
+    """Made inside next(): its clock starts at the call and its record ends it, so the
+    consumer's wait is the sum of the batch's stages (one time line, no gap, no overlap)."""
+    import fastload.loop.epoch as epoch_module
+
+    class InlineFromTheStart(IB.InlinePolicy):
+        def __init__(self, allowed: bool) -> None:
+            super().__init__(allowed)
+            self.active = allowed
+
+    monkeypatch.setattr(epoch_module, "InlinePolicy", InlineFromTheStart)
+    monkeypatch.setattr(IB, "SLOW_S", 1e9)  # a preempted batch must not hand over (load)
+    monkeypatch.setattr(IB, "SLOW_IN_ROW", 10**9)
+    ds, _ = small
+    dl = DataLoader(ds, batch_size=BATCH)
+    for _ in dl:
+        pass
+    epoch = dl.stats()["epochs"][-1]
+    assert dl.report()["inline_batches"] == epoch["batches"] == len(dl)
+    stages = epoch["stages"]
+    made = sum(stages[s]["total_s"] for s in ("plan", "read", "collate", "output"))
+    assert stages["wait"]["total_s"] == pytest.approx(made, rel=1e-6)
+    assert stages["read"]["total_s"] > 0 and stages["plan"]["total_s"] > 0

@@ -162,6 +162,21 @@ def test_debug_lines_name_sources_without_secrets(http_server, caplog):
     assert debug and all("hunter2" not in m for m in debug) and "***" in debug[0]
 
 
+def test_debug_read_lines_follow_the_level_each_epoch_starts_with(recs, caplog):
+    dl = DataLoader(recs[0], batch_size=8)
+    caplog.set_level(logging.INFO, logger="fastload")
+    _epoch(dl)
+    assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
+    caplog.set_level(logging.DEBUG, logger="fastload")  # between epochs: the next one logs
+    _epoch(dl)
+    reads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("read ")]
+    assert len(reads) == len(dl)  # one line per batch read
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="fastload")
+    _epoch(dl)
+    assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
+
+
 def test_retries_past_the_threshold_warn(http_server, fault_proxy_http, caplog):
     http_server.put("r.bin", payload(50_000, 1))
     ds = ObjectDataset([f"{fault_proxy_http.endpoint}/r.bin"] * 4, sizes=[50_000] * 4)

@@ -22,6 +22,9 @@ def test_percentiles_and_totals_equal_numpy(n):
     table = StageTable(4)  # smaller than n: the table grows
     rows = rng.exponential(1e-3, (n, len(BATCH_STAGES)))
     rows[: n // 3, 1] = 5e-4  # ties
+    rows[:, 3] = 0.0  # a stage this path never has
+    rows[1:, 4] = 0.0  # one batch has it
+    rows[: n // 2, 5] = 0.0  # half the batches have it
     waits = rng.exponential(1e-3, n)
     order = rng.permutation(n)  # batches arrive out of order
     asked = 1000.0
@@ -93,3 +96,37 @@ def test_the_consumer_step_runs_from_one_return_to_the_next_ask():
     assert totals["wait"] == pytest.approx(0.75)
     assert totals["step"] == pytest.approx(1.25)
     assert table.last_return == 12.0
+
+
+def test_a_clock_started_earlier_laps_its_first_stage_from_that_start():
+    start = now() - 0.5  # the batch began half a second ago (next()'s call)
+    c = StageClock(start, 2)
+    assert c.start == start and c.last >= start + 0.5
+    assert c.row[2] == pytest.approx(c.last - start) and sum(c.row) == c.row[2]
+    assert StageClock(start).row == [0.0] * len(BATCH_STAGES)  # no lap asked: none taken
+    assert StageClock(start).last == start
+
+
+def test_made_and_taken_records_the_output_lap_the_row_and_the_wait_from_the_start():
+    table = StageTable(2)
+    c = StageClock(now() - 0.25, 0)  # planned since a call 0.25 s ago
+    table.made_and_taken(0, c, 64, 4)
+    totals = table.totals()
+    assert totals["output"] == pytest.approx(c.row[-1]) and c.row[-1] >= 0
+    # the wait runs from the call (the clock's start) to the record: every stage's time
+    assert totals["wait"] == pytest.approx(c.last - c.start)
+    assert totals["wait"] == pytest.approx(sum(c.row)) and totals["wait"] >= 0.25
+    assert table.last_return == c.last and (table.samples, table.nbytes) == (4, 64)
+
+
+def test_restart_resets_a_clock_as_a_new_one_would_be_made():
+    c = StageClock(traced=True)
+    c.lap(1)
+    c.lap(3)
+    start = now() - 0.125
+    assert c.restart(start, 0) is c
+    assert c.start == start and c.row[0] == pytest.approx(c.last - start)
+    assert c.row[1:] == [0.0] * (len(BATCH_STAGES) - 1)  # the last batch's laps are gone
+    assert [s[0] for s in c.spans] == [BATCH_STAGES[0]]  # and its spans
+    with pytest.raises(ValueError, match="stage=9 is invalid"):
+        c.restart(start, 9)
