@@ -224,7 +224,7 @@ class Epoch:
         # Unless a trace or a bar watches, the batch's record takes the consumer's wait too
         # (one native call for both sides of the always-on timing).
         # Unless a trace or a bar watches, the batch's clock starts at the call and its
-        # record takes the consumer's wait too, ending at the call's end (``last_return``):
+        # record takes the consumer's wait too, ending at the call's end (its last lap):
         # the timing reads the clock no more often than the inline policy needs anyway.
         recorded = not self.loader.observer.watching
         try:
@@ -241,7 +241,7 @@ class Epoch:
         except BaseException as exc:
             res = Failure(exc)
             recorded = False
-        got = self.stats.table.last_return if recorded else now()
+        got = self.inline_clock.last if recorded else now()  # the record's time
         with self.cond:
             if self.inline.inline_made(got - asked):
                 self.cond.notify_all()  # slow: the readers take over from the next batch

@@ -501,7 +501,7 @@ class DataLoader(TorchAttributes):
         """Batch ``k`` of the epoch, the ``job``-th the readers took, as the consumer wants it.
         ``asked`` (>= 0): ``next()`` makes it itself, called at that time (stage clock's
         time line); the batch's clock starts then and its record holds the consumer's wait
-        too, ending at the record (``ep.stats.table.last_return``)."""
+        too, ending at the record (the clock's last lap)."""
         a, b = ep.slices[k]
         idx = ep.order[a:b]
         if asked < 0:  # a reader's batch: its clock starts before its plan

@@ -130,3 +130,24 @@ def test_restart_resets_a_clock_as_a_new_one_would_be_made():
     assert [s[0] for s in c.spans] == [BATCH_STAGES[0]]  # and its spans
     with pytest.raises(ValueError, match="stage=9 is invalid"):
         c.restart(start, 9)
+
+
+@pytest.mark.parametrize("n", [2, 5, 64, 999, 2000])
+def test_percentiles_equal_numpy_on_sorted_reversed_tied_and_constant_columns(n):
+    x = np.linspace(1e-4, 1e-2, n)
+    columns = [
+        x,  # sorted
+        x[::-1],  # reversed
+        np.full(n, 3e-3),  # one value
+        np.where(np.arange(n) % 2 == 0, 1e-3, 2e-3),  # two values alternating
+        np.where(np.arange(n) < n - 1, 5e-4, 9.0),  # one outlier on top
+        np.random.default_rng(n).choice([1e-3, 2e-3, 4e-3], n),  # few values, shuffled
+    ]
+    table = StageTable(1)
+    for k in range(n):
+        table.made(k, _clock_with([float(c[k]) for c in columns]), 1, 1)
+    cuts = table.percentiles()
+    for i, s in enumerate(BATCH_STAGES):
+        f32 = columns[i].astype(np.float32).astype(np.float64)
+        for j, q in enumerate((50, 99)):
+            assert cuts[s][j] == pytest.approx(np.percentile(f32, q), rel=1e-6), (s, q)
