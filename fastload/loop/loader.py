@@ -513,15 +513,19 @@ class DataLoader(TorchAttributes):
             clock = ep.inline_clock.restart(asked, PLAN)
         plan.clock = clock
         leases: Leases = []
+        # What a batch is doing names it when next() times out waiting; a batch next()
+        # makes itself is never waited on that way (inline needs timeout_seconds=None).
         try:
-            ep.status[k] = _Reading(plan)
+            if asked < 0:
+                ep.status[k] = _Reading(plan)
             x = self._make_batch(self, plan, k, job, ep, leases)
         finally:
             for pool, buf in leases:
                 pool.release(buf)
         if isinstance(x, ImageBatch):  # failed images replaced: their labels follow
             x, idx = x
-        ep.status[k] = _InOutputStage(self.output_stage)
+        if asked < 0:
+            ep.status[k] = _InOutputStage(self.output_stage)
         out = self.output_stage(x, self.dataset.labels_for(idx), self.pool)
         if asked >= 0:  # made in next(): the output lap, the row and the wait, one call
             ep.stats.table.made_and_taken(k, clock, plan.nbytes, len(idx))
@@ -601,7 +605,8 @@ class DataLoader(TorchAttributes):
         assert cp is not None
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
-        ep.status[k] = f"collating its {len(plan.indices)} samples"
+        if k in ep.status:  # a reader's batch (next() makes its own without status lines)
+            ep.status[k] = f"collating its {len(plan.indices)} samples"
         out = self._out_array(len(plan.indices), cp, leases)
         x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
         plan.clock.lap(COLLATE)
