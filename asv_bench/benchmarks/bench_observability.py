@@ -25,7 +25,7 @@ import numpy as np
 import fastload
 from fastload._native.stage_table import StageClock, now
 from fastload.loop.observer import LoaderObserver
-from fastload.loop.stage_stats import PLAN, READ
+from fastload.loop.stage_stats import PLAN, READ, EpochStats
 from fastload.plan.planner import plan_batch
 
 from .common import data_dir, interleaved_best
@@ -36,6 +36,14 @@ BATCH = 256
 
 def _inline_made(seconds: float) -> bool:  # the policy's test of one inline batch
     return seconds >= 1e-3
+
+
+class _Epoch:  # what an Epoch holds for the timing of its inline batches
+    __slots__ = ("stats", "inline_clock")
+
+    def __init__(self, stats: EpochStats) -> None:
+        self.stats = stats
+        self.inline_clock = StageClock()
 
 
 def _records() -> str:
@@ -62,25 +70,22 @@ class TimingCost:
             pass
 
     def _timing(self) -> None:
-        obs = self.observer
         plan = self.plan
-        stats = obs.begin_epoch(0, self.batches, {})
-        table = stats.table
-        inline_clock = StageClock()
+        ep = _Epoch(self.observer.begin_epoch(0, self.batches, {}))
         for k in range(self.batches):
-            # as Epoch.next(), Epoch._make_inline() and DataLoader.produce() time a batch
-            # next() makes itself
+            # as Epoch.next(), Epoch._make_inline(), DataLoader.produce() and
+            # DataLoader._read() time a batch next() makes itself, attribute for attribute
             asked = now()
-            clock = inline_clock.restart(asked, PLAN)  # after the plan: its first lap
+            clock = ep.inline_clock.restart(asked, PLAN)  # after the plan: its first lap
             plan.clock = clock
             seconds = plan.clock.lap(READ)
-            if obs.debug_reads:
+            if self.observer.debug_reads:
                 raise AssertionError(f"the benchmark runs with DEBUG off ({seconds})")
             if asked >= 0:
-                table.made_and_taken(k, clock, 4096, BATCH)
-            got = inline_clock.last
+                ep.stats.table.made_and_taken(k, clock, plan.nbytes, len(plan.indices))
+            got = ep.inline_clock.last
             _inline_made(got - asked)
-        obs.end_epoch(False, {})
+        self.observer.end_epoch(False, {})
 
     def _policy(self) -> None:
         for _ in range(self.batches):

@@ -3,6 +3,7 @@ BATCH_STAGES: tuple[str, str, str, str, str, str]
 CONSUMER_STAGES: tuple[str, str]
 
 def now() -> float: ...
+def clock_uses_tsc() -> bool: ...
 
 class StageClock:
     start: float

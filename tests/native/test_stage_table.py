@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from fastload._native.stage_table import BATCH_STAGES, CONSUMER_STAGES, StageClock, StageTable, now
+from fastload._native.stage_table import (
+    BATCH_STAGES,
+    CONSUMER_STAGES,
+    StageClock,
+    StageTable,
+    clock_uses_tsc,
+    now,
+)
 
 
 def _clock_with(row: list[float]) -> StageClock:
@@ -151,3 +160,69 @@ def test_percentiles_equal_numpy_on_sorted_reversed_tied_and_constant_columns(n)
         f32 = columns[i].astype(np.float32).astype(np.float64)
         for j, q in enumerate((50, 99)):
             assert cuts[s][j] == pytest.approx(np.percentile(f32, q), rel=1e-6), (s, q)
+
+
+def _kernel_clocksource() -> str:
+    try:
+        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def test_the_clock_stays_on_perf_counters_time_line_across_anchors():
+    """Read from the TSC (where the kernel keeps time with it), re-anchored as time passes:
+    every reading over a quarter second falls within a few us of a perf_counter bracket,
+    and laps never run backwards."""
+    deadline = time.perf_counter() + 0.25
+    worst = 0.0
+    c = StageClock()
+    while time.perf_counter() < deadline:
+        before = time.perf_counter()
+        t = now()
+        after = time.perf_counter()
+        worst = max(worst, before - t, t - after)
+        assert c.lap(1) >= 0.0
+    assert worst < 20e-6
+    if _kernel_clocksource() == "tsc":
+        assert clock_uses_tsc()  # past the first 10 ms: from the counter
+
+
+def test_a_forked_child_reads_the_clock_while_another_thread_reads_it():
+    """A fork may copy a re-anchoring in progress (its lock half taken): the child must
+    still read the clock, at once and on perf_counter's time line."""
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            now()
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        pids = []
+        for _ in range(20):
+            time.sleep(0.011)  # past an anchor's interval: forks land among re-anchors
+            pid = os.fork()
+            if pid == 0:  # child: a few readings, each within the bracket
+                ok = True
+                for _ in range(1000):
+                    before = time.perf_counter()
+                    x = now()
+                    ok &= before - 20e-6 <= x <= time.perf_counter() + 20e-6
+                os._exit(0 if ok else 1)
+            pids.append(pid)
+        for pid in pids:
+            for _ in range(500):  # 5 s: a child stuck on the clock's lock fails here
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise AssertionError("a forked child hung reading the clock")
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        t.join()

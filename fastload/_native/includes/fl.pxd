@@ -131,6 +131,11 @@ cdef extern from "fl_plan.h" nogil:
                      int64_t *nused, int64_t *table_out, int64_t *nrows, fl_error *err)
 
 
+cdef extern from "fl_clock.h" nogil:
+    double fl_clock_now()
+    int fl_clock_uses_tsc()
+
+
 cdef extern from "fl_stage_table.h" nogil:
     enum:
         FL_STAGE_BATCH_COLUMNS
