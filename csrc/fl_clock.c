@@ -135,7 +135,10 @@ double fl_clock_now(void) {
     if (m == TSC) {
         uint64_t s, at;
         double am, rate;
+        int tries = 0;
         do {
+            /* a writer preempted mid-anchor: read clock_gettime rather than spin on it */
+            if (++tries > 64) return mono_now();
             s = atomic_load_explicit(&seq, memory_order_acquire);
             at = atomic_load_explicit(&anchor_tsc, memory_order_relaxed);
             am = atomic_load_explicit(&anchor_mono, memory_order_relaxed);
