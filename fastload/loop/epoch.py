@@ -21,6 +21,7 @@ import numpy as np
 
 from fastload._native.file_reader import CancelToken
 from fastload._native.stage_table import now
+from fastload.loop.batch_threads import hold_thread_budget, reader_thread_budget
 from fastload.loop.inline_batches import InlinePolicy, can_inline
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class Epoch:
         self.slots = threading.Semaphore(depth)
         self.inline = InlinePolicy(can_inline(loader))
         n = min(depth, len(self.todo))
+        self.thread_budget = reader_thread_budget(n)  # per reader (fastload.loop.batch_threads)
         self.threads = [
             threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
             for i in range(n)
@@ -143,6 +145,7 @@ class Epoch:
         return self.stop
 
     def _run(self) -> None:
+        hold_thread_budget(self.thread_budget)
         while True:
             self.slots.acquire()
             with self.cond:
