@@ -228,9 +228,10 @@ def loader_stores(batches_in_flight: int, in_bytes: int, out_bytes: int) -> str:
     the cache, and its pooled buffer comes back after them too: once those batches'
     bytes (read slab and output) exceed the cache, the lines are gone either way and
     plain stores only add a read of each line before writing it. Measured in a loader
-    with 2 readers on 2 CPUs (uint8 -> float32): streaming cost up to 10% at 4.8 MB of
-    output per batch (224x224x3 x 8), and saved 10-20% of the CPU per sample from
-    6.3 MB (64x64x3 x 128) and 9.6 MB (224x224x3 x 16) up.
+    with 2 readers on 2 CPUs (uint8 -> float32 NCHW, interleaved): streaming cost ~5% of
+    the CPU per sample at 4.8 MB of output per batch (224x224x3 x 8, 18 MB in flight
+    here: plain), saved 6% at 6.3 MB (64x64x3 x 128, 28 MB: plain), 13% at 9.6 MB
+    (224x224x3 x 16, 43 MB: streamed), 17% at 12.6 MB (64x64x3 x 256, 57 MB: streamed).
     """
     heavy = batches_in_flight * (in_bytes + out_bytes) > LOADER_CACHE_BYTES
     return "stream" if heavy else "auto"
