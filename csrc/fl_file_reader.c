@@ -87,8 +87,8 @@ struct fl_file_reader {
     uint64_t clock;
     fl_pool *pool;
     unsigned gen;
-    int64_t reads, parts, bytes, inline_reads, opens, reopens, hits, direct_parts,
-        ahead_parts, cold_cached; /* atomics */
+    int64_t reads, parts, bytes, inline_reads, inline_starts, opens, reopens, hits,
+        direct_parts, ahead_parts, cold_cached; /* atomics */
 };
 
 static uint64_t path_hash(const char *p, int direct) {
@@ -274,6 +274,7 @@ void fl_file_reader_stats(fl_file_reader *r, fl_file_stats *out) {
     out->parts = stat_load(&r->parts);
     out->bytes = stat_load(&r->bytes);
     out->inline_reads = stat_load(&r->inline_reads);
+    out->inline_starts = stat_load(&r->inline_starts);
     out->opens = stat_load(&r->opens);
     out->reopens = stat_load(&r->reopens);
     out->hits = stat_load(&r->hits);
@@ -891,6 +892,7 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
         stat_add(&reader->parts, nparts);
         if (rc == FL_OK) stat_add(&reader->bytes, total);
         if (ran == 1) stat_add(&reader->inline_reads, 1);
+        if (!job.posted) stat_add(&reader->inline_starts, 1);
     }
 
 out_release:

@@ -51,6 +51,8 @@ typedef struct {
     int64_t parts;         /* preads of one part each */
     int64_t bytes;         /* bytes delivered */
     int64_t inline_reads;  /* calls that ran on the calling thread only */
+    int64_t inline_starts; /* calls whose parts started on the calling thread alone (small,
+                              or a thread budget of 1), pool threads called in or not */
     int64_t opens;         /* open() calls (cache misses) */
     int64_t reopens;       /* of those, for a cached file that had changed */
     int64_t hits;          /* sources served by a cached descriptor */

@@ -89,14 +89,16 @@ cdef class FileReader:
             fl_file_reader_close(self.reader)
 
     def stats(self):
-        """Counters since creation (reads, parts, bytes, inline_reads, opens, reopens,
-        hits, direct_parts, ahead_parts) and the state now (open_files, threads)."""
+        """Counters since creation (reads, parts, bytes, inline_reads, inline_starts,
+        opens, reopens, hits, direct_parts, ahead_parts) and the state now (open_files,
+        threads)."""
         cdef fl_file_stats st
         with nogil:
             fl_file_reader_stats(self.reader, &st)
         return {
             "reads": st.reads, "parts": st.parts, "bytes": st.bytes,
-            "inline_reads": st.inline_reads, "opens": st.opens, "reopens": st.reopens,
+            "inline_reads": st.inline_reads, "inline_starts": st.inline_starts,
+            "opens": st.opens, "reopens": st.reopens,
             "hits": st.hits, "direct_parts": st.direct_parts, "ahead_parts": st.ahead_parts,
             "open_files": st.open_files, "threads": st.threads,
         }

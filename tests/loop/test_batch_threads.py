@@ -28,15 +28,24 @@ def test_each_reader_gets_its_share_of_the_cpus():
 def _epoch(tmp_path, prefetch):
     H.write_records(str(tmp_path / "rec"), 128, SHAPE, 2)
     ds = RecordDataset(str(tmp_path / "rec"), SHAPE)
-    # timeout_seconds: every batch is made by a reader thread (never inline, in next())
-    dl = DataLoader(ds, batch_size=32, dtype=np.float32, prefetch=prefetch, timeout_seconds=60)
+    # timeout_seconds: every batch is made by a reader thread (never inline, in next());
+    # a batch's 32 records are read in 6 parts of 256 KiB
+    dl = DataLoader(
+        ds,
+        batch_size=32,
+        dtype=np.float32,
+        prefetch=prefetch,
+        timeout_seconds=60,
+        reader_mode="range",
+        part_size=256 << 10,
+    )
     want = np.fromfile(str(tmp_path / "rec" / "shard-000.bin"), np.uint8)[: 32 * 49152]
     before = dl.engine.stats()
     got = list(dl)
     after = dl.engine.stats()
     assert np.array_equal(got[0], want.reshape(32, *SHAPE).astype(np.float32))
     reads = after["reads"] - before.get("reads", 0)
-    inline = after["inline_reads"] - before.get("inline_reads", 0)
+    inline = after["inline_starts"] - before.get("inline_starts", 0)
     collate = dl.report()["collate"]  # the latest batch's
     dl.close()
     return reads, inline, collate
@@ -45,14 +54,15 @@ def _epoch(tmp_path, prefetch):
 def test_readers_that_cover_the_cpus_read_and_collate_each_batch_on_their_own_thread(tmp_path):
     cpus = native_collate.cpu_count()
     reads, inline, collate = _epoch(tmp_path, prefetch=max(2, cpus))
-    assert reads == 4 and inline == 4  # 1.5 MiB reads: above the inline size on their own
+    # 1.5 MiB reads: above the inline size, yet their parts start on the reader alone
+    assert reads == 4 and inline == 4
     assert collate["threads"] == 1
 
 
 @pytest.mark.skipif(native_collate.cpu_count() < 2, reason="one CPU: one thread either way")
 def test_a_lone_reader_spreads_each_batch_over_the_cpus(tmp_path):
     reads, inline, collate = _epoch(tmp_path, prefetch=1)
-    assert reads == 4
+    assert reads == 4 and inline == 0
     assert collate["threads"] == min(native_collate.cpu_count(), (6 << 20) // (256 << 10))
 
 

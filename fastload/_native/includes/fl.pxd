@@ -99,6 +99,7 @@ cdef extern from "fl_file_reader.h" nogil:
         int64_t parts
         int64_t bytes
         int64_t inline_reads
+        int64_t inline_starts
         int64_t opens
         int64_t reopens
         int64_t hits
