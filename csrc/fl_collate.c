@@ -522,7 +522,8 @@ static int64_t dtype_size(int dt, int elem_size) {
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* Output bytes above which kernels that have streaming stores use them. A
+/* Output bytes above which kernels that have streaming stores use them (stores
+ * FL_STORES_AUTO: a batch used right after it is made, its buffer reused for the next). A
  * batch the cache can hold stays there for its consumer (and a pooled batch
  * is still in cache from its last use), where plain stores are faster. On a
  * 2-core EPYC VM with 32 MiB of L3, 224x224x3 to float32, plain stores won up
@@ -571,7 +572,9 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
     j->block_px -= j->block_px % FL_MIN_BLOCK_PX;
 
     int64_t total = a->n * sample_out;
-    j->stream = total > FL_STREAM_MIN_BYTES;
+    j->stream = a->stores == FL_STORES_AUTO ? total > FL_STREAM_MIN_BYTES
+                                           : a->stores == FL_STORES_STREAM;
+    stats->streamed = j->stream;
     int64_t ub = a->unit_bytes;
     if (ub <= 0)
         ub = clamp64(total / ((int64_t)fl_collate_cpu_count() * 8), FL_AUTO_UNIT_MIN, FL_AUTO_UNIT_MAX);

@@ -33,6 +33,13 @@ typedef enum {
     FL_ISA_AVX2 = 2,
 } fl_isa;
 
+typedef enum {
+    FL_STORES_AUTO = 0,   /* streaming stores for an output above FL_STREAM_MIN_BYTES */
+    FL_STORES_PLAIN = 1,  /* the batch stays in cache for a consumer that reads it soon */
+    FL_STORES_STREAM = 2, /* non-temporal stores where a kernel has them: the caller knows the
+                             batch's lines will have left the cache before anyone reads them */
+} fl_stores;
+
 typedef struct {
     const char *const *src;  /* n sample pointers, any alignment */
     char *dst;               /* the batch; aligned to the output element size */
@@ -50,6 +57,7 @@ typedef struct {
     int64_t unit_bytes;      /* output bytes per work unit; 0 = automatic */
     int nthreads;            /* 0 = automatic */
     int isa;                 /* fl_isa */
+    int stores;              /* fl_stores */
 } fl_collate_args;
 
 typedef struct {
@@ -58,6 +66,7 @@ typedef struct {
     int threads;          /* native threads that ran */
     int isa;              /* fl_isa used */
     int transposed;       /* 1 when the layout was converted */
+    int streamed;         /* 1 when streaming stores were asked for */
 } fl_collate_stats;
 
 /* Returns FL_OK, or FL_E_INVALID / FL_E_NOMEM with err filled (the bridge checks

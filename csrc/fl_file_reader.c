@@ -40,12 +40,13 @@ typedef struct {
     atomic_int failed;
     fl_error *err;
     pthread_mutex_t err_lock;
-    /* Helpers: posted up front for a large read, or by the caller (thread 0) once a
-     * part of a small one waited for the disk. */
+    /* Helpers: `helpers` posted up front (a large read, as many as the calling thread's
+     * budget allows), `more` by the caller (thread 0) once one of its parts waited for
+     * the disk (threads that wait for a device take no CPU from anyone). */
     fl_pool *pool;
-    fl_pool_job pool_job;
-    int helpers;
-    int posted;
+    fl_pool_job pool_job, more_job;
+    int helpers, more;
+    int posted, more_posted;
     /* page_cache_mode auto, large parts: what the page cache holds is copied from it,
      * the rest read with O_DIRECT through dfds[src] (opened on first need; -2: refused). */
     const int *cold_direct; /* per source: 1 when its parts may go direct */
@@ -86,8 +87,8 @@ struct fl_file_reader {
     uint64_t clock;
     fl_pool *pool;
     unsigned gen;
-    int64_t reads, parts, bytes, inline_reads, opens, reopens, hits, direct_parts,
-        ahead_parts, cold_cached; /* atomics */
+    int64_t reads, parts, bytes, inline_reads, inline_starts, opens, reopens, hits,
+        direct_parts, ahead_parts, cold_cached; /* atomics */
 };
 
 static uint64_t path_hash(const char *p, int direct) {
@@ -273,6 +274,7 @@ void fl_file_reader_stats(fl_file_reader *r, fl_file_stats *out) {
     out->parts = stat_load(&r->parts);
     out->bytes = stat_load(&r->bytes);
     out->inline_reads = stat_load(&r->inline_reads);
+    out->inline_starts = stat_load(&r->inline_starts);
     out->opens = stat_load(&r->opens);
     out->reopens = stat_load(&r->reopens);
     out->hits = stat_load(&r->hits);
@@ -499,7 +501,7 @@ static void worker(void *ctx, int tid) {
             job_fail(j, FL_E_TIMEOUT, 0, p, "read did not finish within the timeout");
             break;
         }
-        int watch = tid == 0 && !j->posted && j->helpers > 0 && i + 1 < j->nparts;
+        int watch = tid == 0 && !j->more_posted && j->more > 0 && i + 1 < j->nparts;
         int64_t t0 = watch ? now_ns() : 0;
         if (j->direct) {
             if (!bounce) {
@@ -519,8 +521,8 @@ static void worker(void *ctx, int tid) {
         if (j->opts->cache_mode == FL_CACHE_DONT_NEED)
             posix_fadvise(j->fds[p->src], p->offset, p->length, POSIX_FADV_DONTNEED);
         if (watch && part_waited(now_ns() - t0, p->length)) {
-            fl_pool_post(j->pool, &j->pool_job, worker, j, j->helpers, 0);
-            j->posted = 1;
+            fl_pool_post(j->pool, &j->more_job, worker, j, j->more, 0);
+            j->more_posted = 1;
         }
     }
     fl_buffer_free(bounce, bounce_mapped);
@@ -846,8 +848,12 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
         .deadline = opts->timeout_s > 0 ? started + opts->timeout_s : 0,
         .pool = reader ? reader->pool : fl_pool_global(),
         .cold_cached = reader ? &reader->cold_cached : &process_cold_cached,
-        .helpers = nthreads - 1,
     };
+    /* Up to FL_INLINE_MAX_BYTES, or with a thread budget of 1, the parts start on this
+     * thread alone; the others join once a part waits for the disk. */
+    int up = total > FL_INLINE_MAX_BYTES ? fl_thread_budget_cap(nthreads) : 1;
+    job.helpers = up - 1;
+    job.more = nthreads - up;
     /* auto: a source read in a few large ranges, FL_DIRECT_MIN_READ bytes or more, may
      * have its cold parts read direct (below that, checking costs more than it saves) */
     for (int s = 0; s < npaths; s++)
@@ -865,12 +871,14 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
     atomic_init(&job.failed, 0);
     pthread_mutex_init(&job.err_lock, NULL);
     if (nparts_out) *nparts_out = nparts;
-    if (job.helpers > 0 && total > FL_INLINE_MAX_BYTES) {
+    if (job.helpers > 0) {
         fl_pool_post(job.pool, &job.pool_job, worker, &job, job.helpers, 0);
         job.posted = 1;
     }
     worker(&job, 0);
-    int ran = job.posted ? fl_pool_wait(job.pool, &job.pool_job) : 1;
+    int ran = 1;
+    if (job.posted) ran += fl_pool_wait(job.pool, &job.pool_job) - 1;
+    if (job.more_posted) ran += fl_pool_wait(job.pool, &job.more_job) - 1;
     pthread_mutex_destroy(&job.err_lock);
     rc = err->code;
     for (int s = 0; s < npaths; s++) {
@@ -884,6 +892,7 @@ int fl_file_read(fl_file_reader *reader, const char *const *paths, int npaths,
         stat_add(&reader->parts, nparts);
         if (rc == FL_OK) stat_add(&reader->bytes, total);
         if (ran == 1) stat_add(&reader->inline_reads, 1);
+        if (!job.posted) stat_add(&reader->inline_starts, 1);
     }
 
 out_release:

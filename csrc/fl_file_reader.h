@@ -18,7 +18,8 @@ enum {
 
 /* A read of at most this many bytes in all runs on the calling thread, unless its
  * parts turn out to wait for the disk (see fl_file_read). Measured on page-cached
- * files: waking pool threads costs more than it saves below this. */
+ * files: waking pool threads costs more than it saves below this. A larger read does
+ * the same when the calling thread's budget is 1 (fl_thread_budget_set). */
 #define FL_INLINE_MAX_BYTES (1 << 20)
 
 /* page_cache_mode auto, a source read in a few large ranges of FL_DIRECT_MIN_READ
@@ -50,6 +51,8 @@ typedef struct {
     int64_t parts;         /* preads of one part each */
     int64_t bytes;         /* bytes delivered */
     int64_t inline_reads;  /* calls that ran on the calling thread only */
+    int64_t inline_starts; /* calls whose parts started on the calling thread alone (small,
+                              or a thread budget of 1), pool threads called in or not */
     int64_t opens;         /* open() calls (cache misses) */
     int64_t reopens;       /* of those, for a cached file that had changed */
     int64_t hits;          /* sources served by a cached descriptor */
@@ -82,7 +85,9 @@ int64_t fl_file_size(const char *path, fl_error *err);
  * while stat(path) still shows the file it was opened on (device, inode, size and
  * mtime); otherwise the path is opened again. Up to FL_INLINE_MAX_BYTES in all, the
  * parts are read on the calling thread, and pool threads join only if a part waits
- * for the disk; larger reads use min(max_inflight, parts) threads from the start.
+ * for the disk; larger reads use min(max_inflight, parts) threads from the start, or
+ * as many as the calling thread's budget allows (fl_thread_budget_set), the rest
+ * joining once a part waits for the disk.
  * With FL_CACHE_AUTO, a source read in a few large ranges (read-ahead advice) of
  * FL_DIRECT_MIN_READ bytes or more has each part of FL_DIRECT_MIN_PART bytes or more
  * that is mostly not in the page cache read with O_DIRECT (and not cached

@@ -165,7 +165,19 @@ int fl_pool_wait(fl_pool *pool, fl_pool_job *job) {
     return 1 + job->joined;
 }
 
+static __thread int thread_budget;
+
+void fl_thread_budget_set(int nthreads) { thread_budget = nthreads > 0 ? nthreads : 0; }
+
+int fl_thread_budget(void) { return thread_budget; }
+
+int fl_thread_budget_cap(int nthreads) {
+    if (thread_budget > 0 && nthreads > thread_budget) nthreads = thread_budget;
+    return nthreads > 1 ? nthreads : 1;
+}
+
 int fl_pool_run(fl_pool *pool, int nthreads, fl_task_fn fn, void *ctx) {
+    nthreads = fl_thread_budget_cap(nthreads);
     if (nthreads <= 1 || !pool) {
         fn(ctx, 0);
         return 1;

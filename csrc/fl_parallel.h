@@ -43,10 +43,23 @@ void fl_pool_post(fl_pool *pool, fl_pool_job *job, fl_task_fn fn, void *ctx, int
  * threads). Returns how many threads ran the job, the caller included. */
 int fl_pool_wait(fl_pool *pool, fl_pool_job *job);
 
-/* post + fn(ctx, 0) + wait, with nthreads - 1 helpers; nthreads <= 1 (or a NULL pool)
+/* post + fn(ctx, 0) + wait, with nthreads - 1 helpers (nthreads first capped by the
+ * calling thread's budget, see fl_thread_budget_set); nthreads <= 1 (or a NULL pool)
  * runs inline. Every helper runs fn (wait_all): the return is nthreads unless the OS
  * refused threads. */
 int fl_pool_run(fl_pool *pool, int nthreads, fl_task_fn fn, void *ctx);
+
+/* The calling thread's thread budget: how many threads, itself included, the calls it
+ * makes may keep busy with CPU work (0, the default: no cap beyond each call's own).
+ * A program whose own threads already cover the CPUs (a loader with one reader thread
+ * per CPU) gives each of them 1: a pool's helpers would only take turns with those
+ * threads on the same cores, and each hand-off costs wake-ups and a cold cache. Held
+ * per thread, so it follows the thread through every kernel it calls. (Each extension
+ * module that links this file holds its own copy: set it through each.) */
+void fl_thread_budget_set(int nthreads);
+int fl_thread_budget(void);
+/* `nthreads` capped by the calling thread's budget (at least 1). */
+int fl_thread_budget_cap(int nthreads);
 
 /* The same on a process-wide pool. */
 fl_pool *fl_pool_global(void);

@@ -12,9 +12,12 @@ DT_F32: int
 DT_F16: int
 DT_BF16: int
 ISA_CODES: dict[str, int]
+STORES_CODES: dict[str, int]
 
 def best_isa() -> str: ...
 def cpu_count() -> int: ...
+def set_thread_budget(nthreads: int) -> int: ...
+def thread_budget() -> int: ...
 
 class CollatePlan:
     sample_in: int
@@ -42,6 +45,7 @@ class CollatePlan:
         slab: Any,
         offsets: npt.NDArray[np.int64] | None,
         out: Any,
+        stores: str = "auto",
     ) -> dict[str, Any]: ...
 
 def gather_ragged(

@@ -16,10 +16,12 @@ from libc.stdlib cimport calloc, free, malloc
 
 from fastload._native.includes.collate cimport (
     FL_DT_BF16, FL_DT_F16, FL_DT_F32, FL_DT_RAW, FL_DT_U8, FL_DT_U16, FL_ISA_AUTO, FL_ISA_AVX2,
-    FL_ISA_GENERIC, fl_collate, fl_collate_args, fl_collate_best_isa, fl_collate_cpu_count,
+    FL_ISA_GENERIC, FL_STORES_AUTO, FL_STORES_PLAIN, FL_STORES_STREAM, fl_collate, fl_collate_args, fl_collate_best_isa, fl_collate_cpu_count,
     fl_collate_stats, fl_gather_bytes,
 )
-from fastload._native.includes.fl cimport fl_error, fl_error_clear
+from fastload._native.includes.fl cimport (
+    fl_error, fl_error_clear, fl_thread_budget, fl_thread_budget_set,
+)
 
 include "native_error.pxi"
 include "plain_buffer.pxi"
@@ -35,6 +37,8 @@ DT_BF16 = FL_DT_BF16
 
 ISA_CODES = {"auto": FL_ISA_AUTO, "generic": FL_ISA_GENERIC, "avx2": FL_ISA_AVX2}
 _ISA_NAMES = {FL_ISA_GENERIC: "generic", FL_ISA_AVX2: "avx2"}
+# how the kernel writes the batch (fl_collate.h: fl_stores)
+STORES_CODES = {"auto": FL_STORES_AUTO, "plain": FL_STORES_PLAIN, "stream": FL_STORES_STREAM}
 
 
 def best_isa():
@@ -45,6 +49,21 @@ def best_isa():
 def cpu_count():
     """CPUs this process may run on (what num_threads=0 may use)."""
     return fl_collate_cpu_count()
+
+
+def set_thread_budget(int nthreads):
+    """Cap the threads (this one included) that this module's kernels called from the
+    calling thread keep busy (0: no cap; see fl_parallel.h). Returns the previous one."""
+    if nthreads < 0:
+        raise ValueError(f"nthreads={nthreads} is invalid: must be >= 0")
+    cdef int before = fl_thread_budget()
+    fl_thread_budget_set(nthreads)
+    return before
+
+
+def thread_budget():
+    """The calling thread's budget for this module's kernels (0: no cap)."""
+    return fl_thread_budget()
 
 
 cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1:
@@ -110,6 +129,7 @@ cdef class CollatePlan:
         self.args.unit_bytes = unit_bytes
         self.args.nthreads = nthreads
         self.args.isa = ISA_CODES[isa]
+        self.args.stores = FL_STORES_AUTO
         self.sample_in = pixels * channels * src_itemsize
         self.sample_out = pixels * channels * dst_itemsize
         if src_dtype != FL_DT_RAW:
@@ -125,9 +145,11 @@ cdef class CollatePlan:
             self.args.scale = &sc[0]
             self.args.shift = &sh[0]
 
-    def run(self, object samples, object slab, const int64_t[::1] offsets, object out):
+    def run(self, object samples, object slab, const int64_t[::1] offsets, object out,
+            str stores="auto"):
         """Collate into ``out``: either ``samples`` (contiguous buffers, one per sample) or
-        ``slab`` with one byte offset per sample. Returns the kernel's stats."""
+        ``slab`` with one byte offset per sample; ``stores``: "auto", "plain" or "stream"
+        (fl_collate.h). Returns the kernel's stats."""
         cdef Py_buffer out_view, slab_view
         cdef Py_buffer *views = NULL
         cdef const char **ptrs = NULL
@@ -137,6 +159,9 @@ cdef class CollatePlan:
         cdef fl_collate_stats stats
         cdef fl_error err
         cdef int rc
+        if stores not in STORES_CODES:
+            raise ValueError(f"stores={stores!r} is not one of {', '.join(STORES_CODES)}")
+        args.stores = STORES_CODES[stores]
         n = len(samples) if slab is None else (offsets.shape[0] if offsets is not None else 0)
         ptrs = <const char **>malloc(sizeof(char *) * max(n, 1))
         if ptrs == NULL:
@@ -189,6 +214,7 @@ cdef class CollatePlan:
             "threads": stats.threads,
             "isa": _ISA_NAMES.get(stats.isa, "generic"),
             "transposed": bool(stats.transposed),
+            "streamed": bool(stats.streamed),
         }
 
 

@@ -14,6 +14,9 @@ class CancelToken:
 INLINE_MAX_BYTES: int
 DIRECT_MIN_PART: int
 
+def set_thread_budget(nthreads: int) -> int: ...
+def thread_budget() -> int: ...
+
 class FileReader:
     max_open_files: int
     def __init__(self, max_open_files: int = 256) -> None: ...

@@ -21,6 +21,7 @@ import numpy as np
 
 from fastload._native.file_reader import CancelToken
 from fastload._native.stage_table import StageClock, now
+from fastload.loop.batch_threads import hold_thread_budget, reader_thread_budget
 from fastload.loop.inline_batches import InlinePolicy, can_inline
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class Epoch:
         # the stage clock of the batches next() makes, restarted for each (one at a time)
         self.inline_clock = StageClock()
         n = min(depth, len(self.todo))
+        self.thread_budget = reader_thread_budget(n)  # per reader (fastload.loop.batch_threads)
         self.threads = [
             threading.Thread(target=self._run, name=f"fastload-reader-{i}", daemon=True)
             for i in range(n)
@@ -145,6 +147,7 @@ class Epoch:
         return self.stop
 
     def _run(self) -> None:
+        hold_thread_budget(self.thread_budget)
         while True:
             self.slots.acquire()
             with self.cond:

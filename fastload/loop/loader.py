@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload.batch.collate import CollatePlan, collate_ragged, plan_collate
+from fastload.batch.collate import CollatePlan, collate_ragged, loader_stores, plan_collate
 from fastload.batch.image_pipeline import ImageBatch, ImagePipeline, image_batcher_for
 from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
@@ -608,7 +608,8 @@ class DataLoader(TorchAttributes):
         if k in ep.status:  # a reader's batch (next() makes its own without status lines)
             ep.status[k] = f"collating its {len(plan.indices)} samples"
         out = self._out_array(len(plan.indices), cp, leases)
-        x = cp.run_slab(slab, plan.offsets, out, self._collate_stats())
+        stores = loader_stores(len(ep.threads) + 1, plan.nbytes, out.nbytes)  # + the consumer's
+        x = cp.run_slab(slab, plan.offsets, out, self._collate_stats(), stores)
         plan.clock.lap(COLLATE)
         return x
 

@@ -126,8 +126,9 @@ class FileBackend:
 
     def stats(self) -> dict[str, int]:
         """Counters since creation: requests (preads of one part each), bytes read, and
-        the native reader's own (``reads``, ``inline_reads``, ``opens``, ``reopens``,
-        ``hits``, and now: ``open_files``, ``threads``)."""
+        the native reader's own (``reads``, ``inline_reads``, ``inline_starts``: reads whose
+        parts started on the calling thread alone, ``opens``, ``reopens``, ``hits``, and now:
+        ``open_files``, ``threads``)."""
         st = self._reader.stats()
         return {"requests": st["parts"], **st}
 

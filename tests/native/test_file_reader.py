@@ -303,3 +303,41 @@ def test_a_forked_child_reads_with_the_parents_reader(tmp_path):
     p.join(60)
     assert p.exitcode == 0
     assert total == int(data.sum()) and threads == 3
+
+
+def _on_new_thread(fn):
+    """fn() on a fresh thread (a thread budget is the calling thread's own)."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(fn()))
+    t.start()
+    t.join(60)
+    return box[0]
+
+
+def test_a_thread_budget_caps_the_threads_a_large_page_cached_read_wakes(tmp_path):
+    path = str(tmp_path / "big.bin")
+    data = np.random.default_rng(7).integers(0, 256, 8 << 20, dtype=np.uint8)
+    data.tofile(path)
+    out = np.zeros(8 << 20, np.uint8)
+    _read(file_reader.FileReader(), [path], [[0, 0, 8 << 20, 0]], out, part=1 << 20)  # cached
+
+    def read(budget):
+        before = file_reader.set_thread_budget(budget)
+        assert before == 0 and file_reader.thread_budget() == budget
+        reader = file_reader.FileReader()  # a pool makes its threads when a read posts
+        out[:] = 0
+        _read(reader, [path], [[0, 0, 8 << 20, 0]], out, part=1 << 20)
+        assert np.array_equal(out, data)
+        st = reader.stats()
+        return st["inline_starts"], st["threads"]
+
+    # 8 parts of 1 MiB, 4 in flight: 3 pool threads from the start, or as many as the
+    # budget leaves (a budget of 1 starts the parts here alone; a part preempted long
+    # enough to look like a disk wait would still call pool threads in)
+    assert _on_new_thread(lambda: read(0)) == (0, 3)
+    assert _on_new_thread(lambda: read(1))[0] == 1
+    starts, threads = _on_new_thread(lambda: read(2))
+    assert starts == 0 and threads >= 1  # 1 up front (2 more once a part waits)
+    assert file_reader.thread_budget() == 0  # the other threads' budgets were their own
+    with pytest.raises(ValueError, match="nthreads=-1 is invalid"):
+        file_reader.set_thread_budget(-1)

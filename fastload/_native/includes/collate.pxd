@@ -15,6 +15,9 @@ cdef extern from "fl_collate.h" nogil:
         FL_ISA_AUTO
         FL_ISA_GENERIC
         FL_ISA_AVX2
+        FL_STORES_AUTO
+        FL_STORES_PLAIN
+        FL_STORES_STREAM
 
     ctypedef struct fl_collate_args:
         const char *const *src
@@ -32,6 +35,7 @@ cdef extern from "fl_collate.h" nogil:
         int64_t unit_bytes
         int nthreads
         int isa
+        int stores
 
     ctypedef struct fl_collate_stats:
         int64_t units
@@ -39,6 +43,7 @@ cdef extern from "fl_collate.h" nogil:
         int threads
         int isa
         int transposed
+        int streamed
 
     int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
     int fl_gather_bytes(const char *const *src, const int64_t *start, int64_t n, char *dst,

@@ -62,6 +62,13 @@ cdef extern from "fl_buffer.h" nogil:
     int fl_cuda_available()
 
 
+cdef extern from "fl_parallel.h" nogil:
+    # the calling thread's thread budget (0: no cap); each module linking fl_parallel.c
+    # holds its own copy
+    void fl_thread_budget_set(int nthreads)
+    int fl_thread_budget()
+
+
 cdef extern from "fl_file_reader.h" nogil:
     # posix_fadvise policies of the file reader (page_cache_mode)
     enum:
@@ -92,6 +99,7 @@ cdef extern from "fl_file_reader.h" nogil:
         int64_t parts
         int64_t bytes
         int64_t inline_reads
+        int64_t inline_starts
         int64_t opens
         int64_t reopens
         int64_t hits
