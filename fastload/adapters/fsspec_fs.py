@@ -456,7 +456,9 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         a, b = _absolute(start, end, self.engine.size(src))
         if b <= a:
             return b""
-        return bytes(self.engine.read_ranges(src, [(a, b - a)]))
+        view = self._fetch_buffers.take(b - a)  # fsspec wants bytes: the buffer is reused
+        self.engine.read_ranges(src, [(a, b - a)], out=view)
+        return bytes(view)
 
     def cat_ranges(
         self,
@@ -528,7 +530,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         lengths = m[:, 2] - m[:, 1]
         dst = np.concatenate(([0], np.cumsum(lengths)))
         table = np.stack([m[:, 0], m[:, 1], lengths, dst[:-1]], axis=1)
-        out = np.empty(int(dst[-1]), dtype=np.uint8)
+        # the results are copied out as bytes (fsspec's type): the buffer is reused
+        out = np.frombuffer(self._fetch_buffers.take(int(dst[-1])), dtype=np.uint8)
         self.engine.read_into(srcs, table, out)
         where = []
         for j in range(len(rows)):

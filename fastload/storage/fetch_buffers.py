@@ -77,8 +77,9 @@ class FetchBufferPool:
     def take(self, nbytes: int) -> memoryview:
         """A writable view of ``nbytes`` bytes (contents undefined: the caller fills it)."""
         n = int(nbytes)
-        if n < self.min_bytes or self.max_idle_bytes == 0:
-            return memoryview(AlignedBuffer(n))
+        size = _round_up(n, HUGE_PAGE)
+        if n < self.min_bytes or size > self.max_idle_bytes:
+            return memoryview(AlignedBuffer(n))  # not kept: it could never wait idle
         now = time.monotonic()
         with self._lock:
             best = None
@@ -87,15 +88,19 @@ class FetchBufferPool:
                 if n <= cap <= _SLACK * n + HUGE_PAGE and not entry[0].views:
                     if best is None or cap < best[0].nbytes:
                         best = entry
-            if best is None:
-                self._trim(now, _round_up(n, HUGE_PAGE))
-                best = [AlignedBuffer(_round_up(n, HUGE_PAGE)), now]
-                self._buffers.append(best)
-                self.allocated += 1
-            else:
+            if best is not None:
                 self.reused += 1
-            best[1] = now
-            view = memoryview(best[0])[:n]  # the buffer is busy from here
+                best[1] = now
+                view = memoryview(best[0])[:n]  # the buffer is busy from here
+                self._arm()
+                return view
+            self._trim(now, size)
+        # faulting a new buffer in takes milliseconds: other threads' takes go on meanwhile
+        buf = AlignedBuffer(size)
+        view = memoryview(buf)[:n]
+        with self._lock:
+            self._buffers.append([buf, now])
+            self.allocated += 1
             self._arm()
         return view
 

@@ -85,3 +85,16 @@ def test_pyarrow_reads_a_parquet_file_twice_through_reused_buffers(tmp_path, cle
         assert pool.reused >= pool.allocated  # the later reads ran on the first one's buffers
     finally:
         stop(server)
+
+
+def test_cat_file_and_cat_ranges_read_through_reused_buffers(server):
+    fs = _fs(server)
+    want = _want()
+    for _ in range(3):
+        assert fs.cat_file(URI, MiB, 4 * MiB) == want[MiB : 4 * MiB]
+        got = fs.cat_ranges([URI, URI], [0, 3 * MiB], [2 * MiB, 5 * MiB])  # 4 MiB in all
+        assert got == [want[: 2 * MiB], want[3 * MiB : 5 * MiB]]
+    pool = fs._fetch_buffers
+    # the bytes returned are copies: each call's buffer (3 and 4 MiB, one 4 MiB buffer
+    # fits both) is free again for the next
+    assert pool.allocated == 1 and pool.reused == 5

@@ -72,6 +72,15 @@ def test_small_reads_and_a_pool_of_nothing_allocate_every_time():
     assert pool.held_bytes == off.held_bytes == 0 and pool.reused == off.reused == 0
 
 
+def test_a_read_bigger_than_the_idle_bound_is_not_kept():
+    pool = FetchBufferPool(8 * MiB)
+    view = pool.take(9 * MiB)
+    assert len(view) == 9 * MiB and pool.held_bytes == 0
+    del view
+    view = pool.take(8 * MiB)
+    assert pool.held_bytes == 8 * MiB and len(view) == 8 * MiB
+
+
 def test_idle_bytes_beyond_the_bound_are_freed_at_the_next_allocation():
     pool = FetchBufferPool(8 * MiB)
     views = [pool.take(4 * MiB) for _ in range(3)]  # all in use: the caller's memory
@@ -115,6 +124,29 @@ def test_a_dropped_pool_frees_its_buffers_and_its_timer_does_not_keep_it():
     gc.collect()
     assert ref() is None
     _wait_for(lambda: not _timer_threads(), "its timer thread gone")
+
+
+def test_threads_taking_at_once_never_share_a_buffer():
+    pool = FetchBufferPool(64 * MiB)
+    errors = []
+
+    def work(k: int) -> None:
+        for _ in range(40):
+            view = pool.take(2 * MiB + k)
+            arr = np.frombuffer(view, dtype=np.uint8)
+            arr[:] = k
+            time.sleep(0.001)
+            if not (arr == k).all():  # another thread wrote into the same memory
+                errors.append(k)
+            del arr, view
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert pool.reused > 0 and pool.allocated <= 6 + 6  # each thread's buffer, mostly reused
 
 
 def test_bad_knobs_name_themselves():
