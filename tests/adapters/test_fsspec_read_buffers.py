@@ -98,3 +98,13 @@ def test_cat_file_and_cat_ranges_read_through_reused_buffers(server):
     # the bytes returned are copies: each call's buffer (3 and 4 MiB, one 4 MiB buffer
     # fits both) is free again for the next
     assert pool.allocated == 1 and pool.reused == 5
+
+
+def test_the_buffer_and_budget_knobs_survive_pickling(server):
+    import pickle
+
+    fs = _fs(server, fetch_buffers=6 * MiB, column_read_ahead_total=7 * MiB)
+    again = pickle.loads(pickle.dumps(fs))
+    assert again._fetch_buffers.max_idle_bytes == 6 * MiB
+    assert again._read_ahead.budget == again.column_read_ahead_total == 7 * MiB
+    assert again.cat_file(URI, 0, 2 * MiB) == _want()[: 2 * MiB]
