@@ -8,7 +8,8 @@ pre_buffer=True)`` with fs = fastload's fsspec filesystem, s3fs (the fsspec S3 f
 and pyarrow's own ``S3FileSystem`` (C++, its default IO thread pool; pre_buffer is its best
 setting here and read_table's default). ``dataset``: ``ParquetDataset(uri, columns=the
 same 4).read_table()`` on the filesystem's engine (footer, then every column chunk of every
-row group in one engine call). Each client keeps its connections across runs. Runs are
+row group in one engine call). ``fresh_buffers``: fastload's filesystem with
+``fetch_buffers=0`` (a fresh buffer per read, as before read buffers were reused). Each client keeps its connections across runs. Runs are
 interleaved; min and median of FASTLOAD_BENCH_PQ_REPEAT (7). The server shares the
 machine's 2 cores with the clients.
 
@@ -72,6 +73,8 @@ def run_all() -> dict[str, dict]:
     with rclone_s3(root) as opts:
         endpoint = opts["endpoint_url"]
         ours = fastload.filesystem(**opts, skip_instance_cache=True)
+        # the same without reused read buffers: every read maps fresh memory
+        fresh = fastload.filesystem(**opts, skip_instance_cache=True, fetch_buffers=0)
         theirs = s3fs.S3FileSystem(
             key=opts["access_key_id"],
             secret=opts["secret_access_key"],
@@ -99,6 +102,7 @@ def run_all() -> dict[str, dict]:
         res = min_and_median(
             {
                 "fastload": read(ours, f"s3://{key}"),
+                "fresh_buffers": read(fresh, f"s3://{key}"),
                 "s3fs": read(theirs, key),
                 "pyarrow_s3": read(native, key),
                 "dataset": dataset,
@@ -141,6 +145,16 @@ class FsspecParquetS3:
         return r["pyarrow_s3"]["min"] / r["dataset"]["min"]
 
     track_dataset_ratio_vs_pyarrow_s3.unit = "ratio"
+
+    def track_ratio_vs_fresh_buffers(self, r):
+        return r["fresh_buffers"]["min"] / r["fastload"]["min"]
+
+    track_ratio_vs_fresh_buffers.unit = "ratio"
+
+    def track_ratio_vs_fresh_buffers_median(self, r):
+        return r["fresh_buffers"]["median"] / r["fastload"]["median"]
+
+    track_ratio_vs_fresh_buffers_median.unit = "ratio"
 
     def track_fastload_mb_per_s(self, r):
         return r["fastload"]["bytes"] / r["fastload"]["min"] / MB

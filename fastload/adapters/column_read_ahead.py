@@ -7,7 +7,8 @@ file that concurrency back. It keeps the bytes of the file's tail that pyarrow r
 footer) and parses them once; when a read is exactly the column chunks ``j1..j2`` of row
 group ``g`` (a reader reading columns, not guessing), it starts background engine reads of
 the same chunks in the next ``ROW_GROUPS_AHEAD`` row groups, as far as ``budget`` bytes allow
-(in flight and waiting together), and later reads of those ranges take the fetched buffer.
+(in flight and waiting together; all open files of a filesystem share a second, total
+budget), and later reads of those ranges take the fetched buffer.
 
 Bytes read ahead and never asked for (a reader that stops after a few row groups, or skips
 them by statistics) are bounded by ``budget``; chunks of row groups the reader has passed
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 _MAGIC = b"PAR1"
@@ -35,6 +37,15 @@ _KEEP_BEHIND = 4
 ROW_GROUPS_AHEAD = 2
 _MAX_FOOTER = 16 << 20  # footers kept and parsed at most (tens of thousands of chunks)
 _NO_FOOTER: dict[int, tuple[int, int, int]] = {}  # parsed: not a Parquet file (or malformed)
+_shared: weakref.WeakSet[SharedReadAhead] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for shared in list(_shared):
+        shared._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _chunk_spans(tail: bytes) -> dict[int, tuple[int, int, int]] | None:
@@ -66,21 +77,39 @@ def _chunk_spans(tail: bytes) -> dict[int, tuple[int, int, int]] | None:
 
 class SharedReadAhead:
     """What the open files of one filesystem share: the chunk layouts of the last
-    ``capacity`` Parquet files parsed, by the caller's key (path and size), and counts of
-    chunks read ahead and taken. Files are used from one thread at a time each, but many
-    files at once, hence the lock."""
+    ``capacity`` Parquet files parsed, by the caller's key (path and size), counts of
+    chunks read ahead and taken, and ``budget``: bytes all its files together read ahead
+    at most (in flight and held; None: no bound but each file's own). Files are used from
+    one thread at a time each, but many files at once, hence the lock."""
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, budget: int | None = None) -> None:
         self.capacity = capacity
+        self.budget = budget
         self._items: OrderedDict[Any, dict[int, tuple[int, int, int]]] = OrderedDict()
         self._lock = threading.Lock()
         self.started = 0  # background reads started
         self.taken = 0  # reads served from a background read
-        # a child forked while another thread held the lock would wait on it for ever
-        os.register_at_fork(after_in_child=self._renew_lock)
+        self.held_bytes = 0  # bytes of the files' background reads in flight or held
+        _shared.add(self)
 
-    def _renew_lock(self) -> None:
+    def _after_fork_in_child(self) -> None:
+        # a parent's thread may have held the lock at the fork; the files forget the
+        # parent's background reads in the child (ColumnChunkReadAhead._after_fork), so
+        # the bytes they held are the parent's
         self._lock = threading.Lock()
+        self.held_bytes = 0
+
+    def reserve(self, nbytes: int) -> bool:
+        """Count ``nbytes`` more read ahead, when the budget has room for them."""
+        with self._lock:
+            if self.budget is not None and self.held_bytes + nbytes > self.budget:
+                return False
+            self.held_bytes += nbytes
+            return True
+
+    def release(self, nbytes: int) -> None:
+        with self._lock:
+            self.held_bytes -= nbytes
 
     def get(self, key: Any) -> dict[int, tuple[int, int, int]] | None:
         with self._lock:
@@ -106,15 +135,16 @@ class ColumnChunkReadAhead:
     """Background reads of the column chunks a Parquet reader will ask for next.
 
     ``fetch(start, end)``: the file's read (a buffer of those bytes); ``size``: the file's
-    size; ``budget``: bytes read ahead at most (in flight and held); ``pool``: the threads
-    that run the background reads."""
+    size; ``budget``: bytes read ahead at most (in flight and held; ``shared.budget``
+    bounds all files of ``shared`` together); ``pool``: gives the threads that run the
+    background reads (anything with ``submit``)."""
 
     def __init__(
         self,
         fetch: Callable[[int, int], Any],
         size: int,
         budget: int,
-        pool: Callable[[], ThreadPoolExecutor],
+        pool: Callable[[], Any],
         shared: SharedReadAhead | None = None,
         key: Any = None,
     ) -> None:
@@ -142,7 +172,7 @@ class ColumnChunkReadAhead:
         hit = self.ahead.pop((start, end), None)
         if hit is None:
             return None
-        self.held_bytes -= end - start
+        self._release(end - start)
         try:
             view = hit[1].result()
         except Exception:  # noqa: BLE001  # the caller's own read raises it with its context
@@ -179,10 +209,16 @@ class ColumnChunkReadAhead:
         self._schedule(g, j1, j2)
 
     def close(self) -> None:
+        self._after_fork()
         for _, fut in self.ahead.values():
             fut.cancel()
         self.ahead.clear()
-        self.held_bytes = 0
+        self._release(self.held_bytes)
+
+    def __del__(self) -> None:
+        # pyarrow drops files unclosed: what they held ahead leaves the shared budget
+        if getattr(self, "held_bytes", 0):
+            self.close()
 
     # -- inside ---------------------------------------------------------------------
     def _after_fork(self) -> None:
@@ -192,6 +228,10 @@ class ColumnChunkReadAhead:
             self.pid = os.getpid()
             self.ahead.clear()
             self.held_bytes = 0
+
+    def _release(self, nbytes: int) -> None:
+        self.held_bytes -= nbytes
+        self.shared.release(nbytes)
 
     def _keep_tail(self, start: int, end: int, view: Any) -> None:
         """Keep the file's last bytes (at most _MAX_FOOTER) until they hold the footer."""
@@ -220,7 +260,7 @@ class ColumnChunkReadAhead:
         """Chunks of row groups well before ``group``: the reader went past them."""
         for key in [k for k, (g, _) in self.ahead.items() if g < group - _KEEP_BEHIND]:
             self.ahead.pop(key)[1].cancel()
-            self.held_bytes -= key[1] - key[0]
+            self._release(key[1] - key[0])
 
     def _schedule(self, group: int, j1: int, j2: int) -> None:
         assert self.spans is not None
@@ -232,11 +272,16 @@ class ColumnChunkReadAhead:
             if span in self.ahead or span in self.read:
                 continue  # pyarrow's IO threads may have asked for a later one first
             n = span[1] - span[0]
-            if self.held_bytes + n > self.budget:
+            if self.held_bytes + n > self.budget or not self.shared.reserve(n):
                 return
             self.held_bytes += n
+            try:
+                fut = self.pool().submit(self.fetch, *span)
+            except RuntimeError:  # the pool was shut down (the filesystem is going)
+                self._release(n)
+                return
             self.shared.count(started=1)
-            self.ahead[span] = (g, self.pool().submit(self.fetch, *span))
+            self.ahead[span] = (g, fut)
 
     def _group_starts(self) -> list[dict[int, tuple[int, int]]]:
         """Per row group: {column: (start, end)} (built once)."""

@@ -20,10 +20,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -32,9 +30,11 @@ from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
 from fastload.adapters.column_read_ahead import ColumnChunkReadAhead, SharedReadAhead
+from fastload.adapters.idle_threads import IdleThreadPool
 from fastload.checks import check_int
 from fastload.errors import FastloadError, ObjectNotFoundError
 from fastload.storage.engine import RangeEngine
+from fastload.storage.fetch_buffers import FetchBufferPool
 from fastload.storage.uri import ParsedURI, parse_uri
 
 PROTOCOL = "fastload"
@@ -44,7 +44,14 @@ DEFAULT_MAX_GAP = 64 << 10  # cat_ranges reads a gap up to this size rather than
 # several chunks in flight at once, as pyarrow's own S3 filesystem has; see
 # column_read_ahead.py for why a Python file needs it.
 DEFAULT_COLUMN_READ_AHEAD = 128 << 20
+# ... and per filesystem, over all its open files (pyarrow.dataset keeps many files open)
+DEFAULT_COLUMN_READ_AHEAD_TOTAL = 512 << 20
 COLUMN_READ_AHEAD_THREADS = 8  # pyarrow's default IO thread count
+READ_AHEAD_IDLE_SECONDS = 10.0  # the read-ahead threads end when idle this long
+# Idle bytes of read buffers an open file's reads reuse (see fastload.storage.fetch_buffers:
+# fresh memory per read cost 0.3-1.4 s of system time per 578 MB here). 1 GiB, or an eighth
+# of the machine's memory when that is less; freed after 10 s unused.
+DEFAULT_FETCH_BUFFERS = min(1 << 30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
 
 
 def _local_info(path: str, name: str) -> dict[str, Any]:
@@ -139,7 +146,9 @@ class FastloadFile(AbstractBufferedFile):
         # rclone S3: cutting pyarrow's 17 MB column chunks into 8 or 4 MiB parts was slower
         # than the default 32 MiB parts, 650 / 530-600 MB/s against 680-760)
         fs: FastloadFileSystem = self.fs
-        return memoryview(fs.engine.read_ranges(fs._src(self.path), [(start, end - start)]))
+        view = fs._fetch_buffers.take(end - start)
+        fs.engine.read_ranges(fs._src(self.path), [(start, end - start)], out=view)
+        return view
 
     def close(self) -> None:
         self.columns.close()
@@ -190,7 +199,10 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
     ``block_size``: read-ahead of open files; ``max_gap``: gap that ``cat_ranges`` reads
     through to join two ranges into one request; ``column_read_ahead``: bytes of Parquet
     column chunks an open file reads ahead in the background once a reader reads whole
-    column chunks (0: none; see :mod:`fastload.adapters.column_read_ahead`).
+    column chunks (0: none; see :mod:`fastload.adapters.column_read_ahead`);
+    ``column_read_ahead_total``: the same, over all open files of this filesystem;
+    ``fetch_buffers``: idle bytes of open files' read buffers kept for the next reads to
+    reuse (0: every read allocates; see :mod:`fastload.storage.fetch_buffers`).
     """
 
     protocol = (PROTOCOL,)
@@ -204,6 +216,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_gap: int = DEFAULT_MAX_GAP,
         column_read_ahead: int = DEFAULT_COLUMN_READ_AHEAD,
+        column_read_ahead_total: int = DEFAULT_COLUMN_READ_AHEAD_TOTAL,
+        fetch_buffers: int = DEFAULT_FETCH_BUFFERS,
         **engine_options: Any,
     ) -> None:
         engine_options.pop("asynchronous", None)  # fsspec / zarr pass it; the engine is sync
@@ -212,6 +226,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             block_size=block_size,
             max_gap=max_gap,
             column_read_ahead=column_read_ahead,
+            column_read_ahead_total=column_read_ahead_total,
+            fetch_buffers=fetch_buffers,
             **engine_options,
         )
         self.engine = engine if engine is not None else RangeEngine(**engine_options)
@@ -223,24 +239,31 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         self.max_gap = int(max_gap)
         self.column_read_ahead = check_int("column_read_ahead", column_read_ahead, 0)
         self._listings: dict[str, list[tuple[str, int]]] = {}
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None
-        self._pool_lock = threading.Lock()
-        self._read_ahead = SharedReadAhead()
+        self._threads = IdleThreadPool(
+            COLUMN_READ_AHEAD_THREADS, "fastload-fsspec", READ_AHEAD_IDLE_SECONDS
+        )
+        weakref.finalize(self, self._threads.shutdown, wait=False, cancel_futures=True)
+        self.column_read_ahead_total = check_int(
+            "column_read_ahead_total", column_read_ahead_total, 0
+        )
+        self._read_ahead = SharedReadAhead(budget=self.column_read_ahead_total)
+        self._fetch_buffers = FetchBufferPool(check_int("fetch_buffers", fetch_buffers, 0))
 
     def column_read_ahead_stats(self) -> dict[str, int]:
-        """Column chunks the open files of this filesystem read ahead, and how many of
-        those a reader then asked for (the rest were dropped or are still held)."""
-        return {"read_ahead": self._read_ahead.started, "taken": self._read_ahead.taken}
+        """Column chunks the open files of this filesystem read ahead, how many of those a
+        reader then asked for (the rest were dropped or are still held), and the bytes
+        read ahead now in flight or held (bounded by ``column_read_ahead_total``)."""
+        shared = self._read_ahead
+        return {
+            "read_ahead": shared.started,
+            "taken": shared.taken,
+            "held_bytes": shared.held_bytes,
+        }
 
-    def _read_ahead_pool(self) -> ThreadPoolExecutor:
-        """The threads of open files' column read-ahead (made on first use; a forked child
-        makes its own: the parent's threads are not in it)."""
-        with self._pool_lock:
-            if self._pool is None or self._pool[0] != os.getpid():
-                pool = ThreadPoolExecutor(COLUMN_READ_AHEAD_THREADS, "fastload-fsspec")
-                self._pool = (os.getpid(), pool)
-                weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
-            return self._pool[1]
+    def _read_ahead_pool(self) -> IdleThreadPool:
+        """The threads of open files' column read-ahead: started on first use, ended once
+        idle for READ_AHEAD_IDLE_SECONDS (a later fork finds none), made anew in a child."""
+        return self._threads
 
     # -- paths --------------------------------------------------------------------------
     @classmethod
@@ -318,7 +341,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     def invalidate_cache(self, path: str | None = None) -> None:
         self._listings.clear()
-        self._read_ahead = SharedReadAhead()
+        self._read_ahead = SharedReadAhead(budget=self.column_read_ahead_total)
         super().invalidate_cache(path)
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -433,7 +456,9 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         a, b = _absolute(start, end, self.engine.size(src))
         if b <= a:
             return b""
-        return bytes(self.engine.read_ranges(src, [(a, b - a)]))
+        view = self._fetch_buffers.take(b - a)  # fsspec wants bytes: the buffer is reused
+        self.engine.read_ranges(src, [(a, b - a)], out=view)
+        return bytes(view)
 
     def cat_ranges(
         self,
@@ -505,7 +530,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         lengths = m[:, 2] - m[:, 1]
         dst = np.concatenate(([0], np.cumsum(lengths)))
         table = np.stack([m[:, 0], m[:, 1], lengths, dst[:-1]], axis=1)
-        out = np.empty(int(dst[-1]), dtype=np.uint8)
+        # the results are copied out as bytes (fsspec's type): the buffer is reused
+        out = np.frombuffer(self._fetch_buffers.take(int(dst[-1])), dtype=np.uint8)
         self.engine.read_into(srcs, table, out)
         where = []
         for j in range(len(rows)):

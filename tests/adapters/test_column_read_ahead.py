@@ -71,7 +71,7 @@ def test_off_and_a_budget_under_one_chunk_read_nothing_ahead(table_path):
     chunk = pq.ParquetFile(path).metadata.row_group(0).column(1).total_compressed_size
     for fs in (_fs(column_read_ahead=0), _fs(column_read_ahead=chunk - 1)):
         assert pq.read_table(path, columns=["c1"], filesystem=fs).equals(table.select(["c1"]))
-        assert fs.column_read_ahead_stats() == {"read_ahead": 0, "taken": 0}
+        assert fs.column_read_ahead_stats() == {"read_ahead": 0, "taken": 0, "held_bytes": 0}
     with pytest.raises(ValueError, match="column_read_ahead=-1 is invalid"):
         _fs(column_read_ahead=-1)
 
@@ -197,3 +197,35 @@ def test_a_forked_child_reads_itself_what_the_parent_read_ahead(tmp_path, monkey
         os._exit(0 if len(got) == 1000 else 3)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_all_open_files_of_a_filesystem_share_one_total_budget(table_path):
+    """``column_read_ahead_total`` bounds the read-ahead of every open file together; a
+    file dropped unclosed (as pyarrow drops them) gives its share back."""
+    import gc
+
+    path, table = table_path
+    chunk = pq.ParquetFile(path).metadata.row_group(1).column(1).total_compressed_size
+    fs = _fs(column_read_ahead_total=chunk)
+    first = pq.ParquetFile(fs.open(path))
+    second = pq.ParquetFile(fs.open(path))
+    assert first.read_row_group(0, columns=["c1"]).equals(table.select(["c1"]).slice(0, 1000))
+    # the first file could read 2 row groups ahead on its own budget: the total allows one
+    assert fs.column_read_ahead_stats()["read_ahead"] == 1
+    assert fs.column_read_ahead_stats()["held_bytes"] == chunk
+    assert second.read_row_group(0, columns=["c1"]).num_rows == 1000
+    assert fs.column_read_ahead_stats()["read_ahead"] == 1  # the total is spent
+    del first
+    gc.collect()  # (a ParquetFile holds its file in a cycle of its own)
+    assert fs.column_read_ahead_stats()["held_bytes"] == 0
+    assert second.read_row_group(1, columns=["c1"]).num_rows == 1000
+    assert fs.column_read_ahead_stats()["read_ahead"] == 2  # room again: row group 2 ahead
+    with pytest.raises(ValueError, match="column_read_ahead_total=-1 is invalid"):
+        _fs(column_read_ahead_total=-1)
+
+
+def test_a_total_budget_of_zero_reads_nothing_ahead(table_path):
+    path, table = table_path
+    fs = _fs(column_read_ahead_total=0)
+    assert pq.read_table(path, columns=["c2"], filesystem=fs).equals(table.select(["c2"]))
+    assert fs.column_read_ahead_stats() == {"read_ahead": 0, "taken": 0, "held_bytes": 0}
