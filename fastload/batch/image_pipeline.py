@@ -428,6 +428,7 @@ class ImageBatcher:
             "images": 0,
             "pillow_decoded": 0,
             "dct_scaled": 0,
+            "threads": 0,
             "skipped": 0,
             "skipped_samples": [],
             "decode_s": 0.0,
@@ -528,6 +529,7 @@ class ImageBatcher:
             s["images"] += n
             s["pillow_decoded"] += int(others.size)
             s["dct_scaled"] += int(stats.get("dct_scaled", 0))
+            s["threads"] = int(stats.get("threads", 0))  # the latest batch's decode threads
             for stage in ("decode_s", "resample_s", "convert_s"):
                 s[stage] += float(stats.get(stage, 0.0))
         if failed.size:

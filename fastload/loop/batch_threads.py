@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from fastload._native import collate as _collate
 from fastload._native import file_reader as _file_reader
+from fastload._native import jpeg as _jpeg
 
 
 def reader_thread_budget(readers: int, cpus: int | None = None) -> int:
@@ -33,3 +34,4 @@ def hold_thread_budget(nthreads: int) -> None:
     whose kernels run on a thread pool (each holds its own copy of the budget)."""
     _collate.set_thread_budget(nthreads)
     _file_reader.set_thread_budget(nthreads)
+    _jpeg.set_thread_budget(nthreads)  # image batches decode on their own pool

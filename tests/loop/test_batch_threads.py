@@ -78,3 +78,26 @@ def test_a_loader_streams_a_batch_once_the_batches_in_flight_outgrow_the_cache(t
             pass
         assert dl.report()["collate"]["streamed"] is streamed, name
         dl.close()
+
+
+@pytest.mark.skipif(native_collate.cpu_count() < 2, reason="one CPU: one thread either way")
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_image_batches_decode_within_their_readers_share_of_the_cpus(tmp_path, prefetch):
+    from fastload.batch.image_pipeline import CenterCrop, ImagePipeline, Resize
+    from fastload.plan.image_datasets import ImageList
+    from tests.support import images as img
+
+    paths = []
+    for i in range(32):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        with open(paths[-1], "wb") as f:
+            f.write(img.jpeg(96, 128, i))
+    pipeline = ImagePipeline(Resize(40), CenterCrop(32))
+    dl = DataLoader(ImageList(paths), batch_size=16, transform=pipeline, prefetch=prefetch)
+    for _ in dl:
+        pass
+    threads = dl.stats()["images"]["threads"]
+    dl.close()
+    cpus = native_collate.cpu_count()
+    # two readers: each decodes its batches in its own share; a lone reader spreads
+    assert threads == (max(1, cpus // 2) if prefetch == 2 else min(cpus, 16))
