@@ -46,6 +46,14 @@ Pieces = dict[Key, list[tuple[int, int, int]]]  # block -> (offset in block, len
 _WAIT_S = 0.02
 _PREFETCH_CALL_BYTES = 32 << 20  # blocks fetched ahead per engine call
 _AHEAD_THREADS = 2
+_SPARE_BUFFERS = 4
+_MIN_BUFFER = 4 << 20
+
+
+def _buffer_class(nbytes: int) -> int:
+    """The size of fetch buffer ``nbytes`` gets: the next power of two (from 4 MiB), so
+    that calls of varying sizes find a kept buffer that fits."""
+    return max(_MIN_BUFFER, 1 << max(nbytes - 1, 0).bit_length())
 
 
 class BlockReader:
@@ -73,7 +81,10 @@ class BlockReader:
         self._memory: OrderedDict[Key, np.ndarray] = OrderedDict()
         self._held = 0
         self._pending: dict[Key, threading.Event] = {}
-        self._pool = BufferPool(keep=4)  # idle fetch buffers kept for reuse (pre-faulted)
+        # Fetch buffers, kept for reuse: a fresh one costs the kernel zeroing every page
+        # (measured: a third of the client's CPU per MB over S3). Enough are kept for the
+        # blocks memory holds (each buffer lives until its last block is let go) and spares.
+        self._pool = BufferPool(keep=_SPARE_BUFFERS + memory_bytes // _PREFETCH_CALL_BYTES)
         self._fetched: set[Key] = set()  # this epoch's fetches (a second one is a refetch)
         # this epoch: bytes served per block, and (once planned) bytes still to serve
         self._served: dict[Key, int] = {}
@@ -214,7 +225,7 @@ class BlockReader:
             dtype=np.int64,
         ).reshape(-1, 4)
         # a pooled buffer: reused once every block viewing it was dropped (no page faults)
-        raw: Any = self._pool.acquire(int(dst[-1]))
+        raw: Any = self._pool.acquire(_buffer_class(int(dst[-1])))
         try:
             buf = np.frombuffer(raw, dtype=np.uint8, count=int(dst[-1]))
             one_request = settings.replace(part_size=WHOLE_RANGES)  # never cut a block in parts
@@ -560,6 +571,7 @@ class BlockReader:
         with self._lock:
             out: dict[str, Any] = dict(self.counters)
             out["memory_held"] = self._held
+        out["buffer_allocations"] = self._pool.allocations  # fetch buffers made (page faults)
         c = self._any_cache
         out["cache"] = None if c is None else c.stats()
         return out

@@ -267,6 +267,27 @@ def test_readers_that_need_more_than_memory_evict_and_count_it(s3):
     r.close()
 
 
+def test_later_epochs_reuse_the_fetch_buffers(s3):
+    """A fresh fetch buffer costs the kernel zeroing every page: once an epoch let its
+    blocks go, the next one fetches into the buffers made before, whichever way its reads
+    group the blocks into calls."""
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB)
+    made = []
+    for grouping in ([[0], [1], [2]], [[0, 1, 2]], [[2, 1], [0]], [[0, 1, 2]]):
+        for group in grouping:
+            pairs = [p for b in group for p in halves(b)]
+            table, n = rows(pairs)
+            out = np.zeros(n, np.uint8)
+            r.read_into([URI], table, out)
+            assert np.array_equal(out, expect(data, pairs))
+        r.stop_ahead()  # the epoch ends: its blocks go, the buffers stay
+        made.append(r.stats()["buffer_allocations"])
+    assert made == [3, 3, 3, 3]
+    assert r.stats()["block_fetches"] == 12 and r.stats()["refetches"] == 0
+    r.close()
+
+
 def test_versions_are_checked_at_the_first_read(s3, tmp_path):
     engine, data = s3
     now = object_version(engine, parse_uri(URI))
