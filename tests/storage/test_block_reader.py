@@ -247,6 +247,7 @@ def test_reading_ahead_waits_for_memory_instead_of_evicting_unread_blocks(s3):
         assert np.array_equal(out, expect(data, halves(b)))
     s = r.stats()
     assert s["block_fetches"] == 3 and s["refetches"] == 0 and s["evicted_unread"] == 0
+    assert s["memory_peak"] <= MIB + MIB // 2
     r.close()
 
 
