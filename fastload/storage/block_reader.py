@@ -160,21 +160,32 @@ class BlockReader:
             self.engine.read_into(srcs, direct, out, settings=settings, cancel=cancel)
         if not pieces:
             return
-        self._touched(pieces)
         view = writable_view(out, int((table[:, 3] + table[:, 2]).max()), "BlockReader")
         dst = np.frombuffer(view, dtype=np.uint8)
         deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
         if self.cache is not None:
+            self._touched(pieces)
             self._cached(srcs, pieces, dst, settings, cancel, deadline)
-        else:
+            return
+        # the memory this read may fetch into is reserved before the readers' progress
+        # moves, so a prefetcher woken by it never counts on that memory itself
+        with self._lock:
+            need = sum(self._extent(k) for k in pieces if k not in self._memory)
+        with self._cond:
+            self._reserved += need
+        try:
+            self._touched(pieces)
             blocks = self._in_memory(list(pieces), settings, cancel, deadline)
-            for key, parts in pieces.items():
-                block = blocks[key]
-                for off, length, d in parts:
-                    dst[d : d + length] = block[off : off + length]
-            del blocks
-            self._consumed(pieces)
-            self._trim()
+        finally:
+            with self._cond:
+                self._reserved -= need
+        for key, parts in pieces.items():
+            block = blocks[key]
+            for off, length, d in parts:
+                dst[d : d + length] = block[off : off + length]
+        del blocks
+        self._consumed(pieces)
+        self._trim()
 
     def _split(self, srcs: list[ParsedURI], table: np.ndarray) -> tuple[np.ndarray, Pieces]:
         """Rows to read directly, and the pieces of blocks the other rows are made of."""
@@ -471,7 +482,6 @@ class BlockReader:
             self._schedule = {k: i for i, k in enumerate(keys)}
             self._progress = max((i for i, k in enumerate(keys) if k in touched), default=-1)
             self._cursor = 0
-            self._reserved = 0
             gen = self._generation
         prefix = np.concatenate(([0], np.cumsum(sizes)))
         # two fetchers: one call's slowest block does not leave the network idle
