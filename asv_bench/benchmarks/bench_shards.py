@@ -15,7 +15,7 @@ Two datasets (written once under the bench data folder):
   (RandomResizedCrop 224 + flip + normalise, float32 NCHW, batch 256), block shuffle.
 
 Loaders, taking turns (each measurement one epoch from a fresh iterator; the best and the
-median of ``ROUNDS`` rounds after a warm-up):
+median of ``ROUNDS`` rounds after a warm-up, each round in another seeded order):
 - records: fastload ``shuffle="block"`` over S3 and from local disk; the global shuffle over
   S3 (one GET per record: what a shuffled epoch cost before, measured on its first 8
   batches) and from local disk; block shuffle over S3 through ``cache_dir`` (epochs after
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -417,9 +418,14 @@ def measure_all(
                     if isinstance(v, list):
                         v.clear()
                 rates: dict[str, list[float]] = {name: [] for name in runs}
+                order = random.Random(0)
                 for _ in range(rounds):
-                    for name, fn in runs.items():
-                        rates[name].append(fn())
+                    # each round in another (seeded) order: none always runs after the same
+                    # one (webdataset's workers, a busy server, freed memory hit all alike)
+                    names = list(runs)
+                    order.shuffle(names)
+                    for name in names:
+                        rates[name].append(runs[name]())
             finally:
                 for o in owned:
                     close = getattr(o, "close", None)

@@ -97,8 +97,9 @@ def plan_epoch(reader: Any, dataset: Dataset, epoch: Any) -> None:
     order = np.concatenate(parts) if parts else np.empty(0, np.int64)
     if not len(order):
         return
-    src, off, _ = dataset.sample_ranges(order)
-    firsts: list[tuple[int, str, int]] = []  # (position of first use, uri, block start)
+    src, off, length = dataset.sample_ranges(order)
+    # (position of first use, uri, block start, bytes the epoch reads from the block)
+    firsts: list[tuple[int, str, int, int]] = []
     for s in np.unique(src):
         uri = dataset.uris[int(s)]
         ext = reader.blocks.get(uri)
@@ -106,12 +107,17 @@ def plan_epoch(reader: Any, dataset: Dataset, epoch: Any) -> None:
             continue
         pos = np.flatnonzero(src == s)
         k = np.searchsorted(ext[0], off[pos], side="right") - 1
-        used, first = np.unique(k, return_index=True)
+        used, first, inverse = np.unique(k, return_index=True, return_inverse=True)
+        nbytes = np.bincount(inverse, weights=length[pos], minlength=len(used))
         firsts.extend(
-            (int(pos[f]), uri, int(ext[0][b])) for b, f in zip(used, first, strict=True) if b >= 0
+            (int(pos[f]), uri, int(ext[0][b]), int(n))
+            for b, f, n in zip(used, first, nbytes, strict=True)
+            if b >= 0
         )
-    keys = [(uri, start) for _, uri, start in sorted(firsts)]
-    reader.plan(keys, epoch.loader.read_settings, epoch.cancel)
+    firsts.sort()
+    keys = [(uri, start) for _, uri, start, _ in firsts]
+    uses = [n for *_, n in firsts]
+    reader.plan(keys, epoch.loader.read_settings, epoch.cancel, uses=uses)
 
 
 def end_epoch_reads(reader: Any) -> None:

@@ -9,9 +9,15 @@ up to ``memory_bytes``) or in the node-local cache (``fastload.storage.cache``),
 processes find it too and later epochs read it from disk. Other rows go straight to the
 engine.
 
-``plan(keys)`` hands over the order in which an epoch will first need its blocks; a
-background thread then fetches them ahead of the readers (up to ``ahead_bytes`` past the
-latest block a read touched), so the network works while batches are consumed.
+``plan(keys, uses=...)`` hands over the order in which an epoch will first need its
+blocks (and how many bytes the epoch reads from each); two background threads then fetch
+them ahead of the readers (up to ``ahead_bytes`` past the latest block a read touched, and
+never past ``memory_bytes`` held), so the network works while batches are consumed. A
+block whose planned bytes were all served is let go at once: memory holds only blocks
+still to be read, so none is fetched twice in one epoch unless the readers alone need more
+than ``memory_bytes`` (then the evicted block's second fetch is counted in ``refetches``,
+and the eviction in ``evicted_unread``). ``stop_ahead()`` ends an epoch: its threads stop
+and its blocks are let go.
 
 A source whose expected version is given is checked once, at its first read: a shard that
 vanished or changed since it was indexed raises ``ShardChangedError``.
@@ -40,6 +46,14 @@ Pieces = dict[Key, list[tuple[int, int, int]]]  # block -> (offset in block, len
 _WAIT_S = 0.02
 _PREFETCH_CALL_BYTES = 32 << 20  # blocks fetched ahead per engine call
 _AHEAD_THREADS = 2
+_SPARE_BUFFERS = 4
+_MIN_BUFFER = 4 << 20
+
+
+def _buffer_class(nbytes: int) -> int:
+    """The size of fetch buffer ``nbytes`` gets: the next power of two (from 4 MiB), so
+    that calls of varying sizes find a kept buffer that fits."""
+    return max(_MIN_BUFFER, 1 << max(nbytes - 1, 0).bit_length())
 
 
 class BlockReader:
@@ -66,9 +80,16 @@ class BlockReader:
         self._lock = threading.Lock()
         self._memory: OrderedDict[Key, np.ndarray] = OrderedDict()
         self._held = 0
+        self._peak = 0  # the most block bytes memory held at once
         self._pending: dict[Key, threading.Event] = {}
-        self._pool = BufferPool(keep=4)  # idle fetch buffers kept for reuse (pre-faulted)
-        self._fetched: set[Key] = set()
+        # Fetch buffers, kept for reuse: a fresh one costs the kernel zeroing every page
+        # (measured: about a quarter of the client's CPU per MB over S3). Enough are kept
+        # for the blocks memory holds (a buffer lives until its last block is let go).
+        self._pool = BufferPool(keep=_SPARE_BUFFERS + memory_bytes // _PREFETCH_CALL_BYTES)
+        self._fetched: set[Key] = set()  # this epoch's fetches (a second one is a refetch)
+        # this epoch: bytes served per block, and (once planned) bytes still to serve
+        self._served: dict[Key, int] = {}
+        self._left: dict[Key, int] | None = None
         self.counters = dict.fromkeys(
             (
                 "block_fetches",
@@ -77,6 +98,7 @@ class BlockReader:
                 "refetches",
                 "direct_rows",
                 "prefetched",
+                "evicted_unread",
             ),
             0,
         )
@@ -86,6 +108,7 @@ class BlockReader:
         self._progress = -1
         self._generation = 0
         self._cursor = 0
+        self._reserved = 0  # bytes the prefetchers are fetching now (memory they will take)
         self._threads: list[threading.Thread] = []
 
     # -- versions ------------------------------------------------------------------------
@@ -137,18 +160,32 @@ class BlockReader:
             self.engine.read_into(srcs, direct, out, settings=settings, cancel=cancel)
         if not pieces:
             return
-        self._touched(pieces)
         view = writable_view(out, int((table[:, 3] + table[:, 2]).max()), "BlockReader")
         dst = np.frombuffer(view, dtype=np.uint8)
         deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
         if self.cache is not None:
+            self._touched(pieces)
             self._cached(srcs, pieces, dst, settings, cancel, deadline)
-        else:
+            return
+        # the memory this read may fetch into is reserved before the readers' progress
+        # moves, so a prefetcher woken by it never counts on that memory itself
+        with self._lock:
+            need = sum(self._extent(k) for k in pieces if k not in self._memory)
+        with self._cond:
+            self._reserved += need
+        try:
+            self._touched(pieces)
             blocks = self._in_memory(list(pieces), settings, cancel, deadline)
-            for key, parts in pieces.items():
-                block = blocks[key]
-                for off, length, d in parts:
-                    dst[d : d + length] = block[off : off + length]
+        finally:
+            with self._cond:
+                self._reserved -= need
+        for key, parts in pieces.items():
+            block = blocks[key]
+            for off, length, d in parts:
+                dst[d : d + length] = block[off : off + length]
+        del blocks
+        self._consumed(pieces)
+        self._trim()
 
     def _split(self, srcs: list[ParsedURI], table: np.ndarray) -> tuple[np.ndarray, Pieces]:
         """Rows to read directly, and the pieces of blocks the other rows are made of."""
@@ -200,7 +237,7 @@ class BlockReader:
             dtype=np.int64,
         ).reshape(-1, 4)
         # a pooled buffer: reused once every block viewing it was dropped (no page faults)
-        raw: Any = self._pool.acquire(int(dst[-1]))
+        raw: Any = self._pool.acquire(_buffer_class(int(dst[-1])))
         try:
             buf = np.frombuffer(raw, dtype=np.uint8, count=int(dst[-1]))
             one_request = settings.replace(part_size=WHOLE_RANGES)  # never cut a block in parts
@@ -218,14 +255,24 @@ class BlockReader:
 
     # -- blocks in memory --------------------------------------------------------------
     def _in_memory(
-        self, keys: list[Key], settings: ReadSettings, cancel: Any, deadline: float | None
+        self,
+        keys: list[Key],
+        settings: ReadSettings,
+        cancel: Any,
+        deadline: float | None,
+        ahead: bool = False,
     ) -> dict[Key, np.ndarray]:
         """Blocks ``keys``: kept ones, ones another thread is fetching (waited for), and
-        the rest fetched now in one call."""
+        the rest fetched now in one call. ``ahead``: for the prefetcher, which only fetches
+        what nobody fetched this epoch yet (and returns nothing)."""
         mine, waits, have = [], [], {}
         with self._lock:
             for key in keys:
-                if key in self._memory:
+                if ahead:
+                    if key not in self._fetched and key not in self._pending:
+                        self._pending[key] = threading.Event()
+                        mine.append(key)
+                elif key in self._memory:
                     self._memory.move_to_end(key)
                     have[key] = self._memory[key]
                     self.counters["memory_hits"] += 1
@@ -253,12 +300,43 @@ class BlockReader:
 
     def _keep(self, got: dict[Key, np.ndarray]) -> None:
         with self._lock:
+            left = self._left
             for key, block in got.items():
+                if left is not None and left.get(key, 1) <= 0:
+                    continue  # read beyond the plan: served, not kept
                 self._memory[key] = block
                 self._held += len(block)
+            self._peak = max(self._peak, self._held)
+
+    def _trim(self) -> None:
+        """Least recently used blocks out, down to ``memory_bytes`` (called once the blocks
+        a read needed were served, so only blocks still to be read count as evicted)."""
+        with self._lock:
+            left = self._left
             while self._held > self.memory_bytes and self._memory:
-                _, old = self._memory.popitem(last=False)
+                key, old = self._memory.popitem(last=False)
                 self._held -= len(old)
+                if left is not None and left.get(key, 0) > 0:
+                    self.counters["evicted_unread"] += 1  # the readers alone exceed memory
+
+    def _consumed(self, pieces: Pieces) -> None:
+        """Count the bytes just served; let go of blocks the epoch will not read again."""
+        freed = False
+        with self._lock:
+            left = self._left
+            for key, parts in pieces.items():
+                n = sum(length for _, length, _ in parts)
+                self._served[key] = self._served.get(key, 0) + n
+                if left is not None and key in left:
+                    left[key] -= n
+                    if left[key] <= 0:
+                        block = self._memory.pop(key, None)
+                        if block is not None:
+                            self._held -= len(block)
+                            freed = True
+        if freed and self._threads:
+            with self._cond:  # room in memory: a prefetcher waiting for it goes on
+                self._cond.notify_all()
 
     # -- blocks in the node-local cache --------------------------------------------------
     def _meta(self, by_uri: dict[str, ParsedURI], key: Key) -> dict[str, Any]:
@@ -372,22 +450,37 @@ class BlockReader:
         cache.trim()
 
     # -- reading ahead -------------------------------------------------------------------
-    def plan(self, keys: list[Key], settings: ReadSettings, cancel: Any) -> None:
-        """The blocks an epoch will need, in order of first use: fetch them ahead of the
-        readers from now on (a previous plan's threads stop, and the blocks kept in memory
-        for the previous epoch are let go)."""
-        self.stop_ahead()
-        with self._lock:  # a new epoch: last epoch's blocks are not what it needs first
-            self._memory.clear()
-            self._held = 0
-            self._fetched.clear()
+    def plan(
+        self,
+        keys: list[Key],
+        settings: ReadSettings,
+        cancel: Any,
+        uses: Sequence[int] | None = None,
+    ) -> None:
+        """The blocks an epoch will need, in order of first use, and (``uses``) how many
+        bytes it reads from each: fetch them ahead of the readers from now on (a previous
+        plan's threads stop). With ``uses``, a block is let go once they were all served.
+        Reads the epoch made before its plan arrived count: their blocks are kept, and the
+        prefetcher starts past them."""
+        self._stop_threads()
+        with self._lock:
+            touched = set(self._served) | self._fetched | set(self._pending)
+            if uses is None:
+                self._left = None
+            else:
+                self._left = {
+                    k: int(n) - self._served.get(k, 0) for k, n in zip(keys, uses, strict=True)
+                }
+                for k, n in self._left.items():
+                    if n <= 0 and k in self._memory:
+                        self._held -= len(self._memory.pop(k))
         if not keys or self.ahead_bytes <= 0:
             return
         sizes = np.array([self._extent(k) for k in keys], dtype=np.int64)
         with self._cond:
             self._generation += 1
             self._schedule = {k: i for i, k in enumerate(keys)}
-            self._progress = -1
+            self._progress = max((i for i, k in enumerate(keys) if k in touched), default=-1)
             self._cursor = 0
             gen = self._generation
         prefix = np.concatenate(([0], np.cumsum(sizes)))
@@ -416,6 +509,9 @@ class BlockReader:
     def _ahead(
         self, keys: list[Key], prefix: np.ndarray, settings: ReadSettings, cancel: Any, gen: int
     ) -> None:
+        # in memory (no cache), what is fetched ahead waits for room: blocks still to be read
+        # are never evicted to make it
+        bounded = self.cache is None
         while True:
             with self._cond:
                 while gen == self._generation:
@@ -426,6 +522,12 @@ class BlockReader:
                         return
                     done = self._progress + 1
                     room = self.ahead_bytes - (prefix[i] - prefix[min(done, i)])
+                    if bounded:
+                        used = self._held + self._reserved
+                        free = self.memory_bytes - used
+                        if used > 0 and free < prefix[i + 1] - prefix[i]:
+                            room = 0
+                        room = min(room, max(free, prefix[i + 1] - prefix[i]))
                     if room > 0:
                         break
                     self._cond.wait(0.1)
@@ -437,19 +539,25 @@ class BlockReader:
                 while j < len(keys) and prefix[j + 1] - prefix[i] <= budget:
                     j += 1
                 self._cursor = j
+                taken = int(prefix[j] - prefix[i])
+                self._reserved += taken
             chunk = keys[i:j]
             try:
                 if self.cache is not None:
                     srcs = [parse_uri(u) for u in sorted({u for u, _ in chunk})]
                     self._cached(srcs, {k: [] for k in chunk}, None, settings, cancel, None)
                 else:
-                    self._in_memory(chunk, settings, cancel, None)
+                    self._in_memory(chunk, settings, cancel, None, ahead=True)
+                    self._trim()
             except Exception:
                 return  # the readers meet the same error themselves, with their context
+            finally:
+                with self._cond:
+                    self._reserved -= taken
             with self._lock:
                 self.counters["prefetched"] += len(chunk)
 
-    def stop_ahead(self) -> None:
+    def _stop_threads(self) -> None:
         with self._cond:
             self._generation += 1
             self._schedule = {}
@@ -459,20 +567,30 @@ class BlockReader:
             if t is not threading.current_thread():
                 t.join(10.0)
 
+    def stop_ahead(self) -> None:
+        """An epoch ended: its prefetchers stop and its blocks are let go (the next epoch
+        needs other ones first)."""
+        self._stop_threads()
+        with self._lock:
+            self._memory.clear()
+            self._held = 0
+            self._fetched.clear()
+            self._served.clear()
+            self._left = None
+
     # -- reporting -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = dict(self.counters)
             out["memory_held"] = self._held
+            out["memory_peak"] = self._peak
+        out["buffer_allocations"] = self._pool.allocations  # fetch buffers made (page faults)
         c = self._any_cache
         out["cache"] = None if c is None else c.stats()
         return out
 
     def close(self) -> None:
         self.stop_ahead()
-        with self._lock:
-            self._memory.clear()
-            self._held = 0
         self._pool.close()
 
 

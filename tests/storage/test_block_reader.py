@@ -171,6 +171,124 @@ def test_ahead_never_fetches_blocks_the_readers_passed(s3):
     r.close()
 
 
+def wait_for(cond, seconds=20.0):
+    end = time.monotonic() + seconds
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.01)
+    return cond()
+
+
+def halves(block):
+    """Two rows covering all of block ``block`` (a MiB)."""
+    return [(block * MIB, MIB // 2), (block * MIB + MIB // 2, MIB // 2)]
+
+
+def test_a_block_is_let_go_once_the_epoch_read_all_it_planned(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB, ahead_bytes=8 * MIB)
+    keys = [(URI, 0), (URI, MIB), (URI, 2 * MIB)]
+    r.plan(keys, ReadSettings(), None, uses=[MIB, MIB, MIB])
+    assert wait_for(lambda: r.stats()["prefetched"] == 3)
+    assert r.stats()["memory_held"] == 3 * MIB
+    table, n = rows(halves(0)[:1])
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    assert r.stats()["memory_held"] == 3 * MIB  # half of block 0 is still to be read
+    table, n = rows(halves(0)[1:])
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert np.array_equal(out, expect(data, halves(0)[1:]))
+    assert r.stats()["memory_held"] == 2 * MIB  # all of it read: let go
+    before = requests(engine)
+    table, n = rows([(5, 10)])  # beyond the plan: fetched again, and counted
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    s = r.stats()
+    assert requests(engine) - before == 1 and s["refetches"] == 1
+    assert s["memory_held"] == 2 * MIB
+    r.stop_ahead()  # the epoch ends: its blocks go
+    assert r.stats()["memory_held"] == 0
+    r.close()
+
+
+def test_reads_before_the_plan_count_for_the_epoch(s3):
+    """The loader's readers start before the epoch's plan arrives: what they fetched stays,
+    what they read counts, and the prefetcher starts past them (no block fetched twice)."""
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB, ahead_bytes=8 * MIB)
+    table, n = rows(halves(0)[:1])
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    keys = [(URI, 0), (URI, MIB), (URI, 2 * MIB)]
+    r.plan(keys, ReadSettings(), None, uses=[MIB, MIB, MIB])
+    assert wait_for(lambda: r.stats()["block_fetches"] == 3)
+    got = []
+    for b in (1, 0, 2):
+        pairs = halves(b) if b else halves(0)[1:]
+        table, n = rows(pairs)
+        out = np.zeros(n, np.uint8)
+        r.read_into([URI], table, out)
+        got.append(np.array_equal(out, expect(data, pairs)))
+    s = r.stats()
+    assert all(got) and s["block_fetches"] == 3 and s["refetches"] == 0
+    assert s["memory_held"] == 0  # every block read as planned: all let go
+    r.close()
+
+
+def test_reading_ahead_waits_for_memory_instead_of_evicting_unread_blocks(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=MIB + MIB // 2, ahead_bytes=8 * MIB)
+    keys = [(URI, 0), (URI, MIB), (URI, 2 * MIB)]
+    r.plan(keys, ReadSettings(), None, uses=[MIB, MIB, MIB])
+    assert wait_for(lambda: r.stats()["block_fetches"] == 1)
+    time.sleep(0.3)
+    assert r.stats()["block_fetches"] == 1  # block 1 would not fit next to unread block 0
+    for b in range(3):
+        table, n = rows(halves(b))
+        out = np.zeros(n, np.uint8)
+        r.read_into([URI], table, out)
+        assert np.array_equal(out, expect(data, halves(b)))
+    s = r.stats()
+    assert s["block_fetches"] == 3 and s["refetches"] == 0 and s["evicted_unread"] == 0
+    assert s["memory_peak"] <= MIB + MIB // 2
+    r.close()
+
+
+def test_readers_that_need_more_than_memory_evict_and_count_it(s3):
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=MIB + MIB // 2)
+    keys = [(URI, 0), (URI, MIB), (URI, 2 * MIB)]
+    r.plan(keys, ReadSettings(), None, uses=[MIB, MIB, MIB])  # no room to read ahead
+    first = [halves(0)[0], halves(1)[0]]  # both blocks half read: one has to go
+    table, n = rows(first)
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    table, n = rows([halves(0)[1], halves(1)[1]])
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert np.array_equal(out, expect(data, [halves(0)[1], halves(1)[1]]))
+    s = r.stats()
+    assert s["evicted_unread"] == 1 and s["refetches"] == 1 and s["block_fetches"] == 3
+    r.close()
+
+
+def test_later_epochs_reuse_the_fetch_buffers(s3):
+    """A fresh fetch buffer costs the kernel zeroing every page: once an epoch let its
+    blocks go, the next one fetches into the buffers made before, whichever way its reads
+    group the blocks into calls."""
+    engine, data = s3
+    r = BlockReader(engine, THREE, memory_bytes=8 * MIB)
+    made = []
+    for grouping in ([[0], [1], [2]], [[0, 1, 2]], [[2, 1], [0]], [[0, 1, 2]]):
+        for group in grouping:
+            pairs = [p for b in group for p in halves(b)]
+            table, n = rows(pairs)
+            out = np.zeros(n, np.uint8)
+            r.read_into([URI], table, out)
+            assert np.array_equal(out, expect(data, pairs))
+        r.stop_ahead()  # the epoch ends: its blocks go, the buffers stay
+        made.append(r.stats()["buffer_allocations"])
+    assert made == [3, 3, 3, 3]
+    assert r.stats()["block_fetches"] == 12 and r.stats()["refetches"] == 0
+    r.close()
+
+
 def test_versions_are_checked_at_the_first_read(s3, tmp_path):
     engine, data = s3
     now = object_version(engine, parse_uri(URI))
