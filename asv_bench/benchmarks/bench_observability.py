@@ -25,7 +25,7 @@ import numpy as np
 import fastload
 from fastload._native.stage_table import StageClock, now
 from fastload.loop.observer import LoaderObserver
-from fastload.loop.stage_stats import PLAN, READ, EpochStats
+from fastload.loop.stage_stats import READ, EpochStats
 from fastload.plan.planner import plan_batch
 
 from .common import data_dir, interleaved_best
@@ -39,11 +39,12 @@ def _inline_made(seconds: float) -> bool:  # the policy's test of one inline bat
 
 
 class _Epoch:  # what an Epoch holds for the timing of its inline batches
-    __slots__ = ("stats", "inline_clock")
+    __slots__ = ("stats", "inline_clock", "debug_reads")
 
-    def __init__(self, stats: EpochStats) -> None:
+    def __init__(self, stats: EpochStats, debug_reads: bool) -> None:
         self.stats = stats
         self.inline_clock = StageClock()
+        self.debug_reads = debug_reads
 
 
 def _records() -> str:
@@ -71,15 +72,15 @@ class TimingCost:
 
     def _timing(self) -> None:
         plan = self.plan
-        ep = _Epoch(self.observer.begin_epoch(0, self.batches, {}))
+        ep = _Epoch(self.observer.begin_epoch(0, self.batches, {}), self.observer.debug_reads)
         for k in range(self.batches):
             # as Epoch.next(), Epoch._make_inline(), DataLoader.produce() and
             # DataLoader._read() time a batch next() makes itself, attribute for attribute
             asked = now()
-            clock = ep.inline_clock.restart(asked, PLAN)  # after the plan: its first lap
+            clock = ep.inline_clock.restart(asked)  # after the plan: its first lap
             plan.clock = clock
             seconds = plan.clock.lap(READ)
-            if self.observer.debug_reads:
+            if ep.debug_reads:
                 raise AssertionError(f"the benchmark runs with DEBUG off ({seconds})")
             if asked >= 0:
                 ep.stats.table.made_and_taken(k, clock, plan.nbytes, len(plan.indices))

@@ -96,16 +96,19 @@ cdef class StageClock:
         returns those seconds."""
         return self._lap(stage)
 
-    def restart(self, double start, int lap):
-        """This clock, reset for the next batch as ``StageClock(start, lap)`` would make it
-        (no new object: the consumer's thread makes its batches one at a time)."""
+    @cython.always_allow_keywords(False)
+    def restart(self, start):
+        """This clock, reset for the next batch as ``StageClock(start, 0)`` would make it:
+        started at ``start``, planned since (its first lap, to now, is the plan stage). No
+        new object, one argument (a METH_O call): the consumer's thread makes its batches
+        one at a time, each restarting the epoch's clock."""
         cdef int i
         for i in range(FL_STAGE_BATCH_COLUMNS):
             self._row[i] = 0.0
         self.start = self.last = start
         if self.spans is not None:
             self.spans = []
-        self._lap(lap)
+        self._lap(0)
         return self
 
     cpdef skip(self):

@@ -129,6 +129,7 @@ class Epoch:
         self.stats = loader.begin_epoch_stats(
             progress.epoch, len(self.todo)
         )  # before any reader runs
+        self.debug_reads = loader.observer.debug_reads  # set as the epoch's stats began
         depth = cfg.prefetch if not loader.use_workers else max(cfg.prefetch, cfg.num_workers)
         self.slots = threading.Semaphore(depth)
         self.inline = InlinePolicy(can_inline(loader))

@@ -510,7 +510,7 @@ class DataLoader(TorchAttributes):
             clock.lap(PLAN)
         else:  # the clock started in next(): one call restarts it and laps the plan
             plan = plan_batch(self.dataset, idx)
-            clock = ep.inline_clock.restart(asked, PLAN)
+            clock = ep.inline_clock.restart(asked)
         plan.clock = clock
         leases: Leases = []
         # What a batch is doing names it when next() times out waiting; a batch next()
@@ -564,7 +564,7 @@ class DataLoader(TorchAttributes):
             )
             raise
         seconds = plan.clock.lap(READ)
-        if self.observer.debug_reads:
+        if ep.debug_reads:  # DEBUG was on as the epoch began
             debug_read(plan, seconds, self._describe)
         if self.tuner is not None:
             self.tuner.record(plan.nbytes)

@@ -170,7 +170,7 @@ class LoaderObserver:
 
 def debug_read(plan: Any, seconds: float, describe: Any) -> None:
     """One DEBUG line per batch read (``describe(plan)`` names the sources redacted; the
-    loop calls this only when ``LoaderObserver.debug_reads``)."""
+    loop calls this only when ``debug_reads`` was on as the epoch began)."""
     log.debug("read %s in %.2f ms", describe(plan), seconds * 1e3)
 
 
