@@ -1,5 +1,6 @@
 #include "fl_clock.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -15,6 +16,8 @@
 #endif
 
 #define CALIBRATE_S 0.01 /* the first pairs this far apart give the first rate */
+#define CHECK_SOURCE_S 1.0     /* look at the kernel's clocksource again this often */
+#define PREDICTION_ERROR 2e-4  /* an anchor's prediction off by more: the rate changed */
 #define ANCHOR_MAX_S 0.1 /* re-anchor at least this often: NTP slews CLOCK_MONOTONIC by
                           * tens of ppm, a few us between anchors */
 
@@ -31,11 +34,13 @@ enum { UNSTARTED, STARTING, CALIBRATING, TSC, NO_TSC };
 static _Atomic int mode = UNSTARTED;
 static _Atomic int updating; /* one thread re-anchors at a time; the others read on */
 
-/* The origin pair (written once, before mode leaves STARTING) and the current anchor,
- * published under a sequence lock: readers never wait, a writer makes seq odd while it
- * writes. Fields are atomics read relaxed, so a torn read is retried, never undefined. */
-static uint64_t origin_tsc;
-static double origin_mono;
+/* The origin pair (the rate is measured since it; moved when the rate turns out to have
+ * changed) and the current anchor, published under a sequence lock: readers never wait,
+ * a writer makes seq odd while it writes. Fields are atomics read relaxed, so a torn read
+ * is retried, never undefined. Only the thread holding ``updating`` writes. */
+static _Atomic uint64_t origin_tsc;
+static _Atomic double origin_mono;
+static double checked_mono; /* when the kernel's clocksource was last looked at */
 static _Atomic uint64_t seq;
 static _Atomic uint64_t anchor_tsc;
 static _Atomic double anchor_mono;
@@ -93,8 +98,33 @@ static double take_anchor(void) {
     uint64_t tsc;
     double mono;
     read_pair(&tsc, &mono);
-    if (tsc <= origin_tsc || mono <= origin_mono) return -1.0;
-    publish(tsc, mono, (mono - origin_mono) / (double)(tsc - origin_tsc));
+    uint64_t otsc = atomic_load_explicit(&origin_tsc, memory_order_relaxed);
+    double omono = atomic_load_explicit(&origin_mono, memory_order_relaxed);
+    if (tsc <= otsc || mono <= omono) return -1.0;
+    if (mono - checked_mono >= CHECK_SOURCE_S) { /* the kernel may have left the TSC */
+        checked_mono = mono;
+        if (!kernel_uses_tsc()) {
+            atomic_store(&mode, NO_TSC);
+            return mono;
+        }
+    }
+    if (atomic_load(&mode) == TSC) {
+        /* How far the last anchor's prediction is off: beyond PREDICTION_ERROR of the
+         * time since it (NTP slewing CLOCK_MONOTONIC hard, a suspend the TSC counted
+         * through), the rate changed: measure it afresh from this pair, reading
+         * clock_gettime meanwhile. */
+        uint64_t at = atomic_load_explicit(&anchor_tsc, memory_order_relaxed);
+        double am = atomic_load_explicit(&anchor_mono, memory_order_relaxed);
+        double rate = atomic_load_explicit(&anchor_rate, memory_order_relaxed);
+        double off = am + (double)(tsc - at) * rate - mono;
+        if (tsc < at || fabs(off) > PREDICTION_ERROR * (mono - am) + 2e-6) {
+            atomic_store_explicit(&origin_tsc, tsc, memory_order_relaxed);
+            atomic_store_explicit(&origin_mono, mono, memory_order_relaxed);
+            atomic_store(&mode, CALIBRATING);
+            return mono;
+        }
+    }
+    publish(tsc, mono, (mono - omono) / (double)(tsc - otsc));
     return mono;
 }
 
@@ -112,6 +142,7 @@ static double reanchor(void) {
 static void after_fork_child(void) {
     uint64_t s = atomic_load(&seq);
     if (s & 1) atomic_store(&seq, s + 1);
+    checked_mono = mono_now(); /* no fopen() in a forked child: the check waits a second */
     if (atomic_load(&mode) == TSC) take_anchor();
     atomic_store(&updating, 0);
 }
@@ -122,9 +153,14 @@ static double start(void) {
         if (!kernel_uses_tsc()) {
             atomic_store(&mode, NO_TSC);
         } else {
-            read_pair(&origin_tsc, &origin_mono);
+            uint64_t tsc;
+            double mono;
+            read_pair(&tsc, &mono);
+            atomic_store(&origin_tsc, tsc);
+            atomic_store(&origin_mono, mono);
+            checked_mono = mono;
             pthread_atfork(NULL, NULL, after_fork_child);
-            atomic_store(&mode, origin_tsc ? CALIBRATING : NO_TSC);
+            atomic_store(&mode, tsc ? CALIBRATING : NO_TSC);
         }
     }
     return mono_now();
@@ -151,7 +187,7 @@ double fl_clock_now(void) {
         /* Re-anchor after 1% of the time since the origin, 10 to 100 ms: a
          * reading's error is the rate's error times the time since its anchor, and the
          * rate's error shrinks as the time since the origin grows. */
-        double every = 0.01 * (am - origin_mono);
+        double every = 0.01 * (am - atomic_load_explicit(&origin_mono, memory_order_relaxed));
         every = every < CALIBRATE_S ? CALIBRATE_S : every > ANCHOR_MAX_S ? ANCHOR_MAX_S : every;
         if (since > every) {
             double fresh = reanchor();
@@ -163,7 +199,8 @@ double fl_clock_now(void) {
     if (m == UNSTARTED) return start();
     /* CALIBRATING: clock_gettime until the first pairs are far enough apart */
     double now = mono_now();
-    if (now - origin_mono >= CALIBRATE_S && reanchor() >= 0) {
+    if (now - atomic_load_explicit(&origin_mono, memory_order_relaxed) >= CALIBRATE_S &&
+        reanchor() >= 0) {
         int calibrating = CALIBRATING;
         atomic_compare_exchange_strong(&mode, &calibrating, TSC);
     }

@@ -1,5 +1,6 @@
 #include "fl_stage_table.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,15 +163,18 @@ fl_status fl_stage_table_percentiles(const fl_stage_table *t, double p50[FL_STAG
         const float *row = t->rows + k * FL_STAGE_COLUMNS;
         if (t->flags[k] & FL_STAGE_MADE) {
             for (int c = 0; c < FL_STAGE_BATCH_COLUMNS; c++) {
-                cols[c * most + n_made] = row[c];
-                nonzero |= (unsigned)(row[c] != 0.0f) << c;
+                /* a NaN would stall the selection (no element is below or equal to it) */
+                float x = isfinite(row[c]) ? row[c] : 0.0f;
+                cols[c * most + n_made] = x;
+                nonzero |= (unsigned)(x != 0.0f) << c;
             }
             n_made++;
         }
         if (t->flags[k] & FL_STAGE_TAKEN) {
             for (int c = FL_STAGE_BATCH_COLUMNS; c < FL_STAGE_COLUMNS; c++) {
-                cols[c * most + n_taken] = row[c];
-                nonzero |= (unsigned)(row[c] != 0.0f) << c;
+                float x = isfinite(row[c]) ? row[c] : 0.0f;
+                cols[c * most + n_taken] = x;
+                nonzero |= (unsigned)(x != 0.0f) << c;
             }
             n_taken++;
         }

@@ -8,6 +8,7 @@ an epoch's end only runs the percentile selection in C.
 """
 
 cimport cython
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 
 from fastload._native.includes.fl cimport (
@@ -70,7 +71,7 @@ cdef class StageClock:
         cdef int i
         for i in range(FL_STAGE_BATCH_COLUMNS):
             self._row[i] = 0.0
-        self.start = self.last = start if start >= 0 else _now()
+        self.start = self.last = start if isfinite(start) and start >= 0 else _now()
         self.spans = [] if traced else None
         if lap >= 0:
             self._lap(lap)
@@ -105,7 +106,8 @@ cdef class StageClock:
         cdef int i
         for i in range(FL_STAGE_BATCH_COLUMNS):
             self._row[i] = 0.0
-        self.start = self.last = start
+        cdef double t0 = start
+        self.start = self.last = t0 if isfinite(t0) and t0 >= 0 else _now()
         if self.spans is not None:
             self.spans = []
         self._lap(0)
@@ -123,6 +125,8 @@ cdef class StageClock:
     def row(self, seconds):
         """Seconds per BATCH_STAGES, all of them (a row measured elsewhere)."""
         values = [float(x) for x in seconds]
+        if not all(isfinite(x) and x >= 0 for x in values):
+            raise ValueError(f"row={values!r} is invalid: seconds must be finite and >= 0")
         if len(values) != FL_STAGE_BATCH_COLUMNS:
             raise ValueError(
                 f"row={values!r} is invalid: needs one value per stage of {BATCH_STAGES}"
@@ -168,6 +172,8 @@ cdef class StageTable:
     def taken(self, int64_t k, double asked, double got):
         """The consumer asked for batch ``k`` at ``asked`` and got it at ``got``: its wait,
         and its step since the previous ``next()`` returned (0 for the first)."""
+        if not (isfinite(asked) and isfinite(got)):
+            raise ValueError(f"asked={asked!r}, got={got!r} is invalid: times must be finite")
         self._taken(k, asked, got)
 
     cdef int _taken(self, int64_t k, double asked, double got) except -1:

@@ -225,34 +225,36 @@ class Epoch:
 
     def _make_inline(self, k: int, job: int, asked: float) -> Any:
         """Batch ``k`` made on the consumer's thread (its ``job`` claimed under the lock)."""
-        # Unless a trace or a bar watches, the batch's record takes the consumer's wait too
-        # (one native call for both sides of the always-on timing).
         # Unless a trace or a bar watches, the batch's clock starts at the call and its
         # record takes the consumer's wait too, ending at the call's end (its last lap):
         # the timing reads the clock no more often than the inline policy needs anyway.
         recorded = not self.loader.observer.watching
         try:
-            res: Any = self.loader.produce(k, job, self, asked if recorded else -1.0)
-        except KeyboardInterrupt:
-            # Ctrl-C while next() made the batch: give the batch back (the readers are
-            # parked, nothing was claimed after it), so the epoch goes on from it, as it
-            # does after Ctrl-C while next() waits for a reader
+            try:
+                res: Any = self.loader.produce(k, job, self, asked if recorded else -1.0)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                res = Failure(exc)
+                recorded = False
+            got = self.inline_clock.last if recorded else now()  # the record's time
             with self.cond:
-                self.status.pop(k, None)
-                if self.next_job == job + 1:
-                    self.next_job = job
-            raise
-        except BaseException as exc:
-            res = Failure(exc)
-            recorded = False
-        got = self.inline_clock.last if recorded else now()  # the record's time
-        with self.cond:
-            if self.inline.inline_made(got - asked):
-                self.cond.notify_all()  # slow: the readers take over from the next batch
-            self.loader._counters["inline_batches"] += 1
-            self.status.pop(k, None)  # as a reader does: one entry per batch in flight only
-            self._raise_if_stopped()  # ended (close(), a newer iter()) while it was made
-            self.next_out += 1  # todo[next_out] is k: nothing else was in flight
+                if self.inline.inline_made(got - asked):
+                    self.cond.notify_all()  # slow: the readers take over from the next batch
+                self.loader._counters["inline_batches"] += 1
+                self.status.pop(k, None)  # as a reader does: one entry per batch in flight
+                self._raise_if_stopped()  # ended (close(), a newer iter()) while it was made
+                self.next_out += 1  # todo[next_out] is k: nothing else was in flight
+        finally:
+            if self.next_out == job:
+                # Not handed out (Ctrl-C anywhere from the claim to here, or the epoch
+                # ended): give the batch back (the readers are parked, nothing was claimed
+                # after it), so the epoch goes on from it, as it does after Ctrl-C while
+                # next() waits for a reader; made again, its record replaces this one
+                with self.cond:
+                    self.status.pop(k, None)
+                    if self.next_out == job and self.next_job == job + 1:
+                        self.next_job = job
         if not recorded:
             self._taken(k, asked, got)
         return res

@@ -262,3 +262,39 @@ def test_an_inline_batch_waits_exactly_as_long_as_its_stages_took(small, monkeyp
     made = sum(stages[s]["total_s"] for s in ("plan", "read", "collate", "output"))
     assert stages["wait"]["total_s"] == pytest.approx(made, rel=1e-6)
     assert stages["read"]["total_s"] > 0 and stages["plan"]["total_s"] > 0
+
+
+def test_ctrl_c_after_next_made_its_batch_gives_the_batch_back(small, monkeypatch):
+    """Ctrl-C between the batch being made and it being handed out (here: inside the
+    policy's bookkeeping): the batch is given back, so the next next() makes it again
+    instead of waiting for ever on a batch no one will make."""
+    ds, _ = small
+    dl = DataLoader(ds, batch_size=BATCH)
+    it = iter(dl)
+    got = [next(it) for _ in range(10)]
+    real = IB.InlinePolicy.inline_made
+    calls = []
+
+    def interrupted_once(self, seconds):
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(self, seconds)
+
+    monkeypatch.setattr(IB.InlinePolicy, "inline_made", interrupted_once)
+    interrupted = False
+    while not interrupted:
+        try:
+            got.append(next(it))
+        except KeyboardInterrupt:
+            interrupted = True
+        except StopIteration:
+            pytest.skip("load kept every batch on the reader threads")
+    rest: list = []
+    t = threading.Thread(target=lambda: rest.extend(it), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "next() waited for ever on the interrupted batch"
+    ys = np.concatenate([y for _, y in got + rest])
+    assert sorted(ys.tolist()) == list(range(N))  # each sample once: none lost, none twice
+    dl.close()

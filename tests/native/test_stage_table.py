@@ -224,3 +224,18 @@ def test_a_forked_child_reads_the_clock_while_another_thread_reads_it():
     finally:
         stop.set()
         t.join()
+
+
+def test_non_finite_times_are_refused_by_name_and_never_stall_the_summary():
+    table = StageTable(2)
+    with pytest.raises(ValueError, match="times must be finite"):
+        table.taken(0, float("nan"), 1.0)
+    with pytest.raises(ValueError, match="seconds must be finite and >= 0"):
+        StageClock().row = [float("nan")] + [0.0] * (len(BATCH_STAGES) - 1)
+    with pytest.raises(ValueError, match="seconds must be finite and >= 0"):
+        StageClock().row = [-1.0] + [0.0] * (len(BATCH_STAGES) - 1)
+    c = StageClock(float("nan"))  # an unusable start: the clock starts now
+    assert c.start > 0 and c.restart(float("inf")).start < float("inf")
+    table.made(0, c, 1, 1)
+    table.taken(0, 1.0, 2.0)
+    assert table.percentiles()["wait"] == (1.0, 1.0)
