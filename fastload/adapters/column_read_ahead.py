@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -89,27 +89,46 @@ class SharedReadAhead:
         self._lock = threading.Lock()
         self.started = 0  # background reads started
         self.taken = 0  # reads served from a background read
-        self.held_bytes = 0  # bytes of the files' background reads in flight or held
+        self._held = 0  # bytes of the files' background reads in flight or held
+        # bytes given back by files that garbage collection finalised: a finaliser may run
+        # on a thread that holds this lock (or a pool's), so it only appends here (atomic)
+        # and the next caller under the lock subtracts them
+        self._dropped: deque[int] = deque()
         _shared.add(self)
+
+    @property
+    def held_bytes(self) -> int:
+        with self._lock:
+            return self._drain()
+
+    def _drain(self) -> int:  # under the lock
+        while self._dropped:
+            self._held -= self._dropped.popleft()
+        return self._held
+
+    def release_later(self, nbytes: int) -> None:
+        """From a finaliser: give ``nbytes`` back without taking any lock."""
+        self._dropped.append(nbytes)
 
     def _after_fork_in_child(self) -> None:
         # a parent's thread may have held the lock at the fork; the files forget the
         # parent's background reads in the child (ColumnChunkReadAhead._after_fork), so
         # the bytes they held are the parent's
         self._lock = threading.Lock()
-        self.held_bytes = 0
+        self._held = 0
+        self._dropped.clear()
 
     def reserve(self, nbytes: int) -> bool:
         """Count ``nbytes`` more read ahead, when the budget has room for them."""
         with self._lock:
-            if self.budget is not None and self.held_bytes + nbytes > self.budget:
+            if self.budget is not None and self._drain() + nbytes > self.budget:
                 return False
-            self.held_bytes += nbytes
+            self._held += nbytes
             return True
 
     def release(self, nbytes: int) -> None:
         with self._lock:
-            self.held_bytes -= nbytes
+            self._held -= nbytes
 
     def get(self, key: Any) -> dict[int, tuple[int, int, int]] | None:
         with self._lock:
@@ -117,6 +136,12 @@ class SharedReadAhead:
             if hit is not None:
                 self._items.move_to_end(key)
             return hit
+
+    def forget_layouts(self) -> None:
+        """Drop every parsed layout (the files may have changed); the budget and what the
+        open files hold against it stay."""
+        with self._lock:
+            self._items.clear()
 
     def put(self, key: Any, spans: dict[int, tuple[int, int, int]]) -> None:
         with self._lock:
@@ -216,9 +241,13 @@ class ColumnChunkReadAhead:
         self._release(self.held_bytes)
 
     def __del__(self) -> None:
-        # pyarrow drops files unclosed: what they held ahead leaves the shared budget
-        if getattr(self, "held_bytes", 0):
-            self.close()
+        # pyarrow drops files unclosed: what they held ahead leaves the shared budget. A
+        # finaliser takes no lock (garbage collection may run it on a thread holding one):
+        # the background reads in flight finish on their own, unused.
+        held = getattr(self, "held_bytes", 0)
+        if held and getattr(self, "pid", None) == os.getpid():
+            self.held_bytes = 0
+            self.shared.release_later(held)
 
     # -- inside ---------------------------------------------------------------------
     def _after_fork(self) -> None:

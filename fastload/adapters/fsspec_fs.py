@@ -341,7 +341,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     def invalidate_cache(self, path: str | None = None) -> None:
         self._listings.clear()
-        self._read_ahead = SharedReadAhead(budget=self.column_read_ahead_total)
+        # the files' layouts may have changed; the budget stays one over all open files
+        self._read_ahead.forget_layouts()
         super().invalidate_cache(path)
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:

@@ -85,7 +85,14 @@ class BlockReader:
         # Fetch buffers, kept for reuse: a fresh one costs the kernel zeroing every page
         # (measured: about a quarter of the client's CPU per MB over S3). Enough are kept
         # for the blocks memory holds (a buffer lives until its last block is let go).
-        self._pool = BufferPool(keep=_SPARE_BUFFERS + memory_bytes // _PREFETCH_CALL_BYTES)
+        # Bounded by bytes too (what memory holds plus the spares), and a call takes a
+        # buffer of its own size class or the next only, so a small fetch never pins a big
+        # buffer that memory_bytes would not count.
+        spare = _SPARE_BUFFERS * _PREFETCH_CALL_BYTES
+        self._pool = BufferPool(
+            keep=_SPARE_BUFFERS + memory_bytes // _PREFETCH_CALL_BYTES,
+            keep_bytes=memory_bytes + spare,
+        )
         self._fetched: set[Key] = set()  # this epoch's fetches (a second one is a refetch)
         # this epoch: bytes served per block, and (once planned) bytes still to serve
         self._served: dict[Key, int] = {}
@@ -237,7 +244,8 @@ class BlockReader:
             dtype=np.int64,
         ).reshape(-1, 4)
         # a pooled buffer: reused once every block viewing it was dropped (no page faults)
-        raw: Any = self._pool.acquire(_buffer_class(int(dst[-1])))
+        size = _buffer_class(int(dst[-1]))
+        raw: Any = self._pool.acquire(size, at_most=2 * size)
         try:
             buf = np.frombuffer(raw, dtype=np.uint8, count=int(dst[-1]))
             one_request = settings.replace(part_size=WHOLE_RANGES)  # never cut a block in parts

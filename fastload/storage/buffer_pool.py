@@ -42,9 +42,12 @@ class BufferPool:
     granted); ``keep``: idle buffers kept for reuse beyond that are freed.
     """
 
-    def __init__(self, *, pin: bool = False, keep: int = 4) -> None:
+    def __init__(self, *, pin: bool = False, keep: int = 4, keep_bytes: int | None = None) -> None:
         self.pin = bool(pin)
         self.keep = max(1, int(keep))
+        # bytes of buffers kept at most (None: ``keep`` alone bounds them); the newest
+        # buffer is always kept, so one larger than this lives while it is used
+        self.keep_bytes = None if keep_bytes is None else max(0, int(keep_bytes))
         self._lock = threading.Lock()
         self._buffers: list[AlignedBuffer] = []
         self._leased: set[int] = set()
@@ -58,8 +61,11 @@ class BufferPool:
     def _reusable(self, buf: AlignedBuffer) -> bool:
         return id(buf) not in self._leased and not buf.views and id(buf) not in self._hooks
 
-    def acquire(self, nbytes: int) -> AlignedBuffer:
-        """A buffer of at least ``nbytes`` that nothing views, leased until :meth:`release`."""
+    def acquire(self, nbytes: int, at_most: int | None = None) -> AlignedBuffer:
+        """A buffer of at least ``nbytes`` that nothing views, leased until :meth:`release`.
+        ``at_most``: never hand out a kept buffer larger than this (a small request must
+        not pin a big buffer while the big ones allocate afresh)."""
+        limit = None if at_most is None else int(at_most)
         with self._lock:
             if self._hooks:  # forget finished copies, also of buffers the pool no longer holds
                 self._hooks = {
@@ -69,6 +75,7 @@ class BufferPool:
             for buf in self._buffers:
                 if (
                     buf.nbytes >= nbytes
+                    and (limit is None or buf.nbytes <= limit)
                     and (best is None or buf.nbytes < best.nbytes)
                     and self._reusable(buf)
                 ):
@@ -91,6 +98,13 @@ class BufferPool:
             drop = [b for b in self._buffers if b is not buf and id(b) not in self._leased][:excess]
             for b in drop:  # one with a copy in flight lives on in its hook entry
                 self._buffers.remove(b)
+        if self.keep_bytes is not None:  # then the oldest unleased ones, down to the bytes
+            held = sum(b.nbytes for b in self._buffers)
+            for b in [b for b in self._buffers if b is not buf and id(b) not in self._leased]:
+                if held <= self.keep_bytes:
+                    break
+                self._buffers.remove(b)
+                held -= b.nbytes
         return buf
 
     def release(self, buf: AlignedBuffer) -> None:

@@ -229,3 +229,20 @@ def test_a_total_budget_of_zero_reads_nothing_ahead(table_path):
     fs = _fs(column_read_ahead_total=0)
     assert pq.read_table(path, columns=["c2"], filesystem=fs).equals(table.select(["c2"]))
     assert fs.column_read_ahead_stats() == {"read_ahead": 0, "taken": 0, "held_bytes": 0}
+
+
+def test_invalidating_the_cache_keeps_one_total_budget_over_the_open_files(table_path):
+    path, table = table_path
+    chunk = pq.ParquetFile(path).metadata.row_group(1).column(1).total_compressed_size
+    fs = _fs(column_read_ahead_total=chunk)
+    first = pq.ParquetFile(fs.open(path))
+    assert first.read_row_group(0, columns=["c1"]).num_rows == 1000
+    assert fs.column_read_ahead_stats()["held_bytes"] == chunk  # the total is spent
+    budget = fs._read_ahead
+    fs.invalidate_cache()  # layouts forgotten, the budget and what it holds kept
+    assert fs._read_ahead is budget and not budget._items
+    second = pq.ParquetFile(fs.open(path))
+    assert second.read_row_group(0, columns=["c1"]).equals(table.select(["c1"]).slice(0, 1000))
+    assert fs.column_read_ahead_stats()["held_bytes"] == chunk  # not a second total's worth
+    first.close()
+    second.close()

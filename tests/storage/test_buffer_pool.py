@@ -110,3 +110,24 @@ def test_without_a_guard_the_pool_reuses_a_buffer_nothing_views():
     buf = pool.acquire(4096)
     pool.release(buf)
     assert pool.acquire(4096) is buf
+
+
+def test_a_request_never_takes_a_kept_buffer_past_its_bound():
+    pool = BufferPool(keep=4)
+    big = pool.acquire(8 << 20)
+    pool.release(big)
+    small = pool.acquire(1 << 20, at_most=2 << 20)  # the 8 MiB one is idle, yet too big
+    assert small is not big and small.nbytes >= 1 << 20 and pool.allocations == 2
+    pool.release(small)
+    assert pool.acquire(4 << 20) is big  # no bound: the smallest that fits
+
+
+def test_kept_buffers_are_bounded_by_bytes():
+    pool = BufferPool(keep=10, keep_bytes=3 << 20)
+    bufs = [pool.acquire(1 << 20) for _ in range(3)]
+    for b in bufs:
+        pool.release(b)
+    newest = pool.acquire(2 << 20, at_most=2 << 20)  # 5 MiB held: the oldest idle go
+    kept = pool._buffers
+    assert newest in kept and sum(b.nbytes for b in kept) <= 3 << 20
+    assert bufs[0] not in kept
