@@ -389,7 +389,7 @@ class LoaderBatchSize:
         times: dict[int, list[float]] = {32: [], 256: []}
         for dl in loaders.values():
             per_sample(dl)  # page cache, first allocations
-        for _ in range(5):
+        for _ in range(9):  # 9 rounds: the ratio of two minimums is noisy over 5
             for bs, dl in loaders.items():
                 times[bs].append(per_sample(dl))
         for dl in loaders.values():
