@@ -11,6 +11,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport strncpy
+from posix.unistd cimport getpid
 
 from fastload._native.includes.curl cimport (
     fl_curl_abi_count,
@@ -173,7 +174,8 @@ cdef class HttpContext:
 
     def __dealloc__(self):
         # After fork the child must not tear down the parent's connections (shared sockets).
-        if self.ctx != NULL and self.owner_pid == os.getpid():
+        # getpid() from C: at interpreter exit the os module may already be torn down.
+        if self.ctx != NULL and self.owner_pid == getpid():
             fl_http_ctx_free(self.ctx)
         self.ctx = NULL
 
