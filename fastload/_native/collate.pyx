@@ -20,10 +20,11 @@ from fastload._native.includes.collate cimport (
     fl_collate_stats, fl_gather_bytes,
 )
 from fastload._native.includes.fl cimport (
-    fl_error, fl_error_clear, fl_thread_budget, fl_thread_budget_set,
+    fl_error, fl_error_clear,
 )
 
 include "native_error.pxi"
+include "thread_budget.pxi"
 include "plain_buffer.pxi"
 
 import numpy as np
@@ -50,20 +51,6 @@ def cpu_count():
     """CPUs this process may run on (what num_threads=0 may use)."""
     return fl_collate_cpu_count()
 
-
-def set_thread_budget(int nthreads):
-    """Cap the threads (this one included) that this module's kernels called from the
-    calling thread keep busy (0: no cap; see fl_parallel.h). Returns the previous one."""
-    if nthreads < 0:
-        raise ValueError(f"nthreads={nthreads} is invalid: must be >= 0")
-    cdef int before = fl_thread_budget()
-    fl_thread_budget_set(nthreads)
-    return before
-
-
-def thread_budget():
-    """The calling thread's budget for this module's kernels (0: no cap)."""
-    return fl_thread_budget()
 
 
 cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1:

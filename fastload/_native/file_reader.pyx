@@ -11,10 +11,10 @@ from fastload._native.includes.fl cimport (
     FL_DIRECT_MIN_PART, FL_INLINE_MAX_BYTES, fl_cancel_request, fl_cancel_requested, fl_error, fl_error_clear,
     fl_file_opts, fl_file_read, fl_file_reader, fl_file_reader_close, fl_file_reader_free,
     fl_file_reader_new, fl_file_reader_stats, fl_file_size, fl_file_stats, fl_range,
-    fl_thread_budget, fl_thread_budget_set,
 )
 
 include "native_error.pxi"
+include "thread_budget.pxi"
 include "out_buffer.pxi"
 
 import os
@@ -29,20 +29,6 @@ DIRECT_MIN_PART = FL_DIRECT_MIN_PART
 # it (no copy per call); paths holding surrogate escapes go through os.fsencode.
 cdef bint _FS_UTF8 = sys.getfilesystemencoding().lower().replace("-", "") == "utf8"
 
-
-def set_thread_budget(int nthreads):
-    """Cap the threads (this one included) that this module's kernels called from the
-    calling thread keep busy (0: no cap; see fl_parallel.h). Returns the previous one."""
-    if nthreads < 0:
-        raise ValueError(f"nthreads={nthreads} is invalid: must be >= 0")
-    cdef int before = fl_thread_budget()
-    fl_thread_budget_set(nthreads)
-    return before
-
-
-def thread_budget():
-    """The calling thread's budget for this module's kernels (0: no cap)."""
-    return fl_thread_budget()
 
 
 cdef class CancelToken:

@@ -19,7 +19,7 @@ from libc.stdlib cimport calloc, free, malloc
 
 from fastload._native.includes.collate cimport FL_DT_RAW, FL_ISA_AUTO, FL_ISA_AVX2, FL_ISA_GENERIC
 from fastload._native.includes.fl cimport (
-    fl_error, fl_error_clear, fl_thread_budget, fl_thread_budget_set,
+    fl_error, fl_error_clear,
 )
 from fastload._native.includes.jpeg cimport (
     FL_DCT_SCALE_ANY, FL_DCT_SCALE_OFF, FL_DCT_SCALE_POW2, FL_IMG_JPEG, FL_IMG_PIXELS,
@@ -28,6 +28,8 @@ from fastload._native.includes.jpeg cimport (
     fl_jpeg_decoder, fl_jpeg_decoder_free, fl_jpeg_decoder_new, fl_jpeg_entropy_only,
     fl_jpeg_load, fl_jpeg_loaded,
 )
+
+include "thread_budget.pxi"
 
 import os
 
@@ -44,21 +46,6 @@ _ISA = {"auto": FL_ISA_AUTO, "generic": FL_ISA_GENERIC, "avx2": FL_ISA_AVX2}
 
 assert sizeof(fl_image_info) == 4 * len(INFO_FIELDS)
 
-
-def set_thread_budget(int nthreads):
-    """Cap the threads (this one included) that this module's image batches decoded from
-    the calling thread keep busy (0: no cap; see fl_parallel.h; this module holds its own
-    copy of the budget). Returns the previous one."""
-    if nthreads < 0:
-        raise ValueError(f"nthreads={nthreads} is invalid: must be >= 0")
-    cdef int before = fl_thread_budget()
-    fl_thread_budget_set(nthreads)
-    return before
-
-
-def thread_budget():
-    """The calling thread's budget for this module's image batches (0: no cap)."""
-    return fl_thread_budget()
 
 
 def load_libjpeg(str path):

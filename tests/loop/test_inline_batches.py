@@ -207,6 +207,17 @@ def test_inline_batches_leave_no_status_behind(small):
     dl.close()
 
 
+def _next_until_interrupted(it, got: list) -> None:
+    """next() until a KeyboardInterrupt comes out of it (batches into ``got``)."""
+    while True:
+        try:
+            got.append(next(it))
+        except KeyboardInterrupt:
+            return
+        except StopIteration:
+            pytest.skip("load kept every batch on the reader threads")
+
+
 def test_ctrl_c_while_next_makes_a_batch_leaves_the_epoch_usable(small, monkeypatch):
     ds, data = small
     dl = DataLoader(ds, batch_size=BATCH)
@@ -224,14 +235,7 @@ def test_ctrl_c_while_next_makes_a_batch_leaves_the_epoch_usable(small, monkeypa
         return real(self, k, job, ep, asked)
 
     monkeypatch.setattr(DataLoader, "produce", interrupted_once)
-    interrupted = False
-    while not interrupted:
-        try:
-            got.append(next(it))
-        except KeyboardInterrupt:
-            interrupted = True
-        except StopIteration:
-            pytest.skip("load kept every batch on the reader threads")
+    _next_until_interrupted(it, got)
     got += list(it)  # the epoch goes on from the interrupted batch
     assert calls[0] == calls[1]  # the same batch, made again
     ys = np.concatenate([y for _, y in got])
@@ -282,14 +286,7 @@ def test_ctrl_c_after_next_made_its_batch_gives_the_batch_back(small, monkeypatc
         return real(self, seconds)
 
     monkeypatch.setattr(IB.InlinePolicy, "inline_made", interrupted_once)
-    interrupted = False
-    while not interrupted:
-        try:
-            got.append(next(it))
-        except KeyboardInterrupt:
-            interrupted = True
-        except StopIteration:
-            pytest.skip("load kept every batch on the reader threads")
+    _next_until_interrupted(it, got)
     rest: list = []
     t = threading.Thread(target=lambda: rest.extend(it), daemon=True)
     t.start()
