@@ -10,18 +10,11 @@ import time
 import pytest
 
 from fastload.adapters.idle_threads import IdleThreadPool
+from tests.support.waiting import wait_for
 
 
 def _named(prefix: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(prefix + "_")]
-
-
-def _wait_for(cond, what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.02)
 
 
 def test_threads_end_when_idle_and_the_next_task_starts_new_ones():
@@ -29,8 +22,8 @@ def test_threads_end_when_idle_and_the_next_task_starts_new_ones():
     assert not pool.alive and not _named("t-idle-a")
     assert pool.submit(lambda x: x + 1, 1).result() == 2
     assert pool.alive and _named("t-idle-a")
-    _wait_for(lambda: not pool.alive, "the pool shut down")
-    _wait_for(lambda: not _named("t-idle-a"), "its threads gone")
+    wait_for(lambda: not pool.alive, "the pool shut down")
+    wait_for(lambda: not _named("t-idle-a"), "its threads gone")
     assert pool.submit(lambda: "again").result() == "again"
     assert pool.started == 2
     pool.shutdown()
@@ -45,7 +38,7 @@ def test_a_running_task_keeps_its_threads():
     assert pool.alive and not fut.done()
     go.set()
     assert fut.result() is True
-    _wait_for(lambda: not pool.alive, "shut down once the task ended")
+    wait_for(lambda: not pool.alive, "shut down once the task ended")
     assert pool.started == 1
 
 
@@ -87,7 +80,7 @@ def test_a_filesystem_read_ahead_ends_its_threads_once_idle(tmp_path, monkeypatc
     fs = fastload.filesystem(skip_instance_cache=True)
     assert pq.read_table(path, columns=["b"], filesystem=fs).equals(table.select(["b"]))
     assert fs.column_read_ahead_stats()["read_ahead"] > 0
-    _wait_for(lambda: not fs._read_ahead_pool().alive, "the read-ahead threads ended")
-    _wait_for(lambda: not _named("fastload-fsspec"), "no read-ahead thread left")
+    wait_for(lambda: not fs._read_ahead_pool().alive, "the read-ahead threads ended")
+    wait_for(lambda: not _named("fastload-fsspec"), "no read-ahead thread left")
     assert pq.read_table(path, columns=["a"], filesystem=fs).equals(table.select(["a"]))
     assert fs._read_ahead_pool().started == 2

@@ -13,20 +13,13 @@ import numpy as np
 import pytest
 
 from fastload.storage.fetch_buffers import HUGE_PAGE, FetchBufferPool
+from tests.support.waiting import wait_for
 
 MiB = 1 << 20
 
 
 def _address(view: memoryview) -> int:
     return np.frombuffer(view, dtype=np.uint8).ctypes.data
-
-
-def _wait_for(cond, what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.02)
 
 
 def test_a_buffer_nothing_views_is_reused_and_one_still_viewed_is_not():
@@ -107,11 +100,11 @@ def test_idle_buffers_are_freed_after_idle_seconds_and_the_timer_ends():
     held = pool.take(4 * MiB)
     idle = pool.take(4 * MiB)
     del idle
-    _wait_for(lambda: pool.held_bytes == 4 * MiB, "the idle buffer freed")
+    wait_for(lambda: pool.held_bytes == 4 * MiB, "the idle buffer freed")
     held[:1] = b"x"  # the one in use stays, and is freed once idle long enough
     del held
-    _wait_for(lambda: pool.held_bytes == 0, "the last buffer freed")
-    _wait_for(lambda: not _timer_threads(), "the timer thread gone")
+    wait_for(lambda: pool.held_bytes == 0, "the last buffer freed")
+    wait_for(lambda: not _timer_threads(), "the timer thread gone")
 
 
 def test_a_dropped_pool_frees_its_buffers_and_its_timer_does_not_keep_it():
@@ -123,7 +116,7 @@ def test_a_dropped_pool_frees_its_buffers_and_its_timer_does_not_keep_it():
     del pool
     gc.collect()
     assert ref() is None
-    _wait_for(lambda: not _timer_threads(), "its timer thread gone")
+    wait_for(lambda: not _timer_threads(), "its timer thread gone")
 
 
 def test_threads_taking_at_once_never_share_a_buffer():
