@@ -100,7 +100,8 @@ class LoaderConfig:
 
     ``shuffle="block"`` permutes blocks of ``block_size`` bytes (whole samples of one shard,
     read as one request each) and shuffles samples inside windows of ``shuffle_buffer``
-    (samples, or bytes as ``"64MiB"``); ``cache_dir`` / ``cache_limit`` keep remote blocks
+    (samples, or bytes as ``"64MiB"``; an epoch's first buffer ramps up in smaller windows,
+    so its first batch waits on a few blocks); ``cache_dir`` / ``cache_limit`` keep remote blocks
     on local disk for later epochs; ``on_error`` says whether a cache that cannot work raises
     or is read around ("skip").
     """

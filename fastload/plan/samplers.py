@@ -470,7 +470,14 @@ class BlockShuffleSampler(Sampler):
     shard, one request each) are permuted, cut into windows of ``shuffle_buffer`` (samples,
     or bytes of blocks), and the samples of each window shuffled together. Every sample
     appears once per epoch; a reader needs only the blocks of one or two windows at a time.
-    Ranks take runs of the order (``take_run``), equal in length as every sampler's."""
+    Ranks take runs of the order (``take_run``), equal in length as every sampler's.
+
+    The epoch's first ``shuffle_buffer`` ramps up (as webdataset's ``initial`` buffer):
+    it is cut into windows of 1/16, 1/16, 1/8, 1/4 and 1/2 of it, so the first batch
+    waits on a few blocks, not on a whole buffer's (from remote storage, that whole first
+    window is the time to the first batch)."""
+
+    ramp = 4  # the first buffer's windows: 1/2**ramp of it, doubling up to 1/2
 
     split = "contiguous"
 
@@ -496,6 +503,7 @@ class BlockShuffleSampler(Sampler):
             "block_size": b.block_size,
             "blocks_digest": digest,
             "shuffle_buffer": [self.buffer_kind, self.buffer],
+            "ramp": self.ramp,
         }
 
     def windows(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -503,7 +511,11 @@ class BlockShuffleSampler(Sampler):
         gen = self._generator(epoch)
         perm = gen.permutation(len(self.blocks))
         sizes = (self.blocks.counts if self.buffer_kind == "samples" else self.blocks.nbytes)[perm]
-        return perm, (np.cumsum(sizes) - sizes) // self.buffer
+        at = np.cumsum(sizes) - sizes  # where each block starts, in samples or bytes
+        # windows 0..ramp cut the first buffer at 1/16, 1/8, 1/4, 1/2 of it; then one a buffer
+        edges = np.array([self.buffer >> k for k in range(self.ramp, 0, -1)], dtype=np.int64)
+        ramped = np.searchsorted(edges, at, side="right")
+        return perm, np.where(at < self.buffer, ramped, self.ramp + at // self.buffer)
 
     def global_order(self, epoch: int) -> np.ndarray:
         if self._memo is not None and self._memo[0] == epoch:

@@ -121,17 +121,48 @@ def test_windows_bound_what_is_mixed(recs):
 
 
 def test_shuffle_buffer_and_block_size_act(recs):
-    def distinct_blocks_in_first(s, k=400):
+    def distinct_blocks_in_last(s, k=400):  # (past the first buffer's ramp)
         order = s.global_order(0)
-        return len(np.unique(np.searchsorted(s.blocks.bounds, order[:k], side="right") - 1))
+        return len(np.unique(np.searchsorted(s.blocks.bounds, order[-k:], side="right") - 1))
 
     small = sampler(recs)  # 500 samples: ~13 blocks per window
     big = make_sampler(
         LoaderOptions(shuffle="block", block_size=4096, shuffle_buffer=3030).config, len(recs), recs
     )
-    assert distinct_blocks_in_first(small) <= 15 < 40 < distinct_blocks_in_first(big)
+    assert distinct_blocks_in_last(small) <= 15 < 30 < distinct_blocks_in_last(big)
     fine = make_sampler(LoaderOptions(shuffle="block", block_size=8192).config, len(recs), recs)
     assert len(fine.blocks) > len(small.blocks) / 2.5 and len(fine.blocks) < len(small.blocks)
+
+
+def test_the_first_buffer_ramps_up(recs):
+    """The epoch's first buffer is cut into windows of 1/16, 1/16, 1/8, 1/4 and 1/2 of it
+    (each ends one block past its share), so its first samples need only a few blocks;
+    later windows hold a whole buffer. Samples (500) and bytes alike."""
+    for s, unit, buf in (
+        (sampler(recs), None, 500),
+        (
+            make_sampler(
+                LoaderOptions(shuffle="block", block_size=4096, shuffle_buffer="48KiB").config,
+                len(recs),
+                recs,
+            ),
+            "bytes",
+            48 << 10,
+        ),
+    ):
+        perm, window = s.windows(0)
+        size = (s.blocks.nbytes if unit else s.blocks.counts)[perm]
+        ids = np.unique(window)
+        held = [int(size[window == w].sum()) for w in ids]
+        one = int(size.max())
+        for share, got in zip([1, 1, 2, 4, 8], held[:5], strict=True):
+            assert buf * share // 16 - one <= got <= buf * share // 16 + one
+        assert all(buf - one <= got <= buf + one for got in held[5:-1])
+        assert sum(held[:5]) <= buf + one
+        # the first sixteenth of the buffer is mixed from one or two blocks only
+        order = s.global_order(0)
+        first = order[: buf // 16] if not unit else order[:20]
+        assert len(np.unique(np.searchsorted(s.blocks.bounds, first, side="right") - 1)) <= 2
 
 
 def shuffle_quality(orders: list[np.ndarray]) -> tuple[float, float]:
@@ -172,6 +203,10 @@ def test_state_of_another_block_layout_is_refused(recs):
     b = make_sampler(LoaderOptions(shuffle="block", block_size=8192).config, len(recs), recs)
     with pytest.raises(ValueError, match="block_size|blocks_digest|shuffle_buffer"):
         b.load_state_dict(a.state_dict())
+    # a state from before the first buffer's ramp (its windows, its order) is refused too
+    old = {k: v for k, v in a.state_dict().items() if k != "ramp"}
+    with pytest.raises(ValueError, match="ramp is None in the state but 4 here"):
+        sampler(recs).load_state_dict(old)
 
 
 def test_block_mode_needs_the_dataset(recs):
