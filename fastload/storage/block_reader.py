@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ import numpy as np
 from fastload.errors import CancelledReadError, ObjectNotFoundError, ShardChangedError
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.cache import NodeCache
+from fastload.storage.cache_entries import EntryReads
 from fastload.storage.engine import RangeEngine, writable_view
 from fastload.storage.object_version import Version, object_version
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
@@ -74,6 +75,7 @@ class BlockReader:
         self.memory_bytes = memory_bytes
         self.ahead_bytes = ahead_bytes
         self.cache = cache if cache is not None and cache.disabled is None else None
+        self._entries = None if self.cache is None else EntryReads(self.cache, engine)
         self._any_cache = cache  # a disabled cache still reports why
         self.expected = dict(versions or {})
         self._checked: dict[str, Version] = {}
@@ -157,23 +159,34 @@ class BlockReader:
         settings = settings or self.engine.settings
         srcs = [s if isinstance(s, ParsedURI) else parse_uri(s) for s in sources]
         table = np.ascontiguousarray(table, dtype=np.int64).reshape(-1, 4)
-        for i in np.unique(table[:, 0]) if len(table) else ():
-            if srcs[int(i)].uri in self.expected or self.cache is not None:
-                self._version(srcs[int(i)])
-        direct, pieces = self._split(srcs, table)
+        used = _sources_of(table)
+        for i in used:
+            if srcs[i].uri in self.expected or self.cache is not None:
+                self._version(srcs[i])
+        direct, keys, inside, crossing = self._locate(srcs, table, used)
         if len(direct):
             with self._lock:
                 self.counters["direct_rows"] += len(direct)
             self.engine.read_into(srcs, direct, out, settings=settings, cancel=cancel)
-        if not pieces:
+        if not keys:
             return
         view = writable_view(out, int((table[:, 3] + table[:, 2]).max()), "BlockReader")
         dst = np.frombuffer(view, dtype=np.uint8)
         deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-        if self.cache is not None:
-            self._touched(pieces)
-            self._cached(srcs, pieces, dst, settings, cancel, deadline)
+        if self.cache is not None and self._entries is not None:
+            self._touched(keys)
+            # the rows of every entry at hand in one local read; the others as pieces
+            by_uri = {s.uri: s for s in srcs}
+            missed = self._entries.read_rows(
+                keys, lambda k: self._meta(by_uri, k), inside, dst, settings, cancel
+            )
+            if len(missed) < len(keys):
+                inside = inside[np.isin(inside[:, 0], missed)]
+            pieces = _pieces(keys, inside, crossing)
+            if pieces:
+                self._cached(srcs, pieces, dst, settings, cancel, deadline)
             return
+        pieces = _pieces(keys, inside, crossing)
         # the memory this read may fetch into is reserved before the readers' progress
         # moves, so a prefetcher woken by it never counts on that memory itself
         with self._lock:
@@ -194,39 +207,53 @@ class BlockReader:
         self._consumed(pieces)
         self._trim()
 
-    def _split(self, srcs: list[ParsedURI], table: np.ndarray) -> tuple[np.ndarray, Pieces]:
-        """Rows to read directly, and the pieces of blocks the other rows are made of."""
+    def _locate(
+        self, srcs: list[ParsedURI], table: np.ndarray, used: list[int]
+    ) -> tuple[np.ndarray, list[Key], np.ndarray, Pieces]:
+        """Where ``table``'s rows are: (rows to read directly, the blocks touched, rows
+        wholly inside one block as (block index in that list, offset in the block, length,
+        dst), and the pieces of rows across block ends). One pass of numpy per source."""
         direct = []
-        pieces: Pieces = {}
-        for i in np.unique(table[:, 0]) if len(table) else ():
-            rows = table[table[:, 0] == i]
-            ext = self.blocks.get(srcs[int(i)].uri)
-            if ext is None or srcs[int(i)].is_local:
+        keys: list[Key] = []
+        inside = []
+        crossing: Pieces = {}
+        for i in used:
+            rows = table if len(used) == 1 else table[table[:, 0] == i]
+            ext = self.blocks.get(srcs[i].uri)
+            if ext is None or srcs[i].is_local:
                 direct.append(rows)
                 continue
             starts, ends = ext
             k = np.searchsorted(starts, rows[:, 1], side="right") - 1
             kk = np.maximum(k, 0)
-            inside = (k >= 0) & (rows[:, 1] < ends[kk])
-            whole = inside & (rows[:, 1] + rows[:, 2] <= ends[kk])
-            direct.append(rows[~inside])
-            uri = srcs[int(i)].uri
-            for (_, off, length, d), b in zip(rows[whole].tolist(), k[whole].tolist(), strict=True):
-                start = int(starts[b])
-                pieces.setdefault((uri, start), []).append((off - start, length, d))
-            for _, off, length, d in rows[inside & ~whole].tolist():  # rows across block ends
+            within = (k >= 0) & (rows[:, 1] < ends[kk])
+            whole = within & (rows[:, 1] + rows[:, 2] <= ends[kk])
+            direct.append(rows[~within])
+            uri = srcs[i].uri
+            blocks, which = np.unique(k[whole], return_inverse=True)
+            w = rows[whole]
+            inside.append(
+                np.column_stack(
+                    (which + len(keys), w[:, 1] - starts[k[whole]], w[:, 2], w[:, 3])
+                ).astype(np.int64)
+            )
+            keys.extend((uri, int(starts[b])) for b in blocks.tolist())
+            for _, off, length, d in rows[within & ~whole].tolist():  # rows across block ends
                 while length > 0:
                     b = int(np.searchsorted(starts, off, side="right")) - 1
                     if b < 0 or off >= ends[b]:
                         direct.append(np.array([[i, off, length, d]], dtype=np.int64))
                         break
                     n = min(length, int(ends[b]) - off)
-                    pieces.setdefault((uri, int(starts[b])), []).append(
+                    crossing.setdefault((uri, int(starts[b])), []).append(
                         (off - int(starts[b]), n, d)
                     )
                     off, length, d = off + n, length - n, d + n
         flat = np.concatenate(direct) if direct else np.empty((0, 4), np.int64)
-        return flat, pieces
+        rows_in = np.concatenate(inside) if inside else np.empty((0, 4), np.int64)
+        seen = set(keys)
+        keys.extend(k for k in crossing if k not in seen)
+        return flat, keys, rows_in, crossing
 
     def _extent(self, key: Key) -> int:
         starts, ends = self.blocks[key[0]]
@@ -505,10 +532,10 @@ class BlockReader:
         for t in self._threads:
             t.start()
 
-    def _touched(self, pieces: Pieces) -> None:
+    def _touched(self, keys: Iterable[Key]) -> None:
         if not self._schedule:
             return
-        pos = max((self._schedule.get(k, -1) for k in pieces), default=-1)
+        pos = max((self._schedule.get(k, -1) for k in keys), default=-1)
         with self._cond:
             if pos > self._progress:
                 self._progress = pos
@@ -579,6 +606,8 @@ class BlockReader:
         """An epoch ended: its prefetchers stop and its blocks are let go (the next epoch
         needs other ones first)."""
         self._stop_threads()
+        if self._entries is not None:
+            self._entries.forget()
         with self._lock:
             self._memory.clear()
             self._held = 0
@@ -600,6 +629,25 @@ class BlockReader:
     def close(self) -> None:
         self.stop_ahead()
         self._pool.close()
+
+
+def _sources_of(table: np.ndarray) -> list[int]:
+    """The sources ``table``'s rows read, ascending (one source: no sort)."""
+    if not len(table):
+        return []
+    col = table[:, 0]
+    lo, hi = int(col.min()), int(col.max())
+    return [lo] if lo == hi else np.unique(col).tolist()
+
+
+def _pieces(keys: list[Key], inside: np.ndarray, crossing: Pieces) -> Pieces:
+    """Block -> its (offset, length, dst) parts, from ``_locate``'s rows and pieces."""
+    pieces: Pieces = {}
+    for b, off, length, d in inside.tolist():
+        pieces.setdefault(keys[b], []).append((off, length, d))
+    for key, parts in crossing.items():
+        pieces.setdefault(key, []).extend(parts)
+    return pieces
 
 
 def _check_wait(cancel: Any, deadline: float | None, key: Key) -> None:

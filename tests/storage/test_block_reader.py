@@ -4,6 +4,7 @@ reading ahead, and shard versions checked at the first read."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -318,3 +319,96 @@ def test_through_the_cache_then_from_disk(s3, tmp_path):
         assert np.array_equal(out, expect(data, pairs))
     s = cache.stats()
     assert (s["misses"], s["hits"], s["bytes"]) == (2, 2, 2 * MIB)
+
+
+def entry_path(cache, key):
+    return cache.entry_path(cache.key(URI, key, MIB))
+
+
+def local_reads(engine):
+    return engine.backend("file").stats()["reads"]
+
+
+def filled(engine, tmp_path):
+    """A reader over a cache holding blocks 0 and 2 (read once), and the rows it read."""
+    cache = NodeCache(tmp_path / "c")
+    r = BlockReader(engine, THREE, cache=cache)
+    pairs = [(10, 100), (2 * MIB + 7, 4096), (MIB - 300, 200), (2 * MIB + 9000, 10)]
+    table, n = rows(pairs)
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    return cache, r, pairs, table, n
+
+
+def test_cached_rows_of_every_block_in_one_local_read(s3, tmp_path):
+    """From the cache, the rows of all a call's blocks are one native local read; an entry
+    is checked (and its LRU time refreshed) once an epoch, not at every read."""
+    engine, data = s3
+    cache, r, pairs, table, n = filled(engine, tmp_path)
+    path = entry_path(cache, 0)
+    for _ in range(2):
+        before, seen = local_reads(engine), os.stat(path).st_mtime_ns
+        out = np.zeros(n, np.uint8)
+        r.read_into([URI], table, out)
+        assert np.array_equal(out, expect(data, pairs))
+        assert local_reads(engine) - before == 1  # 4 rows of 2 entries: one call
+    assert os.stat(path).st_mtime_ns == seen  # no second lookup in the same epoch
+    time.sleep(0.05)  # (the filesystem's time must move on for the refresh to show)
+    r.stop_ahead()  # the next epoch looks each entry up again: its LRU time moves
+    r.read_into([URI], table, np.zeros(n, np.uint8))
+    assert os.stat(path).st_mtime_ns > seen
+    s = cache.stats()
+    assert s["misses"] == 2 and s["hits"] == 6
+    assert s["bytes_read"] == 3 * sum(length for _, length in pairs)  # (not the fill)
+    r.close()
+
+
+def test_a_cached_entry_gone_or_rewritten_is_not_trusted(s3, tmp_path):
+    """An entry evicted, or rewritten for another version, after it was checked: its rows
+    come from a fresh fetch (counted as a miss), never from the other file."""
+    engine, data = s3
+    cache, r, pairs, table, n = filled(engine, tmp_path)
+    os.unlink(entry_path(cache, 0))  # evicted by another process
+    before = requests(engine)
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert np.array_equal(out, expect(data, pairs)) and requests(engine) - before == 1
+    rewritten(entry_path(cache, 2 * MIB))  # same name and size, another version
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert np.array_equal(out, expect(data, pairs)) and requests(engine) - before == 2
+    assert cache.stats()["misses"] == 4
+    r.close()
+
+
+def rewritten(path):
+    """The entry at ``path`` written again for another version of its object (another
+    tag in its header, zeros for its bytes), renamed over it as a writer does."""
+    raw = open(path, "rb").read()
+    head = raw[:4096].replace(b'"tag"', b'"tAg"')
+    assert head != raw[:4096]
+    with open(path + ".new", "wb") as f:
+        f.write(head + bytes(len(raw) - 4096))
+    os.replace(path + ".new", path)
+
+
+def test_an_entry_replaced_during_the_read_is_read_again(s3, tmp_path):
+    """Another process renames a new entry (another version) over one while the batched
+    read runs: that entry's rows are not kept from the file the read met; a fresh lookup
+    refuses it and the block is fetched again."""
+    engine, data = s3
+    cache, r, pairs, table, n = filled(engine, tmp_path)
+    path = entry_path(cache, 0)
+    real = r._entries.engine
+
+    class Racing:  # the engine the batched read uses, with a rename just before the read
+        def read_into(self, *args, **kw):
+            rewritten(path)
+            real.read_into(*args, **kw)
+
+    r._entries.engine = Racing()
+    before = requests(engine)
+    out = np.zeros(n, np.uint8)
+    r.read_into([URI], table, out)
+    assert np.array_equal(out, expect(data, pairs))  # not the zeros the read met
+    assert requests(engine) - before == 1  # block 0 fetched again
+    r.close()
