@@ -32,6 +32,7 @@ from fastload.plan.tar_format import (
     padded,
     parse_header,
     parse_pax,
+    pax_size,
     refuse_compressed,
 )
 from fastload.storage.engine import RangeEngine
@@ -129,7 +130,7 @@ class _Walk:
             start = self.pos + BLOCK
             size = header.size
             if header.typeflag in (LONG_NAME, PAX) or header.is_file:
-                size = int(self.pax.get("size", size)) if header.is_file else size
+                size = pax_size(self.pax, size, uri, self.pos) if header.is_file else size
             if start + size > self.size:
                 raise TarFormatError(
                     f"{uri}: member {self.long_name or self.pax.get('path') or header.name!r} "

@@ -1,0 +1,105 @@
+"""Hostile tar headers and brace patterns: each is a named error, never a hang or a
+memory blow-up (fastload.plan.tar_format, tar_index, shard_uris)."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from fastload.errors import TarFormatError
+from fastload.plan.shard_uris import MAX_EXPANSION, expand_braces
+from fastload.plan.tar_format import BLOCK, parse_header
+from fastload.plan.tar_shards import TarShardDataset
+
+
+def _header(name: str, size_field: bytes, typeflag: bytes = b"0") -> bytes:
+    info = tarfile.TarInfo(name)
+    block = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT))
+    block[124:136] = size_field.ljust(12, b"\0")
+    block[156:157] = typeflag
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+    return bytes(block)
+
+
+@pytest.mark.parametrize("field", [b"-0000001", b"-2000", b"+17", b"0o17", b"1_0", b"9"])
+def test_size_fields_that_int_would_accept_but_are_not_octal(field):
+    with pytest.raises(TarFormatError, match=r"u: the tar header at byte 0 has a bad size"):
+        parse_header(_header("a.bin", field), "u", 0)
+
+
+def test_negative_base256_size_is_refused():
+    block = bytearray(_header("a.bin", b"0"))
+    block[124:136] = (-1024).to_bytes(12, "big", signed=True)  # 0xFF...: GNU negative
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+    with pytest.raises(TarFormatError, match="negative size field"):
+        parse_header(bytes(block), "u", 0)
+
+
+def test_a_negative_size_in_a_shard_is_an_error_not_a_hang(tmp_path):
+    # before: the walk stepped back to the previous header and looped forever
+    path = tmp_path / "neg.tar"
+    path.write_bytes(_header("a.bin", b"0") + _header("b.bin", b"-2000") + bytes(2 * BLOCK))
+    with pytest.raises(TarFormatError, match=r"neg.tar: the tar header at byte 512 has a bad"):
+        TarShardDataset(str(path), field="bin")
+    ds = TarShardDataset(str(path), field="bin", on_error="skip")
+    assert ds.keys == ["a"] and ds.skipped == {"broken shard (indexed up to the break)": 1}
+
+
+def _pax(records: dict[str, str]) -> bytes:
+    body = b""
+    for k, v in records.items():
+        rec = f" {k}={v}\n"
+        n = len(rec) + 1
+        n = len(f"{n}{rec}")
+        body += f"{n}{rec}".encode()
+    head = _header("pax", oct(len(body))[2:].encode(), b"x")
+    return head + body.ljust(-(-len(body) // BLOCK) * BLOCK, b"\0")
+
+
+@pytest.mark.parametrize("size", ["-1024", "abc", "1e3", " 12"])
+def test_a_pax_size_record_that_is_no_number(tmp_path, size):
+    # before: "abc" escaped as a bare ValueError (past on_error="skip"), "-1024" hung
+    path = tmp_path / "p.tar"
+    path.write_bytes(
+        _header("a.bin", b"0") + _pax({"size": size}) + _header("b.bin", b"0") + bytes(1024)
+    )
+    with pytest.raises(TarFormatError, match=r"p.tar: the pax header .* bad size record"):
+        TarShardDataset(str(path), field="bin")
+    ds = TarShardDataset(str(path), field="bin", on_error="skip")
+    assert ds.keys == ["a"] and sum(ds.skipped.values()) == 1
+
+
+def test_brace_ranges_pad_as_bash_does():
+    assert expand_braces("{0..10}")[:2] == ["0", "1"]  # before: "00", "01"
+    assert expand_braces("{1..010}")[:2] == ["001", "002"]  # before: "1", "2"
+    assert expand_braces("{-05..1}") == ["-05", "-04", "-03", "-02", "-01", "000", "001"]
+    assert expand_braces("{00..2}") == ["00", "01", "02"]
+    assert expand_braces("{3..1}{a,b}") == ["3a", "3b", "2a", "2b", "1a", "1b"]
+    assert expand_braces("x{a,{1..2}}y") == ["xay", "x1y", "x2y"]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["s-{0..9999}{0..9999}.tar", "{a,{0..99999}}-{0..99999}", "{0..999}{0..999}{0..999}"],
+)
+def test_a_product_of_ranges_is_counted_before_it_is_built(pattern):
+    # before: 10**8 strings were built (gigabytes) before the limit was checked
+    with pytest.raises(ValueError, match=f"names more than {MAX_EXPANSION} shards"):
+        expand_braces(pattern)
+
+
+def test_malformed_patterns_are_clear_and_show_no_secret():
+    with pytest.raises(ValueError, match="nested more than"):
+        expand_braces("{a," * 2000 + "b" + "}" * 2000)  # before: RecursionError
+    for pattern, what in [
+        ("https://u:pw@h/s-{0..3.tar", "unclosed"),
+        ("https://h/s-{0..3}}.tar?X-Amz-Signature=SECRET", "without"),
+        ("https://h/{0..3..0}.tar?token=SECRET", "step 0"),
+        ("https://h/{0..99999999999}.tar?sig=SECRET", "names 100000000000 values"),
+    ]:
+        with pytest.raises(ValueError, match=what) as info:
+            expand_braces(pattern)
+        assert "SECRET" not in str(info.value) and "pw@" not in str(info.value)
