@@ -3,14 +3,18 @@ memory blow-up (fastload.plan.tar_format, tar_index, shard_uris)."""
 
 from __future__ import annotations
 
+import io
+import json
 import tarfile
 
+import numpy as np
 import pytest
 
 from fastload.errors import TarFormatError
 from fastload.plan.shard_uris import MAX_EXPANSION, expand_braces
 from fastload.plan.tar_format import BLOCK, parse_header
 from fastload.plan.tar_shards import TarShardDataset
+from tests.support.tar_data import write_shards
 
 
 def _header(name: str, size_field: bytes, typeflag: bytes = b"0") -> bytes:
@@ -103,3 +107,67 @@ def test_malformed_patterns_are_clear_and_show_no_secret():
         with pytest.raises(ValueError, match=what) as info:
             expand_braces(pattern)
         assert "SECRET" not in str(info.value) and "pw@" not in str(info.value)
+
+
+# -- sidecar indexes that are not what they claim --------------------------------------
+
+
+def _rewritten(good: bytes, meta_fn=None, **arrays_fn) -> bytes:
+    z = dict(np.load(io.BytesIO(good)))
+    if meta_fn is not None:
+        meta = meta_fn(json.loads(z["meta"].tobytes()))
+        z["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    for name, fn in arrays_fn.items():
+        z[name] = fn(z[name])
+    out = io.BytesIO()
+    np.savez(out, **z)
+    return out.getvalue()
+
+
+def _shift_members(meta):
+    a, b = meta["shards"][:2]
+    return {
+        **meta,
+        "shards": [{**a, "members": 3}, {**b, "members": b["members"] + a["members"] - 3}],
+    }
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    paths = write_shards(str(tmp_path / "t"), 10, 5)
+    where = tmp_path / "i.flidx"
+    TarShardDataset(paths, field="bin", label="cls", index=str(where))
+    return paths, where.read_bytes(), tmp_path / "bad.flidx"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda g: g[: len(g) // 2],  # truncated zip: was a bare BadZipFile
+        lambda g: b"",  # was EOFError
+        lambda g: _rewritten(g, lambda m: [1]),  # was AttributeError
+        lambda g: _rewritten(g, lambda m: {k: v for k, v in m.items() if k != "shards"}),
+        lambda g: _rewritten(
+            g, lambda m: {**m, "shards": [{**s, "size": "x"} for s in m["shards"]]}
+        ),
+        lambda g: _rewritten(g, inline_bounds=lambda a: a[:3]),  # was IndexError
+        lambda g: _rewritten(g, sizes=lambda a: a.astype(np.float64)),  # was accepted
+        lambda g: _rewritten(g, offsets=lambda a: a - 10**6),
+        lambda g: _rewritten(g, offsets=lambda a: a + 10**9),
+        lambda g: _rewritten(g, _shift_members),  # was accepted: wrong bytes, silently
+        lambda g: _rewritten(g, offsets=lambda a: a + 1),
+    ],
+)
+def test_a_damaged_sidecar_is_a_value_error_naming_it(indexed, damage):
+    paths, good, bad = indexed
+    bad.write_bytes(damage(good))
+    with pytest.raises(ValueError, match=r"bad.flidx: (not a|a damaged) fastload tar index"):
+        TarShardDataset(paths, field="bin", label="cls", index=str(bad))
+
+
+def test_a_sidecar_of_other_shards_is_walked_past(indexed, tmp_path):
+    paths, good, bad = indexed
+    bad.write_bytes(good)
+    other = write_shards(str(tmp_path / "o"), 10, 5)
+    ds = TarShardDataset(other, field="bin", label="cls", index=str(bad))
+    assert ds.index_stats == {"reused": 0, "walked": 2} and len(ds) == 10
