@@ -50,6 +50,11 @@ _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _LOCK_POLL_S = 0.005
 
 
+def entry_bytes(nbytes: int) -> int:
+    """What an entry of an ``nbytes`` block takes against ``cache_limit``."""
+    return HEADER + nbytes
+
+
 class NodeCache:
     """A cache folder shared by the processes of one node (see the module notes)."""
 
@@ -246,7 +251,7 @@ class NodeCache:
     def store(self, key: str, meta: dict[str, Any], data: np.ndarray) -> bool:
         """Write ``data`` as ``key``'s entry (the caller holds its lock). False when it was
         not kept (on_error="skip": too large or the disk is full); raises CacheFullError."""
-        need = HEADER + len(data)
+        need = entry_bytes(len(data))
         if self.limit is not None and need > self.limit:
             return self._refuse(
                 f"{self.dir}: a {len(data)}-byte block is larger than cache_limit={self.limit}"

@@ -301,3 +301,19 @@ def test_local_tar_shard_changed_after_indexing(tmp_path):
     os.unlink(paths[0])
     with pytest.raises(ShardChangedError, match="shard-000000.tar: the shard vanished"):
         epoch_of(DataLoader(ds, batch_size=8))
+
+
+def test_a_cache_limit_below_the_largest_block_is_refused_up_front(s3, tmp_path):
+    # before: a CacheFullError at that block's first read, in the middle of an epoch
+    engine, data, _ = s3
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    kw = dict(batch_size=64, engine=engine, shuffle="block", block_size=16384)
+    from fastload.errors import CacheFullError
+
+    with pytest.raises(CacheFullError, match=r"cache_limit=10000 is smaller .* block_size=16384"):
+        DataLoader(ds, cache_dir=str(tmp_path / "c"), cache_limit=10_000, **kw)
+    dl = DataLoader(ds, cache_dir=str(tmp_path / "s"), cache_limit=10_000, on_error="skip", **kw)
+    assert sorted(epoch_of(dl, data)) == list(range(N))
+    c = dl.report()["cache"]
+    # every block is refused at each try to keep it (counted each time), none is kept
+    assert c["skipped"] >= len(BlockMap.of(ds, 16384)) and c["stored_bytes"] == 0
