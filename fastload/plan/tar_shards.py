@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fastload.checks import check_bool, check_choice
-from fastload.errors import LabelError, MissingFieldError
+from fastload.errors import LabelError, MissingFieldError, TarFormatError
 from fastload.plan.datasets import Dataset, Transform, _check_shape
 from fastload.plan.image_datasets import decoded_item
 from fastload.plan.shard_uris import resolve_shards
@@ -230,16 +230,29 @@ class TarShardDataset(Dataset):
                     continue
                 key = sk[0]
                 fields: dict[str, int] = {}
+                repeated: list[str] = []
                 j = k
                 while j < len(names):
                     sj = split_key(names[j])
                     if sj is None or sj[0] != key:
                         break
+                    if sj[1] in fields:
+                        repeated.append(names[j])
                     fields.setdefault(sj[1], j)
                     j += 1
                 data = next((e for e in self.field_exts if e in fields), None)
                 problem = None
-                if data is None:
+                if repeated:
+                    # two members of one name in a row: which one is the sample is unknown
+                    # (webdataset refuses them too); keeping the first would drop the other
+                    # sample silently
+                    problem = (
+                        "duplicate member",
+                        f"{uri}: sample {key!r} has {len(repeated)} duplicate member(s) "
+                        f"({', '.join(repr(n) for n in repeated[:3])}): two samples under one "
+                        f"key, or a shard written twice",
+                    )
+                elif data is None:
                     problem = (
                         "missing data field",
                         f"{uri}: sample {key!r} has no {' / '.join(self.field_exts)} member "
@@ -261,6 +274,8 @@ class TarShardDataset(Dataset):
                 if problem is not None:
                     if self.on_error == "raise":
                         cls = MissingFieldError if problem[0].startswith("missing") else ValueError
+                        if problem[0] == "duplicate member":
+                            cls = TarFormatError
                         exc = cls(problem[1])
                         if isinstance(exc, MissingFieldError):
                             exc.uri = self.sources[si].uri

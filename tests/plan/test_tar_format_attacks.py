@@ -10,11 +10,11 @@ import tarfile
 import numpy as np
 import pytest
 
-from fastload.errors import TarFormatError
+from fastload.errors import MissingFieldError, TarFormatError
 from fastload.plan.shard_uris import MAX_EXPANSION, expand_braces
 from fastload.plan.tar_format import BLOCK, parse_header
 from fastload.plan.tar_shards import TarShardDataset
-from tests.support.tar_data import write_shards
+from tests.support.tar_data import write_shards, write_tar
 
 
 def _header(name: str, size_field: bytes, typeflag: bytes = b"0") -> bytes:
@@ -171,3 +171,28 @@ def test_a_sidecar_of_other_shards_is_walked_past(indexed, tmp_path):
     other = write_shards(str(tmp_path / "o"), 10, 5)
     ds = TarShardDataset(other, field="bin", label="cls", index=str(bad))
     assert ds.index_stats == {"reused": 0, "walked": 2} and len(ds) == 10
+
+
+def test_a_member_name_twice_in_a_row_is_not_dropped_silently(tmp_path):
+    # before: the second a.bin / a.cls were ignored: one sample fewer, no word
+    members = [("a.bin", b"1"), ("a.cls", b"1"), ("a.bin", b"2"), ("a.cls", b"2")]
+    members += [("b.bin", b"3"), ("b.cls", b"3")]
+    path = write_tar(str(tmp_path / "d.tar"), members)
+    with pytest.raises(TarFormatError, match=r"d.tar: sample 'a' has 2 duplicate member"):
+        TarShardDataset(path, field="bin", label="cls")
+    ds = TarShardDataset(path, field="bin", label="cls", on_error="skip")
+    assert ds.keys == ["b"] and ds.skipped == {"duplicate member": 1}
+
+
+def test_odd_member_names_are_keys_only(tmp_path):
+    # names are never paths here: "../x" and "/abs/x" are keys like any other; "e.x.bin"
+    # is key "e" with field "x.bin" (webdataset's first-dot rule)
+    members = [("../c.bin", b"q"), ("../c.cls", b"3"), ("/abs/d.bin", b"dd")]
+    members += [("/abs/d.cls", b"4"), ("z.bin", b""), ("z.cls", b"5")]
+    members += [("e.x.bin", b"e"), ("e.x.cls", b"6")]
+    path = write_tar(str(tmp_path / "n.tar"), members)
+    ds = TarShardDataset(path, field="bin", label="cls", on_error="skip")
+    assert ds.keys == ["../c", "/abs/d", "z"] and ds.skipped == {"missing data field": 1}
+    assert [ds[i][0].tobytes() for i in range(3)] == [b"q", b"dd", b""]
+    with pytest.raises(MissingFieldError, match=r"sample 'e' has no bin member \(it has x.bin"):
+        TarShardDataset(path, field="bin", label="cls")
