@@ -158,8 +158,8 @@ class NodeCache:
             if pid is None or not pid_alive(pid):
                 try:
                     os.unlink(os.path.join(tmp, name))
-                except FileNotFoundError:
-                    pass
+                except OSError:
+                    pass  # gone already, a folder, another user's: never read, left there
 
     # -- names -------------------------------------------------------------------------
     @staticmethod

@@ -96,3 +96,14 @@ def test_the_block_reader_reads_around_a_broken_folder(s3, tmp_path):  # noqa: F
         r.read_into([URI], table, out)  # before: a raw NotADirectoryError
         assert np.array_equal(out, expect(data, pairs))
         assert cache.stats()["skipped"] == 2
+
+
+def test_stale_temporaries_that_cannot_be_removed_are_left(tmp_path):
+    d = tmp_path / "c"
+    NodeCache(d)
+    (d / "tmp" / "somekey.999999999.2").mkdir()  # before: a raw IsADirectoryError at start-up
+    (d / "tmp" / "junk").write_bytes(b"x")
+    c = NodeCache(d)
+    assert os.listdir(d / "tmp") == ["somekey.999999999.2"]
+    put(c, 0, blob(0))
+    assert get(c, 0, 10_000) == blob(0).tobytes()
