@@ -256,13 +256,15 @@ class NodeCache:
             return self._refuse(
                 f"{self.dir}: a {len(data)}-byte block is larger than cache_limit={self.limit}"
             )
-        for attempt in (0, 1, 2):
+        remade = evicted = False  # each remedy is tried once
+        while True:
             try:
                 self._write(key, meta, data)
                 break
-            except FileNotFoundError as exc:  # the folder was deleted under us: again, once
-                if attempt > 0:
+            except FileNotFoundError as exc:  # the folder was deleted under us: make it again
+                if remade:
                     return self._fail(self._failure(exc, "cannot write a cache entry"))
+                remade = True
                 try:
                     self._ensure_dirs()
                 except OSError as again:
@@ -270,11 +272,12 @@ class NodeCache:
             except OSError as exc:
                 if exc.errno not in _FULL:
                     return self._fail(self._failure(exc, "cannot write a cache entry"))
-                if attempt == 2 or self._evict(max(self._estimate - 2 * need, 0), {key}) == 0:
+                if evicted or self._evict(max(self._estimate - 2 * need, 0), {key}) == 0:
                     return self._refuse(
                         f"{self.dir}: no room for a {len(data)}-byte cache entry "
                         f"({exc.strerror}), even after evicting"
                     )
+                evicted = True
         with self._lock:
             self._estimate += need
         self.trim(keep={key})
