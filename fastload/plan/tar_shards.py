@@ -54,6 +54,7 @@ IMAGE_FORMATS = {
     "tiff": "tiff",
 }
 _MAX_PROBLEMS = 20  # messages kept about skipped samples (all are counted)
+LABEL_MAX = 16 << 20  # a label member larger than this is no label (read whole otherwise)
 
 
 def _exts(spec: str | Sequence[str], what: str) -> tuple[str, ...]:
@@ -323,6 +324,18 @@ class TarShardDataset(Dataset):
             raw.append(data)
             if data is None:
                 missing.append(i)
+        # a member that large is no label: do not read gigabytes to find out
+        oversized = {i for i in missing if self._label_nbytes(indexes, i) > LABEL_MAX}
+        for i in sorted(oversized):
+            exc = LabelError(
+                f"{self.sources[int(self._shard[i])].display}: sample {self.keys[i]!r}: its "
+                f".{self._label[0]} member holds {self._label_nbytes(indexes, i)} bytes (a "
+                f"label field holds at most {LABEL_MAX})"
+            )
+            if self.on_error == "raise":
+                raise exc
+            self._skip("bad label", str(exc))
+        missing = [i for i in missing if i not in oversized]
         if missing:  # labels too large for the index, or outside the walk's windows
             rows = [
                 (
@@ -342,8 +355,36 @@ class TarShardDataset(Dataset):
             engine.read_into(self.sources, table, buf)
             for k, i in enumerate(missing):
                 raw[i] = buf[dst[k] : dst[k + 1]].tobytes()
-        values = [self._parse_label(i, b or b"") for i, b in enumerate(raw)]
+        values, bad = [], []
+        for i, b in enumerate(raw):
+            if i in oversized:
+                bad.append(i)
+                continue
+            try:
+                values.append(self._parse_label(i, b or b""))
+            except LabelError as exc:
+                if self.on_error == "raise":
+                    raise
+                self._skip("bad label", str(exc))
+                bad.append(i)
+        if bad:  # on_error="skip": those samples are left out, as ones without a label
+            keep = np.ones(len(raw), dtype=bool)
+            keep[bad] = False
+            self._keep_samples(keep)
         self._labels = np.asarray(values)
+
+    def _label_nbytes(self, indexes: list[ShardIndex], i: int) -> int:
+        return int(indexes[int(self._shard[i])].sizes[int(self._label_member[i])])
+
+    def _keep_samples(self, keep: np.ndarray) -> None:
+        if not keep.any():
+            raise ValueError(
+                f"TarShardDataset: no sample of {len(self.sources)} shards has a label "
+                f"({sum(self.skipped.values())} skipped: {self.problems[0]})"
+            )
+        for name in ("_shard", "_offset", "_size", "_ext", "_first", "_count", "_label_member"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.keys = [k for k, ok in zip(self.keys, keep.tolist(), strict=True) if ok]
 
     def _parse_label(self, i: int, data: bytes) -> Any:
         assert self._label is not None
@@ -357,7 +398,7 @@ class TarShardDataset(Dataset):
             for key in path:
                 value = value[key]
             return value
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSON nested deep
             raise LabelError(f"{where}: .{ext} does not hold a label ({exc})") from None
         except (KeyError, IndexError, TypeError):
             raise LabelError(

@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from fastload.errors import MissingFieldError, TarFormatError
+from fastload.errors import LabelError, MissingFieldError, TarFormatError
 from fastload.plan.shard_uris import MAX_EXPANSION, expand_braces
 from fastload.plan.tar_format import BLOCK, parse_header
 from fastload.plan.tar_shards import TarShardDataset
@@ -196,3 +196,34 @@ def test_odd_member_names_are_keys_only(tmp_path):
     assert [ds[i][0].tobytes() for i in range(3)] == [b"q", b"dd", b""]
     with pytest.raises(MissingFieldError, match=r"sample 'e' has no bin member \(it has x.bin"):
         TarShardDataset(path, field="bin", label="cls")
+
+
+def test_bad_labels_are_counted_skips_with_skip(tmp_path):
+    # before: a LabelError even with on_error="skip"
+    members = [("a.bin", b"1"), ("a.cls", b"seven"), ("b.bin", b"2"), ("b.cls", b"2")]
+    members += [("c.bin", b"3"), ("d.bin", b"4"), ("d.cls", b"4")]
+    path = write_tar(str(tmp_path / "l.tar"), members)
+    with pytest.raises(LabelError, match=r"a.tar: sample 'a': .cls does not hold a label"):
+        TarShardDataset(write_tar(str(tmp_path / "a.tar"), members[:4]), field="bin", label="cls")
+    ds = TarShardDataset(path, field="bin", label="cls", on_error="skip")
+    assert ds.keys == ["b", "d"] and list(ds._labels) == [2, 4]
+    assert ds.skipped == {"bad label": 1, "missing label field": 1}
+    assert ds[0][0].tobytes() == b"2" and ds[1][1] == 4
+
+
+def test_a_deeply_nested_json_label_is_a_label_error(tmp_path):
+    path = write_tar(str(tmp_path / "j.tar"), [("c.bin", b"3"), ("c.json", b"[" * 100_000)])
+    with pytest.raises(LabelError, match=r"sample 'c': .json does not hold a label"):
+        TarShardDataset(path, field="bin", label="json:x")  # before: a RecursionError
+    with pytest.raises(ValueError, match="no sample of 1 shards has a label"):
+        TarShardDataset(path, field="bin", label="json:x", on_error="skip")
+
+
+def test_a_label_member_of_gigabytes_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr("fastload.plan.tar_shards.LABEL_MAX", 2048)
+    members = [("a.bin", b"1"), ("a.cls", b"1" * 4096), ("b.bin", b"2"), ("b.cls", b"2")]
+    path = write_tar(str(tmp_path / "g.tar"), members)
+    with pytest.raises(LabelError, match=r"sample 'a': its .cls member holds 4096 bytes"):
+        TarShardDataset(path, field="bin", label="cls")
+    ds = TarShardDataset(path, field="bin", label="cls", on_error="skip")
+    assert ds.keys == ["b"] and ds.skipped == {"bad label": 1}
