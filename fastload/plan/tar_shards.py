@@ -91,8 +91,8 @@ class TarShardDataset(Dataset):
     (every data member must be exactly that many bytes); ragged bytes otherwise.
     ``index``: a sidecar file (path, or a URI to read one from) reused when it matches the
     shards, written (local paths) when missing or stale. ``on_error="skip"``: a broken shard
-    is indexed up to the break and samples without a needed field are left out, all counted
-    in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
+    is indexed up to the break and samples without a needed field, with a label that does
+    not parse or with a member name twice are left out, all counted in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
     ``LabelError`` naming the shard, byte offset or sample key. ``decode``: None (default)
     decodes image fields in the loader (``decodes_images``), False hands their bytes on,
     True requires an image field.
