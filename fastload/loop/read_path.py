@@ -73,14 +73,20 @@ def make_read_path(
     )
     if cache is not None and blocks is not None:
         _check_cache_limit(cfg, blocks)
+    # a cache read around (on_error="skip": it could not be used) reads as without cache_dir:
+    # block shuffle's blocks in memory, other orders straight through the engine (blocks
+    # with no cache and no memory would fetch a whole block per row, again per batch)
+    usable = cache is not None and cache.disabled is None
+    if not usable and cfg.shuffle != "block":
+        blocks = None
     memory = ahead = 0
     if blocks is not None:
         window = window_bytes(cfg, blocks)
-        if cache is None and cfg.shuffle == "block":
+        if not usable and cfg.shuffle == "block":
             # the window being read and the next one (read ahead), plus the batches in flight
             memory = 2 * window + (cfg.prefetch + 2) * int(blocks.nbytes.max())
             ahead = window
-        elif cache is not None:
+        elif usable:
             ahead = max(window, CACHE_AHEAD_BYTES)  # on disk: room to read further ahead
     return BlockReader(
         engine,

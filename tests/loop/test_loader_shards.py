@@ -317,3 +317,29 @@ def test_a_cache_limit_below_the_largest_block_is_refused_up_front(s3, tmp_path)
     c = dl.report()["cache"]
     # every block is refused at each try to keep it (counted each time), none is kept
     assert c["skipped"] >= len(BlockMap.of(ds, 16384)) and c["stored_bytes"] == 0
+
+
+@pytest.mark.parametrize("shuffle", ["block", True])
+def test_a_cache_read_around_reads_as_without_cache_dir(s3, tmp_path, monkeypatch, shuffle):
+    # before: a disabled cache left the blocks path with no memory: with shuffle=True every
+    # record fetched its whole block, with "block" every batch fetched its blocks again
+    engine, data, _ = s3
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    kw = dict(batch_size=64, engine=engine, shuffle=shuffle, block_size=16384, seed=2)
+    with pytest.warns(RuntimeWarning, match="reading without the cache"):
+        dl = DataLoader(ds, cache_dir=str(tmp_path / "c"), on_error="skip", **kw)
+    before = gets(engine)
+    assert sorted(epoch_of(dl, data)) == list(range(N))
+    with_dir = gets(engine) - before
+    before = gets(engine)
+    assert sorted(epoch_of(DataLoader(ds, **kw), data)) == list(range(N))
+    assert with_dir <= gets(engine) - before
+    assert "refuses file locks" in dl.report()["cache"]["disabled"]
+    assert dl.report()["blocks"]["refetches"] == 0
