@@ -90,7 +90,8 @@ class TarShardDataset(Dataset):
     ``"json:key"`` or None. ``shape``/``dtype``/``layout``: data fields of one fixed size
     (every data member must be exactly that many bytes); ragged bytes otherwise.
     ``index``: a sidecar file (path, or a URI to read one from) reused when it matches the
-    shards, written (local paths) when missing or stale. ``on_error="skip"``: a broken shard
+    shards, written (local paths) when missing or stale (or damaged, with on_error="skip";
+    "raise" raises ValueError naming it). ``on_error="skip"``: a broken shard
     is indexed up to the break and samples without a needed field, with a label that does
     not parse or with a member name twice are left out, all counted in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
     ``LabelError`` naming the shard, byte offset or sample key. ``decode``: None (default)
@@ -162,7 +163,19 @@ class TarShardDataset(Dataset):
         known: dict[str, ShardIndex] = {}
         where = None if index is None else os.fspath(index)
         if where is not None:
-            for loaded in load_index(engine, where) or []:
+            try:
+                loaded_all = load_index(engine, where) or []
+            except ValueError as exc:  # not an index, or a damaged one
+                if self.on_error == "raise":
+                    raise
+                # on_error="skip": the sidecar only saves a walk; walk the shards again
+                warnings.warn(
+                    f"TarShardDataset: {exc}; walking the shards again (on_error='skip')",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                loaded_all = []
+            for loaded in loaded_all:
                 known[loaded.uri] = loaded
         out: list[ShardIndex | None] = []
         todo: list[int] = []

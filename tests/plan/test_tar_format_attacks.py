@@ -227,3 +227,13 @@ def test_a_label_member_of_gigabytes_is_not_read(tmp_path, monkeypatch):
         TarShardDataset(path, field="bin", label="cls")
     ds = TarShardDataset(path, field="bin", label="cls", on_error="skip")
     assert ds.keys == ["b"] and ds.skipped == {"bad label": 1}
+
+
+def test_a_damaged_sidecar_is_walked_past_with_skip(indexed):
+    paths, good, bad = indexed
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.warns(RuntimeWarning, match=r"bad.flidx: not a fastload tar index.*walking"):
+        ds = TarShardDataset(paths, field="bin", label="cls", index=str(bad), on_error="skip")
+    assert len(ds) == 10 and ds.index_stats == {"reused": 0, "walked": 2}
+    again = TarShardDataset(paths, field="bin", label="cls", index=str(bad))  # rewritten
+    assert again.index_stats == {"reused": 2, "walked": 0}
