@@ -44,7 +44,7 @@ from fastload.storage.cache import NodeCache
 from fastload.storage.engine import RangeEngine, writable_view
 from fastload.storage.object_version import Version, object_version
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
-from fastload.storage.uri import ParsedURI, parse_uri
+from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 Key = tuple[str, int]  # (URI, block start)
 Pieces = dict[Key, list[tuple[int, int, int]]]  # block -> (offset in block, length, dst)
@@ -634,6 +634,8 @@ class BlockReader:
 
 def _check_wait(cancel: Any, deadline: float | None, key: Key) -> None:
     if cancel is not None and cancel.cancelled:
-        raise CancelledReadError(f"{key[0]}: cancelled while another reader fetched a block")
+        raise CancelledReadError(
+            f"{redact(key[0])}: cancelled while another reader fetched a block"
+        )
     if deadline is not None and time.monotonic() > deadline:
-        raise TimeoutError(f"{key[0]}: timed out waiting for block at byte {key[1]}")
+        raise TimeoutError(f"{redact(key[0])}: timed out waiting for block at byte {key[1]}")

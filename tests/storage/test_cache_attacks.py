@@ -107,3 +107,18 @@ def test_stale_temporaries_that_cannot_be_removed_are_left(tmp_path):
     assert os.listdir(d / "tmp") == ["somekey.999999999.2"]
     put(c, 0, blob(0))
     assert get(c, 0, 10_000) == blob(0).tobytes()
+
+
+def test_waiting_for_a_block_names_it_without_secrets():
+    from types import SimpleNamespace
+
+    from fastload.errors import CancelledReadError
+    from fastload.storage.block_reader import _check_wait
+
+    key = ("https://u:pw@h/s.tar?X-Amz-Signature=SECRET", 4096)
+    with pytest.raises(CancelledReadError, match=r"https://u:\*\*\*@h/s.tar") as info:
+        _check_wait(SimpleNamespace(cancelled=True), None, key)
+    assert "SECRET" not in str(info.value) and "pw" not in str(info.value)
+    with pytest.raises(TimeoutError, match="at byte 4096") as info:
+        _check_wait(None, 0.0, key)
+    assert "SECRET" not in str(info.value)
