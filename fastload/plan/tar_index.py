@@ -352,7 +352,7 @@ def load_index(engine: RangeEngine, uri: str) -> list[ShardIndex] | None:
         data = engine.read(uri)
     except (FileNotFoundError, ObjectNotFoundError):
         return None
-    return decode_index(bytes(memoryview(data)), uri)
+    return decode_index(bytes(memoryview(data)), redact(uri))  # messages: no credentials
 
 
 def write_index(

@@ -39,7 +39,7 @@ from fastload.plan.tar_format import split_key
 from fastload.plan.tar_index import ShardIndex, index_shards, load_index, save_index
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.object_version import Version, object_version
-from fastload.storage.uri import parse_uri
+from fastload.storage.uri import parse_uri, redact
 
 ON_ERROR = ("raise", "skip")
 IMAGE_FORMATS = {
@@ -212,7 +212,7 @@ class TarShardDataset(Dataset):
                     )
             else:
                 warnings.warn(
-                    f"TarShardDataset: the index {where} is stale or incomplete for "
+                    f"TarShardDataset: the index {redact(where)} is stale or incomplete for "
                     f"{len(todo)} shards and cannot be rewritten there; write a fresh one "
                     f"with `fastload index`",
                     RuntimeWarning,

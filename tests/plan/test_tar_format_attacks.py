@@ -14,6 +14,7 @@ from fastload.errors import LabelError, MissingFieldError, TarFormatError
 from fastload.plan.shard_uris import MAX_EXPANSION, expand_braces
 from fastload.plan.tar_format import BLOCK, parse_header
 from fastload.plan.tar_shards import TarShardDataset
+from fastload.storage.engine import RangeEngine
 from tests.support.tar_data import write_shards, write_tar
 
 
@@ -237,3 +238,11 @@ def test_a_damaged_sidecar_is_walked_past_with_skip(indexed):
     assert len(ds) == 10 and ds.index_stats == {"reused": 0, "walked": 2}
     again = TarShardDataset(paths, field="bin", label="cls", index=str(bad))  # rewritten
     assert again.index_stats == {"reused": 2, "walked": 0}
+
+
+def test_a_sidecar_read_by_url_is_named_without_its_secret(indexed, http_server):
+    paths, good, _ = indexed
+    url = http_server.put("i.flidx", good[:100]) + "?X-Amz-Signature=SECRET"
+    with pytest.raises(ValueError, match="not a fastload tar index") as info:
+        TarShardDataset(paths, field="bin", index=url, engine=RangeEngine())
+    assert "SECRET" not in str(info.value)
