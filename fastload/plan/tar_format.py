@@ -150,7 +150,14 @@ def parse_pax(data: bytes, uri: str, offset: int) -> dict[str, str]:
             raise TarFormatError(
                 f"{uri}: a pax record without '=' in the extended header at byte {offset}"
             )
-        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        name = key.decode("utf-8", "surrogateescape")
+        if name in ("path", "linkpath") and b"\0" in value:
+            # no file name holds a NUL (and the index file separates names by it)
+            raise TarFormatError(
+                f"{uri}: a pax {name} record with a NUL byte in the extended header at byte "
+                f"{offset}"
+            )
+        out[name] = value.decode("utf-8", "surrogateescape")
         pos = end
     return out
 

@@ -246,3 +246,25 @@ def test_a_sidecar_read_by_url_is_named_without_its_secret(indexed, http_server)
     with pytest.raises(ValueError, match="not a fastload tar index") as info:
         TarShardDataset(paths, field="bin", index=url, engine=RangeEngine())
     assert "SECRET" not in str(info.value)
+
+
+def test_a_pax_path_with_a_nul_byte_is_refused(tmp_path):
+    # before: accepted, and the sidecar written for it could not be read back
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in [("a.bin", b"1"), ("b.bin", b"2")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if name == "b.bin":
+                info.pax_headers = {"path": "b\0x.bin"}
+            t.addfile(info, io.BytesIO(data))
+    path = tmp_path / "nul.tar"
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(
+        TarFormatError, match=r"nul.tar: a pax path record with a NUL byte .* at byte 1024"
+    ):
+        TarShardDataset(str(path), field="bin")
+    where = str(tmp_path / "i.flidx")
+    for _ in range(2):  # the second run reads the sidecar the first one wrote
+        ds = TarShardDataset(str(path), field="bin", index=where, on_error="skip")
+        assert ds.keys == ["a"] and sum(ds.skipped.values()) == 1
