@@ -343,3 +343,32 @@ def test_a_cache_read_around_reads_as_without_cache_dir(s3, tmp_path, monkeypatc
     assert with_dir <= gets(engine) - before
     assert "refuses file locks" in dl.report()["cache"]["disabled"]
     assert dl.report()["blocks"]["refetches"] == 0
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_cache_dir_deleted_during_an_epoch(s3, tmp_path, on_error):
+    # before: a raw FileNotFoundError of locks/<key> at the next block
+    import shutil
+
+    engine, data, _ = s3
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    cache = tmp_path / "c"
+    dl = DataLoader(
+        ds,
+        batch_size=64,
+        engine=engine,
+        shuffle="block",
+        block_size=16384,
+        cache_dir=str(cache),
+        on_error=on_error,
+    )
+    seen = []
+    for k, (x, y) in enumerate(dl):
+        assert np.array_equal(x, data[y])
+        seen.extend(y.tolist())
+        if k == 1:  # moved away at once (rmtree races the readers ahead writing into it)
+            os.rename(cache, tmp_path / "gone")
+            shutil.rmtree(tmp_path / "gone", ignore_errors=True)
+    assert sorted(seen) == list(range(N))
+    assert sorted(epoch_of(dl, data)) == list(range(N))
+    assert dl.report()["cache"]["skipped"] == 0 and os.listdir(cache / "blocks")
