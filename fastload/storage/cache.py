@@ -2,8 +2,8 @@
 
 Layout under ``cache_dir``: ``blocks/<xx>/<key>`` (entries), ``locks/<key>`` (one lock file
 per entry) and ``tmp/`` (entries being written). An entry is a 4 KiB header (magic, then
-JSON: URI, byte range, and the object's size and version tag) followed by the block's
-bytes. Rules that keep it safe to share and to crash:
+JSON: the URI's SHA-256, byte range, and the object's size and version tag) followed by
+the block's bytes. Rules that keep it safe to share and to crash:
 
 - Entries appear only complete: written under ``tmp/``, fsynced, renamed into ``blocks/``.
   Nothing under ``tmp/`` is ever read; a later run removes what dead processes left there.
@@ -166,6 +166,17 @@ class NodeCache:
     def key(uri: str, start: int, length: int) -> str:
         return hashlib.sha256(f"{uri}\n{start}\n{length}".encode()).hexdigest()[:40]
 
+    @staticmethod
+    def stored_meta(meta: dict[str, Any]) -> dict[str, Any]:
+        """What an entry's header records of ``meta``: the URI by its SHA-256, so that a
+        long URL still fits the 4 KiB header (a longer one never matched again) and no
+        presigned credentials are written to disk. Idempotent."""
+        if "uri" not in meta:
+            return meta
+        out = {k: v for k, v in meta.items() if k != "uri"}
+        out["uri_sha256"] = hashlib.sha256(str(meta["uri"]).encode()).hexdigest()
+        return out
+
     def entry_path(self, key: str) -> str:
         return os.path.join(self.dir, "blocks", key[:2], key)
 
@@ -228,7 +239,8 @@ class NodeCache:
             head = os.pread(fd, HEADER, 0)
             n = int.from_bytes(head[8:12], "little") if head[:8] == MAGIC else -1
             stored = json.loads(head[12 : 12 + n]) if 0 < n <= HEADER - 12 else None
-            if stored == meta and os.fstat(fd).st_size == HEADER + int(meta["length"]):
+            want = self.stored_meta(meta)
+            if stored == want and os.fstat(fd).st_size == HEADER + int(meta["length"]):
                 try:
                     os.utime(path)
                 except OSError:
@@ -303,7 +315,7 @@ class NodeCache:
 
     def _write(self, key: str, meta: dict[str, Any], data: np.ndarray) -> None:
         tmp = os.path.join(self.dir, "tmp", f"{key}.{os.getpid()}.{threading.get_ident()}")
-        blob = json.dumps(meta).encode()
+        blob = json.dumps(self.stored_meta(meta)).encode()
         head = MAGIC + len(blob).to_bytes(4, "little") + blob
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
         try:

@@ -122,3 +122,24 @@ def test_waiting_for_a_block_names_it_without_secrets():
     with pytest.raises(TimeoutError, match="at byte 4096") as info:
         _check_wait(None, 0.0, key)
     assert "SECRET" not in str(info.value)
+
+
+def test_a_long_url_is_cached_and_its_credentials_are_not_written(tmp_path):
+    # before: a URI over ~4 KiB overflowed the header (never a hit again), and presigned
+    # credentials were written into every entry's header
+    c = NodeCache(tmp_path / "c")
+    uri = "https://h/x.tar?X-Amz-Signature=SECRET" + "A" * 5000
+    m = {"uri": uri, "start": 0, "length": 100, "size": 100, "tag": "t"}
+    key = c.key(uri, 0, 100)
+    fd = c.try_lock(key)
+    assert fd is not None
+    try:
+        c.store(key, m, np.arange(100, dtype=np.uint8))
+    finally:
+        c.unlock(fd)
+    hit = c.lookup(key, m)
+    assert hit is not None
+    os.close(hit)
+    raw = open(c.entry_path(key), "rb").read()
+    assert b"SECRET" not in raw and len(raw) == 4096 + 100
+    assert c.lookup(key, {**m, "tag": "other"}) is None
