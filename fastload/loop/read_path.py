@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from fastload.errors import CacheFullError
 from fastload.plan.block_map import BlockMap
 from fastload.plan.datasets import Dataset
 from fastload.plan.options import LoaderConfig
 from fastload.plan.samplers import BlockShuffleSampler
 from fastload.storage.block_reader import BlockReader
-from fastload.storage.cache import NodeCache
+from fastload.storage.cache import NodeCache, entry_bytes
 from fastload.storage.engine import RangeEngine
+from fastload.storage.uri import redact
 
 CACHE_AHEAD_BYTES = 256 << 20
 
@@ -69,14 +71,22 @@ def make_read_path(
         if with_blocks and cfg.cache_dir is not None
         else None
     )
+    if cache is not None and blocks is not None:
+        _check_cache_limit(cfg, blocks)
+    # a cache read around (on_error="skip": it could not be used) reads as without cache_dir:
+    # block shuffle's blocks in memory, other orders straight through the engine (blocks
+    # with no cache and no memory would fetch a whole block per row, again per batch)
+    usable = cache is not None and cache.disabled is None
+    if not usable and cfg.shuffle != "block":
+        blocks = None
     memory = ahead = 0
     if blocks is not None:
         window = window_bytes(cfg, blocks)
-        if cache is None and cfg.shuffle == "block":
+        if not usable and cfg.shuffle == "block":
             # the window being read and the next one (read ahead), plus the batches in flight
             memory = 2 * window + (cfg.prefetch + 2) * int(blocks.nbytes.max())
             ahead = window
-        elif cache is not None:
+        elif usable:
             ahead = max(window, CACHE_AHEAD_BYTES)  # on disk: room to read further ahead
     return BlockReader(
         engine,
@@ -86,6 +96,23 @@ def make_read_path(
         versions=expected,
         ahead_bytes=ahead,
     )
+
+
+def _check_cache_limit(cfg: LoaderConfig, blocks: BlockMap) -> None:
+    """A block larger than ``cache_limit`` can never be kept: with on_error="raise" say so
+    now, naming the knobs, not at that block's first read (possibly hours into an epoch);
+    "skip" reads such blocks around the cache, counted."""
+    if cfg.cache_limit is None or not len(blocks) or cfg.on_error != "raise":
+        return
+    b = int(np.argmax(blocks.nbytes))
+    need = entry_bytes(int(blocks.nbytes[b]))
+    if need > cfg.cache_limit:
+        raise CacheFullError(
+            f"cache_limit={cfg.cache_limit} is smaller than the cache entry of the largest "
+            f"block ({need} bytes: {redact(blocks.uris[int(blocks.src[b])])} bytes "
+            f"{int(blocks.start[b])}-{int(blocks.end[b]) - 1}, block_size={cfg.block_size}); "
+            f"raise cache_limit, lower block_size, or read around with on_error='skip'"
+        )
 
 
 def plan_epoch(reader: Any, dataset: Dataset, epoch: Any) -> None:

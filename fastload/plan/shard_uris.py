@@ -13,68 +13,133 @@ import re
 from collections.abc import Sequence
 
 from fastload.storage.engine import RangeEngine
-from fastload.storage.uri import ParsedURI, parse_uri
+from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(\d+))?$")
 MAX_EXPANSION = 10_000_000  # a typo like {0..99999999999} must not eat the memory
+MAX_DEPTH = 64  # nested groups: deeper is a malformed pattern, not a dataset
+
+# A parsed pattern is a sequence of parts: a literal string, a numeric range
+# (first, last, step, width) or a group of alternatives (each a sequence). Patterns are
+# counted on this tree before anything is expanded: {0..9999}{0..9999} names 10**8 shards,
+# and building them first to find out takes gigabytes.
+Range = tuple[int, int, int, int]
+Part = str | Range | list["Seq"]
+Seq = list[Part]
 
 
-def _closing(pattern: str, start: int) -> int:
+def _shown(pattern: str) -> str:
+    """The pattern as an error shows it: no credentials, and not kilobytes of it."""
+    text = redact(pattern)
+    return text if len(text) <= 200 else f"{text[:200]}..."
+
+
+def _closing(text: str, start: int, pattern: str) -> int:
     depth = 0
-    for i in range(start, len(pattern)):
-        if pattern[i] == "{":
+    for i in range(start, len(text)):
+        if text[i] == "{":
             depth += 1
-        elif pattern[i] == "}":
+        elif text[i] == "}":
             depth -= 1
             if depth == 0:
                 return i
     raise ValueError(f"{pattern}: an unclosed '{{' in the brace pattern")
 
 
-def _alternatives(body: str, pattern: str) -> list[str]:
+def _zero_padded(bound: str) -> bool:
+    digits = bound.lstrip("-")
+    return len(digits) > 1 and digits[0] == "0"  # as bash: {00..10} pads, {0..10} does not
+
+
+def _group(body: str, pattern: str, depth: int) -> Part:
     m = _RANGE.match(body)
     if m:
         a, b = int(m.group(1)), int(m.group(2))
         step = int(m.group(3) or 1)
         if step == 0:
             raise ValueError(f"{pattern}: a brace range with step 0")
-        count = abs(b - a) // step + 1
-        if count > MAX_EXPANSION:
-            raise ValueError(f"{pattern}: the brace range {{{body}}} names {count} values")
-        width = max(len(m.group(1)), len(m.group(2))) if m.group(1).startswith("0") else 0
-        values = range(a, b + 1, step) if b >= a else range(a, b - 1, -step)
-        return [str(v).zfill(width) if width else str(v) for v in values]
-    parts, depth, last = [], 0, 0
+        pad = _zero_padded(m.group(1)) or _zero_padded(m.group(2))
+        width = max(len(m.group(1)), len(m.group(2))) if pad else 0
+        return (a, b, step, width)
+    parts, inner, last = [], 0, 0
     for i, ch in enumerate(body):
         if ch == "{":
-            depth += 1
+            inner += 1
         elif ch == "}":
-            depth -= 1
-        elif ch == "," and depth == 0:
+            inner -= 1
+        elif ch == "," and inner == 0:
             parts.append(body[last:i])
             last = i + 1
     parts.append(body[last:])
     if len(parts) == 1:  # "{x}" is literal in shells too
-        return ["{" + body + "}"]
-    return [alt for p in parts for alt in expand_braces(p)]
+        return "{" + body + "}"
+    return [_parse(p, pattern, depth + 1) for p in parts]
+
+
+def _parse(text: str, pattern: str, depth: int = 0) -> Seq:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{pattern}: brace groups nested more than {MAX_DEPTH} deep")
+    out: Seq = []
+    pos = 0
+    while True:
+        start = text.find("{", pos)
+        if start < 0:
+            if "}" in text[pos:]:
+                raise ValueError(f"{pattern}: a '}}' without '{{' in the brace pattern")
+            out.append(text[pos:])
+            return out
+        end = _closing(text, start, pattern)
+        out.append(text[pos:start])
+        out.append(_group(text[start + 1 : end], pattern, depth))
+        pos = end + 1
+
+
+def _range_len(r: Range) -> int:
+    a, b, step, _ = r
+    return abs(b - a) // step + 1
+
+
+def _count(seq: Seq) -> int:
+    """Names ``seq`` stands for, capped just past MAX_EXPANSION (no huge products)."""
+    total = 1
+    for part in seq:
+        if isinstance(part, str):
+            continue
+        n = _range_len(part) if isinstance(part, tuple) else sum(_count(s) for s in part)
+        total = min(total * n, MAX_EXPANSION + 1)
+    return total
+
+
+def _expand(seq: Seq) -> list[str]:
+    out = [""]
+    for part in seq:
+        if isinstance(part, str):
+            alts = [part]
+        elif isinstance(part, tuple):
+            a, b, step, width = part
+            values = range(a, b + 1, step) if b >= a else range(a, b - 1, -step)
+            alts = [f"{v:0{width}d}" if width else str(v) for v in values]
+        else:
+            alts = [name for s in part for name in _expand(s)]
+        out = [head + alt for head in out for alt in alts]
+    return out
 
 
 def expand_braces(pattern: str) -> list[str]:
-    """Every name a brace pattern stands for, in order."""
-    start = pattern.find("{")
-    if start < 0:
-        if "}" in pattern:
-            raise ValueError(f"{pattern}: a '}}' without '{{' in the brace pattern")
-        return [pattern]
-    end = _closing(pattern, start)
-    head, tail = pattern[:start], pattern[end + 1 :]
-    tails = expand_braces(tail)
-    out = [
-        head + alt + t for alt in _alternatives(pattern[start + 1 : end], pattern) for t in tails
-    ]
-    if len(out) > MAX_EXPANSION:
-        raise ValueError(f"{pattern}: the brace pattern names {len(out)} shards")
-    return out
+    """Every name a brace pattern stands for, in order; ValueError naming the pattern when
+    it is malformed or names more than MAX_EXPANSION shards."""
+    shown = _shown(pattern)
+    seq = _parse(pattern, shown)
+    for part in seq:  # one huge range alone: say how many values it names
+        if isinstance(part, tuple) and _range_len(part) > MAX_EXPANSION:
+            a, b, step, _ = part
+            raise ValueError(
+                f"{shown}: the brace range {{{a}..{b}{'' if step == 1 else f'..{step}'}}} "
+                f"names {_range_len(part)} values (at most {MAX_EXPANSION})"
+            )
+    if _count(seq) > MAX_EXPANSION:
+        raise ValueError(f"{shown}: the brace pattern names more than {MAX_EXPANSION} shards")
+    return _expand(seq)
 
 
 def _is_pattern(text: str) -> bool:
@@ -102,7 +167,7 @@ def resolve_shards(
             found = [u for u in engine.list(parsed) if u.lower().endswith(suffixes)]
             if not found:
                 raise ValueError(
-                    f"{what}: no objects ending in {' or '.join(suffixes)} under {text}"
+                    f"{what}: no objects ending in {' or '.join(suffixes)} under {parsed.display}"
                 )
             out.extend(parse_uri(u) for u in found)
         else:

@@ -9,6 +9,7 @@ header lies about its size is caught at the next header. Compressed tars are ref
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fastload.errors import TarFormatError
@@ -22,6 +23,7 @@ _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 _XZ = b"\xfd7zXZ"
 _BZIP2 = b"BZh"
+_OCTAL_DIGITS = re.compile(rb"[0-7]+")
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,37 @@ def padded(size: int) -> int:
 
 
 def _octal(field: bytes, what: str, uri: str, offset: int) -> int:
+    """A numeric field: octal digits (NUL/space padded), or GNU base-256. Only plain digits
+    are accepted: Python's int() would also take "-1", "+7", "0o7" and "1_0", and a
+    negative size walks the index backwards (a hang on a crafted shard)."""
     if field[:1] and field[0] & 0x80:  # GNU base-256: big-endian, top bit set
-        value = int.from_bytes(field, "big") & ~(0x80 << (8 * (len(field) - 1)))
-        return value
+        if field[0] == 0xFF:  # the negative form: no size or checksum is negative
+            raise TarFormatError(
+                f"{uri}: the tar header at byte {offset} has a negative {what} field"
+            )
+        return int.from_bytes(field, "big") & ~(0x80 << (8 * (len(field) - 1)))
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError:
+    if not _OCTAL_DIGITS.fullmatch(text):
         raise TarFormatError(
-            f"{uri}: the tar header at byte {offset} has a bad {what} field {text[:16]!r}"
-        ) from None
+            f"{uri}: the tar header at byte {offset} has a bad {what} field {text[:16]!r} "
+            f"(not octal digits)"
+        )
+    return int(text, 8)
+
+
+def pax_size(records: dict[str, str], default: int, uri: str, offset: int) -> int:
+    """The ``size`` record of a pax header (decimal digits only), else ``default``."""
+    text = records.get("size")
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit():
+        raise TarFormatError(
+            f"{uri}: the pax header before byte {offset} has a bad size record {text[:16]!r} "
+            f"(not decimal digits)"
+        )
+    return int(text)
 
 
 def _text(field: bytes) -> str:
@@ -129,7 +150,14 @@ def parse_pax(data: bytes, uri: str, offset: int) -> dict[str, str]:
             raise TarFormatError(
                 f"{uri}: a pax record without '=' in the extended header at byte {offset}"
             )
-        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        name = key.decode("utf-8", "surrogateescape")
+        if name in ("path", "linkpath") and b"\0" in value:
+            # no file name holds a NUL (and the index file separates names by it)
+            raise TarFormatError(
+                f"{uri}: a pax {name} record with a NUL byte in the extended header at byte "
+                f"{offset}"
+            )
+        out[name] = value.decode("utf-8", "surrogateescape")
         pos = end
     return out
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +34,12 @@ from fastload.plan.tar_format import (
     padded,
     parse_header,
     parse_pax,
+    pax_size,
     refuse_compressed,
 )
 from fastload.storage.engine import RangeEngine
 from fastload.storage.object_version import object_version
-from fastload.storage.uri import ParsedURI
+from fastload.storage.uri import ParsedURI, redact
 
 MIN_WINDOW = 4096
 MAX_WINDOW = 1 << 20
@@ -129,7 +132,7 @@ class _Walk:
             start = self.pos + BLOCK
             size = header.size
             if header.typeflag in (LONG_NAME, PAX) or header.is_file:
-                size = int(self.pax.get("size", size)) if header.is_file else size
+                size = pax_size(self.pax, size, uri, self.pos) if header.is_file else size
             if start + size > self.size:
                 raise TarFormatError(
                     f"{uri}: member {self.long_name or self.pax.get('path') or header.name!r} "
@@ -253,39 +256,78 @@ def encode_index(shards: Sequence[ShardIndex]) -> bytes:
 
 
 def decode_index(data: bytes, where: str) -> list[ShardIndex]:
-    """Shards of a sidecar's bytes; ValueError naming ``where`` when it is not one."""
+    """Shards of a sidecar's bytes; ValueError naming ``where`` when it is not one, or a
+    damaged one (a sidecar is a file anyone can overwrite: nothing in it is trusted, and
+    what it says must describe a tar before a dataset reads by its offsets)."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is no JSON object")
             if meta.get("format") != FORMAT or meta.get("version") != VERSION:
                 raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
-            names_blob = z["names"].tobytes().decode("utf-8", "surrogateescape")
-            offsets, sizes = z["offsets"], z["sizes"]
-            inline_member, bounds, blob = z["inline_member"], z["inline_bounds"], z["inline_blob"]
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            arrays = {k: z[k] for k in _ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{where}: not a fastload tar index ({exc})") from None
+    try:
+        return _shards_of(meta, arrays)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeError) as exc:
+        raise ValueError(f"{where}: a damaged fastload tar index ({exc})") from None
+
+
+_ARRAYS = ("names", "offsets", "sizes", "inline_member", "inline_bounds", "inline_blob")
+
+
+def _int_array(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"{name} is not a flat integer array")
+    return a.astype(np.int64)
+
+
+def _shards_of(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[ShardIndex]:
+    names_blob = arrays["names"].tobytes().decode("utf-8", "surrogateescape")
+    offsets, sizes = _int_array(arrays["offsets"], "offsets"), _int_array(arrays["sizes"], "sizes")
+    inline_member = _int_array(arrays["inline_member"], "inline_member")
+    bounds = _int_array(arrays["inline_bounds"], "inline_bounds")
+    blob = arrays["inline_blob"]
+    shards = meta["shards"]
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise ValueError("its shard list is malformed")
+    counts = [int(s["members"]) for s in shards]
     names = names_blob.split("\0") if names_blob or len(offsets) else []
-    total = sum(int(s["members"]) for s in meta["shards"])
-    if not (len(names) == len(offsets) == len(sizes) == total):
-        raise ValueError(f"{where}: a damaged fastload tar index (member counts disagree)")
+    if min(counts, default=0) < 0 or not (len(names) == len(offsets) == len(sizes) == sum(counts)):
+        raise ValueError("member counts disagree")
+    if len(bounds) != len(inline_member) + 1 or np.any(np.diff(bounds) < 0):
+        raise ValueError("inline bounds disagree with the inline members")
+    if len(bounds) and (bounds[0] != 0 or bounds[-1] != len(blob)):
+        raise ValueError("inline bounds disagree with the inline bytes")
     inline_all = {
         int(m): blob[bounds[i] : bounds[i + 1]].tobytes() for i, m in enumerate(inline_member)
     }
     out, first = [], 0
-    for s in meta["shards"]:
-        n = int(s["members"])
-        idx = ShardIndex(
-            s["uri"],
-            int(s["size"]),
-            s["tag"],
-            names[first : first + n],
-            np.asarray(offsets[first : first + n], dtype=np.int64),
-            np.asarray(sizes[first : first + n], dtype=np.int64),
-            {m - first: v for m, v in inline_all.items() if first <= m < first + n},
-            s.get("problem"),
+    for s, n in zip(shards, counts, strict=True):
+        uri, size, tag, problem = s["uri"], int(s["size"]), s["tag"], s.get("problem")
+        if not isinstance(uri, str) or not isinstance(tag, (str, type(None))):
+            raise ValueError("a shard entry without a URI or with a bad tag")
+        off, length = offsets[first : first + n], sizes[first : first + n]
+        # what a walk of a tar gives: data after a header, in order, inside the shard
+        if n and (
+            off[0] < BLOCK
+            or np.any(off % BLOCK)
+            or np.any(length < 0)
+            or np.any(off[1:] < off[:-1] + length[:-1] + BLOCK)
+            or int(off[-1] + length[-1]) > size
+        ):
+            raise ValueError(f"the members of {redact(uri)} do not describe a tar of {size} bytes")
+        inline = {m - first: v for m, v in inline_all.items() if first <= m < first + n}
+        if any(len(v) != length[m] for m, v in inline.items()):
+            raise ValueError(f"inline members of {redact(uri)} disagree with their sizes")
+        out.append(
+            ShardIndex(uri, size, tag, names[first : first + n], off, length, inline, problem)
         )
-        out.append(idx)
         first += n
+    if len(inline_all) and (min(inline_all) < 0 or max(inline_all) >= first):
+        raise ValueError("an inline member past the members")
     return out
 
 
@@ -310,7 +352,7 @@ def load_index(engine: RangeEngine, uri: str) -> list[ShardIndex] | None:
         data = engine.read(uri)
     except (FileNotFoundError, ObjectNotFoundError):
         return None
-    return decode_index(bytes(memoryview(data)), uri)
+    return decode_index(bytes(memoryview(data)), redact(uri))  # messages: no credentials
 
 
 def write_index(

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fastload.checks import check_bool, check_choice
-from fastload.errors import LabelError, MissingFieldError
+from fastload.errors import LabelError, MissingFieldError, TarFormatError
 from fastload.plan.datasets import Dataset, Transform, _check_shape
 from fastload.plan.image_datasets import decoded_item
 from fastload.plan.shard_uris import resolve_shards
@@ -39,7 +39,7 @@ from fastload.plan.tar_format import split_key
 from fastload.plan.tar_index import ShardIndex, index_shards, load_index, save_index
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.object_version import Version, object_version
-from fastload.storage.uri import parse_uri
+from fastload.storage.uri import parse_uri, redact
 
 ON_ERROR = ("raise", "skip")
 IMAGE_FORMATS = {
@@ -54,6 +54,7 @@ IMAGE_FORMATS = {
     "tiff": "tiff",
 }
 _MAX_PROBLEMS = 20  # messages kept about skipped samples (all are counted)
+LABEL_MAX = 16 << 20  # a label member larger than this is no label (read whole otherwise)
 
 
 def _exts(spec: str | Sequence[str], what: str) -> tuple[str, ...]:
@@ -89,9 +90,10 @@ class TarShardDataset(Dataset):
     ``"json:key"`` or None. ``shape``/``dtype``/``layout``: data fields of one fixed size
     (every data member must be exactly that many bytes); ragged bytes otherwise.
     ``index``: a sidecar file (path, or a URI to read one from) reused when it matches the
-    shards, written (local paths) when missing or stale. ``on_error="skip"``: a broken shard
-    is indexed up to the break and samples without a needed field are left out, all counted
-    in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
+    shards, written (local paths) when missing or stale (or damaged, with on_error="skip";
+    "raise" raises ValueError naming it). ``on_error="skip"``: a broken shard
+    is indexed up to the break and samples without a needed field, with a label that does
+    not parse or with a member name twice are left out, all counted in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
     ``LabelError`` naming the shard, byte offset or sample key. ``decode``: None (default)
     decodes image fields in the loader (``decodes_images``), False hands their bytes on,
     True requires an image field.
@@ -161,7 +163,19 @@ class TarShardDataset(Dataset):
         known: dict[str, ShardIndex] = {}
         where = None if index is None else os.fspath(index)
         if where is not None:
-            for loaded in load_index(engine, where) or []:
+            try:
+                loaded_all = load_index(engine, where) or []
+            except ValueError as exc:  # not an index, or a damaged one
+                if self.on_error == "raise":
+                    raise
+                # on_error="skip": the sidecar only saves a walk; walk the shards again
+                warnings.warn(
+                    f"TarShardDataset: {exc}; walking the shards again (on_error='skip')",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                loaded_all = []
+            for loaded in loaded_all:
                 known[loaded.uri] = loaded
         out: list[ShardIndex | None] = []
         todo: list[int] = []
@@ -198,7 +212,7 @@ class TarShardDataset(Dataset):
                     )
             else:
                 warnings.warn(
-                    f"TarShardDataset: the index {where} is stale or incomplete for "
+                    f"TarShardDataset: the index {redact(where)} is stale or incomplete for "
                     f"{len(todo)} shards and cannot be rewritten there; write a fresh one "
                     f"with `fastload index`",
                     RuntimeWarning,
@@ -230,16 +244,29 @@ class TarShardDataset(Dataset):
                     continue
                 key = sk[0]
                 fields: dict[str, int] = {}
+                repeated: list[str] = []
                 j = k
                 while j < len(names):
                     sj = split_key(names[j])
                     if sj is None or sj[0] != key:
                         break
+                    if sj[1] in fields:
+                        repeated.append(names[j])
                     fields.setdefault(sj[1], j)
                     j += 1
                 data = next((e for e in self.field_exts if e in fields), None)
                 problem = None
-                if data is None:
+                if repeated:
+                    # two members of one name in a row: which one is the sample is unknown
+                    # (webdataset refuses them too); keeping the first would drop the other
+                    # sample silently
+                    problem = (
+                        "duplicate member",
+                        f"{uri}: sample {key!r} has {len(repeated)} duplicate member(s) "
+                        f"({', '.join(repr(n) for n in repeated[:3])}): two samples under one "
+                        f"key, or a shard written twice",
+                    )
+                elif data is None:
                     problem = (
                         "missing data field",
                         f"{uri}: sample {key!r} has no {' / '.join(self.field_exts)} member "
@@ -261,6 +288,8 @@ class TarShardDataset(Dataset):
                 if problem is not None:
                     if self.on_error == "raise":
                         cls = MissingFieldError if problem[0].startswith("missing") else ValueError
+                        if problem[0] == "duplicate member":
+                            cls = TarFormatError
                         exc = cls(problem[1])
                         if isinstance(exc, MissingFieldError):
                             exc.uri = self.sources[si].uri
@@ -308,6 +337,18 @@ class TarShardDataset(Dataset):
             raw.append(data)
             if data is None:
                 missing.append(i)
+        # a member that large is no label: do not read gigabytes to find out
+        oversized = {i for i in missing if self._label_nbytes(indexes, i) > LABEL_MAX}
+        for i in sorted(oversized):
+            exc = LabelError(
+                f"{self.sources[int(self._shard[i])].display}: sample {self.keys[i]!r}: its "
+                f".{self._label[0]} member holds {self._label_nbytes(indexes, i)} bytes (a "
+                f"label field holds at most {LABEL_MAX})"
+            )
+            if self.on_error == "raise":
+                raise exc
+            self._skip("bad label", str(exc))
+        missing = [i for i in missing if i not in oversized]
         if missing:  # labels too large for the index, or outside the walk's windows
             rows = [
                 (
@@ -327,8 +368,36 @@ class TarShardDataset(Dataset):
             engine.read_into(self.sources, table, buf)
             for k, i in enumerate(missing):
                 raw[i] = buf[dst[k] : dst[k + 1]].tobytes()
-        values = [self._parse_label(i, b or b"") for i, b in enumerate(raw)]
+        values, bad = [], []
+        for i, b in enumerate(raw):
+            if i in oversized:
+                bad.append(i)
+                continue
+            try:
+                values.append(self._parse_label(i, b or b""))
+            except LabelError as exc:
+                if self.on_error == "raise":
+                    raise
+                self._skip("bad label", str(exc))
+                bad.append(i)
+        if bad:  # on_error="skip": those samples are left out, as ones without a label
+            keep = np.ones(len(raw), dtype=bool)
+            keep[bad] = False
+            self._keep_samples(keep)
         self._labels = np.asarray(values)
+
+    def _label_nbytes(self, indexes: list[ShardIndex], i: int) -> int:
+        return int(indexes[int(self._shard[i])].sizes[int(self._label_member[i])])
+
+    def _keep_samples(self, keep: np.ndarray) -> None:
+        if not keep.any():
+            raise ValueError(
+                f"TarShardDataset: no sample of {len(self.sources)} shards has a label "
+                f"({sum(self.skipped.values())} skipped: {self.problems[0]})"
+            )
+        for name in ("_shard", "_offset", "_size", "_ext", "_first", "_count", "_label_member"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.keys = [k for k, ok in zip(self.keys, keep.tolist(), strict=True) if ok]
 
     def _parse_label(self, i: int, data: bytes) -> Any:
         assert self._label is not None
@@ -342,7 +411,7 @@ class TarShardDataset(Dataset):
             for key in path:
                 value = value[key]
             return value
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSON nested deep
             raise LabelError(f"{where}: .{ext} does not hold a label ({exc})") from None
         except (KeyError, IndexError, TypeError):
             raise LabelError(

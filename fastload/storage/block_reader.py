@@ -33,14 +33,19 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import CancelledReadError, ObjectNotFoundError, ShardChangedError
+from fastload.errors import (
+    CacheError,
+    CancelledReadError,
+    ObjectNotFoundError,
+    ShardChangedError,
+)
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.cache import NodeCache
 from fastload.storage.cache_entries import EntryReads
 from fastload.storage.engine import RangeEngine, writable_view
 from fastload.storage.object_version import Version, object_version
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
-from fastload.storage.uri import ParsedURI, parse_uri
+from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 Key = tuple[str, int]  # (URI, block start)
 Pieces = dict[Key, list[tuple[int, int, int]]]  # block -> (offset in block, length, dst)
@@ -397,6 +402,31 @@ class BlockReader:
         there). Blocks nobody else is fetching are locked and fetched in one call; the
         others are waited for one by one, holding no lock meanwhile (no lock-order
         deadlock between processes)."""
+        try:
+            self._through_cache(srcs, pieces, dst, settings, cancel, deadline)
+        except CacheError:
+            cache = self.cache
+            if cache is None or cache.on_error == "raise":
+                raise
+            # on_error="skip": the folder failed under a running epoch (deleted and not made
+            # again, a file in the way, locks gone): these blocks are read around it, counted
+            cache.count("skipped", len(pieces))
+            if dst is None:
+                return
+            got = self._fetch(list(pieces), settings, cancel)
+            for key, parts in pieces.items():
+                for off, length, d in parts:
+                    dst[d : d + length] = got[key][off : off + length]
+
+    def _through_cache(
+        self,
+        srcs: list[ParsedURI],
+        pieces: Pieces,
+        dst: np.ndarray | None,
+        settings: ReadSettings,
+        cancel: Any,
+        deadline: float | None,
+    ) -> None:
         cache = self.cache
         assert cache is not None
         by_uri = {s.uri: s for s in srcs}
@@ -652,6 +682,8 @@ def _pieces(keys: list[Key], inside: np.ndarray, crossing: Pieces) -> Pieces:
 
 def _check_wait(cancel: Any, deadline: float | None, key: Key) -> None:
     if cancel is not None and cancel.cancelled:
-        raise CancelledReadError(f"{key[0]}: cancelled while another reader fetched a block")
+        raise CancelledReadError(
+            f"{redact(key[0])}: cancelled while another reader fetched a block"
+        )
     if deadline is not None and time.monotonic() > deadline:
-        raise TimeoutError(f"{key[0]}: timed out waiting for block at byte {key[1]}")
+        raise TimeoutError(f"{redact(key[0])}: timed out waiting for block at byte {key[1]}")

@@ -2,8 +2,8 @@
 
 Layout under ``cache_dir``: ``blocks/<xx>/<key>`` (entries), ``locks/<key>`` (one lock file
 per entry) and ``tmp/`` (entries being written). An entry is a 4 KiB header (magic, then
-JSON: URI, byte range, and the object's size and version tag) followed by the block's
-bytes. Rules that keep it safe to share and to crash:
+JSON: the URI's SHA-256, byte range, and the object's size and version tag) followed by
+the block's bytes. Rules that keep it safe to share and to crash:
 
 - Entries appear only complete: written under ``tmp/``, fsynced, renamed into ``blocks/``.
   Nothing under ``tmp/`` is ever read; a later run removes what dead processes left there.
@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import CacheError, CacheFullError, CacheLockError, CacheReadOnlyError
+from fastload.errors import (
+    CacheError,
+    CacheFullError,
+    CacheLockError,
+    CacheReadOnlyError,
+    CancelledReadError,
+)
 from fastload.storage.pids import pid_alive
 
 HEADER = 4096
@@ -42,6 +48,11 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 _LOCK_POLL_S = 0.005
+
+
+def entry_bytes(nbytes: int) -> int:
+    """What an entry of an ``nbytes`` block takes against ``cache_limit``."""
+    return HEADER + nbytes
 
 
 class NodeCache:
@@ -74,8 +85,7 @@ class NodeCache:
     # -- set-up ----------------------------------------------------------------------
     def _prepare(self) -> None:
         try:
-            for sub in ("blocks", "locks", "tmp"):
-                os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            self._ensure_dirs()
             probe = os.path.join(self.dir, "tmp", f"probe.{os.getpid()}.{threading.get_ident()}")
             fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
             try:
@@ -111,6 +121,35 @@ class NodeCache:
         self._remove_dead_temporaries()
         self._estimate = sum(size for _, size, _ in self._entries())
 
+    def _ensure_dirs(self) -> None:
+        for sub in ("blocks", "locks", "tmp"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+
+    def _failure(self, exc: OSError, what: str) -> CacheError:
+        """The CacheError of a file operation of the cache that failed (``what`` it was)."""
+        if exc.errno in _READ_ONLY:
+            return CacheReadOnlyError(f"{self.dir}: {what}: the folder cannot be written ({exc})")
+        if exc.errno in _FULL:
+            return CacheFullError(f"{self.dir}: {what}: no room ({exc})")
+        return CacheError(f"{self.dir}: {what} ({exc})")
+
+    def _open_lock(self, path: str) -> int:
+        # the folder may have been deleted under a running epoch (a cleaner, a user): it is
+        # made again once, and the entries it held are misses
+        for attempt in (0, 1):
+            try:
+                return os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            except FileNotFoundError as exc:
+                if attempt == 1:
+                    raise self._failure(exc, "cannot create a lock file") from None
+                try:
+                    self._ensure_dirs()
+                except OSError as again:
+                    raise self._failure(again, "cannot make the cache folder again") from None
+            except OSError as exc:
+                raise self._failure(exc, "cannot create a lock file") from None
+        raise AssertionError("unreachable")
+
     def _remove_dead_temporaries(self) -> None:
         tmp = os.path.join(self.dir, "tmp")
         for name in os.listdir(tmp):
@@ -119,13 +158,24 @@ class NodeCache:
             if pid is None or not pid_alive(pid):
                 try:
                     os.unlink(os.path.join(tmp, name))
-                except FileNotFoundError:
-                    pass
+                except OSError:
+                    pass  # gone already, a folder, another user's: never read, left there
 
     # -- names -------------------------------------------------------------------------
     @staticmethod
     def key(uri: str, start: int, length: int) -> str:
         return hashlib.sha256(f"{uri}\n{start}\n{length}".encode()).hexdigest()[:40]
+
+    @staticmethod
+    def stored_meta(meta: dict[str, Any]) -> dict[str, Any]:
+        """What an entry's header records of ``meta``: the URI by its SHA-256, so that a
+        long URL still fits the 4 KiB header (a longer one never matched again) and no
+        presigned credentials are written to disk. Idempotent."""
+        if "uri" not in meta:
+            return meta
+        out = {k: v for k, v in meta.items() if k != "uri"}
+        out["uri_sha256"] = hashlib.sha256(str(meta["uri"]).encode()).hexdigest()
+        return out
 
     def entry_path(self, key: str) -> str:
         return os.path.join(self.dir, "blocks", key[:2], key)
@@ -142,12 +192,15 @@ class NodeCache:
         """The locked fd of ``key``'s lock file, or None when someone else holds it."""
         path = self._lock_path(key)
         while True:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            fd = self._open_lock(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 return None
+            except OSError as exc:
+                os.close(fd)
+                raise self._failure(exc, "cannot lock a cache entry") from None
             try:  # evicted (unlinked) between open and flock: lock the new file instead
                 if os.fstat(fd).st_ino == os.stat(path).st_ino:
                     return fd
@@ -162,7 +215,7 @@ class NodeCache:
             if fd is not None:
                 return fd
             if cancelled is not None and cancelled():
-                raise CacheError(f"{self.dir}: cancelled while waiting for a cache entry")
+                raise CancelledReadError(f"{self.dir}: cancelled while waiting for a cache entry")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.dir}: timed out waiting for another process to write cache entry {key}"
@@ -180,14 +233,18 @@ class NodeCache:
         path = self.entry_path(key)
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        except OSError:  # absent, or something else in its place (a file, no permission)
             return None
         try:
             head = os.pread(fd, HEADER, 0)
             n = int.from_bytes(head[8:12], "little") if head[:8] == MAGIC else -1
             stored = json.loads(head[12 : 12 + n]) if 0 < n <= HEADER - 12 else None
-            if stored == meta and os.fstat(fd).st_size == HEADER + int(meta["length"]):
-                os.utime(path)
+            want = self.stored_meta(meta)
+            if stored == want and os.fstat(fd).st_size == HEADER + int(meta["length"]):
+                try:
+                    os.utime(path)
+                except OSError:
+                    pass  # another user's entry: a hit all the same, only its LRU place stays
                 return fd
         except (OSError, ValueError):
             pass
@@ -206,23 +263,33 @@ class NodeCache:
     def store(self, key: str, meta: dict[str, Any], data: np.ndarray) -> bool:
         """Write ``data`` as ``key``'s entry (the caller holds its lock). False when it was
         not kept (on_error="skip": too large or the disk is full); raises CacheFullError."""
-        need = HEADER + len(data)
+        need = entry_bytes(len(data))
         if self.limit is not None and need > self.limit:
             return self._refuse(
                 f"{self.dir}: a {len(data)}-byte block is larger than cache_limit={self.limit}"
             )
-        for attempt in (0, 1):
+        remade = evicted = False  # each remedy is tried once
+        while True:
             try:
                 self._write(key, meta, data)
                 break
+            except FileNotFoundError as exc:  # the folder was deleted under us: make it again
+                if remade:
+                    return self._fail(self._failure(exc, "cannot write a cache entry"))
+                remade = True
+                try:
+                    self._ensure_dirs()
+                except OSError as again:
+                    return self._fail(self._failure(again, "cannot make the cache folder again"))
             except OSError as exc:
                 if exc.errno not in _FULL:
-                    raise CacheError(f"{self.dir}: cannot write a cache entry ({exc})") from None
-                if attempt == 1 or self._evict(max(self._estimate - 2 * need, 0), {key}) == 0:
+                    return self._fail(self._failure(exc, "cannot write a cache entry"))
+                if evicted or self._evict(max(self._estimate - 2 * need, 0), {key}) == 0:
                     return self._refuse(
                         f"{self.dir}: no room for a {len(data)}-byte cache entry "
                         f"({exc.strerror}), even after evicting"
                     )
+                evicted = True
         with self._lock:
             self._estimate += need
         self.trim(keep={key})
@@ -237,14 +304,18 @@ class NodeCache:
             self._evict(int(self.limit * 0.9), set(keep))
 
     def _refuse(self, message: str) -> bool:
+        return self._fail(CacheFullError(message))
+
+    def _fail(self, exc: CacheError) -> bool:
+        """An entry not kept: raised, or with on_error="skip" counted (the read goes on)."""
         if self.on_error == "raise":
-            raise CacheFullError(message)
+            raise exc
         self.count("skipped")
         return False
 
     def _write(self, key: str, meta: dict[str, Any], data: np.ndarray) -> None:
         tmp = os.path.join(self.dir, "tmp", f"{key}.{os.getpid()}.{threading.get_ident()}")
-        blob = json.dumps(meta).encode()
+        blob = json.dumps(self.stored_meta(meta)).encode()
         head = MAGIC + len(blob).to_bytes(4, "little") + blob
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
         try:
@@ -282,12 +353,20 @@ class NodeCache:
     # -- eviction ----------------------------------------------------------------------
     def _entries(self) -> list[tuple[float, int, str]]:
         """(last use, bytes, key) of every entry."""
-        out = []
+        out: list[tuple[float, int, str]] = []
         root = os.path.join(self.dir, "blocks")
-        for sub in os.scandir(root):
+        try:
+            subs = list(os.scandir(root))
+        except FileNotFoundError:  # the folder was deleted: it holds nothing
+            return out
+        for sub in subs:
             if not sub.is_dir():
                 continue
-            for e in os.scandir(sub.path):
+            try:
+                found = list(os.scandir(sub.path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in found:
                 try:
                     st = e.stat()
                 except FileNotFoundError:
@@ -306,7 +385,10 @@ class NodeCache:
                 break
             if key in keep:
                 continue
-            fd = self.try_lock(key)
+            try:
+                fd = self.try_lock(key)
+            except CacheError:
+                fd = None
             if fd is None:
                 continue  # someone is writing or reading it through its lock: leave it
             try:
@@ -314,7 +396,10 @@ class NodeCache:
                     os.unlink(self.entry_path(key))
                 except FileNotFoundError:
                     continue
-                os.unlink(self._lock_path(key))
+                try:
+                    os.unlink(self._lock_path(key))
+                except FileNotFoundError:
+                    pass  # the lock file went with a deleted folder: the entry is gone
                 freed += size
                 self.count("evictions")
             finally:

@@ -301,3 +301,74 @@ def test_local_tar_shard_changed_after_indexing(tmp_path):
     os.unlink(paths[0])
     with pytest.raises(ShardChangedError, match="shard-000000.tar: the shard vanished"):
         epoch_of(DataLoader(ds, batch_size=8))
+
+
+def test_a_cache_limit_below_the_largest_block_is_refused_up_front(s3, tmp_path):
+    # before: a CacheFullError at that block's first read, in the middle of an epoch
+    engine, data, _ = s3
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    kw = dict(batch_size=64, engine=engine, shuffle="block", block_size=16384)
+    from fastload.errors import CacheFullError
+
+    with pytest.raises(CacheFullError, match=r"cache_limit=10000 is smaller .* block_size=16384"):
+        DataLoader(ds, cache_dir=str(tmp_path / "c"), cache_limit=10_000, **kw)
+    dl = DataLoader(ds, cache_dir=str(tmp_path / "s"), cache_limit=10_000, on_error="skip", **kw)
+    assert sorted(epoch_of(dl, data)) == list(range(N))
+    c = dl.report()["cache"]
+    # every block is refused at each try to keep it (counted each time), none is kept
+    assert c["skipped"] >= len(BlockMap.of(ds, 16384)) and c["stored_bytes"] == 0
+
+
+@pytest.mark.parametrize("shuffle", ["block", True])
+def test_a_cache_read_around_reads_as_without_cache_dir(s3, tmp_path, monkeypatch, shuffle):
+    # before: a disabled cache left the blocks path with no memory: with shuffle=True every
+    # record fetched its whole block, with "block" every batch fetched its blocks again
+    engine, data, _ = s3
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    kw = dict(batch_size=64, engine=engine, shuffle=shuffle, block_size=16384, seed=2)
+    with pytest.warns(RuntimeWarning, match="reading without the cache"):
+        dl = DataLoader(ds, cache_dir=str(tmp_path / "c"), on_error="skip", **kw)
+    before = gets(engine)
+    assert sorted(epoch_of(dl, data)) == list(range(N))
+    with_dir = gets(engine) - before
+    before = gets(engine)
+    assert sorted(epoch_of(DataLoader(ds, **kw), data)) == list(range(N))
+    assert with_dir <= gets(engine) - before
+    assert "refuses file locks" in dl.report()["cache"]["disabled"]
+    assert dl.report()["blocks"]["refetches"] == 0
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_cache_dir_deleted_during_an_epoch(s3, tmp_path, on_error):
+    # before: a raw FileNotFoundError of locks/<key> at the next block
+    import shutil
+
+    engine, data, _ = s3
+    ds = RecordDataset("s3://bucket/recs/", SHAPE, labels=np.arange(N), engine=engine)
+    cache = tmp_path / "c"
+    dl = DataLoader(
+        ds,
+        batch_size=64,
+        engine=engine,
+        shuffle="block",
+        block_size=16384,
+        cache_dir=str(cache),
+        on_error=on_error,
+    )
+    seen = []
+    for k, (x, y) in enumerate(dl):
+        assert np.array_equal(x, data[y])
+        seen.extend(y.tolist())
+        if k == 1:  # moved away at once (rmtree races the readers ahead writing into it)
+            os.rename(cache, tmp_path / "gone")
+            shutil.rmtree(tmp_path / "gone", ignore_errors=True)
+    assert sorted(seen) == list(range(N))
+    assert sorted(epoch_of(dl, data)) == list(range(N))
+    assert dl.report()["cache"]["skipped"] == 0 and os.listdir(cache / "blocks")
