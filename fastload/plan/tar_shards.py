@@ -263,7 +263,7 @@ class TarShardDataset(Dataset):
                         cls = MissingFieldError if problem[0].startswith("missing") else ValueError
                         exc = cls(problem[1])
                         if isinstance(exc, MissingFieldError):
-                            exc.uri = self.sources[si].uri
+                            exc.uri = self.sources[si].display
                         raise exc
                     self._skip(*problem)
                 else:
