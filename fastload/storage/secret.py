@@ -85,3 +85,14 @@ def wrap_secret_options(options: Mapping[str, Any]) -> dict[str, Any]:
         k: Secret(v) if k in SECRET_OPTIONS and v is not None and not isinstance(v, Secret) else v
         for k, v in options.items()
     }
+
+
+class RedactedOptions(dict):  # type: ignore[type-arg]
+    """A dict of options whose repr shows the secret options as ``Secret('***')``; the
+    values stay as given (a caller that keeps the options to rebuild from them, like
+    fsspec's ``storage_options``, passes them on unchanged)."""
+
+    def __repr__(self) -> str:
+        return repr(wrap_secret_options(self))
+
+    __str__ = __repr__
