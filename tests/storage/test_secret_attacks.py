@@ -46,3 +46,19 @@ def test_redacted_options_show_no_secret_and_keep_the_values():
         assert "SECRET-1" not in text and "TOKEN-xyz" not in text and "'r'" in text
     assert dict(opts)["secret_access_key"] == "SECRET-1"
     assert reveal(opts["session_token"]) == "TOKEN-xyz"
+
+
+def test_an_endpoint_password_is_never_shown_and_a_bad_port_is_named():
+    eng = RangeEngine(
+        endpoint_url="http://user:EP-SECRET@127.0.0.1:9", access_key_id="a", secret_access_key="b"
+    )
+    backend = eng.backend("s3")
+    for text in (repr(eng.network_options), repr(backend.opts), repr(backend.config)):
+        assert "EP-SECRET" not in text and "user:***@127.0.0.1:9" in text, text
+    assert eng.network_options["endpoint_url"].endswith("EP-SECRET@127.0.0.1:9")  # usable
+    # a "port" that is a password whose "@" was forgotten: urllib's message quoted it
+    with pytest.raises(ValueError, match="endpoint_url=.*bad port") as info:
+        RangeEngine(
+            endpoint_url="http://127.0.0.1:EP-SECRET", access_key_id="a", secret_access_key="b"
+        )
+    assert "EP-SECRET" not in str(info.value) and info.value.__context__ is None
