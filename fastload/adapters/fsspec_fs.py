@@ -31,11 +31,12 @@ from fsspec.spec import AbstractBufferedFile
 
 from fastload.adapters.column_read_ahead import ColumnChunkReadAhead, SharedReadAhead
 from fastload.adapters.idle_threads import IdleThreadPool
-from fastload.checks import check_int
+from fastload.checks import check_int, is_int
 from fastload.errors import FastloadError, ObjectNotFoundError
 from fastload.storage.engine import RangeEngine
 from fastload.storage.fetch_buffers import FetchBufferPool
-from fastload.storage.uri import ParsedURI, parse_uri
+from fastload.storage.secret import SECRET_OPTIONS, RedactedOptions
+from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 PROTOCOL = "fastload"
 DEFAULT_BLOCK_SIZE = 4 << 20  # read-ahead of open files: one engine call fetches this much more
@@ -150,6 +151,14 @@ class FastloadFile(AbstractBufferedFile):
         fs.engine.read_ranges(fs._src(self.path), [(start, end - start)], out=view)
         return view
 
+    def __repr__(self) -> str:  # fsspec's shows the path: a URL may hold a password
+        return f"<File-like object {type(self.fs).__name__}, {redact(self.path)}>"
+
+    def seek(self, loc: int, whence: int = 0) -> int:
+        if self.closed:  # as io's files: fsspec's would move a closed file
+            raise ValueError("I/O operation on closed file.")
+        return super().seek(loc, whence)
+
     def close(self) -> None:
         self.columns.close()
         super().close()
@@ -235,8 +244,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             # fsspec caches instances until exit; an engine whose connections were used from
             # other threads (zarr's, pyarrow's) must close before the interpreter tears down
             weakref.finalize(self, self.engine.close)
-        self.blocksize = int(block_size)
-        self.max_gap = int(max_gap)
+        self.blocksize = check_int("block_size", block_size, 0)
+        self.max_gap = check_int("max_gap", max_gap, 0)
         self.column_read_ahead = check_int("column_read_ahead", column_read_ahead, 0)
         self._listings: dict[str, list[tuple[str, int]]] = {}
         self._threads = IdleThreadPool(
@@ -248,6 +257,25 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         )
         self._read_ahead = SharedReadAhead(budget=self.column_read_ahead_total)
         self._fetch_buffers = FetchBufferPool(check_int("fetch_buffers", fetch_buffers, 0))
+
+    # fsspec keeps the options (set after __init__) to pickle and rebuild the filesystem:
+    # their repr (a debugger, vars(fs), a log line) must not show the secret key or token
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return self._storage_options
+
+    @storage_options.setter
+    def storage_options(self, options: dict[str, Any]) -> None:
+        self._storage_options = RedactedOptions(options)
+
+    def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
+        """fsspec's, and ``include_password=False`` leaves out the secret key and token too
+        (fsspec's own leaves out ``password`` alone)."""
+        out = super().to_dict(include_password=include_password)
+        if not include_password:
+            for name in SECRET_OPTIONS:
+                out.pop(name, None)
+        return out
 
     def column_read_ahead_stats(self) -> dict[str, int]:
         """Column chunks the open files of this filesystem read ahead, how many of those a
@@ -445,7 +473,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         info = self.info(path)
         if "mtime" in info:
             return _dt.datetime.fromtimestamp(info["mtime"], _dt.timezone.utc)
-        raise NotImplementedError(f"{path}: the storage gives no modification time here")
+        raise NotImplementedError(f"{redact(path)}: the storage gives no modification time here")
 
     # -- data ---------------------------------------------------------------------------
     def cat_file(
@@ -454,7 +482,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         src = self._src(path)
         if start is None and end is None:
             return bytes(self.engine.read(src))
-        a, b = _absolute(start, end, self.engine.size(src))
+        a, b = _absolute(start, end, self.engine.size(src), src)
         if b <= a:
             return b""
         view = self._fetch_buffers.take(b - a)  # fsspec wants bytes: the buffer is reused
@@ -481,7 +509,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             raise ValueError(
                 f"cat_ranges: {n} paths, {len(starts_l)} starts and {len(ends_l)} ends"
             )
-        gap = self.max_gap if max_gap is None else int(max_gap)
+        gap = self.max_gap if max_gap is None else check_int("max_gap", max_gap, 0)
         srcs: list[ParsedURI] = []
         index: dict[str, int] = {}
         rows = np.zeros((n, 3), dtype=np.int64)  # src, start, end
@@ -495,7 +523,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                     srcs.append(src)
                 if k not in sizes:
                     sizes[k] = self.engine.size(src)
-                a, b = _absolute(s, e, sizes[k])
+                a, b = _absolute(s, e, sizes[k], src)
                 rows[i] = (k, a, max(b, a))
             except (FastloadError, OSError, ValueError) as exc:
                 if on_error != "return":
@@ -551,7 +579,9 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         **kwargs: Any,
     ) -> FastloadFile:
         if "r" not in mode or any(c in mode for c in "wa+x"):
-            raise NotImplementedError(f"{path}: fastload's filesystem is read-only (mode {mode!r})")
+            raise NotImplementedError(
+                f"{redact(path)}: fastload's filesystem is read-only (mode {mode!r})"
+            )
         name = self._strip_protocol(path)
         size = kwargs.pop("size", None)
         if size is None:
@@ -559,7 +589,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         return FastloadFile(
             self,
             name,
-            self.blocksize if block_size is None else block_size,
+            self.blocksize if block_size is None else check_int("block_size", block_size, 0),
             size,
             self.column_read_ahead,
         )
@@ -599,9 +629,19 @@ def _slashed(info: dict[str, Any], slashed: bool) -> dict[str, Any]:
     return {**info, "name": _slash(info["name"], True)} if slashed else info
 
 
-def _absolute(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+def _absolute(start: Any, end: Any, size: int, src: ParsedURI) -> tuple[int, int]:
     """[start, end) of a read of an object of ``size`` bytes, with Python's slice rules
-    (negative counts from the end, None is open, past the end is cut)."""
+    (negative counts from the end, None is open, past the end is cut). ``start`` and
+    ``end`` must be integers (or None): a float is refused, as a slice refuses it, not
+    truncated."""
+    for knob, value in (("start", start), ("end", end)):
+        if value is not None and not is_int(value):
+            raise TypeError(
+                f"{src.display}: {knob}={value!r} must be an integer or None, "
+                f"not {type(value).__name__}"
+            )
+    start = None if start is None else int(start)
+    end = None if end is None else int(end)
     a = 0 if start is None else (max(size + start, 0) if start < 0 else min(start, size))
     b = size if end is None else (max(size + end, 0) if end < 0 else min(end, size))
     return a, b
@@ -609,7 +649,10 @@ def _absolute(start: int | None, end: int | None, size: int) -> tuple[int, int]:
 
 def filesystem(engine: RangeEngine | None = None, **options: Any) -> FastloadFileSystem:
     """A fastload fsspec filesystem (``options``: engine options, ``block_size``, ``max_gap``)."""
-    return FastloadFileSystem(engine, **options)
+    # no engine: none passed at all, so fsspec's storage_args stay () and to_json() works
+    return (
+        FastloadFileSystem(**options) if engine is None else FastloadFileSystem(engine, **options)
+    )
 
 
 def register() -> None:

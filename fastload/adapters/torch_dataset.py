@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,6 +129,7 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         return self._loader
 
     def __iter__(self) -> Iterator[Any]:
+        _refuse_auto_batching(sys._getframe(1))
         loader = self.loader()
         loader.set_epoch(self.epoch)
         if torch.utils.data.get_worker_info() is None:
@@ -161,3 +163,20 @@ class TorchIterableDataset(torch.utils.data.IterableDataset):
         if isinstance(state["_epoch"], int):
             state["_epoch"] = multiprocessing.RawValue("q", state["_epoch"])
         self.__dict__.update(state)
+
+
+def _refuse_auto_batching(caller: Any) -> None:
+    """ValueError when torch's DataLoader batches what this dataset yields: its batches are
+    whole already, so torch's default ``batch_size=1`` (or any other) silently stacks them
+    into ``(batch_size, *batch_shape)``. torch's fetcher of an iterable dataset calls
+    ``iter(dataset)`` from its ``__init__`` and knows whether it batches; a caller that is no
+    such fetcher (a plain ``iter(ds)``, another torch version) is not checked."""
+    from torch.utils.data._utils import fetch
+
+    fetcher = caller.f_locals.get("self") if caller is not None else None
+    if isinstance(fetcher, fetch._IterableDatasetFetcher) and fetcher.auto_collation:
+        raise ValueError(
+            "TorchIterableDataset yields whole batches (its batch_size): pass batch_size=None "
+            "to torch.utils.data.DataLoader (its default batch_size=1, or any batch_size or "
+            "batch_sampler, would stack them into batches of batches)"
+        )

@@ -42,7 +42,7 @@ from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.plan.samplers import make_sampler
 from fastload.storage.engine import RangeEngine
 from fastload.storage.read_many import object_sizes
-from fastload.storage.uri import ParsedURI, parse_uri
+from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 PyLoaderOptions = LoaderOptions
 
@@ -304,7 +304,7 @@ class PyDataset:
             self._uris = eng.list(src)
             self._keys = [_relative(u, src, prefix) for u in self._uris]
             if not self._uris:
-                raise ValueError(f"PyDataset: no objects under {uri}")
+                raise ValueError(f"PyDataset: no objects under {src.display}")
         else:
             self._uris, self._keys = [uri], [src.path.rsplit("/", 1)[-1]]
         self._objects: ObjectDataset | None = None
@@ -454,7 +454,7 @@ class ObjectItem:
         return self.data.tobytes()
 
     def __repr__(self) -> str:
-        return f"ObjectItem({self.uri!r}, {self.byte_count} bytes)"
+        return f"ObjectItem({redact(self.uri)!r}, {self.byte_count} bytes)"
 
 
 class ObjectItems:

@@ -176,6 +176,17 @@ class Epoch:
                 self.cond.notify_all()
 
     def next(self) -> Any:
+        if self.pid != os.getpid():
+            # a copy inherited through os.fork(): the threads and workers that make its
+            # batches are the parent's, so waiting would wait forever (and its lock may be
+            # held by one of them: it is not taken here)
+            if not self.stop:
+                self.shutdown(
+                    ended_by=f"os.fork(): it belongs to process {self.pid}, whose reader "
+                    "threads and workers make its batches; start a new epoch in this process "
+                    "with iter(loader)"
+                )
+            self._raise_if_stopped()
         if self.next_out >= len(self.todo):
             self.finish(failed=False)
             raise StopIteration

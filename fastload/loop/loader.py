@@ -490,6 +490,14 @@ class DataLoader(TorchAttributes):
         """Stop reading, end worker processes, free buffers. Idempotent."""
         self._finalizer()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # what pickle said was "self.args cannot be converted ..." of some native member
+        raise TypeError(
+            "a fastload DataLoader cannot be pickled: it holds reader threads, buffers and "
+            "worker processes; pickle its dataset and options and build a DataLoader in the "
+            "other process (TorchIterableDataset does so for torch's workers)"
+        )
+
     def __enter__(self) -> DataLoader:
         return self
 

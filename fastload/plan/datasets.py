@@ -19,7 +19,7 @@ import numpy as np
 
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.listing import ListedSources
-from fastload.storage.uri import ParsedURI, parse_uri
+from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 UriSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 Labels = np.ndarray | Sequence[Any] | Callable[[int], Any] | None
@@ -327,7 +327,7 @@ class RecordDataset(_ShardedRecords):
             whole = b == 0 or (b >= nbytes and ((b - nbytes) % stride == 0 or b % stride == 0))
             if b < 0 or not whole:
                 raise ValueError(
-                    f"{uri}: {b + header_bytes} bytes is not a {header_bytes}-byte header plus whole "
+                    f"{redact(uri)}: {b + header_bytes} bytes is not a {header_bytes}-byte header plus whole "
                     f"records of {nbytes} bytes at a stride of {stride}"
                 )
         self._set_shards(np.full(len(self.uris), header_bytes), counts, stride)
@@ -340,16 +340,16 @@ def parse_npy_header(head: bytes, uri: str) -> tuple[np.dtype, tuple[int, ...], 
     a data offset past ``len(head)`` when the header needs more bytes.
     """
     if len(head) < 10 or not head.startswith(_NPY_MAGIC):
-        raise ValueError(f"{uri}: not a .npy file (bad magic)")
+        raise ValueError(f"{redact(uri)}: not a .npy file (bad magic)")
     major = head[6]
     if major == 1:
         hlen, start = int.from_bytes(head[8:10], "little"), 10
     elif major in (2, 3):
         if len(head) < 12:
-            raise ValueError(f"{uri}: truncated .npy header")
+            raise ValueError(f"{redact(uri)}: truncated .npy header")
         hlen, start = int.from_bytes(head[8:12], "little"), 12
     else:
-        raise ValueError(f"{uri}: unsupported .npy format version {major}")
+        raise ValueError(f"{redact(uri)}: unsupported .npy format version {major}")
     end = start + hlen
     if end > len(head):
         return np.dtype(np.uint8), (), end
@@ -359,11 +359,13 @@ def parse_npy_header(head: bytes, uri: str) -> tuple[np.dtype, tuple[int, ...], 
         shape = tuple(int(s) for s in d["shape"])
         fortran = bool(d["fortran_order"])
     except (ValueError, SyntaxError, KeyError, TypeError) as exc:
-        raise ValueError(f"{uri}: malformed .npy header: {exc}") from None
+        raise ValueError(f"{redact(uri)}: malformed .npy header: {exc}") from None
     if fortran and len(shape) > 1:
-        raise ValueError(f"{uri}: Fortran-ordered arrays cannot be read by rows; save with C order")
+        raise ValueError(
+            f"{redact(uri)}: Fortran-ordered arrays cannot be read by rows; save with C order"
+        )
     if dtype.hasobject:
-        raise ValueError(f"{uri}: .npy arrays of Python objects cannot be loaded")
+        raise ValueError(f"{redact(uri)}: .npy arrays of Python objects cannot be loaded")
     return dtype, shape, end
 
 
@@ -395,7 +397,7 @@ class NpyDataset(_ShardedRecords):
         dtype0, shape0, _ = headers[0]
         if self.rows:
             if not shape0:
-                raise ValueError(f"{self.uris[0]}: a 0-d array has no rows")
+                raise ValueError(f"{redact(self.uris[0])}: a 0-d array has no rows")
             self.sample_shape = tuple(shape0[1:])
         else:
             self.sample_shape = tuple(shape0)
@@ -404,7 +406,7 @@ class NpyDataset(_ShardedRecords):
             sample = tuple(shape[1:]) if self.rows else tuple(shape)
             if dt != self.dtype or sample != self.sample_shape or (self.rows and not shape):
                 raise ValueError(
-                    f"{uri}: holds {dt}{list(shape)}, unlike {self.uris[0]} ({dtype0}{list(shape0)}); "
+                    f"{redact(uri)}: holds {dt}{list(shape)}, unlike {redact(self.uris[0])} ({dtype0}{list(shape0)}); "
                     f"every file must hold samples of one shape and dtype"
                 )
         counts = [shape[0] for _, shape, _ in headers] if self.rows else [1] * len(headers)
@@ -416,7 +418,7 @@ class NpyDataset(_ShardedRecords):
         sizes = np.array([engine.size(s) for s in self.sources], dtype=np.int64)
         for uri, size in zip(self.uris, sizes, strict=False):
             if size < 10:
-                raise ValueError(f"{uri}: {size} bytes is too short for a .npy file")
+                raise ValueError(f"{redact(uri)}: {size} bytes is too short for a .npy file")
         probe = np.minimum(sizes, _NPY_PROBE)
         headers = self._probe(engine, self.sources, probe)
         long = [i for i, h in enumerate(headers) if h[2] > probe[i]]
@@ -429,7 +431,9 @@ class NpyDataset(_ShardedRecords):
         for uri, size, (dt, shape, off) in zip(self.uris, sizes, headers, strict=False):
             need = off + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
             if need > size:
-                raise ValueError(f"{uri}: .npy header promises {need} bytes, the file has {size}")
+                raise ValueError(
+                    f"{redact(uri)}: .npy header promises {need} bytes, the file has {size}"
+                )
         return headers
 
     @staticmethod
@@ -443,6 +447,6 @@ class NpyDataset(_ShardedRecords):
         buf = np.empty(int(dst[-1]), dtype=np.uint8)
         engine.read_into(sources, table.astype(np.int64), buf)
         return [
-            parse_npy_header(buf[dst[i] : dst[i + 1]].tobytes(), s.uri)
+            parse_npy_header(buf[dst[i] : dst[i + 1]].tobytes(), s.display)
             for i, s in enumerate(sources)
         ]

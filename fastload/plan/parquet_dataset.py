@@ -42,6 +42,7 @@ from fastload.plan.options import LoaderConfig
 from fastload.plan.samplers import Sampler, make_sampler
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.read_many import object_sizes
+from fastload.storage.uri import redact
 
 _TAIL = 64 << 10  # bytes of each file's end read to find its footer (longer ones: read again)
 _MAGIC = b"PAR1"
@@ -105,7 +106,7 @@ class ParquetDataset(Dataset):
         schema = self.metadata[0].schema.to_arrow_schema()
         for uri, md in zip(self.uris, self.metadata, strict=True):
             if not md.schema.to_arrow_schema().equals(schema):
-                raise ValueError(f"{uri}: its schema differs from {self.uris[0]}'s")
+                raise ValueError(f"{redact(uri)}: its schema differs from {redact(self.uris[0])}'s")
         self.schema = schema
         self.table_columns = [
             *self.columns,
@@ -115,7 +116,7 @@ class ParquetDataset(Dataset):
         for name in self.table_columns:
             if schema.get_field_index(name) < 0:
                 raise ValueError(
-                    f"ParquetDataset: no column {name!r} in {self.uris[0]} "
+                    f"ParquetDataset: no column {name!r} in {redact(self.uris[0])} "
                     f"(columns: {', '.join(schema.names)})"
                 )
         self.sample_shape, self.dtype, self.layout = self._sample_type(pa, shape, dtype, layout)
@@ -143,16 +144,16 @@ class ParquetDataset(Dataset):
         sizes = self.file_sizes
         for uri, n in zip(self.uris, sizes.tolist(), strict=True):
             if n < 12:
-                raise ValueError(f"{uri}: {n} bytes is too short for a Parquet file")
+                raise ValueError(f"{redact(uri)}: {n} bytes is too short for a Parquet file")
         tails = [bytes(v) for v in self._tails(engine, np.minimum(sizes, _TAIL))]
         need = []
         for i, (uri, tail) in enumerate(zip(self.uris, tails, strict=True)):
             if tail[-4:] != _MAGIC:
-                raise ValueError(f"{uri}: not a Parquet file (no PAR1 at its end)")
+                raise ValueError(f"{redact(uri)}: not a Parquet file (no PAR1 at its end)")
             footer = int.from_bytes(tail[-8:-4], "little") + 8
             if footer > sizes[i]:
                 raise ValueError(
-                    f"{uri}: its footer claims {footer} bytes, the file has {sizes[i]}"
+                    f"{redact(uri)}: its footer claims {footer} bytes, the file has {sizes[i]}"
                 )
             need.append(footer)
         longer = [i for i, n in enumerate(need) if n > len(tails[i])]
@@ -165,7 +166,7 @@ class ParquetDataset(Dataset):
             try:
                 out.append(pq.read_metadata(pa.BufferReader(tail[-n:])))
             except (OSError, ValueError) as exc:
-                raise ValueError(f"{uri}: malformed Parquet footer: {exc}") from None
+                raise ValueError(f"{redact(uri)}: malformed Parquet footer: {exc}") from None
         return out
 
     def _tails(
@@ -390,7 +391,7 @@ class ParquetDataset(Dataset):
         for name in names:
             if self.schema.get_field_index(name) < 0:
                 raise ValueError(
-                    f"ParquetDataset.read_table: no column {name!r} in {self.uris[0]} "
+                    f"ParquetDataset.read_table: no column {name!r} in {redact(self.uris[0])} "
                     f"(columns: {', '.join(self.schema.names)})"
                 )
         count = len(self.group_rows)

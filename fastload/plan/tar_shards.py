@@ -292,7 +292,7 @@ class TarShardDataset(Dataset):
                             cls = TarFormatError
                         exc = cls(problem[1])
                         if isinstance(exc, MissingFieldError):
-                            exc.uri = self.sources[si].uri
+                            exc.uri = self.sources[si].display
                         raise exc
                     self._skip(*problem)
                 else:

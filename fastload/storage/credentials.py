@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastload.storage.secret import Secret
+from fastload.storage.uri import redact
 
 DEFAULT_REGION = "us-east-1"
 # Profile-file keys whose values are secrets: held as Secret from the moment they are read.
@@ -40,6 +41,13 @@ class S3Config:
     region: str
     endpoint_url: str | None  # None: AWS (virtual-hosted)
     source: str  # where the credentials came from, for error messages
+
+    def __repr__(self) -> str:  # the endpoint may hold a password: never shown
+        return (
+            f"S3Config(credentials={self.credentials!r}, region={self.region!r}, "
+            f"endpoint_url={redact(self.endpoint_url) if self.endpoint_url else None!r}, "
+            f"source={self.source!r})"
+        )
 
 
 def _read_ini(path: str) -> configparser.ConfigParser:

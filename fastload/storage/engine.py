@@ -32,7 +32,7 @@ from fastload.storage.read_settings import (
     ReadSettings,
     default_inflight,
 )
-from fastload.storage.secret import wrap_secret_options
+from fastload.storage.secret import RedactedOptions, wrap_secret_options
 from fastload.storage.uri import ParsedURI, parse_uri
 
 __all__ = [
@@ -171,7 +171,8 @@ class RangeEngine:
         NetworkOptions.from_kwargs(**network_options)  # refused here, not at the first read
         self.max_open_files = check_int("max_open_files", max_open_files, 0, MAX_OPEN_FILES)
         # read-only, and its secrets are Secret objects: repr() never shows them
-        self.network_options = MappingProxyType(network_options)
+        # (and an endpoint_url's password neither)
+        self.network_options = MappingProxyType(RedactedOptions(network_options))
         self._backends: dict[str, Any] = {}
         self._backends_lock = threading.Lock()  # loader reader threads share one engine
 

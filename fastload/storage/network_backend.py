@@ -40,8 +40,8 @@ class NetworkBackend:
         raise NotImplementedError
 
     def name(self, src: ParsedURI) -> str:
-        """How errors name ``src``."""
-        return src.uri
+        """How errors name ``src`` (no password or presigned credentials)."""
+        return src.display
 
     def pin_key(self, src: ParsedURI) -> Hashable:
         """The key of ``src`` in ``pins``."""

@@ -20,7 +20,7 @@ from fastload.checks import (
     fail,
 )
 from fastload.storage.read_settings import MAX_TIMEOUT_S
-from fastload.storage.secret import SECRET_OPTIONS, Secret, reveal
+from fastload.storage.secret import SECRET_OPTIONS, Secret, reveal, shown_options
 from fastload.storage.uri import redact
 
 # Where Debian/Ubuntu, RHEL/Fedora, SUSE and Alpine keep the system CA bundle.
@@ -114,6 +114,10 @@ class NetworkOptions:
             if value is not None and not isinstance(value, Secret):
                 object.__setattr__(self, name, Secret(value))
 
+    def __repr__(self) -> str:  # the dataclass's would show a password in endpoint_url
+        shown = shown_options({f.name: getattr(self, f.name) for f in fields(self)})
+        return f"NetworkOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> NetworkOptions:
         names = {f.name for f in fields(cls)}
@@ -163,6 +167,8 @@ class NetworkOptions:
             raise fail(
                 "endpoint_url", redact(self.endpoint_url), "must be an http:// or https:// URL"
             )
+        if self.endpoint_url is not None:
+            _check_endpoint(self.endpoint_url)
         if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
             raise ValueError(f"ca_bundle: no such file {self.ca_bundle!r}")
         if self.anonymous and (self.access_key_id or self.secret_access_key):
@@ -185,3 +191,20 @@ class NetworkOptions:
                     raise ValueError(f"{var}={path!r}: no such CA bundle file")
                 return path
         return next((p for p in SYSTEM_CA_BUNDLES if os.path.isfile(p)), None)
+
+
+def _check_endpoint(url: str) -> None:
+    """A host and a number for a port. urllib's own messages quote the "port", often a
+    password whose "@" was forgotten: neither is repeated, nor kept as __context__."""
+    from urllib.parse import urlsplit
+
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port that is not a number in 0..65535
+        if not parts.hostname:
+            problem = "has no host"
+    except ValueError:
+        problem = "has a bad port or host (a port must be a number in 0..65535)"
+    if problem is not None:
+        raise fail("endpoint_url", redact(url), problem)

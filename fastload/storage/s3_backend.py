@@ -24,7 +24,7 @@ from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
 from fastload.storage.object_version import Version, version_tag
 from fastload.storage.s3_listing import Listing, next_token, read_page, tag_text
-from fastload.storage.secret import RedactedList, reveal
+from fastload.storage.secret import RedactedList, Secret, reveal
 from fastload.storage.transport import Transport
 from fastload.storage.uri import ParsedURI, redact
 from fastload.storage.version_pins import Pin
@@ -64,7 +64,9 @@ class S3Backend(NetworkBackend):
         self._sizes: dict[tuple[str, str], int] = {}
         # (ETag, Last-Modified) as listings sent them: the version tag is made on use
         self._tags: dict[tuple[str, str], tuple[bytes | str | None, bytes | str | None]] = {}
-        self._signed: dict[tuple[str, str], tuple[float, bytes, bytes | None]] = {}
+        # signed GET headers (a signature, a session token): Secret, so vars(backend) or a
+        # captured local never shows them
+        self._signed: dict[tuple[str, str], tuple[float, bytes, Secret]] = {}
         ep = self.config.endpoint_url
         if ep is not None:
             parts = urlsplit(ep)
@@ -314,15 +316,15 @@ class S3Backend(NetworkBackend):
             hit = self._signed[cache_key] = (
                 now + _SIGNATURE_REUSE_S,
                 url.encode(),
-                "\n".join(lines).encode() if lines else None,
+                Secret("\n".join(lines).encode() if lines else None),
             )
-        return hit[1], hit[2]
+        return hit[1], hit[2].reveal()
 
     @staticmethod
     def _check_key(src: ParsedURI) -> None:
         if not src.path or src.path.endswith("/"):
             raise ValueError(
-                f"{src.uri}: names a bucket or prefix, not an object (s3://bucket/key)"
+                f"{src.display}: names a bucket or prefix, not an object (s3://bucket/key)"
             )
 
     # builtins.list: the method ``list`` shadows the builtin in this class body.

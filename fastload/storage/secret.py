@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 # The network options whose values are secrets.
 SECRET_OPTIONS = ("secret_access_key", "session_token")
+# The network options that are URLs: shown without a password (``user:***@``).
+URL_OPTIONS = ("endpoint_url",)
 
 
 class Secret:
@@ -85,3 +87,25 @@ def wrap_secret_options(options: Mapping[str, Any]) -> dict[str, Any]:
         k: Secret(v) if k in SECRET_OPTIONS and v is not None and not isinstance(v, Secret) else v
         for k, v in options.items()
     }
+
+
+def shown_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as a repr may show them: secrets as ``Secret('***')``, URL options
+    without their password."""
+    from fastload.storage.uri import redact
+
+    return {
+        k: redact(v) if k in URL_OPTIONS and isinstance(v, str) else v
+        for k, v in wrap_secret_options(options).items()
+    }
+
+
+class RedactedOptions(dict):  # type: ignore[type-arg]
+    """A dict of options whose repr shows them as :func:`shown_options` does; the values
+    stay as given (a caller that keeps the options to rebuild from them, like fsspec's
+    ``storage_options``, passes them on unchanged)."""
+
+    def __repr__(self) -> str:
+        return repr(shown_options(self))
+
+    __str__ = __repr__

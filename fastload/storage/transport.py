@@ -151,8 +151,11 @@ class Transport:
             raise
         finally:
             with self._lock:
-                if ctx in self._all:
+                kept = ctx in self._all
+                if kept:
                     self._contexts.append(ctx)
+            if not kept:  # close() ran during this read: freed now that nothing uses it
+                ctx.close()
 
     def stats(self) -> dict[str, int]:
         """Totals over this backend's contexts: requests, retries, connects, bytes, writes,
@@ -270,8 +273,11 @@ class Transport:
         )
 
     def close(self) -> None:
+        """Free the idle connections now; a context a read still uses (another thread's)
+        is freed by that read when it ends: freeing it under the read crashed the process.
+        The transport stays usable (a later read connects afresh)."""
         with self._lock:
-            for ctx in self._all:
+            for ctx in self._contexts:
                 ctx.close()
             for h in self._handles:
                 h.close()
