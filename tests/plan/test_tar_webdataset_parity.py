@@ -22,11 +22,13 @@ import pytest
 from fastload.app.cli import main as cli
 from fastload.errors import MissingFieldError, TarFormatError
 from fastload.plan import tar_format
+from fastload.plan.shard_uris import expand_braces
 from fastload.plan.tar_shards import TarShardDataset
 from fastload.storage.engine import RangeEngine
 from tests.support.servers import start_rclone, stop
 
 wds = pytest.importorskip("webdataset")
+braceexpand = pytest.importorskip("braceexpand")
 
 KINDS = {
     "folder": tarfile.DIRTYPE,
@@ -509,6 +511,42 @@ def test_a_link_or_folder_with_data_is_refused(tmp_path, typeflag, capsys):
     path = raw(tmp_path, "ld.tar", body + END)
     assert [k for k, _ in wds_samples([path])] == ["a"]  # c is lost there
     walk_refused([path], r"ld.tar: member 'd.jpg' .* claims 600 bytes of data", tmp_path, capsys)
+
+
+# -- brace patterns -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "s-{000000..000003}.tar",
+        "s-{0..10}.tar",
+        "s-{00..10}.tar",
+        "s-{10..7}.tar",
+        "s-{0..10..3}.tar",
+        "s-{-02..2}.tar",
+        "s-{a,{b,c}d}.tar",
+        "s-{x}.tar",
+        "s-{,a}.tar",
+        "s-{0..3}{a,b}.tar",
+        # were literal names: letter ranges and negative steps, as braceexpand and bash
+        "s-{a..e}.tar",
+        "s-{e..a..2}.tar",
+        "s-{X..c}.tar",
+        "s-{z..a}.tar",
+        "s-{1..10..-2}.tar",
+        "s-{10..1..-3}.tar",
+        "{a..c}/{0..1}.tar",
+    ],
+)
+def test_brace_patterns_expand_as_webdatasets(pattern):
+    assert expand_braces(pattern) == list(braceexpand.braceexpand(pattern))
+
+
+def test_a_backslash_in_a_brace_pattern_is_refused():
+    # was: braceexpand's escapes read as literal backslashes: shards that do not exist
+    with pytest.raises(ValueError, match=r"backslash in a brace pattern"):
+        expand_braces(r"s3://b/s\{1,2\}-{0..3}.tar")
 
 
 # -- S3 -------------------------------------------------------------------------------------
