@@ -240,7 +240,13 @@ def split_key(name: str) -> tuple[str, str] | None:
     """WebDataset's (key, extension) of a member name: the extension starts at the first dot
     of the last path component (``a/b/x.seg.png`` -> ``a/b/x``, ``seg.png``), lower-cased;
     None without one, for metadata (``is_meta``) and where ``key_conflict`` finds one."""
-    if is_meta(name) or key_conflict(name) is not None:
+    if name.startswith("__") and is_meta(name):
         return None
-    split = _plain_split(name)
-    return None if split is None else (split[0], split[1].lower())
+    slash = name.rfind("/") + 1
+    if "\n" in name or (slash and name.startswith(".", slash)):
+        if key_conflict(name) is not None:
+            return None
+    dot = name.find(".", slash)
+    if dot <= slash:  # no dot, or a name starting with one (hidden file): not a sample field
+        return None
+    return name[:dot], name[dot + 1 :].lower()

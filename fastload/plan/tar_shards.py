@@ -99,8 +99,11 @@ class TarShardDataset(Dataset):
     shards, written (local paths) when missing or stale (or damaged, with on_error="skip";
     "raise" raises ValueError naming it). ``on_error="skip"``: a broken shard
     is indexed up to the break and samples without a needed field, with a label that does
-    not parse or with a member name twice are left out, all counted in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
-    ``LabelError`` naming the shard, byte offset or sample key. ``decode``: None (default)
+    not parse or with a member name twice are left out, and so are members whose name
+    webdataset would read another key from (``d/.x.jpg``), all counted in ``skipped``;
+    ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` / ``LabelError``
+    naming the shard, byte offset, member or sample key. Member names are split into key
+    and field as webdataset does (``tar_format.split_key``). ``decode``: None (default)
     decodes image fields in the loader (``decodes_images``), False hands their bytes on,
     True requires an image field.
     """

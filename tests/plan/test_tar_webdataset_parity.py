@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from fastload.app.cli import main as cli
-from fastload.errors import MissingFieldError, TarFormatError
+from fastload.errors import LabelError, MissingFieldError, TarFormatError
+from fastload.loop.loader import DataLoader
 from fastload.plan import tar_format
 from fastload.plan.shard_uris import expand_braces
 from fastload.plan.tar_shards import TarShardDataset
@@ -54,10 +55,23 @@ def fl_samples(paths: list[str], field: str = "jpg", **kw) -> Samples:
     return [(ds.keys[i], ds.fields(i)) for i in range(len(ds))]
 
 
+def loaded(paths: list[str], field: str, label: str | None = None, **kw) -> list:
+    """What the DataLoader hands on: each sample's data bytes (and label)."""
+    ds = TarShardDataset(list(paths), field=field, label=label, decode=False, **kw)
+    out: list = []
+    for batch in DataLoader(ds, batch_size=7, shuffle=False):
+        x, y = batch if label else (batch, None)
+        for k in range(x.count):
+            out.append(x.sample(k).tobytes() if y is None else (x.sample(k).tobytes(), y[k]))
+    return out
+
+
 def assert_parity(paths: list[str], tmp_path, field: str = "jpg") -> Samples:
-    """Both readers give the same samples, by the header walk and by the sidecar."""
+    """Both readers give the same samples, by the header walk and by the sidecar, and the
+    DataLoader the same data bytes."""
     theirs = wds_samples(paths)
     assert fl_samples(paths, field) == theirs
+    assert loaded(paths, field) == [fields[field] for _, fields in theirs]
     side = tmp_path / "parity.flidx"
     assert cli(["index", *paths, "-o", str(side)]) == 0
     ds = TarShardDataset(paths, field=field, index=str(side))
@@ -173,6 +187,17 @@ def test_member_names_give_webdatasets_keys_and_fields(tmp_path, fmt):
     assert samples[1][1] == {"jpg": b"xy", "seg.png": b"seg"}
     assert samples[2][1] == {"jpg": b"up", "cls": b"4"}
     assert fl_samples([path], field="seg.png", on_error="skip") == [("x.y/img", samples[1][1])]
+    # labels: webdataset's decoded .cls (an int), on the samples that have one
+    shard = tar_of(tmp_path / "labels.tar", [m for m in members if m[0] != "empty.cls"], fmt)
+    decoded = wds.WebDataset(shard, shardshuffle=False).decode()
+    good = [(s["jpg"], s["cls"]) for s in decoded if "cls" in s]
+    assert len(good) == 3 and good[1] == (b"up", 4)
+    assert loaded([shard], "jpg", "cls", on_error="skip") == good
+    empty = tar_of(tmp_path / "e.tar", [("empty.jpg", b""), ("empty.cls", b"")])
+    with pytest.raises(wds.autodecode.DecodingError):  # webdataset: int(b"") fails
+        list(wds.WebDataset(empty, shardshuffle=False).decode())
+    with pytest.raises(LabelError, match=r"e.tar: sample 'empty': .cls does not hold a label"):
+        TarShardDataset(empty, field="jpg", label="cls")
 
 
 def test_folders_links_and_other_members_are_skipped_as_webdataset_does(tmp_path):
@@ -278,6 +303,10 @@ def test_a_name_webdataset_reads_otherwise_is_refused(tmp_path, name, why):
     path = tar_of(tmp_path / "odd.tar", members, "pax")
     err = refused([path], why)
     assert repr(name) in str(err)
+    side = tmp_path / "odd.flidx"  # the sidecar holds the name as it is: refused the same
+    assert cli(["index", path, "-o", str(side)]) == 0
+    with pytest.raises(TarFormatError, match=why):
+        TarShardDataset(path, field="jpg", index=str(side))
     ds = TarShardDataset(path, field="jpg", on_error="skip")
     assert ds.keys == ["a", "b"] and ds.skipped == {"ambiguous member name": 1}
     assert ds.fields(0) == {"jpg": b"1", "cls": b"3"}
