@@ -1,7 +1,9 @@
 """Which shard objects a dataset reads: a list, a prefix, or a brace pattern.
 
 ``s3://b/train/shard-{000000..000099}.tar`` names 100 shards (numeric ranges keep the
-zero padding of their bounds; ``{a,b,c}`` lists alternatives; several groups multiply).
+zero padding of their bounds; ``{a..e}`` ranges over letters, ``A..Za..z``; a step's sign is
+ignored; ``{a,b,c}`` lists alternatives; several groups multiply), as webdataset's
+braceexpand reads them. A backslash in a pattern (braceexpand's escape) is refused.
 A prefix (ending in ``/``, or a local folder) lists the objects under it and keeps those
 whose name ends in one of ``suffixes``.
 """
@@ -15,7 +17,9 @@ from collections.abc import Sequence
 from fastload.storage.engine import RangeEngine
 from fastload.storage.uri import ParsedURI, parse_uri, redact
 
-_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(\d+))?$")
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?$")
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # braceexpand's order
+_LETTER_RANGE = re.compile(r"^([A-Za-z])\.\.([A-Za-z])(?:\.\.-?(\d+))?$")
 MAX_EXPANSION = 10_000_000  # a typo like {0..99999999999} must not eat the memory
 MAX_DEPTH = 64  # nested groups: deeper is a malformed pattern, not a dataset
 
@@ -61,6 +65,16 @@ def _group(body: str, pattern: str, depth: int) -> Part:
         pad = _zero_padded(m.group(1)) or _zero_padded(m.group(2))
         width = max(len(m.group(1)), len(m.group(2))) if pad else 0
         return (a, b, step, width)
+    m = _LETTER_RANGE.match(body)
+    if m:
+        a, b = _LETTERS.index(m.group(1)), _LETTERS.index(m.group(2))
+        step = int(m.group(3) or 1)
+        if step == 0:
+            raise ValueError(f"{pattern}: a brace range with step 0")
+        letters = (
+            _LETTERS[a : b + 1 : step] if a <= b else _LETTERS[a : (b - 1 if b else None) : -step]
+        )
+        return [[ch] for ch in letters]
     parts, inner, last = [], 0, 0
     for i, ch in enumerate(body):
         if ch == "{":
@@ -129,6 +143,11 @@ def expand_braces(pattern: str) -> list[str]:
     """Every name a brace pattern stands for, in order; ValueError naming the pattern when
     it is malformed or names more than MAX_EXPANSION shards."""
     shown = _shown(pattern)
+    if "\\" in pattern:
+        raise ValueError(
+            f"{shown}: a backslash in a brace pattern (an escaped brace or comma) is not "
+            f"supported: list the shards instead"
+        )
     seq = _parse(pattern, shown)
     for part in seq:  # one huge range alone: say how many values it names
         if isinstance(part, tuple) and _range_len(part) > MAX_EXPANSION:

@@ -2,9 +2,15 @@
 
 A tar is a sequence of 512-byte headers, each followed by its member's data padded to
 512 bytes, and ends with zero blocks. Only headers are parsed here: ustar (name + prefix),
-v7, GNU long names (``L``) and pax extended headers (``x``: ``path`` and ``size``; ``g``
-global headers are skipped). Every header's checksum is verified, so a member whose
-header lies about its size is caught at the next header. Compressed tars are refused.
+v7, GNU long names (``L``; ``K`` long link names are skipped) and pax extended headers
+(``x``, and Solaris' ``X``: ``path`` and ``size``; ``g`` global headers are skipped unless they
+would rename or resize every member after them). Every header's checksum is verified, so a
+member whose header lies about its size is caught at the next header. Compressed tars and
+sparse members (their bytes are not one range) are refused.
+
+Member names become (key, extension) as webdataset reads them (``split_key``), and a name
+webdataset would read differently from the plain rule (``key_conflict``) is refused rather
+than read one way or the other.
 """
 
 from __future__ import annotations
@@ -17,8 +23,17 @@ from fastload.errors import TarFormatError
 BLOCK = 512
 REGULAR = (b"0", b"\0", b"7")  # file, old-style file, contiguous file
 LONG_NAME = b"L"
+LONG_LINK = b"K"  # a GNU long link target: only links have one (their data is skipped)
 PAX = b"x"
+SOLARIS_PAX = b"X"  # Solaris' pax extended header: read as "x" (as Python's tarfile does)
 PAX_GLOBAL = b"g"
+GNU_SPARSE = b"S"
+# hard link, symlink, char/block device, folder, fifo: no data. Python's tarfile (so
+# webdataset) reads the next header right after theirs while GNU tar skips their size.
+NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
+# pax records that apply to every later member when in a global header; webdataset's tarfile
+# renames or resizes every member by them (reading other bytes than the header's size says)
+GLOBAL_REFUSED = ("path", "size")
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 _XZ = b"\xfd7zXZ"
@@ -162,10 +177,75 @@ def parse_pax(data: bytes, uri: str, offset: int) -> dict[str, str]:
     return out
 
 
+def is_meta(name: str) -> bool:
+    """A webdataset metadata member (``__info__``, ``__meta__/x.json``): its first path
+    component starts and ends with two underscores. webdataset skips them; so does this."""
+    first, slash, _ = name.partition("/")
+    if not first.startswith("__"):
+        return False
+    if not slash:
+        first = first.removesuffix("\n")  # webdataset's pattern ends in "$": before a "\n"
+        return name.endswith("__") or (len(first) >= 4 and first.endswith("__"))
+    return len(first) >= 4 and first.endswith("__")
+
+
+def _plain_split(name: str) -> tuple[str, str] | None:
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    if dot <= slash:  # no dot, or a name starting with one (hidden file): not a sample field
+        return None
+    return name[:dot], name[dot + 1 :]
+
+
+def _webdataset_split(name: str) -> tuple[str, str] | None:
+    """How webdataset splits ``name``: the key is a folder prefix (without a line break)
+    and then a run of characters without a dot (which may hold slashes); the extension is
+    everything after that dot, and holds no slash. The longest folder prefix wins."""
+    starts = [i + 1 for i, ch in enumerate(name) if ch == "/"]
+    nl = name.find("\n")
+    for j in [s for s in reversed(starts) if nl < 0 or s <= nl] + [0]:
+        dot = name.find(".", j)
+        if dot > j and "/" not in name[dot + 1 :]:
+            return name[:dot], name[dot + 1 :]
+    return None
+
+
+def key_conflict(name: str) -> str | None:
+    """Why webdataset reads a (key, extension) out of ``name`` other than the plain rule
+    (the key is the name up to the first dot of its last component; a name without one, or
+    a hidden file, has none), or None where both agree. Only hidden files inside folders
+    and line breaks in folder names can differ: webdataset keys ``d/.x.jpg`` as ``"d/"``
+    and reads no key from ``"a.b\\nc/x.jpg"``."""
+    slash = name.rfind("/") + 1
+    hidden = slash > 0 and name.startswith(".", slash)
+    if not hidden and "\n" not in name[:slash]:
+        return None  # the common case: no need to work out webdataset's split
+    theirs, ours = _webdataset_split(name), _plain_split(name)
+    if theirs == ours:
+        return None
+    if ours is None:
+        return (
+            f"a hidden file in a folder, which webdataset reads as sample {theirs[0]!r} "
+            f"(field {theirs[1]!r})"
+            if theirs is not None
+            else "a name webdataset and the plain rule read differently"
+        )
+    return (
+        "a line break in a folder name holding a dot: webdataset reads no sample key "
+        f"from it (the plain rule: {ours[0]!r})"
+    )
+
+
 def split_key(name: str) -> tuple[str, str] | None:
     """WebDataset's (key, extension) of a member name: the extension starts at the first dot
-    of the last path component (``a/b/x.seg.png`` -> ``a/b/x``, ``seg.png``); None without one."""
+    of the last path component (``a/b/x.seg.png`` -> ``a/b/x``, ``seg.png``), lower-cased;
+    None without one, for metadata (``is_meta``) and where ``key_conflict`` finds one."""
+    if name.startswith("__") and is_meta(name):
+        return None
     slash = name.rfind("/") + 1
+    if "\n" in name or (slash and name.startswith(".", slash)):
+        if key_conflict(name) is not None:
+            return None
     dot = name.find(".", slash)
     if dot <= slash:  # no dot, or a name starting with one (hidden file): not a sample field
         return None

@@ -28,9 +28,15 @@ from fastload.errors import ObjectNotFoundError, TarFormatError
 from fastload.plan.shard_uris import resolve_shards
 from fastload.plan.tar_format import (
     BLOCK,
+    GLOBAL_REFUSED,
+    GNU_SPARSE,
+    LONG_LINK,
     LONG_NAME,
+    NO_DATA,
     PAX,
     PAX_GLOBAL,
+    SOLARIS_PAX,
+    is_zero_block,
     padded,
     parse_header,
     parse_pax,
@@ -47,6 +53,8 @@ JUMP = 64 << 10  # members at least this large are jumped over, smaller ones rea
 INLINE_MAX = 1024  # members up to this size are kept in the index (labels, metadata)
 MAX_META = 1 << 20  # a long name or pax header larger than this is not a tar we accept
 RECORD = 20 * BLOCK  # tar writers pad the end of an archive to whole 10 KiB records
+MAX_TAIL = 8 << 20  # zero padding after the end blocks checked as such (tar -b 16384)
+META = (LONG_NAME, LONG_LINK, PAX, SOLARIS_PAX, PAX_GLOBAL)  # headers about the next member
 FORMAT = "fastload.tar-index"
 VERSION = 1
 
@@ -76,29 +84,40 @@ class _Walk:
         self.result = ShardIndex(src.uri, size, tag)
         self.pos = 0
         self.window = MIN_WINDOW
-        self.done = size == 0
+        self.done = False
+        self.tail: int | None = None  # where the end blocks start, while checking the rest
         self.long_name: str | None = None
         self.pax: dict[str, str] = {}
         self._names: list[str] = []
         self._offsets: list[int] = []
         self._sizes: list[int] = []
+        if size == 0:  # as webdataset (tarfile's "empty file") and GNU tar: no tar
+            self._fail(
+                TarFormatError(f"{src.display}: an empty object (0 bytes) is not a tar shard")
+            )
 
     def request(self) -> tuple[int, int]:
         return self.pos, min(self.window, self.size - self.pos)
 
     def feed(self, data: bytes) -> None:
         try:
-            self._feed(data)
+            if self.tail is not None:
+                self._check_tail(data, 0)
+            else:
+                self._feed(data)
         except TarFormatError as exc:
-            if self.on_error == "raise":
-                raise
-            if self._names and "no valid tar header" in str(exc):
-                # the member before a broken header may be the one whose size lied
-                for lst in (self._names, self._offsets, self._sizes):
-                    lst.pop()
-                self.result.inline.pop(len(self._names), None)
-            self.result.problem = str(exc)
-            self.done = True
+            self._fail(exc)
+
+    def _fail(self, exc: TarFormatError) -> None:
+        if self.on_error == "raise":
+            raise exc
+        if self._names and "no valid tar header" in str(exc):
+            # the member before a broken header may be the one whose size lied
+            for lst in (self._names, self._offsets, self._sizes):
+                lst.pop()
+            self.result.inline.pop(len(self._names), None)
+        self.result.problem = str(exc)
+        self.done = True
 
     def _feed(self, data: bytes) -> None:
         uri, base = self.src.display, self.pos
@@ -111,6 +130,12 @@ class _Walk:
                 self.done = True
                 break
             if self.pos + BLOCK > self.size:
+                rest = self.size - self.pos
+                if rel + rest > len(data):
+                    break  # the rest is in the next window
+                if is_zero_block(data[rel : rel + rest]):
+                    self.done = True  # end blocks cut short: no member is lost
+                    break
                 raise TarFormatError(
                     f"{uri}: the shard ends inside the tar header at byte {self.pos} "
                     f"({self.size - self.pos} of {BLOCK} bytes): truncated"
@@ -127,20 +152,20 @@ class _Walk:
                     f"bytes at byte {self._offsets[-1]}), may lie about its size"
                 ) from None
             if header is None:
-                self._end_of_archive()
+                self._end_of_archive(data, rel)
                 break
             start = self.pos + BLOCK
             size = header.size
-            if header.typeflag in (LONG_NAME, PAX) or header.is_file:
-                size = pax_size(self.pax, size, uri, self.pos) if header.is_file else size
+            if header.is_file:
+                size = pax_size(self.pax, size, uri, self.pos)
             if start + size > self.size:
                 raise TarFormatError(
-                    f"{uri}: member {self.long_name or self.pax.get('path') or header.name!r} "
+                    f"{uri}: member {self._member_name(header.name)!r} "
                     f"({size} bytes at byte {start}) runs past the end of the shard "
                     f"({self.size} bytes): the shard is truncated or the header lies about "
                     f"the size"
                 )
-            if header.typeflag in (LONG_NAME, PAX, PAX_GLOBAL):
+            if header.typeflag in META:
                 if size > MAX_META:
                     raise TarFormatError(
                         f"{uri}: a {size}-byte extended header at byte {self.pos} (at most "
@@ -149,16 +174,28 @@ class _Walk:
                 if rel + BLOCK + size > len(data):
                     grow_to = BLOCK + padded(size) + BLOCK
                     break  # read again from this header with a window that holds its data
-                body = data[rel + BLOCK : rel + BLOCK + size]
-                if header.typeflag == LONG_NAME:
-                    self.long_name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                elif header.typeflag == PAX:
-                    self.pax = parse_pax(body, uri, self.pos)
+                self._meta(header.typeflag, data[rel + BLOCK : rel + BLOCK + size])
             else:
                 if header.is_file and size <= INLINE_MAX and rel + BLOCK + size > len(data):
                     break  # a small member cut by the window: the next window starts here
+                name = self._member_name(header.name)
+                if header.typeflag == GNU_SPARSE or any(
+                    k.startswith("GNU.sparse.") for k in self.pax
+                ):
+                    raise TarFormatError(
+                        f"{uri}: member {self.pax.get('GNU.sparse.name', name)!r} (header at "
+                        f"byte {self.pos}) is a GNU sparse "
+                        f"file: its bytes are not one range of the shard (write the shard "
+                        f"without --sparse)"
+                    )
+                if header.typeflag in NO_DATA and header.size:
+                    raise TarFormatError(
+                        f"{uri}: member {name!r} (header at byte {self.pos}, type "
+                        f"{header.typeflag.decode('latin-1')!r}: a link, device, folder or "
+                        f"fifo) claims {header.size} bytes of data: tar readers disagree on "
+                        f"where the next header is"
+                    )
                 if header.is_file:
-                    name = self.long_name or self.pax.get("path") or header.name
                     k = len(self._names)
                     self._names.append(name)
                     self._offsets.append(start)
@@ -179,14 +216,78 @@ class _Walk:
         else:
             self.window = MIN_WINDOW
 
-    def _end_of_archive(self) -> None:
+    def _meta(self, typeflag: bytes, body: bytes) -> None:
+        """An extended header's data: the next member's long name or pax records."""
+        uri = self.src.display
+        if typeflag == LONG_NAME:
+            name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            self._set_name(name, "GNU long name")
+            self.long_name = name
+        elif typeflag in (PAX, SOLARIS_PAX):
+            records = parse_pax(body, uri, self.pos)
+            old = self.pax.get("size")
+            if old is not None and records.get("size", old) != old:  # tar readers disagree
+                raise TarFormatError(
+                    f"{uri}: two pax headers before the member at byte {self.pos} give it "
+                    f"the sizes {old!r} and {records['size']!r}"
+                )
+            if "path" in records:
+                self._set_name(records["path"], "pax path")
+            self.pax = {**self.pax, **records}
+        elif typeflag == PAX_GLOBAL:
+            records = parse_pax(body, uri, self.pos)
+            refused = [k for k in records if k in GLOBAL_REFUSED or k.startswith("GNU.sparse.")]
+            if refused:
+                raise TarFormatError(
+                    f"{uri}: the pax global header at byte {self.pos} sets "
+                    f"{', '.join(repr(k) for k in refused)} for every member after it "
+                    f"(webdataset would rename or resize them all): not a shard"
+                )
+        # LONG_LINK: the target of a link, and links are skipped
+
+    def _set_name(self, name: str, what: str) -> None:
+        uri = self.src.display
+        if not name:
+            raise TarFormatError(f"{uri}: an empty {what} in the header at byte {self.pos}")
+        earlier = self.long_name if self.long_name is not None else self.pax.get("path")
+        if earlier is not None and earlier != name:
+            # Python's tarfile (webdataset) keeps the first, GNU tar the last
+            raise TarFormatError(
+                f"{uri}: the {what} at byte {self.pos} names the next member {name!r}, but an "
+                f"extended header before it named it {earlier!r}"
+            )
+
+    def _member_name(self, plain: str) -> str:
+        if self.long_name is not None:
+            return self.long_name
+        return self.pax.get("path", plain)
+
+    def _end_of_archive(self, data: bytes, rel: int) -> None:
         rest = self.size - self.pos
-        if rest > 2 * RECORD:
+        if rest <= 2 * RECORD:  # what writers pad with (tar ignores whatever it holds)
+            self.done = True
+            return
+        if rest > MAX_TAIL:
             raise TarFormatError(
                 f"{self.src.display}: a zero block (end of archive) at byte {self.pos}, but "
                 f"{rest} bytes follow: the member before it may lie about its size"
             )
-        self.done = True
+        # a larger blocking factor (tar -b 2048) pads with more zeros: check they are zeros
+        self.tail = self.pos
+        self._check_tail(data, rel)
+
+    def _check_tail(self, data: bytes, rel: int) -> None:
+        chunk = data[rel:]
+        if not is_zero_block(chunk):
+            at = self.pos + next(i for i, b in enumerate(chunk) if b)
+            raise TarFormatError(
+                f"{self.src.display}: a zero block (end of archive) at byte {self.tail}, but "
+                f"non-zero bytes at byte {at} follow: the member before it may lie about its "
+                f"size"
+            )
+        self.pos += len(chunk)
+        self.window = MAX_WINDOW
+        self.done = self.pos >= self.size
 
     def finish(self) -> ShardIndex:
         r = self.result

@@ -35,7 +35,7 @@ from fastload.errors import LabelError, MissingFieldError, TarFormatError
 from fastload.plan.datasets import Dataset, Transform, _check_shape
 from fastload.plan.image_datasets import decoded_item
 from fastload.plan.shard_uris import resolve_shards
-from fastload.plan.tar_format import split_key
+from fastload.plan.tar_format import key_conflict, split_key
 from fastload.plan.tar_index import ShardIndex, index_shards, load_index, save_index
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.object_version import Version, object_version
@@ -81,6 +81,12 @@ def _label_spec(label: str | None) -> tuple[str, list[str]] | None:
     return ext, [p for p in path.split(".") if p] if path else []
 
 
+def _edge_key(idx: ShardIndex, last: bool) -> str | None:
+    """The key of the first (or last) sample member of a shard."""
+    names = reversed(idx.names) if last else iter(idx.names)
+    return next((sk[0] for sk in map(split_key, names) if sk is not None), None)
+
+
 class TarShardDataset(Dataset):
     """Samples of WebDataset tar shards (plain, uncompressed tar: ustar, GNU, pax).
 
@@ -93,8 +99,11 @@ class TarShardDataset(Dataset):
     shards, written (local paths) when missing or stale (or damaged, with on_error="skip";
     "raise" raises ValueError naming it). ``on_error="skip"``: a broken shard
     is indexed up to the break and samples without a needed field, with a label that does
-    not parse or with a member name twice are left out, all counted in ``skipped``; ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` /
-    ``LabelError`` naming the shard, byte offset or sample key. ``decode``: None (default)
+    not parse or with a member name twice are left out, and so are members whose name
+    webdataset would read another key from (``d/.x.jpg``), all counted in ``skipped``;
+    ``"raise"`` (default): ``TarFormatError`` / ``MissingFieldError`` / ``LabelError``
+    naming the shard, byte offset, member or sample key. Member names are split into key
+    and field as webdataset does (``tar_format.split_key``). ``decode``: None (default)
     decodes image fields in the loader (``decodes_images``), False hands their bytes on,
     True requires an image field.
     """
@@ -240,20 +249,28 @@ class TarShardDataset(Dataset):
             while k < len(names):
                 sk = split_key(names[k])
                 if sk is None:
+                    self._unkeyed(si, names[k])
                     k += 1
                     continue
                 key = sk[0]
                 fields: dict[str, int] = {}
                 repeated: list[str] = []
-                j = k
+                j = end = k
                 while j < len(names):
                     sj = split_key(names[j])
-                    if sj is None or sj[0] != key:
+                    if sj is None:
+                        # as webdataset: a member without a key (README, __meta__) does not
+                        # end the sample around it
+                        self._unkeyed(si, names[j])
+                        j += 1
+                        continue
+                    if sj[0] != key:
                         break
                     if sj[1] in fields:
                         repeated.append(names[j])
                     fields.setdefault(sj[1], j)
                     j += 1
+                    end = j
                 data = next((e for e in self.field_exts if e in fields), None)
                 problem = None
                 if repeated:
@@ -285,6 +302,8 @@ class TarShardDataset(Dataset):
                         f"{int(idx.sizes[fields[data]])} bytes, not the {need} of "
                         f"shape={self.sample_shape} dtype={self.dtype}",
                     )
+                if problem is not None and problem[0].startswith("missing"):
+                    problem = (problem[0], problem[1] + self._split_hint(indexes, si, key))
                 if problem is not None:
                     if self.on_error == "raise":
                         cls = MissingFieldError if problem[0].startswith("missing") else ValueError
@@ -303,7 +322,7 @@ class TarShardDataset(Dataset):
                     size.append(int(idx.sizes[m]))
                     ext.append(self.field_exts.index(data))
                     first.append(k)
-                    count.append(j - k)
+                    count.append(end - k)
                     keys.append(key)
                     label_member.append(fields[self._label[0]] if self._label else -1)
                 k = j
@@ -326,6 +345,29 @@ class TarShardDataset(Dataset):
         self._label_member = np.asarray(label_member, dtype=np.int64)
         self.keys = keys
         self._members = indexes  # for fields() and member_ranges()
+
+    def _unkeyed(self, si: int, name: str) -> None:
+        """A member without a sample key: skipped (as webdataset does), unless webdataset
+        would read a key out of its name that the plain rule does not (``key_conflict``)."""
+        why = key_conflict(name)
+        if why is None:
+            return
+        message = f"{self.sources[si].display}: member {name!r}: {why}; rename or remove it"
+        if self.on_error == "raise":
+            raise TarFormatError(message)
+        self._skip("ambiguous member name", message)
+
+    def _split_hint(self, indexes: list[ShardIndex], si: int, key: str) -> str:
+        """Where sample ``key`` is the last of shard ``si`` and the next one starts with it
+        (or the other way round): a sample split across two shards."""
+        for other, last in ((si - 1, False), (si + 1, True)):
+            if 0 <= other < len(indexes) and _edge_key(indexes[si], last) == key:
+                if _edge_key(indexes[other], not last) == key:
+                    return (
+                        f"; its other members are in {self.sources[other].display}: a sample "
+                        f"split across two shards (write each sample's members into one shard)"
+                    )
+        return ""
 
     def _read_labels(self, engine: RangeEngine, indexes: list[ShardIndex]) -> None:
         if self._label is None:
