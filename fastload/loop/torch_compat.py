@@ -28,6 +28,7 @@ returns fastload's options plus a :class:`TorchArgs` holding the torch-only part
 
 from __future__ import annotations
 
+import multiprocessing.context
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from fastload.batch.ragged import RaggedBatch
-from fastload.checks import check_int
+from fastload.checks import check_int, is_int
 from fastload.plan.datasets import Dataset
 from fastload.plan.external_sampler import ExternalBatchSampler, ExternalSampler
 from fastload.plan.options import LoaderConfig, LoaderOptions
@@ -92,8 +93,20 @@ class TorchArgs:
         return stage
 
 
-def _fail(knob: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{knob}={value!r} is invalid: {why}")
+def _fail(knob: str, value: Any, why: str, cls: type[Exception] = ValueError) -> Exception:
+    return cls(f"{knob}={value!r} is invalid: {why}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _check_type(knob: str, value: Any, ok: Callable[[Any], bool], what: str) -> None:
+    """TypeError for a value of the wrong type (torch's, where it compares it with 0)."""
+    if not ok(value):
+        raise _fail(knob, value, f"must be {what}, not {type(value).__name__}", TypeError)
 
 
 def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions, TorchArgs]:
@@ -143,11 +156,19 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     args.sampler, args.batch_sampler = sampler, batch_sampler
 
     workers = knobs.get("num_workers", options.get("num_workers"))
+    _check_type("num_workers", workers, is_int, "an integer")
     check_int("num_workers", workers, 0)
     if knobs.get("persistent_workers") and workers == 0:
         raise ValueError("persistent_workers option needs num_workers > 0")
     ctx = knobs.get("multiprocessing_context")
     if ctx is not None and not isinstance(ctx, str):
+        if not isinstance(ctx, multiprocessing.context.BaseContext):  # torch's TypeError
+            raise _fail(
+                "multiprocessing_context",
+                ctx,
+                "must be a start method's name or a multiprocessing context object",
+                TypeError,
+            )
         args.context = ctx
         knobs["multiprocessing_context"] = ctx.get_start_method()
     elif ctx is None and "multiprocessing_context" in knobs:
@@ -161,12 +182,14 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
                 "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor "
                 "to None."
             )
+        _check_type("prefetch_factor", prefetch_factor, is_int, "an integer")
         check_int("prefetch_factor", prefetch_factor, 1)
         knobs["prefetch"] = int(prefetch_factor) * workers
     args.prefetch_factor = prefetch_factor
 
     timeout = given.get("timeout", 0)
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+    _check_type("timeout", timeout, _is_number, "a number of seconds")
+    if not timeout >= 0:  # NaN too
         raise ValueError("timeout option should be non-negative")
     args.timeout = float(timeout)
     if timeout:
@@ -174,7 +197,7 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
 
     in_order = given.get("in_order", True)
     if not isinstance(in_order, bool):
-        raise _fail("in_order", in_order, "must be True or False")
+        raise _fail("in_order", in_order, "must be True or False", TypeError)
     args.in_order = in_order
     if not in_order:
         knobs["loading_mode"] = "async_pool"
@@ -182,7 +205,9 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     generator = given.get("generator")
     if generator is not None:
         if not hasattr(generator, "initial_seed"):
-            raise _fail("generator", generator, "must be a torch.Generator (initial_seed())")
+            raise _fail(
+                "generator", generator, "must be a torch.Generator (initial_seed())", TypeError
+            )
         args.generator = generator
         knobs["generator_seed"] = int(generator.initial_seed()) % 2**63
 
@@ -196,7 +221,7 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     for name in ("collate_fn", "worker_init_fn"):
         fn = given.get(name)
         if fn is not None and not callable(fn):
-            raise _fail(name, fn, "must be callable")
+            raise _fail(name, fn, "must be callable", TypeError)
     args.collate_fn = given.get("collate_fn")
     args.worker_init_fn = given.get("worker_init_fn")
     return options.replace(**knobs), args

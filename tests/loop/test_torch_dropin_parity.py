@@ -316,3 +316,22 @@ def test_pin_memory_without_an_accelerator_warns_as_torch_and_continues():
         batches = list(DataLoader(MapDS(), batch_size=4, pin_memory=True))
     assert len(batches) == 3
     assert any(issubclass(w.category, UserWarning) and "pin" in str(w.message) for w in caught)
+
+
+# -- torch's keywords on a fastload Dataset: torch's exception types ------------------------
+def test_fastload_dataset_refuses_wrong_types_with_typeerror(recs):
+    ds = recs[0]
+    for kw in (
+        {"timeout": "a"},
+        {"num_workers": "2"},
+        {"num_workers": 1.5},
+        {"multiprocessing_context": 3},
+        {"prefetch_factor": "2", "num_workers": 1},
+        {"collate_fn": 3},
+        {"worker_init_fn": 3},
+        {"generator": 3},
+    ):
+        with pytest.raises(TypeError, match=f"{next(iter(kw))}="):
+            DataLoader(ds, **kw)
+    with pytest.raises(ValueError, match="timeout option should be non-negative"):
+        DataLoader(ds, timeout=float("nan"))
