@@ -102,7 +102,7 @@ class DataLoader(TorchAttributes):
         self,
         dataset: Dataset,
         options: LoaderOptions | int | None = None,
-        *,
+        *torch_positional: Any,
         dtype: Any = None,
         mean: Any = None,
         std: Any = None,
@@ -118,7 +118,7 @@ class DataLoader(TorchAttributes):
         if not isinstance(dataset, Dataset):
             raise TypeError(f"DataLoader needs a fastload Dataset, got {type(dataset).__name__}")
         # torch's keywords (sampler, collate_fn, batch_size=None ...): fastload.loop.torch_compat
-        options, self.torch_args = torch_arguments(options, knobs)
+        options, self.torch_args = torch_arguments(options, knobs, torch_positional)
         options.validate_for(len(dataset))
         self.options = options
         self.config = cfg = options.config

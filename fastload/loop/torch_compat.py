@@ -55,6 +55,20 @@ TORCH_ONLY = (
     "pin_memory_device",
 )
 _UNSET = object()
+# torch's DataLoader's positional arguments after batch_size, in its order
+TORCH_POSITIONAL = (
+    "shuffle",
+    "sampler",
+    "batch_sampler",
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "drop_last",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+)
 
 
 @dataclass
@@ -109,10 +123,24 @@ def _check_type(knob: str, value: Any, ok: Callable[[Any], bool], what: str) -> 
         raise _fail(knob, value, f"must be {what}, not {type(value).__name__}", TypeError)
 
 
-def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions, TorchArgs]:
-    """fastload's options and the torch-only arguments from a DataLoader call."""
+def torch_arguments(
+    options: Any, knobs: dict[str, Any], positional: tuple[Any, ...] = ()
+) -> tuple[LoaderOptions, TorchArgs]:
+    """fastload's options and the torch-only arguments from a DataLoader call; ``positional``:
+    the arguments after torch's positional ``batch_size``, in torch's order."""
     knobs = dict(knobs)
     args = TorchArgs()
+    if positional:
+        if isinstance(options, LoaderOptions) or len(positional) > len(TORCH_POSITIONAL):
+            raise TypeError(
+                "DataLoader takes torch's positional arguments (batch_size, shuffle, sampler, "
+                f"..., generator: at most {len(TORCH_POSITIONAL) + 1} after the dataset) or a "
+                f"LoaderOptions alone; got {type(options).__name__} and {len(positional)} more"
+            )
+        for name, value in zip(TORCH_POSITIONAL, positional, strict=False):
+            if name in knobs:
+                raise TypeError(f"DataLoader got multiple values for argument '{name}'")
+            knobs[name] = value
     if options is not None and not isinstance(options, LoaderOptions):
         if isinstance(options, (int, np.integer)) and not isinstance(options, bool):
             knobs.setdefault("batch_size", int(options))  # torch's second positional
@@ -335,4 +363,11 @@ def batch_slices_of(sampler: Any, epoch: int) -> list[tuple[int, int]] | None:
     return cut(epoch) if cut is not None else None
 
 
-__all__ = ["TORCH_ONLY", "TorchArgs", "TorchAttributes", "batch_slices_of", "torch_arguments"]
+__all__ = [
+    "TORCH_ONLY",
+    "TORCH_POSITIONAL",
+    "TorchArgs",
+    "TorchAttributes",
+    "batch_slices_of",
+    "torch_arguments",
+]

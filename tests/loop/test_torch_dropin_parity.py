@@ -335,3 +335,19 @@ def test_fastload_dataset_refuses_wrong_types_with_typeerror(recs):
             DataLoader(ds, **kw)
     with pytest.raises(ValueError, match="timeout option should be non-negative"):
         DataLoader(ds, timeout=float("nan"))
+
+
+def test_fastload_dataset_takes_torchs_positional_arguments(recs):
+    ds = recs[0]
+    args = (7, False, None, None, 0, None, False, True)  # ... pin_memory, drop_last
+    ours, theirs = DataLoader(ds, *args), tud.DataLoader(ds, *args)
+    assert ours.drop_last is True and len(ours) == len(theirs) == len(ds) // 7
+    for (x, y), (tx, ty) in zip(ours, theirs, strict=True):
+        assert np.array_equal(x, tx.numpy()) and np.array_equal(y, ty.numpy())
+    order = list(range(len(ds) - 1, -1, -1))
+    first = next(iter(DataLoader(ds, 4, False, order)))  # sampler, positional
+    assert first[1].tolist() == order[:4]
+    with pytest.raises(TypeError, match="multiple values for argument 'shuffle'"):
+        DataLoader(ds, 4, True, shuffle=True)
+    with pytest.raises(TypeError, match="LoaderOptions alone"):
+        DataLoader(ds, LoaderOptions(), True)
