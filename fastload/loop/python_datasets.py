@@ -28,6 +28,7 @@ from typing import Any
 
 # fastload.DataLoader's own keywords (besides the LoaderOptions knobs)
 LOADER_KEYWORDS = (
+    "options",
     "dtype",
     "mean",
     "std",

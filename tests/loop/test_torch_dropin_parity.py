@@ -168,6 +168,8 @@ def test_fastload_knobs_are_refused_for_a_python_dataset():
         DataLoader(MapDS(), batch_size=4, dtype=np.float32, part_size=1 << 20)
     with pytest.raises(TypeError, match="LoaderOptions configure a fastload Dataset"):
         DataLoader(MapDS(), LoaderOptions(batch_size=4))
+    with pytest.raises(TypeError, match=r"DataLoader\(MapDS, options=\)"):
+        DataLoader(MapDS(), options=LoaderOptions())
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         DataLoader(MapDS(), bogus=1)  # neither torch's nor fastload's: torch's own error
     dl = DataLoader(MapDS())
