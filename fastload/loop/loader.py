@@ -35,6 +35,7 @@ from fastload.loop.progress_state import (
     resume_elsewhere,
     wants_elastic,
 )
+from fastload.loop.python_datasets import is_python_dataset, torch_loader
 from fastload.loop.read_path import (
     end_epoch_reads,
     make_read_path,
@@ -53,7 +54,7 @@ from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.engine import RangeEngine
 from fastload.storage.read_settings import WHOLE_RANGES, ReadSettings
 
-__all__ = ["DataLoader", "RaggedBatch"]
+__all__ = ["DataLoader", "PythonDatasetLoader", "RaggedBatch"]
 
 Leases = list[tuple[BufferPool, Any]]
 
@@ -84,13 +85,24 @@ class DataLoader(TorchAttributes):
     previous iterator, whose ``next()`` then raises ``RuntimeError`` saying so.
     A transform that raises gives ``TransformError`` naming the sample (index,
     URI, bytes) and its batch.
+
+    A Python dataset (a torch ``Dataset`` / ``IterableDataset``, any object with
+    ``__getitem__`` or ``__iter__``) has no byte ranges to read: ``DataLoader(ds, ...)``
+    is then a :class:`PythonDatasetLoader`, torch's DataLoader with torch's arguments and
+    torch's meanings (see fastload.loop.python_datasets).
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> DataLoader:
+        dataset = args[0] if args else kwargs.get("dataset")
+        if cls is DataLoader and not isinstance(dataset, Dataset) and is_python_dataset(dataset):
+            cls = PythonDatasetLoader
+        return super().__new__(cls)
 
     def __init__(
         self,
         dataset: Dataset,
         options: LoaderOptions | int | None = None,
-        *,
+        *torch_positional: Any,
         dtype: Any = None,
         mean: Any = None,
         std: Any = None,
@@ -106,7 +118,7 @@ class DataLoader(TorchAttributes):
         if not isinstance(dataset, Dataset):
             raise TypeError(f"DataLoader needs a fastload Dataset, got {type(dataset).__name__}")
         # torch's keywords (sampler, collate_fn, batch_size=None ...): fastload.loop.torch_compat
-        options, self.torch_args = torch_arguments(options, knobs)
+        options, self.torch_args = torch_arguments(options, knobs, torch_positional)
         options.validate_for(len(dataset))
         self.options = options
         self.config = cfg = options.config
@@ -765,6 +777,136 @@ class DataLoader(TorchAttributes):
             " ..." if len(plan.sources) > 3 else ""
         )
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
+
+
+def _torch_attribute(name: str) -> property:
+    return property(lambda self: getattr(self._torch, name), doc=f"torch's ``{name}``")
+
+
+class PythonDatasetLoader(DataLoader):
+    """``fastload.DataLoader`` of a Python dataset: torch's DataLoader of it, with torch's
+    arguments (positional ones too) and meanings; a ``__getitem__`` failure names the index
+    (fastload.loop.python_datasets). ``set_epoch(e)`` reaches the sampler's, the batch
+    sampler's or the dataset's ``set_epoch`` (a ``DistributedSampler``'s, say). fastload's
+    reports and resume state need a fastload Dataset and raise ``TypeError`` saying so."""
+
+    # torch refuses to set these after __init__ (ValueError), as here
+    _torch: Any
+    _user_init: Any
+    _epoch: int
+    _FROZEN = (
+        "batch_size",
+        "batch_sampler",
+        "sampler",
+        "drop_last",
+        "dataset",
+        "persistent_workers",
+    )
+
+    def __init__(self, dataset: Any, *args: Any, **kwargs: Any) -> None:
+        loader, user_init = torch_loader(dataset, args, kwargs)
+        # not __setattr__: the attributes torch freezes are frozen here too
+        self.__dict__.update(
+            _torch=loader,
+            dataset=dataset,
+            _user_init=user_init,
+            _epoch=0,
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._FROZEN:
+            raise ValueError(f"{name} attribute should not be set after DataLoader is initialized")
+        super().__setattr__(name, value)
+
+    batch_size = _torch_attribute("batch_size")
+    drop_last = _torch_attribute("drop_last")
+    num_workers = _torch_attribute("num_workers")
+    timeout = _torch_attribute("timeout")
+    sampler = _torch_attribute("sampler")
+    batch_sampler = _torch_attribute("batch_sampler")
+    collate_fn = _torch_attribute("collate_fn")
+    generator = _torch_attribute("generator")
+    prefetch_factor = _torch_attribute("prefetch_factor")
+    pin_memory = _torch_attribute("pin_memory")
+    pin_memory_device = _torch_attribute("pin_memory_device")
+    persistent_workers = _torch_attribute("persistent_workers")
+    multiprocessing_context = _torch_attribute("multiprocessing_context")
+    in_order = _torch_attribute("in_order")
+
+    @property
+    def worker_init_fn(self) -> Any:
+        return self._user_init
+
+    @property
+    def torch_loader(self) -> Any:
+        """The ``torch.utils.data.DataLoader`` doing the work."""
+        return self._torch
+
+    def __len__(self) -> int:
+        return len(self._torch)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._epoch += 1
+        return iter(self._torch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` runs (set_epoch's, else one more each ``iter()``)."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the sampler / batch sampler / dataset (those with ``set_epoch``) the epoch."""
+        check_int("epoch", epoch, 0)
+        self._epoch = int(epoch)
+        t = self._torch
+        targets = [t.sampler, t.batch_sampler, getattr(t.batch_sampler, "sampler", None)]
+        told = set()
+        for target in [*targets, self.dataset]:
+            fn = getattr(target, "set_epoch", None)
+            if callable(fn) and id(target) not in told:
+                told.add(id(target))
+                fn(int(epoch))
+
+    def close(self) -> None:
+        """End a persistent iterator's worker processes (torch's do so when collected)."""
+        it = self._torch._iterator
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+    def _needs_fastload_dataset(self, what: str) -> TypeError:
+        return TypeError(
+            f"{what} needs a fastload Dataset (RecordDataset, NpyDataset, ...): this loader's "
+            f"{type(self.dataset).__name__} is a Python dataset, loaded by torch's DataLoader"
+        )
+
+    def report(self) -> LoaderReport:
+        raise self._needs_fastload_dataset("report()")
+
+    def stats(self) -> dict[str, Any]:
+        raise self._needs_fastload_dataset("stats()")
+
+    def trace(self, path: str | os.PathLike[str]) -> TraceRecorder:
+        raise self._needs_fastload_dataset("trace()")
+
+    def state_dict(self) -> dict[str, Any]:
+        raise self._needs_fastload_dataset("state_dict()")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise self._needs_fastload_dataset("load_state_dict()")
+
+    @property
+    def pin_mode(self) -> str:
+        raise self._needs_fastload_dataset("pin_mode")
+
+    @property
+    def read_settings(self) -> ReadSettings:
+        raise self._needs_fastload_dataset("read_settings")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 class _Reading:

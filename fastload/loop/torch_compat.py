@@ -28,6 +28,7 @@ returns fastload's options plus a :class:`TorchArgs` holding the torch-only part
 
 from __future__ import annotations
 
+import multiprocessing.context
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from fastload.batch.ragged import RaggedBatch
-from fastload.checks import check_int
+from fastload.checks import check_int, is_int
 from fastload.plan.datasets import Dataset
 from fastload.plan.external_sampler import ExternalBatchSampler, ExternalSampler
 from fastload.plan.options import LoaderConfig, LoaderOptions
@@ -54,6 +55,20 @@ TORCH_ONLY = (
     "pin_memory_device",
 )
 _UNSET = object()
+# torch's DataLoader's positional arguments after batch_size, in its order
+TORCH_POSITIONAL = (
+    "shuffle",
+    "sampler",
+    "batch_sampler",
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "drop_last",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+)
 
 
 @dataclass
@@ -92,14 +107,40 @@ class TorchArgs:
         return stage
 
 
-def _fail(knob: str, value: Any, why: str) -> ValueError:
-    return ValueError(f"{knob}={value!r} is invalid: {why}")
+def _fail(knob: str, value: Any, why: str, cls: type[Exception] = ValueError) -> Exception:
+    return cls(f"{knob}={value!r} is invalid: {why}")
 
 
-def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions, TorchArgs]:
-    """fastload's options and the torch-only arguments from a DataLoader call."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _check_type(knob: str, value: Any, ok: Callable[[Any], bool], what: str) -> None:
+    """TypeError for a value of the wrong type (torch's, where it compares it with 0)."""
+    if not ok(value):
+        raise _fail(knob, value, f"must be {what}, not {type(value).__name__}", TypeError)
+
+
+def torch_arguments(
+    options: Any, knobs: dict[str, Any], positional: tuple[Any, ...] = ()
+) -> tuple[LoaderOptions, TorchArgs]:
+    """fastload's options and the torch-only arguments from a DataLoader call; ``positional``:
+    the arguments after torch's positional ``batch_size``, in torch's order."""
     knobs = dict(knobs)
     args = TorchArgs()
+    if positional:
+        if isinstance(options, LoaderOptions) or len(positional) > len(TORCH_POSITIONAL):
+            raise TypeError(
+                "DataLoader takes torch's positional arguments (batch_size, shuffle, sampler, "
+                f"..., generator: at most {len(TORCH_POSITIONAL) + 1} after the dataset) or a "
+                f"LoaderOptions alone; got {type(options).__name__} and {len(positional)} more"
+            )
+        for name, value in zip(TORCH_POSITIONAL, positional, strict=False):
+            if name in knobs:
+                raise TypeError(f"DataLoader got multiple values for argument '{name}'")
+            knobs[name] = value
     if options is not None and not isinstance(options, LoaderOptions):
         if isinstance(options, (int, np.integer)) and not isinstance(options, bool):
             knobs.setdefault("batch_size", int(options))  # torch's second positional
@@ -143,11 +184,19 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     args.sampler, args.batch_sampler = sampler, batch_sampler
 
     workers = knobs.get("num_workers", options.get("num_workers"))
+    _check_type("num_workers", workers, is_int, "an integer")
     check_int("num_workers", workers, 0)
     if knobs.get("persistent_workers") and workers == 0:
         raise ValueError("persistent_workers option needs num_workers > 0")
     ctx = knobs.get("multiprocessing_context")
     if ctx is not None and not isinstance(ctx, str):
+        if not isinstance(ctx, multiprocessing.context.BaseContext):  # torch's TypeError
+            raise _fail(
+                "multiprocessing_context",
+                ctx,
+                "must be a start method's name or a multiprocessing context object",
+                TypeError,
+            )
         args.context = ctx
         knobs["multiprocessing_context"] = ctx.get_start_method()
     elif ctx is None and "multiprocessing_context" in knobs:
@@ -161,12 +210,14 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
                 "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor "
                 "to None."
             )
+        _check_type("prefetch_factor", prefetch_factor, is_int, "an integer")
         check_int("prefetch_factor", prefetch_factor, 1)
         knobs["prefetch"] = int(prefetch_factor) * workers
     args.prefetch_factor = prefetch_factor
 
     timeout = given.get("timeout", 0)
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+    _check_type("timeout", timeout, _is_number, "a number of seconds")
+    if not timeout >= 0:  # NaN too
         raise ValueError("timeout option should be non-negative")
     args.timeout = float(timeout)
     if timeout:
@@ -174,7 +225,7 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
 
     in_order = given.get("in_order", True)
     if not isinstance(in_order, bool):
-        raise _fail("in_order", in_order, "must be True or False")
+        raise _fail("in_order", in_order, "must be True or False", TypeError)
     args.in_order = in_order
     if not in_order:
         knobs["loading_mode"] = "async_pool"
@@ -182,7 +233,9 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     generator = given.get("generator")
     if generator is not None:
         if not hasattr(generator, "initial_seed"):
-            raise _fail("generator", generator, "must be a torch.Generator (initial_seed())")
+            raise _fail(
+                "generator", generator, "must be a torch.Generator (initial_seed())", TypeError
+            )
         args.generator = generator
         knobs["generator_seed"] = int(generator.initial_seed()) % 2**63
 
@@ -196,7 +249,7 @@ def torch_arguments(options: Any, knobs: dict[str, Any]) -> tuple[LoaderOptions,
     for name in ("collate_fn", "worker_init_fn"):
         fn = given.get(name)
         if fn is not None and not callable(fn):
-            raise _fail(name, fn, "must be callable")
+            raise _fail(name, fn, "must be callable", TypeError)
     args.collate_fn = given.get("collate_fn")
     args.worker_init_fn = given.get("worker_init_fn")
     return options.replace(**knobs), args
@@ -310,4 +363,11 @@ def batch_slices_of(sampler: Any, epoch: int) -> list[tuple[int, int]] | None:
     return cut(epoch) if cut is not None else None
 
 
-__all__ = ["TORCH_ONLY", "TorchArgs", "TorchAttributes", "batch_slices_of", "torch_arguments"]
+__all__ = [
+    "TORCH_ONLY",
+    "TORCH_POSITIONAL",
+    "TorchArgs",
+    "TorchAttributes",
+    "batch_slices_of",
+    "torch_arguments",
+]
