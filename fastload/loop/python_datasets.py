@@ -51,16 +51,17 @@ def is_python_dataset(obj: Any) -> bool:
 
 
 def _note(exc: BaseException, where: str) -> None:
-    """Name ``where`` in ``exc``'s message, its type and attributes kept."""
+    """Name ``where`` on ``exc`` without changing its ``args`` (a ``KeyError``'s is the key the
+    caller may inspect): a note, shown in tracebacks and in torch's worker re-raise."""
     note = f"fastload: raised by {where}"
-    args = exc.args
-    if len(args) == 1 and isinstance(args[0], str) and not isinstance(exc, OSError):
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+        return
+    args = exc.args  # Python 3.10: only a plain message is extended
+    if len(args) == 1 and isinstance(args[0], str) and type(exc) not in (KeyError, OSError):
         if note not in args[0]:
             exc.args = (f"{args[0]} ({note})",)
-    elif not args:
-        exc.args = (note,)
-    elif hasattr(exc, "add_note"):  # Python 3.11+: shown in tracebacks (and torch's)
-        exc.add_note(note)
 
 
 class IndexedDataset:
