@@ -17,6 +17,13 @@ import pytest
 from fastload import DataLoader
 from fastload.plan.datasets import NpyDataset, ObjectDataset, RecordDataset
 
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from fastload.errors import ObjectChangedError, ParquetFormatError  # noqa: E402
+from fastload.plan.parquet_dataset import ParquetDataset  # noqa: E402
+from fastload.storage.engine import RangeEngine  # noqa: E402
+
 
 def _strict(call):
     """``call()`` with numpy's warnings as errors (a divide by zero is a bug, not a 0)."""
@@ -309,3 +316,276 @@ def test_npy_zero_length_arrays(tmp_path):
     np.save(tmp_path / "w.npy", np.ones((2, 3), np.float32))
     both = NpyDataset([str(tmp_path / "z.npy"), str(tmp_path / "w.npy")], rows=True)
     assert len(both) == 2 and np.array_equal(np.concatenate(_all(both)[0]), np.ones((2, 3)))
+
+
+# -- ParquetDataset -----------------------------------------------------------------------
+
+
+def _table(n=100):
+    return pa.table(
+        {
+            "x": np.arange(n, dtype=np.float32),
+            "y": np.arange(n, dtype=np.int64),
+            "img": pa.array([bytes([i % 256]) * (i % 5 + 1) for i in range(n)], pa.binary()),
+        }
+    )
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.parquet"
+    pq.write_table(_table(), path, row_group_size=30)
+    return path
+
+
+def _footer(data: bytes) -> int:
+    return struct.unpack("<I", data[-8:-4])[0]
+
+
+def _broken(tmp_path, good, how):
+    data = good.read_bytes()
+    n = _footer(data)
+    body, footer, end = data[: -8 - n], data[-8 - n : -8], data[-8:]
+    rng = np.random.default_rng(0)
+    out = {
+        "not parquet": b"hello, this file is not Parquet at all",
+        "empty": b"",
+        "PAR1 only": b"PAR1PAR1PAR1",
+        "huge footer length": data[:-8] + struct.pack("<I", 0xFFFFFFFF) + b"PAR1",
+        "footer length 0": data[:-8] + struct.pack("<I", 0) + b"PAR1",
+        "footer length short": data[:-8] + struct.pack("<I", n - 20) + b"PAR1",
+        "corrupt footer": body + rng.integers(0, 256, n, dtype=np.uint8).tobytes() + end,
+        "truncated": data[: len(data) // 2],
+        "truncated body": body[:100] + footer + end,
+    }[how]
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(out)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "how, match",
+    [
+        ("not parquet", "not a Parquet file"),
+        ("empty", "0 bytes is too short for a Parquet file"),
+        ("PAR1 only", "its footer claims 827474264 bytes, the file has 12"),
+        ("huge footer length", r"its footer claims 4294967303 bytes, the file has \d+"),
+        ("footer length 0", "malformed Parquet footer"),
+        ("footer length short", "malformed Parquet footer"),
+        ("corrupt footer", "malformed Parquet footer"),
+        ("truncated", "not a Parquet file"),
+        # the footer intact, the data gone: was taken, then raised a bare OSError from
+        # pyarrow mid-epoch
+        ("truncated body", r"row group 0 column 'x' claims bytes 4-\d+, outside the file's data"),
+    ],
+)
+def test_a_broken_parquet_file_is_named_when_opened(tmp_path, good, how, match):
+    path = _broken(tmp_path, good, how)
+    with pytest.raises(ParquetFormatError, match=r"bad\.parquet: " + match) as info:
+        ParquetDataset(path, columns=["x"], label="y")
+    assert info.value.uri == path and isinstance(info.value, ValueError)
+
+
+def test_damaged_data_pages_are_named_with_their_row_group(tmp_path, good):
+    """Pages that do not decode raised pyarrow's bare OSError / ArrowInvalid."""
+    data = bytearray(good.read_bytes())
+    for i in range(4, len(data) - 8 - _footer(bytes(data)), 7):
+        data[i] ^= 0x5A
+    path = tmp_path / "pages.parquet"
+    path.write_bytes(bytes(data))
+    match = r"pages\.parquet: row group 0 does not decode \((OSError|ArrowInvalid): "
+    with pytest.raises(ParquetFormatError, match=match):
+        ParquetDataset(str(path), columns=["x"], label="y")  # labels are read whole
+    ds = ParquetDataset(str(path), image="img")
+    with pytest.raises(ParquetFormatError, match=match):
+        _all(ds, batch_size=10)
+    with pytest.raises(ParquetFormatError, match=r"pages\.parquet: row group 1, 2 does not"):
+        ds.read_table(row_groups=[1, 2])
+
+
+def test_a_file_rewritten_after_it_was_opened(tmp_path, good, http_server):
+    # a local file rewritten with another layout: its old footer's chunks do not decode
+    path = tmp_path / "local.parquet"
+    path.write_bytes(good.read_bytes())
+    ds = ParquetDataset(str(path), columns=["x"])
+    t = _table()
+    t = t.set_column(2, "img", pa.array([b"q" * 50] * 100))
+    pq.write_table(t, path, row_group_size=13)
+    with pytest.raises(ParquetFormatError, match=r"local\.parquet: row group 0 does not decode"):
+        _all(ds, batch_size=40)
+    # over HTTP the version (ETag, size) its engine saw when it was opened is pinned
+    url = http_server.put("remote.parquet", good.read_bytes())
+    with RangeEngine() as engine:
+        ds = ParquetDataset(url, columns=["x"], label="y", engine=engine)
+        http_server.put("remote.parquet", path.read_bytes())
+        with pytest.raises(
+            ObjectChangedError, match=r"remote\.parquet bytes \d+-\d+: the object changed"
+        ):
+            _all(ds, batch_size=40, engine=engine)
+    # a loader with an engine of its own has no pin: the old footer's chunks are named
+    url = http_server.put("remote2.parquet", good.read_bytes())
+    ds = ParquetDataset(url, columns=["x"], label="y")
+    http_server.put("remote2.parquet", path.read_bytes())
+    with pytest.raises(
+        ParquetFormatError, match=r"remote2\.parquet: row group \d+ does not decode"
+    ):
+        _all(ds, batch_size=40)
+
+
+def test_zero_row_groups_and_an_empty_table(tmp_path):
+    schema = _table().schema
+    pq.ParquetWriter(tmp_path / "none.parquet", schema).close()
+    assert pq.ParquetFile(tmp_path / "none.parquet").metadata.num_row_groups == 0
+    pq.write_table(_table(0), tmp_path / "empty.parquet")  # one row group of 0 rows
+    assert pq.ParquetFile(tmp_path / "empty.parquet").metadata.num_row_groups == 1
+    for name in ("none", "empty"):
+        ds = ParquetDataset(str(tmp_path / f"{name}.parquet"), columns=["x"], label="y")
+        assert len(ds) == 0 and _all(ds) == ([], [])
+        assert ds.read_table().num_rows == 0
+        assert len(ParquetDataset(str(tmp_path / f"{name}.parquet"), image="img")) == 0
+
+
+def test_row_groups_of_wildly_different_sizes_read_exactly(tmp_path):
+    t = _table(200)
+    with pq.ParquetWriter(tmp_path / "wild.parquet", t.schema) as w:
+        at = 0
+        for n in (1, 0, 157, 2, 0, 40):
+            w.write_table(t.slice(at, n), row_group_size=max(n, 1))
+            at += n
+    path = str(tmp_path / "wild.parquet")
+    assert [r for r in ParquetDataset(path, columns=["x"]).group_rows.tolist()] == [
+        1,
+        0,
+        157,
+        2,
+        0,
+        40,
+    ]
+    ref = pq.read_table(path)
+    ds = ParquetDataset(path, columns=["x"], label="y")
+    for bs, shuffle in ((1, False), (7, True), (64, True), (500, False)):
+        xs, ys = _all(ds, batch_size=bs, shuffle=shuffle)
+        x, y = np.concatenate(xs)[:, 0], np.concatenate(ys)
+        assert sorted(y.tolist()) == list(range(200))
+        assert np.array_equal(x, ref.column("x").to_numpy()[y])
+    images = ParquetDataset(path, image="img", label="y")
+    with DataLoader(images, batch_size=9, shuffle=True) as dl:
+        for batch, y in dl:
+            for i in range(len(y)):
+                assert bytes(batch[i]) == ref.column("img")[int(y[i])].as_py()
+    assert ds.read_table().equals(ref.select(["x", "y"]))
+
+
+def test_nulls_name_the_file_row_group_and_row(tmp_path):
+    t = pa.table(
+        {
+            "x": pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()),
+            "y": pa.array([1, 2, 3, None]),
+            "img": pa.array([b"a", b"b", None, b"d"]),
+        }
+    )
+    pq.write_table(t, tmp_path / "n.parquet", row_group_size=2)
+    path = str(tmp_path / "n.parquet")
+    with pytest.raises(ValueError, match=r"column 'y' has nulls \(.*n\.parquet row group 1, row 1"):
+        ParquetDataset(path, columns=["x"], label="y")
+    ds = ParquetDataset(path, image="img")
+    with pytest.raises(
+        ValueError, match=r"column 'img' has nulls \(.*n\.parquet row group 1, row 0"
+    ):
+        _all(ds, batch_size=4)
+
+
+def test_nested_and_missing_columns_are_named(tmp_path):
+    t = pa.table(
+        {
+            "l": pa.array([[1, 2], [3]]),
+            "st": pa.array([{"a": 1, "b": 2}, {"a": 3, "b": 4}]),
+            "x": pa.array([1.0, 2.0], pa.float32()),
+            "fl": pa.FixedSizeListArray.from_arrays(pa.array([[1], [2], [3], [4]]), 2),
+        }
+    )
+    pq.write_table(t, tmp_path / "nested.parquet")
+    path = str(tmp_path / "nested.parquet")
+    with pytest.raises(ValueError, match=r"column 'l' is list<element: int64>; columns= takes"):
+        ParquetDataset(path, columns=["l"])
+    with pytest.raises(ValueError, match=r"column 'st' is struct<a: int64, b: int64>; columns="):
+        ParquetDataset(path, columns=["st"])
+    with pytest.raises(ValueError, match="image column 'st' is struct"):
+        ParquetDataset(path, image="st")
+    with pytest.raises(ValueError, match=r"column 'fl' holds fixed_size_list<element: list"):
+        ParquetDataset(path, columns=["fl"])
+    for kw, name in (
+        ({"columns": ["st.a"]}, "st.a"),
+        ({"columns": ["x"], "label": "nope"}, "nope"),
+        ({"image": "nope"}, "nope"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"no column '{name}' in .*nested\.parquet \(columns: l, st, x, fl\)"
+        ):
+            ParquetDataset(path, **kw)
+
+
+def test_dictionary_encoded_binary_columns_read_exactly(tmp_path):
+    values = [b"aa", b"bb", b"aa", b"ccc", b""] * 8
+    # pages dictionary-encoded (pyarrow's default), and the column stored as an Arrow
+    # DictionaryArray (its schema says dictionary<binary>: was refused as "not binary")
+    plain = pa.table({"img": pa.array(values), "y": np.arange(40)})
+    pq.write_table(plain, tmp_path / "pages.parquet", use_dictionary=True, row_group_size=7)
+    coded = pa.table({"img": pa.array(values).dictionary_encode(), "y": np.arange(40)})
+    pq.write_table(coded, tmp_path / "coded.parquet", row_group_size=7)
+    for name in ("pages", "coded"):
+        ds = ParquetDataset(str(tmp_path / f"{name}.parquet"), image="img", label="y")
+        seen = 0
+        with DataLoader(ds, batch_size=6, shuffle=True) as dl:
+            for batch, y in dl:
+                for i in range(len(y)):
+                    assert bytes(batch[i]) == values[int(y[i])]
+                    seen += 1
+        assert seen == 40
+    # dictionary-encoded numbers as columns=
+    nums = pa.table({"v": pa.array([3, 1, 3, 2] * 5, pa.int16()).dictionary_encode()})
+    pq.write_table(nums, tmp_path / "nums.parquet", row_group_size=6)
+    ds = ParquetDataset(str(tmp_path / "nums.parquet"), columns=["v"])
+    assert ds.dtype == np.int16
+    got = np.concatenate(_all(ds, batch_size=5)[0])[:, 0]
+    assert np.array_equal(got, np.array([3, 1, 3, 2] * 5, np.int16))
+
+
+def test_string_and_float_labels(tmp_path):
+    t = pa.table(
+        {
+            "x": np.arange(6, dtype=np.float32),
+            "s": [f"cls-{i % 3}" for i in range(6)],
+            "f": np.arange(6) / 4,
+            "d": pa.array([f"d{i % 2}" for i in range(6)]).dictionary_encode(),
+        }
+    )
+    pq.write_table(t, tmp_path / "l.parquet", row_group_size=4)
+    path = str(tmp_path / "l.parquet")
+    for col in ("s", "f", "d"):
+        ds = ParquetDataset(path, columns=["x"], label=col)
+        xs, ys = _all(ds, batch_size=4, shuffle=True)
+        x, y = np.concatenate(xs)[:, 0].astype(int), np.concatenate(ys)
+        want = t.column(col).to_pylist()
+        assert [want[i] for i in x] == y.tolist()
+
+
+def test_files_of_different_schemas_name_the_file_and_column(tmp_path):
+    pq.write_table(_table(10), tmp_path / "a.parquet")
+    pq.write_table(_table(10).drop_columns(["img"]), tmp_path / "b.parquet")
+    t = _table(10)
+    pq.write_table(t.set_column(0, "x", t.column("x").cast(pa.float64())), tmp_path / "c.parquet")
+    a, b, c = (str(tmp_path / f"{k}.parquet") for k in "abc")
+    with pytest.raises(
+        ValueError,
+        match=r"b\.parquet: its schema differs from .*a\.parquet's: its columns are x, y, not x, y, img",
+    ):
+        ParquetDataset([a, a, b], columns=["x"])
+    with pytest.raises(
+        ValueError, match=r"c\.parquet: its schema differs .*: column 'x' is double, not float"
+    ):
+        ParquetDataset([a, c], columns=["x"])
+    # many files: the one that differs is named, wherever it is
+    many = [a] * 40 + [c] + [a] * 5
+    with pytest.raises(ValueError, match=r"c\.parquet: its schema differs"):
+        ParquetDataset(many, columns=["x"])
