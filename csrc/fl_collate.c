@@ -552,7 +552,13 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
     int64_t ssz = dtype_size(a->src_dtype, a->elem_size), dsz = dtype_size(a->dst_dtype, a->elem_size);
     int transpose = C > 1 && a->src_channels_last != a->dst_channels_last;
     stats->transposed = transpose;
-    int64_t sample_out = P * C * dsz;
+    /* Sizes that do not fit an int64 would wrap around to small ones: refused, never moved. */
+    int64_t pc, sample_in, sample_out, total;
+    if (__builtin_mul_overflow(P, C, &pc) || __builtin_mul_overflow(pc, ssz, &sample_in) ||
+        __builtin_mul_overflow(pc, dsz, &sample_out) ||
+        __builtin_mul_overflow(a->n, sample_out, &total))
+        return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "collate sizes overflow int64");
+    (void)sample_in;
     if (a->n == 0 || sample_out == 0) return FL_OK;
 
     job_t *j = calloc(1, sizeof(job_t));
@@ -571,7 +577,6 @@ int fl_collate(const fl_collate_args *a, fl_collate_stats *stats, fl_error *err)
     j->block_px = FL_BLOCK_ELEMS / C > FL_MIN_BLOCK_PX ? FL_BLOCK_ELEMS / C : FL_MIN_BLOCK_PX;
     j->block_px -= j->block_px % FL_MIN_BLOCK_PX;
 
-    int64_t total = a->n * sample_out;
     j->stream = a->stores == FL_STORES_AUTO ? total > FL_STREAM_MIN_BYTES
                                            : a->stores == FL_STORES_STREAM;
     stats->streamed = j->stream;

@@ -160,6 +160,16 @@ class TarFormatError(FastloadError, ValueError):
     header or a member, or it is compressed. ``uri`` and ``offset`` say where."""
 
 
+# -- Parquet files (fastload.plan.parquet_dataset) -------------------------------------
+
+
+class ParquetFormatError(FastloadError, ValueError):
+    """A Parquet file is not readable as one: no ``PAR1`` at its end, a footer that lies
+    about its length or does not parse, a column chunk outside the file, or data pages
+    that do not decode (a file damaged, or rewritten since its footer was read). The
+    message names the file (and the row group); ``uri`` is the file's display name."""
+
+
 class MissingFieldError(FastloadError, KeyError):
     """A sample of a tar shard has no member for a field the dataset needs (its data
     field or its label field); the message names the shard and the sample's key."""

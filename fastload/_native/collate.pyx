@@ -11,7 +11,7 @@ from cpython.buffer cimport (
     PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
     PyObject_GetBuffer,
 )
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT64_MAX, int64_t
 from libc.stdlib cimport calloc, free, malloc
 
 from fastload._native.includes.collate cimport (
@@ -117,6 +117,12 @@ cdef class CollatePlan:
         self.args.nthreads = nthreads
         self.args.isa = ISA_CODES[isa]
         self.args.stores = FL_STORES_AUTO
+        # Python ints: an int64 product of a huge shape would wrap around to a small size
+        # that the checks of run() would then pass, and C would move the real one
+        for what, itemsize in (("in", src_itemsize), ("out", dst_itemsize)):
+            if itemsize < 0 or int(pixels) * int(channels) * int(itemsize) > INT64_MAX:
+                raise ValueError(f"a sample of {pixels} pixels x {channels} channels x "
+                                 f"{itemsize} bytes is more than {INT64_MAX} bytes ({what})")
         self.sample_in = pixels * channels * src_itemsize
         self.sample_out = pixels * channels * dst_itemsize
         if src_dtype != FL_DT_RAW:
@@ -150,6 +156,10 @@ cdef class CollatePlan:
             raise ValueError(f"stores={stores!r} is not one of {', '.join(STORES_CODES)}")
         args.stores = STORES_CODES[stores]
         n = len(samples) if slab is None else (offsets.shape[0] if offsets is not None else 0)
+        if self.sample_out and n > INT64_MAX // self.sample_out:
+            # n * sample_out would wrap around (and a small `out` would pass the size check)
+            raise ValueError(f"a batch of {n} samples of {self.sample_out} bytes is more than "
+                             f"{INT64_MAX} bytes")
         ptrs = <const char **>malloc(sizeof(char *) * max(n, 1))
         if ptrs == NULL:
             raise MemoryError("cannot allocate the sample table")

@@ -17,6 +17,7 @@ shape. The kernel is ``csrc/fl_collate.c``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -258,6 +259,14 @@ def plan_collate(
         "collate_buffer_size", collate_buffer_size, 0, INT64_MAX, type_error=True
     )
     check_choice("isa", isa, ISAS)
+    # Python ints: a shape whose byte size does not fit an int64 is refused by name here,
+    # before the bridge's int64 arithmetic sees it
+    elements = math.prod(int(d) for d in sample_shape)
+    if elements * max(src_dtype.itemsize, 4) > INT64_MAX:  # 4: the widest output element
+        raise ValueError(
+            f"sample_shape={tuple(sample_shape)} of {src_dtype} is {elements} elements per "
+            f"sample: too large (a sample must be at most {INT64_MAX} bytes)"
+        )
     image_plan = choose_layout(memory_format, layout, consumer)  # checks the knobs for any sample
     plan: LayoutPlan | None = image_plan
     if len(sample_shape) == 3:

@@ -11,12 +11,14 @@ engine reads: local paths, ``direct://``, ``http(s)://``, ``s3://``.
 from __future__ import annotations
 
 import ast
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from fastload.checks import INT64_MAX, check_int, is_int
 from fastload.storage.engine import RangeEngine, default_engine
 from fastload.storage.listing import ListedSources
 from fastload.storage.uri import ParsedURI, parse_uri, redact
@@ -27,6 +29,9 @@ Transform = Callable[[np.ndarray], Any]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_PROBE = 4096  # bytes read to find a .npy header; longer headers are read again
+# The longest .npy header read (numpy's own reader stops at 10000 bytes by default): a
+# length field that claims more is refused before a buffer for it is made.
+NPY_MAX_HEADER = 16 << 20
 
 
 def resolve_sources(
@@ -119,7 +124,8 @@ class Dataset:
     def sample_nbytes(self) -> int | None:
         if self.sample_shape is None:
             return None
-        return int(np.prod(self.sample_shape, dtype=np.int64)) * self.dtype.itemsize
+        # Python ints: numpy's int64 product wraps around silently for huge shapes
+        return math.prod(int(d) for d in self.sample_shape) * self.dtype.itemsize
 
     def check_indices(self, indices: np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
@@ -209,9 +215,7 @@ class ObjectDataset(Dataset):
             sizes = (
                 listed_sizes if listed_sizes is not None else [engine.size(s) for s in self.sources]
             )
-        self.sizes = np.asarray(sizes, dtype=np.int64)
-        if self.sizes.shape != (len(self.uris),) or (self.sizes < 0).any():
-            raise ValueError(f"ObjectDataset: sizes must be {len(self.uris)} non-negative integers")
+        self.sizes = _check_sizes(sizes, self.uris, "ObjectDataset")
         self.sample_shape = None
         self.dtype = np.dtype(np.uint8)
         self.layout = ""
@@ -260,17 +264,50 @@ class _ShardedRecords(Dataset):
 
 
 def _check_shape(shape: Any, what: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{what}: record_shape must be a tuple of positive integers, got {shape!r}"
-        ) from None
-    if not out or any(d <= 0 for d in out):
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    # integers only: int() would take 1.5 as 1 and True as 1 without a word
+    if not dims or not all(is_int(d) and 0 < d <= INT64_MAX for d in dims):
         raise ValueError(
             f"{what}: record_shape must be a tuple of positive integers, got {shape!r}"
         )
-    return out
+    return tuple(int(d) for d in dims)
+
+
+def _check_record_nbytes(nbytes: int, shape: tuple[int, ...], dtype: np.dtype, what: str) -> int:
+    """A record's byte size, refused when it is 0 (a dtype of no bytes: every record
+    would lie at one offset) or more than an int64 byte offset can address."""
+    if nbytes <= 0:
+        raise ValueError(
+            f"{what}: record_shape={shape} of {dtype} is a record of 0 bytes; a record needs "
+            "at least one byte"
+        )
+    if nbytes > INT64_MAX:
+        raise ValueError(
+            f"{what}: record_shape={shape} of {dtype} is a record of {nbytes} bytes, more "
+            f"than any object holds (at most {INT64_MAX})"
+        )
+    return nbytes
+
+
+def _check_sizes(sizes: Any, uris: Sequence[str], what: str) -> np.ndarray:
+    """``sizes=``: one non-negative integer (bytes) per URI, as int64."""
+    if isinstance(sizes, np.ndarray):
+        values = sizes.tolist() if sizes.ndim == 1 else None
+    elif isinstance(sizes, (list, tuple)):
+        values = list(sizes)
+    else:
+        values = None
+    if values is None or len(values) != len(uris):
+        raise ValueError(
+            f"{what}: sizes must be one byte count per object ({len(uris)}), got "
+            f"{type(sizes).__name__}" + (f" of {len(values)}" if values is not None else "")
+        )
+    for uri, n in zip(uris, values, strict=True):
+        if not is_int(n) or not 0 <= n <= INT64_MAX:
+            raise ValueError(
+                f"{what}: sizes gives {n!r} for {redact(uri)}: a size is an integer 0-{INT64_MAX}"
+            )
+    return np.asarray(values, dtype=np.int64).reshape(len(uris))
 
 
 class RecordDataset(_ShardedRecords):
@@ -298,20 +335,26 @@ class RecordDataset(_ShardedRecords):
     ) -> None:
         super().__init__(labels, transform)
         self.sample_shape = _check_shape(record_shape, "RecordDataset")
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"RecordDataset: dtype={dtype!r} is not a dtype: {exc}") from None
         if self.dtype.hasobject:
             raise ValueError(f"RecordDataset: dtype {self.dtype} holds Python objects")
         if layout not in ("HWC", "CHW", ""):
             raise ValueError(f"RecordDataset: layout must be 'HWC', 'CHW' or '', got {layout!r}")
         self.layout = layout
-        nbytes = self.sample_nbytes or 0
-        stride = nbytes if record_stride is None else int(record_stride)
+        nbytes = _check_record_nbytes(
+            self.sample_nbytes or 0, self.sample_shape, self.dtype, "RecordDataset"
+        )
+        header_bytes = check_int("RecordDataset: header_bytes", header_bytes, 0, INT64_MAX)
+        stride = nbytes
+        if record_stride is not None:
+            stride = check_int("RecordDataset: record_stride", record_stride, 1, INT64_MAX)
         if stride < nbytes:
             raise ValueError(
                 f"RecordDataset: record_stride {stride} is smaller than a record ({nbytes} bytes)"
             )
-        if header_bytes < 0:
-            raise ValueError(f"RecordDataset: header_bytes must be >= 0, got {header_bytes}")
         engine = self._engine = engine or default_engine()
         sources, listed_sizes = resolve_sources(shards, engine, "RecordDataset")
         self._set_sources(sources)
@@ -319,25 +362,29 @@ class RecordDataset(_ShardedRecords):
             sizes = (
                 listed_sizes if listed_sizes is not None else [engine.size(s) for s in self.sources]
             )
-        sizes = np.asarray(sizes, dtype=np.int64)
-        body = sizes - header_bytes
-        # The last record may omit the stride's padding.
-        counts = np.where(body >= nbytes, (body - nbytes) // stride + 1, 0)
-        for uri, b in zip(self.uris, body, strict=False):
+        sizes = _check_sizes(sizes, self.uris, "RecordDataset")
+        counts = np.zeros(len(self.uris), dtype=np.int64)
+        # Python ints: no product or difference here can wrap around
+        for i, (uri, size) in enumerate(zip(self.uris, sizes.tolist(), strict=True)):
+            b = size - header_bytes
+            # The last record may omit the stride's padding.
             whole = b == 0 or (b >= nbytes and ((b - nbytes) % stride == 0 or b % stride == 0))
             if b < 0 or not whole:
                 raise ValueError(
-                    f"{redact(uri)}: {b + header_bytes} bytes is not a {header_bytes}-byte header plus whole "
+                    f"{redact(uri)}: {size} bytes is not a {header_bytes}-byte header plus whole "
                     f"records of {nbytes} bytes at a stride of {stride}"
                 )
+            counts[i] = (b - nbytes) // stride + 1 if b >= nbytes else 0
         self._set_shards(np.full(len(self.uris), header_bytes), counts, stride)
 
 
 def parse_npy_header(head: bytes, uri: str) -> tuple[np.dtype, tuple[int, ...], int]:
     """(dtype, shape, data offset) from the first bytes of a ``.npy`` file.
 
-    Raises ValueError naming ``uri`` for a bad magic or Fortran order; returns
-    a data offset past ``len(head)`` when the header needs more bytes.
+    Raises ValueError naming ``uri`` for a bad magic, a malformed header (a shape that is
+    not a tuple of non-negative integers, a fortran_order that is not a bool), Fortran
+    order, Python objects, or a header longer than ``NPY_MAX_HEADER``; returns a data offset
+    past ``len(head)`` when the header needs more bytes.
     """
     if len(head) < 10 or not head.startswith(_NPY_MAGIC):
         raise ValueError(f"{redact(uri)}: not a .npy file (bad magic)")
@@ -350,23 +397,37 @@ def parse_npy_header(head: bytes, uri: str) -> tuple[np.dtype, tuple[int, ...], 
         hlen, start = int.from_bytes(head[8:12], "little"), 12
     else:
         raise ValueError(f"{redact(uri)}: unsupported .npy format version {major}")
+    if hlen > NPY_MAX_HEADER:
+        raise ValueError(
+            f"{redact(uri)}: .npy header claims {hlen} bytes, more than the "
+            f"{NPY_MAX_HEADER} read at most"
+        )
     end = start + hlen
     if end > len(head):
         return np.dtype(np.uint8), (), end
     try:
         d = ast.literal_eval(head[start:end].decode("latin1" if major < 3 else "utf8"))
         dtype = np.lib.format.descr_to_dtype(d["descr"])
-        shape = tuple(int(s) for s in d["shape"])
-        fortran = bool(d["fortran_order"])
-    except (ValueError, SyntaxError, KeyError, TypeError) as exc:
+        shape, fortran = d["shape"], d["fortran_order"]
+    except (ValueError, SyntaxError, KeyError, TypeError, RecursionError, MemoryError) as exc:
         raise ValueError(f"{redact(uri)}: malformed .npy header: {exc}") from None
+    # int() would take 2.7 as 2, True as 1 and pass -3: a shape is non-negative integers
+    if not isinstance(shape, tuple) or not all(is_int(n) and 0 <= n <= INT64_MAX for n in shape):
+        raise ValueError(
+            f"{redact(uri)}: malformed .npy header: shape {shape!r} is not a tuple of "
+            "non-negative integers"
+        )
+    if not isinstance(fortran, bool):
+        raise ValueError(
+            f"{redact(uri)}: malformed .npy header: fortran_order {fortran!r} is not True or False"
+        )
     if fortran and len(shape) > 1:
         raise ValueError(
             f"{redact(uri)}: Fortran-ordered arrays cannot be read by rows; save with C order"
         )
     if dtype.hasobject:
         raise ValueError(f"{redact(uri)}: .npy arrays of Python objects cannot be loaded")
-    return dtype, shape, end
+    return dtype, tuple(int(n) for n in shape), end
 
 
 class NpyDataset(_ShardedRecords):
@@ -421,18 +482,33 @@ class NpyDataset(_ShardedRecords):
                 raise ValueError(f"{redact(uri)}: {size} bytes is too short for a .npy file")
         probe = np.minimum(sizes, _NPY_PROBE)
         headers = self._probe(engine, self.sources, probe)
+        for uri, size, (_, _, off) in zip(self.uris, sizes.tolist(), headers, strict=True):
+            if off > size:  # before reading it again: a lying length field reads nothing
+                raise ValueError(
+                    f"{redact(uri)}: .npy header claims {off} bytes, the file has {size}"
+                )
         long = [i for i, h in enumerate(headers) if h[2] > probe[i]]
         if long:
             again = self._probe(
                 engine, [self.sources[i] for i in long], np.array([headers[i][2] for i in long])
             )
-            for i, h in zip(long, again, strict=False):
+            for i, h in zip(long, again, strict=True):
                 headers[i] = h
-        for uri, size, (dt, shape, off) in zip(self.uris, sizes, headers, strict=False):
-            need = off + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        for uri, size, (dt, shape, off) in zip(self.uris, sizes.tolist(), headers, strict=True):
+            # Python ints: an int64 product of huge dimensions would wrap around to a small
+            # size and pass
+            need = off + math.prod(shape) * dt.itemsize
             if need > size:
                 raise ValueError(
                     f"{redact(uri)}: .npy header promises {need} bytes, the file has {size}"
+                )
+            if self.rows and shape and shape[0] > size:
+                # rows of no bytes (a 0-byte dtype or a 0 dimension) take no room in the file:
+                # a header may claim any number of them (and the sampler would then hold
+                # them all)
+                raise ValueError(
+                    f"{redact(uri)}: .npy header's shape {list(shape)} is {shape[0]} rows of "
+                    f"0 bytes, more rows than the file has bytes ({size})"
                 )
         return headers
 

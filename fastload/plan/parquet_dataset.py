@@ -26,6 +26,7 @@ inside another loader, resume). pyarrow is imported only by this module.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import threading
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from fastload.errors import ParquetFormatError
 from fastload.plan.datasets import Dataset, Transform, UriSpec, resolve_uris
 from fastload.plan.distributed import rank_and_world_size, worker_and_num_workers
 from fastload.plan.options import LoaderConfig
@@ -68,6 +70,55 @@ def _chunk_range(col: Any) -> tuple[int, int]:
     if col.has_dictionary_page and col.dictionary_page_offset is not None:
         start = min(start, col.dictionary_page_offset)
     return int(start), int(col.total_compressed_size)
+
+
+def _format_error(uri: str, what: str) -> ParquetFormatError:
+    """A ParquetFormatError naming ``uri`` (without its credentials)."""
+    shown = redact(uri)
+    err = ParquetFormatError(f"{shown}: {what}")
+    err.uri = shown
+    return err
+
+
+def _plain_type(t: Any) -> Any:
+    """A column's value type: a dictionary-encoded column (the Arrow schema a writer of
+    DictionaryArrays stores) decodes to its dictionary's values."""
+    import pyarrow as pa
+
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _schema_difference(want: Any, got: Any) -> str:
+    """How schema ``got`` differs from ``want``, in a few words."""
+    if want.names != got.names:
+        return f"its columns are {', '.join(got.names)}, not {', '.join(want.names)}"
+    for a, b in zip(want, got, strict=True):
+        if not a.equals(b):
+            here, there = (f"{f.type}{'' if f.nullable else ' not null'}" for f in (b, a))
+            return f"column {a.name!r} is {here}, not {there}"
+    return "its schema differs"
+
+
+def _check_layout(uri: str, md: Any, data_end: int) -> None:
+    """Every row group's row count and column chunk of footer ``md`` checked against the
+    file: chunks lie in its first ``data_end`` bytes (before the footer), so a truncated
+    file or a lying footer is named here, not met as garbage pages mid-epoch (or as a
+    read past the object's end)."""
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        if rg.num_rows < 0:
+            raise _format_error(uri, f"row group {g} claims {rg.num_rows} rows")
+        for j in range(rg.num_columns):
+            col = rg.column(j)
+            off, n = _chunk_range(col)
+            # (an empty row group's chunk starts at 0: its data page offset, pyarrow's too)
+            if off < 0 or n < 0 or off + n > data_end:
+                raise _format_error(
+                    uri,
+                    f"row group {g} column {col.path_in_schema!r} claims bytes {off}-"
+                    f"{off + n - 1}, outside the file's data (bytes 0-{data_end - 1}): the "
+                    "file is truncated or its footer is corrupt",
+                )
 
 
 class ParquetDataset(Dataset):
@@ -105,8 +156,12 @@ class ParquetDataset(Dataset):
         self.metadata = self._read_footers(engine)
         schema = self.metadata[0].schema.to_arrow_schema()
         for uri, md in zip(self.uris, self.metadata, strict=True):
-            if not md.schema.to_arrow_schema().equals(schema):
-                raise ValueError(f"{redact(uri)}: its schema differs from {redact(self.uris[0])}'s")
+            other = md.schema.to_arrow_schema()
+            if not other.equals(schema):
+                raise ValueError(
+                    f"{redact(uri)}: its schema differs from {redact(self.uris[0])}'s: "
+                    f"{_schema_difference(schema, other)}"
+                )
         self.schema = schema
         self.table_columns = [
             *self.columns,
@@ -144,16 +199,16 @@ class ParquetDataset(Dataset):
         sizes = self.file_sizes
         for uri, n in zip(self.uris, sizes.tolist(), strict=True):
             if n < 12:
-                raise ValueError(f"{redact(uri)}: {n} bytes is too short for a Parquet file")
+                raise _format_error(uri, f"{n} bytes is too short for a Parquet file")
         tails = [bytes(v) for v in self._tails(engine, np.minimum(sizes, _TAIL))]
         need = []
         for i, (uri, tail) in enumerate(zip(self.uris, tails, strict=True)):
             if tail[-4:] != _MAGIC:
-                raise ValueError(f"{redact(uri)}: not a Parquet file (no PAR1 at its end)")
+                raise _format_error(uri, "not a Parquet file (no PAR1 at its end)")
             footer = int.from_bytes(tail[-8:-4], "little") + 8
-            if footer > sizes[i]:
-                raise ValueError(
-                    f"{redact(uri)}: its footer claims {footer} bytes, the file has {sizes[i]}"
+            if footer > sizes[i] - 4:  # the file starts with PAR1 too
+                raise _format_error(
+                    uri, f"its footer claims {footer} bytes, the file has {sizes[i]}"
                 )
             need.append(footer)
         longer = [i for i, n in enumerate(need) if n > len(tails[i])]
@@ -162,11 +217,13 @@ class ParquetDataset(Dataset):
             for i, v in zip(longer, again, strict=True):
                 tails[i] = bytes(v)
         out = []
-        for uri, tail, n in zip(self.uris, tails, need, strict=True):
+        for uri, tail, n, size in zip(self.uris, tails, need, sizes.tolist(), strict=True):
             try:
-                out.append(pq.read_metadata(pa.BufferReader(tail[-n:])))
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{redact(uri)}: malformed Parquet footer: {exc}") from None
+                md = pq.read_metadata(pa.BufferReader(tail[-n:]))
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                raise _format_error(uri, f"malformed Parquet footer: {exc}") from None
+            _check_layout(uri, md, size - n)
+            out.append(md)
         return out
 
     def _tails(
@@ -187,11 +244,11 @@ class ParquetDataset(Dataset):
         self, pa: Any, shape: Sequence[int] | None, dtype: Any, layout: str
     ) -> tuple[tuple[int, ...] | None, np.dtype, str]:
         if self.image is not None:
-            t = self.schema.field(self.image).type
+            t = _plain_type(self.schema.field(self.image).type)
             if not (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
                 raise ValueError(f"ParquetDataset: image column {self.image!r} is {t}, not binary")
             return None, np.dtype(np.uint8), ""
-        types = [self.schema.field(c).type for c in self.columns]
+        types = [_plain_type(self.schema.field(c).type) for c in self.columns]
         record = [
             t for t in types if pa.types.is_fixed_size_binary(t) or pa.types.is_fixed_size_list(t)
         ]
@@ -367,9 +424,26 @@ class ParquetDataset(Dataset):
         cancel: Any,
     ) -> dict[str, Any]:
         """Read and decode the ``names`` columns of row group ``group`` (no cache)."""
-        reader = self._fetch([group], names, engine, settings, cancel)[int(self.group_file[group])]
-        decoded = reader.read_row_group(int(self.group_index[group]), columns=names)
-        return {name: self._column(decoded.column(name), name) for name in names}
+        f, g = int(self.group_file[group]), int(self.group_index[group])
+        reader = self._fetch([group], names, engine, settings, cancel)[f]
+        decoded = self._decoded(f, [g], lambda: reader.read_row_group(g, columns=names))
+        where = f"{self.sources[f].display} row group {g}"
+        return {name: self._column(decoded.column(name), name, where) for name in names}
+
+    def _decoded(self, f: int, groups: Sequence[int], read: Any) -> Any:
+        """``read()`` (pyarrow decoding row groups ``groups`` of file ``f``), its failures
+        raised as a ParquetFormatError naming the file and the row groups."""
+        import pyarrow as pa
+
+        try:
+            return read()
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            which = ", ".join(str(g) for g in groups)
+            raise _format_error(
+                self.uris[f],
+                f"row group {which} does not decode ({type(exc).__name__}: {exc}); the file "
+                "is damaged, or changed since its footer was read",
+            ) from None
 
     def read_table(
         self,
@@ -409,20 +483,27 @@ class ParquetDataset(Dataset):
             run.append(int(self.group_index[g]))
             f = int(self.group_file[g])
             if i + 1 == len(groups) or int(self.group_file[groups[i + 1]]) != f:
-                parts.append(readers[f].read_row_groups(run, columns=names))
+                read = functools.partial(readers[f].read_row_groups, run, columns=names)
+                parts.append(self._decoded(f, run, read))
                 run = []
         if not parts:
             return self.schema.empty_table().select(names)
         return pa.concat_tables(parts)
 
-    def _column(self, col: Any, name: str) -> Any:
+    def _column(self, col: Any, name: str, where: str) -> Any:
         """One decoded column as numpy: records (rows, ...), scalars (rows,), images
-        (values, offsets)."""
+        (values, offsets). ``where``: the file and row group, for errors."""
         import pyarrow as pa
 
         arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
         if arr.null_count:
-            raise ValueError(f"ParquetDataset: column {name!r} has nulls; samples must be whole")
+            row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(
+                f"ParquetDataset: column {name!r} has nulls ({where}, row {row} first); "
+                "samples and labels must be whole"
+            )
         if name == self.image:
             bufs = arr.buffers()
             width = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
