@@ -184,7 +184,15 @@ class DataLoader(TorchAttributes):
             )
         )
         self._owns_engine = engine is None
-        self.engine = engine or RangeEngine(timeout=cfg.timeout_seconds)
+        if engine is None:
+            # the dataset's store, credentials and pinned versions, in an engine of its own
+            listed_by = getattr(dataset, "_engine", None)
+            engine = (
+                listed_by.derive(timeout=cfg.timeout_seconds)
+                if listed_by is not None
+                else RangeEngine(timeout=cfg.timeout_seconds)
+            )
+        self.engine = engine
         # blocks, the node-local cache and shard version checks, or the engine itself
         self._reader = make_read_path(self.engine, cfg, dataset, self.sampler)
         # The scheme whose default in-flight depth this loader starts from (its first source's).

@@ -219,6 +219,22 @@ class RangeEngine:
                     )
         return b
 
+    def derive(self, *, timeout: float | None) -> RangeEngine:
+        """A new engine with this one's network options (endpoint, credentials, TLS ...),
+        open-file limit and the object versions it has pinned, and its own ``timeout``.
+
+        A loader given no engine makes its own from its dataset's this way: it reaches the
+        store the dataset was listed from, and its reads must see the versions the
+        dataset's sizes and offsets came from (else ObjectChangedError), as the dataset's
+        engine would."""
+        eng = RangeEngine(
+            timeout=timeout, max_open_files=self.max_open_files, **dict(self.network_options)
+        )
+        for scheme, b in list(self._backends.items()):
+            if hasattr(b, "adopt_versions"):  # network backends (local files pin nothing)
+                eng.backend(scheme).adopt_versions(b)
+        return eng
+
     def stats(self) -> dict[str, int]:
         """Counters summed over this engine's backends: requests, bytes, and for http(s)/s3
         retries, connects and write callbacks."""

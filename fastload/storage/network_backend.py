@@ -35,6 +35,14 @@ class NetworkBackend:
     def size(self, src: ParsedURI) -> int:
         raise NotImplementedError
 
+    def adopt_versions(self, other: NetworkBackend) -> None:
+        """Take what ``other`` (a backend of the same options) has seen: the versions its
+        HEADs pinned and the servers that ignore Range."""
+        for key, pin in list(other.pins.table.items()):
+            self.pins.remember(key, pin)
+        with self._hosts_lock:
+            self._range_ignoring_hosts |= set(other._range_ignoring_hosts)
+
     def _requests(self, sources: Sequence[ParsedURI]) -> tuple[Sequence[bytes], Sequence[Any]]:
         """Per source: the URL, and None or the '\\n'-joined headers every GET carries."""
         raise NotImplementedError

@@ -197,6 +197,13 @@ class S3Backend(NetworkBackend):
         """Every key under the prefix, as s3:// URIs, sorted; sizes are kept for size()."""
         return self.list_sizes(prefix)[0]
 
+    def adopt_versions(self, other: NetworkBackend) -> None:
+        """As the base class, and the sizes and version tags ``other``'s listings kept."""
+        super().adopt_versions(other)
+        if isinstance(other, S3Backend):
+            self._sizes.update(list(other._sizes.items()))
+            self._tags.update(list(other._tags.items()))
+
     def known_size(self, src: ParsedURI) -> int | None:
         """The size an earlier list() or HEAD found for ``src``, or None (no request)."""
         return self._sizes.get((src.bucket, src.path))

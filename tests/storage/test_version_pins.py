@@ -126,3 +126,23 @@ def test_s3_etags_pin_a_same_size_rewrite(tmp_path):
                     eng.read_ranges("s3://bkt/e.bin", [(0, len(old))])
     finally:
         stop(server)
+
+
+def test_a_loader_without_an_engine_reads_with_its_datasets(rclone_s3):
+    """DataLoader(ds) with no engine= reaches the store ds was listed from (its endpoint and
+    credentials: it was AccessDenied) and pins the versions ds's offsets came from."""
+    import numpy as np
+
+    import fastload
+
+    s3 = rclone_s3.boto3()
+    s3.put_object(Bucket="data", Key="versions/loader/r.bin", Body=bytes(range(256)) * 4)
+    with RangeEngine(**rclone_s3.options) as eng:
+        ds = fastload.RecordDataset("s3://data/versions/loader/", (16,), np.uint8, engine=eng)
+        with fastload.DataLoader(ds, batch_size=16) as loader:
+            got = np.concatenate([np.asarray(b) for b in loader])
+        assert got.tobytes() == bytes(range(256)) * 4
+        s3.put_object(Bucket="data", Key="versions/loader/r.bin", Body=bytes(2048))
+        with fastload.DataLoader(ds, batch_size=16) as loader:
+            with pytest.raises(errors.ObjectChangedError, match="size was 1024 bytes"):
+                list(loader)
