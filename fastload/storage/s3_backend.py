@@ -23,7 +23,7 @@ from fastload.storage.http_backend import pin_from_headers, size_from_headers
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
 from fastload.storage.object_version import Version, version_tag
-from fastload.storage.s3_listing import Listing, next_token, read_page, tag_text
+from fastload.storage.s3_listing import Listing, Page, next_token, read_page, tag_text
 from fastload.storage.secret import RedactedList, Secret, reveal
 from fastload.storage.transport import Transport
 from fastload.storage.uri import ParsedURI, redact
@@ -244,6 +244,38 @@ class S3Backend(NetworkBackend):
             if token is None or pages >= max_pages or not page.keys or page.keys[-1] >= last:
                 return pages
             query = {**query, "continuation-token": token}
+
+    def list_dir(self, prefix: ParsedURI, max_keys: int | None = None) -> Page:
+        """One level under ``prefix`` (a ``delimiter=/`` listing, as ``aws s3 ls`` and
+        s3fs's ``ls`` ask): its objects with sizes, ETags and Last-Modified texts, its
+        sub-prefixes (an empty folder too: a server lists one as a CommonPrefix) and its
+        directory markers. Every page, or one page of at most ``max_keys`` entries (a
+        probe of whether the prefix holds anything). Sizes and version tags are kept."""
+        fetch = self._list_fetch(prefix)
+        query = {
+            "list-type": "2",
+            "prefix": prefix.path,
+            "delimiter": "/",
+            "max-keys": str(max_keys or self.opts.list_page_size),
+            "encoding-type": "url",
+        }
+        out = Page([], [], [], [], [], [])
+        token = None
+        while True:
+            body, status = fetch(query)
+            token = next_token(body, prefix.uri, status, token)
+            page = read_page(body, prefix.uri, status)
+            self._remember_listed(prefix.bucket, page.keys, page.sizes, page.etags, page.mtimes)
+            for mine, theirs in zip(out, page, strict=True):
+                mine.extend(theirs)  # type: ignore[attr-defined]
+            if token is None or max_keys is not None:
+                return out
+            query = {**query, "continuation-token": token}
+
+    def known_tags(self, src: ParsedURI) -> tuple[str | None, str | None]:
+        """(ETag, Last-Modified) as an earlier listing sent them, as text; Nones if unknown."""
+        etag, mtime = self._tags.get((src.bucket, src.path), (None, None))
+        return tag_text(etag), tag_text(mtime)
 
     def _list_fetch(self, prefix: ParsedURI) -> Callable[[dict[str, str]], tuple[bytes, int]]:
         def fetch(query: dict[str, str]) -> tuple[bytes, int]:

@@ -52,13 +52,15 @@ _ENCODING = re.compile(rb"<EncodingType>\s*([^<\s]*)\s*</EncodingType>")
 
 class Page(NamedTuple):
     """One page's objects (directory markers, keys ending in '/', left out), their sizes,
-    ETags and Last-Modified texts (as sent: decoded on use), and the sub-prefixes."""
+    ETags and Last-Modified texts (as sent: decoded on use), the sub-prefixes, and the
+    directory markers (an empty folder made by a console or by s3fs's mkdir is one)."""
 
     keys: list[str]
     sizes: list[int]
     etags: list[bytes | str | None]
     mtimes: list[bytes | str | None]
     prefixes: list[str]
+    markers: list[str]
 
 
 def tag_text(raw: bytes | str | None) -> str | None:
@@ -154,8 +156,9 @@ def read_page(body: bytes, uri: str, status: int) -> Page:
             [etags[i] for i in keep],
             [mtimes[i] for i in keep],
             prefixes,
+            [k for k in keys if k.endswith("/")],
         )
-    return Page(keys, sizes, list(etags), list(mtimes), prefixes)
+    return Page(keys, sizes, list(etags), list(mtimes), prefixes, [])
 
 
 def _strip_ns(tag: str) -> str:
@@ -171,7 +174,7 @@ def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
     encoded = any(
         _strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url" for el in root
     )
-    page = Page([], [], [], [], [])
+    page = Page([], [], [], [], [], [])
     token, truncated = None, False
     for el in root:
         tag = _strip_ns(el.tag)
@@ -183,6 +186,8 @@ def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
                 page.sizes.append(int(fields.get("Size", "0") or 0))
                 page.etags.append(fields.get("ETag"))
                 page.mtimes.append(fields.get("LastModified"))
+            elif key:
+                page.markers.append(key)
         elif tag == "CommonPrefixes":
             for c in el:
                 if _strip_ns(c.tag) == "Prefix" and c.text:

@@ -122,6 +122,34 @@ def test_list_prefix_past_one_page(rclone_s3):
             assert eng.list("s3://empty/") == []
 
 
+def test_list_dir_lists_one_level_of_odd_prefixes(rclone_s3):
+    """One level under a prefix (delimiter '/'): objects with their sizes, sub-prefixes,
+    every page; the prefix's characters are sent and signed as they are."""
+    with proxy_to(rclone_s3.port) as proxy:
+        opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint}
+        with RangeEngine(list_page_size=7, **opts) as eng:
+            s3 = eng.backend("s3")
+            page = s3.list_dir(eng_parse("s3://data/small/"))
+            want = sorted(k for k in S3_OBJECTS if k.startswith("data/small/"))
+            assert page.keys == [k[len("data/") :] for k in want] and not page.prefixes
+            assert page.sizes == [S3_OBJECTS[k][0] for k in want]
+            assert len([p for (_, p, _, _) in proxy.log if "delimiter=" in p]) == -(-40 // 7)
+            assert s3.known_size(eng_parse("s3://" + want[3])) == S3_OBJECTS[want[3]][0]
+            odd = s3.list_dir(eng_parse("s3://data/odd/"))
+            direct = sorted(k for k in ODD_KEYS if "/" not in k)
+            assert odd.keys == [f"odd/{k}" for k in direct] and odd.prefixes == ["odd/sp ace/"]
+            inner = s3.list_dir(eng_parse("s3://data/odd/sp ace/"))
+            assert inner.keys == ["odd/sp ace/ü€😀.bin"]
+            top = s3.list_dir(eng_parse("s3://data"))
+            assert top.prefixes == ["odd/", "small/"]
+            assert top.keys == ["big.bin", "odd name+chars é.bin"]
+            probe = s3.list_dir(eng_parse("s3://data/small/"), max_keys=1)
+            assert len(probe.keys) == 1  # one page of one key: a probe
+            assert s3.list_dir(eng_parse("s3://empty")) == ([], [], [], [], [], [])
+            with pytest.raises(errors.ObjectNotFoundError, match="no-such-bucket"):
+                s3.list_dir(eng_parse("s3://no-such-bucket"))
+
+
 def test_a_listing_that_cannot_continue_is_an_error(http_server):
     """IsTruncated without a new NextContinuationToken would lose keys (or loop forever)."""
     page = (
