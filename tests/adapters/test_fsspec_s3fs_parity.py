@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import os
 import pickle
 import time
@@ -72,7 +73,7 @@ GLOBS += ["tree/su?", "tree/*/", "many+ dir/k é 00[0-1]*", "odd/*dir/*.bin", "t
 def server(tmp_path_factory):
     """Buckets ``parity`` (the objects above and an empty folder ``tree/hollow``, which
     rclone lists as a prefix, as S3 lists a folder marker), ``hollow`` (empty) and
-    ``churn`` (the tests that change objects)."""
+    ``churn`` and ``abstract`` (the tests that write objects, through s3fs)."""
     root = tmp_path_factory.mktemp("parity")
     for key, data in OBJECTS.items():
         path = root / B / key
@@ -81,6 +82,7 @@ def server(tmp_path_factory):
     (root / B / "tree" / "hollow").mkdir()
     (root / "hollow").mkdir()
     (root / "churn").mkdir()
+    (root / "abstract").mkdir()
     s = start_rclone(str(root))
     yield s
     stop(s)
@@ -545,3 +547,76 @@ def test_fsspec_protocol_paths_list_the_same(server, pair):
         assert os.path.basename(fs.find(f"s3/{B}/tree")[0]) == "a.bin"
     finally:
         fs.engine.close()
+
+
+# -- fsspec's own tests of a filesystem, where they read ---------------------------
+
+_RUNS = itertools.count()
+
+try:
+    from fsspec.tests.abstract import AbstractFixtures
+    from fsspec.tests.abstract.get import AbstractGetTests
+
+    SHIPPED = True
+except ImportError:  # an fsspec that ships without its abstract tests
+    SHIPPED = False
+
+    class AbstractFixtures:  # type: ignore[no-redef]
+        pass
+
+    class AbstractGetTests:  # type: ignore[no-redef]
+        pass
+
+
+@pytest.mark.skipif(not SHIPPED, reason="this fsspec ships no abstract tests")
+class TestFsspecAbstractGet(AbstractFixtures, AbstractGetTests):  # type: ignore[misc,valid-type]
+    """fsspec's abstract ``get`` tests (glob edge cases, trailing slashes, recursion,
+    lists of paths) with fastload as the remote filesystem: each scenario is written
+    through s3fs into a fresh folder of bucket ``abstract``."""
+
+    @pytest.fixture
+    def fs(self, server):
+        ours = fastload.filesystem(**server.options, skip_instance_cache=True)
+        yield ours
+        ours.engine.close()
+
+    @pytest.fixture
+    def fs_join(self):
+        return lambda *parts: "/".join(parts)
+
+    @pytest.fixture
+    def fs_path(self):
+        return f"s3://abstract/run{next(_RUNS)}"
+
+    @pytest.fixture
+    def supports_empty_directories(self):
+        return False
+
+    @pytest.fixture
+    def writer(self, server):
+        theirs = _s3fs(server)
+        yield theirs
+        _close(theirs)
+
+    @staticmethod
+    def _written(writer, fs_path, scenario):
+        return "s3://" + scenario(writer, lambda *p: "/".join(p), fs_path.removeprefix("s3://"))
+
+    @pytest.fixture
+    def fs_bulk_operations_scenario_0(self, writer, fs_path):
+        return self._written(writer, fs_path, self._bulk_operations_scenario_0)
+
+    @pytest.fixture
+    def fs_glob_edge_cases_files(self, writer, fs_path):
+        return self._written(writer, fs_path, self._glob_edge_cases_files)
+
+    @pytest.fixture
+    def fs_dir_and_file_with_same_name_prefix(self, writer, fs_path):
+        return self._written(writer, fs_path, self._dir_and_file_with_same_name_prefix)
+
+    @pytest.fixture
+    def fs_10_files_with_hashed_names(self, writer, fs_path):
+        return self._written(writer, fs_path, self._10_files_with_hashed_names)
+
+    def test_get_directory_recursive(self):
+        pytest.skip("writes through the filesystem under test (fastload's is read-only)")
