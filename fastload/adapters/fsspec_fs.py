@@ -614,6 +614,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             return info["LastModified"]
         if "mtime" in info:
             return _dt.datetime.fromtimestamp(info["mtime"], _dt.timezone.utc)
+        if info["type"] == "directory":  # an S3 folder has no time of its own (as s3fs says)
+            raise IsADirectoryError(f"{redact(os.fspath(path))}: a folder has no modification time")
         raise NotImplementedError(f"{redact(path)}: the storage gives no modification time here")
 
     # -- data ---------------------------------------------------------------------------

@@ -429,6 +429,11 @@ def test_modified_and_the_fields_of_entries_match_s3fs(pair):
         assert when.tzinfo is not None and abs(when - dt.datetime.now(dt.timezone.utc)).days < 2
         mine, want = ours.info(f"s3://{B}/{key}"), theirs.info(f"{B}/{key}")
         assert mine["LastModified"] == want["LastModified"] and mine["ETag"] == want["ETag"]
+    for folder in ["tree", "tree/sub/"]:
+        with pytest.raises(IsADirectoryError, match=folder.rstrip("/")):
+            ours.modified(f"s3://{B}/{folder}")
+        with pytest.raises(IsADirectoryError):
+            theirs.modified(f"{B}/{folder}")
     listed = {bare(e["name"]): e for e in ours.ls(f"s3://{B}/tree")}
     for e in theirs.ls(f"{B}/tree", detail=True):
         if e["type"] == "file":
