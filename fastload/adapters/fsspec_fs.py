@@ -444,8 +444,14 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forget the listings (all of them: a change under ``path`` changes its parents'),
-        so the next ``ls``/``info`` lists again."""
+        so the next ``ls``/``info`` lists again, and what the engine learned of the objects
+        under ``path`` (every object when None): a read of an object rewritten since
+        reads the new version, as s3fs's does after invalidate_cache."""
         self.dircache.clear()
+        try:
+            self.engine.forget(None if path is None else self._src(path))
+        except ValueError:  # not a path the engine reads: forget everything
+            self.engine.forget()
         # the files' layouts may have changed; the budget stays one over all open files
         self._read_ahead.forget_layouts()
         super().invalidate_cache(path)

@@ -332,6 +332,25 @@ class S3Backend(NetworkBackend):
         super().forget_version(src)
         self._sizes.pop((src.bucket, src.path), None)
 
+    def forget_under(self, prefix: ParsedURI | None = None) -> None:
+        """Forget the sizes and versions learned (listings, HEADs) of the objects under
+        ``prefix`` (the key itself and keys below it as a folder; every object when
+        None): the next size() or read asks the server again."""
+        bucket = None if prefix is None else prefix.bucket
+        path = "" if prefix is None else prefix.path.rstrip("/")
+
+        def match(key: Any) -> bool:
+            if bucket is None:
+                return True
+            return key[0] == bucket and (
+                not path or key[1] == path or key[1].startswith(path + "/")
+            )
+
+        for table in (self._sizes, self._tags):
+            for key in [k for k in list(table) if match(k)]:
+                table.pop(key, None)
+        self.pins.forget_where(match)
+
     def host(self, src: ParsedURI) -> str:
         return self._host
 
