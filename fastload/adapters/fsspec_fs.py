@@ -415,17 +415,16 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         page = self._s3().list_dir(parse_uri(_s3_uri(src.bucket, key + "/")), max_keys=1)
         return bool(page.keys or page.prefixes or page.markers)
 
-    def _s3_tree(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
-        """Every object whose key starts with ``prefix``: one recursive listing (asked for
-        on every call, as s3fs's ``find`` does)."""
+    def _s3_tree(self, bucket: str, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every object whose key starts with ``prefix`` and the folders its directory
+        markers name (s3:// URIs without the '/'): one recursive listing, asked for on
+        every call, as s3fs's ``find`` does."""
         backend = self._s3()
+        uris, sizes, markers = backend.list_tree(parse_uri(_s3_uri(bucket, prefix)))
         out = []
-        for uri in backend.list(parse_uri(_s3_uri(bucket, prefix))):
-            src = parse_uri(uri)
-            out.append(
-                _file_entry(uri, int(backend.known_size(src) or 0), *backend.known_tags(src))
-            )
-        return out
+        for uri, size in zip(uris, sizes, strict=True):
+            out.append(_file_entry(uri, size, *backend.known_tags(parse_uri(uri))))
+        return out, [m[:-1] for m in markers]
 
     def isdir(self, path: str) -> bool:
         """Whether ``path`` is a folder: for S3, whether its prefix holds anything (an object
@@ -595,8 +594,8 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         elif src.scheme == "s3":
             key = src.path.rstrip("/")
             base = _s3_uri(src.bucket, key)
-            listed = self._s3_tree(src.bucket, f"{key}/{prefix}" if key else prefix)
-            if withdirs and key and listed:
+            listed, folders = self._s3_tree(src.bucket, f"{key}/{prefix}" if key else prefix)
+            if withdirs and key and (listed or folders):
                 found[base] = {"name": base, "size": 0, "type": "directory"}
             for entry in listed:
                 rest = entry["name"][len(base) + 1 :].split("/")
@@ -605,6 +604,13 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                         sub = base + "/" + "/".join(rest[:k])
                         found.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
                 found[entry["name"]] = entry
+            for folder in folders if withdirs else ():  # a marker: the folder and those above
+                if len(folder) <= len(base):
+                    continue  # the folder asked for (listed above)
+                rest = folder[len(base) + 1 :].split("/")
+                for k in range(1, len(rest) + 1):
+                    sub = base + "/" + "/".join(rest[:k])
+                    found.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
             if not listed and key and not prefix:  # an object, no folder: itself
                 try:
                     found[name] = self._s3_object(src, name)

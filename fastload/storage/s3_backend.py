@@ -205,6 +205,13 @@ class S3Backend(NetworkBackend):
         """Every key under the prefix (s3:// URIs, sorted) and its size, from the listing
         (``fastload.storage.s3_listing``: sub-prefixes listed at once, up to
         ``list_concurrency`` requests in flight); sizes and version tags are kept."""
+        return self.list_tree(prefix)[:2]
+
+    def list_tree(
+        self, prefix: ParsedURI
+    ) -> tuple[builtins.list[str], builtins.list[int], builtins.list[str]]:
+        """As :meth:`list_sizes`, and the directory markers under the prefix (keys ending
+        in '/', as s3:// URIs, sorted): folders with or without objects in them."""
         found = Listing(
             self._list_fetch(prefix),
             prefix.uri,
@@ -215,7 +222,8 @@ class S3Backend(NetworkBackend):
         self._remember_listed(prefix.bucket, found.keys, found.sizes, found.etags, found.mtimes)
         pairs = sorted(zip(found.keys, found.sizes, strict=True))
         head = f"s3://{prefix.bucket}/"
-        return [head + k for k, _ in pairs], [n for _, n in pairs]
+        markers = [head + m for m in sorted(set(found.markers))]
+        return [head + k for k, _ in pairs], [n for _, n in pairs], markers
 
     def list_pages_after(
         self, prefix: ParsedURI, start_after: str, last: str, max_pages: int

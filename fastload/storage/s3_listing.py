@@ -280,7 +280,8 @@ SPLIT_MIN_KEYS = 100
 @dataclass
 class Listing:
     """Every object under ``root`` (``Listing(...).run()``): keys, sizes, ETags and
-    Last-Modified texts in no particular order, as parallel lists."""
+    Last-Modified texts in no particular order, as parallel lists; and the directory
+    markers (keys ending in '/') apart."""
 
     fetch: Fetch
     uri: str  # the prefix's URI: errors name it
@@ -291,6 +292,7 @@ class Listing:
     sizes: list[int] = field(default_factory=list)
     etags: list[bytes | str | None] = field(default_factory=list)
     mtimes: list[bytes | str | None] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
 
     def _query(self, prefix: str, **extra: str) -> dict[str, str]:
         # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
@@ -470,7 +472,9 @@ class Listing:
             self.sizes += page.sizes
             self.etags += page.etags
             self.mtimes += page.mtimes
+            self.markers += page.markers
             return
+        self.markers += [m for m in page.markers if chain.keeps(m)]
         for i, key in enumerate(page.keys):
             if chain.keeps(key):
                 self.keys.append(key)

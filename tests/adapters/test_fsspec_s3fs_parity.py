@@ -287,6 +287,32 @@ def test_find_prefix_keeps_only_names_under_it(pair):
     ]
 
 
+def test_folder_markers_name_folders_in_find(http_server):
+    """S3 keeps a folder made by its console (or by s3fs's mkdir) as a key ending in '/':
+    find(withdirs=True) names it and the folders above it, as s3fs's does, though no
+    object is under it (rclone cannot hold such keys: a server answering the listing
+    with a page of them stands in; every listing request gets the same page)."""
+    keys = ["a/", "a/b/", "a/b/f.bin", "c/d/", "top.bin"]
+    contents = "".join(f"<Contents><Key>{k}</Key><Size>{len(k)}</Size></Contents>" for k in keys)
+    page = f"<ListBucketResult>{contents}<IsTruncated>false</IsTruncated></ListBucketResult>"
+    http_server.put("bkt", page.encode())
+    fs = fastload.filesystem(
+        endpoint_url=http_server.url("").rstrip("/"), anonymous=True, skip_instance_cache=True
+    )
+    try:
+        assert fs.find("s3://bkt") == ["s3://bkt/a/b/f.bin", "s3://bkt/top.bin"]
+        assert fs.find("s3://bkt", withdirs=True) == [
+            "s3://bkt/a",
+            "s3://bkt/a/b",
+            "s3://bkt/a/b/f.bin",
+            "s3://bkt/c",
+            "s3://bkt/c/d",
+            "s3://bkt/top.bin",
+        ]
+    finally:
+        fs.engine.close()
+
+
 # -- missing paths --------------------------------------------------------------------
 
 
