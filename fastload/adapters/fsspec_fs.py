@@ -10,18 +10,21 @@ Paths are the engine's URIs: ``s3://bucket/key``, ``http(s)://host/path``, ``fil
 or a plain local path. Under the fsspec protocol ``fastload`` (the ``fsspec.specs`` entry
 point), ``fastload://s3://bucket/key`` names the same object, so
 ``fsspec.open("fastload://s3://b/k")`` and ``pandas.read_parquet("fastload://s3://b/k.parquet",
-storage_options={"endpoint_url": ...})`` work. Listings: S3 prefixes list recursively (one
-ListObjectsV2 walk, folders derived from the keys), local folders with ``os.scandir`` /
+storage_options={"endpoint_url": ...})`` work. Listings: S3 answers as s3fs does on the same
+bucket (``ls`` one level, a delimiter listing kept in ``dircache``; ``find`` one recursive
+listing per call; ``info`` a HEAD, else whether the prefix holds anything; ``modified``,
+``ETag`` and ``LastModified`` as s3fs gives them); local folders with ``os.scandir`` /
 ``os.walk``; http(s) has no listing. fsspec is imported only with this module.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import email.utils
 import os
 import re
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import fsspec
@@ -35,6 +38,7 @@ from fastload.checks import check_int, is_int
 from fastload.errors import FastloadError, ObjectNotFoundError
 from fastload.storage.engine import RangeEngine
 from fastload.storage.fetch_buffers import FetchBufferPool
+from fastload.storage.s3_listing import tag_text
 from fastload.storage.secret import SECRET_OPTIONS, RedactedOptions
 from fastload.storage.uri import ParsedURI, parse_uri, redact
 
@@ -230,6 +234,11 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         **engine_options: Any,
     ) -> None:
         engine_options.pop("asynchronous", None)  # fsspec / zarr pass it; the engine is sync
+        # fsspec's listing-cache options (its DirCache, made from the same options, keeps
+        # them): not the engine's
+        listing_options = {
+            k: engine_options.pop(k) for k in _DIRCACHE_OPTIONS if k in engine_options
+        }
         super().__init__(
             engine=engine,
             block_size=block_size,
@@ -237,6 +246,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             column_read_ahead=column_read_ahead,
             column_read_ahead_total=column_read_ahead_total,
             fetch_buffers=fetch_buffers,
+            **listing_options,
             **engine_options,
         )
         self.engine = engine if engine is not None else RangeEngine(**engine_options)
@@ -247,7 +257,6 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         self.blocksize = check_int("block_size", block_size, 0)
         self.max_gap = check_int("max_gap", max_gap, 0)
         self.column_read_ahead = check_int("column_read_ahead", column_read_ahead, 0)
-        self._listings: dict[str, list[tuple[str, int]]] = {}
         self._threads = IdleThreadPool(
             COLUMN_READ_AHEAD_THREADS, "fastload-fsspec", READ_AHEAD_IDLE_SECONDS
         )
@@ -321,11 +330,18 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         return parse_uri(_uri_of(self._strip_protocol(path))[0])
 
     # -- metadata -----------------------------------------------------------------------
-    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+    # S3 as s3fs sees it: ``ls`` is one level (a delimiter listing, so an empty folder
+    # shows), kept in ``dircache`` (fsspec's ``use_listings_cache``,
+    # ``listings_expiry_time``, ``max_paths``; ``refresh=True`` or ``invalidate_cache``
+    # list again); ``find`` without ``maxdepth`` is one recursive listing, every call;
+    # ``info`` HEADs an object, else asks whether the prefix holds anything. A trailing
+    # '/' names the folder when a key is both an object and a prefix.
+    def info(self, path: str, refresh: bool = False, **kwargs: Any) -> dict[str, Any]:
+        _refuse_versions(path, kwargs)
         name, slashed = _uri_of(self._strip_protocol(path))
-        return _slashed(self._info(name), slashed)
+        return _slashed(self._info(name, _names_folder(path), refresh), slashed)
 
-    def _info(self, name: str) -> dict[str, Any]:
+    def _info(self, name: str, folder: bool = False, refresh: bool = False) -> dict[str, Any]:
         src = parse_uri(name)
         if src.is_local:
             try:
@@ -333,52 +349,118 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             except FileNotFoundError:
                 raise FileNotFoundError(name) from None
         if src.scheme == "s3":
-            if src.path:
-                try:
-                    meta = self.engine.backend("s3").stat(src)
-                    return {
-                        "name": name,
-                        "size": meta["size"],
-                        "type": "file",
-                        "ETag": meta["etag"],
-                        "LastModified": meta["last_modified"],
-                    }
-                except ObjectNotFoundError:
-                    pass
-            if self._listing(src):  # a prefix with objects under it is a folder
-                return {"name": name, "size": 0, "type": "directory"}
+            directory = {"name": name, "size": 0, "type": "directory"}
+            if not src.path:  # a bucket is there when it can be listed (empty or not)
+                self._s3().list_dir(src, max_keys=1)
+                return directory
+            if folder and self._s3_is_dir(src, refresh):
+                return directory
+            try:
+                return self._s3_object(src, name)
+            except ObjectNotFoundError:
+                pass
+            if not folder and self._s3_is_dir(src, refresh):
+                return directory
             raise FileNotFoundError(name)
         return {"name": name, "size": self.engine.size(src), "type": "file"}
+
+    def _s3(self) -> Any:
+        return self.engine.backend("s3")
+
+    def _s3_object(self, src: ParsedURI, name: str) -> dict[str, Any]:
+        """An object's info from a HEAD (ObjectNotFoundError when there is none)."""
+        meta = self._s3().stat(src)
+        return _file_entry(name, meta["size"], meta["etag"], meta["last_modified"])
+
+    def _s3_dir(self, src: ParsedURI, refresh: bool = False) -> list[dict[str, Any]] | None:
+        """The entries one level under an S3 prefix (or bucket), from a delimiter listing
+        kept in ``dircache``; None when nothing is under the prefix (no object, folder or
+        directory marker: no such folder)."""
+        key = src.path.rstrip("/")
+        name = _s3_uri(src.bucket, key)
+        if not refresh:
+            hit = self.dircache.get(name)
+            if hit is not None:
+                return hit
+        page = self._s3().list_dir(parse_uri(_s3_uri(src.bucket, key + "/")) if key else src)
+        if key and not (page.keys or page.prefixes or page.markers):
+            return None
+        entries = [
+            _file_entry(_s3_uri(src.bucket, k), n, tag_text(e), tag_text(m))
+            for k, n, e, m in zip(page.keys, page.sizes, page.etags, page.mtimes, strict=True)
+        ]
+        entries += [
+            {"name": f"s3://{src.bucket}/{p[:-1]}", "size": 0, "type": "directory"}
+            for p in page.prefixes
+        ]
+        entries.sort(key=lambda d: d["name"])
+        self.dircache[name] = entries
+        return entries
+
+    def _s3_is_dir(self, src: ParsedURI, refresh: bool = False) -> bool:
+        """Whether an S3 prefix holds anything: a cached listing says so, else a one-entry
+        listing of it is asked for (an object of the same name does not count)."""
+        key = src.path.rstrip("/")
+        name = _s3_uri(src.bucket, key)
+        if not key:
+            return self._s3_dir(src, refresh) is not None
+        if not refresh:
+            if self.dircache.get(name) is not None:
+                return True
+            above = self.dircache.get(self._parent(name))
+            if above is not None and any(
+                e["name"] == name and e["type"] == "directory" for e in above
+            ):
+                return True
+        page = self._s3().list_dir(parse_uri(_s3_uri(src.bucket, key + "/")), max_keys=1)
+        return bool(page.keys or page.prefixes or page.markers)
+
+    def _s3_tree(self, bucket: str, prefix: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every object whose key starts with ``prefix`` and the folders its directory
+        markers name (s3:// URIs without the '/'): one recursive listing, asked for on
+        every call, as s3fs's ``find`` does."""
+        backend = self._s3()
+        uris, sizes, markers = backend.list_tree(parse_uri(_s3_uri(bucket, prefix)))
+        out = []
+        for uri, size in zip(uris, sizes, strict=True):
+            out.append(_file_entry(uri, size, *backend.known_tags(parse_uri(uri))))
+        return out, [m[:-1] for m in markers]
+
+    def isdir(self, path: str) -> bool:
+        """Whether ``path`` is a folder: for S3, whether its prefix holds anything (an object
+        of the same name may be there too, as s3fs says)."""
+        name, _ = _uri_of(self._strip_protocol(path))
+        try:
+            src = parse_uri(name)
+            if src.scheme == "s3":
+                return self._s3_is_dir(src)
+            return self._info(name)["type"] == "directory"
+        except (OSError, ValueError):
+            return False
 
     def size(self, path: str) -> int:
         return int(self.info(path)["size"])
 
-    def _listing(self, src: ParsedURI) -> list[tuple[str, int]]:
-        """(name, size) of every object under an S3 prefix, recursively (cached)."""
-        key = src.uri.rstrip("/")
-        hit = self._listings.get(key)
-        if hit is None:
-            prefix_uri = key + "/" if src.path else key + "/"
-            prefix = parse_uri(prefix_uri) if src.path else src
-            backend = self.engine.backend("s3")
-            uris = backend.list(prefix)
-            hit = self._listings[key] = [
-                (u, int(backend.known_size(parse_uri(u)) or 0)) for u in uris
-            ]
-        return hit
-
     def invalidate_cache(self, path: str | None = None) -> None:
-        self._listings.clear()
+        """Forget the listings (all of them: a change under ``path`` changes its parents'),
+        so the next ``ls``/``info`` lists again, and what the engine learned of the objects
+        under ``path`` (every object when None): a read of an object rewritten since
+        reads the new version, as s3fs's does after invalidate_cache."""
+        self.dircache.clear()
+        try:
+            self.engine.forget(None if path is None else self._src(path))
+        except ValueError:  # not a path the engine reads: forget everything
+            self.engine.forget()
         # the files' layouts may have changed; the budget stays one over all open files
         self._read_ahead.forget_layouts()
         super().invalidate_cache(path)
 
-    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+    def ls(self, path: str, detail: bool = True, refresh: bool = False, **kwargs: Any) -> list[Any]:
         name, slashed = _uri_of(self._strip_protocol(path))
-        out = [_slashed(d, slashed) for d in self._ls(name)]
+        out = [_slashed(d, slashed) for d in self._ls(name, refresh)]
         return out if detail else [d["name"] for d in out]
 
-    def _ls(self, name: str) -> list[dict[str, Any]]:
+    def _ls(self, name: str, refresh: bool = False) -> list[dict[str, Any]]:
         src = parse_uri(name)
         if src.is_local:
             if os.path.isfile(src.path):
@@ -392,21 +474,69 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             return out
         if src.scheme != "s3":
             self.engine.list(src)  # http(s): the backend says there is no listing
-        base = name.rstrip("/")
-        entries: dict[str, dict[str, Any]] = {}
-        for full, size in self._listing(src):
-            rest = full[len(base) + 1 :]
-            if "/" in rest:
-                sub = f"{base}/{rest.split('/', 1)[0]}"
-                entries.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
+            return [self._info(name)]
+        entries = self._s3_dir(src, refresh)
+        if entries:
+            return entries
+        if not src.path:
+            return []  # an empty bucket (a missing one raised)
+        try:  # an object: itself; an empty folder: no such path, as s3fs says
+            return [self._s3_object(src, name)]
+        except ObjectNotFoundError:
+            raise FileNotFoundError(name) from None
+
+    def walk(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        topdown: bool = True,
+        on_error: Any = "omit",
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, Any, Any]]:
+        """fsspec's walk as its async filesystems (s3fs) walk: a folder that cannot be
+        listed (gone, or an empty folder, which ``ls`` refuses as s3fs's does) is yielded
+        with nothing in it instead of being left out; ``on_error="raise"`` raises."""
+        if maxdepth is not None and maxdepth < 1:
+            raise ValueError("maxdepth must be at least 1")
+        path = self._strip_protocol(path)
+        detail = kwargs.pop("detail", False)
+        try:
+            listing = self.ls(path, detail=True, **kwargs)
+        except (FileNotFoundError, OSError) as exc:
+            if on_error == "raise":
+                raise
+            if callable(on_error):
+                on_error(exc)
+            yield path, ({} if detail else []), ({} if detail else [])
+            return
+        full_dirs: dict[str, str] = {}
+        dirs: dict[str, Any] = {}
+        files: dict[str, Any] = {}
+        for info in listing:
+            pathname = info["name"].rstrip("/")
+            name = pathname.rsplit("/", 1)[-1]
+            if info["type"] == "directory" and pathname != path:
+                full_dirs[name] = pathname
+                dirs[name] = info
+            elif pathname == path:
+                files[""] = info  # an object of the name asked for
             else:
-                entries[full] = {"name": full, "size": size, "type": "file"}
-        if not entries:
-            try:
-                return [self._info(name)]
-            except FileNotFoundError:
-                raise FileNotFoundError(name) from None
-        return [entries[k] for k in sorted(entries)]
+                files[name] = info
+        shown = (dirs, files) if detail else (list(dirs), list(files))
+        if topdown:
+            yield path, *shown
+        if maxdepth is None or maxdepth > 1:
+            for d in shown[0]:  # a caller may prune them, as with os.walk
+                yield from self.walk(
+                    full_dirs[d],
+                    maxdepth=None if maxdepth is None else maxdepth - 1,
+                    detail=detail,
+                    topdown=topdown,
+                    on_error=on_error,
+                    **kwargs,
+                )
+        if not topdown:
+            yield path, *shown
 
     @staticmethod
     def _join(base: str, name: str) -> str:
@@ -418,23 +548,36 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
         maxdepth: int | None = None,
         withdirs: bool = False,
         detail: bool = False,
+        prefix: str = "",
         **kwargs: Any,
     ) -> Any:
-        """Every object under ``path`` from one recursive listing (folders with ``withdirs``)."""
+        """Every object under ``path`` (with ``withdirs``, the folders too, ``path`` itself
+        among them); ``prefix``: only names starting ``path/prefix`` (as s3fs's). S3: one
+        recursive listing; with ``maxdepth``, level by level (``ls``), as s3fs."""
         name, slashed = _uri_of(self._strip_protocol(path))
-        found = {
-            _slash(n, slashed): _slashed(d, slashed)
-            for n, d in self._find(name, maxdepth, withdirs).items()
-        }
+        if maxdepth is not None and parse_uri(name).scheme == "s3":
+            got = super().find(name, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
+            found = {n: d or self._info(n) for n, d in got.items()}
+        else:
+            found = self._find(name, maxdepth, withdirs, prefix)
+        if prefix:  # the folder itself stays (withdirs), as s3fs's
+            base = name.rstrip("/")
+            head = base + "/" + prefix
+            found = {n: d for n, d in found.items() if n.startswith(head) or n == base}
+        found = {_slash(n, slashed): _slashed(d, slashed) for n, d in found.items()}
         return found if detail else list(found)
 
-    def _find(self, name: str, maxdepth: int | None, withdirs: bool) -> dict[str, dict[str, Any]]:
+    def _find(
+        self, name: str, maxdepth: int | None, withdirs: bool, prefix: str = ""
+    ) -> dict[str, dict[str, Any]]:
         src = parse_uri(name)
         found: dict[str, dict[str, Any]] = {}
         if src.is_local:
             if os.path.isfile(src.path):
                 found[name] = _local_info(src.path, name)
             elif os.path.isdir(src.path):
+                if withdirs:  # the folder itself, as fsspec's find (posix glob) has it
+                    found[name] = _local_info(src.path, name)
                 for dirpath, dirnames, filenames in os.walk(src.path):
                     rel = os.path.relpath(dirpath, src.path)
                     depth = 0 if rel == "." else rel.count(os.sep) + 1
@@ -449,36 +592,49 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
                             full = self._join(here, f)
                             found[full] = _local_info(os.path.join(dirpath, f), full)
         elif src.scheme == "s3":
-            base = name.rstrip("/")
-            if src.path:
-                try:
-                    info = self.info(name)
-                    if info["type"] == "file":
-                        found[name] = info
-                except FileNotFoundError:
-                    pass
-            for full, size in self._listing(src):
-                rest = full[len(base) + 1 :].split("/")
+            key = src.path.rstrip("/")
+            base = _s3_uri(src.bucket, key)
+            listed, folders = self._s3_tree(src.bucket, f"{key}/{prefix}" if key else prefix)
+            if withdirs and key and (listed or folders):
+                found[base] = {"name": base, "size": 0, "type": "directory"}
+            for entry in listed:
+                rest = entry["name"][len(base) + 1 :].split("/")
                 if withdirs:
-                    for k in range(1, min(len(rest), (maxdepth or len(rest)) + 1)):
+                    for k in range(1, len(rest)):
                         sub = base + "/" + "/".join(rest[:k])
                         found.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
-                if maxdepth is None or len(rest) <= maxdepth:
-                    found[full] = {"name": full, "size": size, "type": "file"}
+                found[entry["name"]] = entry
+            for folder in folders if withdirs else ():  # a marker: the folder and those above
+                if len(folder) <= len(base):
+                    continue  # the folder asked for (listed above)
+                rest = folder[len(base) + 1 :].split("/")
+                for k in range(1, len(rest) + 1):
+                    sub = base + "/" + "/".join(rest[:k])
+                    found.setdefault(sub, {"name": sub, "size": 0, "type": "directory"})
+            if not listed and key and not prefix:  # an object, no folder: itself
+                try:
+                    found[name] = self._s3_object(src, name)
+                except ObjectNotFoundError:
+                    pass
         else:
             found[name] = self.info(name)
         return {n: found[n] for n in sorted(found)}
 
     def modified(self, path: str) -> _dt.datetime:
         info = self.info(path)
+        if isinstance(info.get("LastModified"), _dt.datetime):
+            return info["LastModified"]
         if "mtime" in info:
             return _dt.datetime.fromtimestamp(info["mtime"], _dt.timezone.utc)
+        if info["type"] == "directory":  # an S3 folder has no time of its own (as s3fs says)
+            raise IsADirectoryError(f"{redact(os.fspath(path))}: a folder has no modification time")
         raise NotImplementedError(f"{redact(path)}: the storage gives no modification time here")
 
     # -- data ---------------------------------------------------------------------------
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
+        _refuse_versions(path, kwargs)
         src = self._src(path)
         if start is None and end is None:
             return bytes(self.engine.read(src))
@@ -582,6 +738,7 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
             raise NotImplementedError(
                 f"{redact(path)}: fastload's filesystem is read-only (mode {mode!r})"
             )
+        _refuse_versions(path, kwargs)
         name = self._strip_protocol(path)
         size = kwargs.pop("size", None)
         if size is None:
@@ -600,6 +757,56 @@ class FastloadFileSystem(fsspec.AbstractFileSystem):
 
     pipe_file = put_file = rm_file = rm = mkdir = makedirs = rmdir = touch = _read_only
     cp_file = mv = _read_only
+
+
+_DIRCACHE_OPTIONS = ("use_listings_cache", "listings_expiry_time", "max_paths")
+
+
+def _s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+
+
+def _names_folder(path: Any) -> bool:
+    """Whether ``path`` ends in '/' past its scheme (``s3://b/k/``: the folder ``k``)."""
+    text = os.fspath(path) if not isinstance(path, str) else path
+    return text.endswith("/") and not text.endswith("://")
+
+
+def _when(text: str | None) -> _dt.datetime | None:
+    """A Last-Modified as a HEAD (RFC 7231) or a listing (ISO 8601) sends it, as an aware
+    datetime in UTC (as s3fs gives it); None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        if text[:1].isdigit():
+            when = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        else:
+            when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=_dt.timezone.utc)
+
+
+def _file_entry(name: str, size: int, etag: str | None, mtime: str | None) -> dict[str, Any]:
+    """An S3 object's info (as s3fs has it: ETag and LastModified, a datetime, when known)."""
+    out: dict[str, Any] = {"name": name, "size": size, "type": "file"}
+    if etag is not None:
+        out["ETag"] = etag
+    when = _when(mtime)
+    if when is not None:
+        out["LastModified"] = when
+    return out
+
+
+def _refuse_versions(path: Any, kwargs: dict[str, Any]) -> None:
+    """fastload reads the current version of an object: a ``version_id`` (s3fs's
+    version-aware reads) is refused, never ignored (the wrong bytes would come back)."""
+    version = kwargs.get("version_id")
+    if version is not None:
+        raise ValueError(
+            f"{redact(os.fspath(path))}: version_id={version!r} is not supported (fastload "
+            "reads the current version of an object; s3fs(version_aware=True) reads others)"
+        )
 
 
 _SLASHED = re.compile(r"(s3|https?|direct)/(?!/)")

@@ -235,6 +235,16 @@ class RangeEngine:
                 eng.backend(scheme).adopt_versions(b)
         return eng
 
+    def forget(self, prefix: URI | None = None) -> None:
+        """Forget what the backends learned of the objects under ``prefix`` (every object
+        when None): sizes from listings and HEADs, and the versions reads are pinned to
+        (see ``fastload.storage.version_pins``), so the next size() or read of an object
+        rewritten since sees the new version instead of raising ObjectChangedError."""
+        src = None if prefix is None else _parsed(prefix)
+        for scheme, b in list(self._backends.items()):
+            if hasattr(b, "forget_under") and (src is None or src.scheme == scheme):
+                b.forget_under(src)
+
     def stats(self) -> dict[str, int]:
         """Counters summed over this engine's backends: requests, bytes, and for http(s)/s3
         retries, connects and write callbacks."""

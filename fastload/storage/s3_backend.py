@@ -23,7 +23,7 @@ from fastload.storage.http_backend import pin_from_headers, size_from_headers
 from fastload.storage.network_backend import NetworkBackend
 from fastload.storage.network_options import NetworkOptions
 from fastload.storage.object_version import Version, version_tag
-from fastload.storage.s3_listing import Listing, next_token, read_page, tag_text
+from fastload.storage.s3_listing import Listing, Page, next_token, read_page, tag_text
 from fastload.storage.secret import RedactedList, Secret, reveal
 from fastload.storage.transport import Transport
 from fastload.storage.uri import ParsedURI, redact
@@ -212,6 +212,13 @@ class S3Backend(NetworkBackend):
         """Every key under the prefix (s3:// URIs, sorted) and its size, from the listing
         (``fastload.storage.s3_listing``: sub-prefixes listed at once, up to
         ``list_concurrency`` requests in flight); sizes and version tags are kept."""
+        return self.list_tree(prefix)[:2]
+
+    def list_tree(
+        self, prefix: ParsedURI
+    ) -> tuple[builtins.list[str], builtins.list[int], builtins.list[str]]:
+        """As :meth:`list_sizes`, and the directory markers under the prefix (keys ending
+        in '/', as s3:// URIs, sorted): folders with or without objects in them."""
         found = Listing(
             self._list_fetch(prefix),
             prefix.uri,
@@ -222,7 +229,8 @@ class S3Backend(NetworkBackend):
         self._remember_listed(prefix.bucket, found.keys, found.sizes, found.etags, found.mtimes)
         pairs = sorted(zip(found.keys, found.sizes, strict=True))
         head = f"s3://{prefix.bucket}/"
-        return [head + k for k, _ in pairs], [n for _, n in pairs]
+        markers = [head + m for m in sorted(set(found.markers))]
+        return [head + k for k, _ in pairs], [n for _, n in pairs], markers
 
     def list_pages_after(
         self, prefix: ParsedURI, start_after: str, last: str, max_pages: int
@@ -251,6 +259,38 @@ class S3Backend(NetworkBackend):
             if token is None or pages >= max_pages or not page.keys or page.keys[-1] >= last:
                 return pages
             query = {**query, "continuation-token": token}
+
+    def list_dir(self, prefix: ParsedURI, max_keys: int | None = None) -> Page:
+        """One level under ``prefix`` (a ``delimiter=/`` listing, as ``aws s3 ls`` and
+        s3fs's ``ls`` ask): its objects with sizes, ETags and Last-Modified texts, its
+        sub-prefixes (an empty folder too: a server lists one as a CommonPrefix) and its
+        directory markers. Every page, or one page of at most ``max_keys`` entries (a
+        probe of whether the prefix holds anything). Sizes and version tags are kept."""
+        fetch = self._list_fetch(prefix)
+        query = {
+            "list-type": "2",
+            "prefix": prefix.path,
+            "delimiter": "/",
+            "max-keys": str(max_keys or self.opts.list_page_size),
+            "encoding-type": "url",
+        }
+        out = Page([], [], [], [], [], [])
+        token = None
+        while True:
+            body, status = fetch(query)
+            token = next_token(body, prefix.uri, status, token)
+            page = read_page(body, prefix.uri, status)
+            self._remember_listed(prefix.bucket, page.keys, page.sizes, page.etags, page.mtimes)
+            for mine, theirs in zip(out, page, strict=True):
+                mine.extend(theirs)  # type: ignore[attr-defined]
+            if token is None or max_keys is not None:
+                return out
+            query = {**query, "continuation-token": token}
+
+    def known_tags(self, src: ParsedURI) -> tuple[str | None, str | None]:
+        """(ETag, Last-Modified) as an earlier listing sent them, as text; Nones if unknown."""
+        etag, mtime = self._tags.get((src.bucket, src.path), (None, None))
+        return tag_text(etag), tag_text(mtime)
 
     def _list_fetch(self, prefix: ParsedURI) -> Callable[[dict[str, str]], tuple[bytes, int]]:
         def fetch(query: dict[str, str]) -> tuple[bytes, int]:
@@ -306,6 +346,25 @@ class S3Backend(NetworkBackend):
     def forget_version(self, src: ParsedURI) -> None:
         super().forget_version(src)
         self._sizes.pop((src.bucket, src.path), None)
+
+    def forget_under(self, prefix: ParsedURI | None = None) -> None:
+        """Forget the sizes and versions learned (listings, HEADs) of the objects under
+        ``prefix`` (the key itself and keys below it as a folder; every object when
+        None): the next size() or read asks the server again."""
+        bucket = None if prefix is None else prefix.bucket
+        path = "" if prefix is None else prefix.path.rstrip("/")
+
+        def match(key: Any) -> bool:
+            if bucket is None:
+                return True
+            return key[0] == bucket and (
+                not path or key[1] == path or key[1].startswith(path + "/")
+            )
+
+        for table in (self._sizes, self._tags):
+            for key in [k for k in list(table) if match(k)]:
+                table.pop(key, None)
+        self.pins.forget_where(match)
 
     def host(self, src: ParsedURI) -> str:
         return self._host

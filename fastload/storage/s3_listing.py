@@ -52,13 +52,15 @@ _ENCODING = re.compile(rb"<EncodingType>\s*([^<\s]*)\s*</EncodingType>")
 
 class Page(NamedTuple):
     """One page's objects (directory markers, keys ending in '/', left out), their sizes,
-    ETags and Last-Modified texts (as sent: decoded on use), and the sub-prefixes."""
+    ETags and Last-Modified texts (as sent: decoded on use), the sub-prefixes, and the
+    directory markers (an empty folder made by a console or by s3fs's mkdir is one)."""
 
     keys: list[str]
     sizes: list[int]
     etags: list[bytes | str | None]
     mtimes: list[bytes | str | None]
     prefixes: list[str]
+    markers: list[str]
 
 
 def tag_text(raw: bytes | str | None) -> str | None:
@@ -154,8 +156,9 @@ def read_page(body: bytes, uri: str, status: int) -> Page:
             [etags[i] for i in keep],
             [mtimes[i] for i in keep],
             prefixes,
+            [k for k in keys if k.endswith("/")],
         )
-    return Page(keys, sizes, list(etags), list(mtimes), prefixes)
+    return Page(keys, sizes, list(etags), list(mtimes), prefixes, [])
 
 
 def _strip_ns(tag: str) -> str:
@@ -171,7 +174,7 @@ def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
     encoded = any(
         _strip_ns(el.tag) == "EncodingType" and (el.text or "").strip() == "url" for el in root
     )
-    page = Page([], [], [], [], [])
+    page = Page([], [], [], [], [], [])
     token, truncated = None, False
     for el in root:
         tag = _strip_ns(el.tag)
@@ -183,6 +186,8 @@ def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
                 page.sizes.append(int(fields.get("Size", "0") or 0))
                 page.etags.append(fields.get("ETag"))
                 page.mtimes.append(fields.get("LastModified"))
+            elif key:
+                page.markers.append(key)
         elif tag == "CommonPrefixes":
             for c in el:
                 if _strip_ns(c.tag) == "Prefix" and c.text:
@@ -275,7 +280,8 @@ SPLIT_MIN_KEYS = 100
 @dataclass
 class Listing:
     """Every object under ``root`` (``Listing(...).run()``): keys, sizes, ETags and
-    Last-Modified texts in no particular order, as parallel lists."""
+    Last-Modified texts in no particular order, as parallel lists; and the directory
+    markers (keys ending in '/') apart."""
 
     fetch: Fetch
     uri: str  # the prefix's URI: errors name it
@@ -286,6 +292,7 @@ class Listing:
     sizes: list[int] = field(default_factory=list)
     etags: list[bytes | str | None] = field(default_factory=list)
     mtimes: list[bytes | str | None] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
 
     def _query(self, prefix: str, **extra: str) -> dict[str, str]:
         # encoding-type=url: XML 1.0 cannot carry some key characters (control characters)
@@ -465,7 +472,9 @@ class Listing:
             self.sizes += page.sizes
             self.etags += page.etags
             self.mtimes += page.mtimes
+            self.markers += page.markers
             return
+        self.markers += [m for m in page.markers if chain.keeps(m)]
         for i, key in enumerate(page.keys):
             if chain.keeps(key):
                 self.keys.append(key)

@@ -11,7 +11,7 @@ forgets the pin, so the next size() or read sees the new version.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
 PIN_LIMIT = 1 << 16  # objects remembered per backend; the oldest go first
@@ -51,6 +51,12 @@ class VersionPins:
     def forget(self, key: Hashable) -> None:
         with self._lock:
             self._pins.pop(key, None)
+
+    def forget_where(self, match: Callable[[Hashable], bool]) -> None:
+        """Forget every pin whose key ``match`` accepts."""
+        with self._lock:
+            for key in [k for k in self._pins if match(k)]:
+                del self._pins[key]
 
     def __len__(self) -> int:
         return len(self._pins)

@@ -117,8 +117,11 @@ def test_local_methods(tmp_path):
     assert fs.ls(d, detail=False) == [f"{d}/a.bin", f"{d}/e"]
     assert fs.find(d) == [f"{d}/a.bin", f"{d}/e/b.bin"]
     assert fs.find(d, maxdepth=1) == [f"{d}/a.bin"]
-    assert fs.find(d, withdirs=True) == [f"{d}/a.bin", f"{d}/e", f"{d}/e/b.bin"]
+    # with withdirs the folder itself too, as fsspec's own local filesystem (posix glob)
+    assert fs.find(d, withdirs=True) == [d, f"{d}/a.bin", f"{d}/e", f"{d}/e/b.bin"]
+    assert fs.find(d, withdirs=True) == fsspec.filesystem("file").find(d, withdirs=True)
     assert fs.glob(f"{d}/**/*.bin") == [f"{d}/a.bin", f"{d}/e/b.bin"]
+    assert fs.glob(f"{d}/e/**") == fsspec.filesystem("file").glob(f"{d}/e/**")
     assert fs.exists(f"{d}/a.bin") and not fs.exists(f"{d}/nope")
     with pytest.raises(FileNotFoundError):
         fs.info(f"{d}/nope")

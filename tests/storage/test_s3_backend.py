@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import time
 
 import pytest
 
@@ -120,6 +121,60 @@ def test_list_prefix_past_one_page(rclone_s3):
         with RangeEngine(**opts) as eng:
             assert len(eng.list("s3://data")) == len(S3_OBJECTS)
             assert eng.list("s3://empty/") == []
+
+
+def test_list_dir_lists_one_level_of_odd_prefixes(rclone_s3):
+    """One level under a prefix (delimiter '/'): objects with their sizes, sub-prefixes,
+    every page; the prefix's characters are sent and signed as they are."""
+    with proxy_to(rclone_s3.port) as proxy:
+        opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint}
+        with RangeEngine(list_page_size=7, **opts) as eng:
+            s3 = eng.backend("s3")
+            page = s3.list_dir(eng_parse("s3://data/small/"))
+            want = sorted(k for k in S3_OBJECTS if k.startswith("data/small/"))
+            assert page.keys == [k[len("data/") :] for k in want] and not page.prefixes
+            assert page.sizes == [S3_OBJECTS[k][0] for k in want]
+            assert len([p for (_, p, _, _) in proxy.log if "delimiter=" in p]) == -(-40 // 7)
+            assert s3.known_size(eng_parse("s3://" + want[3])) == S3_OBJECTS[want[3]][0]
+            odd = s3.list_dir(eng_parse("s3://data/odd/"))
+            direct = sorted(k for k in ODD_KEYS if "/" not in k)
+            assert odd.keys == [f"odd/{k}" for k in direct] and odd.prefixes == ["odd/sp ace/"]
+            inner = s3.list_dir(eng_parse("s3://data/odd/sp ace/"))
+            assert inner.keys == ["odd/sp ace/ü€😀.bin"]
+            top = s3.list_dir(eng_parse("s3://data"))
+            assert top.prefixes == ["odd/", "small/"]
+            assert top.keys == ["big.bin", "odd name+chars é.bin"]
+            probe = s3.list_dir(eng_parse("s3://data/small/"), max_keys=1)
+            assert len(probe.keys) == 1  # one page of one key: a probe
+            assert s3.list_dir(eng_parse("s3://empty")) == ([], [], [], [], [], [])
+            with pytest.raises(errors.ObjectNotFoundError, match="no-such-bucket"):
+                s3.list_dir(eng_parse("s3://no-such-bucket"))
+
+
+def test_forget_lets_reads_see_a_rewritten_object(rclone_s3):
+    """Reads are pinned to the version a listing saw; engine.forget(prefix) drops what
+    was learned under the prefix (a folder: 'd' is not 'dx.bin'), forget() all of it."""
+    s3 = rclone_s3.boto3()
+    s3.create_bucket(Bucket="rewritten")
+    for key, body in [("d/a.bin", b"A" * 100), ("d/b.bin", b"B" * 10), ("dx.bin", b"X" * 10)]:
+        s3.put_object(Bucket="rewritten", Key=key, Body=body)
+    with RangeEngine(**rclone_s3.options) as eng:
+        assert len(eng.list("s3://rewritten/")) == 3
+        time.sleep(1.1)  # a new Last-Modified second
+        s3.put_object(Bucket="rewritten", Key="d/a.bin", Body=b"Z" * 150)
+        s3.put_object(Bucket="rewritten", Key="dx.bin", Body=b"Y" * 20)
+        eng.forget("s3://rewritten/d")
+        s3b = eng.backend("s3")
+        assert s3b.known_size(eng_parse("s3://rewritten/d/b.bin")) is None
+        assert s3b.known_size(eng_parse("s3://rewritten/dx.bin")) == 10  # not under d/
+        assert eng.size("s3://rewritten/d/a.bin") == 150
+        assert bytes(eng.read_ranges("s3://rewritten/d/a.bin", [(140, 10)])) == b"Z" * 10
+        with pytest.raises(errors.ObjectChangedError, match="dx.bin"):
+            eng.read_ranges("s3://rewritten/dx.bin", [(0, 5)])  # still pinned: it changed
+        eng.list("s3://rewritten/")
+        s3.put_object(Bucket="rewritten", Key="dx.bin", Body=b"W" * 30)
+        eng.forget()
+        assert bytes(eng.read_ranges("s3://rewritten/dx.bin", [(25, 5)])) == b"W" * 5
 
 
 def test_a_listing_that_cannot_continue_is_an_error(http_server):

@@ -339,6 +339,25 @@ def test_read_page_falls_back_to_an_xml_parser_for_what_the_expressions_miss():
     assert read_page(no_etag, "s3://b/", 200).sizes == [9, 3]
 
 
+def test_read_page_keeps_directory_markers_apart():
+    """A key ending in '/' (a folder made by a console or s3fs's mkdir) is no object, but
+    says the folder is there: fastload's filesystem lists such a folder as s3fs does."""
+    enc = "<EncodingType>url</EncodingType>"
+    body = _page(enc + _obj("d/") + _obj("d/a.bin") + _obj("d/sp%20ace/"))
+    page = read_page(body, "s3://b/d/", 200)
+    assert page.keys == ["d/a.bin"] and page.sizes == [3]
+    assert page.markers == ["d/", "d/sp ace/"]
+    assert read_page(_page(_obj("d/a.bin")), "s3://b/", 200).markers == []
+    prefixed = (  # the XML parser's way (a namespace prefix) keeps them apart too
+        b"<s3:ListBucketResult xmlns:s3='http://s3.amazonaws.com/doc/2006-03-01/'>"
+        b"<s3:Contents><s3:Key>m/</s3:Key><s3:Size>0</s3:Size></s3:Contents>"
+        b"<s3:Contents><s3:Key>m/k</s3:Key><s3:Size>2</s3:Size></s3:Contents>"
+        b"</s3:ListBucketResult>"
+    )
+    page = read_page(prefixed, "s3://b/", 200)
+    assert page.keys == ["m/k"] and page.markers == ["m/"]
+
+
 def test_read_page_errors_name_the_uri():
     with pytest.raises(errors.HTTPStatusError, match=r"s3://b/p/: ListObjectsV2 answer is not XML"):
         read_page(b"<html>proxy says hi</html>", "s3://b/p/", 200)
