@@ -1,0 +1,404 @@
+"""The image path under bad and unusual inputs: damaged JPEGs (truncated at every cut,
+flipped header and scan bytes), decompression bombs, every JPEG flavour libjpeg-turbo reads
+(subsamplings, arithmetic coding, lossless, CMYK/YCCK with and without an Adobe marker),
+degenerate sizes, files in the wrong format or no format, and ImageFolder trees with
+hidden, non-image, linked, looping and unreadable entries.
+
+Each must end in pixels close to Pillow's decode of the same bytes, or in a named error
+naming the sample and what was wrong (with on_error="skip": a counted skip). Cases that could
+crash the process run in a child process, so a segfault fails the test instead of the run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fastload._native import collate as _collate
+from fastload._native import jpeg
+from fastload._native.status import Status
+from fastload.batch import libjpeg
+from fastload.batch.image_pipeline import (
+    CenterCrop,
+    ImageBatcher,
+    ImagePipeline,
+    RandomResizedCrop,
+    Resize,
+)
+from fastload.errors import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    NotRegularFileError,
+    UnsupportedImageError,
+)
+from fastload.plan.image_datasets import ImageFolder
+from tests.support import images as img
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NAMED = (Status.CORRUPT, Status.FORMAT, Status.TOO_LARGE)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bound():
+    return libjpeg.load()
+
+
+def _child(body: str, memory_gb: int = 6, timeout: float = 300) -> str:
+    """Run ``body`` in a fresh interpreter (this tree's fastload, an address-space limit):
+    a crash, a hang or a failed assertion there fails here. Returns its stdout."""
+    code = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({memory_gb} << 30, {memory_gb} << 30))\n"
+        f"sys.path.insert(0, {_ROOT!r})\n" + textwrap.dedent(body)
+    )
+    env = {**os.environ, "PYTHONPATH": _ROOT}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert res.returncode == 0, f"child exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+    assert res.stderr == "", res.stderr  # libjpeg never prints
+    return res.stdout
+
+
+def slab_of(blobs):
+    lens = np.array([len(b) for b in blobs], dtype=np.int64)
+    offs = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
+    return np.frombuffer(b"".join(blobs) or b"\0", dtype=np.uint8), offs, lens
+
+
+def native(blobs, boxes=None, sizes=None, strict=True, max_pixels=0, **kw):
+    """The kernel alone (probe, then decode of what probed as JPEG): per image, its array
+    (or None) and its status and message."""
+    libjpeg.load()  # (in a child process too)
+    slab, offs, lens = slab_of(blobs)
+    info, codes, msgs = jpeg.probe(slab, offs, lens, strict, max_pixels)
+    out = [None] * len(blobs)
+    codes, msgs = codes.tolist(), dict(msgs)
+    good = [i for i, c in enumerate(codes) if c == 0 and info[i, 0] == jpeg.IMG_JPEG]
+    if not good:
+        return out, codes, msgs
+    w, h = info[good, 1].astype(float), info[good, 2].astype(float)
+    n = len(good)
+    b = np.stack([np.zeros(n), np.zeros(n), w, h], 1) if boxes is None else boxes
+    s = np.stack([h, w], 1) if sizes is None else sizes
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    s = np.ascontiguousarray(s, dtype=np.int32)
+    args = dict(
+        apply_orientation=False,
+        clip_to_box=True,
+        antialias=True,
+        dct_scaling="off",
+        dct_method="islow",
+        fancy_upsampling=True,
+        strict=strict,
+        max_pixels=max_pixels,
+        convert=False,
+        dst_dtype=_collate.DT_RAW,
+        dst_channels_last=True,
+        dst_itemsize=1,
+    )
+    args.update(kw)
+    nbytes = s[:, 0].astype(np.int64) * s[:, 1] * 3
+    dst = np.concatenate(([0], np.cumsum(nbytes)[:-1])).astype(np.int64)
+    buf = np.zeros(int(nbytes.sum()), np.uint8)
+    dc, dm, _ = jpeg.DecodePlan(**args).run(
+        slab,
+        offs[good],
+        lens[good],
+        [None] * n,
+        np.ascontiguousarray(info[good]),
+        b,
+        np.zeros(n, np.uint8),
+        s,
+        dst,
+        buf,
+    )
+    for k, i in enumerate(good):
+        codes[i] = int(dc[k])
+        if dc[k]:
+            msgs[i] = dm[k]
+        else:
+            out[i] = buf[dst[k] : dst[k] + nbytes[k]].reshape(int(s[k, 0]), int(s[k, 1]), 3)
+    return out, codes, msgs
+
+
+def segments(data: bytes) -> dict[int, tuple[int, int]]:
+    """marker -> (offset of its 0xFF, payload length) of the first of each header segment."""
+    out, pos = {}, 2
+    while data[pos] == 0xFF:
+        m, n = data[pos + 1], int.from_bytes(data[pos + 2 : pos + 4], "big")
+        out.setdefault(m, (pos, n))
+        if m == 0xDA:
+            return out
+        pos += 2 + n
+    raise AssertionError("no scan")
+
+
+def with_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` with its frame header (SOF0/SOF2) declaring another size."""
+    seg = segments(data)
+    pos = seg[0xC0][0] if 0xC0 in seg else seg[0xC2][0]
+    b = bytearray(data)
+    b[pos + 5 : pos + 7] = height.to_bytes(2, "big")
+    b[pos + 7 : pos + 9] = width.to_bytes(2, "big")
+    return bytes(b)
+
+
+# -- damaged JPEGs ------------------------------------------------------------------------
+
+_DAMAGE_KINDS = ("rgb_420", "progressive", "restart_markers", "grayscale", "cmyk")
+
+
+def _truncations() -> None:
+    """(In a child.) Every cut of every kind fails with a named status and message, strict
+    or not; what decodes un-strictly has the file's shape."""
+    import numpy as np
+
+    from fastload._native.status import Status
+    from tests.batch.test_image_attacks import _DAMAGE_KINDS, native
+    from tests.support import images as img
+
+    named = {Status.CORRUPT, Status.FORMAT}
+    for kind in _DAMAGE_KINDS:
+        data = img.kinds()[kind]
+        shape = img.pil_rgb(data).shape
+        cuts = sorted({*range(0, 700, 3), *range(700, len(data), max(1, len(data) // 80))})
+        blobs = [data[:c] for c in cuts if c < len(data)]
+        for strict in (True, False):
+            outs, codes, msgs = native(blobs, strict=strict)
+            for c, out, code in zip(cuts, outs, codes, strict=False):
+                where = f"{kind} cut at {c} strict={strict}"
+                if strict or code:
+                    assert code in named and msgs[cuts.index(c)], (where, code)
+                    text = msgs[cuts.index(c)]
+                    assert "JPEG" in text or "empty file" in text, (where, text)
+                else:
+                    assert out is not None and out.shape == shape, where
+                    assert np.isfinite(out).all()
+    print("ok")
+
+
+def test_truncated_at_every_cut_fails_with_a_named_error():
+    assert _child("from tests.batch.test_image_attacks import _truncations; _truncations()")
+
+
+def _scan_flips() -> None:
+    """(In a child.) Random bytes of the entropy-coded data overwritten: strict decoding
+    names the damage (or, when libjpeg saw none, equals Pillow); lax decoding gives pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageFile
+
+    from fastload._native.status import Status
+    from tests.batch.test_image_attacks import native, segments
+    from tests.support import images as img
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    rng = np.random.default_rng(5)
+    for kind in ("rgb_420", "progressive", "restart_markers", "grayscale", "cmyk", "ycck"):
+        data = img.kinds()[kind]
+        pos, n = segments(data)[0xDA]
+        start = pos + 2 + n
+        blobs = []
+        for _ in range(60):
+            b = bytearray(data)
+            for k in rng.integers(start, len(data) - 2, int(rng.integers(1, 4))):
+                b[int(k)] = int(rng.integers(256))
+            blobs.append(bytes(b))
+        strict_outs, strict_codes, msgs = native(blobs, strict=True)
+        lax_outs, lax_codes, lax_msgs = native(blobs, strict=False)
+        for i, blob in enumerate(blobs):
+            if strict_codes[i]:
+                assert strict_codes[i] == Status.CORRUPT and "JPEG" in msgs[i], kind
+            else:
+                ref = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+                assert np.array_equal(strict_outs[i], ref), kind
+            if lax_codes[i]:  # a marker hit where data should be, or a bogus table
+                assert lax_codes[i] == Status.CORRUPT and lax_msgs[i], kind
+            else:
+                assert lax_outs[i].shape == img.pil_rgb(data).shape
+    print("ok")
+
+
+def test_damaged_scan_data_is_named_when_strict_and_decoded_when_lax():
+    assert _child("from tests.batch.test_image_attacks import _scan_flips; _scan_flips()")
+
+
+# -- sizes from the header: bombs, zero, degenerate ----------------------------------------
+
+
+def test_a_decompression_bomb_is_refused_from_its_header():
+    for data in (img.jpeg(64, 64, 1), img.jpeg(64, 64, 1, progressive=True)):
+        bomb = with_size(data, 65500, 65500)
+        with pytest.raises(ImageTooLargeError, match="4290250000 pixels is more than max_pix"):
+            ImagePipeline(RandomResizedCrop(32)).apply([bomb])
+        _, codes, msgs = native([bomb], max_pixels=1 << 27)
+        assert codes == [Status.TOO_LARGE] and "decompression bomb" in msgs[0]
+
+
+@pytest.mark.parametrize("w,h", [(0, 64), (64, 0), (0, 0)])
+def test_a_frame_without_width_or_height_is_named(w, h):
+    bad = with_size(img.jpeg(16, 16, 2), w, h)
+    with pytest.raises(UnsupportedImageError, match="without a width or height") as info:
+        ImageBatcher(ImagePipeline()).decode(
+            *slab_of([bad]), np.array([4]), 0, uri_of=lambda i: f"/d/{i}.jpg"
+        )
+    assert info.value.uri == "/d/4.jpg" and info.value.sample == 4
+
+
+@pytest.mark.parametrize(
+    "h,w", [(1, 1), (1, 2), (2, 1), (1, 37), (37, 1), (1, 500), (500, 1), (7, 9), (17, 1)]
+)
+def test_tiny_and_thin_images_decode_and_resize_like_pil(h, w):
+    """Images of 1 x 1 to 1 x 500, smaller than the crop output: within 1 of PIL (the
+    existing tolerance), for a crop-then-resize and a resize-then-crop."""
+    from PIL import Image
+
+    pixels = img.picture(h, w, h * w).reshape(h, w, 3)
+    for data in (
+        img.encode(pixels, quality=90),
+        img.encode(pixels, quality=90, subsampling=0),
+        img.encode(pixels, quality=90, progressive=True),
+    ):
+        ref = img.pil_rgb(data)
+        (whole,), codes, _ = native([data])
+        assert codes == [0] and np.array_equal(whole, ref)
+        boxes = np.array([[0, 0, w, h]], float)
+        (up,), codes, _ = native([data], boxes=boxes, sizes=np.array([[24, 32]]))
+        want = np.asarray(Image.fromarray(ref).resize((32, 24), Image.BILINEAR)).astype(int)
+        assert codes == [0] and np.abs(up.astype(int) - want).max() <= 1
+        out = ImagePipeline(Resize(20), CenterCrop(16), dct_scaling="off").apply([data])
+        assert out.shape == (1, 16, 16, 3)
+        rrc = ImagePipeline(RandomResizedCrop(224)).apply([data])
+        assert rrc.shape == (1, 224, 224, 3)
+
+
+# -- every flavour of JPEG ---------------------------------------------------------------
+
+
+def test_exif_orientation_is_not_applied_by_default_as_in_pillow_and_torchvision():
+    """PIL.Image.open and torchvision's loaders leave the stored orientation; so does the
+    pipeline unless apply_exif_orientation=True, for JPEGs and for Pillow's formats."""
+    from PIL import Image
+
+    jpg = img.with_orientation(img.jpeg(30, 50, 9), 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(img.picture(30, 50, 9)).save(buf, "PNG", exif=exif.tobytes())
+    for data in (jpg, buf.getvalue()):
+        assert ImagePipeline().apply([data]).shapes.tolist() == [[30, 50, 3]]
+        assert np.array_equal(ImagePipeline().apply([data]).sample(0), img.pil_rgb(data))
+        turned = ImagePipeline(apply_exif_orientation=True).apply([data])
+        assert turned.shapes.tolist() == [[50, 30, 3]]
+        assert np.array_equal(turned.sample(0), img.pil_rgb(data, orient=True))
+
+
+# -- files that are no JPEG ------------------------------------------------------------------
+
+
+def _wrong_files() -> dict[str, tuple[bytes, type | None, str]]:
+    px = img.picture(20, 24, 3)
+    return {
+        "png.jpg": (img.encode(px, "PNG"), None, ""),
+        "webp.jpg": (img.encode(px, "WEBP", lossless=True), None, ""),
+        "gif.jpg": (img.encode(px, "GIF"), None, ""),
+        "bmp.jpg": (img.encode(px, "BMP"), None, ""),
+        "tiff.jpg": (img.encode(px, "TIFF"), None, ""),
+        "random.jpg": (
+            np.random.default_rng(1).integers(0, 256, 700, dtype=np.uint8).tobytes(),
+            UnsupportedImageError,
+            "not an image format Pillow reads",
+        ),
+        "soi_then_noise.jpg": (
+            b"\xff\xd8\xff" + bytes(range(256)) * 2,
+            ImageDecodeError,
+            "JPEG",
+        ),
+        "empty.jpg": (b"", ImageDecodeError, "empty file"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_wrong_files()))
+def test_a_file_in_another_format_or_none_named_jpg(name):
+    data, error, text = _wrong_files()[name]
+    good = img.jpeg(20, 24, 4)
+    batcher = ImageBatcher(ImagePipeline(RandomResizedCrop(16)))
+    run = lambda: batcher.decode(  # noqa: E731
+        *slab_of([good, data]), np.array([10, 11]), 0, uri_of=lambda i: f"/d/{i}-{name}"
+    )
+    if error is None:
+        x = run().batch
+        assert x.shape == (2, 16, 16, 3) and batcher.stats["pillow_decoded"] == 1
+        assert np.array_equal(ImagePipeline().apply([data]).sample(0), img.pil_rgb(data))
+        return
+    with pytest.raises(error, match=text) as info:
+        run()
+    assert info.value.uri == f"/d/11-{name}" and info.value.sample == 11
+    skipping = ImageBatcher(ImagePipeline(RandomResizedCrop(16), on_error="skip"))
+    res = skipping.decode(*slab_of([good, data]), np.array([10, 11]), 0)
+    assert res.indices.tolist() == [10, 10] and skipping.stats["skipped"] == 1
+
+
+# -- ImageFolder trees -------------------------------------------------------------------
+
+
+@pytest.fixture
+def messy_tree(tmp_path):
+    root = tmp_path / "train"
+    written = img.write_folder(str(root), {"a": 3, "b": 2, "猫": 2}, h=30, w=30)
+    (root / "a" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + bytes(60))
+    (root / "a" / "._img000.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X" + bytes(60))
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "b" / "png_named.jpg").write_bytes(img.encode(img.picture(20, 20), "PNG"))
+    (root / "b" / "random.jpg").write_bytes(os.urandom(300))
+    (root / "b" / "empty.jpg").write_bytes(b"")
+    (root / "b" / "UPPER.JPEG").write_bytes(img.jpeg(20, 20, 4))
+    (root / "猫" / "café\u0301 名前.jpg").write_bytes(img.jpeg(20, 20, 5))
+    (root / "b" / "dir.jpg").mkdir()
+    os.symlink(root / "a" / "img000.jpg", root / "b" / "link.jpg")
+    os.symlink(root, root / "a" / "loop")  # a folder link back to the root
+    os.symlink(root / "b", root / "linked")  # a class folder that is a link
+    (root / "top.jpg").write_bytes(img.jpeg(20, 20, 6))
+    return root, written
+
+
+def test_image_folder_entries_that_are_no_files_are_named(messy_tree):
+    """An empty class folder is refused unless allow_empty; a broken link and a FIFO (which
+    a reader would block on) are refused naming them, before any read."""
+    root, _ = messy_tree
+    (root / "empty_class").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no image file .* for the classes \['empty_c"):
+        ImageFolder(root)
+    assert "empty_class" in ImageFolder(root, allow_empty=True).classes
+    os.symlink(root / "nowhere.jpg", root / "a" / "broken.jpg")
+    with pytest.raises(FileNotFoundError, match=r"a/broken\.jpg"):
+        ImageFolder(root, allow_empty=True)
+    os.remove(root / "a" / "broken.jpg")
+    os.mkfifo(root / "a" / "pipe.jpg")
+    with pytest.raises(NotRegularFileError, match=r"a/pipe\.jpg: is a FIFO"):
+        ImageFolder(root, allow_empty=True)
+
+
+# -- the fuzz harness itself -------------------------------------------------------------
+
+
+def test_the_image_fuzzer_runs_clean_for_a_few_seconds():
+    """tests/fuzz/fuzz_images.py (run for minutes by hand): a short run in a child, so the
+    harness stays working and its seeds still decode like Pillow."""
+    res = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "tests", "fuzz", "fuzz_images.py"), "--seconds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": _ROOT},
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "batches" in res.stdout and res.stderr == ""
