@@ -271,10 +271,19 @@ static int grow(uint8_t **buf, size_t *cap, size_t need) {
     return 0;
 }
 
-/* Created once per decoder: the object is reset between images with
- * jpeg_abort_decompress, which keeps its allocations. */
+/* A fresh object for every image. jpeg_abort_decompress would keep the
+ * quantization and Huffman tables of the image before (libjpeg keeps them for
+ * abbreviated streams), so a file without its own DQT, or whose DHT was damaged,
+ * would decode with a previous file's tables -- an answer that depends on which
+ * images a thread decoded before -- where alone it is refused. Creating the
+ * object costs a few small allocations; its per-image buffers are freed by the
+ * abort either way. */
 static int ensure_created(fl_jpeg_decoder *d, fl_error *err) {
-    if (d->created) return FL_OK;
+    if (d->created) {
+        J.destroy_decompress(&d->cinfo);
+        memset(&d->cinfo, 0, sizeof(d->cinfo));
+        d->created = 0;
+    }
     if (!J.lib)
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "libjpeg is not loaded");
     J.std_error(&d->err.pub);

@@ -188,6 +188,45 @@ def test_truncated_at_every_cut_fails_with_a_named_error():
     assert _child("from tests.batch.test_image_attacks import _truncations; _truncations()")
 
 
+def _header_flips() -> None:
+    """(In a child.) Every byte of the SOF, DHT, DQT and SOS segments, flipped, zeroed or
+    set: a named failure, or pixels equal to Pillow's decode of the same bytes."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.batch.test_image_attacks import NAMED, native, segments
+    from tests.support import images as img
+
+    for kind in ("rgb_420", "progressive", "rgb_444", "cmyk"):
+        data = img.kinds()[kind]
+        blobs = []
+        for marker, (pos, n) in segments(data).items():
+            if marker not in (0xC0, 0xC2, 0xC4, 0xDB, 0xDA):
+                continue
+            for k in range(pos + 2, pos + 2 + n):
+                for v in {data[k] ^ 0xFF, data[k] ^ 0x01, 0, 0xFF}:
+                    b = bytearray(data)
+                    b[k] = v
+                    blobs.append(bytes(b))
+        for strict in (True, False):
+            for start in range(0, len(blobs), 64):
+                part = blobs[start : start + 64]
+                outs, codes, msgs = native(part, strict=strict)
+                for blob, out, code, i in zip(part, outs, codes, range(len(part)), strict=True):
+                    if code:
+                        assert code in NAMED and msgs[i], (kind, code)
+                        continue
+                    ref = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+                    assert out.shape == ref.shape and np.array_equal(out, ref), kind
+    print("ok")
+
+
+def test_flipped_header_bytes_fail_by_name_or_decode_like_pillow():
+    assert _child("from tests.batch.test_image_attacks import _header_flips; _header_flips()")
+
+
 def _scan_flips() -> None:
     """(In a child.) Random bytes of the entropy-coded data overwritten: strict decoding
     names the damage (or, when libjpeg saw none, equals Pillow); lax decoding gives pixels."""
@@ -281,6 +320,38 @@ def test_tiny_and_thin_images_decode_and_resize_like_pil(h, w):
 
 
 # -- every flavour of JPEG ---------------------------------------------------------------
+
+
+def _without(data: bytes, marker: int) -> bytes:
+    while marker in (seg := segments(data)):
+        pos, n = seg[marker]
+        data = data[:pos] + data[pos + 2 + n :]
+    return data
+
+
+@pytest.mark.parametrize("before", [0, 1, 3])
+def test_a_file_without_its_tables_is_refused_whatever_its_thread_decoded_before(before):
+    """libjpeg keeps the quantization and Huffman tables of the previous image in a reused
+    decompression object: a JPEG without its DQT (refused alone, as by Pillow) decoded
+    "fine" after another image on the same thread, with that image's tables."""
+    no_dqt = _without(img.jpeg(32, 48, 1), 0xDB)
+    others = [img.jpeg(32, 48, 2 + i, quality=30) for i in range(before)]
+    _, codes, msgs = native([*others, no_dqt], nthreads=1)
+    assert codes == [0] * before + [Status.CORRUPT]
+    assert "Quantization table 0x00 was not defined" in msgs[before]
+    with pytest.raises(ImageDecodeError, match="sample 9: corrupt JPEG: Quantization table"):
+        ImageBatcher(ImagePipeline(RandomResizedCrop(16), num_threads=1)).decode(
+            *slab_of([*others, no_dqt]),
+            np.arange(9 - before, 10),
+            0,
+            uri_of=lambda i: f"f{i}.jpg",
+        )
+    # no DHT at all: libjpeg's standard tables, fresh for every image, as in Pillow
+    no_dht = _without(img.jpeg(32, 48, 1), 0xC4)
+    (out,), codes, _ = native([no_dht])
+    assert codes == [0] and np.array_equal(out, img.pil_rgb(no_dht))
+    outs, codes, _ = native([*others, no_dht], nthreads=1)
+    assert np.array_equal(outs[-1], img.pil_rgb(no_dht))
 
 
 def test_exif_orientation_is_not_applied_by_default_as_in_pillow_and_torchvision():
