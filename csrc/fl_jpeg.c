@@ -304,18 +304,14 @@ static inline uint8_t mul255(unsigned a, unsigned b) {
     return (uint8_t)((t + (t >> 8)) >> 8);
 }
 
-/* CMYK -> RGB: R = (255 - C)(255 - K) / 255, and so on. Adobe's CMYK (every
- * CMYK/YCCK file with an Adobe marker, as Photoshop writes them) stores the
- * inks inverted, so there the stored values are 255 - C and 255 - K. */
-static void cmyk_to_rgb(const uint8_t *s, uint8_t *d, int64_t n, int inverted) {
+/* CMYK -> RGB: R = (255 - C)(255 - K) / 255, and so on. Adobe's CMYK (as
+ * Photoshop writes every CMYK/YCCK JPEG) stores the inks inverted, so the
+ * stored values are 255 - C and 255 - K. Pillow takes every CMYK JPEG so,
+ * with or without an Adobe marker ("assume adobe conventions"), and so does
+ * this: a file without the marker decodes as Pillow decodes it. */
+static void cmyk_to_rgb(const uint8_t *s, uint8_t *d, int64_t n) {
     for (int64_t i = 0; i < n; i++, s += 4, d += 3) {
         unsigned c = s[0], m = s[1], y = s[2], k = s[3];
-        if (!inverted) {
-            c = 255 - c;
-            m = 255 - m;
-            y = 255 - y;
-            k = 255 - k;
-        }
         d[0] = mul255(c, k);
         d[1] = mul255(m, k);
         d[2] = mul255(y, k);
@@ -355,7 +351,6 @@ static int decode_body(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
         (cmyk && grow(&d->rgb, &d->rgb_cap, (size_t)ci->output_width * 3)))
         return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, 0, "cannot allocate a decode row");
     if (win[1] > 0) J.skip_scanlines(ci, (flj_dim)win[1]);
-    int inverted = ci->saw_Adobe_marker;
     for (int64_t y = win[1]; y < win[3]; y++) {
         uint8_t *rows[1] = {d->row};
         if (J.read_scanlines(ci, rows, 1) != 1)
@@ -363,7 +358,7 @@ static int decode_body(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
                                 (long long)y);
         const uint8_t *rgb = d->row;
         if (cmyk) {
-            cmyk_to_rgb(d->row, d->rgb, width, inverted);
+            cmyk_to_rgb(d->row, d->rgb, width);
             rgb = d->rgb;
         }
         sink->row(sink->ctx, y, rgb, xoff, width);

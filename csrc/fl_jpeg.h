@@ -68,7 +68,8 @@ fl_jpeg_decoder *fl_jpeg_decoder_new(void);
 void fl_jpeg_decoder_free(fl_jpeg_decoder *d);
 
 /* Decodes `data` at scale scale_num/8 (1..8) into `sink`. CMYK and YCCK
- * images come out as RGB (Adobe-inverted CMYK as Photoshop writes it). */
+ * images come out as RGB (taken as Adobe-inverted CMYK, as Photoshop writes it
+ * and Pillow reads every CMYK JPEG). */
 int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
                    const fl_jpeg_settings *s, int scale_num, const fl_jpeg_sink *sink,
                    fl_error *err);

@@ -39,6 +39,7 @@ from fastload.errors import (
 )
 from fastload.plan.image_datasets import ImageFolder
 from tests.support import images as img
+from tests.support import jpeg_seeds
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMED = (Status.CORRUPT, Status.FORMAT, Status.TOO_LARGE)
@@ -320,6 +321,24 @@ def test_tiny_and_thin_images_decode_and_resize_like_pil(h, w):
 
 
 # -- every flavour of JPEG ---------------------------------------------------------------
+
+
+def _strip_adobe(data: bytes) -> bytes:
+    pos, n = segments(data)[0xEE]
+    return data[:pos] + data[pos + 2 + n :]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["arith_420", "arith_progressive", "subsampled_440", "subsampled_411", "cmyk_no_adobe"],
+)
+def test_flavours_pillow_cannot_write_decode_like_pillow(kind):
+    data = _strip_adobe(img.kinds()["cmyk"]) if kind == "cmyk_no_adobe" else jpeg_seeds.ALL[kind]
+    (out,), codes, msgs = native([data])
+    assert codes == [0], msgs
+    assert np.array_equal(out, img.pil_rgb(data))
+    crop = ImagePipeline(RandomResizedCrop(12), dct_scaling="off").apply([data])
+    assert crop.shape == (1, 12, 12, 3)
 
 
 def _without(data: bytes, marker: int) -> bytes:
