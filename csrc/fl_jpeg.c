@@ -366,6 +366,17 @@ static int decode_body(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
     return FL_OK;
 }
 
+/* libjpeg's error_exit: out of memory (a huge image, with max_pixels off) is no corrupt
+ * data; everything else it refuses is. */
+static int libjpeg_failed(fl_jpeg_decoder *d, int64_t len, fl_error *err) {
+    J.abort_decompress(&d->cinfo);
+    if (strncmp(d->err.text, "Insufficient memory", 19) == 0)
+        return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, len,
+                            "libjpeg cannot allocate the memory to decode this %u x %u JPEG: %s",
+                            d->cinfo.image_width, d->cinfo.image_height, d->err.text);
+    return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "corrupt JPEG: %s", d->err.text);
+}
+
 int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
                    const fl_jpeg_settings *s, int scale_num, const fl_jpeg_sink *sink,
                    fl_error *err) {
@@ -375,10 +386,7 @@ int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "scale %d/8 out of range", scale_num);
     d->err.strict = s->strict;
     d->err.pub.num_warnings = 0;
-    if (setjmp(d->err.jump)) {
-        J.abort_decompress(&d->cinfo);
-        return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "corrupt JPEG: %s", d->err.text);
-    }
+    if (setjmp(d->err.jump)) return libjpeg_failed(d, len, err);
     rc = decode_body(d, data, len, s, scale_num, sink, err);
     /* Rows below the window are never decoded: abort instead of finish. */
     J.abort_decompress(&d->cinfo);
@@ -389,10 +397,7 @@ int fl_jpeg_entropy_only(fl_jpeg_decoder *d, const uint8_t *data, int64_t len, f
     int rc = ensure_created(d, err);
     if (rc != FL_OK) return rc;
     d->err.strict = 0;
-    if (setjmp(d->err.jump)) {
-        J.abort_decompress(&d->cinfo);
-        return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "corrupt JPEG: %s", d->err.text);
-    }
+    if (setjmp(d->err.jump)) return libjpeg_failed(d, len, err);
     J.mem_src(&d->cinfo, data, (unsigned long)len);
     J.read_header(&d->cinfo, 1);
     J.read_coefficients(&d->cinfo);

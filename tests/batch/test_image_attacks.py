@@ -283,6 +283,35 @@ def test_a_decompression_bomb_is_refused_from_its_header():
         assert codes == [Status.TOO_LARGE] and "decompression bomb" in msgs[0]
 
 
+def test_a_bomb_with_the_limit_off_fails_by_name_not_by_memory():
+    """max_pixels=0 and a progressive 65500 x 65500 frame: libjpeg's whole-image coefficient
+    buffer (~13 GB) cannot be had under a 6 GB address space. That is out of memory, said
+    so, not "corrupt"; a baseline one decodes only the crop's rows and fails on its data."""
+    out = _child(
+        """
+        from fastload.batch.image_pipeline import ImagePipeline, RandomResizedCrop
+        from tests.batch.test_image_attacks import with_size
+        from tests.support import images as img
+
+        prog = with_size(img.jpeg(64, 64, 1, progressive=True), 65500, 65500)
+        try:
+            ImagePipeline(RandomResizedCrop(32), max_pixels=0).apply([prog])
+        except MemoryError as exc:
+            assert "libjpeg cannot allocate the memory to decode this 65500 x 65500" in str(exc)
+            assert "image 0" in str(exc)
+        else:
+            raise AssertionError("decoded")
+        base = with_size(img.jpeg(64, 64, 1), 65500, 65500)
+        try:
+            ImagePipeline(RandomResizedCrop(32), max_pixels=0).apply([base])
+        except ValueError as exc:
+            assert "premature end of data segment" in str(exc), exc
+        print("ok")
+        """,
+    )
+    assert out.strip() == "ok"
+
+
 @pytest.mark.parametrize("w,h", [(0, 64), (64, 0), (0, 0)])
 def test_a_frame_without_width_or_height_is_named(w, h):
     bad = with_size(img.jpeg(16, 16, 2), w, h)
