@@ -44,6 +44,7 @@ static int probe_one(const uint8_t *d, int64_t len, int strict, int64_t max_pixe
         in->components = h.components;
         in->orientation = h.orientation;
         in->progressive = h.progressive;
+        if (rc == FL_OK && h.lossless) in->format = FL_IMG_UNKNOWN; /* Pillow decodes it */
         return rc != FL_OK ? rc : check_pixels(in, max_pixels, len, e);
     }
     if (len >= 8 && memcmp(d, PNG_MAGIC, 8) == 0) {

@@ -223,12 +223,17 @@ int fl_jpeg_parse_header(const uint8_t *data, int64_t len, int strict, fl_jpeg_h
             h->width = (int32_t)be16(p + 3);
             h->components = p[5];
             h->progressive = (m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE);
-            if (p[0] != 8)
-                return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
-                                    "%d-bit JPEG samples are not supported (8-bit only)", p[0]);
+            h->lossless = (m == 0xC3 || m == 0xC7 || m == 0xCB || m == 0xCF);
             if (h->height == 0 || h->width == 0)
                 return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
                                     "JPEG without a width or height in its frame header");
+            if (h->lossless) {
+                pos += seg;
+                continue;
+            }
+            if (p[0] != 8)
+                return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
+                                    "%d-bit JPEG samples are not supported (8-bit only)", p[0]);
             if (h->components != 1 && h->components != 3 && h->components != 4)
                 return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
                                     "JPEG with %d components (1, 3 or 4 supported)",

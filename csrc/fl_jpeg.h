@@ -34,6 +34,9 @@ typedef struct {
     int32_t components;      /* 1, 3 or 4 */
     int32_t orientation;     /* EXIF orientation 1..8; 1 when there is none */
     int32_t progressive;
+    int32_t lossless;        /* a lossless frame (SOF3/7/11/15): libjpeg-turbo 3 decodes it
+                                whole only (no DCT scaling, cropping, skipping or colour
+                                conversion), so it goes to Pillow */
     int64_t scan_offset;     /* first byte after the first SOS segment */
 } fl_jpeg_header;
 

@@ -370,6 +370,28 @@ def test_flavours_pillow_cannot_write_decode_like_pillow(kind):
     assert crop.shape == (1, 12, 12, 3)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_lossless_jpeg_goes_to_pillow_and_crops(channels):
+    """libjpeg-turbo 3 decodes lossless (SOF3) frames whole only: no DCT scaling, no
+    crop_scanline/skip_scanlines, no grey -> RGB. They used to fail as "corrupt" whenever
+    cropped (and always when grey); Pillow decodes them, then the usual crop/resize."""
+    from PIL import Image
+
+    pixels = img.picture(20, 30, 3, channels=channels)
+    data = jpeg_seeds.lossless(pixels)
+    ref = img.pil_rgb(data)
+    assert np.array_equal(ref[..., 0] if channels == 1 else ref, pixels)
+    batcher = ImageBatcher(ImagePipeline(RandomResizedCrop(8), dct_scaling="off"))
+    x = batcher.decode(*slab_of([data]), np.array([0]), 0).batch
+    assert x.shape == (1, 8, 8, 3) and batcher.stats["pillow_decoded"] == 1
+    whole = ImagePipeline().apply([data])
+    assert np.array_equal(whole.sample(0), ref)
+    ev = ImagePipeline(Resize(10), CenterCrop(8), dct_scaling="off").apply([data])
+    small = Image.fromarray(ref).resize((15, 10), Image.BILINEAR)
+    want = np.asarray(small.crop((4, 1, 12, 9))).astype(int)
+    assert np.abs(ev[0].astype(int) - want).max() <= 1
+
+
 def _without(data: bytes, marker: int) -> bytes:
     while marker in (seg := segments(data)):
         pos, n = seg[marker]
