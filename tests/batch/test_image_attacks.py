@@ -322,6 +322,30 @@ def test_a_frame_without_width_or_height_is_named(w, h):
     assert info.value.uri == "/d/4.jpg" and info.value.sample == 4
 
 
+def test_a_thin_strip_resized_by_its_shorter_side_is_refused_not_allocated():
+    """Resize(256) alone keeps the aspect: a 30000 x 1 strip would become 7680000 x 256
+    (5.9 GB of output) from a 40 KB file. Over max_pixels, it is refused by name (and
+    skipped, counted, with on_error="skip"); with a crop after the resize it is fine."""
+    strip = img.encode(img.picture(1, 30000, 1).reshape(1, 30000, 3), quality=90)
+    png = img.encode(img.picture(1, 30000, 1).reshape(1, 30000, 3), "PNG")
+    good = img.jpeg(20, 30, 3)
+    for data in (strip, png):
+        with pytest.raises(ImageTooLargeError, match=r"7680000 x 256 = 1966080000 pixels") as e:
+            ImageBatcher(ImagePipeline(Resize(256))).decode(
+                *slab_of([good, data]), np.array([0, 1]), 0, uri_of=lambda i: f"f{i}.jpg"
+            )
+        assert e.value.uri == "f1.jpg" and "Resize(size=256) makes this 30000 x 1 image" in str(
+            e.value
+        )
+    batcher = ImageBatcher(ImagePipeline(Resize(256), on_error="skip"))
+    res = batcher.decode(*slab_of([good, strip]), np.array([0, 1]), 0)
+    assert res.indices.tolist() == [0, 0] and res.batch.shapes.tolist() == [[256, 384, 3]] * 2
+    assert batcher.stats["skipped"] == 1
+    assert batcher.stats["skipped_samples"][0]["error"] == "TOO_LARGE"
+    cut = ImagePipeline(Resize(256), CenterCrop(224)).apply([strip])
+    assert cut.shape == (1, 224, 224, 3)
+
+
 @pytest.mark.parametrize(
     "h,w", [(1, 1), (1, 2), (2, 1), (1, 37), (37, 1), (1, 500), (500, 1), (7, 9), (17, 1)]
 )
