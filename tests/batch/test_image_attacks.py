@@ -37,6 +37,7 @@ from fastload.errors import (
     NotRegularFileError,
     UnsupportedImageError,
 )
+from fastload.loop.loader import DataLoader
 from fastload.plan.image_datasets import ImageFolder
 from tests.support import images as img
 from tests.support import jpeg_seeds
@@ -558,6 +559,38 @@ def messy_tree(tmp_path):
     os.symlink(root / "b", root / "linked")  # a class folder that is a link
     (root / "top.jpg").write_bytes(img.jpeg(20, 20, 6))
     return root, written
+
+
+def test_image_folder_of_a_messy_tree(messy_tree):
+    root, _ = messy_tree
+    ds = ImageFolder(root)
+    assert ds.classes == ["a", "b", "linked", "猫"]
+    names = [os.path.relpath(u, root) for u, _ in ds.samples]
+    assert names[:4] == ["a/._img000.jpg", "a/img000.jpg", "a/img001.jpg", "a/img002.jpg"]
+    # the linked class has the files of the folder it names; the loop is not followed
+    b_files = [n[2:] for n in names if n.startswith("b/")]
+    assert [n[7:] for n in names if n.startswith("linked/")] == b_files
+    assert not any("loop" in n for n in names) and "猫/café\u0301 名前.jpg" in names
+    skipped = sorted(os.path.relpath(u, root) for u in ds.skipped_files)
+    assert skipped == ["a/.DS_Store", "a/notes.txt", "top.jpg"] and ds.skipped == 3
+    # decoding: the bad files (AppleDouble, random bytes, empty: twice through the link)
+    # raise naming the file, or are skipped and counted exactly
+    pipe = ImagePipeline(Resize(20), CenterCrop(16))
+    with pytest.raises(UnsupportedImageError, match=r"a/\._img000\.jpg: sample 0: not an image"):
+        list(DataLoader(ds, batch_size=8, transform=pipe))
+    dl = DataLoader(ds, batch_size=8, transform=pipe, on_error="skip")
+    labels = [y.tolist() for _, y in dl]
+    assert sum(len(y) for y in labels) == len(ds)
+    s = dl.stats()["images"]
+    bad = sorted(os.path.relpath(e["uri"], root) for e in s["skipped_samples"])
+    assert bad == [
+        "a/._img000.jpg",
+        "b/empty.jpg",
+        "b/random.jpg",
+        "linked/empty.jpg",
+        "linked/random.jpg",
+    ]
+    assert s["skipped"] == 5
 
 
 def test_image_folder_entries_that_are_no_files_are_named(messy_tree):
