@@ -538,6 +538,21 @@ def test_a_file_in_another_format_or_none_named_jpg(name):
     assert res.indices.tolist() == [10, 10] and skipping.stats["skipped"] == 1
 
 
+def test_pillow_decoding_on_threads_leaves_the_warning_filters_alone():
+    """Each Pillow decode used warnings.catch_warnings() to hide DecompressionBombWarning,
+    on pool threads: their saves and restores of the process-wide filter list interleaved
+    and left an "ignore DecompressionBombWarning" filter installed in the user's program."""
+    import warnings
+
+    from fastload.batch import pillow_decode
+
+    pngs = [img.encode(img.picture(24, 24, s), "PNG") for s in range(32)]
+    before = list(warnings.filters)
+    for _ in range(20):
+        assert all(c == 0 for _, c, _ in pillow_decode.decode_many(pngs, 0, False, threads=8))
+    assert warnings.filters == before
+
+
 # -- ImageFolder trees -------------------------------------------------------------------
 
 
