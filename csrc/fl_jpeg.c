@@ -150,9 +150,12 @@ int fl_jpeg_is_jpeg(const uint8_t *data, int64_t len) {
     return len >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
 }
 
-/* The orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload; 1 when absent. */
+static int is_exif(const uint8_t *p, int64_t n) { return n >= 6 && memcmp(p, "Exif\0\0", 6) == 0; }
+
+/* The orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload; 1 when absent. As
+ * Pillow's getexif() reads it: a SHORT, or a BYTE or LONG where a writer stored one. */
 static int exif_orientation(const uint8_t *p, int64_t n) {
-    if (n < 14 || memcmp(p, "Exif\0\0", 6) != 0) return 1;
+    if (n < 14 || !is_exif(p, n)) return 1;
     const uint8_t *t = p + 6;
     int64_t tn = n - 6;
     int le;
@@ -167,8 +170,10 @@ static int exif_orientation(const uint8_t *p, int64_t n) {
         int64_t e = (int64_t)ifd + 2 + 12 * (int64_t)k;
         if (e + 12 > tn) return 1;
         if (rd16(t + e, le) == 0x0112) {
-            unsigned type = rd16(t + e + 2, le), v = rd16(t + e + 8, le);
-            return (type == 3 && v >= 1 && v <= 8) ? (int)v : 1;
+            unsigned type = rd16(t + e + 2, le);
+            uint32_t v = type == 1 ? t[e + 8] : type == 3 ? rd16(t + e + 8, le)
+                       : type == 4 ? rd32(t + e + 8, le) : 0;
+            return (v >= 1 && v <= 8) ? (int)v : 1;
         }
     }
     return 1;
@@ -187,7 +192,7 @@ int fl_jpeg_parse_header(const uint8_t *data, int64_t len, int strict, fl_jpeg_h
     if (!fl_jpeg_is_jpeg(data, len))
         return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "not a JPEG stream (no SOI marker)");
     int64_t pos = 2;
-    int have_sof = 0;
+    int have_sof = 0, saw_exif = 0;
     for (;;) {
         while (pos + 1 < len && data[pos] == 0xFF && data[pos + 1] == 0xFF) pos++;
         if (pos + 2 > len)
@@ -238,7 +243,8 @@ int fl_jpeg_parse_header(const uint8_t *data, int64_t len, int strict, fl_jpeg_h
                 return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
                                     "JPEG with %d components (1, 3 or 4 supported)",
                                     h->components);
-        } else if (m == 0xE1 && h->orientation == 1) {
+        } else if (m == 0xE1 && !saw_exif && is_exif(p, n)) {
+            saw_exif = 1; /* the first Exif segment only, as Pillow */
             h->orientation = exif_orientation(p, n);
         } else if (m == 0xDA) {
             if (!have_sof)

@@ -492,6 +492,40 @@ def test_exif_orientation_is_not_applied_by_default_as_in_pillow_and_torchvision
         assert np.array_equal(turned.sample(0), img.pil_rgb(data, orient=True))
 
 
+def _exif_app1(orientation: int, typ: int = 3, le: bool = True) -> bytes:
+    """An APP1 Exif segment whose IFD0 holds only the orientation tag, of TIFF type ``typ``."""
+    import struct
+
+    e = "<" if le else ">"
+    value = struct.pack(e + "H", orientation) + bytes(2)
+    if typ == 4:
+        value = struct.pack(e + "I", orientation)
+    ifd = struct.pack(e + "HHHI", 1, 0x0112, typ, 1) + value + struct.pack(e + "I", 0)
+    payload = b"Exif\0\0" + (b"II" if le else b"MM") + struct.pack(e + "HI", 42, 8) + ifd
+    return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+@pytest.mark.parametrize(
+    "segments_",
+    [
+        [(6, 3, True)],
+        [(6, 3, False)],
+        [(6, 4, True)],  # LONG: stored so by some writers; Pillow turns the image
+        [(6, 4, False)],
+        [(1, 3, True), (6, 3, True)],  # a second Exif segment: Pillow reads the first only
+        [(5, 3, False), (1, 3, True)],
+    ],
+)
+def test_exif_orientation_is_read_as_pillow_reads_it(segments_):
+    """apply_exif_orientation=True turns images as PIL.ImageOps.exif_transpose does. The
+    orientation tag as a LONG was ignored, and a later Exif segment overrode the first."""
+    base = img.jpeg(30, 50, 9)
+    data = base[:2] + b"".join(_exif_app1(*s) for s in segments_) + base[2:]
+    got = ImagePipeline(apply_exif_orientation=True).apply([data]).sample(0)
+    want = img.pil_rgb(data, orient=True)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
 # -- files that are no JPEG ------------------------------------------------------------------
 
 
