@@ -20,8 +20,17 @@ typedef struct {
     struct flj_error_mgr pub; /* first: libjpeg sees only this part */
     jmp_buf jump;
     int strict;
+    int too_many_scans;       /* the progress monitor stopped the decode */
     char text[FLJ_MSG_LENGTH_MAX];
 } fl_jpeg_err;
+
+/* Scans one image may have. A progressive JPEG's valid scans are few (libjpeg's
+ * own progression writes 10, optimisers a few dozen); every scan is a pass over
+ * the whole image's coefficients, so a file of thousands of tiny scans (lax
+ * decoding lets an inconsistent progression go on) is a decompression-time bomb:
+ * 33 bytes of file cost a pass over every block. TurboJPEG's TJPARAM_SCANLIMIT
+ * guards the same; 500 as its tools use. */
+#define FL_JPEG_MAX_SCANS 500
 
 static void on_error_exit(flj_common_ptr c) {
     fl_jpeg_err *e = (fl_jpeg_err *)c->err;
@@ -41,9 +50,19 @@ static void on_emit_message(flj_common_ptr c, int level) {
 
 static void on_output_message(flj_common_ptr c) { (void)c; }
 
+static void on_progress(flj_common_ptr c) {
+    struct flj_decompress *ci = (struct flj_decompress *)c;
+    if (ci->input_scan_number > FL_JPEG_MAX_SCANS) {
+        fl_jpeg_err *e = (fl_jpeg_err *)c->err;
+        e->too_many_scans = 1;
+        longjmp(e->jump, 1);
+    }
+}
+
 struct fl_jpeg_decoder {
     struct flj_decompress cinfo;
     fl_jpeg_err err;
+    struct flj_progress_mgr progress;
     int created;
     uint8_t *row;        /* one decoded row (3 or 4 bytes per pixel) */
     size_t row_cap;
@@ -305,6 +324,9 @@ static int ensure_created(fl_jpeg_decoder *d, fl_error *err) {
     if (setjmp(d->err.jump))
         return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, 0, "libjpeg: %s", d->err.text);
     J.create_decompress(&d->cinfo, FLJ_LIB_VERSION, sizeof(struct flj_decompress));
+    memset(&d->progress, 0, sizeof(d->progress));
+    d->progress.progress_monitor = on_progress;
+    d->cinfo.progress = &d->progress;
     d->created = 1;
     return FL_OK;
 }
@@ -381,6 +403,10 @@ static int decode_body(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
  * data; everything else it refuses is. */
 static int libjpeg_failed(fl_jpeg_decoder *d, int64_t len, fl_error *err) {
     J.abort_decompress(&d->cinfo);
+    if (d->err.too_many_scans)
+        return fl_error_set(err, FL_E_TOO_LARGE, 0, -1, 0, len,
+                            "progressive JPEG with more than %d scans (a decompression bomb?)",
+                            FL_JPEG_MAX_SCANS);
     if (strncmp(d->err.text, "Insufficient memory", 19) == 0)
         return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, len,
                             "libjpeg cannot allocate the memory to decode this %u x %u JPEG: %s",
@@ -396,6 +422,7 @@ int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
     if (scale_num < 1 || scale_num > 8)
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "scale %d/8 out of range", scale_num);
     d->err.strict = s->strict;
+    d->err.too_many_scans = 0;
     d->err.pub.num_warnings = 0;
     if (setjmp(d->err.jump)) return libjpeg_failed(d, len, err);
     rc = decode_body(d, data, len, s, scale_num, sink, err);
@@ -408,6 +435,7 @@ int fl_jpeg_entropy_only(fl_jpeg_decoder *d, const uint8_t *data, int64_t len, f
     int rc = ensure_created(d, err);
     if (rc != FL_OK) return rc;
     d->err.strict = 0;
+    d->err.too_many_scans = 0;
     if (setjmp(d->err.jump)) return libjpeg_failed(d, len, err);
     J.mem_src(&d->cinfo, data, (unsigned long)len);
     J.read_header(&d->cinfo, 1);

@@ -313,6 +313,32 @@ def test_a_bomb_with_the_limit_off_fails_by_name_not_by_memory():
     assert out.strip() == "ok"
 
 
+def _many_scans(n: int) -> bytes:
+    """A progressive grey 512 x 512 JPEG whose smallest scan (33 bytes) is repeated ``n``
+    times before its end-of-image marker: every copy is a pass over all the blocks."""
+    data = img.encode(np.full((512, 512), 128, np.uint8), quality=50, progressive=True)
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xDA, 0xC4)]
+    ends = [*starts[1:], len(data) - 2]
+    scans = [(e - s, s) for s, e in zip(starts, ends, strict=True) if data[s + 1] == 0xDA]
+    size, at = min(scans[1:])
+    return data[:-2] + data[at : at + size] * n + b"\xff\xd9"
+
+
+def test_a_progressive_jpeg_of_thousands_of_scans_is_refused():
+    """Decoding time, not memory: each scan of a progressive JPEG is a pass over every
+    block, and a lax decode lets an inconsistent progression go on, so a 1 MB file of
+    33-byte scans kept a thread busy for minutes on a large frame. More than 500 scans
+    (TurboJPEG's guard) is refused as a bomb; strict decoding names the bad progression."""
+    bomb = _many_scans(2000)
+    with pytest.raises(ImageTooLargeError, match="progressive JPEG with more than 500 scans"):
+        ImagePipeline(RandomResizedCrop(32), strict=False).apply([bomb])
+    with pytest.raises(ImageDecodeError, match="Inconsistent progression sequence"):
+        ImagePipeline(RandomResizedCrop(32)).apply([bomb])
+    fine = _many_scans(3)  # a few repeats: under the limit, lax decoding goes through
+    x = ImagePipeline(RandomResizedCrop(32), strict=False).apply([fine])
+    assert x.shape == (1, 32, 32, 3)
+
+
 @pytest.mark.parametrize("w,h", [(0, 64), (64, 0), (0, 0)])
 def test_a_frame_without_width_or_height_is_named(w, h):
     bad = with_size(img.jpeg(16, 16, 2), w, h)
