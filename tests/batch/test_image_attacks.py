@@ -160,8 +160,6 @@ _DAMAGE_KINDS = ("rgb_420", "progressive", "restart_markers", "grayscale", "cmyk
 def _truncations() -> None:
     """(In a child.) Every cut of every kind fails with a named status and message, strict
     or not; what decodes un-strictly has the file's shape."""
-    import numpy as np
-
     from fastload._native.status import Status
     from tests.batch.test_image_attacks import _DAMAGE_KINDS, native
     from tests.support import images as img
@@ -170,19 +168,17 @@ def _truncations() -> None:
     for kind in _DAMAGE_KINDS:
         data = img.kinds()[kind]
         shape = img.pil_rgb(data).shape
-        cuts = sorted({*range(0, 700, 3), *range(700, len(data), max(1, len(data) // 80))})
-        blobs = [data[:c] for c in cuts if c < len(data)]
+        every = {*range(0, 700, 3), *range(700, len(data), max(1, len(data) // 80))}
+        cuts = sorted(c for c in every if c < len(data))
         for strict in (True, False):
-            outs, codes, msgs = native(blobs, strict=strict)
-            for c, out, code in zip(cuts, outs, codes, strict=False):
+            outs, codes, msgs = native([data[:c] for c in cuts], strict=strict)
+            for i, c in enumerate(cuts):
                 where = f"{kind} cut at {c} strict={strict}"
-                if strict or code:
-                    assert code in named and msgs[cuts.index(c)], (where, code)
-                    text = msgs[cuts.index(c)]
-                    assert "JPEG" in text or "empty file" in text, (where, text)
-                else:
-                    assert out is not None and out.shape == shape, where
-                    assert np.isfinite(out).all()
+                if strict or codes[i]:  # strict: no cut passes (no end-of-image marker)
+                    assert codes[i] in named and msgs[i], (where, codes[i])
+                    assert "JPEG" in msgs[i] or "empty file" in msgs[i], (where, msgs[i])
+                else:  # lax: what libjpeg could decode, grey below
+                    assert outs[i].shape == shape, where
     print("ok")
 
 
@@ -216,12 +212,12 @@ def _header_flips() -> None:
             for start in range(0, len(blobs), 64):
                 part = blobs[start : start + 64]
                 outs, codes, msgs = native(part, strict=strict)
-                for blob, out, code, i in zip(part, outs, codes, range(len(part)), strict=True):
-                    if code:
-                        assert code in NAMED and msgs[i], (kind, code)
+                for i, blob in enumerate(part):
+                    if codes[i]:
+                        assert codes[i] in NAMED and msgs[i], (kind, codes[i])
                         continue
                     ref = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
-                    assert out.shape == ref.shape and np.array_equal(out, ref), kind
+                    assert outs[i].shape == ref.shape and np.array_equal(outs[i], ref), kind
     print("ok")
 
 
