@@ -44,6 +44,7 @@ static int probe_one(const uint8_t *d, int64_t len, int strict, int64_t max_pixe
         in->components = h.components;
         in->orientation = h.orientation;
         in->progressive = h.progressive;
+        if (rc == FL_OK && h.lossless) in->format = FL_IMG_UNKNOWN; /* Pillow decodes it */
         return rc != FL_OK ? rc : check_pixels(in, max_pixels, len, e);
     }
     if (len >= 8 && memcmp(d, PNG_MAGIC, 8) == 0) {
@@ -91,6 +92,7 @@ typedef struct {
     /* the image in progress */
     double box[4];   /* stored coordinates, full resolution */
     int64_t out_w, out_h, stored_w, stored_h;
+    int scale_num;   /* the decoder's DCT scale, of 8 (8 for decoded pixels) */
     uint8_t *target;
     int flip;
     int clip, antialias;
@@ -157,7 +159,13 @@ static void orient_tile(const uint8_t *t, int64_t sw, int64_t sh, int o, int fli
 /* The decoder knows the scaled size: set up both axes and ask for their window. */
 static int on_begin(void *ctx, int64_t sw, int64_t sh, int64_t win[4], fl_error *err) {
     thread_t *t = (thread_t *)ctx;
-    double sx = (double)sw / (double)t->stored_w, sy = (double)sh / (double)t->stored_h;
+    /* Scaled pixel j covers stored pixels [8j/k, 8(j+1)/k): the scale is k/8 exactly, and
+     * the last pixel of a size that is no multiple of 8/k is a part pixel. Mapping by
+     * sw / stored_w instead would stretch every box towards the right and bottom edges
+     * (by up to half a scaled pixel: four stored pixels at 1/8). */
+    double k = t->scale_num / 8.0;
+    double sx = (int64_t)ceil(t->stored_w * k - 1e-9) == sw ? k : (double)sw / (double)t->stored_w;
+    double sy = (int64_t)ceil(t->stored_h * k - 1e-9) == sh ? k : (double)sh / (double)t->stored_h;
     double b0 = t->box[0] * sx, b1 = t->box[2] * sx, c0 = t->box[1] * sy, c1 = t->box[3] * sy;
     int64_t xlo = 0, xhi = sw, ylo = 0, yhi = sh;
     if (t->clip) {
@@ -243,10 +251,12 @@ static int process(thread_t *t, job_t *j, int64_t i, fl_error *e) {
         int k = dct_scale(a->dct_scaling, t->box[2] - t->box[0], t->box[3] - t->box[1],
                           t->out_w, t->out_h);
         if (k < 8) atomic_fetch_add(&j->scaled, 1);
+        t->scale_num = k;
         fl_jpeg_sink sink = {on_begin, on_row, t};
         rc = fl_jpeg_decode(t->dec, a->data[i], a->len[i], &a->jpeg, k, &sink, e);
     } else {
         int64_t W = in->width, H = in->height;
+        t->scale_num = 8;
         rc = on_begin(t, W, H, (int64_t[4]){0, 0, W, H}, e);
         for (int64_t y = t->rs.v.lo; rc == FL_OK && y < t->rs.v.hi; y++)
             on_row(t, y, a->data[i] + y * W * 3, 0, W);

@@ -16,7 +16,7 @@
 #include "fl_jpeg.h"
 
 enum {
-    FL_IMG_UNKNOWN = 0, /* not recognised here: the bridge hands it to Pillow */
+    FL_IMG_UNKNOWN = 0, /* not recognised (or a lossless JPEG): the bridge hands it to Pillow */
     FL_IMG_JPEG = 1,
     FL_IMG_PNG = 2,     /* size known from IHDR; decoded by Pillow */
     FL_IMG_PIXELS = 3,  /* already decoded: height x width x 3 uint8 */

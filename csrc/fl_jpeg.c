@@ -20,8 +20,17 @@ typedef struct {
     struct flj_error_mgr pub; /* first: libjpeg sees only this part */
     jmp_buf jump;
     int strict;
+    int too_many_scans;       /* the progress monitor stopped the decode */
     char text[FLJ_MSG_LENGTH_MAX];
 } fl_jpeg_err;
+
+/* Scans one image may have. A progressive JPEG's valid scans are few (libjpeg's
+ * own progression writes 10, optimisers a few dozen); every scan is a pass over
+ * the whole image's coefficients, so a file of thousands of tiny scans (lax
+ * decoding lets an inconsistent progression go on) is a decompression-time bomb:
+ * 33 bytes of file cost a pass over every block. TurboJPEG's TJPARAM_SCANLIMIT
+ * guards the same; 500 as its tools use. */
+#define FL_JPEG_MAX_SCANS 500
 
 static void on_error_exit(flj_common_ptr c) {
     fl_jpeg_err *e = (fl_jpeg_err *)c->err;
@@ -41,9 +50,19 @@ static void on_emit_message(flj_common_ptr c, int level) {
 
 static void on_output_message(flj_common_ptr c) { (void)c; }
 
+static void on_progress(flj_common_ptr c) {
+    struct flj_decompress *ci = (struct flj_decompress *)c;
+    if (ci->input_scan_number > FL_JPEG_MAX_SCANS) {
+        fl_jpeg_err *e = (fl_jpeg_err *)c->err;
+        e->too_many_scans = 1;
+        longjmp(e->jump, 1);
+    }
+}
+
 struct fl_jpeg_decoder {
     struct flj_decompress cinfo;
     fl_jpeg_err err;
+    struct flj_progress_mgr progress;
     int created;
     uint8_t *row;        /* one decoded row (3 or 4 bytes per pixel) */
     size_t row_cap;
@@ -150,9 +169,12 @@ int fl_jpeg_is_jpeg(const uint8_t *data, int64_t len) {
     return len >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
 }
 
-/* The orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload; 1 when absent. */
+static int is_exif(const uint8_t *p, int64_t n) { return n >= 6 && memcmp(p, "Exif\0\0", 6) == 0; }
+
+/* The orientation tag (0x0112) of IFD0 in an APP1 "Exif" payload; 1 when absent. As
+ * Pillow's getexif() reads it: a SHORT, or a BYTE or LONG where a writer stored one. */
 static int exif_orientation(const uint8_t *p, int64_t n) {
-    if (n < 14 || memcmp(p, "Exif\0\0", 6) != 0) return 1;
+    if (n < 14 || !is_exif(p, n)) return 1;
     const uint8_t *t = p + 6;
     int64_t tn = n - 6;
     int le;
@@ -167,8 +189,10 @@ static int exif_orientation(const uint8_t *p, int64_t n) {
         int64_t e = (int64_t)ifd + 2 + 12 * (int64_t)k;
         if (e + 12 > tn) return 1;
         if (rd16(t + e, le) == 0x0112) {
-            unsigned type = rd16(t + e + 2, le), v = rd16(t + e + 8, le);
-            return (type == 3 && v >= 1 && v <= 8) ? (int)v : 1;
+            unsigned type = rd16(t + e + 2, le);
+            uint32_t v = type == 1 ? t[e + 8] : type == 3 ? rd16(t + e + 8, le)
+                       : type == 4 ? rd32(t + e + 8, le) : 0;
+            return (v >= 1 && v <= 8) ? (int)v : 1;
         }
     }
     return 1;
@@ -187,7 +211,7 @@ int fl_jpeg_parse_header(const uint8_t *data, int64_t len, int strict, fl_jpeg_h
     if (!fl_jpeg_is_jpeg(data, len))
         return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "not a JPEG stream (no SOI marker)");
     int64_t pos = 2;
-    int have_sof = 0;
+    int have_sof = 0, saw_exif = 0;
     for (;;) {
         while (pos + 1 < len && data[pos] == 0xFF && data[pos + 1] == 0xFF) pos++;
         if (pos + 2 > len)
@@ -223,17 +247,23 @@ int fl_jpeg_parse_header(const uint8_t *data, int64_t len, int strict, fl_jpeg_h
             h->width = (int32_t)be16(p + 3);
             h->components = p[5];
             h->progressive = (m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE);
-            if (p[0] != 8)
-                return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
-                                    "%d-bit JPEG samples are not supported (8-bit only)", p[0]);
+            h->lossless = (m == 0xC3 || m == 0xC7 || m == 0xCB || m == 0xCF);
             if (h->height == 0 || h->width == 0)
                 return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
                                     "JPEG without a width or height in its frame header");
+            if (h->lossless) {
+                pos += seg;
+                continue;
+            }
+            if (p[0] != 8)
+                return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
+                                    "%d-bit JPEG samples are not supported (8-bit only)", p[0]);
             if (h->components != 1 && h->components != 3 && h->components != 4)
                 return fl_error_set(err, FL_E_FORMAT, 0, -1, pos, len,
                                     "JPEG with %d components (1, 3 or 4 supported)",
                                     h->components);
-        } else if (m == 0xE1 && h->orientation == 1) {
+        } else if (m == 0xE1 && !saw_exif && is_exif(p, n)) {
+            saw_exif = 1; /* the first Exif segment only, as Pillow */
             h->orientation = exif_orientation(p, n);
         } else if (m == 0xDA) {
             if (!have_sof)
@@ -271,10 +301,19 @@ static int grow(uint8_t **buf, size_t *cap, size_t need) {
     return 0;
 }
 
-/* Created once per decoder: the object is reset between images with
- * jpeg_abort_decompress, which keeps its allocations. */
+/* A fresh object for every image. jpeg_abort_decompress would keep the
+ * quantization and Huffman tables of the image before (libjpeg keeps them for
+ * abbreviated streams), so a file without its own DQT, or whose DHT was damaged,
+ * would decode with a previous file's tables -- an answer that depends on which
+ * images a thread decoded before -- where alone it is refused. Creating the
+ * object costs a few small allocations; its per-image buffers are freed by the
+ * abort either way. */
 static int ensure_created(fl_jpeg_decoder *d, fl_error *err) {
-    if (d->created) return FL_OK;
+    if (d->created) {
+        J.destroy_decompress(&d->cinfo);
+        memset(&d->cinfo, 0, sizeof(d->cinfo));
+        d->created = 0;
+    }
     if (!J.lib)
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "libjpeg is not loaded");
     J.std_error(&d->err.pub);
@@ -285,6 +324,9 @@ static int ensure_created(fl_jpeg_decoder *d, fl_error *err) {
     if (setjmp(d->err.jump))
         return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, 0, "libjpeg: %s", d->err.text);
     J.create_decompress(&d->cinfo, FLJ_LIB_VERSION, sizeof(struct flj_decompress));
+    memset(&d->progress, 0, sizeof(d->progress));
+    d->progress.progress_monitor = on_progress;
+    d->cinfo.progress = &d->progress;
     d->created = 1;
     return FL_OK;
 }
@@ -295,18 +337,14 @@ static inline uint8_t mul255(unsigned a, unsigned b) {
     return (uint8_t)((t + (t >> 8)) >> 8);
 }
 
-/* CMYK -> RGB: R = (255 - C)(255 - K) / 255, and so on. Adobe's CMYK (every
- * CMYK/YCCK file with an Adobe marker, as Photoshop writes them) stores the
- * inks inverted, so there the stored values are 255 - C and 255 - K. */
-static void cmyk_to_rgb(const uint8_t *s, uint8_t *d, int64_t n, int inverted) {
+/* CMYK -> RGB: R = (255 - C)(255 - K) / 255, and so on. Adobe's CMYK (as
+ * Photoshop writes every CMYK/YCCK JPEG) stores the inks inverted, so the
+ * stored values are 255 - C and 255 - K. Pillow takes every CMYK JPEG so,
+ * with or without an Adobe marker ("assume adobe conventions"), and so does
+ * this: a file without the marker decodes as Pillow decodes it. */
+static void cmyk_to_rgb(const uint8_t *s, uint8_t *d, int64_t n) {
     for (int64_t i = 0; i < n; i++, s += 4, d += 3) {
         unsigned c = s[0], m = s[1], y = s[2], k = s[3];
-        if (!inverted) {
-            c = 255 - c;
-            m = 255 - m;
-            y = 255 - y;
-            k = 255 - k;
-        }
         d[0] = mul255(c, k);
         d[1] = mul255(m, k);
         d[2] = mul255(y, k);
@@ -346,7 +384,6 @@ static int decode_body(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
         (cmyk && grow(&d->rgb, &d->rgb_cap, (size_t)ci->output_width * 3)))
         return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, 0, "cannot allocate a decode row");
     if (win[1] > 0) J.skip_scanlines(ci, (flj_dim)win[1]);
-    int inverted = ci->saw_Adobe_marker;
     for (int64_t y = win[1]; y < win[3]; y++) {
         uint8_t *rows[1] = {d->row};
         if (J.read_scanlines(ci, rows, 1) != 1)
@@ -354,12 +391,27 @@ static int decode_body(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
                                 (long long)y);
         const uint8_t *rgb = d->row;
         if (cmyk) {
-            cmyk_to_rgb(d->row, d->rgb, width, inverted);
+            cmyk_to_rgb(d->row, d->rgb, width);
             rgb = d->rgb;
         }
         sink->row(sink->ctx, y, rgb, xoff, width);
     }
     return FL_OK;
+}
+
+/* libjpeg's error_exit: out of memory (a huge image, with max_pixels off) is no corrupt
+ * data; everything else it refuses is. */
+static int libjpeg_failed(fl_jpeg_decoder *d, int64_t len, fl_error *err) {
+    J.abort_decompress(&d->cinfo);
+    if (d->err.too_many_scans)
+        return fl_error_set(err, FL_E_TOO_LARGE, 0, -1, 0, len,
+                            "progressive JPEG with more than %d scans (a decompression bomb?)",
+                            FL_JPEG_MAX_SCANS);
+    if (strncmp(d->err.text, "Insufficient memory", 19) == 0)
+        return fl_error_set(err, FL_E_NOMEM, 0, -1, 0, len,
+                            "libjpeg cannot allocate the memory to decode this %u x %u JPEG: %s",
+                            d->cinfo.image_width, d->cinfo.image_height, d->err.text);
+    return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "corrupt JPEG: %s", d->err.text);
 }
 
 int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
@@ -370,11 +422,9 @@ int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
     if (scale_num < 1 || scale_num > 8)
         return fl_error_set(err, FL_E_INVALID, 0, -1, 0, 0, "scale %d/8 out of range", scale_num);
     d->err.strict = s->strict;
+    d->err.too_many_scans = 0;
     d->err.pub.num_warnings = 0;
-    if (setjmp(d->err.jump)) {
-        J.abort_decompress(&d->cinfo);
-        return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "corrupt JPEG: %s", d->err.text);
-    }
+    if (setjmp(d->err.jump)) return libjpeg_failed(d, len, err);
     rc = decode_body(d, data, len, s, scale_num, sink, err);
     /* Rows below the window are never decoded: abort instead of finish. */
     J.abort_decompress(&d->cinfo);
@@ -385,10 +435,8 @@ int fl_jpeg_entropy_only(fl_jpeg_decoder *d, const uint8_t *data, int64_t len, f
     int rc = ensure_created(d, err);
     if (rc != FL_OK) return rc;
     d->err.strict = 0;
-    if (setjmp(d->err.jump)) {
-        J.abort_decompress(&d->cinfo);
-        return fl_error_set(err, FL_E_CORRUPT, 0, -1, 0, len, "corrupt JPEG: %s", d->err.text);
-    }
+    d->err.too_many_scans = 0;
+    if (setjmp(d->err.jump)) return libjpeg_failed(d, len, err);
     J.mem_src(&d->cinfo, data, (unsigned long)len);
     J.read_header(&d->cinfo, 1);
     J.read_coefficients(&d->cinfo);

@@ -34,6 +34,9 @@ typedef struct {
     int32_t components;      /* 1, 3 or 4 */
     int32_t orientation;     /* EXIF orientation 1..8; 1 when there is none */
     int32_t progressive;
+    int32_t lossless;        /* a lossless frame (SOF3/7/11/15): libjpeg-turbo 3 decodes it
+                                whole only (no DCT scaling, cropping, skipping or colour
+                                conversion), so it goes to Pillow */
     int64_t scan_offset;     /* first byte after the first SOS segment */
 } fl_jpeg_header;
 
@@ -68,7 +71,8 @@ fl_jpeg_decoder *fl_jpeg_decoder_new(void);
 void fl_jpeg_decoder_free(fl_jpeg_decoder *d);
 
 /* Decodes `data` at scale scale_num/8 (1..8) into `sink`. CMYK and YCCK
- * images come out as RGB (Adobe-inverted CMYK as Photoshop writes it). */
+ * images come out as RGB (taken as Adobe-inverted CMYK, as Photoshop writes it
+ * and Pillow reads every CMYK JPEG). */
 int fl_jpeg_decode(fl_jpeg_decoder *d, const uint8_t *data, int64_t len,
                    const fl_jpeg_settings *s, int scale_num, const fl_jpeg_sink *sink,
                    fl_error *err);

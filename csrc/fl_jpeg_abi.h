@@ -67,11 +67,19 @@ struct flj_source_mgr {
     void (*term_source)(flj_decompress_ptr cinfo);
 };
 
+struct flj_progress_mgr {
+    void (*progress_monitor)(flj_common_ptr cinfo);
+    long pass_counter;
+    long pass_limit;
+    int completed_passes;
+    int total_passes;
+};
+
 /* The fields both kinds of libjpeg object start with. */
 #define FLJ_COMMON_FIELDS            \
     struct flj_error_mgr *err;       \
     void *mem;                       \
-    void *progress;                  \
+    struct flj_progress_mgr *progress; \
     void *client_data;               \
     flj_boolean is_decompressor;     \
     int global_state

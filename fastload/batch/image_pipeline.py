@@ -504,6 +504,28 @@ class ImageBatcher:
             w, h = np.where(swap, h, w), np.where(swap, w, h)
         draws = counter_rng.uniforms(self.key, epoch, idx[good], _DRAWS)
         boxes, sizes, flips = p.geometry(w[good], h[good], draws)
+        if p.max_pixels:
+            # Resize(shorter_side) of a thin strip (1 x 30000 -> 256 x 7680000) would make
+            # an output far larger than its file: refused as an image over the limit is
+            out_px = sizes[:, 0].astype(np.int64) * sizes[:, 1]
+            big = np.flatnonzero(out_px > p.max_pixels)
+            for k in big:
+                i = int(good[k])
+                codes[i] = Status.TOO_LARGE
+                messages[i] = (
+                    f"{p.center or p.crop or p.resize or 'decoding'} makes this {int(w[i])} x "
+                    f"{int(h[i])} image {int(sizes[k, 1])} x {int(sizes[k, 0])} = "
+                    f"{int(out_px[k])} pixels, more than max_pixels={p.max_pixels}"
+                )
+            if big.size:
+                keep = np.ones(good.size, dtype=bool)
+                keep[big] = False
+                good, boxes, sizes, flips = (
+                    good[keep],
+                    np.ascontiguousarray(boxes[keep]),
+                    np.ascontiguousarray(sizes[keep]),
+                    np.ascontiguousarray(flips[keep]),
+                )
         x, slot_of = self._allocate(n, good, sizes, alloc)
         stats: dict[str, Any] = {}
         if good.size:

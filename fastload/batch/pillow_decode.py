@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,25 +33,25 @@ def decode_one(data: Any, max_pixels: int, apply_orientation: bool) -> Decoded:
             "not a JPEG, and Pillow (pip install 'fastload[images]') is missing",
         )
     try:
-        with warnings.catch_warnings():
-            # our own pixel limit is checked below, before any pixel is decoded
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-            w, h = opened.size
-            if max_pixels and w * h > max_pixels:
-                return (
-                    None,
-                    Status.TOO_LARGE,
-                    f"{w} x {h} = {w * h} pixels is more than max_pixels={max_pixels} "
-                    f"({opened.format}; a decompression bomb?)",
-                )
-            opened.load()
-            img: Image.Image = opened
-            if apply_orientation:
-                img = ImageOps.exif_transpose(img)
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            return np.asarray(img), Status.OK, ""
+        # Pillow's DecompressionBombWarning (above Image.MAX_IMAGE_PIXELS, below twice that)
+        # is left as Pillow issues it: warnings.catch_warnings() is not thread-safe (it saves
+        # and restores the process-wide filter list), and this runs on pool threads.
+        opened = Image.open(io.BytesIO(data))
+        w, h = opened.size
+        if max_pixels and w * h > max_pixels:
+            return (
+                None,
+                Status.TOO_LARGE,
+                f"{w} x {h} = {w * h} pixels is more than max_pixels={max_pixels} "
+                f"({opened.format}; a decompression bomb?)",
+            )
+        opened.load()
+        img: Image.Image = opened
+        if apply_orientation:
+            img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        return np.asarray(img), Status.OK, ""
     except UnidentifiedImageError:
         return None, Status.FORMAT, "not an image format Pillow reads"
     except Image.DecompressionBombError as exc:

@@ -73,7 +73,9 @@ class ImageFolder(ImageList):
     indices (``targets``; ``samples`` holds (uri, label) pairs). Files whose extension is
     not in ``extensions`` (case-insensitive) and files outside a class folder are skipped
     and counted (``skipped``, named in ``skipped_files``). A class folder without any image
-    is an error unless ``allow_empty``.
+    is an error unless ``allow_empty``. A class folder that is a symlink to a folder is read
+    through it (as torchvision reads one); folder links inside the tree are not followed, so
+    a link loop cannot recurse.
     """
 
     def __init__(
@@ -90,6 +92,14 @@ class ImageFolder(ImageList):
         prefix = parse_uri(text if text.endswith("/") else text + "/")
         base = prefix.path if prefix.path.endswith("/") else prefix.path + "/"
         listed = engine.list(prefix)
+        if prefix.is_local:
+            # A class folder that is a symlink to a folder (a tree assembled from links, as
+            # torchvision's os.walk(followlinks=True) reads it): listed on its own, as the
+            # listing follows no folder link (links inside it stay unfollowed, so a link
+            # loop cannot recurse).
+            for e in sorted(os.scandir(prefix.path), key=lambda e: e.name):
+                if e.is_symlink() and e.is_dir():
+                    listed += engine.list(parse_uri(text.rstrip("/") + "/" + e.name + "/"))
         per_class: dict[str, list[str]] = {}
         skipped: list[str] = []
         for uri in listed:
