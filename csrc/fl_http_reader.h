@@ -27,6 +27,9 @@ typedef struct {
 
 typedef struct fl_http_ctx fl_http_ctx;
 
+/* Redirects one GET follows (follow_redirects): a loop ends in an error naming the URI. */
+#define FL_HTTP_MAX_REDIRECTS 5
+
 typedef struct {
     int64_t requests;     /* GETs started */
     int64_t retries;      /* of which retries of a transient failure */

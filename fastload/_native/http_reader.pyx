@@ -31,6 +31,7 @@ from fastload._native.includes.curl cimport (
     fl_http_opts,
     fl_http_pin,
     FL_RANGE_IGNORED,
+    FL_HTTP_MAX_REDIRECTS,
     fl_http_read,
     fl_http_stats,
 )
@@ -53,6 +54,9 @@ def _src_to_low_bytes(table):
     fixed[:, 0] <<= 32
     return fixed
 
+
+# redirects one request follows (follow_redirects), data plane and control plane alike
+MAX_REDIRECTS = FL_HTTP_MAX_REDIRECTS
 
 cdef uint64_t _jitter_state = 0x2545F4914F6CDD1D ^ <uint64_t>os.getpid()
 

@@ -175,7 +175,7 @@ class S3Backend(NetworkBackend):
                 Status.HTTP,
                 src.uri,
                 http_status=resp.status,
-                message="HEAD answered without Content-Length",
+                message="HEAD answered without a Content-Length (a byte count up to 2**63-1)",
             )
         self._sizes[(src.bucket, src.path)] = n
         self.pins.remember((src.bucket, src.path), pin_from_headers(resp, n))

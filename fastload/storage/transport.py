@@ -28,7 +28,9 @@ from fastload.storage.network_options import NetworkOptions
 from fastload.storage.retry import Failure, RetryPolicy, curl_failure, status_failure
 
 _CA_HINT = " (name the CA file with ca_bundle=, or AWS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE)"
-_S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+# an S3 error code is a word (NoSuchKey, SlowDown): anything else in <Code> is not repeated
+_S3_CODE = re.compile(rb"<Code>([A-Za-z0-9._-]{1,63})</Code>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -253,11 +255,31 @@ class Transport:
         c.setopt(pycurl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
         c.setopt(pycurl.TIMEOUT_MS, max(1, int(seconds_left * 1000)))
         c.setopt(pycurl.USERAGENT, o.user_agent)
+        # http(s) only, and no redirect from https:// down to http://; a redirect loop ends
+        # after MAX_REDIRECTS (curl's own default has no limit before 8.3)
+        http_s = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+        c.setopt(pycurl.PROTOCOLS, http_s)
+        c.setopt(
+            pycurl.REDIR_PROTOCOLS,
+            pycurl.PROTO_HTTPS if url[:6].lower() == "https:" else http_s,
+        )
         c.setopt(pycurl.FOLLOWLOCATION, 1 if self.follow_redirects else 0)
+        c.setopt(pycurl.MAXREDIRS, http_reader.MAX_REDIRECTS)
         try:
             c.perform()
         except pycurl.error as exc:
             code, text = exc.args[0], str(exc.args[1]) if len(exc.args) > 1 else ""
+            # curl's words may quote what the server sent: no control character in a message
+            text = _CONTROL.sub("?", text)
+            status = int(c.getinfo(pycurl.RESPONSE_CODE))
+            if 300 <= status < 400:  # too many redirects, or one to a refused scheme
+                return Failure(
+                    Status.HTTP,
+                    False,
+                    f"redirect refused: {text}",
+                    http_status=status,
+                    curl_code=code,
+                )
             return curl_failure(code, text)
         status = int(c.getinfo(pycurl.RESPONSE_CODE))
         resp = Response(status, hdrs, body.getvalue())

@@ -45,6 +45,7 @@ cdef extern from "fl_http_reader.h" nogil:
         FL_RANGE_UNKNOWN
         FL_RANGE_HONOURED
         FL_RANGE_IGNORED
+        FL_HTTP_MAX_REDIRECTS
         FL_PIN_ETAG_LEN
         FL_PIN_DATE_LEN
 
