@@ -234,12 +234,12 @@ class S3Backend(NetworkBackend):
         }
         if start_after:
             query["start-after"] = start_after
-        pages, token = 0, None
+        pages, token, seen = 0, None, set[str]()
         while True:
             body, status = fetch(query)
             pages += 1
-            token = next_token(body, prefix.uri, status, token)
-            page = read_page(body, prefix.uri, status)
+            token = next_token(body, prefix.uri, status, token, seen)
+            page = read_page(body, prefix.uri, status, prefix.path)
             self._remember_listed(prefix.bucket, page.keys, page.sizes, page.etags, page.mtimes)
             if token is None or pages >= max_pages or not page.keys or page.keys[-1] >= last:
                 return pages

@@ -11,16 +11,23 @@ in a message."""
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import socket
 import ssl
 import threading
+from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pytest
 
+import fastload
 from fastload import errors
 from fastload._native import http_reader
+from fastload.storage.block_reader import BlockReader
+from fastload.storage.cache import NodeCache
 from fastload.storage.engine import RangeEngine
+from fastload.storage.uri import parse_uri
 from tests.support.hostile import HostileServer, Request, ranged, response
 from tests.support.network import FAST_RETRY, table, traceback_locals
 from tests.support.servers import ACCESS_KEY, SECRET_KEY, payload
@@ -604,3 +611,183 @@ def test_follow_redirects_false_names_the_knob(hostile):
         with pytest.raises(errors.HTTPStatusError, match=r"follow_redirects=False\); HTTP 302"):
             read(eng, srv.url())
     assert other.requests == []
+
+
+# -- S3 listings ------------------------------------------------------------------------
+
+
+def _page(keys, token=None, truncated=False, before=b"") -> bytes:
+    contents = b"".join(
+        b"<Contents><Key>%s</Key><Size>%d</Size><ETag>&quot;e&quot;</ETag>"
+        b"<LastModified>2024-01-01T00:00:00.000Z</LastModified></Contents>" % (k.encode(), 100)
+        for k in keys
+    )
+    t = b"<IsTruncated>%s</IsTruncated>" % (b"true" if truncated else b"false")
+    if token:
+        t += b"<NextContinuationToken>%s</NextContinuationToken>" % token.encode()
+    return (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        + before
+        + b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        + t
+        + contents
+        + b"</ListBucketResult>"
+    )
+
+
+def _query(q: Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(q.path).query).items()}
+
+
+_LAUGHS = (
+    b"<!DOCTYPE l [<!ENTITY l0 'lol'>"
+    + b"".join(b"<!ENTITY l%d '%s'>" % (i, b"&l%d;" % (i - 1) * 10) for i in range(1, 10))
+    + b"]>"
+)
+
+
+def _cycle(q: Request) -> bytes:
+    nxt = {"": "A", "A": "B", "B": "A"}[_query(q).get("continuation-token", "")]
+    return _page([f"pre/k{q.number}"], token=nxt, truncated=True)
+
+
+BAD_LISTINGS = {
+    "not xml": (lambda q: b"<html>hi</html>", "no ListBucketResult element"),
+    "cut short": (lambda q: _page(["pre/a", "pre/b"])[:-40], r"cut short"),
+    "cut inside a key": (lambda q: _page(["pre/a", "pre/b"])[:-150], r"cut short"),
+    "IsTruncated without a token": (
+        lambda q: _page(["pre/a"], truncated=True),
+        "no NextContinuationToken",
+    ),
+    "the same token again": (
+        lambda q: _page(["pre/a"], token="A", truncated=True),
+        "the same NextContinuationToken again",
+    ),
+    "a cycle of tokens": (_cycle, "a NextContinuationToken it sent before"),
+    "a key outside the prefix": (
+        lambda q: _page(["pre/a", "other/b"]),
+        r"named the key 'other/b', outside the prefix 'pre/'",
+    ),
+    "a key escaping the prefix": (
+        lambda q: _page(["pre/a", "../../etc/passwd"]),
+        r"named the key '../../etc/passwd', outside the prefix 'pre/'",
+    ),
+    "billion laughs": (
+        lambda q: _page(["pre/&l9;"], before=_LAUGHS),
+        "declares a DTD or entities",
+    ),
+    "billion laughs, no Size": (
+        lambda q: _page(["pre/&l9;"], before=_LAUGHS).replace(b"<Size>100</Size>", b""),
+        "declares a DTD or entities",
+    ),
+    "an external entity": (
+        lambda q: _page(
+            ["pre/&x;"], before=b'<!DOCTYPE x [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        ),
+        "declares a DTD or entities",
+    ),
+    "a Size that is no number": (
+        lambda q: _page(["pre/a"]).replace(b"<Size>100", b"<Size>lots"),
+        "Size is 'lots'",
+    ),
+    "a negative Size": (
+        lambda q: _page(["pre/a"]).replace(b"<Size>100", b"<Size>-5"),
+        "Size is '-5'",
+    ),
+    "a Size past int64": (
+        lambda q: _page(["pre/a"]).replace(b"<Size>100", b"<Size>" + b"9" * 25),
+        "Size is '9999",
+    ),
+    "a bad Size in a page the parser reads": (
+        lambda q: (
+            _page(["pre/a"])
+            .replace(b"<Size>100", b"<Size>x")
+            .replace(b"<ETag>&quot;e&quot;</ETag>", b"")
+        ),
+        "Size is 'x'",
+    ),
+}
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("case", sorted(BAD_LISTINGS))
+def test_a_broken_or_hostile_listing_is_a_named_error(hostile, case, concurrency):
+    script, why = BAD_LISTINGS[case]
+
+    def guarded(q: Request) -> bytes:
+        if q.number > 50:  # a listing that loops: an error here rather than a hang
+            return response(500, b"<Error><Code>LoopedTooLong</Code></Error>")
+        return response(200, script(q))
+
+    srv = hostile(guarded)
+    with s3_engine(srv, list_concurrency=concurrency, max_retries=0) as eng:
+        with pytest.raises(errors.HTTPStatusError) as info:
+            eng.list("s3://bkt/pre/")
+    text = check_named(info.value, "s3://bkt/pre/: ListObjectsV2")
+    assert re.search(why, text), text
+    assert len(srv.requests) <= 4
+
+
+def test_listed_keys_holding_dot_dot_stay_keys_and_touch_nothing_outside(hostile, tmp_path):
+    """'../' is a legal S3 key character: such a key is listed and read as the key it is;
+    the cache names entries by hash and fs.get() writes nothing outside its target."""
+    keys = ["pre/ok.bin", "pre/../../escaped.bin", "pre/a/../../../../escaped2.bin"]
+
+    def script(q: Request) -> bytes:
+        path = urlsplit(q.path).path
+        if "list-type" in q.path:
+            return response(200, _page(keys))
+        if q.method == "HEAD":
+            return response(404, b"") if path.endswith("/pre") else response(200, length=100)
+        return ranged(DATA[:100], q)
+
+    srv = hostile(script)
+    with s3_engine(srv) as eng:
+        listed = eng.list("s3://bkt/pre/")
+        assert listed == sorted(f"s3://bkt/{k}" for k in keys)
+        sent = {urlsplit(q.path).path for q in srv.requests}
+        cache = NodeCache(tmp_path / "cache")
+        reader = BlockReader(
+            eng, {u: (np.array([0]), np.array([100])) for u in listed}, cache=cache
+        )
+        out = np.zeros(300, np.uint8)
+        reader.read_into(listed, table([(i, 0, 100, 100 * i) for i in range(3)]), out)
+        assert out.tobytes() == DATA[:100] * 3
+        # the keys went to the server as they are (PATH_AS_IS), not resolved
+        gets = {urlsplit(q.path).path for q in srv.requests} - sent
+        assert "/bkt/pre/../../escaped.bin" in gets
+    dest = tmp_path / "a" / "b" / "dest"
+    dest.mkdir(parents=True)
+    fs = fastload.filesystem(
+        skip_instance_cache=True,
+        endpoint_url=srv.endpoint,
+        access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET_KEY,
+        region="us-east-1",
+    )
+    try:
+        fs.get("s3://bkt/pre/", str(dest) + "/", recursive=True)
+    except ValueError as exc:  # fsspec refuses a path outside the destination
+        assert "outside the destination" in str(exc)
+    made = {
+        os.path.relpath(os.path.join(d, f), tmp_path)
+        for d, _, fs_ in os.walk(tmp_path)
+        for f in fs_
+    }
+    assert all(
+        m.startswith(("cache" + os.sep, os.path.join("a", "b", "dest") + os.sep)) for m in made
+    ), made
+
+
+@pytest.mark.parametrize(
+    "case", ["a cycle of tokens", "a key outside the prefix", "the same token again"]
+)
+def test_listing_pages_after_a_key_has_the_same_guards(hostile, case):
+    """The batched-read listing (list_pages_after) pages on its own: it checks the same."""
+    script, why = BAD_LISTINGS[case]
+    srv = hostile(lambda q: response(200, script(q)) if q.number < 50 else response(500))
+    with s3_engine(srv, max_retries=0) as eng:
+        with pytest.raises(errors.HTTPStatusError, match=why) as info:
+            eng.backend("s3").list_pages_after(parse_uri("s3://bkt/pre/"), "", "pre/~", 1000)
+    check_named(info.value, "s3://bkt/pre/: ListObjectsV2")
+    assert len(srv.requests) <= 3
