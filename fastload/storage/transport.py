@@ -31,6 +31,10 @@ _CA_HINT = " (name the CA file with ca_bundle=, or AWS_CA_BUNDLE / SSL_CERT_FILE
 # an S3 error code is a word (NoSuchKey, SlowDown): anything else in <Code> is not repeated
 _S3_CODE = re.compile(rb"<Code>([A-Za-z0-9._-]{1,63})</Code>")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A control answer (a listing page, an error, the first-byte GET of a size probe) is small;
+# past this a server that never ends its body would fill the memory (a page of 1,000
+# long keys is a few MB).
+MAX_CONTROL_BODY = 64 << 20
 
 
 @dataclass
@@ -226,6 +230,14 @@ class Transport:
         hdrs: dict[str, str] = {}
         on_main = threading.current_thread() is threading.main_thread()
 
+        too_long: list[bool] = []
+
+        def on_body(chunk: bytes) -> int:
+            if body.tell() + len(chunk) > MAX_CONTROL_BODY:
+                too_long.append(True)
+                return 0  # ends the transfer (CURLE_WRITE_ERROR), reported below
+            return body.write(chunk)
+
         def on_header(line: bytes) -> None:
             text = line.decode("latin-1")
             if text.startswith("HTTP/"):
@@ -244,7 +256,7 @@ class Transport:
             c.setopt(pycurl.NOPROGRESS, 0)
             c.setopt(pycurl.XFERINFOFUNCTION, _no_op_progress)
         c.setopt(pycurl.NOBODY, 1 if method == "HEAD" else 0)
-        c.setopt(pycurl.WRITEFUNCTION, body.write)
+        c.setopt(pycurl.WRITEFUNCTION, on_body)
         c.setopt(pycurl.HEADERFUNCTION, on_header)
         c.setopt(pycurl.NOSIGNAL, 1)
         c.setopt(pycurl.PATH_AS_IS, 1)
@@ -272,6 +284,14 @@ class Transport:
             # curl's words may quote what the server sent: no control character in a message
             text = _CONTROL.sub("?", text)
             status = int(c.getinfo(pycurl.RESPONSE_CODE))
+            if too_long:
+                return Failure(
+                    Status.HTTP,
+                    False,
+                    f"{method} answer longer than {MAX_CONTROL_BODY} bytes: refused",
+                    http_status=status,
+                    curl_code=code,
+                )
             if 300 <= status < 400:  # too many redirects, or one to a refused scheme
                 return Failure(
                     Status.HTTP,

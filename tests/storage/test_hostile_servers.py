@@ -295,6 +295,33 @@ def test_a_size_past_int64_is_no_size_and_a_huge_one_is_named_when_it_cannot_be_
             eng.read(srv.url())
 
 
+def _endless_chunked(q: Request):
+    """A 200 whose chunked body goes on (here: for 200 MiB)."""
+    yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b"<Contents>".ljust(1 << 20, b"a"))
+    for _ in range(200):
+        yield chunk
+
+
+def test_a_control_answer_that_never_ends_is_cut_at_a_bound(hostile):
+    """Before: the size probe (a HEAD without a length, then a first-byte GET) and a
+    listing page read any body into memory until request_timeout (100 MB in 3 s here)."""
+
+    # a HEAD without a length: the size is asked for with a first-byte GET
+    srv = hostile(
+        lambda q: [b"HTTP/1.1 200 OK\r\n\r\n"] if q.method == "HEAD" else _endless_chunked(q)
+    )
+    with engine(request_timeout=300) as eng:
+        with pytest.raises(errors.HTTPStatusError, match="GET answer longer than") as info:
+            eng.size(srv.url())
+        check_named(info.value, srv.url())
+    srv = hostile(_endless_chunked)
+    with s3_engine(srv, request_timeout=300) as eng:
+        with pytest.raises(errors.HTTPStatusError, match="GET answer longer than") as info:
+            eng.list("s3://bkt/pre/")
+        check_named(info.value, "s3://bkt/pre/")
+
+
 # -- one read, one version --------------------------------------------------------------
 
 
