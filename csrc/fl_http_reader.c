@@ -118,12 +118,30 @@ static int64_t parse_i64(const char **p, int64_t too_big) {
  * bytes; a control character becomes '?' (the value may end up in an error message). */
 static void header_value(char *out, size_t n, const char *p, size_t len) {
     while (len && (*p == ' ' || *p == '\t')) p++, len--;
-    while (len && (p[len - 1] == '\r' || p[len - 1] == '\n' || p[len - 1] == ' ')) len--;
+    while (len && (p[len - 1] == '\r' || p[len - 1] == '\n' || p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
     if (len >= n) len = n - 1;
     memcpy(out, p, len);
     out[len] = 0;
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] == 0x7f) out[i] = '?';
+}
+
+void fl_http_etag_key(char *out, const char *value, size_t len) {
+    char trimmed[FL_PIN_ETAG_LEN];
+    header_value(trimmed, sizeof(trimmed), value, len); /* cut, for short ones the key */
+    if (strlen(trimmed) < FL_PIN_ETAG_LEN - 1) {
+        memcpy(out, trimmed, strlen(trimmed) + 1);
+        return;
+    }
+    /* as long as the room or longer: FNV-1a over the whole trimmed value */
+    while (len && (*value == ' ' || *value == '\t')) value++, len--;
+    while (len && (value[len - 1] == '\r' || value[len - 1] == '\n' || value[len - 1] == ' ' ||
+                   value[len - 1] == '\t'))
+        len--;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)value[i]) * 0x100000001b3ull;
+    snprintf(out, FL_PIN_ETAG_LEN, "%.96s~%016llx", trimmed, (unsigned long long)h);
 }
 
 static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
@@ -164,7 +182,7 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
         header_value(s->encoding, sizeof(s->encoding), ptr + 17, len - 17);
         if (strcasecmp(s->encoding, "identity") == 0) s->encoding[0] = 0;
     } else if (len > 5 && strncasecmp(ptr, "etag:", 5) == 0) {
-        header_value(s->etag, sizeof(s->etag), ptr + 5, len - 5);
+        fl_http_etag_key(s->etag, ptr + 5, len - 5);
     } else if (len > 14 && strncasecmp(ptr, "last-modified:", 14) == 0) {
         header_value(s->last_modified, sizeof(s->last_modified), ptr + 14, len - 14);
     } else if (len > 12 && strncasecmp(ptr, "retry-after:", 12) == 0) {

@@ -3,6 +3,7 @@
 #ifndef FL_HTTP_READER_H
 #define FL_HTTP_READER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fl_error.h"
@@ -61,6 +62,11 @@ typedef struct {
     int range_mode;                         /* FL_RANGE_*: in, IGNORED reads the object with one
                                              * streamed GET at once; out, what the server did */
 } fl_http_pin;
+
+/* The form an ETag is pinned and compared in (out: FL_PIN_ETAG_LEN bytes): the value
+ * trimmed, control characters as '?'; a longer one is its first bytes and a hash of all
+ * of it, so two ETags that differ past the cut still differ. */
+void fl_http_etag_key(char *out, const char *value, size_t len);
 
 typedef struct {
     int64_t part_size;     /* ranges are cut into GETs of at most this many bytes */
