@@ -24,6 +24,8 @@ import pytest
 import fastload
 from fastload import errors
 from fastload._native import http_reader
+from fastload.loop.loader import DataLoader
+from fastload.plan.datasets import ObjectDataset
 from fastload.storage.block_reader import BlockReader
 from fastload.storage.cache import NodeCache
 from fastload.storage.engine import RangeEngine
@@ -411,6 +413,23 @@ def test_a_server_trickling_one_byte_a_second_is_a_stalled_transfer(hostile):
             read(eng, srv.url())
     text = check_named(info.value, f"{srv.url()} bytes 0-999")
     assert "retries exhausted (max_retries)" in text and "after 2 attempts" in text
+
+
+def test_a_loader_over_a_stalling_s3_server_names_the_stall(hostile):
+    """Before: a stall that low_speed_time ended, in a loader without timeout_seconds,
+    surfaced as 'TypeError: unsupported format string passed to NoneType.__format__'."""
+    page = _page(["pre/a.bin", "pre/b.bin"])
+
+    def script(q: Request):
+        return response(200, page) if "list-type" in q.path else [3600.0]
+
+    srv = hostile(script)
+    with s3_engine(srv, low_speed_time=1, max_retries=0) as eng:
+        ds = ObjectDataset("s3://bkt/pre/", engine=eng)
+        with pytest.raises(errors.ReadTimeoutError, match="Operation too slow") as info:
+            for _ in DataLoader(ds, batch_size=2, engine=eng):
+                pass
+    check_named(info.value, "s3://bkt/pre/")
 
 
 @pytest.mark.parametrize("shape", ["one huge header", "many headers"])
