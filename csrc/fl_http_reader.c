@@ -418,7 +418,16 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *ud) {
         s->ebody[s->elen] = 0;
         return len;
     }
-    if (s->mode == BODY_STREAM) return stream_write(s, ptr, len);
+    if (s->mode == BODY_STREAM) {
+        /* a whole-object body holds no bytes past what its Content-Range claimed */
+        if (s->claim_end >= 0 && s->pos + (int64_t)len > s->claim_end) {
+            size_t k = s->claim_end > s->pos ? (size_t)(s->claim_end - s->pos) : 0;
+            if (k && stream_write(s, ptr, k) == 0) return 0; /* every part came first */
+            s->overrun = 1;
+            return 0;
+        }
+        return stream_write(s, ptr, len);
+    }
     if (s->mode != BODY_DATA) return 0; /* abort: reported at completion */
     part_t *p = s->part;
     int64_t room = p->length - p->got;

@@ -165,6 +165,27 @@ def test_a_206_that_does_not_hold_the_asked_bytes_is_refused_by_name(hostile, ca
     assert len(srv.requests) == 1  # the server is broken, not busy: no retry
 
 
+def test_a_whole_object_stream_holds_no_bytes_past_its_content_range(hostile):
+    """A server known to ignore Range is read with one streamed GET per object; a stream
+    whose (chunked) body runs past the Content-Range it sent was scattered in full."""
+
+    def script(q: Request) -> bytes:
+        if q.number == 0:
+            return response(200, DATA)  # ignores Range: later reads stream
+        head = response(
+            200, b"", {"Content-Range": f"bytes 0-99/{N}", "Transfer-Encoding": "chunked"}
+        )
+        return head + b"%x\r\n%s\r\n0\r\n\r\n" % (N, DATA)
+
+    srv = hostile(script)
+    with engine() as eng:
+        with pytest.warns(errors.RangeIgnoredWarning):
+            assert read(eng, srv.url()) == want()
+        with pytest.raises(errors.HTTPStatusError, match="more body than its Content-Range"):
+            read(eng, srv.url(), [(0, 50), (5000, 1000)])
+    assert "range" not in srv.requests[1].headers
+
+
 def test_a_206_of_fewer_bytes_than_asked_is_resumed(hostile):
     """A server that sends less than asked for (and says so) is asked for the rest."""
 
