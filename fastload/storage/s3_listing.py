@@ -51,6 +51,7 @@ _ENCODING = re.compile(rb"<EncodingType>\s*([^<\s]*)\s*</EncodingType>")
 # the page's last bytes: its root element closed (a body cut short loses keys silently)
 _END = re.compile(rb"</(?:[\w.-]+:)?ListBucketResult>\s*\Z")
 _INT64_MAX = (1 << 63) - 1
+MAX_KEY_BYTES = 1024  # S3's longest key (UTF-8)
 
 
 class Page(NamedTuple):
@@ -450,6 +451,7 @@ class Listing:
             prefixes = [p for p in prefixes if p <= chain.upto]
         if not (chain.folders and prefixes):
             return
+        self._check_sub_prefixes(chain, prefixes)
         runs = self._runs(chain.root, prefixes)
         if len(runs) == 1 and runs[0][0] == runs[0][1] and not (more or page.keys):
             if chain.pages == 1:  # one folder and nothing else (s3://bucket, a prefix
@@ -510,6 +512,20 @@ class Listing:
                 splits=True,
             )
             pending.add(pool.submit(self._page, pool, sub, None))
+
+    def _check_sub_prefixes(self, chain: _Chain, prefixes: list[str]) -> None:
+        """A sub-prefix that is the prefix asked for would start its own listing again,
+        forever; one past S3's longest key (1,024 bytes) a descent without end."""
+        asked = chain.query["prefix"]
+        for p in prefixes:
+            if p == asked or len(p.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                shown = repr(p[:100]) + ("..." if len(p) > 100 else "")
+                why = "the prefix asked for" if p == asked else f"longer than {MAX_KEY_BYTES} bytes"
+                _bad_page(
+                    self.uri,
+                    200,
+                    f"named the sub-prefix {shown}, {why} (the listing would not end)",
+                )
 
     def _runs(self, root: str, prefixes: list[str]) -> list[tuple[str, str]]:
         """The sub-prefixes of one page in at most CHAINS_PER_PAGE_PER_REQUEST x

@@ -880,3 +880,32 @@ def test_listing_pages_after_a_key_has_the_same_guards(hostile, case):
             eng.backend("s3").list_pages_after(parse_uri("s3://bkt/pre/"), "", "pre/~", 1000)
     check_named(info.value, "s3://bkt/pre/: ListObjectsV2")
     assert len(srv.requests) <= 3
+
+
+def _folders(prefixes) -> bytes:
+    p = b"".join(
+        b"<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>" % x.encode() for x in prefixes
+    )
+    return _page([]).replace(b"</ListBucketResult>", p + b"</ListBucketResult>")
+
+
+@pytest.mark.parametrize(
+    "grow,why",
+    [("", "the prefix asked for"), ("x" * 99 + "/", "longer than 1024 bytes")],
+    ids=["itself", "ever deeper"],
+)
+def test_a_listing_that_names_ever_more_sub_prefixes_ends(hostile, grow, why):
+    """Before: a delimiter page naming the asked prefix as its only sub-prefix started the
+    same listing again, forever (300 requests here, then the server's guard)."""
+    srv = hostile(
+        lambda q: (
+            response(200, _folders([_query(q)["prefix"] + grow]))
+            if q.number < 50
+            else response(500, b"<Error><Code>LoopedTooLong</Code></Error>")
+        )
+    )
+    with s3_engine(srv, list_concurrency=8, max_retries=0) as eng:
+        with pytest.raises(errors.HTTPStatusError, match=why) as info:
+            eng.list("s3://bkt/pre/")
+    check_named(info.value, "s3://bkt/pre/: ListObjectsV2 named the sub-prefix")
+    assert len(srv.requests) <= 12
