@@ -11,6 +11,7 @@ in a message."""
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 import socket
@@ -909,3 +910,30 @@ def test_a_listing_that_names_ever_more_sub_prefixes_ends(hostile, grow, why):
             eng.list("s3://bkt/pre/")
     check_named(info.value, "s3://bkt/pre/: ListObjectsV2 named the sub-prefix")
     assert len(srv.requests) <= 12
+
+
+def test_a_loader_over_urls_with_credentials_logs_and_warns_without_them(hostile, caplog):
+    """Its debug log lines, the range-ignored warning and a failure name each URL
+    redacted (a password, a presigned signature)."""
+    srv = hostile(
+        lambda q: response(200, DATA[:100]) if "bad" not in q.path else response(403, ECHOING_403)
+    )
+    urls = [f"http://user:{PASSWORD}@127.0.0.1:{srv.port}/o{i}.bin?{PRESIGNED}" for i in range(4)]
+    with engine() as eng:
+        ds = ObjectDataset(urls, sizes=[100] * 4, engine=eng)
+        with (
+            caplog.at_level(logging.DEBUG, logger="fastload"),
+            pytest.warns(errors.RangeIgnoredWarning) as warned,
+        ):
+            batches = list(DataLoader(ds, batch_size=2, engine=eng))
+        assert len(batches) == 2
+        bad = ObjectDataset([urls[0].replace("o0", "bad")], sizes=[100], engine=eng)
+        with pytest.raises(errors.AccessDeniedError) as info:
+            list(DataLoader(bad, batch_size=1, engine=eng))
+    shown = f"http://user:***@127.0.0.1:{srv.port}/bad.bin?X-Amz-Signature=***"
+    check_named(info.value, shown, "ECHOED-do-not-leak")
+    texts = [r.getMessage() for r in caplog.records] + [str(w.message) for w in warned]
+    assert any("127.0.0.1" in t for t in texts)
+    for t in texts:
+        for s in (PASSWORD, "PRESIGNED-do-not-leak", "AKIA-do-not-leak"):
+            assert s not in t, t
