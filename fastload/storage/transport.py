@@ -266,6 +266,9 @@ class Transport:
             c.setopt(pycurl.CAINFO, self.ca_bundle)
         c.setopt(pycurl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
         c.setopt(pycurl.TIMEOUT_MS, max(1, int(seconds_left * 1000)))
+        if o.low_speed_time > 0:  # a stalled answer is retried, as on the data plane
+            c.setopt(pycurl.LOW_SPEED_LIMIT, o.low_speed_limit)
+            c.setopt(pycurl.LOW_SPEED_TIME, o.low_speed_time)
         c.setopt(pycurl.USERAGENT, o.user_agent)
         # http(s) only, and no redirect from https:// down to http://; a redirect loop ends
         # after MAX_REDIRECTS (curl's own default has no limit before 8.3)

@@ -937,3 +937,21 @@ def test_a_loader_over_urls_with_credentials_logs_and_warns_without_them(hostile
     for t in texts:
         for s in (PASSWORD, "PRESIGNED-do-not-leak", "AKIA-do-not-leak"):
             assert s not in t, t
+
+
+def test_a_stalled_control_answer_is_cut_by_low_speed_time(hostile):
+    """Before: low_speed_time acted on the data plane only; a HEAD or listing page that
+    trickled ran until request_timeout (30 s here)."""
+
+    def trickle(q: Request):
+        yield b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
+        for _ in range(100):
+            yield b"X-Slow: 1\r\n"
+            yield 1.0
+
+    srv = hostile(trickle)
+    with engine(low_speed_time=1, request_timeout=30, max_retries=1) as eng:
+        with pytest.raises(errors.ReadTimeoutError, match="Operation too slow") as info:
+            eng.size(srv.url())
+    text = check_named(info.value, srv.url())
+    assert "retries exhausted (max_retries)" in text and len(srv.requests) == 2
