@@ -270,12 +270,17 @@ class S3Backend(NetworkBackend):
         return (src.bucket, src.path)
 
     def pin_of(self, src: ParsedURI) -> Pin | None:
-        """A listing's size (list() keeps them) and a HEAD's ETag and Last-Modified."""
+        """A listing's size and ETag (list() keeps them) or a HEAD's ETag and
+        Last-Modified (a listing's Last-Modified is written otherwise than a GET's)."""
         key = (src.bucket, src.path)
         size, head = self._sizes.get(key), self.pins.get(key)
         if head is None:
-            return None if size is None else Pin(size)
+            return None if size is None else Pin(size, self._listed_etag(key))
         return head if size is None else head._replace(total=size)
+
+    def _listed_etag(self, key: tuple[str, str]) -> str | None:
+        tags = self._tags.get(key)
+        return tag_text(tags[0]) if tags is not None else None
 
     def _native_pins(self, sources: Sequence[ParsedURI]) -> builtins.list[Any] | None:
         """As the base class, in one lean pass (one endpoint, two dicts to look in)."""
@@ -290,7 +295,10 @@ class S3Backend(NetworkBackend):
                 out.append((head[0] if size is None else size, head[1], head[2], ignored))
                 known = True
             elif size is not None or ignored:
-                out.append((size, None, None, ignored))
+                # the listing's ETag: a GET of another version of the same size fails
+                # (ObjectChangedError) instead of passing for the listed one
+                etag = self._listed_etag(key) if size is not None else None
+                out.append((size, etag, None, ignored))
                 known = True
             else:
                 out.append(None)

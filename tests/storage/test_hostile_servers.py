@@ -955,3 +955,24 @@ def test_a_stalled_control_answer_is_cut_by_low_speed_time(hostile):
             eng.size(srv.url())
     text = check_named(info.value, srv.url())
     assert "retries exhausted (max_retries)" in text and len(srv.requests) == 2
+
+
+def test_a_get_of_another_version_than_the_listed_one_fails_or_is_read_again(hostile):
+    """Before: a listing pinned only the size, so a GET of another version of the same
+    size passed for the listed one (and a cache kept it under the listed version)."""
+    served = {"etag": '"v1"'}
+
+    def script(q: Request) -> bytes:
+        if "list-type" in q.path:
+            return response(200, _page(["pre/a.bin"]).replace(b"&quot;e&quot;", b"&quot;v1&quot;"))
+        return ranged(DATA[:100], q, {"ETag": served["etag"]})
+
+    srv = hostile(script)
+    with s3_engine(srv) as eng:
+        assert eng.list("s3://bkt/pre/") == ["s3://bkt/pre/a.bin"]
+        assert read(eng, "s3://bkt/pre/a.bin", [(0, 100)]) == DATA[:100]  # the listed one
+        served["etag"] = '"v2"'  # replaced after the listing, same size
+        with pytest.raises(errors.ObjectChangedError, match='ETag "v1" became "v2"') as info:
+            read(eng, "s3://bkt/pre/a.bin", [(0, 100)])
+        check_named(info.value, "s3://bkt/pre/a.bin bytes 0-99")
+        assert bytes(eng.read("s3://bkt/pre/a.bin")) == DATA[:100]  # the new one, afresh
