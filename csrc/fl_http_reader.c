@@ -128,20 +128,24 @@ static void header_value(char *out, size_t n, const char *p, size_t len) {
 }
 
 void fl_http_etag_key(char *out, const char *value, size_t len) {
-    char trimmed[FL_PIN_ETAG_LEN];
-    header_value(trimmed, sizeof(trimmed), value, len); /* cut, for short ones the key */
-    if (strlen(trimmed) < FL_PIN_ETAG_LEN - 1) {
-        memcpy(out, trimmed, strlen(trimmed) + 1);
-        return;
-    }
-    /* as long as the room or longer: FNV-1a over the whole trimmed value */
     while (len && (*value == ' ' || *value == '\t')) value++, len--;
     while (len && (value[len - 1] == '\r' || value[len - 1] == '\n' || value[len - 1] == ' ' ||
                    value[len - 1] == '\t'))
         len--;
-    uint64_t h = 0xcbf29ce484222325ull;
+    /* the opaque tag alone: W/"x", "x" and x (listings of some servers) name one version */
+    if (len >= 2 && value[0] == 'W' && value[1] == '/') value += 2, len -= 2;
+    if (len >= 2 && value[0] == '"' && value[len - 1] == '"') value++, len -= 2;
+    size_t k = len;
+    if (len >= FL_PIN_ETAG_LEN - 1) k = 96; /* then a hash of all of it follows */
+    for (size_t i = 0; i < k; i++) {
+        unsigned char c = (unsigned char)value[i];
+        out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c; /* it may end up in a message */
+    }
+    out[k] = 0;
+    if (k == len) return;
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
     for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)value[i]) * 0x100000001b3ull;
-    snprintf(out, FL_PIN_ETAG_LEN, "%.96s~%016llx", trimmed, (unsigned long long)h);
+    snprintf(out + k, FL_PIN_ETAG_LEN - k, "~%016llx", (unsigned long long)h);
 }
 
 static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
@@ -227,20 +231,16 @@ static void wait_remove(read_t *r, part_t *p) {
     p->wait_pos = -1;
 }
 
-/* An ETag worth comparing: rclone without hashes sends "" for every object. */
-static const char *usable_etag(const char *etag) {
-    return strcmp(etag, "\"\"") == 0 ? "" : etag;
-}
-
 /* Does a response of total size `total` (-1: unknown) come from the pinned version?
  * Unknown parts of the pin are taken from it. */
 static int pin_accepts(read_t *r, slot_t *s, fl_http_pin *pin, int64_t total) {
     if (!r->ctx->cfg.pin_version) return 1;
-    const char *etag = usable_etag(s->etag);
-    const char *pinned = usable_etag(pin->etag);
+    /* keys (fl_http_etag_key): "" is no ETag (rclone without hashes sends "" for all) */
+    const char *etag = s->etag;
+    const char *pinned = pin->etag;
     if (pinned[0] && etag[0]) {
         if (strcmp(pinned, etag) != 0) {
-            snprintf(s->why, sizeof(s->why), "ETag %.80s became %.80s", pinned, etag);
+            snprintf(s->why, sizeof(s->why), "ETag \"%.80s\" became \"%.80s\"", pinned, etag);
             return 0;
         }
     } else if (!pinned[0] && !etag[0] && pin->last_modified[0] && s->last_modified[0] &&

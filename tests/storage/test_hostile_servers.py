@@ -976,3 +976,16 @@ def test_a_get_of_another_version_than_the_listed_one_fails_or_is_read_again(hos
             read(eng, "s3://bkt/pre/a.bin", [(0, 100)])
         check_named(info.value, "s3://bkt/pre/a.bin bytes 0-99")
         assert bytes(eng.read("s3://bkt/pre/a.bin")) == DATA[:100]  # the new one, afresh
+    # the same tag written otherwise (unquoted in a listing, weak in a GET) is one version
+    for listed, sent in ((b"v1", '"v1"'), (b"&quot;v1&quot;", 'W/"v1"'), (b"v1", "v1")):
+        served["etag"] = sent
+        srv = hostile(
+            lambda q, listed=listed: (
+                response(200, _page(["pre/a.bin"]).replace(b"&quot;e&quot;", listed))
+                if "list-type" in q.path
+                else ranged(DATA[:100], q, {"ETag": served["etag"]})
+            )
+        )
+        with s3_engine(srv) as eng:
+            eng.list("s3://bkt/pre/")
+            assert read(eng, "s3://bkt/pre/a.bin", [(0, 100)]) == DATA[:100]
