@@ -309,6 +309,13 @@ static int content_range_ok(slot_t *s) {
         return 0;
     }
     int64_t n = s->cr_end - s->cr_start + 1;
+    if (s->encoding[0] && s->content_length < 0) {
+        /* a content coding on a body of no stated length: nothing says it is the range's
+         * bytes as stored (an object stored compressed comes with its Content-Length) */
+        snprintf(s->why, sizeof(s->why), "bytes %lld-%lld (Content-Encoding: %.24s) in a body of no length",
+                 (long long)s->cr_start, (long long)s->cr_end, s->encoding);
+        return 0;
+    }
     if (s->content_length >= 0 && s->content_length != n) {
         snprintf(s->why, sizeof(s->why), "bytes %lld-%lld in a body of %lld bytes%s%.24s%s",
                  (long long)s->cr_start, (long long)s->cr_end, (long long)s->content_length,

@@ -107,6 +107,21 @@ def _gzipped_range(req: Request) -> bytes:
     return response(206, body, {"Content-Range": f"bytes {a}-{b}/{N}", "Content-Encoding": "gzip"})
 
 
+def _gzipped_chunked(req: Request) -> bytes:
+    a, b = req.range()
+    body = gzip.compress(payload(b - a + 1, 5))  # random bytes: longer compressed
+    head = response(
+        206,
+        b"",
+        {
+            "Content-Range": f"bytes {a}-{b}/{N}",
+            "Content-Encoding": "gzip",
+            "Transfer-Encoding": "chunked",
+        },
+    )
+    return head + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+
+
 def _chunked_longer(req: Request) -> bytes:
     a, b = req.range()
     body = DATA[a : b + 1]
@@ -134,6 +149,10 @@ WRONG_206 = {
     ),
     "compressed range": (_gzipped_range, r"\(Content-Encoding: gzip\)"),
     "chunked past its Content-Range": (_chunked_longer, "more body than its Content-Range"),
+    "compressed range of no length": (
+        _gzipped_chunked,
+        r"\(Content-Encoding: gzip\) in a body of no",
+    ),
     # before: a RangeError blaming the caller's range
     "end past its own total": (
         lambda q: response(206, DATA[:1000], {"Content-Range": "bytes 0-999/10"}),
