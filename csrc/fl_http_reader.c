@@ -726,13 +726,18 @@ static int64_t finish_get(read_t *r, slot_t *s, CURLcode res) {
         r->err->obj_size = s->cr_total;
         return completed;
     }
+    int redirect_refused = res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_TOO_MANY_REDIRECTS;
+    if (s->mode == BODY_ERROR && status >= 300 && status < 400 && res != CURLE_OK &&
+        !redirect_refused)
+        s->mode = BODY_UNCHECKED; /* its target failed (a reset, a refused connection): a
+                                   * transfer failure, retried as any other below */
     if (s->mode == BODY_ERROR && status >= 300 && status < 400) {
         /* a redirect not followed: follow_redirects=False (and never for signed S3
-         * requests), too many, or to a refused scheme (curl's words say which; they
-         * never quote the Location, which may carry credentials) */
+         * requests), too many, or to a refused scheme (curl's words say which: a scheme
+         * or a count, not the Location) */
         char s3code[64];
         s3_error_code(s->ebody, s3code, sizeof(s3code));
-        if (res != CURLE_OK) {
+        if (redirect_refused) {
             if (snprintf(cause, sizeof(cause), "redirect refused: %s%s%s", C.easy_strerror(res),
                          s->errbuf[0] ? ": " : "", s->errbuf) >= (int)sizeof(cause))
                 cause[sizeof(cause) - 1] = 0;

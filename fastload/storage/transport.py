@@ -295,7 +295,10 @@ class Transport:
                     http_status=status,
                     curl_code=code,
                 )
-            if 300 <= status < 400:  # too many redirects, or one to a refused scheme
+            if 300 <= status < 400 and code in (
+                pycurl.E_UNSUPPORTED_PROTOCOL,
+                pycurl.E_TOO_MANY_REDIRECTS,
+            ):  # too many redirects, or one to a refused scheme
                 return Failure(
                     Status.HTTP,
                     False,

@@ -1008,3 +1008,20 @@ def test_a_get_of_another_version_than_the_listed_one_fails_or_is_read_again(hos
         with s3_engine(srv) as eng:
             eng.list("s3://bkt/pre/")
             assert read(eng, "s3://bkt/pre/a.bin", [(0, 100)]) == DATA[:100]
+
+
+def test_a_redirect_to_a_server_that_is_down_is_a_transfer_failure_retried(hostile):
+    """Not a refused redirect (and before, not 'server error; HTTP 302'): the target's
+    failure is retried within the budget, on both planes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there once closed
+    srv = hostile(_redirect(302, f"http://127.0.0.1:{closed}/x.bin"))
+    with engine(max_retries=1) as eng:
+        with pytest.raises(errors.TransferError, match="after 2 attempts") as info:
+            read(eng, srv.url())
+        check_named(info.value, f"{srv.url()} bytes 0-999")
+        with pytest.raises(errors.TransferError, match="after 2 attempts") as info:
+            eng.size(srv.url())
+        check_named(info.value, srv.url())
+    assert len(srv.requests) == 4
