@@ -65,10 +65,13 @@ typedef struct slot_s {
     int have_cr;
     int64_t cr_start, cr_end, cr_total;
     int64_t content_length;
+    int64_t claim_end;     /* one past the last object byte the response claims to hold; -1: no claim */
+    int overrun;           /* the body went on past what its Content-Range claimed */
+    char encoding[32];     /* Content-Encoding: "" when none (or identity) */
     double retry_after;
     char etag[FL_PIN_ETAG_LEN];
     char last_modified[FL_PIN_DATE_LEN];
-    char why[200];         /* what changed, for BODY_CHANGED */
+    char why[200];         /* what changed (BODY_CHANGED), what did not match (BODY_MISMATCH) */
     size_t elen;
     char ebody[768];
     char range[64];
@@ -96,24 +99,53 @@ struct fl_http_ctx {
     fl_http_stats stats;
 };
 
-static int64_t parse_i64(const char **p) {
+/* A decimal number; -1 when there is none, `too_big` when it does not fit in an int64
+ * (a hostile header must not overflow: that is undefined behaviour). */
+static int64_t parse_i64(const char **p, int64_t too_big) {
     int64_t v = 0;
-    int any = 0;
+    int any = 0, over = 0;
     while (**p >= '0' && **p <= '9') {
-        v = v * 10 + (**p - '0');
+        int d = **p - '0';
+        if (v > (INT64_MAX - d) / 10) over = 1;
+        else v = v * 10 + d;
         (*p)++;
         any = 1;
     }
-    return any ? v : -1;
+    return !any ? -1 : over ? too_big : v;
 }
 
-/* Copies a header value (leading blanks and the trailing CR LF dropped), cut to n - 1 bytes. */
+/* Copies a header value (leading blanks and the trailing CR LF dropped), cut to n - 1
+ * bytes; a control character becomes '?' (the value may end up in an error message). */
 static void header_value(char *out, size_t n, const char *p, size_t len) {
     while (len && (*p == ' ' || *p == '\t')) p++, len--;
-    while (len && (p[len - 1] == '\r' || p[len - 1] == '\n' || p[len - 1] == ' ')) len--;
+    while (len && (p[len - 1] == '\r' || p[len - 1] == '\n' || p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
     if (len >= n) len = n - 1;
     memcpy(out, p, len);
     out[len] = 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] == 0x7f) out[i] = '?';
+}
+
+void fl_http_etag_key(char *out, const char *value, size_t len) {
+    while (len && (*value == ' ' || *value == '\t')) value++, len--;
+    while (len && (value[len - 1] == '\r' || value[len - 1] == '\n' || value[len - 1] == ' ' ||
+                   value[len - 1] == '\t'))
+        len--;
+    /* the opaque tag alone: W/"x", "x" and x (listings of some servers) name one version */
+    if (len >= 2 && value[0] == 'W' && value[1] == '/') value += 2, len -= 2;
+    if (len >= 2 && value[0] == '"' && value[len - 1] == '"') value++, len -= 2;
+    size_t k = len;
+    if (len >= FL_PIN_ETAG_LEN - 1) k = 96; /* then a hash of all of it follows */
+    for (size_t i = 0; i < k; i++) {
+        unsigned char c = (unsigned char)value[i];
+        out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c; /* it may end up in a message */
+    }
+    out[k] = 0;
+    if (k == len) return;
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)value[i]) * 0x100000001b3ull;
+    snprintf(out + k, FL_PIN_ETAG_LEN - k, "~%016llx", (unsigned long long)h);
 }
 
 static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
@@ -124,7 +156,7 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
         s->have_cr = 0;
         s->retry_after = 0;
         s->content_length = -1;
-        s->etag[0] = s->last_modified[0] = 0;
+        s->etag[0] = s->last_modified[0] = s->encoding[0] = 0;
         return len;
     }
     if (len > 14 && strncasecmp(ptr, "content-range:", 14) == 0) {
@@ -135,27 +167,34 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *ud) {
         if (*p == '*') {
             p++;
         } else {
-            s->cr_start = parse_i64(&p);
-            if (*p == '-') p++;
-            s->cr_end = parse_i64(&p);
+            s->cr_start = parse_i64(&p, -1);
+            if (*p == '-') {
+                p++;
+                s->cr_end = parse_i64(&p, -1);
+            }
         }
         if (*p == '/') {
             p++;
-            s->cr_total = parse_i64(&p);
+            s->cr_total = parse_i64(&p, -1);
         }
         s->have_cr = 1;
     } else if (len > 15 && strncasecmp(ptr, "content-length:", 15) == 0) {
         const char *p = ptr + 15;
         while (*p == ' ') p++;
-        s->content_length = parse_i64(&p);
+        s->content_length = parse_i64(&p, -1);
+    } else if (len > 17 && strncasecmp(ptr, "content-encoding:", 17) == 0) {
+        header_value(s->encoding, sizeof(s->encoding), ptr + 17, len - 17);
+        if (strcasecmp(s->encoding, "identity") == 0) s->encoding[0] = 0;
     } else if (len > 5 && strncasecmp(ptr, "etag:", 5) == 0) {
-        header_value(s->etag, sizeof(s->etag), ptr + 5, len - 5);
+        fl_http_etag_key(s->etag, ptr + 5, len - 5);
     } else if (len > 14 && strncasecmp(ptr, "last-modified:", 14) == 0) {
         header_value(s->last_modified, sizeof(s->last_modified), ptr + 14, len - 14);
     } else if (len > 12 && strncasecmp(ptr, "retry-after:", 12) == 0) {
         const char *p = ptr + 12;
         while (*p == ' ') p++;
-        int64_t v = parse_i64(&p); /* delta-seconds; an HTTP-date falls back to backoff */
+        /* delta-seconds (past an int64: longer than any deadline); an HTTP-date falls back
+         * to backoff */
+        int64_t v = parse_i64(&p, INT64_MAX);
         if (v >= 0) s->retry_after = (double)v;
     }
     return len;
@@ -192,20 +231,16 @@ static void wait_remove(read_t *r, part_t *p) {
     p->wait_pos = -1;
 }
 
-/* An ETag worth comparing: rclone without hashes sends "" for every object. */
-static const char *usable_etag(const char *etag) {
-    return strcmp(etag, "\"\"") == 0 ? "" : etag;
-}
-
 /* Does a response of total size `total` (-1: unknown) come from the pinned version?
  * Unknown parts of the pin are taken from it. */
 static int pin_accepts(read_t *r, slot_t *s, fl_http_pin *pin, int64_t total) {
     if (!r->ctx->cfg.pin_version) return 1;
-    const char *etag = usable_etag(s->etag);
-    const char *pinned = usable_etag(pin->etag);
+    /* keys (fl_http_etag_key): "" is no ETag (rclone without hashes sends "" for all) */
+    const char *etag = s->etag;
+    const char *pinned = pin->etag;
     if (pinned[0] && etag[0]) {
         if (strcmp(pinned, etag) != 0) {
-            snprintf(s->why, sizeof(s->why), "ETag %.80s became %.80s", pinned, etag);
+            snprintf(s->why, sizeof(s->why), "ETag \"%.80s\" became \"%.80s\"", pinned, etag);
             return 0;
         }
     } else if (!pinned[0] && !etag[0] && pin->last_modified[0] && s->last_modified[0] &&
@@ -255,6 +290,41 @@ static void begin_stream(read_t *r, part_t *leader) {
     r->ctx->stats.streams++;
 }
 
+/* Whether a 206 (or a 200 with Content-Range) holds the bytes asked for: its Content-Range
+ * names them (start where the request starts, end no earlier, within its own total) and
+ * its Content-Length agrees (a compressed range does not: Content-Encoding). Else
+ * s->why says what was wrong. */
+static int content_range_ok(slot_t *s) {
+    int64_t want = s->stream ? 0 : s->req_start;
+    if (!s->have_cr) {
+        snprintf(s->why, sizeof(s->why), "%s", "HTTP 206 without a Content-Range");
+        return 0;
+    }
+    if (s->cr_start < 0 || s->cr_end < s->cr_start || (s->cr_total >= 0 && s->cr_end >= s->cr_total)) {
+        snprintf(s->why, sizeof(s->why), "%s", "a malformed Content-Range");
+        return 0;
+    }
+    if (s->cr_start != want) {
+        snprintf(s->why, sizeof(s->why), "bytes %lld-%lld", (long long)s->cr_start, (long long)s->cr_end);
+        return 0;
+    }
+    int64_t n = s->cr_end - s->cr_start + 1;
+    if (s->encoding[0] && s->content_length < 0) {
+        /* a content coding on a body of no stated length: nothing says it is the range's
+         * bytes as stored (an object stored compressed comes with its Content-Length) */
+        snprintf(s->why, sizeof(s->why), "bytes %lld-%lld (Content-Encoding: %.24s) in a body of no length",
+                 (long long)s->cr_start, (long long)s->cr_end, s->encoding);
+        return 0;
+    }
+    if (s->content_length >= 0 && s->content_length != n) {
+        snprintf(s->why, sizeof(s->why), "bytes %lld-%lld in a body of %lld bytes%s%.24s%s",
+                 (long long)s->cr_start, (long long)s->cr_end, (long long)s->content_length,
+                 s->encoding[0] ? " (Content-Encoding: " : "", s->encoding, s->encoding[0] ? ")" : "");
+        return 0;
+    }
+    return 1;
+}
+
 /* Decides, at the first body byte (headers complete), what the body is. */
 static void check_response(slot_t *s) {
     read_t *r = s->r;
@@ -266,14 +336,24 @@ static void check_response(slot_t *s) {
     int64_t total;
     int whole;
     if (status == 206 || (status == 200 && s->have_cr)) {
-        total = s->have_cr ? s->cr_total : -1; /* a 206 without Content-Range says nothing */
-        whole = s->stream;
-        if (s->have_cr && s->cr_start != (s->stream ? 0 : s->req_start)) {
+        if (!content_range_ok(s)) {
             s->mode = BODY_MISMATCH;
             return;
         }
+        total = s->cr_total;
+        whole = s->stream;
+        s->claim_end = s->cr_end + 1;
         if (!s->stream && pin->range_mode == FL_RANGE_UNKNOWN) pin->range_mode = FL_RANGE_HONOURED;
     } else if (status == 200) {
+        if (s->encoding[0]) {
+            /* nothing asked for a content coding: the body would be other bytes than the
+             * object's (with its length, not the object's, in Content-Length) */
+            snprintf(s->why, sizeof(s->why),
+                     "the whole object compressed (Content-Encoding: %.24s, not asked for)",
+                     s->encoding);
+            s->mode = BODY_MISMATCH;
+            return;
+        }
         total = s->content_length; /* the whole object, whatever Range asked for */
         whole = 1;
     } else {
@@ -345,17 +425,30 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *ud) {
         s->ebody[s->elen] = 0;
         return len;
     }
-    if (s->mode == BODY_STREAM) return stream_write(s, ptr, len);
+    if (s->mode == BODY_STREAM) {
+        /* a whole-object body holds no bytes past what its Content-Range claimed */
+        if (s->claim_end >= 0 && s->pos + (int64_t)len > s->claim_end) {
+            size_t k = s->claim_end > s->pos ? (size_t)(s->claim_end - s->pos) : 0;
+            if (k && stream_write(s, ptr, k) == 0) return 0; /* every part came first */
+            s->overrun = 1;
+            return 0;
+        }
+        return stream_write(s, ptr, len);
+    }
     if (s->mode != BODY_DATA) return 0; /* abort: reported at completion */
     part_t *p = s->part;
     int64_t room = p->length - p->got;
+    /* bytes past what the Content-Range claimed are no bytes of the range */
+    int64_t claimed = s->claim_end >= 0 ? s->claim_end - (p->offset + p->got) : room;
+    if (claimed < room) room = claimed < 0 ? 0 : claimed;
     size_t k = len;
     if ((int64_t)k > room) k = (size_t)room;
     memcpy(s->r->dst + p->dst + p->got, ptr, k);
     p->got += (int64_t)k;
     s->got += (int64_t)k;
     if (k < len) {
-        s->done_early = 1; /* never write past the part's end */
+        if (p->got < p->length) s->overrun = 1; /* more body than its Content-Range claimed */
+        else s->done_early = 1; /* never write past the part's end */
         return 0;
     }
     return len;
@@ -431,9 +524,13 @@ static int setup_easy(fl_http_ctx *ctx, slot_t *s) {
         C.easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, c->low_speed_limit > 0 ? c->low_speed_limit : 1L);
         C.easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->low_speed_time);
     }
+    /* http(s) only, first request and redirects alike (a redirect to file:// or any
+     * other scheme fails); start_get narrows redirects of an https:// URL to https:// */
+    C.easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    C.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
     if (c->follow_redirects) {
         C.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-        C.easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+        C.easy_setopt(e, CURLOPT_MAXREDIRS, (long)FL_HTTP_MAX_REDIRECTS);
     }
     C.easy_setopt(e, CURLOPT_WRITEDATA, (void *)s);
     C.easy_setopt(e, CURLOPT_HEADERDATA, (void *)s);
@@ -470,8 +567,9 @@ static int start_get(read_t *r, slot_t *s, part_t *p) {
     s->req_start = p->offset + p->got;
     s->got = s->pos = s->writes = 0;
     s->mode = BODY_UNCHECKED;
-    s->abort = s->done_early = s->have_cr = 0;
-    s->content_length = -1;
+    s->abort = s->done_early = s->have_cr = s->overrun = 0;
+    s->content_length = s->claim_end = -1;
+    s->encoding[0] = 0;
     s->retry_after = 0;
     s->etag[0] = s->last_modified[0] = s->why[0] = 0;
     s->elen = 0;
@@ -480,6 +578,11 @@ static int start_get(read_t *r, slot_t *s, part_t *p) {
     snprintf(s->range, sizeof(s->range), "%lld-%lld", (long long)s->req_start,
              (long long)(p->offset + p->length - 1));
     C.easy_setopt(s->easy, CURLOPT_URL, r->urls[p->src]);
+    if (r->ctx->cfg.follow_redirects) /* no redirect from https:// down to plain http:// */
+        C.easy_setopt(s->easy, CURLOPT_REDIR_PROTOCOLS,
+                      (long)(strncasecmp(r->urls[p->src], "https:", 6) == 0
+                                 ? CURLPROTO_HTTPS
+                                 : CURLPROTO_HTTP | CURLPROTO_HTTPS));
     /* a stream asks for the whole object: its server ignores Range anyway */
     C.easy_setopt(s->easy, CURLOPT_RANGE, s->stream ? NULL : s->range);
     C.easy_setopt(s->easy, CURLOPT_HTTPHEADER, r->hdrs[p->src]);
@@ -516,6 +619,10 @@ static void fail(read_t *r, int code, const part_t *p, long status, int curl_cod
     r->failed = 1;
     fl_error_set(r->err, code, 0, p ? p->src : -1, p ? p->offset : 0, p ? p->length : 0, fmt,
                  detail);
+    /* the text quotes what a server sent (an ETag, curl's account of a reply): no control
+     * character (a CR LF, a terminal escape) gets into a message or a log line */
+    for (char *c = r->err->msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f) *c = '?';
     r->err->http_status = status;
     r->err->curl_code = curl_code;
     r->err->attempts = p ? p->attempts : 0;
@@ -529,11 +636,15 @@ static void s3_error_code(const char *body, char *out, size_t n) {
     if (!a) return;
     a += 6;
     const char *b = strstr(a, "</Code>");
-    if (!b) return;
-    size_t k = (size_t)(b - a);
-    if (k >= n) k = n - 1;
-    memcpy(out, a, k);
-    out[k] = 0;
+    if (!b || b == a || (size_t)(b - a) >= n) return;
+    /* an S3 error code is a word (NoSuchKey, SlowDown): anything else is not one, and
+     * is not repeated (it could be anything the server chose to put there) */
+    for (const char *c = a; c < b; c++)
+        if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
+              *c == '.' || *c == '_' || *c == '-'))
+            return;
+    memcpy(out, a, (size_t)(b - a));
+    out[b - a] = 0;
 }
 
 /* The retry budget, as errors show it. */
@@ -593,11 +704,14 @@ static int64_t finish_get(read_t *r, slot_t *s, CURLcode res) {
     } else if (p->got == p->length) {
         return 1; /* every byte came (a failure after the last one does not matter) */
     }
-    char cause[240];
+    char cause[320];
     int transient;
-    if (s->mode == BODY_MISMATCH) {
-        snprintf(cause, sizeof(cause), "server answered bytes %lld-%lld for a request of %s",
-                 (long long)s->cr_start, (long long)s->cr_end, s->stream ? "the whole object" : s->range);
+    if (s->mode == BODY_MISMATCH || s->overrun) {
+        if (s->overrun)
+            snprintf(s->why, sizeof(s->why), "more body than its Content-Range bytes %lld-%lld",
+                     (long long)s->cr_start, (long long)s->cr_end);
+        snprintf(cause, sizeof(cause), "server answered %.150s for a request of %.64s", s->why,
+                 s->stream ? "the whole object" : s->range);
         fail(r, FL_E_HTTP, p, status, 0, "%s", cause);
         return completed;
     }
@@ -610,6 +724,28 @@ static int64_t finish_get(read_t *r, slot_t *s, CURLcode res) {
     if (s->mode == BODY_PAST_END) {
         fail(r, FL_E_RANGE, p, status, 0, "%s", "range ends past the end of the object");
         r->err->obj_size = s->cr_total;
+        return completed;
+    }
+    int redirect_refused = res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_TOO_MANY_REDIRECTS;
+    if (s->mode == BODY_ERROR && status >= 300 && status < 400 && res != CURLE_OK &&
+        !redirect_refused)
+        s->mode = BODY_UNCHECKED; /* its target failed (a reset, a refused connection): a
+                                   * transfer failure, retried as any other below */
+    if (s->mode == BODY_ERROR && status >= 300 && status < 400) {
+        /* a redirect not followed: follow_redirects=False (and never for signed S3
+         * requests), too many, or to a refused scheme (curl's words say which: a scheme
+         * or a count, not the Location) */
+        char s3code[64];
+        s3_error_code(s->ebody, s3code, sizeof(s3code));
+        if (redirect_refused) {
+            if (snprintf(cause, sizeof(cause), "redirect refused: %s%s%s", C.easy_strerror(res),
+                         s->errbuf[0] ? ": " : "", s->errbuf) >= (int)sizeof(cause))
+                cause[sizeof(cause) - 1] = 0;
+        } else {
+            snprintf(cause, sizeof(cause), "redirect not followed%s%s%s", s3code[0] ? " (" : "", s3code,
+                     s3code[0] ? ")" : r->ctx->cfg.follow_redirects ? "" : " (follow_redirects=False)");
+        }
+        fail(r, FL_E_HTTP, p, status, res, "%s", cause);
         return completed;
     }
     if (s->mode == BODY_ERROR) {

@@ -3,6 +3,7 @@
 #ifndef FL_HTTP_READER_H
 #define FL_HTTP_READER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fl_error.h"
@@ -26,6 +27,9 @@ typedef struct {
 } fl_http_config;
 
 typedef struct fl_http_ctx fl_http_ctx;
+
+/* Redirects one GET follows (follow_redirects): a loop ends in an error naming the URI. */
+#define FL_HTTP_MAX_REDIRECTS 5
 
 typedef struct {
     int64_t requests;     /* GETs started */
@@ -53,11 +57,17 @@ enum { FL_RANGE_UNKNOWN = 0, FL_RANGE_HONOURED = 1, FL_RANGE_IGNORED = 2 };
  * with FL_E_CHANGED instead of mixing the bytes of two versions. */
 typedef struct {
     int64_t total;                          /* object size in bytes; -1: not known */
-    char etag[FL_PIN_ETAG_LEN];             /* "": none (longer ETags: their first 127 bytes) */
+    char etag[FL_PIN_ETAG_LEN];             /* fl_http_etag_key of it; "": none */
     char last_modified[FL_PIN_DATE_LEN];    /* compared only when neither side has an ETag */
     int range_mode;                         /* FL_RANGE_*: in, IGNORED reads the object with one
                                              * streamed GET at once; out, what the server did */
 } fl_http_pin;
+
+/* The form an ETag is pinned and compared in (out: FL_PIN_ETAG_LEN bytes): the opaque
+ * tag (trimmed, without W/ and its quotes: "" is none), control characters as '?'; a
+ * longer one is its first bytes and a hash of all of it, so two ETags that differ past
+ * the cut still differ. */
+void fl_http_etag_key(char *out, const char *value, size_t len);
 
 typedef struct {
     int64_t part_size;     /* ranges are cut into GETs of at most this many bytes */

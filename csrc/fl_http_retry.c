@@ -47,6 +47,7 @@ int fl_http_classify_curl(int code, int *transient) {
         case CURLE_SSL_CERTPROBLEM:
         case CURLE_SSL_ISSUER_ERROR: return FL_E_TLS;
         case CURLE_SSL_CONNECT_ERROR: return FL_E_TLS;
+        case CURLE_TOO_MANY_REDIRECTS: return FL_E_HTTP; /* a redirect loop */
         case CURLE_URL_MALFORMAT:
         case CURLE_UNSUPPORTED_PROTOCOL: return FL_E_INVALID;
         case CURLE_OUT_OF_MEMORY: return FL_E_NOMEM;

@@ -28,9 +28,11 @@ from fastload._native.includes.curl cimport (
     fl_http_ctx_free,
     fl_http_ctx_new,
     fl_http_ctx_stats,
+    fl_http_etag_key,
     fl_http_opts,
     fl_http_pin,
     FL_RANGE_IGNORED,
+    FL_HTTP_MAX_REDIRECTS,
     fl_http_read,
     fl_http_stats,
 )
@@ -53,6 +55,9 @@ def _src_to_low_bytes(table):
     fixed[:, 0] <<= 32
     return fixed
 
+
+# redirects one request follows (follow_redirects), data plane and control plane alike
+MAX_REDIRECTS = FL_HTTP_MAX_REDIRECTS
 
 cdef uint64_t _jitter_state = 0x2545F4914F6CDD1D ^ <uint64_t>os.getpid()
 
@@ -127,7 +132,7 @@ cdef void _fill_pin(fl_http_pin *pin, object known):
     pin.total = total if total is not None and total >= 0 else -1
     if etag:
         text = etag.encode("latin-1", "replace")
-        strncpy(pin.etag, text, sizeof(pin.etag) - 1)
+        fl_http_etag_key(pin.etag, text, len(text))  # the form responses are compared in
     if last_modified:
         text = last_modified.encode("latin-1", "replace")
         strncpy(pin.last_modified, text, sizeof(pin.last_modified) - 1)

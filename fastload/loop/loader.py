@@ -587,9 +587,11 @@ class DataLoader(TorchAttributes):
                 plan.sources, plan.table, slab, settings=self.read_settings, cancel=ep.cancel
             )
         except ReadTimeoutError as exc:  # the loader's knob bounds each batch's reads: name it
-            exc.args = (
-                f"{exc.args[0]} (reading a batch; timeout_seconds={self.config.timeout_seconds:g})",
-            )
+            if self.config.timeout_seconds is not None:  # else a stall (low_speed_time) ended it
+                exc.args = (
+                    f"{exc.args[0]} (reading a batch; "
+                    f"timeout_seconds={self.config.timeout_seconds:g})",
+                )
             raise
         seconds = plan.clock.lap(READ)
         if ep.debug_reads:  # DEBUG was on as the epoch began

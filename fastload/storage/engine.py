@@ -360,7 +360,10 @@ class RangeEngine:
         if out is None:
             if end >= _CHECK_SIZE_BEFORE_ALLOCATING and not size:
                 self._check_ends(src, arr)
-            out = AlignedBuffer(end if len(arr) else size, pin=pin)
+            try:
+                out = AlignedBuffer(end if len(arr) else size, pin=pin)
+            except MemoryError as exc:  # a size a server claimed: say whose
+                raise MemoryError(f"{src.display}: {exc}") from None
         self._read_checked(srcs, table, out, settings, None, deadline, end)
         return out
 

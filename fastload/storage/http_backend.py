@@ -15,11 +15,18 @@ from fastload.storage.transport import Response, Transport
 from fastload.storage.uri import ParsedURI, redact
 from fastload.storage.version_pins import Pin
 
+# an object size past this is no size (it would overflow the int64 every read uses)
+MAX_OBJECT_SIZE = (1 << 63) - 1
+
+
+def _byte_count(text: str) -> int | None:
+    n = int(text) if text.isdigit() else None
+    return n if n is not None and n <= MAX_OBJECT_SIZE else None
+
 
 def content_range_total(value: str) -> int | None:
-    """N of ``bytes a-b/N`` (or ``bytes */N``); None when unknown."""
-    total = value.rpartition("/")[2].strip()
-    return int(total) if total.isdigit() else None
+    """N of ``bytes a-b/N`` (or ``bytes */N``); None when unknown (or no byte count)."""
+    return _byte_count(value.rpartition("/")[2].strip())
 
 
 def pin_from_headers(resp: Response, size: int | None) -> Pin:
@@ -32,8 +39,7 @@ def size_from_headers(resp: Any) -> int | None:
     cr = resp.headers.get("content-range")
     if cr:
         return content_range_total(cr)
-    cl = resp.headers.get("content-length", "")
-    return int(cl) if resp.status == 200 and cl.isdigit() else None
+    return _byte_count(resp.headers.get("content-length", "")) if resp.status == 200 else None
 
 
 class HttpBackend(NetworkBackend):
@@ -61,7 +67,8 @@ class HttpBackend(NetworkBackend):
                 Status.HTTP,
                 name,
                 http_status=resp.status,
-                message="the server reported no object size",
+                message="the server reported no object size (no Content-Length or Content-Range "
+                "with a byte count up to 2**63-1)",
             )
         self.pins.remember(self.pin_key(src), pin_from_headers(resp, n))
         return n

@@ -77,8 +77,10 @@ class NetworkOptions:
       request_timeout (seconds one HEAD or LIST request may take, its
       retries included).
     Transport: buffer_size (bytes per recv), http2 (offer HTTP/2 over TLS),
-      follow_redirects (http(s):// only), user_agent, libcurl_path (bind
-      this libcurl instead of pycurl's).
+      follow_redirects (http(s):// only; at most 5 per request, to http(s)
+      only, never from https:// down to http://; libcurl >= 7.83 sends a
+      URL's credentials to no other origin; S3 requests never follow one),
+      user_agent, libcurl_path (bind this libcurl instead of pycurl's).
     """
 
     endpoint_url: str | None = None

@@ -175,7 +175,7 @@ class S3Backend(NetworkBackend):
                 Status.HTTP,
                 src.uri,
                 http_status=resp.status,
-                message="HEAD answered without Content-Length",
+                message="HEAD answered without a Content-Length (a byte count up to 2**63-1)",
             )
         self._sizes[(src.bucket, src.path)] = n
         self.pins.remember((src.bucket, src.path), pin_from_headers(resp, n))
@@ -249,12 +249,12 @@ class S3Backend(NetworkBackend):
         }
         if start_after:
             query["start-after"] = start_after
-        pages, token = 0, None
+        pages, token, seen = 0, None, set[str]()
         while True:
             body, status = fetch(query)
             pages += 1
-            token = next_token(body, prefix.uri, status, token)
-            page = read_page(body, prefix.uri, status)
+            token = next_token(body, prefix.uri, status, token, seen)
+            page = read_page(body, prefix.uri, status, prefix.path)
             self._remember_listed(prefix.bucket, page.keys, page.sizes, page.etags, page.mtimes)
             if token is None or pages >= max_pages or not page.keys or page.keys[-1] >= last:
                 return pages
@@ -317,12 +317,17 @@ class S3Backend(NetworkBackend):
         return (src.bucket, src.path)
 
     def pin_of(self, src: ParsedURI) -> Pin | None:
-        """A listing's size (list() keeps them) and a HEAD's ETag and Last-Modified."""
+        """A listing's size and ETag (list() keeps them) or a HEAD's ETag and
+        Last-Modified (a listing's Last-Modified is written otherwise than a GET's)."""
         key = (src.bucket, src.path)
         size, head = self._sizes.get(key), self.pins.get(key)
         if head is None:
-            return None if size is None else Pin(size)
+            return None if size is None else Pin(size, self._listed_etag(key))
         return head if size is None else head._replace(total=size)
+
+    def _listed_etag(self, key: tuple[str, str]) -> str | None:
+        tags = self._tags.get(key)
+        return tag_text(tags[0]) if tags is not None else None
 
     def _native_pins(self, sources: Sequence[ParsedURI]) -> builtins.list[Any] | None:
         """As the base class, in one lean pass (one endpoint, two dicts to look in)."""
@@ -337,7 +342,10 @@ class S3Backend(NetworkBackend):
                 out.append((head[0] if size is None else size, head[1], head[2], ignored))
                 known = True
             elif size is not None or ignored:
-                out.append((size, None, None, ignored))
+                # the listing's ETag: a GET of another version of the same size fails
+                # (ObjectChangedError) instead of passing for the listed one
+                etag = self._listed_etag(key) if size is not None else None
+                out.append((size, etag, None, ignored))
                 known = True
             else:
                 out.append(None)

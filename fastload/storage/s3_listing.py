@@ -27,7 +27,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 from urllib.parse import unquote_plus
 
 from fastload._native.status import Status
@@ -48,6 +48,10 @@ _PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>")
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*(\w*)\s*</IsTruncated>")
 _TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
 _ENCODING = re.compile(rb"<EncodingType>\s*([^<\s]*)\s*</EncodingType>")
+# the page's last bytes: its root element closed (a body cut short loses keys silently)
+_END = re.compile(rb"</(?:[\w.-]+:)?ListBucketResult>\s*\Z")
+_INT64_MAX = (1 << 63) - 1
+MAX_KEY_BYTES = 1024  # S3's longest key (UTF-8)
 
 
 class Page(NamedTuple):
@@ -71,10 +75,40 @@ def tag_text(raw: bytes | str | None) -> str | None:
     return html.unescape(text) if "&" in text else text
 
 
-def _not_a_page(uri: str, status: int, why: str) -> None:
+def _not_a_page(uri: str, status: int, why: str) -> NoReturn:
     raise_native_error(
         Status.HTTP, uri, http_status=status, message=f"ListObjectsV2 answer is not XML: {why}"
     )
+    raise AssertionError("unreachable")
+
+
+def _bad_page(uri: str, status: int, why: str) -> NoReturn:
+    raise_native_error(Status.HTTP, uri, http_status=status, message=f"ListObjectsV2 {why}")
+    raise AssertionError("unreachable")
+
+
+def _check_body(body: bytes, uri: str, status: int) -> None:
+    """What no S3 page holds: a DTD (entity declarations: a billion laughs, an external
+    file), or an end cut off (the keys after the cut would be lost without a word)."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        _not_a_page(uri, status, "it declares a DTD or entities (refused, never expanded)")
+    if b"ListBucketResult" in body and _END.search(body[-200:]) is None:
+        _not_a_page(uri, status, "it ends before </ListBucketResult> (cut short)")
+
+
+def _size(raw: bytes | str, uri: str, status: int) -> int:
+    """A <Size>: a number of bytes in 0..2**63-1 (empty: 0)."""
+    text = raw.strip()
+    if not text:
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= _INT64_MAX:
+        shown = text[:40].decode("ascii", "replace") if isinstance(text, bytes) else text[:40]
+        _not_a_page(uri, status, f"an object's Size is {shown!r}, not a number of bytes")
+    return n
 
 
 def _encoded(body: bytes) -> bool:
@@ -93,9 +127,14 @@ def _key_text(raw: bytes, encoded: bool) -> str:
     return text
 
 
-def next_token(body: bytes, uri: str, status: int, previous: str | None) -> str | None:
+def next_token(
+    body: bytes, uri: str, status: int, previous: str | None, seen: set[str] | None = None
+) -> str | None:
     """The continuation token of a page, None on the last page; raises for a truncated
-    page that names no new token (going on would loop forever, stopping would lose keys)."""
+    page that names no new token (going on would loop forever, stopping would lose keys).
+    ``seen``: the tokens of the chain so far (the new one is added); a token seen before
+    is a loop however long its cycle."""
+    _check_body(body, uri, status)
     m = _TRUNCATED.search(body)
     if m is None:
         if b"IsTruncated" not in body:
@@ -107,27 +146,48 @@ def next_token(body: bytes, uri: str, status: int, previous: str | None) -> str 
         token = html.unescape(t.group(1).decode("utf-8", "replace")) if t else None
     if not truncated:
         return None
-    _check_token(token, previous, uri, status)
+    _check_token(token, previous, seen, uri, status)
+    if seen is not None:
+        seen.add(token)  # type: ignore[arg-type]
     return token
 
 
-def _check_token(token: str | None, previous: str | None, uri: str, status: int) -> None:
-    if not token or token == previous:
-        raise_native_error(
-            Status.HTTP,
+def _check_token(
+    token: str | None, previous: str | None, seen: set[str] | None, uri: str, status: int
+) -> None:
+    if not token or token == previous or (seen is not None and token in seen):
+        _bad_page(
             uri,
-            http_status=status,
-            message="ListObjectsV2 answered IsTruncated with "
-            + ("the same NextContinuationToken again" if token else "no NextContinuationToken"),
+            status,
+            "answered IsTruncated with "
+            + (
+                "the same NextContinuationToken again"
+                if token == previous and token
+                else "a NextContinuationToken it sent before (the listing would loop)"
+                if token
+                else "no NextContinuationToken"
+            ),
         )
 
 
-def read_page(body: bytes, uri: str, status: int) -> Page:
-    """The objects and sub-prefixes of a ListObjectsV2 answer.
+def read_page(body: bytes, uri: str, status: int, root: str | None = None) -> Page:
+    """The objects and sub-prefixes of a ListObjectsV2 answer; with ``root`` (the prefix
+    asked for), a key or sub-prefix outside it is refused (no server lists one).
 
     Regular expressions over its few fixed elements (key text is escaped, so no tag
     can appear inside one); an answer they do not account for in full (namespace
     prefixes, an object without a Size) goes through an XML parser instead."""
+    page = _read_page(body, uri, status)
+    if root:
+        outside = next((k for k in page.keys + page.prefixes if not k.startswith(root)), None)
+        if outside is not None:
+            shown = repr(outside[:100]) + ("..." if len(outside) > 100 else "")
+            _bad_page(uri, status, f"named the key {shown}, outside the prefix {root!r}")
+    return page
+
+
+def _read_page(body: bytes, uri: str, status: int) -> Page:
+    _check_body(body, uri, status)
     if b"<ListBucketResult" not in body:
         if b"ListBucketResult" in body:
             return _tree(body, uri, status)[0]
@@ -145,9 +205,9 @@ def read_page(body: bytes, uri: str, status: int) -> Page:
     try:
         keys = [_key_text(k, encoded) for k in raw_keys]
         prefixes = [_key_text(p, encoded) for p in _PREFIX.findall(body)]
-        sizes = [int(s) if s.strip() else 0 for s in raw_sizes]
-    except ValueError as exc:  # bad UTF-8 or a Size that is no number
+    except ValueError as exc:  # bad UTF-8
         _not_a_page(uri, status, str(exc))
+    sizes = [_size(s, uri, status) for s in raw_sizes]
     if any(k.endswith("/") or not k for k in keys):  # directory markers are no objects
         keep = [i for i, k in enumerate(keys) if k and not k.endswith("/")]
         return Page(
@@ -166,7 +226,8 @@ def _strip_ns(tag: str) -> str:
 
 
 def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
-    """A page by the XML parser: the page, IsTruncated and NextContinuationToken."""
+    """A page by the XML parser: the page, IsTruncated and NextContinuationToken (its
+    callers have refused a DTD: no entity is expanded)."""
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
@@ -183,7 +244,7 @@ def _tree(body: bytes, uri: str, status: int) -> tuple[Page, bool, str | None]:
             key = unquote_plus(fields.get("Key", "")) if encoded else fields.get("Key", "")
             if key and not key.endswith("/"):
                 page.keys.append(key)
-                page.sizes.append(int(fields.get("Size", "0") or 0))
+                page.sizes.append(_size(fields.get("Size", ""), uri, status))
                 page.etags.append(fields.get("ETag"))
                 page.mtimes.append(fields.get("LastModified"))
             elif key:
@@ -216,6 +277,7 @@ class _Chain:
     upto: str | None = None
     splits: bool = False
     pages: int = 0
+    tokens: set[str] = field(default_factory=set)  # its continuation tokens so far
 
     def keeps(self, key: str) -> bool:
         if self.upto is not None and key > self.upto:
@@ -313,12 +375,12 @@ class Listing:
             splits=parallel,
         )
         body, status = self.fetch(top.query)
-        token = next_token(body, self.uri, status, None)
+        token = next_token(body, self.uri, status, None, top.tokens)
         if not parallel:
             self._sequential(top, body, status, token)
             return self
         if token is None and b"CommonPrefixes" not in body:  # one page, no folders
-            self._keep(top, read_page(body, self.uri, status))
+            self._keep(top, read_page(body, self.uri, status, self.root))
             return self
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="fastload-list")
         try:
@@ -333,12 +395,12 @@ class Listing:
 
     def _sequential(self, chain: _Chain, body: bytes, status: int, token: str | None) -> None:
         while True:
-            self._keep(chain, read_page(body, self.uri, status))
+            self._keep(chain, read_page(body, self.uri, status, self.root))
             if token is None:
                 return
             chain.query = {**chain.query, "continuation-token": token}
             body, status = self.fetch(chain.query)
-            token = next_token(body, self.uri, status, token)
+            token = next_token(body, self.uri, status, token, chain.tokens)
 
     def _parallel(
         self, pool: ThreadPoolExecutor, top: _Chain, body: bytes, status: int, token: str | None
@@ -346,7 +408,7 @@ class Listing:
         pending: set[Future[tuple[_Chain, Page, Future | None]]] = set()
         if token is not None:
             pending.add(pool.submit(self._page, pool, top, token))
-        page = read_page(body, self.uri, status)
+        page = read_page(body, self.uri, status, self.root)
         self._handle(pool, pending, top, page, token is not None)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -366,11 +428,11 @@ class Listing:
         if token is not None:
             query["continuation-token"] = token
         body, status = self.fetch(query)
-        nxt = next_token(body, self.uri, status, token)
+        nxt = next_token(body, self.uri, status, token, chain.tokens)
         if nxt is not None and chain.upto is None and chain.high is None:
             later = pool.submit(self._page, pool, chain, nxt)
-            return chain, read_page(body, self.uri, status), later
-        page = read_page(body, self.uri, status)
+            return chain, read_page(body, self.uri, status, self.root), later
+        page = read_page(body, self.uri, status, self.root)
         last = max(page.keys[-1:] + page.prefixes[-1:], default=None)
         if nxt is None or (last is not None and chain.done_after(last)):
             return chain, page, None
@@ -396,6 +458,7 @@ class Listing:
             prefixes = [p for p in prefixes if p <= chain.upto]
         if not (chain.folders and prefixes):
             return
+        self._check_sub_prefixes(chain, prefixes)
         runs = self._runs(chain.root, prefixes)
         if len(runs) == 1 and runs[0][0] == runs[0][1] and not (more or page.keys):
             if chain.pages == 1:  # one folder and nothing else (s3://bucket, a prefix
@@ -456,6 +519,20 @@ class Listing:
                 splits=True,
             )
             pending.add(pool.submit(self._page, pool, sub, None))
+
+    def _check_sub_prefixes(self, chain: _Chain, prefixes: list[str]) -> None:
+        """A sub-prefix that is the prefix asked for would start its own listing again,
+        forever; one past S3's longest key (1,024 bytes) a descent without end."""
+        asked = chain.query["prefix"]
+        for p in prefixes:
+            if p == asked or len(p.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                shown = repr(p[:100]) + ("..." if len(p) > 100 else "")
+                why = "the prefix asked for" if p == asked else f"longer than {MAX_KEY_BYTES} bytes"
+                _bad_page(
+                    self.uri,
+                    200,
+                    f"named the sub-prefix {shown}, {why} (the listing would not end)",
+                )
 
     def _runs(self, root: str, prefixes: list[str]) -> list[tuple[str, str]]:
         """The sub-prefixes of one page in at most CHAINS_PER_PAGE_PER_REQUEST x

@@ -28,7 +28,13 @@ from fastload.storage.network_options import NetworkOptions
 from fastload.storage.retry import Failure, RetryPolicy, curl_failure, status_failure
 
 _CA_HINT = " (name the CA file with ca_bundle=, or AWS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE)"
-_S3_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+# an S3 error code is a word (NoSuchKey, SlowDown): anything else in <Code> is not repeated
+_S3_CODE = re.compile(rb"<Code>([A-Za-z0-9._-]{1,63})</Code>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A control answer (a listing page, an error, the first-byte GET of a size probe) is small;
+# past this a server that never ends its body would fill the memory (a page of 1,000
+# long keys is a few MB).
+MAX_CONTROL_BODY = 64 << 20
 
 
 @dataclass
@@ -224,6 +230,14 @@ class Transport:
         hdrs: dict[str, str] = {}
         on_main = threading.current_thread() is threading.main_thread()
 
+        too_long: list[bool] = []
+
+        def on_body(chunk: bytes) -> int:
+            if body.tell() + len(chunk) > MAX_CONTROL_BODY:
+                too_long.append(True)
+                return 0  # ends the transfer (CURLE_WRITE_ERROR), reported below
+            return body.write(chunk)
+
         def on_header(line: bytes) -> None:
             text = line.decode("latin-1")
             if text.startswith("HTTP/"):
@@ -242,7 +256,7 @@ class Transport:
             c.setopt(pycurl.NOPROGRESS, 0)
             c.setopt(pycurl.XFERINFOFUNCTION, _no_op_progress)
         c.setopt(pycurl.NOBODY, 1 if method == "HEAD" else 0)
-        c.setopt(pycurl.WRITEFUNCTION, body.write)
+        c.setopt(pycurl.WRITEFUNCTION, on_body)
         c.setopt(pycurl.HEADERFUNCTION, on_header)
         c.setopt(pycurl.NOSIGNAL, 1)
         c.setopt(pycurl.PATH_AS_IS, 1)
@@ -252,12 +266,46 @@ class Transport:
             c.setopt(pycurl.CAINFO, self.ca_bundle)
         c.setopt(pycurl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
         c.setopt(pycurl.TIMEOUT_MS, max(1, int(seconds_left * 1000)))
+        if o.low_speed_time > 0:  # a stalled answer is retried, as on the data plane
+            c.setopt(pycurl.LOW_SPEED_LIMIT, o.low_speed_limit)
+            c.setopt(pycurl.LOW_SPEED_TIME, o.low_speed_time)
         c.setopt(pycurl.USERAGENT, o.user_agent)
+        # http(s) only, and no redirect from https:// down to http://; a redirect loop ends
+        # after MAX_REDIRECTS (curl's own default has no limit before 8.3)
+        http_s = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+        c.setopt(pycurl.PROTOCOLS, http_s)
+        c.setopt(
+            pycurl.REDIR_PROTOCOLS,
+            pycurl.PROTO_HTTPS if url[:6].lower() == "https:" else http_s,
+        )
         c.setopt(pycurl.FOLLOWLOCATION, 1 if self.follow_redirects else 0)
+        c.setopt(pycurl.MAXREDIRS, http_reader.MAX_REDIRECTS)
         try:
             c.perform()
         except pycurl.error as exc:
             code, text = exc.args[0], str(exc.args[1]) if len(exc.args) > 1 else ""
+            # curl's words may quote what the server sent: no control character in a message
+            text = _CONTROL.sub("?", text)
+            status = int(c.getinfo(pycurl.RESPONSE_CODE))
+            if too_long:
+                return Failure(
+                    Status.HTTP,
+                    False,
+                    f"{method} answer longer than {MAX_CONTROL_BODY} bytes: refused",
+                    http_status=status,
+                    curl_code=code,
+                )
+            if 300 <= status < 400 and code in (
+                pycurl.E_UNSUPPORTED_PROTOCOL,
+                pycurl.E_TOO_MANY_REDIRECTS,
+            ):  # too many redirects, or one to a refused scheme
+                return Failure(
+                    Status.HTTP,
+                    False,
+                    f"redirect refused: {text}",
+                    http_status=status,
+                    curl_code=code,
+                )
             return curl_failure(code, text)
         status = int(c.getinfo(pycurl.RESPONSE_CODE))
         resp = Response(status, hdrs, body.getvalue())

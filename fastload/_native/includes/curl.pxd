@@ -45,6 +45,7 @@ cdef extern from "fl_http_reader.h" nogil:
         FL_RANGE_UNKNOWN
         FL_RANGE_HONOURED
         FL_RANGE_IGNORED
+        FL_HTTP_MAX_REDIRECTS
         FL_PIN_ETAG_LEN
         FL_PIN_DATE_LEN
 
@@ -66,6 +67,7 @@ cdef extern from "fl_http_reader.h" nogil:
     fl_http_ctx *fl_http_ctx_new(const fl_http_config *cfg, fl_error *err)
     void fl_http_ctx_free(fl_http_ctx *ctx)
     void fl_http_ctx_stats(const fl_http_ctx *ctx, fl_http_stats *out)
+    void fl_http_etag_key(char *out, const char *value, size_t len)
     int fl_http_read(fl_http_ctx *ctx, const char *const *urls, const char *const *headers, int nsrc,
                      const fl_range *ranges, int64_t nranges, char *dst, int64_t dst_len,
                      const fl_http_opts *opts, fl_error *err)
