@@ -275,11 +275,12 @@ class S3Backend(NetworkBackend):
             "encoding-type": "url",
         }
         out = Page([], [], [], [], [], [])
-        token = None
+        token, seen = None, set[str]()
         while True:
             body, status = fetch(query)
-            token = next_token(body, prefix.uri, status, token)
-            page = read_page(body, prefix.uri, status)
+            # a token loop or a key outside the prefix is refused, as in every listing
+            token = next_token(body, prefix.uri, status, token, seen)
+            page = read_page(body, prefix.uri, status, prefix.path)
             self._remember_listed(prefix.bucket, page.keys, page.sizes, page.etags, page.mtimes)
             for mine, theirs in zip(out, page, strict=True):
                 mine.extend(theirs)  # type: ignore[attr-defined]

@@ -891,13 +891,19 @@ def test_listed_keys_holding_dot_dot_stay_keys_and_touch_nothing_outside(hostile
 @pytest.mark.parametrize(
     "case", ["a cycle of tokens", "a key outside the prefix", "the same token again"]
 )
-def test_listing_pages_after_a_key_has_the_same_guards(hostile, case):
-    """The batched-read listing (list_pages_after) pages on its own: it checks the same."""
+@pytest.mark.parametrize("listing", ["list_pages_after", "list_dir"])
+def test_other_listings_have_the_same_guards(hostile, case, listing):
+    """The batched-read listing (list_pages_after) and the one-level listing of fsspec's ls
+    (list_dir) page on their own: they check the same."""
     script, why = BAD_LISTINGS[case]
     srv = hostile(lambda q: response(200, script(q)) if q.number < 50 else response(500))
     with s3_engine(srv, max_retries=0) as eng:
+        backend, pre = eng.backend("s3"), parse_uri("s3://bkt/pre/")
         with pytest.raises(errors.HTTPStatusError, match=why) as info:
-            eng.backend("s3").list_pages_after(parse_uri("s3://bkt/pre/"), "", "pre/~", 1000)
+            if listing == "list_dir":
+                backend.list_dir(pre)
+            else:
+                backend.list_pages_after(pre, "", "pre/~", 1000)
     check_named(info.value, "s3://bkt/pre/: ListObjectsV2")
     assert len(srv.requests) <= 3
 
