@@ -16,6 +16,16 @@ from tests.support.servers import Fault, payload, proxy_to, start_rclone, stop
 pytestmark = pytest.mark.http
 
 PART = 64 << 10
+PINS = "pins"  # this file's own bucket: what it rewrites is no other test's listing
+
+
+@pytest.fixture
+def rclone_s3(rclone_s3):
+    """The shared server, with this file's bucket made (once)."""
+    s3 = rclone_s3.boto3()
+    if PINS not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=PINS)
+    return rclone_s3
 
 
 def _rewrite(http_server, name, data):
@@ -85,28 +95,28 @@ def test_a_read_is_pinned_to_the_version_its_size_came_from(http_server, proxied
 def test_s3_object_rewritten_mid_read_on_rclone(rclone_s3):
     s3 = rclone_s3.boto3()
     old, new = payload(3 << 20, 1), payload((3 << 20) + 7, 2)
-    s3.put_object(Bucket="data", Key="versions/v.bin", Body=old)
+    s3.put_object(Bucket=PINS, Key="versions/v.bin", Body=old)
     with proxy_to(rclone_s3.port) as proxy:
         opts = {**rclone_s3.options, "endpoint_url": proxy.endpoint, **FAST_RETRY}
-        put_new = lambda: s3.put_object(Bucket="data", Key="versions/v.bin", Body=new)  # noqa: E731
+        put_new = lambda: s3.put_object(Bucket=PINS, Key="versions/v.bin", Body=new)  # noqa: E731
         proxy.queue(Fault(), Fault("new_version", action=put_new))
         with RangeEngine(part_size=1 << 20, max_inflight_parts=1, **opts) as eng:
-            with pytest.raises(errors.ObjectChangedError, match="s3://data/versions/v.bin"):
+            with pytest.raises(errors.ObjectChangedError, match="s3://pins/versions/v.bin"):
                 eng.read_into(
-                    ["s3://data/versions/v.bin"], table([(0, 0, len(old), 0)]), bytearray(len(old))
+                    ["s3://pins/versions/v.bin"], table([(0, 0, len(old), 0)]), bytearray(len(old))
                 )
-            assert bytes(eng.read("s3://data/versions/v.bin")) == new
+            assert bytes(eng.read("s3://pins/versions/v.bin")) == new
 
 
 def test_s3_listing_sizes_pin_the_reads_that_follow(rclone_s3):
     s3 = rclone_s3.boto3()
-    s3.put_object(Bucket="data", Key="versions/listed/a.bin", Body=payload(5000, 3))
+    s3.put_object(Bucket=PINS, Key="versions/listed/a.bin", Body=payload(5000, 3))
     with RangeEngine(**rclone_s3.options) as eng:
-        assert eng.list("s3://data/versions/listed/") == ["s3://data/versions/listed/a.bin"]
-        s3.put_object(Bucket="data", Key="versions/listed/a.bin", Body=payload(6000, 4))
+        assert eng.list("s3://pins/versions/listed/") == ["s3://pins/versions/listed/a.bin"]
+        s3.put_object(Bucket=PINS, Key="versions/listed/a.bin", Body=payload(6000, 4))
         with pytest.raises(errors.ObjectChangedError, match="size was 5000 bytes"):
-            eng.read_ranges("s3://data/versions/listed/a.bin", [(0, 100)])
-        assert eng.size("s3://data/versions/listed/a.bin") == 6000  # forgotten: a fresh HEAD
+            eng.read_ranges("s3://pins/versions/listed/a.bin", [(0, 100)])
+        assert eng.size("s3://pins/versions/listed/a.bin") == 6000  # forgotten: a fresh HEAD
 
 
 def test_s3_etags_pin_a_same_size_rewrite(tmp_path):
@@ -136,13 +146,13 @@ def test_a_loader_without_an_engine_reads_with_its_datasets(rclone_s3):
     import fastload
 
     s3 = rclone_s3.boto3()
-    s3.put_object(Bucket="data", Key="versions/loader/r.bin", Body=bytes(range(256)) * 4)
+    s3.put_object(Bucket=PINS, Key="versions/loader/r.bin", Body=bytes(range(256)) * 4)
     with RangeEngine(**rclone_s3.options) as eng:
-        ds = fastload.RecordDataset("s3://data/versions/loader/", (16,), np.uint8, engine=eng)
+        ds = fastload.RecordDataset("s3://pins/versions/loader/", (16,), np.uint8, engine=eng)
         with fastload.DataLoader(ds, batch_size=16) as loader:
             got = np.concatenate([np.asarray(b) for b in loader])
         assert got.tobytes() == bytes(range(256)) * 4
-        s3.put_object(Bucket="data", Key="versions/loader/r.bin", Body=bytes(2048))
+        s3.put_object(Bucket=PINS, Key="versions/loader/r.bin", Body=bytes(2048))
         with fastload.DataLoader(ds, batch_size=16) as loader:
             with pytest.raises(errors.ObjectChangedError, match="size was 1024 bytes"):
                 list(loader)
