@@ -32,6 +32,11 @@ def _as_indices(values: Iterable[Any], n: int, what: str) -> np.ndarray:
 class ExternalSampler:
     """The caller's ``sampler``: its indices in its order, one epoch per pass."""
 
+    # fastload knows no order shared by ranks behind the caller's sampler: a loader state
+    # records only its batches, resumed on the same ranks and batch size (progress_state)
+    has_global_order = False
+    num_workers = 1
+
     def __init__(self, sampler: Iterable[Any], dataset_len: int) -> None:
         if not isinstance(sampler, Iterable):
             raise TypeError(f"sampler must be an iterable of indices, not {type(sampler).__name__}")
