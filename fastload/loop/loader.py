@@ -29,10 +29,13 @@ from fastload.loop.epoch import Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
 from fastload.loop.progress_state import (
+    STATE_VERSION,
     base_sampler,
+    check_state,
     dataset_digest,
     global_progress,
     resume_elsewhere,
+    same_layout,
     wants_elastic,
 )
 from fastload.loop.python_datasets import is_python_dataset, torch_loader
@@ -298,6 +301,7 @@ class DataLoader(TorchAttributes):
         self._next_epoch = int(epoch)
         self._resume = None
         self._progress = None  # state_dict() now describes the epoch chosen, not the one left
+        self.sampler = base_sampler(self.sampler)  # a resumed epoch run again runs in full
 
     def report(self) -> LoaderReport:
         """What the loader really does: pinning, workers, tuning, read-ahead, and the last
@@ -364,6 +368,7 @@ class DataLoader(TorchAttributes):
         done = p.done.tolist()
         samples_done = _samples_in(slices, p.done)
         return {
+            "version": STATE_VERSION,
             "epoch": p.epoch,
             "batches_done": done,
             "samples_done": samples_done,
@@ -383,7 +388,16 @@ class DataLoader(TorchAttributes):
         """Resume from ``state``; refuses one from a loader with another order (the next sample
         of another order would repeat some samples and skip others). A state from another
         world size, rank, batch size or worker split resumes the rest of its epoch through
-        the global order (``fastload.loop.progress_state``)."""
+        the global order (``fastload.loop.progress_state``). A state that is malformed
+        (``check_state``: a key missing or unknown, a value of the wrong type or range, a
+        newer version) raises ValueError naming the key. An epoch still running is ended
+        first: its iterator raises, and it does not hand out batches of the old position."""
+        state = check_state(state)
+        self._stop_current(
+            "load_state_dict() (the loader now resumes the state loaded; iterate it again)"
+        )
+        self._progress = None  # state_dict() describes the state loaded, not the epoch left
+        self._resume = None
         self.sampler = base_sampler(self.sampler)
         mine_state = self.state_dict()
         if wants_elastic(state, mine_state):
@@ -400,17 +414,20 @@ class DataLoader(TorchAttributes):
                     f"load_state_dict: the state has {key}={state.get(key)!r}, this loader {mine}"
                 )
         theirs = state.get("sampler") or {}
+        # another rank's in-order state: its batches_done is this rank's too (same_layout)
+        other_rank_ok = same_layout(state)
         for key, mine in mine_state["sampler"].items():
-            if theirs.get(key) != mine:
+            if theirs.get(key) != mine and not (key == "rank" and other_rank_ok):
                 raise ValueError(
                     f"load_state_dict: the state's sampler has {key}={theirs.get(key)!r}, "
                     f"this loader's {mine!r}"
                 )
-        done = {int(k) for k in state["batches_done"]}
+        done = set(state["batches_done"])
         if done and max(done) >= len(self):
             raise ValueError(
                 f"load_state_dict: batch {max(done)} does not exist ({len(self)} batches)"
             )
+        # on this path batches_done is the position; samples_done is derived from it again
         self._resume = Progress(int(state["epoch"]), done)
         self._next_epoch = int(state["epoch"])
 
@@ -437,6 +454,9 @@ class DataLoader(TorchAttributes):
             progress, self._resume = self._resume, None
         else:
             progress = Progress(self._next_epoch)
+            # the rest of an elastic resume is one pass: any later epoch, the resumed one
+            # run again included, is the sampler's whole epoch
+            self.sampler = base_sampler(self.sampler)
         self._next_epoch = progress.epoch + 1
         self._progress = progress
         t0 = time.perf_counter()
@@ -472,13 +492,14 @@ class DataLoader(TorchAttributes):
         self._counters["worker_starts"] += 1
         self._counters["epoch_pids"].append(self.workers.pids)
 
-    def _stop_current(self) -> None:
+    def _stop_current(
+        self,
+        by: str = "a newer iter(loader) (one loader runs one epoch at a time; "
+        "use a second DataLoader to read two at once)",
+    ) -> None:
         ep = self._current() if self._current else None
         if ep is not None:
-            ep.shutdown(
-                ended_by="a newer iter(loader) (one loader runs one epoch at a time; "
-                "use a second DataLoader to read two at once)"
-            )
+            ep.shutdown(ended_by=by)
 
     def begin_epoch_stats(self, epoch: int, batches: int) -> EpochStats:
         """The stats the epoch about to start records into (called before its threads start)."""

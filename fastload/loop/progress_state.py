@@ -18,10 +18,12 @@ draws with replacement (no global order), and batches handed out of order
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from fastload.checks import INT64_MAX, is_int, shown
 from fastload.plan.datasets import Dataset
 from fastload.plan.samplers import Sampler, rank_count, split_for_worker, take_rank, take_run
 
@@ -29,6 +31,106 @@ from fastload.plan.samplers import Sampler, rank_count, split_for_worker, take_r
 _ELASTIC_KEYS = ("rank", "world_size", "worker_id", "num_workers", "batch_size", "drop_last")
 
 Cut = tuple[int, str, bool, int]  # (world size, split, drop_last, samples consumed per rank)
+
+# The layout of a loader state. A state without "version" is of version 1 (written before
+# the key existed, the same layout); a larger one is of a newer fastload and is refused.
+STATE_VERSION = 1
+STATE_KEYS = (
+    "version",
+    "epoch",
+    "batches_done",
+    "samples_done",
+    "global",
+    "dataset",
+    "batch_size",
+    "dataset_len",
+    "sampler_len",
+    "sampler",
+)
+_SPLITS = ("interleave", "contiguous")
+
+
+def _bad(key: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"load_state_dict: the state's {key}={shown(value)} is invalid: {why}")
+
+
+def _count(key: str, value: Any, minimum: int = 0) -> int:
+    if not is_int(value):
+        raise _bad(key, value, f"must be an integer, not {type(value).__name__}")
+    if not minimum <= value <= INT64_MAX:
+        raise _bad(key, value, f"must be in [{minimum}, 2**63 - 1]")
+    return int(value)
+
+
+def check_state(state: Any) -> dict[str, Any]:
+    """``state`` checked key by key, as ``state_dict()`` writes it (a JSON or torch.save
+    round trip keeps it so): a ValueError naming the key and what is wrong with it for a
+    state that is no mapping, lacks a key, has one this version does not know, is of a
+    newer version, or holds a value of the wrong type or range (a float, a str or NaN
+    where an int belongs, a negative count, batches listed twice, a cut that is no
+    (world size, split, drop_last, consumed) or disagrees with ``samples_done``)."""
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"load_state_dict: the state must be a dict (as state_dict() returns), "
+            f"not {type(state).__name__}"
+        )
+    version = _count("version", state.get("version", 1), 1)
+    if version > STATE_VERSION:
+        raise _bad(
+            "version", version, f"a newer fastload wrote it (this one reads {STATE_VERSION})"
+        )
+    unknown = sorted(str(k) for k in state if k not in STATE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"load_state_dict: the state has keys this fastload does not know: {unknown}"
+        )
+    missing = [k for k in STATE_KEYS[1:] if k not in state]
+    if missing:
+        raise ValueError(f"load_state_dict: the state lacks {missing}")
+    out = dict(state)
+    out["version"] = version
+    out["epoch"] = epoch = _count("epoch", state["epoch"])
+    for key in ("samples_done", "dataset_len", "sampler_len"):
+        out[key] = _count(key, state[key])
+    out["batch_size"] = _count("batch_size", state["batch_size"], 1)
+    done = state["batches_done"]
+    if not isinstance(done, (list, tuple)):
+        raise _bad("batches_done", done, "must be a list of batch numbers")
+    out["batches_done"] = [_count(f"batches_done[{i}]", k) for i, k in enumerate(done)]
+    if len(set(out["batches_done"])) != len(done):
+        raise _bad("batches_done", done, "lists a batch twice")
+    if not isinstance(state["dataset"], str):
+        raise _bad("dataset", state["dataset"], "must be the dataset's digest (a str)")
+    if not isinstance(state["sampler"], Mapping):
+        raise _bad("sampler", state["sampler"], "must be a dict of the sampler's parameters")
+    g = state["global"]
+    if g is not None:
+        if not isinstance(g, Mapping) or sorted(g) != ["cuts", "epoch"]:
+            raise _bad("global", g, "must be None or a dict of 'epoch' and 'cuts'")
+        if _count("global.epoch", g["epoch"]) != epoch:
+            raise _bad("global.epoch", g["epoch"], f"must be the state's epoch {epoch}")
+        cuts = g["cuts"]
+        if not isinstance(cuts, (list, tuple)) or not cuts:
+            raise _bad("global.cuts", cuts, "must be a non-empty list of cuts")
+        checked: list[Cut] = []
+        for i, c in enumerate(cuts):
+            key = f"global.cuts[{i}]"
+            if not isinstance(c, (list, tuple)) or len(c) != 4:
+                raise _bad(key, c, "must be [world size, split, drop_last, consumed]")
+            world, split, drop_last, consumed = c
+            if split not in _SPLITS or not isinstance(drop_last, bool):
+                raise _bad(key, c, f"split must be one of {list(_SPLITS)}, drop_last a bool")
+            checked.append(
+                (_count(key + "[0]", world, 1), split, drop_last, _count(key + "[3]", consumed))
+            )
+        if checked[-1][3] != out["samples_done"]:
+            raise _bad(
+                "global.cuts",
+                cuts,
+                f"the last cut's consumed must be samples_done={out['samples_done']}",
+            )
+        out["global"] = {"epoch": epoch, "cuts": checked}
+    return out
 
 
 def dataset_digest(dataset: Dataset) -> str:
@@ -52,7 +154,13 @@ def remaining(order: np.ndarray, cuts: list[Cut]) -> np.ndarray:
     for world, split, drop_last, consumed in cuts:
         n = len(order)
         count = rank_count(n, world, drop_last)
-        c = min(int(consumed), count)
+        if consumed > count:
+            raise ValueError(
+                f"load_state_dict: the state's cut {[world, split, drop_last, consumed]} "
+                f"consumed more samples per rank than the {count} each of {world} ranks had "
+                f"({n} samples left)"
+            )
+        c = int(consumed)
         if split == "interleave":  # ranks r took positions r, r + world, ...: a prefix
             order = order[min(world * c, n) :]
             continue
@@ -119,11 +227,21 @@ def global_progress(
     return {"epoch": epoch, "cuts": [list(c) for c in (*earlier, cut)]}
 
 
-def _from_elsewhere(state: dict[str, Any], mine: dict[str, Any]) -> bool:
+def _from_elsewhere(state: dict[str, Any], mine: dict[str, Any], keys: tuple[str, ...]) -> bool:
     theirs, ours = state.get("sampler") or {}, mine["sampler"]
     return state.get("batch_size") != mine["batch_size"] or any(
-        theirs.get(k) != ours.get(k) for k in _ELASTIC_KEYS
+        theirs.get(k) != ours.get(k) for k in keys
     )
+
+
+def same_layout(state: dict[str, Any]) -> bool:
+    """Whether ``state`` comes from a rank of the same layout as this loader (or this rank)
+    with its batches handed out in order: ranks step together, so every rank has handed out
+    the same prefix of its batches, and ``batches_done`` says where each of them is. Every
+    rank then resumes on the exact path (the order the run would have had, and the same
+    ``len(loader)`` on every rank, which a mix of exact and re-dealt ranks would not give)."""
+    g = state.get("global")
+    return isinstance(g, dict) and len(g.get("cuts") or ()) == 1
 
 
 def wants_elastic(state: dict[str, Any], mine: dict[str, Any]) -> bool:
@@ -132,13 +250,14 @@ def wants_elastic(state: dict[str, Any], mine: dict[str, Any]) -> bool:
     from elsewhere without one raises ValueError saying why it cannot be resumed here."""
     g = state.get("global")
     if not isinstance(g, dict):
-        if "global" in state and _from_elsewhere(state, mine):
+        if "global" in state and _from_elsewhere(state, mine, _ELASTIC_KEYS):
             raise ValueError(
                 "load_state_dict: the state is from other ranks, batch size or worker split "
                 f"and cannot be resumed here: {not_resumable(state)}"
             )
         return False
-    return len(g.get("cuts") or ()) > 1 or _from_elsewhere(state, mine)
+    keys = tuple(k for k in _ELASTIC_KEYS if k != "rank") if same_layout(state) else _ELASTIC_KEYS
+    return not same_layout(state) or _from_elsewhere(state, mine, keys)
 
 
 def resume_elsewhere(sampler: Any, state: dict[str, Any], mine: dict[str, Any]) -> ResumedSampler:
@@ -164,19 +283,24 @@ def resume_elsewhere(sampler: Any, state: dict[str, Any], mine: dict[str, Any]) 
             "load_state_dict: resuming on other ranks needs num_workers_pytorch=1 (each torch "
             "worker's loader holds only its own share)"
         )
-    g = state["global"]
-    cuts: list[Cut] = []
+    g = state["global"]  # checked by check_state
     for c in g["cuts"]:
-        world, split, drop_last, consumed = c
-        if split not in ("interleave", "contiguous") or int(world) < 1 or int(consumed) < 0:
-            raise ValueError(f"load_state_dict: a malformed cut {c!r} in the state")
-        cuts.append((int(world), str(split), bool(drop_last), int(consumed)))
-    return ResumedSampler(base, int(g["epoch"]), cuts)
+        if c[1] != base.split:
+            raise ValueError(
+                f"load_state_dict: the state's cut {list(c)} splits the order "
+                f"{c[1]!r}, this loader's sampler {base.split!r}"
+            )
+    return ResumedSampler(base, g["epoch"], list(g["cuts"]))
 
 
 def not_resumable(state: dict[str, Any]) -> str:
     """Why a state from other ranks cannot be resumed here (it carries no global progress)."""
     sampler = state.get("sampler") or {}
+    if "world_size" not in sampler:
+        return (
+            f"its order is the caller's sampler's ({sampler.get('sampler')!r}): fastload knows "
+            "no global order to re-split, so it resumes only with the same batch size"
+        )
     if sampler.get("replacement"):
         return "its sampler draws with replacement (no global order to re-split)"
     return (
