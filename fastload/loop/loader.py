@@ -373,7 +373,13 @@ class DataLoader(TorchAttributes):
             "batches_done": done,
             "samples_done": samples_done,
             # the progress against the epoch's global order: resume on other ranks with it
-            "global": global_progress(self.sampler, p.epoch, done, samples_done),
+            "global": global_progress(
+                self.sampler,
+                p.epoch,
+                done,
+                samples_done,
+                in_order=self.config.loading_mode == "sequential",
+            ),
             "dataset": dataset_digest(self.dataset),
             "batch_size": self.config.batch_size,
             "dataset_len": len(self.dataset),

@@ -12,7 +12,9 @@ in a resumed epoch carries the earlier cuts too, so resuming again works the sam
 
 Refused: a state of another dataset (its URIs and length), another seed or block layout,
 draws with replacement (no global order), and batches handed out of order
-(``loading_mode="async_pool"``: the ranks' consumed samples are not a known prefix).
+(``loading_mode="async_pool"``: the ranks' consumed samples are not a known prefix; on
+several ranks even when the saving rank's happen to be one). A state is checked key by key
+(``check_state``) before anything else: a ValueError names what is malformed.
 """
 
 from __future__ import annotations
@@ -207,14 +209,19 @@ def base_sampler(sampler: Any) -> Sampler:
 
 
 def global_progress(
-    sampler: Any, epoch: int, done: list[int], samples_done: int
+    sampler: Any, epoch: int, done: list[int], samples_done: int, in_order: bool = True
 ) -> dict[str, Any] | None:
     """The ``"global"`` entry of a loader state: the cuts of ``epoch``'s global order so far
     (None when the progress cannot be put in those terms). ``done``: the batches handed out,
-    sorted; ``samples_done``: the samples they hold."""
+    sorted; ``samples_done``: the samples they hold; ``in_order``: batches are handed out in
+    their order (not ``async_pool``)."""
     base = base_sampler(sampler)
     if not base.has_global_order or base.num_workers != 1:
         return None  # replacement draws; a share split between torch workers
+    if not in_order and base.world_size > 1:
+        # this rank's batches may happen to be a prefix, the other ranks' need not be (each
+        # hands out whichever completes first): what they consumed is not known
+        return None
     if done and done[-1] != len(done) - 1:
         return None  # batches handed out of order (sorted and distinct: a prefix ends at n-1)
     consumed = samples_done

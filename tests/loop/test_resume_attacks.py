@@ -376,3 +376,25 @@ def test_block_shuffle_order_does_not_depend_on_worker_processes(tmp_path):
     with_transform = RecordDataset(ds.uris, (REC,), labels=np.arange(50), transform=invert)
     dl = DataLoader(with_transform, batch_size=4, num_workers=2, enable_transforms=True, **mode)
     assert ids(dl) == ref
+
+
+def test_async_pool_on_several_ranks_records_no_global_progress(ds):
+    # rank 0's batches done may be a prefix while rank 1's are not (each hands out whichever
+    # completes first): a cut claiming every rank consumed rank 0's count would be wrong
+    mode = {"shuffle": True, "seed": 1, "loading_mode": "async_pool", "prefetch": 4}
+    a = loader(ds, 0, 2, **mode)
+    it = iter(a)
+    head = [y for _ in range(2) for y in next(it)[1].tolist()]
+    state = a.state_dict()
+    assert state["global"] is None
+    for rank, world in ((1, 2), (0, 3)):
+        with pytest.raises(ValueError, match="cannot be resumed here.*out of order"):
+            loader(ds, rank, world, **mode).load_state_dict(state)
+    same = loader(ds, 0, 2, **mode)
+    same.load_state_dict(state)  # the saving rank itself: its own batches_done
+    assert sorted(head + ids(same)) == sorted(ids(loader(ds, 0, 2, **mode)))
+    single = loader(ds, 0, 1, **mode)  # one rank: its progress is everyone's
+    it = iter(single)
+    next(it)
+    if single.state_dict()["batches_done"] == [0]:
+        assert single.state_dict()["global"] == {"epoch": 0, "cuts": [[1, "interleave", False, 5]]}
