@@ -20,7 +20,7 @@ several ranks even when the saving rank's happen to be one). A state is checked 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,14 @@ def _count(key: str, value: Any, minimum: int = 0) -> int:
     return int(value)
 
 
+def _is_list(value: Any) -> bool:
+    """A list as a checkpoint format may give it back: list, tuple, a config framework's
+    sequence, a numpy array (not a str, which is a sequence too)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
 def check_state(state: Any) -> dict[str, Any]:
     """``state`` checked key by key, as ``state_dict()`` writes it (a JSON or torch.save
     round trip keeps it so): a ValueError naming the key and what is wrong with it for a
@@ -96,7 +104,7 @@ def check_state(state: Any) -> dict[str, Any]:
         out[key] = _count(key, state[key])
     out["batch_size"] = _count("batch_size", state["batch_size"], 1)
     done = state["batches_done"]
-    if not isinstance(done, (list, tuple)):
+    if not _is_list(done):
         raise _bad("batches_done", done, "must be a list of batch numbers")
     out["batches_done"] = [_count(f"batches_done[{i}]", k) for i, k in enumerate(done)]
     if len(set(out["batches_done"])) != len(done):
@@ -112,12 +120,12 @@ def check_state(state: Any) -> dict[str, Any]:
         if _count("global.epoch", g["epoch"]) != epoch:
             raise _bad("global.epoch", g["epoch"], f"must be the state's epoch {epoch}")
         cuts = g["cuts"]
-        if not isinstance(cuts, (list, tuple)) or not cuts:
+        if not _is_list(cuts) or not len(cuts):
             raise _bad("global.cuts", cuts, "must be a non-empty list of cuts")
         checked: list[Cut] = []
         for i, c in enumerate(cuts):
             key = f"global.cuts[{i}]"
-            if not isinstance(c, (list, tuple)) or len(c) != 4:
+            if not _is_list(c) or len(c) != 4:
                 raise _bad(key, c, "must be [world size, split, drop_last, consumed]")
             world, split, drop_last, consumed = c
             if split not in _SPLITS or not isinstance(drop_last, bool):

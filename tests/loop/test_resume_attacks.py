@@ -202,6 +202,15 @@ def test_a_cut_that_consumed_more_than_its_ranks_had_is_refused(ds):
         loader(ds, 0, 2, **MODES["block"]).load_state_dict(block)
 
 
+def test_lists_given_back_as_tuples_or_arrays_are_read_as_lists(ds):
+    state, seen = state_at(ds, MODES["random"], 2)
+    g = state["global"]
+    state["batches_done"] = np.array(state["batches_done"], dtype=np.int64)
+    state["global"] = {"epoch": g["epoch"], "cuts": tuple(tuple(c) for c in g["cuts"])}
+    for world in (2, 3):
+        check_resumed(ds, MODES["random"], state, seen, world)
+
+
 @pytest.mark.parametrize("world", [1, 3])
 def test_json_and_torch_save_round_trips(ds, world):
     torch = pytest.importorskip("torch")
