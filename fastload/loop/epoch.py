@@ -129,6 +129,7 @@ class Epoch:
         self.cancel = CancelToken()
         self.ended = threading.Event()  # set once shutdown() has ended the epoch
         self.join_left = JOIN_S  # how long shutdown() may still wait for the readers
+        self.ending: int | None = None  # the thread whose shutdown() ends the epoch
         self.stats = loader.begin_epoch_stats(
             progress.epoch, len(self.todo)
         )  # before any reader runs
@@ -340,8 +341,11 @@ class Epoch:
                 self.stop = True
                 self.failed = failed
                 self.ended_by = ended_by
+                self.ending = threading.get_ident()
                 self.cond.notify_all()
         if not first:
+            if not self.ended.is_set() and self.ending == threading.get_ident():
+                return  # a finaliser run (by gc) within the first call, on its thread
             self.ended.wait(3 * JOIN_S)  # the first call's waits are bounded: so is this
             # at interpreter exit, readers left running are daemon threads that go with it
             if rejoin and not getattr(threading, "_SHUTTING_DOWN", False):

@@ -26,7 +26,7 @@ from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
 from fastload.errors import ReadTimeoutError, TransformError, as_original
 from fastload.loop.autotune import AutoTuner
-from fastload.loop.epoch import Epoch, EpochIterator, Progress
+from fastload.loop.epoch import JOIN_S, Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
 from fastload.loop.progress_state import (
@@ -864,8 +864,14 @@ def _lifecycle_lock(state: dict[str, Any]) -> threading.RLock:
 
 def _shutdown(state: dict[str, Any]) -> None:
     """Finaliser of a DataLoader (its __dict__, so the loader itself can be collected)."""
-    with _lifecycle_lock(state):
+    lock = _lifecycle_lock(state)
+    # bounded: at interpreter exit, a daemon thread may be stuck in iter() holding it
+    locked = lock.acquire(timeout=2 * JOIN_S)
+    try:
         _shutdown_now(state)
+    finally:
+        if locked:
+            lock.release()
 
 
 def _shutdown_now(state: dict[str, Any]) -> None:
