@@ -320,9 +320,13 @@ def test_a_worker_that_ignores_sigterm_is_still_ended(recs):
         timeout_seconds=1.0,
         prefetch=1,
     )
-    with pytest.raises(TimeoutError, match=r"waiting for worker 0 \(pid \d+\) to run the"):
-        list(dl)  # not "ValueError: Cannot close a process while it is still running"
-    assert dl.workers is None and not multiprocessing.active_children()
+    try:
+        with pytest.raises(TimeoutError, match=r"waiting for worker 0 \(pid \d+\) to run the"):
+            list(dl)  # not "ValueError: Cannot close a process while it is still running"
+        assert dl.workers is None and not multiprocessing.active_children()
+    finally:
+        for p in multiprocessing.active_children():  # never left to the next test
+            p.kill()
     dl.close()
 
 
@@ -511,6 +515,7 @@ def test_one_iterator_shared_by_two_threads_hands_out_each_batch_once(recs):
 def test_a_transform_that_never_returns_times_out_by_name(recs, monkeypatch, workers):
     # Waiting for the stuck reader would never end: the TimeoutError is due at the timeout.
     monkeypatch.setattr(epoch_module, "JOIN_S", 3600.0)
+    _release.clear()
     ds = RecordDataset(recs[0].uris, SHAPE, transform=never_returns_on_7)
     dl = DataLoader(
         ds,
@@ -542,8 +547,7 @@ def test_a_transform_that_never_returns_times_out_by_name(recs, monkeypatch, wor
             assert "on sample 7 (" in str(got[0]) and "position 2" in str(got[0])
     finally:
         _release.set()  # the reader in this process may end now
-    dl.close()
-    _release.clear()
+        dl.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("fastload-reader")]
 
 
