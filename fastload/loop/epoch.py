@@ -27,7 +27,8 @@ from fastload.loop.inline_batches import InlinePolicy, can_inline
 if TYPE_CHECKING:
     from fastload.loop.loader import DataLoader
 
-JOIN_S = 10.0
+JOIN_S = 10.0  # how long ending an epoch waits for its reader threads, all together
+TIMEOUT_GRACE_S = 0.5  # the same, when next() timed out: the error is due at the timeout
 
 
 class BatchSet:
@@ -126,6 +127,9 @@ class Epoch:
             None  # set when something else ended the epoch under its iterator
         )
         self.cancel = CancelToken()
+        self.ended = threading.Event()  # set once shutdown() has ended the epoch
+        self.join_left = JOIN_S  # how long shutdown() may still wait for the readers
+        self.ending: int | None = None  # the thread whose shutdown() ends the epoch
         self.stats = loader.begin_epoch_stats(
             progress.epoch, len(self.todo)
         )  # before any reader runs
@@ -218,7 +222,9 @@ class Epoch:
                     break
                 self.cond.wait(left)
         if late is not None:
-            self.finish(failed=True)
+            # the batch's reader may be stuck for good (a transform that never returns):
+            # the error is due now, a later close() or iter() waits for the readers again
+            self.finish(failed=True, join_s=min(TIMEOUT_GRACE_S, JOIN_S))
             raise late
         assert k is not None  # the loop ends with a ready batch, or a timeout raised above
         if own >= 0:
@@ -304,33 +310,67 @@ class Epoch:
                 return k
         return None
 
-    def finish(self, failed: bool) -> None:
+    def finish(self, failed: bool, join_s: float | None = None) -> None:
         if not failed:
             self.progress.finished = True
-        self.shutdown(failed)
+        self.shutdown(failed, join_s=join_s)
 
-    def shutdown(self, failed: bool = False, ended_by: str | None = None) -> None:
+    def shutdown(
+        self,
+        failed: bool = False,
+        ended_by: str | None = None,
+        join_s: float | None = None,
+        rejoin: bool = False,
+    ) -> None:
         """Stop the readers; ``failed``: after an error (workers are then restarted);
-        ``ended_by``: what ended the epoch while its iterator may still be used."""
+        ``ended_by``: what ended the epoch while its iterator may still be used.
+
+        The first call ends the epoch (the loader's ``end_epoch``) once its readers
+        stopped, waiting ``join_s`` at most for all of them together (a reader stuck in a
+        transform that never returns cannot be stopped: it must not cost that wait once
+        per reader, nor hold back the TimeoutError that names it). A later call, from any
+        thread, returns once the first one has ended the epoch, so that the loader's next
+        epoch never overlaps this one's end; with ``rejoin`` (closing the loader) it waits
+        again for readers still running. An epoch waits ``JOIN_S`` at most in all."""
         if os.getpid() != self.pid:  # a copy inherited through os.fork(): its threads, lock
             self.stop, self.ended_by = True, ended_by  # holders and workers are the parent's
             return
         with self.cond:
-            if self.stop:
-                return
-            self.stop = True
-            self.failed = failed
-            self.ended_by = ended_by
-            self.cond.notify_all()
-        self.cancel.cancel()
-        for _ in self.threads:
-            self.slots.release()
+            first = not self.stop
+            if first:
+                self.stop = True
+                self.failed = failed
+                self.ended_by = ended_by
+                self.ending = threading.get_ident()
+                self.cond.notify_all()
+        if not first:
+            if not self.ended.is_set() and self.ending == threading.get_ident():
+                return  # a finaliser run (by gc) within the first call, on its thread
+            self.ended.wait(3 * JOIN_S)  # the first call's waits are bounded: so is this
+            # at interpreter exit, readers left running are daemon threads that go with it
+            if rejoin and not getattr(threading, "_SHUTTING_DOWN", False):
+                self._join(JOIN_S)
+            return
+        try:
+            self.cancel.cancel()
+            for _ in self.threads:
+                self.slots.release()
+            self._join(JOIN_S if join_s is None else join_s)
+            self.results.clear()
+            self.loader.end_epoch(failed)
+        finally:
+            self.ended.set()
+
+    def _join(self, seconds: float) -> None:
+        """Wait for the readers: ``seconds`` at most for all of them together, and at most
+        what is left of the epoch's ``JOIN_S`` over all calls."""
         me = threading.current_thread()
+        began = time.monotonic()
+        deadline = began + min(seconds, self.join_left)
         for t in self.threads:
-            if t is not me:
-                t.join(JOIN_S)
-        self.results.clear()
-        self.loader.end_epoch(failed)
+            if t is not me and t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
+        self.join_left = max(0.0, self.join_left - (time.monotonic() - began))
 
 
 class EpochIterator:

@@ -11,6 +11,7 @@ complete, so one slow object does not hold the others back.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 import weakref
@@ -25,7 +26,7 @@ from fastload.batch.ragged import RaggedBatch
 from fastload.checks import check_int
 from fastload.errors import ReadTimeoutError, TransformError, as_original
 from fastload.loop.autotune import AutoTuner
-from fastload.loop.epoch import Epoch, EpochIterator, Progress
+from fastload.loop.epoch import JOIN_S, Epoch, EpochIterator, Progress
 from fastload.loop.observer import LoaderObserver, debug_read
 from fastload.loop.output import OutputStage, make_output
 from fastload.loop.progress_state import (
@@ -249,6 +250,7 @@ class DataLoader(TorchAttributes):
         names = ", ".join(src.display for src in dataset.sources[:2])
         more = " ..." if len(dataset.sources) > 2 else ""
         self.observer = LoaderObserver(names + more, progress)
+        self._lifecycle: tuple[int, threading.RLock] = (os.getpid(), threading.RLock())
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
         if self.pin and self.pool.pin_error is None:
             self._check_pinning()
@@ -455,6 +457,12 @@ class DataLoader(TorchAttributes):
         )
 
     def __iter__(self) -> Iterator[Any]:
+        # One epoch at a time, also when threads call iter() together: each ends the
+        # previous epoch (its iterator then says so) before it starts workers and readers.
+        with _lifecycle_lock(self.__dict__):
+            return self._start_epoch()
+
+    def _start_epoch(self) -> EpochIterator:
         self._stop_current()
         if self._resume is not None:
             progress, self._resume = self._resume, None
@@ -636,7 +644,7 @@ class DataLoader(TorchAttributes):
         )
         plan.clock.lap(READ)  # its reads and its decoding
         if self.transforms_on:
-            samples = self._transform_here_samples(samples, plan, k)
+            samples = self._transform_here_samples(samples, plan, k, ep)
         return self._collate_samples(samples, plan, leases)
 
     def _batch_ragged(self, plan: BatchPlan, k: int, job: int, ep: Epoch, leases: Leases) -> Any:
@@ -700,8 +708,7 @@ class DataLoader(TorchAttributes):
         slab = self._lease(self._raw_pool, plan.nbytes, leases)
         self._read(plan, slab, ep)
         raw = np.frombuffer(slab, dtype=np.uint8, count=plan.nbytes)
-        ep.status[k] = f"running the transform on its {len(plan.indices)} samples (in this process)"
-        samples = self._transform_here(raw, plan, k)
+        samples = self._transform_here(raw, plan, k, ep)
         ep.status[k] = f"collating its {len(samples)} transformed samples"
         return self._collate_samples(samples, plan, leases)
 
@@ -744,18 +751,25 @@ class DataLoader(TorchAttributes):
         leases.append((pool, buf))
         return buf
 
-    def _transform_here(self, raw: np.ndarray, plan: BatchPlan, k: int) -> list[np.ndarray]:
+    def _transform_here(
+        self, raw: np.ndarray, plan: BatchPlan, k: int, ep: Epoch
+    ) -> list[np.ndarray]:
         """The transform of each sample of batch ``k``, in this process; a failure names the sample."""
         ds = self.dataset
         views = [
             ds.view_sample(raw[o : o + n]) for o, n in zip(plan.offsets, plan.lengths, strict=True)
         ]
-        return self._transform_here_samples(views, plan, k)
+        return self._transform_here_samples(views, plan, k, ep)
 
-    def _transform_here_samples(self, samples: list[Any], plan: BatchPlan, k: int) -> list[Any]:
+    def _transform_here_samples(
+        self, samples: list[Any], plan: BatchPlan, k: int, ep: Epoch
+    ) -> list[Any]:
         ds = self.dataset
         out = []
+        # a timeout names the sample the transform is on (one that never returns included)
+        ep.status[k] = status = _Transforming(ds, plan.indices)
         for pos, sample in enumerate(samples):
+            status.pos = pos
             try:
                 out.append(sample_array(ds.transform(sample)))  # type: ignore[misc]
             except Exception as exc:  # the transform's own type, and a TransformError
@@ -959,6 +973,23 @@ class _Reading:
         return f"reading {DataLoader._describe(self.plan)}"
 
 
+class _Transforming:
+    """Batch status "running the transform ... at sample ...", as text only when asked."""
+
+    __slots__ = ("dataset", "indices", "pos")
+
+    def __init__(self, dataset: Dataset, indices: Any) -> None:
+        self.dataset, self.indices, self.pos = dataset, indices, 0
+
+    def __str__(self) -> str:
+        pos = self.pos
+        sample = self.dataset.describe(int(self.indices[pos]))
+        return (
+            f"running the transform on its {len(self.indices)} samples (in this process), "
+            f"on {sample}, position {pos}"
+        )
+
+
 class _InOutputStage:
     """Batch status "in the output stage (...)", as text only when asked."""
 
@@ -1001,12 +1032,32 @@ class _TunedSettings:
         self.value = self.value.replace(part_size=part_size, max_inflight_parts=inflight)
 
 
+def _lifecycle_lock(state: dict[str, Any]) -> threading.RLock:
+    """The lock under which a loader starts and ends epochs (a new one in a process made
+    by os.fork(): a thread of the parent may have held it at the fork)."""
+    pid, lock = state["_lifecycle"]
+    if pid != os.getpid():
+        state["_lifecycle"] = (os.getpid(), lock := threading.RLock())
+    return lock
+
+
 def _shutdown(state: dict[str, Any]) -> None:
     """Finaliser of a DataLoader (its __dict__, so the loader itself can be collected)."""
+    lock = _lifecycle_lock(state)
+    # bounded: at interpreter exit, a daemon thread may be stuck in iter() holding it
+    locked = lock.acquire(timeout=2 * JOIN_S)
+    try:
+        _shutdown_now(state)
+    finally:
+        if locked:
+            lock.release()
+
+
+def _shutdown_now(state: dict[str, Any]) -> None:
     cur = state.get("_current")
     ep = cur() if cur else None
     if ep is not None:
-        ep.shutdown(ended_by="closing the loader")
+        ep.shutdown(ended_by="closing the loader", rejoin=True)
     workers = state.get("workers")
     if workers is not None:
         workers.close()

@@ -3,7 +3,8 @@
 - A worker dies with its parent: ``PR_SET_PDEATHSIG`` (Linux; the kernel sends SIGKILL when
   the thread that started it ends, so it is asked for only when that thread is the main
   thread, which ends with the process) and, on every platform, a check of ``os.getppid()``
-  whenever the worker waits for work. A loader killed by SIGKILL, SIGTERM or ``os._exit``
+  whenever the worker waits for work; a worker without the signal also checks from a
+  watchdog thread while its transform runs (one that never returns included). A loader killed by SIGKILL, SIGTERM or ``os._exit``
   leaves no worker behind.
 - A ``fork`` worker closes the descriptors it inherited from the loader's end of every pipe
   (its own and its siblings'): the loader's pipes then see EOF when the loader goes.
@@ -18,11 +19,13 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+PARENT_WATCH_S = 0.25  # how often a worker without PR_SET_PDEATHSIG checks its parent
 
 
 def want_death_signal(context: str) -> bool:
@@ -45,6 +48,18 @@ def die_with_parent(parent_pid: int, death_signal: bool) -> None:
             pass
     if parent_gone(parent_pid):  # it died before prctl took effect
         os._exit(0)
+    if not death_signal:
+        # The checks between batches alone would leave a worker whose transform runs long
+        # (or never returns) orphaned: a watchdog thread checks while it runs.
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid,), name="fastload-parent-watch", daemon=True
+        ).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while not parent_gone(parent_pid):
+        time.sleep(PARENT_WATCH_S)
+    os._exit(0)  # nothing to report to, nobody to wait for
 
 
 def parent_gone(parent_pid: int) -> bool:

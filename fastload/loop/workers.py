@@ -57,6 +57,7 @@ from fastload.loop.worker_pitfalls import (
 )
 
 _POLL_S = 0.05
+STOP_S = 1.0  # how long stopping workers waits at each step (asked, SIGTERM, SIGKILL)
 _PARENT_CHECK_S = 0.25  # how often an idle worker checks that the loader's process lives
 
 
@@ -240,6 +241,14 @@ def _serve(
             out.close_fd()
 
 
+def _signal_name(number: int) -> str:
+    """`` (SIGKILL)`` for 9: what the number means, said with it."""
+    try:
+        return f" ({signal.Signals(number).name})"
+    except ValueError:
+        return ""
+
+
 class Worker:
     """One worker process, its pipe and its two segments (seen from the loader)."""
 
@@ -370,7 +379,7 @@ class Worker:
         self.proc.join(1.0)
         code = self.proc.exitcode
         how = (
-            f"was killed by signal {-code}"
+            f"was killed by signal {-code}{_signal_name(-code)}"
             if code is not None and code < 0
             else f"exited with code {code}"
         )
@@ -440,22 +449,46 @@ class Worker:
         self.output = SharedBuffer(fd=fd)
         self.output.close_fd()
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """End the worker; in a process forked off the loader's, only drop this copy's handles."""
+    def ask_to_stop(self) -> None:
+        """Tell the worker to exit once its batch is done (see :meth:`stop`)."""
         if self.owned:
             try:
                 self.conn.send(None)
             except (OSError, ValueError):
                 pass
-            self.proc.join(timeout)
-            if self.proc.is_alive():
-                self.proc.terminate()
-                self.proc.join(timeout)
+
+    def stop(self, timeout: float = STOP_S) -> None:
+        """End the worker: asked, then SIGTERM, then SIGKILL (a transform may ignore
+        SIGTERM), ``timeout`` each; in a process forked off the loader's, only drop this
+        copy's handles."""
+        if self.owned:
+            self.ask_to_stop()
+            _end_processes([self.proc], timeout)
+        self.release()
+
+    def release(self) -> None:
+        """Close this side's handles (the process has ended, or is not this process's)."""
+        if self.owned and self.proc.exitcode is not None:
             self.proc.close()
         self.conn.close()
         self.input.close()
         if self.output is not None:
             self.output.close()
+
+
+def _end_processes(procs: list[Any], timeout: float) -> None:
+    """Wait ``timeout`` for ``procs`` to exit, all together; SIGTERM the rest and wait
+    again, then SIGKILL them: a process that ignores SIGTERM must not outlive its loader."""
+    for send in (None, "terminate", "kill"):
+        alive = [p for p in procs if p.is_alive()]
+        if not alive:
+            return
+        if send is not None:
+            for p in alive:
+                getattr(p, send)()
+        deadline = time.monotonic() + timeout
+        for p in alive:
+            p.join(max(0.0, deadline - time.monotonic()))
 
 
 class WorkerPool:
@@ -558,8 +591,14 @@ class WorkerPool:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """End the workers (in a forked copy of the loader: only drop this process's handles)."""
-        for w in self.workers:
-            w.stop()
+        """End the workers, all at once (in a forked copy of the loader: only drop this
+        process's handles)."""
+        workers = list(self.workers)
         self.workers.clear()
         self._idle.clear()
+        if self.owned:
+            for w in workers:
+                w.ask_to_stop()
+            _end_processes([w.proc for w in workers], STOP_S)
+        for w in workers:
+            w.release()
