@@ -19,7 +19,6 @@ from fastload._native.buffer import plain_format_fault
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
-UINT64_MAX = 2**64 - 1  # a seed's range (torch's initial_seed() is a uint64)
 
 
 def shown(value: Any) -> str:
@@ -94,6 +93,18 @@ def check_int(
         maximum = INT64_MAX
     if value > maximum:
         raise fail(knob, value, f"too large (at most {maximum})")
+    return int(value)
+
+
+def check_seed(knob: str, value: Any, *, optional: bool = False) -> int | None:
+    """A seed: any integer >= 0, however large (seeds only reach numpy's SeedSequence,
+    which spreads any int over its state; no C int64 holds one)."""
+    if value is None and optional:
+        return None
+    if not is_int(value):
+        raise fail(knob, value, "must be an integer" + (" or None" if optional else ""))
+    if value < 0:
+        raise fail(knob, value, "must be >= 0")
     return int(value)
 
 

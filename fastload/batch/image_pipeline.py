@@ -34,7 +34,15 @@ from fastload._native.status import Status
 from fastload.batch import counter_rng, libjpeg, pillow_decode
 from fastload.batch.collate import CollatePlan, plan_collate
 from fastload.batch.ragged import RaggedBatch
-from fastload.checks import INT32_MAX, check_bool, check_choice, check_int, check_number, fail
+from fastload.checks import (
+    INT32_MAX,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_seed,
+    fail,
+)
 from fastload.errors import FastloadError, ImageDecodeError, raise_native_error
 
 ON_ERROR = ("raise", "skip")
@@ -192,7 +200,7 @@ class ImagePipeline:
                 )
         self.steps = tuple(steps)
         self.crop, self.resize, self.center, self.flip = crop, resize, center, flip
-        self.seed = check_int("seed", seed, 0, optional=True)
+        self.seed = check_seed("seed", seed, optional=True)
         self.apply_exif_orientation = check_bool("apply_exif_orientation", apply_exif_orientation)
         self.max_pixels = check_int("max_pixels", max_pixels, 0)
         self.on_error = check_choice("on_error", on_error, ON_ERROR)

@@ -22,7 +22,7 @@ import difflib
 import multiprocessing
 import os
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +30,12 @@ import numpy as np
 
 from fastload.batch.layout import MEMORY_FORMATS
 from fastload.checks import (
-    UINT64_MAX,
     check_bool,
     check_byte_size,
     check_choice,
     check_int,
     check_number,
+    check_seed,
     check_str,
     fail,
     number_kind_fault,
@@ -72,6 +72,8 @@ def _fspath(value: Any) -> Any:
 def normalise_weights(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
+    if isinstance(value, Iterator):  # weighted_sampling(w for w in ...): read it once
+        value = list(value)
     try:
         fault = number_kind_fault(value)
         if fault is not None:
@@ -152,7 +154,7 @@ class LoaderConfig:
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, 1)
-        check_int("seed", self.seed, 0, UINT64_MAX)
+        check_seed("seed", self.seed)
         check_int("num_workers", self.num_workers, 0, MAX_WORKERS)
         check_int("prefetch", self.prefetch, 1, MAX_PREFETCH)
         check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE, optional=True)
@@ -163,7 +165,7 @@ class LoaderConfig:
         check_int("shard_world_size", self.shard_world_size, 1, optional=True)
         check_int("worker_id", self.worker_id, 0, optional=True)
         check_int("num_workers_pytorch", self.num_workers_pytorch, 1, optional=True)
-        check_int("generator_seed", self.generator_seed, 0, UINT64_MAX, optional=True)
+        check_seed("generator_seed", self.generator_seed, optional=True)
         check_int("collate_buffer_size", self.collate_buffer_size, 0)
         if self.sampler_drop_last is not None:
             check_bool("sampler_drop_last", self.sampler_drop_last)

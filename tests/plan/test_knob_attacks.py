@@ -42,10 +42,14 @@ def test_an_integer_knob_past_int64_is_refused_naming_it(knob, value):
 
 
 @pytest.mark.parametrize("knob", ["seed", "generator_seed"])
-def test_a_seed_may_be_any_uint64_but_not_past_it(knob):
-    assert LoaderOptions(**{knob: 2**64 - 1}).get(knob) == 2**64 - 1  # torch's initial_seed()
-    with pytest.raises(ValueError, match=rf"{knob}=.* too large"):
-        LoaderOptions(**{knob: 2**64})
+def test_a_seed_may_be_any_non_negative_int(knob):
+    # seeds only reach SeedSequence: torch's uint64 initial_seed() and larger all work
+    for seed in (2**64 - 1, 2**64, 10**30):
+        opts = LoaderOptions(**{knob: seed})
+        assert LoaderOptions.from_dict(opts.to_dict()).get(knob) == seed
+    with pytest.raises(ValueError, match=rf"{knob}=True is invalid: must be an integer"):
+        LoaderOptions(**{knob: True})
+    assert ImagePipeline(seed=2**64).seed == 2**64
 
 
 @pytest.mark.parametrize(("knob", "value"), [("num_workers", 10**6), ("prefetch", 10**6)])
@@ -144,7 +148,7 @@ def _non_default_config() -> LoaderConfig:
         drop_last=True,
         sampler_drop_last=False,
         shuffle="block",
-        seed=2**64 - 1,
+        seed=2**64,
         num_workers=2,
         prefetch=3,
         auto_tune=True,
@@ -354,3 +358,33 @@ def test_collect_batch_checks_n(blob, n):
 def test_get_item_refuses_what_is_no_index(blob, index):
     with pytest.raises(TypeError, match="index=.* must be an integer"):
         asyncio.run(s3dlio.PyDataset(blob).get_item(index))
+
+
+# ---- a caller's sampler ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [[0, 1.5], [0, True], ["1"]], ids=repr)
+def test_a_sampler_index_that_is_no_integer_is_refused_not_truncated(records3, order):
+    with pytest.raises(TypeError, match="sampler gave .* at position .*: an index must be an"):
+        list(DataLoader(records3, batch_size=2, sampler=order))
+
+
+def test_a_sampler_index_past_int64_is_out_of_range(records3):
+    with pytest.raises(IndexError, match="sampler gave an index past int64"):
+        list(DataLoader(records3, batch_size=2, sampler=[2**70]))
+
+
+def test_numpy_integers_are_sampler_indices(records3):
+    batches = list(DataLoader(records3, batch_size=2, sampler=[np.int32(3), np.int64(1)]))
+    assert [b.shape for b in batches] == [(2, 4, 4, 3)]
+
+
+def test_weights_may_come_from_a_generator():
+    opts = LoaderOptions().weighted_sampling(w for w in [1, 2, 3])
+    assert opts.get("weights") == (1.0, 2.0, 3.0)
+
+
+@pytest.mark.parametrize("shuffle", [True, "block"])
+def test_a_loader_shuffles_with_a_seed_past_int64(records3, shuffle):
+    dl = DataLoader(records3, batch_size=4, shuffle=shuffle, seed=2**64)
+    assert sum(len(b) for b in dl) == 8
