@@ -8,6 +8,7 @@ passes them can go to C without surprises (numpy scalars, bools that are ints).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, overload
@@ -24,7 +25,8 @@ def shown(value: Any) -> str:
     """How a refused value appears in a message (long sequences are summarised)."""
     if isinstance(value, (tuple, list)) and len(value) > 8:
         return f"<{len(value)} values>"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:60]}...<{len(text)} characters>"
 
 
 def fail(knob: str, value: Any, why: str, cls: type[Exception] = ValueError) -> Exception:
@@ -73,6 +75,8 @@ def check_int(
     """An integer in ``[minimum, maximum]`` (``None`` too when ``optional``).
 
     ``type_error``: a value that is no integer at all raises TypeError (else ValueError).
+    ``maximum`` None means INT64_MAX: every integer knob ends up in a C int64 somewhere, and
+    one past it would wrap or raise a bare OverflowError deep in an epoch.
     """
     if value is None and optional:
         return None
@@ -85,8 +89,22 @@ def check_int(
         )
     if minimum is not None and value < minimum:
         raise fail(knob, value, f"must be >= {minimum}")
-    if maximum is not None and value > maximum:
+    if maximum is None:
+        maximum = INT64_MAX
+    if value > maximum:
         raise fail(knob, value, f"too large (at most {maximum})")
+    return int(value)
+
+
+def check_seed(knob: str, value: Any, *, optional: bool = False) -> int | None:
+    """A seed: any integer >= 0, however large (seeds only reach numpy's SeedSequence,
+    which spreads any int over its state; no C int64 holds one)."""
+    if value is None and optional:
+        return None
+    if not is_int(value):
+        raise fail(knob, value, "must be an integer" + (" or None" if optional else ""))
+    if value < 0:
+        raise fail(knob, value, "must be >= 0")
     return int(value)
 
 
@@ -128,7 +146,10 @@ def check_number(
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise fail(knob, value, f"must be {what}" + (" or None" if optional else ""))
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int past any float: 10**400
+        raise fail(knob, value, "too large (past any float)") from None
     if not math.isfinite(v):
         raise fail(knob, value, "must be finite")
     if positive and not v > 0:
@@ -138,6 +159,17 @@ def check_number(
     return v
 
 
+def number_kind_fault(value: Any) -> str | None:
+    """Why ``value`` (a number or a sequence of them, for numpy to convert) holds something
+    numpy would quietly turn into a number: "0.5" parses, True counts as 1. None if clean."""
+    raw = np.asarray(value)  # may raise: the caller says what was wrong
+    if raw.dtype.kind not in "iuf":
+        return f"holds {raw.dtype.name} values"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value):
+        return "holds a bool"
+    return None
+
+
 def check_bool(knob: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise fail(knob, value, "must be True or False")
@@ -145,9 +177,28 @@ def check_bool(knob: str, value: Any) -> bool:
 
 
 def check_choice(knob: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise fail(knob, value, f"must be one of {', '.join(repr(c) for c in choices)}")
+    """One of ``choices`` (of the same kind: ``1`` is not ``True``, an array is no choice);
+    a near miss of a string choice is named (``"async-pool"``: did you mean 'async_pool'?)."""
+    if not any(_same_choice(value, c) for c in choices):
+        why = f"must be one of {', '.join(repr(c) for c in choices)}"
+        if isinstance(value, str):
+            words = [c for c in choices if isinstance(c, str)]
+            close = difflib.get_close_matches(value.lower(), words, n=1, cutoff=0.6)
+            if close:
+                why += f" (did you mean {close[0]!r}?)"
+        raise fail(knob, value, why)
     return value
+
+
+def _same_choice(value: Any, choice: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)) != isinstance(choice, bool):
+        return False  # True == 1 and False == 0: a bool is no number choice, nor the reverse
+    if isinstance(value, str) != isinstance(choice, str):
+        return False
+    try:
+        return bool(value == choice)
+    except (TypeError, ValueError):  # an array compares element-wise
+        return False
 
 
 def check_str(knob: str, value: Any, *, optional: bool = False, empty: bool = False) -> str | None:
@@ -166,9 +217,9 @@ def check_str(knob: str, value: Any, *, optional: bool = False, empty: bool = Fa
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def check_byte_size(knob: str, value: Any, minimum: int = 1) -> int:
+def check_byte_size(knob: str, value: Any, minimum: int = 1, maximum: int = INT64_MAX) -> int:
     """A byte count: an integer, or a string like ``"64MiB"``, ``"512KiB"``, ``"2GB"``
-    (binary units: K, M, G, T with or without ``iB``/``B``)."""
+    (binary units: K, M, G, T with or without ``iB``/``B``); at most ``maximum``."""
     if is_int(value):
         n = int(value)
     elif isinstance(value, str):
@@ -176,12 +227,14 @@ def check_byte_size(knob: str, value: Any, minimum: int = 1) -> int:
         unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
         try:
             n = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan", "inf"
             raise fail(knob, value, "must be a number of bytes like 4096 or '64MiB'") from None
     else:
         raise fail(knob, value, "must be a number of bytes like 4096 or '64MiB'")
     if n < minimum:
         raise fail(knob, value, f"must be >= {minimum} bytes")
+    if n > maximum:
+        raise fail(knob, value, f"too large (at most {maximum} bytes)")
     return n
 
 

@@ -15,14 +15,17 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from fastload.app import profile
+from fastload.app.arguments import count, size_arg
 from fastload.app.progress import Progress, human_bytes
 from fastload.app.transfer import read_in_chunks
 from fastload.errors import FastloadError
 from fastload.storage.engine import RangeEngine
+from fastload.storage.read_settings import MAX_INFLIGHT_PARTS
 from fastload.storage.uri import ParsedURI, parse_uri
 
 MIB = 1 << 20
@@ -30,17 +33,21 @@ MAX_CHUNK = 64 * MIB  # get/bench hold three chunks, whatever the object's size
 EXIT_SIGPIPE = 128 + 13
 
 
-def _size_arg(text: str) -> int:
-    """Sizes like 8MiB, 512KiB, 4096."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = units.get(t[-1:], 1)
-    try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a size: {text!r} (examples: 4096, 512KiB, 8MiB)"
-        ) from None
+class CommandError(Exception):
+    """A command that cannot run as asked (an output folder that is missing ...): one line."""
+
+
+def _check_output(path: str) -> None:
+    """Refuse, before anything is read, an output the command could not write."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise CommandError(f"cannot write {path}: it is a folder")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"cannot write {path}: the folder {folder} is not writable")
 
 
 def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,11 +91,15 @@ def _live_bytes(eng: RangeEngine, src: ParsedURI) -> Any:
 def cmd_get(args: argparse.Namespace) -> int:
     src = parse_uri(args.uri)
     with _engine(args) as eng:
-        size = eng.size(src)
         target = args.output or os.path.basename(src.path.rstrip("/")) or "download.bin"
+        _check_output(target)
+        size = eng.size(src)
         to_stdout = target == "-"
         label = src.display if to_stdout else os.path.basename(target)
-        out = sys.stdout.buffer if to_stdout else open(target + ".part", "wb")
+        try:
+            out = sys.stdout.buffer if to_stdout else open(target + ".part", "wb")
+        except OSError as exc:
+            raise CommandError(f"cannot write {target}: {exc.strerror}") from None
         progress = Progress(size, label, live=_live_bytes(eng, src))
 
         def take(view: memoryview) -> None:
@@ -155,6 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from fastload.plan.tar_index import write_index
 
+    _check_output(args.output)
     t = time.perf_counter()
     with _engine(args) as eng:
         shards = write_index(eng, args.uris, args.output)
@@ -183,6 +195,11 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastload", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=_version())
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on a failure, print the Python traceback (also: FASTLOAD_DEBUG=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     storage = argparse.ArgumentParser(add_help=False)
@@ -195,10 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     reads = argparse.ArgumentParser(add_help=False)
-    reads.add_argument("--part-size", type=_size_arg, default=8 * MIB, help="bytes per part (8MiB)")
+    reads.add_argument("--part-size", type=size_arg, default=8 * MIB, help="bytes per part (8MiB)")
     reads.add_argument(
         "--inflight",
-        type=int,
+        type=count(1, MAX_INFLIGHT_PARTS),
         default=None,
         help="parts in flight (default: 4 for files, 32 for http(s)/s3)",
     )
@@ -210,15 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="write a synthetic image dataset and load it")
     demo.add_argument("--dir", default=None, help="where to write it (a temp folder)")
-    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--epochs", type=count(1), default=3)
     demo.add_argument(
         "--mode",
         choices=["records", "jpeg"],
         default="records",
         help="records: raw image records; jpeg: a JPEG class folder, decoded and augmented",
     )
-    demo.add_argument("--images", type=int, default=2000)
-    demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--images", type=count(1), default=2000)
+    demo.add_argument("--batch-size", type=count(1), default=64)
     demo.set_defaults(func=cmd_demo)
 
     get = sub.add_parser("get", parents=[reads, storage], help="copy an object to a file")
@@ -240,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", parents=[reads, storage], help="read an object with the engine, print MB/s"
     )
     bench.add_argument("uri")
-    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--repeat", type=count(1), default=3)
     bench.set_defaults(func=cmd_bench)
 
     index = sub.add_parser(
@@ -297,16 +314,23 @@ def _quiet_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("FASTLOAD_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))
     except BrokenPipeError:  # `fastload get URI -o - | head`: the reader has what it wanted
         _quiet_stdout()
         return EXIT_SIGPIPE
-    except (OSError, ValueError) as exc:
-        print(f"fastload {args.command}: {describe_error(exc, args)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, never a traceback (unless --debug)
+        if debug:
+            traceback.print_exc()
+        known = isinstance(exc, (OSError, ValueError, TypeError, FastloadError, CommandError))
+        text = describe_error(exc, args) if known else f"{type(exc).__name__}: {exc}"
+        line = " ".join(text.split()) or type(exc).__name__  # one line, whatever the message
+        hint = "" if known or debug else " (--debug shows the traceback)"  # a bug: say how
+        print(f"fastload {args.command}: {line}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fastload.app.arguments import count, dtype_arg, seconds_arg
 from fastload.batch.ragged import RaggedBatch
 from fastload.loop.loader import DataLoader
 from fastload.plan.datasets import Dataset, NpyDataset, ObjectDataset, RecordDataset
@@ -21,26 +22,30 @@ from fastload.storage.engine import RangeEngine
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    positive = count(1)
     p.add_argument(
         "dataset", help="a file, folder or prefix (file://, direct://, s3://, http(s)://)"
     )
-    p.add_argument("--batches", type=int, default=50, help="batches to load (default 50)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=positive, default=50, help="batches to load (default 50)")
+    p.add_argument("--batch-size", type=positive, default=64)
     p.add_argument(
         "--step-ms",
-        type=float,
+        type=seconds_arg,
         default=0.0,
         help="a synthetic training step: sleep this long after each batch",
     )
     p.add_argument("--shuffle", action="store_true")
-    p.add_argument("--prefetch", type=int, default=2)
-    p.add_argument("--max-inflight-parts", type=int, default=None)
+    p.add_argument("--prefetch", type=positive, default=2)
+    p.add_argument("--max-inflight-parts", type=positive, default=None)
     p.add_argument(
         "--record-shape",
         default=None,
+        type=_shape_arg,
         help="fixed-size records of this shape, e.g. 224,224,3 (a RecordDataset)",
     )
-    p.add_argument("--dtype", default="uint8", help="record dtype (with --record-shape)")
+    p.add_argument(
+        "--dtype", type=dtype_arg, default="uint8", help="record dtype (with --record-shape)"
+    )
     p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint for s3:// URIs")
     p.add_argument(
         "--plot",
@@ -51,10 +56,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _shape_arg(text: str) -> tuple[int, ...]:
+    """``224,224,3``: positive integers."""
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a shape: {text!r} (positive integers joined by commas, e.g. 224,224,3)"
+        ) from None
+    if any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r} (every side must be >= 1)")
+    return shape
+
+
 def _dataset(args: argparse.Namespace, engine: RangeEngine) -> Dataset:
     if args.record_shape:
-        shape = tuple(int(d) for d in args.record_shape.split(","))
-        return RecordDataset(args.dataset, shape, np.dtype(args.dtype), engine=engine)
+        return RecordDataset(args.dataset, args.record_shape, args.dtype, engine=engine)
     uri = args.dataset.rstrip("/")
     if uri.endswith(".npy"):
         return NpyDataset(args.dataset, engine=engine)

@@ -27,7 +27,14 @@ import numpy as np
 from fastload._native import collate as _native
 from fastload.batch.layout import LayoutPlan, choose_layout
 from fastload.batch.torch_view import BF16
-from fastload.checks import INT32_MAX, INT64_MAX, check_choice, check_int
+from fastload.checks import (
+    INT32_MAX,
+    INT64_MAX,
+    check_choice,
+    check_int,
+    number_kind_fault,
+    shown,
+)
 
 ISAS = tuple(_native.ISA_CODES)
 
@@ -39,6 +46,7 @@ _DT_CODES = {
     np.dtype(np.float16): _native.DT_F16,
     BF16: _native.DT_BF16,
 }
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT_OUT = (np.dtype(np.float32), np.dtype(np.float16), BF16)
 _CONVERSIONS: dict[np.dtype, tuple[np.dtype | str, ...]] = {
     np.dtype(np.uint8): (np.dtype(np.uint16), *_FLOAT_OUT),
@@ -88,16 +96,21 @@ def _per_channel(name: str, value: Any, channels: int, default: float) -> np.nda
     if value is None:
         return np.full(channels, default)
     try:
+        fault = number_kind_fault(value)
+        if fault is not None:
+            raise TypeError(fault)
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number or a sequence of numbers: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(
+            f"{name} must be a number or a sequence of numbers, not {shown(value)}: {exc}"
+        ) from None
     if arr.ndim > 1 or arr.size not in (1, channels):
         raise ValueError(
             f"{name} has {arr.size} values but the samples have {channels} "
             f"channel(s): give one value or one per channel"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}={value!r} must be finite")
+    if not np.all(np.isfinite(arr)) or not np.all(np.abs(arr) <= _FLOAT32_MAX):
+        raise ValueError(f"{name}={shown(value)} must be finite (and fit a float32)")
     return np.broadcast_to(arr.reshape(-1), (channels,)).astype(np.float64)
 
 
@@ -106,11 +119,23 @@ def _affine(mean: Any, std: Any, scale: Any, channels: int) -> tuple[np.ndarray,
     m = _per_channel("mean", mean, channels, 0.0)
     s = _per_channel("std", std, channels, 1.0)
     k = _per_channel("scale", scale, channels, 1.0)
-    zero = np.flatnonzero(s == 0)
-    if zero.size:
-        raise ValueError(f"std[{zero[0]}] is 0: cannot divide by a zero standard deviation")
+    bad = np.flatnonzero(s <= 0)
+    if bad.size:
+        what = "0: cannot divide by a zero" if s[bad[0]] == 0 else "negative: no"
+        raise ValueError(f"std[{bad[0]}] is {what} standard deviation (std must be > 0)")
+    bad = np.flatnonzero(k == 0)
+    if bad.size:
+        raise ValueError(f"scale[{bad[0]}] is 0: every output value would be 0")
     a = k / s
-    return a.astype(np.float32), (-m * a).astype(np.float32)
+    b = -m * a
+    with np.errstate(over="ignore"):
+        fits = np.isfinite(a.astype(np.float32)).all() and np.isfinite(b.astype(np.float32)).all()
+    if not fits:
+        raise ValueError(
+            f"mean={shown(mean)}, std={shown(std)}, scale={shown(scale)} overflow float32: "
+            "(x - mean) / std * scale must stay finite"
+        )
+    return a.astype(np.float32), b.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,15 @@ from fastload._native.status import Status
 from fastload.batch import counter_rng, libjpeg, pillow_decode
 from fastload.batch.collate import CollatePlan, plan_collate
 from fastload.batch.ragged import RaggedBatch
-from fastload.checks import check_bool, check_choice, check_int, check_number, fail
+from fastload.checks import (
+    INT32_MAX,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_seed,
+    fail,
+)
 from fastload.errors import FastloadError, ImageDecodeError, raise_native_error
 
 ON_ERROR = ("raise", "skip")
@@ -51,9 +59,9 @@ _INFO = {name: i for i, name in enumerate(_jpeg.INFO_FIELDS)}
 def _size(knob: str, value: Any) -> tuple[int, int]:
     """An int (square) or (height, width) of positive ints."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        h, w = (check_int(knob, v, 1) for v in value)
+        h, w = (check_int(knob, v, 1, INT32_MAX) for v in value)  # the kernel's int32 sides
         return h, w
-    s = check_int(knob, value, 1)
+    s = check_int(knob, value, 1, INT32_MAX)
     return s, s
 
 
@@ -192,7 +200,7 @@ class ImagePipeline:
                 )
         self.steps = tuple(steps)
         self.crop, self.resize, self.center, self.flip = crop, resize, center, flip
-        self.seed = check_int("seed", seed, 0, optional=True)
+        self.seed = check_seed("seed", seed, optional=True)
         self.apply_exif_orientation = check_bool("apply_exif_orientation", apply_exif_orientation)
         self.max_pixels = check_int("max_pixels", max_pixels, 0)
         self.on_error = check_choice("on_error", on_error, ON_ERROR)
@@ -204,6 +212,17 @@ class ImagePipeline:
         self.num_threads = check_int("num_threads", num_threads, 0, 1024)
         self.pillow_threads = check_int("pillow_threads", pillow_threads, 0, 1024)
         self.timing = check_bool("timing", timing)
+        fixed = self.output_size
+        if fixed is None and self.resize is not None:  # the shorter side: at least side x side
+            fixed = _size("Resize.size", self.resize.size)
+        if fixed is not None and self.max_pixels and fixed[0] * fixed[1] > self.max_pixels:
+            # every image would be refused, one by one, deep in the epoch: say so now
+            raise fail(
+                "steps",
+                self.crop or self.center or self.resize,
+                f"makes every image at least {fixed[0]} x {fixed[1]} = {fixed[0] * fixed[1]} "
+                f"pixels, more than max_pixels={self.max_pixels}",
+            )
 
     def __repr__(self) -> str:
         return f"ImagePipeline({', '.join(map(repr, self.steps))})"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import datetime as _dt
+import difflib
 import os
 import re
 import threading
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fastload.checks import check_bool, check_int, fail, is_int
 from fastload.errors import FastloadError
 from fastload.loop.loader import DataLoader
 from fastload.plan.datasets import ObjectDataset
@@ -41,7 +43,9 @@ from fastload.plan.options import FIELD_NAMES, LoaderOptions
 from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.plan.samplers import make_sampler
 from fastload.storage.engine import RangeEngine
+from fastload.storage.network_options import NetworkOptions
 from fastload.storage.read_many import object_sizes
+from fastload.storage.read_settings import MAX_INFLIGHT_PARTS
 from fastload.storage.uri import ParsedURI, parse_uri, redact
 
 PyLoaderOptions = LoaderOptions
@@ -162,7 +166,8 @@ def configure_s3(
         for k, v in (("endpoint_url", endpoint_url), ("region", region), ("ca_bundle", ca_bundle))
         if v is not None
     }
-    with _engine_lock:
+    with _engine_lock:  # checked first: a bad value kept would break every later call
+        NetworkOptions.from_kwargs(**{**_engine_options, **new})
         _engine_options.update(new)
         old, _engine = _engine, None
     if old is not None:
@@ -183,25 +188,28 @@ def get(uri: str) -> BytesView:
 def get_range(uri: str, offset: int, length: int | None = None) -> BytesView:
     """``length`` bytes at ``offset`` (to the end when ``length`` is None)."""
     src = _src(uri)
+    offset = check_int("offset", offset, 0, type_error=True)  # "5" or 1.5 would be truncated
+    length = check_int("length", length, 0, optional=True, type_error=True)
     eng = engine()
     if length is None:
-        length = eng.size(src) - int(offset)
+        length = eng.size(src) - offset
         if length < 0:
             raise ValueError(f"{src.display}: offset {offset} is past the end of the object")
     if length == 0:
         return BytesView(b"")
-    return BytesView(eng.read_ranges(src, [(int(offset), int(length))]))
+    return BytesView(eng.read_ranges(src, [(offset, length)]))
 
 
 def get_many(uris: Iterable[str], max_in_flight: int = 64) -> builtins.list[tuple[str, BytesView]]:
     """Every object, ``[(uri, BytesView)]`` in the order given, read in one engine call
     (``max_in_flight`` transfers for http(s)/s3; local files use the engine's threads)."""
+    max_in_flight = check_int("max_in_flight", max_in_flight, 1, MAX_INFLIGHT_PARTS)
     names = builtins.list(uris)
     srcs = [_src(u) for u in names]
     eng = engine()
     settings = eng.settings
     if srcs and not any(s.is_local for s in srcs):
-        settings = settings.replace(max_inflight_parts=int(max_in_flight))
+        settings = settings.replace(max_inflight_parts=max_in_flight)
     views = eng.read_many(srcs, settings=settings)
     return [(u, BytesView(v)) for u, v in zip(names, views, strict=True)]
 
@@ -211,9 +219,19 @@ def list(uri: str, recursive: bool = False, pattern: str | None = None) -> built
     objects as their ``sub/`` folder, once); ``pattern``: a regular expression searched in
     the part after the prefix."""
     src = _src(uri)
+    recursive = check_bool("recursive", recursive)
+    regex = None
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise fail(
+                "pattern", pattern, "must be a regular expression (a str) or None", TypeError
+            )
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise fail("pattern", pattern, f"is not a regular expression: {exc}") from None
     prefix = uri if uri.endswith("/") or src.scheme == "s3" else uri + "/"
     listed = engine().list(src)
-    regex = re.compile(pattern) if pattern is not None else None
     out: builtins.list[str] = []
     seen: set[str] = set()
     for full in listed:
@@ -287,7 +305,9 @@ def _loader_options(opts: Any, *, bytes_loader: bool = False) -> LoaderOptions:
     data = from_s3dlio_dict(data)
     unknown = [k for k in data if k not in FIELD_NAMES]
     if unknown:
-        raise ValueError(f"opts: unknown s3dlio loader option {unknown[0]!r}")
+        close = difflib.get_close_matches(str(unknown[0]), FIELD_NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"opts: unknown s3dlio loader option {unknown[0]!r}{hint}")
     return LoaderOptions(**data)
 
 
@@ -297,6 +317,7 @@ class PyDataset:
 
     def __init__(self, uri: str, opts: Any = None) -> None:
         src = _src(uri)
+        _loader_options(opts, bytes_loader=True)  # a typo fails here, not at the loader
         self._opts = opts
         eng = engine()
         if uri.endswith("/") or (src.is_local and os.path.isdir(src.path)):
@@ -316,6 +337,7 @@ class PyDataset:
             raise ValueError("PyDataset.from_uris: the list of URIs is empty")
         for u in names:
             _src(u)
+        _loader_options(opts, bytes_loader=True)
         ds = cls.__new__(cls)
         ds._opts = opts
         ds._uris = names
@@ -343,6 +365,8 @@ class PyDataset:
         return self._objects
 
     async def get_item(self, index: int) -> BytesView:
+        if not is_int(index):  # True is no index, nor "0"
+            raise fail("index", index, "must be an integer", TypeError)
         n = len(self._uris)
         if not -n <= index < n:
             raise IndexError(f"PyDataset index {index} out of range for {n} objects")
@@ -471,6 +495,7 @@ class ObjectItems:
 
     def collect_batch(self, n: int) -> builtins.list[ObjectItem]:
         """Up to ``n`` next items; an empty list at the end of the epoch."""
+        n = check_int("n", n, 1, type_error=True)
         out = []
         for item in self._it:
             out.append(item)

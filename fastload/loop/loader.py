@@ -23,7 +23,7 @@ import numpy as np
 from fastload.batch.collate import CollatePlan, collate_ragged, loader_stores, plan_collate
 from fastload.batch.image_pipeline import ImageBatch, ImagePipeline, image_batcher_for
 from fastload.batch.ragged import RaggedBatch
-from fastload.checks import check_int
+from fastload.checks import check_bool, check_int
 from fastload.errors import ReadTimeoutError, TransformError, as_original
 from fastload.loop.autotune import AutoTuner
 from fastload.loop.epoch import JOIN_S, Epoch, EpochIterator, Progress
@@ -124,6 +124,7 @@ class DataLoader(TorchAttributes):
         # torch's keywords (sampler, collate_fn, batch_size=None ...): fastload.loop.torch_compat
         options, self.torch_args = torch_arguments(options, knobs, torch_positional)
         options.validate_for(len(dataset))
+        _check_loader_objects(engine, output, progress)
         self.options = options
         self.config = cfg = options.config
         self.dataset = dataset
@@ -828,6 +829,21 @@ class DataLoader(TorchAttributes):
             " ..." if len(plan.sources) > 3 else ""
         )
         return f"{plan.requests} ranges ({plan.nbytes} bytes) of {names}"
+
+
+def _check_loader_objects(engine: Any, output: Any, progress: Any) -> None:
+    """The loader's object keywords, checked before anything is built: a string as
+    ``engine`` would fail only at the first read, deep in an epoch."""
+    if engine is not None and not isinstance(engine, RangeEngine):
+        raise TypeError(
+            f"engine={type(engine).__name__} is invalid: must be a fastload RangeEngine or None"
+        )
+    if output is not None and not callable(output):
+        raise TypeError(
+            f"output={type(output).__name__} is invalid: must be an output stage, a callable "
+            "(x, y, pool) -> batch, or None"
+        )
+    check_bool("progress", progress)
 
 
 def _torch_attribute(name: str) -> property:

@@ -11,6 +11,7 @@ the caller's sampler when it has one (torch's ``DistributedSampler``).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,8 +22,22 @@ from fastload.checks import check_int
 _KEEP_EPOCHS = 2
 
 
+def _index(v: Any, k: int, what: str) -> int:
+    """``v`` as an index: an int, numpy or torch integer (``__index__``); 1.5 would be
+    truncated by int(), "3" parsed, True taken as 1: each is refused, naming its position."""
+    if not isinstance(v, (bool, np.bool_)):
+        try:
+            return operator.index(v)
+        except TypeError:
+            pass
+    raise TypeError(f"{what} gave {v!r} at position {k}: an index must be an integer")
+
+
 def _as_indices(values: Iterable[Any], n: int, what: str) -> np.ndarray:
-    idx = np.fromiter((int(v) for v in values), dtype=np.int64)
+    try:
+        idx = np.fromiter((_index(v, k, what) for k, v in enumerate(values)), dtype=np.int64)
+    except OverflowError:  # an index past int64: past any dataset
+        raise IndexError(f"{what} gave an index past int64, out of range for {n} samples") from None
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         bad = int(idx[(idx < 0) | (idx >= n)][0])
         raise IndexError(f"{what} gave index {bad}, out of range for {n} samples")

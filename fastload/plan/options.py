@@ -22,7 +22,7 @@ import difflib
 import multiprocessing
 import os
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +35,10 @@ from fastload.checks import (
     check_choice,
     check_int,
     check_number,
+    check_seed,
     check_str,
     fail,
+    number_kind_fault,
 )
 from fastload.plan.s3dlio_options import from_s3dlio_dict
 from fastload.storage.read_settings import (
@@ -57,6 +59,10 @@ SHUFFLES = (False, True, "block")
 ON_ERROR = ("raise", "skip")
 DEFAULT_BLOCK_SIZE = 4 << 20  # one ranged GET per block: big enough to amortise a request
 DEFAULT_SHUFFLE_BUFFER = "64MiB"
+# Past these a count is a typo: each worker is a process, each prefetched batch a thread
+# and a buffer, so 10**6 of them would fail late and far from the knob.
+MAX_WORKERS = 1024
+MAX_PREFETCH = 4096
 
 
 def _fspath(value: Any) -> Any:
@@ -66,9 +72,14 @@ def _fspath(value: Any) -> Any:
 def normalise_weights(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
+    if isinstance(value, Iterator):  # weighted_sampling(w for w in ...): read it once
+        value = list(value)
     try:
+        fault = number_kind_fault(value)
+        if fault is not None:
+            raise TypeError(fault)
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise fail("weights", value, f"must be a sequence of numbers ({exc})") from None
     if arr.ndim != 1 or arr.size == 0:
         raise fail("weights", value, "must be a non-empty 1-D sequence of numbers")
@@ -143,9 +154,9 @@ class LoaderConfig:
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, 1)
-        check_int("seed", self.seed, 0)
-        check_int("num_workers", self.num_workers, 0)
-        check_int("prefetch", self.prefetch, 1)
+        check_seed("seed", self.seed)
+        check_int("num_workers", self.num_workers, 0, MAX_WORKERS)
+        check_int("prefetch", self.prefetch, 1, MAX_PREFETCH)
         check_int("part_size", self.part_size, MIN_PART_SIZE, MAX_PART_SIZE, optional=True)
         check_int(
             "max_inflight_parts", self.max_inflight_parts, 1, MAX_INFLIGHT_PARTS, optional=True
@@ -154,11 +165,11 @@ class LoaderConfig:
         check_int("shard_world_size", self.shard_world_size, 1, optional=True)
         check_int("worker_id", self.worker_id, 0, optional=True)
         check_int("num_workers_pytorch", self.num_workers_pytorch, 1, optional=True)
-        check_int("generator_seed", self.generator_seed, 0, optional=True)
+        check_seed("generator_seed", self.generator_seed, optional=True)
         check_int("collate_buffer_size", self.collate_buffer_size, 0)
         if self.sampler_drop_last is not None:
             check_bool("sampler_drop_last", self.sampler_drop_last)
-        check_int("block_size", self.block_size, MIN_PART_SIZE)
+        check_int("block_size", self.block_size, MIN_PART_SIZE, MAX_PART_SIZE)
         self.shuffle_buffer_spec  # noqa: B018 -- validates shuffle_buffer
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", check_str("cache_dir", _fspath(self.cache_dir)))
@@ -284,6 +295,13 @@ class LoaderConfig:
     def validate_for(self, dataset_len: int) -> None:
         """Check the knobs that depend on the dataset (weights length) against ``dataset_len``."""
         check_int("dataset_len", dataset_len, 0)
+        # Checked here, not at construction, so the fluent setters can come in any order.
+        if self.cache_limit is not None and self.cache_dir is None:
+            raise fail(
+                "cache_limit",
+                self.cache_limit,
+                "needs cache_dir: without one no cache is kept, so the limit would be ignored",
+            )
         if self.weights is not None and len(self.weights) != dataset_len:
             raise fail(
                 "weights",
@@ -307,6 +325,10 @@ class LoaderConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoaderConfig:
         """From ``to_dict()`` output, fastload's or s3dlio's (``sampler_rank`` ...)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(
+                f"LoaderOptions.from_dict needs a mapping of knob names, not {type(data).__name__}"
+            )
         data = from_s3dlio_dict(data)
         _reject_unknown(data)
         return cls(**data)
@@ -318,6 +340,8 @@ DEFAULTS = LoaderConfig()
 
 def _reject_unknown(names: Iterable[str]) -> None:
     for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"LoaderOptions: a knob name must be a str, not {name!r}")
         if name not in FIELD_NAMES:
             close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

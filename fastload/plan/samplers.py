@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 
-from fastload.checks import check_bool, check_int
+from fastload.checks import check_bool, check_int, check_seed
 from fastload.plan.block_map import BlockMap
 from fastload.plan.datasets import Dataset
 from fastload.plan.distributed import (
@@ -174,7 +174,7 @@ class Sampler:
         batch_size: int = 1,
     ) -> None:
         check_int("dataset_len", dataset_len, 0)
-        check_int("seed", seed, 0)
+        check_seed("seed", seed)
         check_int("batch_size", batch_size, 1)
         check_bool("drop_last", drop_last)
         for knob, value, low in (
