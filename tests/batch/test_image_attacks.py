@@ -20,7 +20,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastload._native import collate as _collate
 from fastload._native import jpeg
 from fastload._native.status import Status
 from fastload.batch import libjpeg
@@ -41,6 +40,7 @@ from fastload.loop.loader import DataLoader
 from fastload.plan.image_datasets import ImageFolder
 from tests.support import images as img
 from tests.support import jpeg_seeds
+from tests.support.decode_plans import raw_plan
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMED = (Status.CORRUPT, Status.FORMAT, Status.TOO_LARGE)
@@ -91,25 +91,10 @@ def native(blobs, boxes=None, sizes=None, strict=True, max_pixels=0, **kw):
     s = np.stack([h, w], 1) if sizes is None else sizes
     b = np.ascontiguousarray(b, dtype=np.float64)
     s = np.ascontiguousarray(s, dtype=np.int32)
-    args = dict(
-        apply_orientation=False,
-        clip_to_box=True,
-        antialias=True,
-        dct_scaling="off",
-        dct_method="islow",
-        fancy_upsampling=True,
-        strict=strict,
-        max_pixels=max_pixels,
-        convert=False,
-        dst_dtype=_collate.DT_RAW,
-        dst_channels_last=True,
-        dst_itemsize=1,
-    )
-    args.update(kw)
     nbytes = s[:, 0].astype(np.int64) * s[:, 1] * 3
     dst = np.concatenate(([0], np.cumsum(nbytes)[:-1])).astype(np.int64)
     buf = np.zeros(int(nbytes.sum()), np.uint8)
-    dc, dm, _ = jpeg.DecodePlan(**args).run(
+    dc, dm, _ = raw_plan(strict=strict, max_pixels=max_pixels, **kw).run(
         slab,
         offs[good],
         lens[good],

@@ -36,6 +36,7 @@ from fastload._native.status import Status  # noqa: E402
 from fastload.batch import libjpeg  # noqa: E402
 from tests.support import images as img  # noqa: E402
 from tests.support import jpeg_seeds  # noqa: E402
+from tests.support.decode_plans import raw_plan  # noqa: E402
 
 OK_CODES = {Status.OK, Status.CORRUPT, Status.FORMAT, Status.TOO_LARGE}
 
@@ -209,20 +210,7 @@ class ImageFuzz:
             info, codes, msgs = jpeg.probe(slab, np.zeros(1, np.int64), lens, True, 0)
             assert codes[0] == 0, (name, msgs)
             w, h = int(info[0, 1]), int(info[0, 2])
-            p = jpeg.DecodePlan(
-                apply_orientation=False,
-                clip_to_box=True,
-                antialias=True,
-                dct_scaling="off",
-                dct_method="islow",
-                fancy_upsampling=True,
-                strict=True,
-                max_pixels=0,
-                convert=False,
-                dst_dtype=_collate.DT_RAW,
-                dst_channels_last=True,
-                dst_itemsize=1,
-            )
+            p = raw_plan()
             out = np.zeros(w * h * 3, np.uint8)
             dcodes, dmsgs, _ = p.run(
                 slab,

@@ -17,6 +17,7 @@ from fastload._native import jpeg
 from fastload._native.status import Status
 from fastload.batch import libjpeg
 from tests.support import images as img
+from tests.support.decode_plans import raw_plan
 
 ORIENTATION = jpeg.INFO_FIELDS.index("orientation")
 
@@ -33,22 +34,7 @@ def slab_of(blobs):
 
 
 def plan(**kw):
-    args = dict(
-        apply_orientation=False,
-        clip_to_box=True,
-        antialias=True,
-        dct_scaling="off",
-        dct_method="islow",
-        fancy_upsampling=True,
-        strict=True,
-        max_pixels=0,
-        convert=False,
-        dst_dtype=_collate.DT_RAW,
-        dst_channels_last=True,
-        dst_itemsize=1,
-    )
-    args.update(kw)
-    return jpeg.DecodePlan(**args)
+    return raw_plan(**kw)
 
 
 def decode(blobs, boxes=None, sizes=None, flips=None, pixels=None, info=None, **kw):
