@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -250,7 +250,9 @@ class DataLoader(TorchAttributes):
         }
         names = ", ".join(src.display for src in dataset.sources[:2])
         more = " ..." if len(dataset.sources) > 2 else ""
-        self.observer = LoaderObserver(names + more, progress)
+        self.observer = LoaderObserver(
+            names + more, progress, _weak_counters(weakref.WeakMethod(self._engine_counters))
+        )
         self._lifecycle: tuple[int, threading.RLock] = (os.getpid(), threading.RLock())
         self._finalizer = weakref.finalize(self, _shutdown, self.__dict__)
         if self.pin and self.pool.pin_error is None:
@@ -1085,3 +1087,14 @@ def _shutdown_now(state: dict[str, Any]) -> None:
         state["_reader"].close()
     if state.get("_owns_engine"):
         state["engine"].close()
+
+
+def _weak_counters(method: weakref.WeakMethod) -> Callable[[], dict[str, int]]:
+    """The loader's counters for its observer, through a weak reference: a strong one would
+    make a cycle, and ``del loader`` would no longer stop its threads at once."""
+
+    def counters() -> dict[str, int]:
+        fn = method()
+        return {} if fn is None else fn()
+
+    return counters

@@ -28,10 +28,33 @@ log = logging.getLogger("fastload")
 
 RETRY_WARN_FRACTION = 0.01  # past 1% of requests retried, storage is struggling: say so
 _HISTORY = 1000  # epochs whose summaries stats() keeps
+# Counters that say how things stand now, not how much happened: an epoch's growth of them
+# means nothing (and goes negative when files close), so epochs do not report them.
+_GAUGES = frozenset({"open_files", "threads", "cache_stored_bytes"})
+# Engine counters whose names the epoch's own keys already hold: renamed, never overwriting.
+_RENAMED = {"bytes": "storage_bytes"}
+
+
+def epoch_counters(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """An epoch's counters: the growth of each cumulative counter from ``before`` to
+    ``after`` (never negative: a backend closed mid-epoch restarts none of them), the engine's
+    ``bytes`` as ``storage_bytes`` (the bytes every backend read, block over-read and the
+    node cache's local reads included; the epoch's ``bytes`` are its samples' bytes), and
+    ``skipped``: the reads the node cache could not serve and read around (on_error="skip")."""
+    out: dict[str, int] = {}
+    for name, value in after.items():
+        if name in _GAUGES:
+            continue
+        out[_RENAMED.get(name, name)] = max(0, int(value) - int(before.get(name, 0)))
+    if "cache_skipped" in out:
+        out["skipped"] = out["cache_skipped"]
+    return out
 
 
 class LoaderObserver:
-    def __init__(self, source: str, progress: bool) -> None:
+    def __init__(
+        self, source: str, progress: bool, counters: Callable[[], dict[str, int]] | None = None
+    ) -> None:
         self.source = source  # how the verdict and logs name the data (redacted URI)
         self.progress = progress
         self.current: EpochStats | None = None
@@ -39,6 +62,7 @@ class LoaderObserver:
         self.tracer: TraceRecorder | None = None
         self._bar: EpochBar | None = None
         self._engine_before: dict[str, int] = {}
+        self._counters = counters  # the engine's and cache's counters now (for a live epoch)
         self._lock = threading.Lock()
         # The hot path's switches, plain attributes (read per batch): ``clock()`` makes the
         # next batch's clock, the bare native one unless a trace records; ``watching``: a
@@ -100,8 +124,8 @@ class LoaderObserver:
         if stats is None:
             return None
         stats.finish()
-        for name, value in engine_counters.items():
-            stats.count(name, value - self._engine_before.get(name, 0))
+        for name, value in epoch_counters(self._engine_before, engine_counters).items():
+            stats.count(name, value)
         summary = stats.summary()
         summary["failed"] = failed
         summary["verdict"] = verdict(summary, self.source)
@@ -113,9 +137,12 @@ class LoaderObserver:
     def epochs(self) -> list[dict[str, Any]]:
         """Summaries of the finished epochs and, last, the one running (if any)."""
         out = list(self.history)
-        cur = self.current
+        with self._lock:
+            cur, before = self.current, self._engine_before
         if cur is not None:
             live = cur.summary()
+            if self._counters is not None:  # what the epoch has read so far
+                live.update(epoch_counters(before, self._counters()))
             live["running"] = True
             live["verdict"] = verdict(live, self.source)
             out.append(live)

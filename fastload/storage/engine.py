@@ -248,13 +248,18 @@ class RangeEngine:
     def stats(self) -> dict[str, int]:
         """Counters summed over this engine's backends: requests, bytes, and for http(s)/s3
         retries, connects and write callbacks."""
-        total: dict[str, int] = {}
+        total: dict[str, int] = dict(getattr(self, "_retired", {}))
         for b in list(self._backends.values()):
             for k, v in b.stats().items():
                 total[k] = total.get(k, 0) + v
         return total
 
     def close(self) -> None:
+        # what the closed backends counted stays in stats(): counters never go down
+        # (not the gauges: nothing is open or running once closed)
+        self._retired = {
+            k: v for k, v in self.stats().items() if k not in ("open_files", "threads")
+        }
         for b in self._backends.values():
             b.close()
         self._backends.clear()

@@ -77,6 +77,7 @@ class Transport:
         self._lock = threading.Lock()
         self._contexts: list[Any] = []  # idle HttpContexts
         self._all: list[Any] = []
+        self._retired: dict[str, int] = {}  # closed contexts' counters: totals never drop
         self._handles: list[Any] = []  # idle pycurl handles
         self._pid = os.getpid()
 
@@ -168,6 +169,8 @@ class Transport:
         streams (objects read whole because the server ignored Range)."""
         total = {"requests": 0, "retries": 0, "connects": 0, "bytes": 0, "writes": 0, "streams": 0}
         with self._lock:
+            for k, v in self._retired.items():
+                total[k] = total.get(k, 0) + v
             for ctx in self._all:
                 for k, v in ctx.stats().items():
                     total[k] += v
@@ -325,6 +328,9 @@ class Transport:
         is freed by that read when it ends: freeing it under the read crashed the process.
         The transport stays usable (a later read connects afresh)."""
         with self._lock:
+            for ctx in self._all:
+                for k, v in ctx.stats().items():
+                    self._retired[k] = self._retired.get(k, 0) + v
             for ctx in self._contexts:
                 ctx.close()
             for h in self._handles:
