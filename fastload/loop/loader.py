@@ -524,7 +524,8 @@ class DataLoader(TorchAttributes):
 
     def _engine_counters(self) -> dict[str, int]:
         """The counters an epoch reports as its own (their growth over the epoch): the
-        engine's, and the node-local cache's as ``cache_hits``, ``cache_misses`` ..."""
+        engine's, the node-local cache's as ``cache_hits``, ``cache_misses`` ..., and the image
+        decoder's skipped samples as ``image_skipped``."""
         try:
             counters = dict(self.engine.stats())
         except Exception:  # a user's engine without counters: the epoch reports none
@@ -533,6 +534,8 @@ class DataLoader(TorchAttributes):
         for name, value in (cache or {}).items():
             if isinstance(value, int) and not isinstance(value, bool) and name != "limit":
                 counters[f"cache_{name}"] = value
+        if self.images is not None:  # the image decoder's skips (on_error="skip"), per epoch
+            counters["image_skipped"] = int(self.images.stats["skipped"])
         return counters
 
     def end_epoch(self, failed: bool) -> None:

@@ -40,14 +40,15 @@ def epoch_counters(before: dict[str, int], after: dict[str, int]) -> dict[str, i
     ``after`` (never negative: a backend closed mid-epoch restarts none of them), the engine's
     ``bytes`` as ``storage_bytes`` (the bytes every backend read, block over-read and the
     node cache's local reads included; the epoch's ``bytes`` are its samples' bytes), and
-    ``skipped``: the reads the node cache could not serve and read around (on_error="skip")."""
+    ``skipped``: the reads the node cache could not serve and read around plus the samples
+    the image decoder could not decode and replaced (``image_skipped``; on_error="skip")."""
     out: dict[str, int] = {}
     for name, value in after.items():
         if name in _GAUGES:
             continue
         out[_RENAMED.get(name, name)] = max(0, int(value) - int(before.get(name, 0)))
-    if "cache_skipped" in out:
-        out["skipped"] = out["cache_skipped"]
+    if "cache_skipped" in out or "image_skipped" in out:
+        out["skipped"] = out.get("cache_skipped", 0) + out.get("image_skipped", 0)
     return out
 
 

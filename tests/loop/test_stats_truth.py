@@ -114,3 +114,114 @@ def test_a_running_epoch_counts_its_reads_and_close_never_lowers_a_counter(http_
     closed = dl.stats()["epochs"][-1]
     assert closed["requests"] >= later["requests"] and closed["batches"] >= later["batches"]
     _sane(dl.stats())
+
+
+def _slow_transform(x):
+    import time as _t
+
+    t0 = _t.perf_counter()
+    while _t.perf_counter() - t0 < 0.02:  # 20 ms of worker CPU per sample
+        pass
+    return x
+
+
+def test_retries_equal_the_faults_queued(http_server, fault_proxy_http):
+    from tests.support.servers import Fault
+
+    http_server.put("r.bin", payload(40_000, 3))
+    ds = ObjectDataset([f"{fault_proxy_http.endpoint}/r.bin"] * 4, sizes=[40_000] * 4)
+    dl = DataLoader(ds, batch_size=4, engine=RangeEngine(backoff_base=0.01, backoff_cap=0.02))
+    fault_proxy_http.queue(Fault("slowdown", retry_after=0), Fault("status", status=500))
+    fault_proxy_http.queue(Fault("reset", after=100))
+    dl.set_epoch(0)
+    e0 = _epochs(dl, 1)[-1]
+    assert fault_proxy_http.pending() == 0
+    assert e0["retries"] == 3
+    dl.set_epoch(0)  # the same epoch again: no faults, no retries
+    e1 = _epochs(dl, 1)[-1]
+    assert e1["retries"] == 0 and e1["epoch"] == 0
+    assert (
+        e1["requests"] == sum(1 for e in fault_proxy_http.log if e[0] == "GET") - (e0["requests"])
+    )
+    _sane(dl.stats())
+
+
+def test_skipped_images_are_counted_per_epoch_in_tar_shards_and_folders(tmp_path):
+    from fastload.batch.image_pipeline import CenterCrop, ImagePipeline, Resize
+    from fastload.plan.image_datasets import ImageFolder
+    from fastload.plan.tar_shards import TarShardDataset
+    from tests.support import images as img
+    from tests.support.tar_data import write_image_shards
+
+    blobs = [img.jpeg(30, 30, i) for i in range(20)]
+    bad = (3, 6, 13)  # planted: truncated JPEGs
+    for b in bad:
+        blobs[b] = blobs[b][:300]
+    shards = write_image_shards(str(tmp_path / "tars"), blobs, [i % 2 for i in range(20)], 5)
+    written = img.write_folder(str(tmp_path / "folder"), {"a": 4, "b": 4}, h=30, w=30)
+    paths = sorted(written)
+    for p in (paths[2], paths[7]):
+        open(p, "wb").close()
+    for ds, planted in (
+        (TarShardDataset(shards, field="jpg", label="cls"), len(bad)),
+        (ImageFolder(str(tmp_path / "folder")), 2),
+    ):
+        pipe = ImagePipeline(Resize(28), CenterCrop(24))
+        dl = DataLoader(ds, batch_size=5, transform=pipe, on_error="skip")
+        for epoch in (0, 1):
+            dl.set_epoch(epoch)
+            for _ in dl:
+                pass
+        e0, e1 = dl.stats()["epochs"]
+        assert e0["skipped"] == e1["skipped"] == planted  # each epoch's own, not cumulative
+        assert e0["image_skipped"] == e1["image_skipped"] == planted
+        assert dl.stats()["images"]["skipped"] == dl.report()["images"]["skipped"] == 2 * planted
+        _sane(dl.stats())
+
+
+def test_cache_evictions_equal_the_entries_that_left_the_cache_folder(http_server, tmp_path):
+    names = _objects(http_server)
+    cdir = tmp_path / "cache"
+    dl = DataLoader(
+        ObjectDataset(names, sizes=SIZES),
+        batch_size=4,
+        engine=RangeEngine(),
+        cache_dir=str(cdir),
+        cache_limit=4 * (1 << 13) + 4 * 5000,  # room for a few of the 12 entries
+        block_size=1 << 16,
+    )
+    seen: set[str] = set()
+    for epoch in (0, 1):
+        dl.set_epoch(epoch)
+        for _ in dl:
+            seen |= {p.name for p in (cdir / "blocks").rglob("*") if p.is_file()}
+    left = {p.name for p in (cdir / "blocks").rglob("*") if p.is_file()}
+    e0, e1 = dl.stats()["epochs"]
+    stored = e0["cache_misses"] + e1["cache_misses"]  # every miss stored one entry
+    assert e0["cache_evictions"] + e1["cache_evictions"] == stored - len(left) > 0
+    assert dl.stats()["cache"]["evictions"] == stored - len(left)
+    assert len(seen) <= len(SIZES)
+    _sane(dl.stats())
+
+
+def test_worker_transform_time_is_in_the_stage_table(tmp_path):
+    import numpy as np
+
+    from fastload.plan.datasets import RecordDataset
+    from tests.support.loader_helpers import write_records
+
+    write_records(str(tmp_path / "rec"), 20, (4,), 2)
+    ds = RecordDataset(str(tmp_path / "rec"), (4,), labels=np.arange(20), transform=_slow_transform)
+    dl = DataLoader(
+        ds, batch_size=5, num_workers=2, enable_transforms=True, multiprocessing_context="fork"
+    )
+    for epoch in (0, 1):
+        dl.set_epoch(epoch)
+        for _ in dl:
+            pass
+    for e in dl.stats()["epochs"]:
+        # 20 samples x 20 ms of worker CPU each: the workers' time is the transform stage's
+        assert e["stages"]["transform"]["total_s"] >= 20 * 0.02 * 0.9, e["stages"]
+        assert e["samples"] == 20 and e["batches"] == 4
+    dl.close()
+    _sane(dl.stats())
