@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fastload.checks import check_int
+from fastload.checks import check_int, check_int_table, check_plain_buffer
 from fastload.storage.buffer_pool import BufferPool
 from fastload.storage.read_settings import ReadSettings
 from fastload.storage.uri import ParsedURI, parse_uri
@@ -35,6 +35,7 @@ ALIGN = 64  # each object starts on a cache line: numpy views of any dtype are a
 _HEAD_THREADS = 32  # parallel HEADs when sizes must be asked one by one
 _LIST_MIN_KEYS = 16  # from this many unknown keys of one bucket on, list instead of HEAD
 _POOL_KEEP = 2  # idle slabs kept per engine for the next call
+_MAX_SIZE = np.iinfo(np.int64).max - ALIGN  # a slab offset past it would wrap
 
 _pools: weakref.WeakKeyDictionary[Any, BufferPool] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
@@ -67,7 +68,10 @@ def _local_sizes(engine: _Engine, srcs: list[ParsedURI], idx: list[int], out: np
     for i in idx:
         try:
             out[i] = os.stat(srcs[i].path).st_size
-        except OSError:  # the backend's error names the URI (and says not found / denied)
+        except (
+            OSError,
+            ValueError,
+        ):  # ValueError: a NUL byte in the path  # the backend's error names the URI (and says not found / denied)
             backend = backend or engine.backend(srcs[i].scheme)
             out[i] = backend.size(srcs[i])
         else:
@@ -162,13 +166,18 @@ def read_many(
     if sizes is None:
         lengths = object_sizes(engine, srcs)
     else:
-        lengths = np.asarray(sizes, dtype=np.int64).reshape(-1)
+        # integers only (5.5 is a TypeError, never truncated), each small enough that its
+        # 64-byte padding and the slab's total fit in int64
+        lengths = check_int_table("read_many: sizes", np.asarray(sizes).reshape(-1, 1), 1)
+        lengths = lengths.reshape(-1)
         if len(lengths) != len(srcs):
             raise ValueError(
                 f"sizes has {len(lengths)} entries for {len(srcs)} URIs (one size per URI)"
             )
         for i, n in enumerate(lengths.tolist()):
-            check_int(f"sizes[{i}] ({srcs[i].display})", n, 0)
+            check_int(f"sizes[{i}] ({srcs[i].display})", n, 0, _MAX_SIZE)
+        if sum(lengths.tolist()) + ALIGN * len(srcs) > _MAX_SIZE:
+            raise ValueError(f"read_many: sizes add up to more than {_MAX_SIZE} bytes")
     starts = _starts(lengths)
     total = int(starts[-1]) if len(starts) else 0
     if out is None:
@@ -203,6 +212,10 @@ def _flat(out: Any) -> memoryview:
         raise TypeError(
             f"read_many: out= must support the buffer protocol, got {type(out).__name__}"
         ) from None
+    # before the cast below hides it: bytes written over an object array's pointers crash
+    check_plain_buffer("read_many: the destination buffer (out=)", view.format)
+    if view.readonly:
+        raise ValueError("read_many: the destination buffer (out=) is read-only")
     if view.format == "B" and view.ndim == 1:
         return view
     if not view.c_contiguous:
