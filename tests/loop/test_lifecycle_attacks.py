@@ -33,6 +33,7 @@ from fastload.plan.datasets import RecordDataset
 from fastload.storage.engine import RangeEngine
 from tests.support import loader_helpers as H
 from tests.support.loader_data import SHAPE, N
+from tests.support.processes import alive, children
 
 ROOT = os.path.dirname(os.path.dirname(fastload.__file__))
 BOUND_S = 60.0  # a hang guard, never a measurement
@@ -61,28 +62,6 @@ def ignores_sigterm_and_blocks_on_7(sample: np.ndarray) -> np.ndarray:
 # -- measuring -----------------------------------------------------------------------
 
 
-def _children() -> set[int]:
-    me, out = str(os.getpid()), set()
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    state, ppid = f.read().split(")")[-1].split()[:2]
-            except OSError:
-                continue
-            if ppid == me and state != "Z":
-                out.add(int(p))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -93,7 +72,7 @@ def _snapshot() -> dict:
         "fds": len(os.listdir("/proc/self/fd")),
         "threads": threading.active_count(),
         "tasks": len(os.listdir("/proc/self/task")),
-        "children": _children(),
+        "children": children(),
         "shm": {n for n in os.listdir("/dev/shm") if n.startswith(f"fastload-{os.getpid()}-")},
         "temp": set(os.listdir(tempfile.gettempdir())),
     }
@@ -301,9 +280,9 @@ def test_a_worker_stuck_in_its_transform_dies_with_a_killed_loader(tmp_path, con
             if pipe is not None:
                 pipe.close()
     end = time.monotonic() + GONE_WITHIN_S
-    while any(map(_alive, pids)) and time.monotonic() < end:
+    while any(map(alive, pids)) and time.monotonic() < end:
         time.sleep(0.05)
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"workers {left} outlived their loader"
@@ -446,9 +425,9 @@ def test_interpreter_exit_with_live_iterators_workers_and_a_stuck_reader(tmp_pat
     pids = [int(p) for p in lines[-1].split()[1:]]
     assert len(pids) == 4
     end = time.monotonic() + GONE_WITHIN_S
-    while any(map(_alive, pids)) and time.monotonic() < end:
+    while any(map(alive, pids)) and time.monotonic() < end:
         time.sleep(0.05)
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if alive(p)]
 
 
 # -- threads ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from fastload.plan.datasets import RecordDataset
 from fastload.storage.engine import RangeEngine
 from tests.support import loader_helpers as H
 from tests.support.network import FAST_RETRY
+from tests.support.processes import children
 from tests.support.servers import proxy_to, random_faults, start_rclone, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.usefixtures("clean_aws_env")]
@@ -28,21 +29,6 @@ N = 480
 EPOCHS = 4
 FAULT_RATE = 0.3
 SETTLE_S = 20.0  # a bound for sockets and processes to go, not a measurement
-
-
-def _children() -> set[int]:
-    me = str(os.getpid())
-    out = set()
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    state, ppid = f.read().split(")")[-1].split()[:2]
-            except OSError:
-                continue
-            if ppid == me and state != "Z":
-                out.add(int(p))
-    return out
 
 
 def _threads() -> set[str]:
@@ -82,7 +68,7 @@ def test_soak_shuffled_worker_epochs_through_faults(tmp_path, context):
             # multiprocessing's resource tracker (a process and a pipe for the whole session)
             # starts with the first spawned process: before the count, not among the leaks
             resource_tracker.ensure_running()
-            before = (_children(), _fds())
+            before = (children(), _fds())
             threads_before = _threads()
             eng = RangeEngine(endpoint_url=proxy.endpoint, **creds, **FAST_RETRY)
             faults = random_faults(proxy, FAULT_RATE, seed=7)
@@ -118,7 +104,7 @@ def test_soak_shuffled_worker_epochs_through_faults(tmp_path, context):
             eng.close()
             drawn = dict(faults.drawn)
             _settle(lambda: not multiprocessing.active_children(), "worker processes left")
-            _settle(lambda: _children() <= before[0], "child processes left")
+            _settle(lambda: children() <= before[0], "child processes left")
             _settle(
                 lambda: len(_fds()) <= len(before[1]),
                 lambda: f"descriptors left: {sorted(set(_fds().items()) - set(before[1].items()))}",

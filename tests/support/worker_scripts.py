@@ -20,6 +20,7 @@ import numpy as np
 from fastload.loop.loader import DataLoader
 from fastload.plan.datasets import RecordDataset
 from tests.support import loader_helpers as H
+from tests.support.processes import alive
 
 SHAPE = (8, 6, 3)
 N = 60
@@ -77,20 +78,12 @@ def fork_child(folder: str, context: str, how: str) -> None:
         sys.exit(0 if ok else 3)
     _, status = os.waitpid(pid, 0)
     report["child_exit"] = os.waitstatus_to_exitcode(status)
-    report["alive_after_child"] = [_alive(p) for p in pids]
+    report["alive_after_child"] = [alive(p) for p in pids]
     report["next"] = [_epoch_ok(dl, data), _epoch_ok(dl, data)]
     report["same_workers"] = dl.workers is not None and dl.workers.pids == pids
     report["starts"] = dl.report()["worker_starts"]
     dl.close()
     print(json.dumps(report), flush=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
